@@ -1,0 +1,8 @@
+//! kup: declarative live kernel updates for virtualisation hosts.
+//!
+//! The pure modules (`plan`) turn TOML text into a checked plan and diagnostics; they touch nothing on the host, so
+//! `kup plan validate` runs anywhere, including in code review.
+
+pub mod cli;
+pub mod exit;
+pub mod plan;
