@@ -1,22 +1,52 @@
-//! Command-line interface: clap definitions mirroring the command line, dispatched to the library.
+//! Command-line interface: clap definitions mirroring the command line, dispatched to [`crate::commands`].
 //!
 //! Conventions: data on stdout, diagnostics and progress on stderr; `--format json` wherever a command reports
-//! something; exit codes from [`crate::exit`].
+//! something; exit codes from [`crate::exit`] (clap's own usage errors also exit 2).
 
+use crate::commands;
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "kup", version, about = "Declarative live kernel updates for virtualisation hosts")]
+#[command(
+    name = "kup",
+    version,
+    about = "Declarative live kernel updates for virtualisation hosts"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Work with plans: validate them.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+    /// Print the JSON Schema of the plan format.
+    Schema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Check plans offline and report every problem with its file, line and a hint.
+    Validate {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "human")]
+        format: commands::validate::Format,
+        /// Plan files, or directories searched recursively for `*.toml`.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+}
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Plan(PlanCommand::Validate { format, paths }) => {
+            commands::validate::run(&paths, format)
+        }
+        Command::Schema => commands::schema::run(),
+    }
 }

@@ -4,5 +4,6 @@
 //! `kup plan validate` runs anywhere, including in code review.
 
 pub mod cli;
+pub mod commands;
 pub mod exit;
 pub mod plan;

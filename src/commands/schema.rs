@@ -1,0 +1,15 @@
+//! `kup schema`: prints the plan format's JSON Schema, the same document checked in as schemas/kup-plan.schema.json.
+
+use std::process::ExitCode;
+
+/// The schema as checked in: pretty JSON with a trailing newline.
+pub fn render() -> String {
+    let mut text = serde_json::to_string_pretty(&crate::plan::schema()).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+pub fn run() -> ExitCode {
+    print!("{}", render());
+    crate::exit::code(crate::exit::SUCCESS)
+}

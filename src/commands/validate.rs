@@ -1,0 +1,244 @@
+//! `kup plan validate`: checks plan files offline and reports every finding for people (miette), tools (JSON) or
+//! GitHub code review (workflow annotations).
+
+use crate::exit;
+use crate::plan::{self, Diagnostic, PlanDiagnostics, Severity};
+use clap::ValueEnum;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Graphical diagnostics with source snippets (stderr).
+    Human,
+    /// One JSON document on stdout.
+    Json,
+    /// GitHub Actions workflow commands (`::error file=…`) on stdout.
+    Github,
+}
+
+/// The plan files named by `paths`: files as given, directories searched recursively for `*.toml`, sorted so the
+/// output is stable.
+pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if meta.is_dir() {
+            let mut found = Vec::new();
+            walk(path, &mut found).map_err(|e| format!("{}: {e}", path.display()))?;
+            found.sort();
+            if found.is_empty() {
+                return Err(format!(
+                    "{}: no *.toml files in this directory",
+                    path.display()
+                ));
+            }
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct JsonOutput {
+    plans: Vec<JsonPlan>,
+}
+
+#[derive(Serialize)]
+struct JsonPlan {
+    file: String,
+    valid: bool,
+    diagnostics: Vec<JsonDiagnostic>,
+}
+
+#[derive(Serialize)]
+struct JsonDiagnostic {
+    severity: Severity,
+    code: &'static str,
+    message: String,
+    line: Option<usize>,
+    column: Option<usize>,
+    end_line: Option<usize>,
+    end_column: Option<usize>,
+    label: Option<String>,
+    help: Option<String>,
+}
+
+fn json_diagnostic(report: &PlanDiagnostics, d: &Diagnostic) -> JsonDiagnostic {
+    let start = report.position(d);
+    let end = d
+        .span
+        .as_ref()
+        .map(|s| plan::diagnostic::line_column(&report.source, s.end));
+    JsonDiagnostic {
+        severity: d.severity,
+        code: d.code,
+        message: d.message.clone(),
+        line: start.map(|p| p.0),
+        column: start.map(|p| p.1),
+        end_line: end.map(|p| p.0),
+        end_column: end.map(|p| p.1),
+        label: d.label.clone(),
+        help: d.help.clone(),
+    }
+}
+
+/// Escapes a GitHub workflow command's message (`%`, CR, LF) or, with `property`, a property value (also `:`, `,`).
+fn github_escape(text: &str, property: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '\r' => out.push_str("%0D"),
+            '\n' => out.push_str("%0A"),
+            ':' if property => out.push_str("%3A"),
+            ',' if property => out.push_str("%2C"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub fn github_annotation(report: &PlanDiagnostics, d: &Diagnostic) -> String {
+    let level = match d.severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    };
+    let mut props = vec![format!("file={}", github_escape(&report.file, true))];
+    if let Some((line, col)) = report.position(d) {
+        props.push(format!("line={line}"));
+        props.push(format!("col={col}"));
+        if let Some(span) = &d.span {
+            let (end_line, end_col) = plan::diagnostic::line_column(&report.source, span.end);
+            props.push(format!("endLine={end_line}"));
+            if end_line == line {
+                props.push(format!("endColumn={end_col}"));
+            }
+        }
+    }
+    props.push(format!("title={}", github_escape(d.code, true)));
+    let mut message = d.message.clone();
+    if let Some(help) = &d.help {
+        message.push_str("\nhelp: ");
+        message.push_str(help);
+    }
+    format!(
+        "::{level} {}::{}",
+        props.join(","),
+        github_escape(&message, false)
+    )
+}
+
+fn summary(report: &PlanDiagnostics) -> String {
+    let errors = report.diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = report.diagnostics.len() - errors;
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    match (errors, warnings) {
+        (0, 0) => format!("{}: valid", report.file),
+        (0, w) => format!("{}: valid, {}", report.file, plural(w, "warning")),
+        (e, 0) => format!("{}: invalid, {}", report.file, plural(e, "error")),
+        (e, w) => format!(
+            "{}: invalid, {}, {}",
+            report.file,
+            plural(e, "error"),
+            plural(w, "warning")
+        ),
+    }
+}
+
+pub fn run(paths: &[PathBuf], format: Format) -> ExitCode {
+    let files = match collect_files(paths) {
+        Ok(files) => files,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return exit::code(exit::USAGE_OR_IO);
+        }
+    };
+    let mut reports = Vec::new();
+    for file in &files {
+        let bytes = match std::fs::read(file) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", file.display());
+                return exit::code(exit::USAGE_OR_IO);
+            }
+        };
+        reports.push(plan::load(&file.display().to_string(), &bytes).report);
+    }
+    match format {
+        Format::Human => {
+            let color = super::stderr_color();
+            for report in &reports {
+                eprint!("{}", report.render(color, super::width()));
+            }
+            for report in &reports {
+                eprintln!("{}", summary(report));
+            }
+        }
+        Format::Json => {
+            let output = JsonOutput {
+                plans: reports
+                    .iter()
+                    .map(|r| JsonPlan {
+                        file: r.file.clone(),
+                        valid: !r.has_errors(),
+                        diagnostics: r
+                            .diagnostics
+                            .iter()
+                            .map(|d| json_diagnostic(r, d))
+                            .collect(),
+                    })
+                    .collect(),
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&output).unwrap_or_default()
+            );
+        }
+        Format::Github => {
+            for report in &reports {
+                for d in &report.diagnostics {
+                    println!("{}", github_annotation(report, d));
+                }
+            }
+            for report in &reports {
+                eprintln!("{}", summary(report));
+            }
+        }
+    }
+    let code = if reports.iter().any(PlanDiagnostics::has_errors) {
+        exit::INVALID_PLAN
+    } else {
+        exit::SUCCESS
+    };
+    exit::code(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn github_escaping_follows_the_workflow_command_rules() {
+        assert_eq!(github_escape("50%\nnext", false), "50%25%0Anext");
+        assert_eq!(github_escape("a:b,c", true), "a%3Ab%2Cc");
+        assert_eq!(github_escape("a:b,c", false), "a:b,c");
+    }
+}

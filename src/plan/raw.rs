@@ -1,0 +1,256 @@
+//! The plan as written: serde types that mirror the TOML one to one, keep every value's span for diagnostics, and
+//! are the single source of the JSON Schema (`kup schema`).
+//!
+//! The model is deliberately flat (separate `[[vm]]`, `[[app]]` arrays, externally tagged choices): spans are lost
+//! inside `#[serde(flatten)]` and untagged enums. Nothing here is checked beyond types; [`super::validate`] turns a
+//! [`RawPlan`] into a checked [`super::Plan`].
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+/// A kup plan: one live kernel update of one kind of host.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "kup plan", extend("$id" = "https://kup.invalid/schemas/kup-plan.schema.json"))]
+pub struct RawPlan {
+    /// Plan format version. Must be `1`.
+    #[schemars(with = "u32")]
+    pub kup: Spanned<i64>,
+    /// A human name for the update, shown in reports and the journal.
+    #[schemars(with = "Option<String>")]
+    pub name: Option<Spanned<String>>,
+    /// Hostname globs (`*`, `?`, `[a-z]`) this plan may be applied on; apply refuses any other host. Omit to allow
+    /// any host.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub hosts: Vec<Spanned<String>>,
+    /// The kernel to kexec into.
+    #[schemars(with = "RawKernel")]
+    pub kernel: Spanned<RawKernel>,
+    /// Virtual machines to pause, save and restore across the kexec.
+    #[serde(default, rename = "vm")]
+    #[schemars(rename = "vm", with = "Vec<RawVm>")]
+    pub vms: Vec<Spanned<RawVm>>,
+    /// PCI devices (typically VFIO pass-through) whose driver binding is checked before and after the kexec.
+    #[serde(default)]
+    #[schemars(with = "Vec<RawPci>")]
+    pub pci: Vec<Spanned<RawPci>>,
+    /// Host applications to stop or checkpoint before the kexec and bring back after it.
+    #[serde(default, rename = "app")]
+    #[schemars(rename = "app", with = "Vec<RawApp>")]
+    pub apps: Vec<Spanned<RawApp>>,
+    /// Custom steps (argv commands) placed in the step graph with `before` / `after`.
+    #[serde(default, rename = "step")]
+    #[schemars(rename = "step", with = "Vec<RawStep>")]
+    pub steps: Vec<Spanned<RawStep>>,
+    /// How the update is carried out: isolation, downtime budget, parallelism, failure handling, journal.
+    #[schemars(with = "Option<RawPolicy>")]
+    pub policy: Option<Spanned<RawPolicy>>,
+}
+
+/// The kernel to kexec into.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawKernel {
+    /// Absolute path of the kernel image (bzImage) to load.
+    #[schemars(with = "String")]
+    pub image: Spanned<String>,
+    /// Absolute path of the initramfs to load with it. Omit to boot without one.
+    #[schemars(with = "Option<String>")]
+    pub initrd: Option<Spanned<String>>,
+    /// Expected kernel release (what `uname -r` will show), checked against the image's header before loading and
+    /// against `uname -r` after the kexec.
+    #[schemars(with = "Option<String>")]
+    pub version: Option<Spanned<String>>,
+    /// Expected SHA-256 of the image (64 hex digits). Pins the exact artifact.
+    #[schemars(with = "Option<String>")]
+    pub sha256: Option<Spanned<String>>,
+    /// How the kernel is loaded: `file` (kexec_file_load, the default; works under Secure Boot with a signed image)
+    /// or `legacy` (kexec-tools `kexec -l`).
+    #[schemars(with = "Option<Loader>")]
+    pub loader: Option<Spanned<Loader>>,
+    /// The new kernel's command line. Omit to inherit the running kernel's unchanged.
+    #[schemars(with = "Option<RawCmdline>")]
+    pub cmdline: Option<Spanned<RawCmdline>>,
+}
+
+/// How the kernel image is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Loader {
+    /// `kexec_file_load(2)`: no kexec-tools needed; the kernel verifies signatures under lockdown.
+    File,
+    /// `kexec -l` from kexec-tools (`kexec_load(2)`), for kernels without `CONFIG_KEXEC_FILE`.
+    Legacy,
+}
+
+/// The new kernel's command line: either edits applied to the running kernel's `/proc/cmdline`, or a full `value`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCmdline {
+    /// Start from the running kernel's `/proc/cmdline` (default `true`). With `false`, start from an empty line.
+    #[schemars(with = "Option<bool>")]
+    pub inherit: Option<Spanned<bool>>,
+    /// Parameters to drop, whatever their value (`quiet`, `console`, …).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub remove: Vec<Spanned<String>>,
+    /// Parameters to add or replace, as `key = "value"`.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub set: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// Parameters to add verbatim at the end (bare flags such as `nosmt`, or `key=value`).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub append: Vec<Spanned<String>>,
+    /// The complete command line, used as is. Excludes `inherit`, `remove`, `set` and `append`.
+    #[schemars(with = "Option<String>")]
+    pub value: Option<Spanned<String>>,
+}
+
+/// A virtual machine kept alive across the kexec.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawVm {
+    /// Unique name; used in step ids (`vm:NAME:pause`). Letters, digits, `.`, `_`, `-`.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// QEMU driver: absolute path of the running QEMU's QMP unix socket. Exactly one of `qmp` and `libvirt`.
+    #[schemars(with = "Option<String>")]
+    pub qmp: Option<Spanned<String>>,
+    /// libvirt driver: the domain name (`virsh save` / `virsh restore`). Exactly one of `qmp` and `libvirt`.
+    #[schemars(with = "Option<String>")]
+    pub libvirt: Option<Spanned<String>>,
+    /// Directory for the saved state. Must survive the kexec: not tmpfs (`/run`, `/dev/shm`). Default
+    /// `<policy.journal>/state/<name>`.
+    #[schemars(with = "Option<String>")]
+    pub state: Option<Spanned<String>>,
+    /// `shared`: guest RAM lives in a `share=on` file backend that survives the kexec and is not copied
+    /// (x-ignore-shared); `copy` (default): RAM is written into the state file.
+    #[schemars(with = "Option<MemoryMode>")]
+    pub memory: Option<Spanned<MemoryMode>>,
+    /// Guest RAM size (`"2GiB"`, `"512MiB"`), used for the downtime estimate. Read over QMP at apply time when
+    /// omitted.
+    #[schemars(with = "Option<String>")]
+    pub memory_size: Option<Spanned<String>>,
+    /// QEMU driver: argv that starts QEMU again after the kexec, with `-incoming defer` (for example
+    /// `["systemctl", "start", "qemu@db-1"]`). Required with `qmp`.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub restart: Option<Spanned<Vec<Spanned<String>>>>,
+    /// PCI addresses (`DDDD:BB:DD.F`) of devices this VM owns; each must be declared in a `[[pci]]` table.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub devices: Vec<Spanned<String>>,
+}
+
+/// Where a VM's RAM goes across the kexec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryMode {
+    /// RAM is in a shared file backend that survives the kexec; only device state is saved.
+    Shared,
+    /// RAM is copied into the state file.
+    Copy,
+}
+
+/// A PCI device whose driver binding must hold before and after the kexec.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPci {
+    /// PCI address in `DDDD:BB:DD.F` form (domain, bus, device, function; hex).
+    #[schemars(with = "String")]
+    pub address: Spanned<String>,
+    /// Expected driver binding (default `vfio-pci`).
+    #[schemars(with = "Option<String>")]
+    pub driver: Option<Spanned<String>>,
+}
+
+/// A host application brought across the kexec. Exactly one of `systemd`, `criu`, or `save`/`restore` hooks.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawApp {
+    /// Unique name; used in step ids (`app:NAME:save`). Letters, digits, `.`, `_`, `-`.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// A systemd unit stopped before the kexec and started after it.
+    #[schemars(with = "Option<String>")]
+    pub systemd: Option<Spanned<String>>,
+    /// A process checkpointed with CRIU before the kexec and restored after it.
+    #[schemars(with = "Option<RawCriu>")]
+    pub criu: Option<Spanned<RawCriu>>,
+    /// Hook argv run to save the app before the kexec.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub save: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Hook argv run to restore the app after the kexec.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub restore: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// CRIU checkpoint of one process tree.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCriu {
+    /// Absolute path of a file holding the PID of the process tree's root.
+    #[schemars(with = "String")]
+    pub pidfile: Spanned<String>,
+    /// Absolute path of the CRIU images directory; must survive the kexec.
+    #[schemars(with = "String")]
+    pub images: Spanned<String>,
+}
+
+/// A custom step: an argv command placed in the step graph.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    /// Unique name; the step's id is `step:NAME`. Letters, digits, `.`, `_`, `-`.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// The argv to run (no shell: `["/usr/local/bin/lb", "drain", "hv-7"]`).
+    #[schemars(with = "Vec<String>")]
+    pub run: Spanned<Vec<Spanned<String>>>,
+    /// Step ids this step must run before (for example `"vm:db-1:pause"`, `"kexec"`).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub before: Vec<Spanned<String>>,
+    /// Step ids this step must run after (for example `"vm:db-1:resume"`).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub after: Vec<Spanned<String>>,
+    /// Time limit (`"30s"`, `"1m 30s"`); the step fails when it runs longer. Default `"5m"`.
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Spanned<String>>,
+}
+
+/// How the update is carried out.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// systemd target to isolate just before the kexec (for example `rescue.target`). Omit to skip.
+    #[schemars(with = "Option<String>")]
+    pub isolate: Option<Spanned<String>>,
+    /// Longest acceptable guest downtime (`"3s"`); validation fails when the estimate exceeds it.
+    #[schemars(with = "Option<String>")]
+    pub max_downtime: Option<Spanned<String>>,
+    /// How many steps may run at once (default 4). At least 1.
+    #[schemars(with = "Option<u32>")]
+    pub parallelism: Option<Spanned<i64>>,
+    /// On a failure before the kexec: `rollback` (default: resume VMs, restart apps, unload the kernel) or `stop`
+    /// (leave everything as it is for an operator).
+    #[schemars(with = "Option<OnFailure>")]
+    pub on_failure: Option<Spanned<OnFailure>>,
+    /// Directory for checkpoint journals (default `/var/lib/kup`). Must survive the kexec.
+    #[schemars(with = "Option<String>")]
+    pub journal: Option<Spanned<String>>,
+}
+
+/// What to do when a step fails before the point of no return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// Undo every completed step in reverse order: resume VMs, restart apps, unload the kernel.
+    Rollback,
+    /// Leave the host as it is for an operator.
+    Stop,
+}
