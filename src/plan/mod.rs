@@ -66,8 +66,11 @@ pub fn load(file: &str, bytes: &[u8]) -> Loaded {
 
     let (table, syntax_errors) = toml::de::DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
+        // Only the first: the parser's recovery after a syntax error mostly yields consequences of it (an unclosed
+        // array swallows the next table header and every line after it), which bury the real mistake.
         let diagnostics = syntax_errors
             .iter()
+            .take(1)
             .map(|e| {
                 let d =
                     Diagnostic::error(SYNTAX, format!("TOML syntax error: {}", e.message().trim()));
@@ -83,7 +86,7 @@ pub fn load(file: &str, bytes: &[u8]) -> Loaded {
 
     let mut table = table;
     let mut diagnostics = Vec::new();
-    structure::check(&mut table, &schema(), &mut diagnostics);
+    let pruned = structure::check(&mut table, &schema(), &mut diagnostics);
     let structure_ok = diagnostics.is_empty();
     let raw = match raw::RawPlan::deserialize(toml::de::Deserializer::from(table)) {
         Ok(raw) => raw,
@@ -99,7 +102,19 @@ pub fn load(file: &str, bytes: &[u8]) -> Loaded {
             return failed(file, source, vec![d.help("see docs/plan-format.md")]);
         }
     };
+    let structural = diagnostics.len();
     let plan = validate::validate(&raw, &mut diagnostics).filter(|_| structure_ok);
+    // A semantic "X is missing" about a table that lost X to the structural pass only repeats that finding.
+    let mut index = 0;
+    diagnostics.retain(|d| {
+        index += 1;
+        let consequence = index > structural
+            && validate::code::ABSENCE.contains(&d.code)
+            && d.span
+                .as_ref()
+                .is_some_and(|s| pruned.iter().any(|t| t.start <= s.start && s.end <= t.end));
+        !consequence
+    });
     failed(file, source, diagnostics).with_plan(plan)
 }
 

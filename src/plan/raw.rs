@@ -53,6 +53,7 @@ pub struct RawPlan {
 /// The kernel to kexec into.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Kernel")]
 pub struct RawKernel {
     /// Absolute path of the kernel image (bzImage) to load.
     #[schemars(with = "String")]
@@ -89,6 +90,7 @@ pub enum Loader {
 /// The new kernel's command line: either edits applied to the running kernel's `/proc/cmdline`, or a full `value`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Cmdline")]
 pub struct RawCmdline {
     /// Start from the running kernel's `/proc/cmdline` (default `true`). With `false`, start from an empty line.
     #[schemars(with = "Option<bool>")]
@@ -113,6 +115,7 @@ pub struct RawCmdline {
 /// A virtual machine kept alive across the kexec.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Vm")]
 pub struct RawVm {
     /// Unique name; used in step ids (`vm:NAME:pause`). Letters, digits, `.`, `_`, `-`.
     #[schemars(with = "String")]
@@ -158,6 +161,7 @@ pub enum MemoryMode {
 /// A PCI device whose driver binding must hold before and after the kexec.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Pci")]
 pub struct RawPci {
     /// PCI address in `DDDD:BB:DD.F` form (domain, bus, device, function; hex).
     #[schemars(with = "String")]
@@ -170,6 +174,7 @@ pub struct RawPci {
 /// A host application brought across the kexec. Exactly one of `systemd`, `criu`, or `save`/`restore` hooks.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "App")]
 pub struct RawApp {
     /// Unique name; used in step ids (`app:NAME:save`). Letters, digits, `.`, `_`, `-`.
     #[schemars(with = "String")]
@@ -191,6 +196,7 @@ pub struct RawApp {
 /// CRIU checkpoint of one process tree.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Criu")]
 pub struct RawCriu {
     /// Absolute path of a file holding the PID of the process tree's root.
     #[schemars(with = "String")]
@@ -203,6 +209,7 @@ pub struct RawCriu {
 /// A custom step: an argv command placed in the step graph.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Step")]
 pub struct RawStep {
     /// Unique name; the step's id is `step:NAME`. Letters, digits, `.`, `_`, `-`.
     #[schemars(with = "String")]
@@ -226,6 +233,7 @@ pub struct RawStep {
 /// How the update is carried out.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Policy")]
 pub struct RawPolicy {
     /// systemd target to isolate just before the kexec (for example `rescue.target`). Omit to skip.
     #[schemars(with = "Option<String>")]

@@ -21,10 +21,21 @@ pub const OUT_OF_RANGE: &str = "kup::plan::out-of-range";
 /// Offending entries (unknown keys, values of the wrong type or out of range) are removed from `root` as they are
 /// reported, so that the pruned document can still go through serde and the semantic checks: a reviewer then sees
 /// a typo'd key *and* a relative path in the same run.
-pub fn check(root: &mut Spanned<DeTable<'_>>, schema: &Json, out: &mut Vec<Diagnostic>) {
-    let walker = Walker { root: schema };
+///
+/// Returns the spans of the tables that lost an entry, so that findings which are mere consequences of the pruning
+/// ("no restart command" after a `restart` of the wrong type was removed) can be dropped.
+pub fn check(
+    root: &mut Spanned<DeTable<'_>>,
+    schema: &Json,
+    out: &mut Vec<Diagnostic>,
+) -> Vec<Range<usize>> {
+    let walker = Walker {
+        root: schema,
+        pruned: std::cell::RefCell::new(Vec::new()),
+    };
     let span = header_span(root.span());
     walker.table(root.get_mut(), span, schema, "", out);
+    walker.pruned.into_inner()
 }
 
 /// The span used for "missing key" findings on the document root: its first character, since the root has no
@@ -35,6 +46,8 @@ fn header_span(span: Range<usize>) -> Range<usize> {
 
 struct Walker<'s> {
     root: &'s Json,
+    /// Spans of tables from which an offending entry was removed.
+    pruned: std::cell::RefCell<Vec<Range<usize>>>,
 }
 
 /// What a (resolved) schema node expects.
@@ -212,7 +225,8 @@ impl<'s> Walker<'s> {
                     };
                     out.push(
                         Diagnostic::error(OUT_OF_RANGE, format!("`{path}` is out of range"))
-                            .at(span, format!("must be {bounds}")),
+                            .at(span, format!("must be {bounds}"))
+                            .help(format!("use a whole number {bounds}")),
                     );
                 }
                 return in_range;
@@ -256,6 +270,13 @@ impl<'s> Walker<'s> {
     ) {
         let properties = schema.get("properties").and_then(Json::as_object);
         let additional = schema.get("additionalProperties");
+        // A table's own span is only its header; its entries end where the last value ends.
+        let end = table
+            .iter()
+            .map(|(k, v)| k.span().end.max(v.span().end))
+            .max()
+            .unwrap_or(span.end);
+        let extent = span.start..end.max(span.end);
         let old = std::mem::replace(table, DeTable::new());
         for (key, mut value) in old {
             let name = key.get_ref().as_ref();
@@ -288,6 +309,8 @@ impl<'s> Walker<'s> {
             };
             if keep {
                 table.insert(key, value);
+            } else {
+                self.pruned.borrow_mut().push(extent.clone());
             }
         }
         let required = schema.get("required").and_then(Json::as_array);

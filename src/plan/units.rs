@@ -21,7 +21,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let number: f64 = rest[..number_len]
             .parse()
             .map_err(|_| format!("`{}` is not a number", &rest[..number_len]))?;
-        rest = &rest[number_len..];
+        rest = rest[number_len..].trim_start();
         let unit_len = rest
             .find(|c: char| !c.is_ascii_alphabetic())
             .unwrap_or(rest.len());

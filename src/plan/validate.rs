@@ -30,6 +30,7 @@ pub mod code {
     pub const SIZE: &str = "kup::plan::size";
     pub const PARALLELISM: &str = "kup::plan::parallelism";
     pub const EMPTY_ARGV: &str = "kup::plan::empty-argv";
+    pub const ARGV_SHELL_STRING: &str = "kup::plan::argv-shell-string";
     pub const CMDLINE_CONFLICT: &str = "kup::plan::cmdline-conflict";
     pub const CMDLINE_PARAM: &str = "kup::plan::cmdline-param";
     pub const EMPTY_CMDLINE: &str = "kup::plan::empty-cmdline";
@@ -41,6 +42,10 @@ pub mod code {
     pub const SYSTEMD_UNIT: &str = "kup::plan::systemd-unit";
     pub const ON_FAILURE_STOP: &str = "kup::plan::on-failure-stop";
     pub const EMPTY_VALUE: &str = "kup::plan::empty-value";
+
+    /// Codes that report something absent: after the structural pass removed a badly typed key, these would only
+    /// repeat its finding.
+    pub const ABSENCE: &[&str] = &[VM_DRIVER, DRIVER_KEY, APP_KIND];
 }
 
 /// File systems whose contents are gone after a kexec (tmpfs, or not files at all).
@@ -226,7 +231,7 @@ impl Validator<'_> {
         if items.len() == 1 && items[0].get_ref().contains(' ') {
             self.push(
                 Diagnostic::warning(
-                    code::EMPTY_ARGV,
+                    code::ARGV_SHELL_STRING,
                     format!("`{key}` is one string with spaces; kup runs no shell, so it names a single program"),
                 )
                 .at(items[0].span(), "the whole string is the program name")
