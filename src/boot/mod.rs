@@ -5,5 +5,8 @@
 //! analysis (`analyse`) is pure — bytes in, report out — so the executor can call it on a captured log and store
 //! the result in its journal; only `live` and `command` touch the host.
 
+mod markers;
 pub mod parse;
+mod phases;
+pub mod report;
 mod wallclock;
