@@ -6,6 +6,8 @@
 //! the result in its journal; only `live` and `command` touch the host.
 
 mod advice;
+pub mod command;
+mod live;
 mod markers;
 pub mod parse;
 mod phases;
@@ -14,6 +16,7 @@ pub mod report;
 mod wallclock;
 
 pub use advice::{HostFacts, KernelConfig};
+pub use command::BootTimeArgs;
 pub use render::human;
 pub use report::BootReport;
 
