@@ -273,9 +273,9 @@ pub struct Timing {
     pub notes: Vec<String>,
 }
 
+/// A phase is present when the log holds at least one of its boundary lines.
 fn span(
     name: PhaseName,
-    present: bool,
     start: Option<Point<'_>>,
     end: Option<Point<'_>>,
     notes: &mut Vec<String>,
@@ -300,7 +300,7 @@ fn span(
     };
     let phase = Phase {
         name,
-        present,
+        present: start.is_some() || end.is_some(),
         start_s: start_at.map(Micros::seconds),
         end_s: end_at.map(Micros::seconds),
         duration_s: duration.map(Micros::seconds),
@@ -343,7 +343,6 @@ pub fn timing(ev: &Events<'_>, tl: &Timeline) -> Timing {
     let mut phases = Vec::with_capacity(PhaseName::ALL.len());
     let (early, _) = span(
         PhaseName::EarlySetup,
-        kernel_start.is_some(),
         kernel_start.clone(),
         smp_start.clone(),
         &mut notes,
@@ -351,7 +350,6 @@ pub fn timing(ev: &Events<'_>, tl: &Timeline) -> Timing {
     phases.push(early);
     let (smp, smp_bringup) = span(
         PhaseName::SmpBringup,
-        smp_start.is_some() || smp_end.is_some(),
         smp_start,
         smp_end.clone(),
         &mut notes,
@@ -360,7 +358,6 @@ pub fn timing(ev: &Events<'_>, tl: &Timeline) -> Timing {
     let deferred_present = !ev.deferred.is_empty();
     let (deferred, _) = span(
         PhaseName::DeferredPages,
-        deferred_present,
         deferred_start,
         deferred_end.clone(),
         &mut notes,
@@ -375,19 +372,12 @@ pub fn timing(ev: &Events<'_>, tl: &Timeline) -> Timing {
     let initcalls_end = freeing_first.clone().or_else(|| init.clone());
     let (initcalls, _) = span(
         PhaseName::Initcalls,
-        initcalls_end.is_some(),
         initcalls_start,
         initcalls_end,
         &mut notes,
     );
     phases.push(initcalls);
-    let (init_phase, _) = span(
-        PhaseName::Init,
-        init.is_some(),
-        freeing_first,
-        init.clone(),
-        &mut notes,
-    );
+    let (init_phase, _) = span(PhaseName::Init, freeing_first, init.clone(), &mut notes);
     phases.push(init_phase);
 
     let time_to_init = match (kernel_start.and_then(|p| p.at), init.and_then(|p| p.at)) {

@@ -107,7 +107,7 @@ impl PhaseName {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Phase {
     pub name: PhaseName,
-    /// The log holds at least one of the lines that mark this phase.
+    /// The log holds at least one of the lines its start or end is read from.
     pub present: bool,
     pub start_s: Option<f64>,
     pub end_s: Option<f64>,
