@@ -56,8 +56,9 @@ pub fn analyse_with(text: &[u8], facts: &HostFacts) -> BootReport {
     }
     match timeline.clock {
         Clock::Wall => notes.push(
-            "times come from wall-clock dates with one-second resolution; dmesg or journalctl -k -o \
-             short-monotonic give precise figures"
+            "times come from wall-clock dates, which have one-second resolution in dmesg -T and journalctl's \
+             default output and jump if the clock is set during boot; dmesg or journalctl -k -o short-monotonic \
+             give precise figures"
                 .into(),
         ),
         Clock::None if !lines.is_empty() => notes.push(

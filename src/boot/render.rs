@@ -30,19 +30,43 @@ impl Paint {
     }
 }
 
-/// Times on the boot's timeline; whole seconds for wall-clock logs, whose stamps have no finer resolution.
-fn seconds(s: Option<f64>, clock: Clock) -> String {
-    match (s, clock) {
-        (Some(s), Clock::Wall) => format!("{s:.0} s"),
+/// How many digits the times deserve: wall-clock logs stamped to the second (dmesg -T, journalctl's default)
+/// would show a misleading `0.000 s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Precision {
+    WholeSeconds,
+    Fine,
+}
+
+impl Precision {
+    fn of(report: &BootReport) -> Precision {
+        let mut times = report
+            .phases
+            .iter()
+            .flat_map(|p| [p.start_s, p.end_s])
+            .chain([report.time_to_init_s])
+            .flatten();
+        if report.clock == Clock::Wall && times.all(|t| t.fract() == 0.0) {
+            Precision::WholeSeconds
+        } else {
+            Precision::Fine
+        }
+    }
+}
+
+/// Times on the boot's timeline.
+fn seconds(s: Option<f64>, precision: Precision) -> String {
+    match (s, precision) {
+        (Some(s), Precision::WholeSeconds) => format!("{s:.0} s"),
         (Some(s), _) => format!("{s:.3} s"),
         (None, _) => "-".to_string(),
     }
 }
 
 /// Durations in ms below one second, as operators compare them.
-fn duration(s: Option<f64>, clock: Clock) -> String {
-    match (s, clock) {
-        (Some(s), Clock::Wall) => format!("{s:.0} s"),
+fn duration(s: Option<f64>, precision: Precision) -> String {
+    match (s, precision) {
+        (Some(s), Precision::WholeSeconds) => format!("{s:.0} s"),
         (Some(s), _) if s < 1.0 => format!("{:.1} ms", s * 1000.0),
         (Some(s), _) => format!("{s:.3} s"),
         (None, _) => "-".to_string(),
@@ -73,6 +97,7 @@ fn bar(start: Option<f64>, end: Option<f64>, scale: f64) -> String {
 
 pub fn human(report: &BootReport, colour: bool) -> String {
     let p = Paint { on: colour };
+    let precision = Precision::of(report);
     let mut out = String::new();
     let unknown = || "unknown".to_string();
     let arch = report
@@ -101,14 +126,14 @@ pub fn human(report: &BootReport, colour: bool) -> String {
     );
     let clock = match report.clock {
         Clock::Monotonic => "kernel clock",
-        Clock::Wall => "wall clock, 1 s resolution",
+        Clock::Wall => "wall clock",
         Clock::None => "no timestamps in the log",
     };
     let _ = writeln!(
         out,
         "time to init {}   SMP bring-up {}   ({}, {} format)",
-        p.bold(&duration(report.time_to_init_s, report.clock)),
-        p.bold(&duration(report.smp_bringup_s, report.clock)),
+        p.bold(&duration(report.time_to_init_s, precision)),
+        p.bold(&duration(report.smp_bringup_s, precision)),
         clock,
         report.format.as_str()
     );
@@ -126,7 +151,7 @@ pub fn human(report: &BootReport, colour: bool) -> String {
         "start",
         "end",
         "duration",
-        format!("0 .. {}", seconds(Some(scale), report.clock)),
+        format!("0 .. {}", seconds(Some(scale), precision)),
         w = BAR_WIDTH
     );
     for ph in &report.phases {
@@ -138,9 +163,9 @@ pub fn human(report: &BootReport, colour: bool) -> String {
             out,
             "{:<15} {:>10} {:>10} {:>10}  |{}|",
             ph.name.as_str(),
-            seconds(ph.start_s, report.clock),
-            seconds(ph.end_s, report.clock),
-            duration(ph.duration_s, report.clock),
+            seconds(ph.start_s, precision),
+            seconds(ph.end_s, precision),
+            duration(ph.duration_s, precision),
             p.bar(&bar(ph.start_s, ph.end_s, scale))
         );
     }
@@ -151,7 +176,7 @@ pub fn human(report: &BootReport, colour: bool) -> String {
             let _ = writeln!(
                 out,
                 "  {:>10}  {}",
-                duration(Some(call.usecs as f64 / 1e6), Clock::Monotonic),
+                duration(Some(call.usecs as f64 / 1e6), Precision::Fine),
                 call.name
             );
         }
@@ -194,9 +219,9 @@ mod tests {
 
     #[test]
     fn durations_switch_units_at_one_second() {
-        assert_eq!(duration(Some(0.5564), Clock::Monotonic), "556.4 ms");
-        assert_eq!(duration(Some(4.122063), Clock::Monotonic), "4.122 s");
-        assert_eq!(duration(None, Clock::Monotonic), "-");
-        assert_eq!(duration(Some(2.0), Clock::Wall), "2 s");
+        assert_eq!(duration(Some(0.5564), Precision::Fine), "556.4 ms");
+        assert_eq!(duration(Some(4.122063), Precision::Fine), "4.122 s");
+        assert_eq!(duration(None, Precision::Fine), "-");
+        assert_eq!(duration(Some(2.0), Precision::WholeSeconds), "2 s");
     }
 }
