@@ -46,6 +46,7 @@ const MESSAGES: &[&str] = &[
     "Brought up 4 CPUs",
     "node 0 deferred pages initialised in 18446744073709551615ms",
     "node 1 deferred pages initialised in 150ms",
+    "node 2 deferred pages initialised in 99999999999999999ms",
     "initcall pci_init+0x0/0x40 returned 0 after 18446744073709551615 msecs",
     "initcall +0x0 returned 0 after 1 usecs",
     "Freeing unused kernel image (initmem) memory: 4048K",

@@ -19,6 +19,19 @@ impl Micros {
     pub fn seconds(self) -> f64 {
         self.0 as f64 / 1e6
     }
+
+    /// Time from `earlier` to `self`; `None` when `self` is earlier (out-of-order stamps) or when absurd stamps
+    /// would overflow. Durations are therefore never negative.
+    pub fn since(self, earlier: Micros) -> Option<Micros> {
+        let d = self.0.checked_sub(earlier.0)?;
+        (d >= 0).then_some(Micros(d))
+    }
+
+    /// `self` minus a number of milliseconds printed in the log (which may be any size).
+    pub fn minus_ms(self, ms: u64) -> Option<Micros> {
+        let us = i64::try_from(ms).ok()?.checked_mul(1000)?;
+        self.0.checked_sub(us).map(Micros)
+    }
 }
 
 /// Where a line's time comes from. Kept apart because the two cannot be compared with each other.
@@ -350,6 +363,15 @@ mod tests {
 
     fn mono(s: f64) -> Option<Stamp> {
         Some(Stamp::Monotonic(Micros((s * 1e6).round() as i64)))
+    }
+
+    #[test]
+    fn durations_are_never_negative_and_never_overflow() {
+        assert_eq!(Micros(5).since(Micros(2)), Some(Micros(3)));
+        assert_eq!(Micros(2).since(Micros(5)), None);
+        assert_eq!(Micros(i64::MAX).since(Micros(-1)), None);
+        assert_eq!(Micros(1_100_055).minus_ms(178), Some(Micros(922_055)));
+        assert_eq!(Micros(0).minus_ms(99_999_999_999_999_999), None);
     }
 
     #[test]

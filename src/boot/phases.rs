@@ -231,7 +231,9 @@ impl Timeline {
     pub fn at(&self, line: &LogLine<'_>) -> Option<Micros> {
         match (self.clock, line.stamp) {
             (Clock::Monotonic, Some(Stamp::Monotonic(m))) => Some(m),
-            (Clock::Wall, Some(Stamp::Wall(w))) => Some(Micros(w.0 - self.origin.0)),
+            // A date before the kernel start (clock set back, New Year in a year-less syslog date) stays negative,
+            // so it counts as out of order rather than vanishing.
+            (Clock::Wall, Some(Stamp::Wall(w))) => w.0.checked_sub(self.origin.0).map(Micros),
             _ => None,
         }
     }
@@ -283,7 +285,7 @@ fn span(
     let start_at = start.as_ref().and_then(|p| p.at);
     let end_at = end.as_ref().and_then(|p| p.at);
     let duration = match (start_at, end_at) {
-        (Some(s), Some(e)) if e >= s => Some(Micros(e.0 - s.0)),
+        (Some(s), Some(e)) if e.since(s).is_some() => e.since(s),
         (Some(s), Some(e)) => {
             notes.push(format!(
                 "{}: its end (line {}, {:.6} s) is stamped before its start (line {}, {:.6} s); out-of-order \
@@ -324,9 +326,9 @@ pub fn timing(ev: &Events<'_>, tl: &Timeline) -> Timing {
         .deferred
         .iter()
         .filter_map(|(_, ms, line)| {
-            let ms = i64::try_from(*ms).ok()?;
-            tl.at(line).map(|t| Point {
-                at: Some(Micros(t.0 - ms * 1000)),
+            let at = tl.at(line)?.minus_ms(*ms)?;
+            Some(Point {
+                at: Some(at),
                 line: line.clone(),
             })
         })
@@ -381,7 +383,7 @@ pub fn timing(ev: &Events<'_>, tl: &Timeline) -> Timing {
     phases.push(init_phase);
 
     let time_to_init = match (kernel_start.and_then(|p| p.at), init.and_then(|p| p.at)) {
-        (Some(s), Some(e)) if e >= s => Some(Micros(e.0 - s.0)),
+        (Some(s), Some(e)) if e.since(s).is_some() => e.since(s),
         (Some(_), Some(_)) => {
             notes.push("init is stamped before the kernel start: out-of-order stamps, time to init left out".into());
             None
