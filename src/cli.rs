@@ -26,6 +26,8 @@ pub enum Command {
     Plan(PlanCommand),
     /// Print the JSON Schema of the plan format.
     Schema,
+    /// Kernel boot phases and time to init, from a kernel log or the running kernel's.
+    BootTime(crate::boot::BootTimeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,5 +50,6 @@ pub fn main() -> ExitCode {
             commands::validate::run(&paths, format)
         }
         Command::Schema => commands::schema::run(),
+        Command::BootTime(args) => crate::boot::command::run(&args),
     }
 }

@@ -1,0 +1,95 @@
+//! The `kup boot-time` command: where the log comes from, which output format, which exit code. The CLI's
+//! dispatch calls `run` and nothing else, so cli.rs stays one line per command.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+
+use super::advice::HostFacts;
+use super::{analyse_with, live, render};
+use crate::exit;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct BootTimeArgs {
+    /// Kernel log to analyse (dmesg, dmesg -T/-x/-r, /dev/kmsg, journalctl -k, kern.log, serial capture);
+    /// `-` reads standard input. Without it, the running kernel's log is read from /dev/kmsg (or dmesg).
+    #[arg(long, value_name = "FILE|-")]
+    pub dmesg: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub format: OutputFormat,
+}
+
+/// Runs `kup boot-time`: 0 with a report on stdout; 2 when the log cannot be read.
+pub fn run(args: &BootTimeArgs) -> ExitCode {
+    let (bytes, facts) = match read_input(args) {
+        Ok(input) => input,
+        Err(message) => {
+            eprintln!("kup boot-time: {message}");
+            return exit::code(exit::USAGE_OR_IO);
+        }
+    };
+    let report = analyse_with(&bytes, &facts);
+    let text = match args.format {
+        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
+            Ok(json) => json + "\n",
+            Err(e) => {
+                eprintln!("kup boot-time: cannot serialise the report: {e}");
+                return exit::code(exit::USAGE_OR_IO);
+            }
+        },
+        OutputFormat::Human => {
+            let colour = std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            render::human(&report, colour)
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => exit::code(exit::SUCCESS),
+        // A closed pipe (`| head`) is the reader's choice, not an error worth a message.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::code(exit::SUCCESS),
+        Err(e) => {
+            eprintln!("kup boot-time: cannot write the report: {e}");
+            exit::code(exit::USAGE_OR_IO)
+        }
+    }
+}
+
+/// The log bytes, and host facts when (and only when) the log is the live host's own.
+fn read_input(args: &BootTimeArgs) -> Result<(Vec<u8>, HostFacts), String> {
+    match &args.dmesg {
+        Some(path) if path.as_os_str() == "-" => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            Ok((bytes, HostFacts::default()))
+        }
+        Some(path) => std::fs::read(path)
+            .map(|b| (b, HostFacts::default()))
+            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        None => {
+            let (bytes, _source) = live::kernel_log()
+                .map_err(|e| format!("cannot read the kernel log (/dev/kmsg, dmesg): {e}"))?;
+            Ok((
+                bytes,
+                HostFacts {
+                    kernel_config: live::kernel_config(),
+                },
+            ))
+        }
+    }
+}
