@@ -461,21 +461,27 @@ impl Validator<'_> {
         }
     }
 
+    fn pci_address(&mut self, text: &Spanned<String>) -> Option<PciAddress> {
+        match PciAddress::parse(text.get_ref()) {
+            Ok(address) => Some(address),
+            Err(why) => {
+                self.push(
+                    Diagnostic::error(code::PCI_ADDRESS, "malformed PCI address")
+                        .at(text.span(), why)
+                        .help("copy the address from `lspci -D`, for example \"0000:3b:00.0\""),
+                );
+                None
+            }
+        }
+    }
+
     fn pci(&mut self, raw: &[Spanned<raw::RawPci>]) -> Vec<PciDevice> {
         let mut seen: BTreeMap<PciAddress, Range<usize>> = BTreeMap::new();
         let mut devices = Vec::new();
         for entry in raw {
             let entry = entry.get_ref();
-            let address = match PciAddress::parse(entry.address.get_ref()) {
-                Ok(a) => a,
-                Err(why) => {
-                    self.push(
-                        Diagnostic::error(code::PCI_ADDRESS, "malformed PCI address")
-                            .at(entry.address.span(), why)
-                            .help("copy the address from `lspci -D`, for example \"0000:3b:00.0\""),
-                    );
-                    continue;
-                }
+            let Some(address) = self.pci_address(&entry.address) else {
+                continue;
             };
             if let Some(first) = seen.get(&address) {
                 self.push(
@@ -512,7 +518,6 @@ impl Validator<'_> {
             .collect();
         let mut vms = Vec::new();
         for table in raw {
-            let span = table.span();
             let vm = table.get_ref();
             let name_ok = self.name(&vm.name, "vm", &mut names);
             let name = vm.name.get_ref().clone();
@@ -610,16 +615,8 @@ impl Validator<'_> {
                     });
             let mut devices = Vec::new();
             for device in &vm.devices {
-                let address = match PciAddress::parse(device.get_ref()) {
-                    Ok(a) => a,
-                    Err(why) => {
-                        self.push(
-                            Diagnostic::error(code::PCI_ADDRESS, "malformed PCI address")
-                                .at(device.span(), why)
-                                .help("copy the address from `lspci -D`, for example \"0000:3b:00.0\""),
-                        );
-                        continue;
-                    }
+                let Some(address) = self.pci_address(device) else {
+                    continue;
                 };
                 if !declared.contains(&address) {
                     self.push(
@@ -662,7 +659,6 @@ impl Validator<'_> {
                     devices,
                 });
             }
-            let _ = span;
         }
         vms
     }
