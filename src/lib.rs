@@ -4,5 +4,6 @@
 //! `kup plan validate` runs anywhere, including in code review.
 
 pub mod cli;
+pub mod cmdline;
 pub mod exit;
 pub mod plan;
