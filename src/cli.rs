@@ -21,7 +21,10 @@ pub struct Cli {
 pub enum Command {}
 
 // `expect`, not `allow`: the first subcommand makes `Command` inhabited, and this attribute must then go.
-#[expect(unreachable_code, reason = "`Command` has no variants yet, so `Cli` cannot be constructed")]
+#[expect(
+    unreachable_code,
+    reason = "`Command` has no variants yet, so `Cli` cannot be constructed"
+)]
 pub fn main() -> ExitCode {
     match Cli::parse().command {}
 }
