@@ -6,4 +6,5 @@
 pub mod cli;
 pub mod cmdline;
 pub mod exit;
+pub mod kernel_image;
 pub mod plan;
