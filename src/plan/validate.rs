@@ -6,6 +6,7 @@ use super::glob::HostGlob;
 use super::model::*;
 use super::raw::{self, RawPlan};
 use super::units::{parse_duration, parse_size};
+use crate::cmdline::{self, CmdlineError, Param};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -348,29 +349,25 @@ impl Validator<'_> {
         }
     }
 
-    fn cmdline_param(&mut self, value: &Spanned<String>, key: &str, allow_value: bool) {
-        let text = value.get_ref();
-        let problem = if text.is_empty() {
-            Some("is empty")
-        } else if text.chars().any(char::is_whitespace) {
-            Some("contains whitespace")
-        } else if !allow_value && text.contains('=') {
-            Some("contains `=`")
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            self.push(
-                Diagnostic::error(
-                    code::CMDLINE_PARAM,
-                    format!("kernel parameter in `{key}` {problem}"),
-                )
-                .at(value.span(), problem)
-                .help(if allow_value {
+    /// Reports a kernel parameter the command-line model refuses: the rules live in [`crate::cmdline`], the one
+    /// place that knows how the kernel reads a command line.
+    fn cmdline_param(&mut self, result: Result<(), CmdlineError>, span: Range<usize>, key: &str) {
+        if let Err(e) = result {
+            let help = match e {
+                CmdlineError::NotOneParam { .. } => {
                     "one parameter per string: a bare flag (`nosmt`) or `key=value`"
-                } else {
-                    "name the parameter only (`quiet`, `console`); its value does not matter here"
-                }),
+                }
+                CmdlineError::InvalidKey { .. } if key.ends_with("remove") => {
+                    "name the parameter only (`quiet`, `console`): every occurrence goes, whatever its value"
+                }
+                _ => {
+                    "write the parameter as the kernel reads it: `name` or `name=value`, no `\"` inside"
+                }
+            };
+            self.push(
+                Diagnostic::error(code::CMDLINE_PARAM, format!("`{key}`: {e}"))
+                    .at(span, "not a valid kernel parameter")
+                    .help(help),
             );
         }
     }
@@ -402,27 +399,32 @@ impl Validator<'_> {
             return CmdlineSpec::Replace(value.get_ref().clone());
         }
         for r in &raw.remove {
-            self.cmdline_param(r, "kernel.cmdline.remove", false);
+            self.cmdline_param(
+                cmdline::validate_key(r.get_ref()),
+                r.span(),
+                "kernel.cmdline.remove",
+            );
         }
         for a in &raw.append {
-            self.cmdline_param(a, "kernel.cmdline.append", true);
+            self.cmdline_param(
+                Param::parse_one(a.get_ref()).map(drop),
+                a.span(),
+                "kernel.cmdline.append",
+            );
         }
         for (key, value) in &raw.set {
-            self.cmdline_param(key, "kernel.cmdline.set", false);
-            if value.get_ref().contains(['"', '\n']) {
-                self.push(
-                    Diagnostic::error(
-                        code::CMDLINE_PARAM,
-                        "a kernel parameter value cannot contain `\"` or newlines",
-                    )
-                    .at(value.span(), "not representable on a kernel command line"),
-                );
+            match cmdline::validate_key(key.get_ref()) {
+                Err(e) => self.cmdline_param(Err(e), key.span(), "kernel.cmdline.set"),
+                Ok(()) => self.cmdline_param(
+                    Param::new(key.get_ref(), Some(value.get_ref())).map(drop),
+                    value.span(),
+                    "kernel.cmdline.set",
+                ),
             }
-            let normal = |s: &str| s.replace('-', "_");
             if let Some(removed) = raw
                 .remove
                 .iter()
-                .find(|r| normal(r.get_ref()) == normal(key.get_ref()))
+                .find(|r| cmdline::keys_match(r.get_ref(), key.get_ref()))
             {
                 self.push(
                     Diagnostic::error(
