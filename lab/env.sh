@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # the variables are for the scripts that source this file
 # Paths of the kup lab, sourced by the other lab scripts (and usable from an interactive shell):
 #
 #   . lab/env.sh
