@@ -249,3 +249,54 @@ fn a_missing_lab_is_an_error_that_says_to_run_lab_setup() {
         .expect("an empty directory is no lab");
     assert!(message.contains("run `lab/setup`"), "{message}");
 }
+
+/// A guest that is cut off with its file system still mounted (as a kexec without unmounting does) leaves the
+/// journal unreplayed; `lab/readdisk` still reads what the guest wrote, and leaves the image as it was.
+#[test]
+fn readdisk_reads_a_disk_the_guest_left_mounted() {
+    let lab = Lab::get();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    fs::write(
+        t.join("init"),
+        "#!/bin/sh\n\
+         mount -t devtmpfs devtmpfs /dev\n\
+         i=0; while [ ! -b /dev/nvme0n1 ] && [ $i -lt 100 ]; do i=$((i+1)); sleep 0.1; done\n\
+         mount -t ext4 /dev/nvme0n1 /mnt && mkdir -p /mnt/a/b && echo left-mounted >/mnt/a/b/f.txt && sync \
+         && echo LAB-UNCLEAN: written\n\
+         poweroff -f\n",
+    )
+    .unwrap();
+    let initrd = t.join("i.cpio.gz");
+    run(lab
+        .script("mkinitramfs")
+        .arg("-o")
+        .arg(&initrd)
+        .arg("-i")
+        .arg(t.join("init")));
+    let disk = t.join("d.img");
+    run(lab.script("mkdisk").arg(&disk).arg("32M"));
+    run(lab
+        .script("run-qemu")
+        .args(["--quiet", "--timeout", "60", "--retry", "1"])
+        .args(["--expect", "LAB-UNCLEAN: written"])
+        .arg("--initrd")
+        .arg(&initrd)
+        .arg("--disk")
+        .arg(&disk)
+        .arg("--log")
+        .arg(t.join("console.log")));
+
+    let features = run(Command::new("dumpe2fs").arg("-h").arg(&disk)).stdout;
+    assert!(
+        String::from_utf8_lossy(&features).contains("needs_recovery"),
+        "the guest was to leave the file system mounted"
+    );
+    let before = fs::read(&disk).unwrap();
+    let out = run(lab.script("readdisk").arg(&disk).arg("/a/b/f.txt"));
+    assert_eq!(out.stdout, b"left-mounted\n");
+    assert!(
+        fs::read(&disk).unwrap() == before,
+        "readdisk changed the image"
+    );
+}
