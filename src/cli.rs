@@ -21,7 +21,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Work with plans: validate them.
+    /// Work with plans: validate them, show their step graph.
     #[command(subcommand)]
     Plan(PlanCommand),
     /// Print the JSON Schema of the plan format.
@@ -41,6 +41,15 @@ pub enum PlanCommand {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Show a plan's steps, their order, what runs in parallel and the downtime estimate.
+    Graph {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: commands::graph::Format,
+        /// The plan file.
+        #[arg(value_name = "PLAN")]
+        plan: PathBuf,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -49,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Plan(PlanCommand::Validate { format, paths }) => {
             commands::validate::run(&paths, format)
         }
+        Command::Plan(PlanCommand::Graph { format, plan }) => commands::graph::run(&plan, format),
         Command::Schema => commands::schema::run(),
         Command::BootTime(args) => crate::boot::command::run(&args),
     }

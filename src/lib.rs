@@ -7,4 +7,5 @@ pub mod boot;
 pub mod cli;
 pub mod commands;
 pub mod exit;
+pub mod graph;
 pub mod plan;
