@@ -225,16 +225,13 @@ impl StepGraph {
                 StepKind::VmPause { vm: i },
                 Before,
             );
-            // A device bound to the wrong driver stops the plan before this guest loses a millisecond.
-            let mut gated = false;
+            // A kernel that fails to load (signature, size) or a device bound to the wrong driver stops the plan
+            // before this guest loses a millisecond; and a paused guest does not wait out the kernel load.
+            self.edge(load, pause);
             for address in &vm.devices {
                 if let Some(j) = plan.pci.iter().position(|d| &d.address == address) {
                     self.edge(checks[j], pause);
-                    gated = true;
                 }
-            }
-            if !gated {
-                self.edge(preflight, pause);
             }
             let save = self.add(
                 plan,
@@ -253,7 +250,7 @@ impl StepGraph {
                 StepKind::AppSave { app: i },
                 Before,
             );
-            self.edge(preflight, save);
+            self.edge(load, save);
             saves.push(save);
         }
         let sync = self.add(plan, "sync".into(), StepKind::Sync, Before);
@@ -544,5 +541,117 @@ pub fn check(plan: &Plan, out: &mut Vec<Diagnostic>) -> bool {
             }
             None => true,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = r#"kup = 1
+[kernel]
+image = "/boot/vmlinuz"
+sha256 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+[[vm]]
+name = "db"
+libvirt = "db"
+state = "/var/lib/kup/state/db"
+"#;
+
+    fn graph(extra: &str) -> StepGraph {
+        let text = format!("{HEAD}{extra}");
+        let loaded = crate::plan::load("t.toml", text.as_bytes());
+        let plan = loaded
+            .plan
+            .unwrap_or_else(|| panic!("{}", loaded.report.render(false, 100)));
+        StepGraph::build(&plan).unwrap()
+    }
+
+    fn custom(name: &str, keys: &str) -> String {
+        format!("[[step]]\nname = \"{name}\"\nrun = [\"/bin/true\"]\n{keys}\n")
+    }
+
+    #[test]
+    fn an_unplaced_custom_step_runs_before_kexec_after_preflight() {
+        let g = graph(&custom("note", ""));
+        assert_eq!(g.step("step:note").unwrap().phase, Phase::Before);
+        assert!(g.depends_on("step:note", "preflight"));
+        assert!(g.depends_on("kexec", "step:note"));
+    }
+
+    #[test]
+    fn a_step_naming_only_after_phase_steps_runs_after_kexec() {
+        let g = graph(&custom("smoke", "before = [\"verify\"]"));
+        assert_eq!(g.step("step:smoke").unwrap().phase, Phase::After);
+        assert!(g.depends_on("step:smoke", "kexec"));
+        assert!(g.depends_on("verify", "step:smoke"));
+    }
+
+    #[test]
+    fn a_step_may_follow_verify_or_precede_preflight() {
+        let g = graph(&format!(
+            "{}{}",
+            custom("report", "after = [\"verify\"]"),
+            custom("announce", "before = [\"preflight\"]")
+        ));
+        assert_eq!(g.step("step:report").unwrap().phase, Phase::After);
+        assert!(g.depends_on("step:report", "verify"));
+        assert_eq!(g.step("step:announce").unwrap().phase, Phase::Before);
+        assert!(g.depends_on("preflight", "step:announce"));
+        let schedule = g.schedule();
+        assert_eq!(schedule.slots[0].id, "step:announce");
+        assert_eq!(schedule.slots.last().unwrap().id, "step:report");
+    }
+
+    #[test]
+    fn custom_steps_chain_through_each_other() {
+        let g = graph(&format!(
+            "{}{}",
+            custom("a", "after = [\"vm:db:resume\"]"),
+            custom("b", "after = [\"step:a\"]")
+        ));
+        assert_eq!(g.step("step:b").unwrap().phase, Phase::After);
+        assert!(g.depends_on("step:b", "step:a"));
+    }
+
+    #[test]
+    fn isolate_exists_only_when_the_policy_names_a_target() {
+        assert!(graph("").step("isolate").is_none());
+        let g = graph("[policy]\nisolate = \"rescue.target\"\n");
+        assert!(g.depends_on("isolate", "sync"));
+        assert!(g.depends_on("kexec", "isolate"));
+    }
+
+    #[test]
+    fn repeated_entries_add_one_edge_and_redundant_builtin_edges_go() {
+        let g = graph(&custom(
+            "drain",
+            "before = [\"vm:db:pause\", \"vm:db:pause\"]",
+        ));
+        assert_eq!(g.after("vm:db:pause"), ["kernel:load", "step:drain"]);
+        // kernel:load → kexec is implied through the guest's save and sync.
+        assert_eq!(g.after("kexec"), ["sync"]);
+    }
+
+    #[test]
+    fn guests_wait_for_the_kernel_load_and_their_devices() {
+        let text =
+            format!("{HEAD}devices = [\"0000:3b:00.0\"]\n[[pci]]\naddress = \"0000:3b:00.0\"\n");
+        let loaded = crate::plan::load("t.toml", text.as_bytes());
+        let g = StepGraph::build(&loaded.plan.unwrap()).unwrap();
+        assert_eq!(
+            g.after("vm:db:pause"),
+            ["kernel:load", "pci:0000:3b:00.0:check"]
+        );
+    }
+
+    #[test]
+    fn self_reference_is_a_cycle() {
+        let text = format!("{HEAD}{}", custom("x", "before = [\"step:x\"]"));
+        let loaded = crate::plan::load("t.toml", text.as_bytes());
+        assert!(loaded.plan.is_none());
+        let d = &loaded.report.diagnostics[0];
+        assert_eq!(d.code, code::STEP_CYCLE);
+        assert!(d.message.ends_with("step:x → step:x"), "{}", d.message);
     }
 }
