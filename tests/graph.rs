@@ -364,3 +364,71 @@ proptest! {
         }
     }
 }
+
+// --- dry run --------------------------------------------------------------------------------------------------
+
+#[test]
+fn dry_run_of_every_shipped_plan() {
+    for path in shipped_plans() {
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        for format in ["human", "json"] {
+            let output = kup()
+                .args(["plan", "apply", "--dry-run", "--format", format])
+                .args(["--current-cmdline", "tests/data/graph/proc-cmdline"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert_eq!(output.status.code(), Some(0), "{stem} {format}");
+            let stdout = String::from_utf8(output.stdout).unwrap();
+            if format == "json" {
+                let value: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+                let steps = value["steps"].as_array().unwrap();
+                // The kernel is loaded with exactly the command line the dry run announces.
+                let load = steps.iter().find(|s| s["id"] == "kernel:load").unwrap();
+                assert_eq!(load["actions"][0]["cmdline"], value["kernel_cmdline"]);
+                // Nothing after the point of no return claims it can be undone.
+                for step in steps {
+                    if step["phase"] != "before" {
+                        assert_eq!(step["rollback"], serde_json::json!([]), "{stem}");
+                    }
+                }
+            }
+            insta::assert_snapshot!(format!("dry-run.{stem}.{format}"), stdout);
+        }
+    }
+}
+
+#[test]
+fn apply_without_dry_run_is_refused() {
+    kup()
+        .args(["plan", "apply", "plans/single-qemu-shared-ram.toml"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--dry-run"));
+}
+
+#[test]
+fn dry_run_needs_the_running_cmdline_only_to_inherit_it() {
+    kup()
+        .args(["plan", "apply", "--dry-run", "--current-cmdline"])
+        .args([
+            "tests/data/no-such-file",
+            "plans/single-qemu-shared-ram.toml",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "inherits the running command line",
+        ));
+}
+
+#[test]
+fn dry_run_of_an_invalid_plan_exits_1() {
+    kup()
+        .args(["plan", "apply", "--dry-run"])
+        .arg("tests/data/diagnostics/downtime-budget.toml")
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicate::str::contains("kup::plan::downtime-budget"));
+}

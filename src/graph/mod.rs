@@ -6,6 +6,7 @@
 //! and the dry-run all read the same graph, so what review sees is what the executor will schedule.
 //! docs/graph.md describes the model; [`cost`] holds the estimate's numbers, [`schedule`] the arithmetic.
 
+pub mod action;
 pub mod cost;
 pub mod render;
 pub mod schedule;
