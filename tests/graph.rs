@@ -432,3 +432,21 @@ fn dry_run_of_an_invalid_plan_exits_1() {
         .stdout("")
         .stderr(predicate::str::contains("kup::plan::downtime-budget"));
 }
+
+#[test]
+fn the_example_in_docs_graph_md_is_current() {
+    let doc = std::fs::read_to_string("docs/graph.md").unwrap();
+    for format in ["text", "mermaid"] {
+        let output = kup()
+            .args(["plan", "graph", "--format", format])
+            .arg("plans/multi-vm-vfio-spdk.toml")
+            .output()
+            .unwrap();
+        let rendered = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            doc.contains(&format!("```{format}\n{rendered}```")),
+            "docs/graph.md's {format} example is stale: paste the output of `kup plan graph --format {format} \
+             plans/multi-vm-vfio-spdk.toml`"
+        );
+    }
+}
