@@ -164,6 +164,30 @@ impl StepGraph {
     /// custom step sits between them), so every step lists only what it really waits for. Declared edges stay:
     /// they are what the user wrote.
     fn reduce(&mut self) {
+        let Ok(order) = petgraph::algo::toposort(&self.graph, None) else {
+            return;
+        };
+        // Reachability as bitsets, filled in reverse topological order: O(V·E/64), fine for thousands of guests.
+        let n = self.graph.node_count();
+        let words = n.div_ceil(64);
+        let mut reach = vec![0u64; n * words];
+        for &u in order.iter().rev() {
+            let successors: Vec<NodeIndex> = self
+                .graph
+                .neighbors_directed(u, Direction::Outgoing)
+                .collect();
+            for w in successors {
+                let (wi, ui) = (w.index(), u.index());
+                reach[ui * words + wi / 64] |= 1 << (wi % 64);
+                for k in 0..words {
+                    let bits = reach[wi * words + k];
+                    reach[ui * words + k] |= bits;
+                }
+            }
+        }
+        let reaches = |from: NodeIndex, to: NodeIndex| {
+            reach[from.index() * words + to.index() / 64] & (1 << (to.index() % 64)) != 0
+        };
         let redundant: Vec<_> = self
             .graph
             .edge_references()
@@ -171,11 +195,11 @@ impl StepGraph {
             .filter(|e| {
                 self.graph
                     .neighbors_directed(e.source(), Direction::Outgoing)
-                    .filter(|&w| w != e.target())
-                    .any(|w| has_path_connecting(&self.graph, w, e.target(), None))
+                    .any(|w| w != e.target() && reaches(w, e.target()))
             })
             .map(|e| e.id())
             .collect();
+        let redundant: std::collections::HashSet<_> = redundant.into_iter().collect();
         self.graph.retain_edges(|_, e| !redundant.contains(&e));
     }
 
