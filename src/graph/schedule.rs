@@ -8,7 +8,7 @@
 //! host's services to the last step that brings one back, or the kexec alone when nothing is stopped).
 
 use super::{Phase, StepGraph, StepKind, code};
-use crate::plan::{Diagnostic, Plan};
+use crate::plan::{Diagnostic, MemoryMode, Plan, VmDriver};
 use petgraph::Direction;
 use petgraph::graph::NodeIndex;
 use std::cmp::Reverse;
@@ -290,11 +290,32 @@ pub fn budget(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> Option<Dia
             format!("{whose} is estimated at {}", human(downtime)),
         );
     }
+    // Only remedies that apply to this plan: shared RAM for a guest whose RAM is copied, the isolate if there is one.
+    let mut remedies = Vec::new();
+    let worst = schedule
+        .worst_vm()
+        .and_then(|(name, _)| plan.vms.iter().find(|v| v.name == name));
+    if let Some(vm) = worst {
+        let copies = matches!(vm.driver, VmDriver::Libvirt { .. }) || vm.memory == MemoryMode::Copy;
+        if copies {
+            remedies.push(format!(
+                "give {} shared RAM (a QMP guest with memory = \"shared\" saves only its device state)",
+                vm.name
+            ));
+        }
+    }
+    if plan.policy.isolate.is_some() {
+        remedies.push(format!(
+            "drop `policy.isolate` (about {})",
+            human(super::cost::ISOLATE)
+        ));
+    }
+    remedies.push("raise the budget".to_owned());
     Some(d.help(format!(
-        "biggest contributors: {}; critical path: {}. Run `kup plan graph` for the whole schedule; shared RAM \
-         (memory = \"shared\") or dropping `policy.isolate` shortens it, or raise the budget",
+        "biggest contributors: {}; critical path: {} (`kup plan graph` shows the whole schedule). To fit: {}",
         contributors.join(", "),
-        schedule.critical_path.join(" → ")
+        schedule.critical_path.join(" → "),
+        remedies.join("; or ")
     )))
 }
 
