@@ -473,3 +473,83 @@ fn a_host_with_a_thousand_guests_is_graphed_quickly() {
         started.elapsed()
     );
 }
+
+/// Custom steps referring to each other and to built-in steps at random, cycles and typos included.
+fn gen_tangle() -> impl Strategy<Value = String> {
+    let ids = prop::sample::select(vec![
+        "step:s0",
+        "step:s1",
+        "step:s2",
+        "step:s3",
+        "preflight",
+        "kexec",
+        "verify",
+        "vm:db:save",
+        "vm:db:resume",
+        "sync",
+        "vm:db:puase",
+        "s1",
+    ]);
+    prop::collection::vec(
+        (
+            prop::collection::vec(ids.clone(), 0..3),
+            prop::collection::vec(ids, 0..3),
+        ),
+        1..5,
+    )
+    .prop_map(|steps| {
+        let mut t = String::from(
+            "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\nsha256 = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n[[vm]]\nname = \"db\"\nlibvirt = \"db\"\nstate = \"/var/lib/kup/state/db\"\n",
+        );
+        for (i, (before, after)) in steps.iter().enumerate() {
+            let list = |ids: &Vec<&str>| {
+                ids.iter()
+                    .map(|id| format!("\"{id}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            t += &format!(
+                "[[step]]\nname = \"s{i}\"\nrun = [\"/bin/true\"]\nbefore = [{}]\nafter = [{}]\n",
+                list(before),
+                list(after)
+            );
+        }
+        t
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn tangled_steps_are_graphed_or_reported_precisely(text in gen_tangle()) {
+        let loaded = kup::plan::load("tangle.toml", text.as_bytes());
+        match &loaded.plan {
+            Some(plan) => {
+                let graph = StepGraph::build(plan).unwrap();
+                prop_assert_eq!(graph.schedule().slots.len(), graph.len());
+            }
+            None => {
+                prop_assert!(loaded.report.has_errors());
+                for d in &loaded.report.diagnostics {
+                    prop_assert!(
+                        [kup::graph::code::UNKNOWN_STEP, kup::graph::code::STEP_CYCLE].contains(&d.code),
+                        "{}", d.code
+                    );
+                    // Every label sits on a quoted step id in the plan, and a cycle's labels on ids of the cycle.
+                    let spans = d.span.iter().chain(d.related.iter().map(|r| &r.0));
+                    for span in spans {
+                        let quoted = &text[span.clone()];
+                        prop_assert!(quoted.starts_with('"') && quoted.ends_with('"'), "{quoted}");
+                        if d.code == kup::graph::code::STEP_CYCLE {
+                            let id = quoted.trim_matches('"');
+                            let needle = format!(" {id} ");
+                            let chain = format!(" {} ", d.message.split(": ").nth(1).unwrap_or_default());
+                            prop_assert!(chain.contains(&needle), "{id} not in {}", d.message);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
