@@ -32,6 +32,9 @@ pub mod code {
     pub const DOWNTIME_BUDGET: &str = "kup::plan::downtime-budget";
 }
 
+/// Above this many steps the graph keeps implied edges rather than spend V²/8 bytes on dropping them.
+const MAX_REDUCED_STEPS: usize = 16_384;
+
 /// Which side of the point of no return a step is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -168,7 +171,11 @@ impl StepGraph {
             return;
         };
         // Reachability as bitsets, filled in reverse topological order: O(V·E/64), fine for thousands of guests.
+        // Its V²/8 bytes are not spent on absurd plans (32 MiB at the cap): they keep the implied edges instead.
         let n = self.graph.node_count();
+        if n > MAX_REDUCED_STEPS {
+            return;
+        }
         let words = n.div_ceil(64);
         let mut reach = vec![0u64; n * words];
         for &u in order.iter().rev() {
