@@ -99,6 +99,15 @@ pub fn text(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> String {
             human(schedule.downtime())
         );
     }
+    let overlap = schedule.max_overlap();
+    let parallelism = usize::try_from(plan.policy.parallelism).unwrap_or(usize::MAX);
+    if overlap > parallelism {
+        let _ = writeln!(
+            out,
+            "note: up to {overlap} steps overlap in this schedule but policy.parallelism is {parallelism}: some will \
+             start later than shown"
+        );
+    }
     for step in graph.steps() {
         if let Some(note) = &step.estimate_note {
             let _ = writeln!(out, "note: {}: {note}", step.id);

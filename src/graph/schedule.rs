@@ -1,8 +1,9 @@
 //! The earliest-start schedule of a step graph and what it says about downtime.
 //!
-//! Every step starts as soon as all the steps it waits for have ended, with unlimited parallelism
-//! (`policy.parallelism` is not modelled: it only delays steps that are off the critical path in every shipped
-//! plan, and a bound would make the estimate depend on a scheduling order the executor may not follow). From that
+//! Every step starts as soon as all the steps it waits for have ended, with unlimited parallelism.
+//! `policy.parallelism` is not modelled — a bound would make the estimate depend on a scheduling order the executor
+//! may not follow — so where more steps overlap than it allows, the estimate is optimistic and
+//! [`Schedule::max_overlap`] lets the renderings say so. From that
 //! schedule: the critical path (the chain of steps that ends last), each VM's downtime (from the start of its
 //! pause to the end of its resume) and the host's downtime (from the first step that stops a workload or the
 //! host's services to the last step that brings one back, or the kexec alone when nothing is stopped).
@@ -180,6 +181,28 @@ impl Schedule {
         }
     }
 
+    /// The most steps running at the same moment (steps that take no time do not count).
+    pub fn max_overlap(&self) -> usize {
+        let mut events: Vec<(Duration, bool)> = self
+            .slots
+            .iter()
+            .filter(|s| !s.estimate.is_zero())
+            .flat_map(|s| [(s.start, true), (s.end, false)])
+            .collect();
+        // At the same instant an end comes before a start: back-to-back steps do not overlap.
+        events.sort();
+        let (mut now, mut most) = (0usize, 0usize);
+        for (_, starts) in events {
+            if starts {
+                now += 1;
+                most = most.max(now);
+            } else {
+                now = now.saturating_sub(1);
+            }
+        }
+        most
+    }
+
     /// The slot of step `id`.
     pub fn slot(&self, id: &str) -> Option<&Slot> {
         self.slots.iter().find(|s| s.id == id)
@@ -322,6 +345,34 @@ pub fn budget(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> Option<Dia
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlap_counts_only_steps_running_at_once() {
+        let slot = |start: u64, estimate: u64| Slot {
+            id: String::new(),
+            phase: Phase::Before,
+            start: Duration::from_millis(start),
+            estimate: Duration::from_millis(estimate),
+            end: Duration::from_millis(start + estimate),
+            level: 0,
+            critical: false,
+            after: Vec::new(),
+        };
+        let schedule = Schedule {
+            slots: vec![
+                slot(0, 10),
+                slot(10, 5),
+                slot(10, 5),
+                slot(12, 0),
+                slot(14, 10),
+            ],
+            critical_path: Vec::new(),
+            total: Duration::from_millis(24),
+            vm_downtime: Vec::new(),
+            host_downtime: Duration::ZERO,
+        };
+        assert_eq!(schedule.max_overlap(), 3);
+    }
 
     #[test]
     fn human_durations() {
