@@ -85,6 +85,8 @@ pub enum Action {
         pidfile: PathBuf,
         timeout_ms: u64,
     },
+    /// Create a directory (and its parents, mode 0700) unless it exists.
+    EnsureDir { path: PathBuf },
     /// Delete a state file once the guest it belongs to runs again and was verified.
     RemoveFile { path: PathBuf },
 }
@@ -95,7 +97,8 @@ pub enum RebootMode {
     Kexec,
 }
 
-/// A step's actions and, for a step before `kexec`, the actions that undo it.
+/// A step's actions and, for a step before `kexec`, the actions that undo it. Actions run in order and the first
+/// that fails fails the step, so `verify` removes state files only after every check passed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CompiledStep {
     pub id: String,
@@ -523,6 +526,19 @@ fn preflight(plan: &Plan) -> Vec<Action> {
             sha256: None,
         });
     }
+    // Created here, not when saving: a missing or read-only directory then fails before any guest is paused.
+    for vm in &plan.vms {
+        actions.push(Action::EnsureDir {
+            path: vm.state.clone(),
+        });
+    }
+    for app in &plan.apps {
+        if let AppKind::Criu { images, .. } = &app.kind {
+            actions.push(Action::EnsureDir {
+                path: images.clone(),
+            });
+        }
+    }
     for vm in &plan.vms {
         actions.extend(vm_running(vm));
     }
@@ -632,6 +648,9 @@ impl Action {
                 shell_words(argv),
                 pidfile.display()
             ),
+            Action::EnsureDir { path } => {
+                format!("create directory {} unless it exists", path.display())
+            }
             Action::RemoveFile { path } => format!("remove {}", path.display()),
         }
     }
