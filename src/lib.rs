@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cmdline;
 pub mod commands;
 pub mod exit;
+pub mod graph;
 pub mod host;
 pub mod kernel_image;
 pub mod plan;

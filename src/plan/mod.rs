@@ -104,6 +104,8 @@ pub fn load(file: &str, bytes: &[u8]) -> Loaded {
     };
     let structural = diagnostics.len();
     let plan = validate::validate(&raw, &mut diagnostics).filter(|_| structure_ok);
+    // Step ids, cycles and the downtime budget need a whole, checked plan: they are judged only once the rest holds.
+    let plan = plan.filter(|p| crate::graph::check(p, &mut diagnostics));
     // A semantic "X is missing" about a table that lost X to the structural pass only repeats that finding.
     let mut index = 0;
     diagnostics.retain(|d| {

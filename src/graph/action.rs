@@ -1,0 +1,792 @@
+//! What each step does, as data: the exact argv, QMP command and syscall arguments, and how a step before the
+//! point of no return is undone.
+//!
+//! Actions are data so that the dry-run prints precisely what apply would do, and so that one engine can hand them
+//! either to the real host or to a recording fake. Compiling is pure: the only input from the host, the running
+//! kernel's command line, is passed in by the caller.
+
+use super::{Phase, StepGraph, StepKind};
+use crate::cmdline::{Cmdline, CmdlineEdit, CmdlineError};
+use crate::plan::{AppKind, CmdlineSpec, Loader, MemoryMode, Plan, Vm, VmDriver};
+use serde::Serialize;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Migration bandwidth set before saving: QEMU 7.2 caps migration at 128 MiB/s by default, which turns a 1.4 s
+/// save into 12 s. 100 GiB/s is "unlimited" for any disk and well inside QEMU's accepted range.
+pub const MIGRATION_MAX_BANDWIDTH: u64 = 100 << 30;
+/// File in a VM's `state` directory that holds its migration stream (QMP driver).
+pub const QMP_STATE_FILE: &str = "vmstate";
+/// File in a VM's `state` directory that holds `virsh save`'s image (libvirt driver).
+pub const LIBVIRT_STATE_FILE: &str = "libvirt.save";
+/// Placeholder in a CRIU argv for the PID read from the app's pidfile when the action runs.
+pub const PID_PLACEHOLDER: &str = "{pid}";
+/// Limit for a QEMU restart command (`systemctl start qemu@…`).
+pub const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a restarted QEMU may take to open its QMP socket.
+pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lower bound for waiting on a migration or an incoming state: ten times the estimate, at least this.
+pub const MIN_MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Limit for systemctl, virsh and CRIU commands.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// The target `isolate` is undone with.
+pub const ISOLATE_ROLLBACK_TARGET: &str = "default.target";
+
+/// One thing the executor does. Durations are in milliseconds in JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Run a program (no shell), killing it after `timeout_ms`.
+    Exec { argv: Vec<String>, timeout_ms: u64 },
+    /// Send one QMP command on `socket`. Commands of one step share a connection, opened with
+    /// `qmp_capabilities` (listed explicitly).
+    Qmp {
+        socket: PathBuf,
+        command: String,
+        args: serde_json::Value,
+    },
+    /// Repeat a QMP query until `field` of its reply equals `until`; fail after `timeout_ms`.
+    QmpWait {
+        socket: PathBuf,
+        command: String,
+        field: String,
+        until: String,
+        timeout_ms: u64,
+    },
+    /// Wait until a unix socket accepts connections.
+    WaitForSocket { path: PathBuf, timeout_ms: u64 },
+    /// `kexec_file_load(kernel_fd, initrd_fd, cmdline)`; no initrd means `KEXEC_FILE_NO_INITRAMFS`.
+    KexecFileLoad {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        cmdline: String,
+    },
+    /// `kexec_file_load(-1, -1, "", KEXEC_FILE_UNLOAD)`.
+    KexecUnload,
+    /// `reboot(LINUX_REBOOT_CMD_KEXEC)` — or `systemctl kexec` when systemd is PID 1 (the clean path, chosen on
+    /// the host).
+    Reboot(RebootMode),
+    /// `sync(2)`: state files durable before the kexec.
+    Sync,
+    /// Read a sysfs/procfs file and compare it, trimmed, with `expect`; a symlink (a device's `driver`) compares
+    /// by the last component of its target.
+    ReadSysfs { path: PathBuf, expect: String },
+    /// Check that a file exists and, when pinned, has this SHA-256.
+    CheckFile {
+        path: PathBuf,
+        sha256: Option<String>,
+    },
+    /// Check that the host name matches one of the plan's globs.
+    CheckHostname { globs: Vec<String> },
+    /// `criu dump` / `criu restore`: `argv` holds [`PID_PLACEHOLDER`] where the PID read from `pidfile` goes.
+    Criu {
+        argv: Vec<String>,
+        pidfile: PathBuf,
+        timeout_ms: u64,
+    },
+    /// Create a directory (and its parents, mode 0700) unless it exists.
+    EnsureDir { path: PathBuf },
+    /// Delete a state file once the guest it belongs to runs again and was verified.
+    RemoveFile { path: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RebootMode {
+    Kexec,
+}
+
+/// A step's actions and, for a step before `kexec`, the actions that undo it. Actions run in order and the first
+/// that fails fails the step, so `verify` removes state files only after every check passed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompiledStep {
+    pub id: String,
+    pub phase: Phase,
+    pub after: Vec<String>,
+    pub estimate_ms: u64,
+    pub actions: Vec<Action>,
+    /// Run in reverse step order when a later step before `kexec` fails (`policy.on_failure = "rollback"`).
+    pub rollback: Vec<Action>,
+}
+
+/// The whole plan as actions, in an order that respects every edge.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Program {
+    /// The new kernel's command line, exactly as handed to `kexec_file_load`.
+    pub kernel_cmdline: String,
+    pub steps: Vec<CompiledStep>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The new kernel's command line from the plan and the running kernel's (`/proc/cmdline`), via [`crate::cmdline`];
+/// an inherited `BOOT_IMAGE=` is dropped.
+pub fn kernel_cmdline(spec: &CmdlineSpec, running: &str) -> Result<String, CmdlineError> {
+    match spec {
+        CmdlineSpec::Replace(text) => Ok(text.trim().to_owned()),
+        CmdlineSpec::Edit {
+            inherit,
+            remove,
+            set,
+            append,
+        } => {
+            let edit = CmdlineEdit {
+                inherit: *inherit,
+                remove: remove.clone(),
+                set: set.clone(),
+                append: append.clone(),
+            };
+            // BOOT_IMAGE is the boot loader's note of which image it booted: inherited, it would name the old
+            // kernel (kdump and friends read it). kexec-tools' --reuse-cmdline drops it too.
+            let mut running = Cmdline::parse(running);
+            running.remove("BOOT_IMAGE");
+            edit.apply(&running)?.render()
+        }
+    }
+}
+
+/// Quotes a path for `/bin/sh`, which QEMU's `exec:` migration URIs run through.
+fn shell_quote(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%{}".contains(c));
+    if plain {
+        text.into_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+fn exec(argv: &[&str], timeout: Duration) -> Action {
+    Action::Exec {
+        argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+        timeout_ms: ms(timeout),
+    }
+}
+
+fn qmp(socket: &Path, command: &str, args: serde_json::Value) -> Action {
+    Action::Qmp {
+        socket: socket.to_owned(),
+        command: command.to_owned(),
+        args,
+    }
+}
+
+fn handshake(socket: &Path) -> Action {
+    qmp(socket, "qmp_capabilities", json!({}))
+}
+
+fn ignore_shared(socket: &Path) -> Action {
+    qmp(
+        socket,
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+    )
+}
+
+fn state_file(vm: &Vm) -> PathBuf {
+    match vm.driver {
+        VmDriver::Qmp { .. } => vm.state.join(QMP_STATE_FILE),
+        VmDriver::Libvirt { .. } => vm.state.join(LIBVIRT_STATE_FILE),
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Compiles every step of `graph` in schedule order. `kernel_cmdline` is the result of [`kernel_cmdline`].
+pub fn compile(plan: &Plan, graph: &StepGraph, kernel_cmdline: &str) -> Program {
+    let schedule = graph.schedule();
+    let steps = schedule
+        .slots
+        .iter()
+        .filter_map(|slot| {
+            let step = graph.step(&slot.id)?;
+            let (actions, rollback) = step_actions(plan, step.kind, step.estimate, kernel_cmdline);
+            Some(CompiledStep {
+                id: slot.id.clone(),
+                phase: slot.phase,
+                after: slot.after.clone(),
+                estimate_ms: ms(slot.estimate),
+                actions,
+                rollback: if slot.phase == Phase::Before {
+                    rollback
+                } else {
+                    Vec::new()
+                },
+            })
+        })
+        .collect();
+    Program {
+        kernel_cmdline: kernel_cmdline.to_owned(),
+        steps,
+    }
+}
+
+/// The actions of one step and of its rollback.
+fn step_actions(
+    plan: &Plan,
+    kind: StepKind,
+    estimate: Duration,
+    cmdline: &str,
+) -> (Vec<Action>, Vec<Action>) {
+    let migration_timeout = ms(estimate.saturating_mul(10).max(MIN_MIGRATION_TIMEOUT));
+    let none = Vec::new;
+    match kind {
+        StepKind::Preflight => (preflight(plan), none()),
+        StepKind::KernelLoad => {
+            let k = &plan.kernel;
+            match k.loader {
+                Loader::File => (
+                    vec![Action::KexecFileLoad {
+                        kernel: k.image.clone(),
+                        initrd: k.initrd.clone(),
+                        cmdline: cmdline.to_owned(),
+                    }],
+                    vec![Action::KexecUnload],
+                ),
+                Loader::Legacy => {
+                    let mut argv =
+                        vec!["kexec".to_owned(), "--load".to_owned(), path_str(&k.image)];
+                    if let Some(initrd) = &k.initrd {
+                        argv.push(format!("--initrd={}", initrd.display()));
+                    }
+                    argv.push(format!("--command-line={cmdline}"));
+                    (
+                        vec![Action::Exec {
+                            argv,
+                            timeout_ms: ms(COMMAND_TIMEOUT),
+                        }],
+                        vec![exec(&["kexec", "--unload"], COMMAND_TIMEOUT)],
+                    )
+                }
+            }
+        }
+        StepKind::PciCheck { pci } => match plan.pci.get(pci) {
+            Some(d) => (
+                vec![Action::ReadSysfs {
+                    path: PathBuf::from(format!("/sys/bus/pci/devices/{}/driver", d.address)),
+                    expect: d.driver.clone(),
+                }],
+                none(),
+            ),
+            None => (none(), none()),
+        },
+        StepKind::VmPause { vm } => match plan.vms.get(vm).map(|v| (v, &v.driver)) {
+            Some((v, VmDriver::Qmp { socket, .. })) => {
+                let mut actions = vec![
+                    handshake(socket),
+                    // Set before `stop` so that nothing but the stop itself happens while the guest is paused.
+                    qmp(
+                        socket,
+                        "migrate-set-parameters",
+                        json!({"max-bandwidth": MIGRATION_MAX_BANDWIDTH}),
+                    ),
+                ];
+                if v.memory == MemoryMode::Shared {
+                    actions.push(ignore_shared(socket));
+                }
+                actions.push(qmp(socket, "stop", json!({})));
+                (
+                    actions,
+                    vec![handshake(socket), qmp(socket, "cont", json!({}))],
+                )
+            }
+            // `virsh save` pauses the domain itself.
+            _ => (none(), none()),
+        },
+        StepKind::VmSave { vm } => match plan.vms.get(vm).map(|v| (v, &v.driver)) {
+            Some((v, VmDriver::Qmp { socket, .. })) => {
+                let uri = format!("exec:cat > {}", shell_quote(&state_file(v)));
+                (
+                    vec![
+                        handshake(socket),
+                        qmp(socket, "migrate", json!({"uri": uri})),
+                        Action::QmpWait {
+                            socket: socket.clone(),
+                            command: "query-migrate".into(),
+                            field: "status".into(),
+                            until: "completed".into(),
+                            timeout_ms: migration_timeout,
+                        },
+                    ],
+                    // The source QEMU stays alive (the kexec ends it), so the pause's `cont` resumes it; a
+                    // migration still running is cancelled first.
+                    vec![handshake(socket), qmp(socket, "migrate_cancel", json!({}))],
+                )
+            }
+            Some((v, VmDriver::Libvirt { domain })) => {
+                let file = path_str(&state_file(v));
+                (
+                    vec![Action::Exec {
+                        argv: vec![
+                            "virsh".into(),
+                            "save".into(),
+                            "--bypass-cache".into(),
+                            domain.clone(),
+                            file.clone(),
+                        ],
+                        timeout_ms: migration_timeout,
+                    }],
+                    vec![Action::Exec {
+                        argv: vec![
+                            "virsh".into(),
+                            "restore".into(),
+                            "--bypass-cache".into(),
+                            file,
+                        ],
+                        timeout_ms: migration_timeout,
+                    }],
+                )
+            }
+            None => (none(), none()),
+        },
+        StepKind::AppSave { app } => match plan.apps.get(app).map(|a| &a.kind) {
+            Some(AppKind::Systemd { unit }) => (
+                vec![exec(&["systemctl", "stop", unit], COMMAND_TIMEOUT)],
+                vec![exec(&["systemctl", "start", unit], COMMAND_TIMEOUT)],
+            ),
+            Some(AppKind::Criu { pidfile, images }) => (
+                vec![criu_dump(pidfile, images)],
+                vec![criu_restore(pidfile, images)],
+            ),
+            Some(AppKind::Hooks { save, restore }) => (
+                save.iter().map(|argv| hook(argv)).collect(),
+                restore.iter().map(|argv| hook(argv)).collect(),
+            ),
+            None => (none(), none()),
+        },
+        StepKind::Sync => (vec![Action::Sync], none()),
+        StepKind::Isolate => match &plan.policy.isolate {
+            Some(target) => (
+                vec![exec(&["systemctl", "isolate", target], COMMAND_TIMEOUT)],
+                vec![exec(
+                    &["systemctl", "isolate", ISOLATE_ROLLBACK_TARGET],
+                    COMMAND_TIMEOUT,
+                )],
+            ),
+            None => (none(), none()),
+        },
+        StepKind::Kexec => (vec![Action::Reboot(RebootMode::Kexec)], none()),
+        StepKind::AppRestore { app } => match plan.apps.get(app).map(|a| &a.kind) {
+            Some(AppKind::Systemd { unit }) => (
+                vec![exec(&["systemctl", "start", unit], COMMAND_TIMEOUT)],
+                none(),
+            ),
+            Some(AppKind::Criu { pidfile, images }) => {
+                (vec![criu_restore(pidfile, images)], none())
+            }
+            Some(AppKind::Hooks { restore, .. }) => {
+                (restore.iter().map(|argv| hook(argv)).collect(), none())
+            }
+            None => (none(), none()),
+        },
+        StepKind::VmRestore { vm } => match plan.vms.get(vm).map(|v| (v, &v.driver)) {
+            Some((v, VmDriver::Qmp { socket, restart })) => {
+                let mut actions = vec![
+                    Action::Exec {
+                        argv: restart.clone(),
+                        timeout_ms: ms(RESTART_TIMEOUT),
+                    },
+                    Action::WaitForSocket {
+                        path: socket.clone(),
+                        timeout_ms: ms(SOCKET_TIMEOUT),
+                    },
+                    handshake(socket),
+                ];
+                // The destination must agree with the stream, or QEMU exits.
+                if v.memory == MemoryMode::Shared {
+                    actions.push(ignore_shared(socket));
+                }
+                let uri = format!("exec:cat {}", shell_quote(&state_file(v)));
+                actions.push(qmp(socket, "migrate-incoming", json!({"uri": uri})));
+                actions.push(Action::QmpWait {
+                    socket: socket.clone(),
+                    command: "query-status".into(),
+                    field: "status".into(),
+                    until: "paused".into(),
+                    timeout_ms: migration_timeout,
+                });
+                (actions, none())
+            }
+            Some((v, VmDriver::Libvirt { .. })) => (
+                vec![Action::Exec {
+                    argv: vec![
+                        "virsh".into(),
+                        "restore".into(),
+                        "--bypass-cache".into(),
+                        "--paused".into(),
+                        path_str(&state_file(v)),
+                    ],
+                    timeout_ms: migration_timeout,
+                }],
+                none(),
+            ),
+            None => (none(), none()),
+        },
+        StepKind::VmResume { vm } => match plan.vms.get(vm).map(|v| &v.driver) {
+            Some(VmDriver::Qmp { socket, .. }) => (
+                vec![
+                    handshake(socket),
+                    qmp(socket, "cont", json!({})),
+                    Action::QmpWait {
+                        socket: socket.clone(),
+                        command: "query-status".into(),
+                        field: "status".into(),
+                        until: "running".into(),
+                        timeout_ms: ms(SOCKET_TIMEOUT),
+                    },
+                ],
+                none(),
+            ),
+            Some(VmDriver::Libvirt { domain }) => (
+                vec![exec(&["virsh", "resume", domain], COMMAND_TIMEOUT)],
+                none(),
+            ),
+            None => (none(), none()),
+        },
+        StepKind::Verify => (verify(plan), none()),
+        StepKind::Custom { step } => match plan.steps.get(step) {
+            Some(s) => (
+                vec![Action::Exec {
+                    argv: s.run.clone(),
+                    timeout_ms: ms(s.timeout),
+                }],
+                // The plan format has no undo command for a custom step.
+                none(),
+            ),
+            None => (none(), none()),
+        },
+    }
+}
+
+fn hook(argv: &[String]) -> Action {
+    Action::Exec {
+        argv: argv.to_vec(),
+        timeout_ms: ms(COMMAND_TIMEOUT),
+    }
+}
+
+fn criu_dump(pidfile: &Path, images: &Path) -> Action {
+    Action::Criu {
+        argv: vec![
+            "criu".into(),
+            "dump".into(),
+            "--tree".into(),
+            PID_PLACEHOLDER.into(),
+            "--images-dir".into(),
+            path_str(images),
+        ],
+        pidfile: pidfile.to_owned(),
+        timeout_ms: ms(COMMAND_TIMEOUT),
+    }
+}
+
+fn criu_restore(pidfile: &Path, images: &Path) -> Action {
+    Action::Criu {
+        argv: vec![
+            "criu".into(),
+            "restore".into(),
+            "--images-dir".into(),
+            path_str(images),
+            "--restore-detached".into(),
+            "--pidfile".into(),
+            path_str(pidfile),
+        ],
+        pidfile: pidfile.to_owned(),
+        timeout_ms: ms(COMMAND_TIMEOUT),
+    }
+}
+
+/// Checks that nothing has been changed yet and that everything the plan needs is there.
+fn preflight(plan: &Plan) -> Vec<Action> {
+    let mut actions = Vec::new();
+    if !plan.hosts.is_empty() {
+        actions.push(Action::CheckHostname {
+            globs: plan.hosts.iter().map(|g| g.to_string()).collect(),
+        });
+    }
+    actions.push(Action::ReadSysfs {
+        path: PathBuf::from("/proc/sys/kernel/kexec_load_disabled"),
+        expect: "0".into(),
+    });
+    actions.push(Action::CheckFile {
+        path: plan.kernel.image.clone(),
+        sha256: plan.kernel.sha256.clone(),
+    });
+    if let Some(initrd) = &plan.kernel.initrd {
+        actions.push(Action::CheckFile {
+            path: initrd.clone(),
+            sha256: None,
+        });
+    }
+    // Created here, not when saving: a missing or read-only directory then fails before any guest is paused.
+    for vm in &plan.vms {
+        actions.push(Action::EnsureDir {
+            path: vm.state.clone(),
+        });
+    }
+    for app in &plan.apps {
+        if let AppKind::Criu { images, .. } = &app.kind {
+            actions.push(Action::EnsureDir {
+                path: images.clone(),
+            });
+        }
+    }
+    for vm in &plan.vms {
+        actions.extend(vm_running(vm));
+    }
+    actions
+}
+
+fn vm_running(vm: &Vm) -> Vec<Action> {
+    match &vm.driver {
+        VmDriver::Qmp { socket, .. } => vec![
+            handshake(socket),
+            Action::QmpWait {
+                socket: socket.clone(),
+                command: "query-status".into(),
+                field: "status".into(),
+                until: "running".into(),
+                timeout_ms: ms(SOCKET_TIMEOUT),
+            },
+        ],
+        VmDriver::Libvirt { domain } => vec![exec(&["virsh", "domstate", domain], COMMAND_TIMEOUT)],
+    }
+}
+
+/// Every guest running, every device bound as planned; then, and only then, the state files go.
+fn verify(plan: &Plan) -> Vec<Action> {
+    let mut actions: Vec<Action> = plan.vms.iter().flat_map(vm_running).collect();
+    for d in &plan.pci {
+        actions.push(Action::ReadSysfs {
+            path: PathBuf::from(format!("/sys/bus/pci/devices/{}/driver", d.address)),
+            expect: d.driver.clone(),
+        });
+    }
+    for vm in &plan.vms {
+        actions.push(Action::RemoveFile {
+            path: state_file(vm),
+        });
+    }
+    actions
+}
+
+impl Action {
+    /// One line for people: the argv, the QMP JSON or the syscall with its arguments.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Exec { argv, timeout_ms } => {
+                format!("exec {} (timeout {} ms)", shell_words(argv), timeout_ms)
+            }
+            Action::Qmp {
+                socket,
+                command,
+                args,
+            } => {
+                format!("qmp {} {}", socket.display(), qmp_message(command, args))
+            }
+            Action::QmpWait {
+                socket,
+                command,
+                field,
+                until,
+                timeout_ms,
+            } => format!(
+                "qmp {} {} until {field} = {until:?} (timeout {timeout_ms} ms)",
+                socket.display(),
+                qmp_message(command, &json!({}))
+            ),
+            Action::WaitForSocket { path, timeout_ms } => {
+                format!(
+                    "wait for socket {} (timeout {timeout_ms} ms)",
+                    path.display()
+                )
+            }
+            Action::KexecFileLoad {
+                kernel,
+                initrd,
+                cmdline,
+            } => match initrd {
+                Some(initrd) => format!(
+                    "kexec_file_load(kernel={}, initrd={}, cmdline={cmdline:?}, flags=0)",
+                    kernel.display(),
+                    initrd.display()
+                ),
+                None => format!(
+                    "kexec_file_load(kernel={}, initrd=-1, cmdline={cmdline:?}, flags=KEXEC_FILE_NO_INITRAMFS)",
+                    kernel.display()
+                ),
+            },
+            Action::KexecUnload => "kexec_file_load(-1, -1, \"\", flags=KEXEC_FILE_UNLOAD)".into(),
+            Action::Reboot(RebootMode::Kexec) => {
+                "reboot(LINUX_REBOOT_CMD_KEXEC), or `systemctl kexec` when systemd is PID 1".into()
+            }
+            Action::Sync => "sync()".into(),
+            Action::ReadSysfs { path, expect } => {
+                format!("read {} expect {expect:?}", path.display())
+            }
+            Action::CheckFile { path, sha256 } => match sha256 {
+                Some(sum) => format!("check {} has sha256 {sum}", path.display()),
+                None => format!("check {} exists", path.display()),
+            },
+            Action::CheckHostname { globs } => {
+                format!("check host name matches {}", globs.join(" or "))
+            }
+            Action::Criu {
+                argv,
+                pidfile,
+                timeout_ms,
+            } => format!(
+                "exec {} ({PID_PLACEHOLDER} from {}; timeout {timeout_ms} ms)",
+                shell_words(argv),
+                pidfile.display()
+            ),
+            Action::EnsureDir { path } => {
+                format!("create directory {} unless it exists", path.display())
+            }
+            Action::RemoveFile { path } => format!("remove {}", path.display()),
+        }
+    }
+}
+
+/// The QMP message as it goes on the wire, `execute` first as in QEMU's documentation.
+pub fn qmp_message(command: &str, args: &serde_json::Value) -> String {
+    let command = serde_json::Value::from(command);
+    if args.as_object().is_some_and(|o| o.is_empty()) {
+        format!("{{\"execute\":{command}}}")
+    } else {
+        format!("{{\"execute\":{command},\"arguments\":{args}}}")
+    }
+}
+
+/// An argv as a shell would need it typed, for display only.
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| shell_quote(Path::new(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting_survives_spaces_and_quotes() {
+        assert_eq!(shell_quote(Path::new("/var/lib/kup/a")), "/var/lib/kup/a");
+        assert_eq!(shell_quote(Path::new("/var/my vm")), "'/var/my vm'");
+        assert_eq!(shell_quote(Path::new("/a'b")), r"'/a'\''b'");
+        assert_eq!(shell_quote(Path::new("")), "''");
+    }
+
+    #[test]
+    fn cmdline_edits_apply_to_the_running_kernel() {
+        let spec = CmdlineSpec::Edit {
+            inherit: true,
+            remove: vec!["quiet".into()],
+            set: vec![("cpuhp.parallel".into(), "1".into())],
+            append: vec!["nosmt".into()],
+        };
+        assert_eq!(
+            kernel_cmdline(&spec, "BOOT_IMAGE=/vmlinuz-old root=/dev/sda1 quiet ro\n").unwrap(),
+            "root=/dev/sda1 ro cpuhp.parallel=1 nosmt"
+        );
+        let fresh = CmdlineSpec::Edit {
+            inherit: false,
+            remove: vec![],
+            set: vec![],
+            append: vec!["console=ttyS0".into()],
+        };
+        assert_eq!(kernel_cmdline(&fresh, "ignored").unwrap(), "console=ttyS0");
+        let replace = CmdlineSpec::Replace(" root=/dev/vda ".into());
+        assert_eq!(kernel_cmdline(&replace, "x").unwrap(), "root=/dev/vda");
+    }
+
+    fn program(text: &str) -> Program {
+        let loaded = crate::plan::load("t.toml", text.as_bytes());
+        let plan = loaded
+            .plan
+            .unwrap_or_else(|| panic!("{}", loaded.report.render(false, 100)));
+        let graph = StepGraph::build(&plan).unwrap();
+        compile(&plan, &graph, "root=/dev/vda")
+    }
+
+    fn commands(program: &Program, id: &str) -> Vec<String> {
+        let step = program.steps.iter().find(|s| s.id == id).unwrap();
+        step.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Qmp { command, .. } => Some(command.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const SHARED: &str = r#"kup = 1
+[kernel]
+image = "/boot/vmlinuz"
+sha256 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+[[vm]]
+name = "db"
+qmp = "/run/qemu/db.qmp"
+state = "/var/lib/kup/state/my db"
+memory = "shared"
+restart = ["systemctl", "start", "qemu@db.service"]
+"#;
+
+    #[test]
+    fn shared_ram_sets_ignore_shared_on_both_sides() {
+        let p = program(SHARED);
+        assert_eq!(
+            commands(&p, "vm:db:pause"),
+            [
+                "qmp_capabilities",
+                "migrate-set-parameters",
+                "migrate-set-capabilities",
+                "stop"
+            ]
+        );
+        assert_eq!(
+            commands(&p, "vm:db:restore"),
+            [
+                "qmp_capabilities",
+                "migrate-set-capabilities",
+                "migrate-incoming"
+            ]
+        );
+        let save = p.steps.iter().find(|s| s.id == "vm:db:save").unwrap();
+        // The state path has a space: QEMU runs the exec: URI through /bin/sh.
+        assert!(save.actions.iter().any(|a| matches!(a,
+            Action::Qmp { args, .. } if args["uri"] == "exec:cat > '/var/lib/kup/state/my db/vmstate'")));
+    }
+
+    #[test]
+    fn only_steps_before_kexec_have_rollbacks() {
+        let p = program(SHARED);
+        for step in &p.steps {
+            if step.phase != Phase::Before {
+                assert!(step.rollback.is_empty(), "{}", step.id);
+            }
+        }
+        let pause = p.steps.iter().find(|s| s.id == "vm:db:pause").unwrap();
+        assert!(matches!(&pause.rollback[1], Action::Qmp { command, .. } if command == "cont"));
+        let load = p.steps.iter().find(|s| s.id == "kernel:load").unwrap();
+        assert_eq!(load.rollback, [Action::KexecUnload]);
+    }
+
+    #[test]
+    fn qmp_messages_read_like_the_wire() {
+        assert_eq!(qmp_message("stop", &json!({})), r#"{"execute":"stop"}"#);
+        assert_eq!(
+            qmp_message("migrate", &json!({"uri": "exec:cat > /x"})),
+            r#"{"execute":"migrate","arguments":{"uri":"exec:cat > /x"}}"#
+        );
+    }
+}

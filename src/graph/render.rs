@@ -1,0 +1,259 @@
+//! Renderings of a step graph and its schedule: a listing for people, DOT for Graphviz, Mermaid for GitHub
+//! (it renders in Markdown), and JSON whose shape docs/graph.md documents. Pure string building, so snapshot tests
+//! pin every byte an operator or a tool sees.
+
+use super::schedule::{Schedule, Slot, human, millis};
+use super::{Phase, StepGraph};
+use crate::plan::Plan;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+fn phase_title(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Before => "before kexec: rolled back on failure",
+        Phase::Kexec => "kexec: the point of no return",
+        Phase::After => "after kexec: retried or left to the operator, never rolled back",
+    }
+}
+
+/// Slots grouped by level: each group can run at once.
+fn groups(schedule: &Schedule) -> Vec<Vec<&Slot>> {
+    let mut by_level: BTreeMap<usize, Vec<&Slot>> = BTreeMap::new();
+    for slot in &schedule.slots {
+        by_level.entry(slot.level).or_default().push(slot);
+    }
+    by_level.into_values().collect()
+}
+
+/// The human listing: phases, parallel groups, the critical path and the estimate.
+pub fn text(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> String {
+    let mut out = String::new();
+    if let Some(name) = &plan.name {
+        let _ = writeln!(out, "plan: {name}");
+    }
+    let _ = writeln!(
+        out,
+        "{} steps; * marks the critical path; times are earliest starts from the beginning of the plan",
+        schedule.slots.len()
+    );
+    let width = schedule
+        .slots
+        .iter()
+        .map(|s| s.id.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut phase = None;
+    for (number, group) in groups(schedule).iter().enumerate() {
+        let Some(first) = group.first() else {
+            continue;
+        };
+        if phase != Some(first.phase) {
+            phase = Some(first.phase);
+            let _ = writeln!(out, "\n{}", phase_title(first.phase));
+        }
+        let parallel = if group.len() > 1 {
+            format!(" ({} in parallel)", group.len())
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "  group {}{parallel}", number + 1);
+        for slot in group {
+            let mark = if slot.critical { '*' } else { ' ' };
+            let mut line = format!(
+                "    {mark} {:width$}  at {:>9}  takes {:>9}",
+                slot.id,
+                human(slot.start),
+                human(slot.estimate),
+            );
+            if !slot.after.is_empty() {
+                let _ = write!(line, "  after {}", slot.after.join(", "));
+            }
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\ncritical path ({}): {}",
+        human(schedule.total),
+        schedule.critical_path.join(" → ")
+    );
+    let _ = writeln!(
+        out,
+        "host downtime: {} (first workload or service stopped to last one back)",
+        human(schedule.host_downtime)
+    );
+    for (vm, down) in &schedule.vm_downtime {
+        let _ = writeln!(out, "vm {vm} downtime: {}", human(*down));
+    }
+    if let Some(limit) = plan.policy.max_downtime {
+        let verdict = if schedule.downtime() <= limit {
+            "within budget"
+        } else {
+            "OVER BUDGET"
+        };
+        let _ = writeln!(
+            out,
+            "budget (policy.max_downtime): {}, estimate {}: {verdict}",
+            human(limit),
+            human(schedule.downtime())
+        );
+    }
+    let overlap = schedule.max_overlap();
+    let parallelism = usize::try_from(plan.policy.parallelism).unwrap_or(usize::MAX);
+    if overlap > parallelism {
+        let _ = writeln!(
+            out,
+            "note: up to {overlap} steps overlap in this schedule but policy.parallelism is {parallelism}: some will \
+             start later than shown"
+        );
+    }
+    for step in graph.steps() {
+        if let Some(note) = &step.estimate_note {
+            let _ = writeln!(out, "note: {}: {note}", step.id);
+        }
+    }
+    out
+}
+
+fn dot_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Graphviz DOT: one cluster per phase, the critical path in bold red.
+pub fn dot(plan: &Plan, schedule: &Schedule) -> String {
+    let mut out = String::from("digraph kup {\n");
+    if let Some(name) = &plan.name {
+        let _ = writeln!(out, "  label=\"{}\";\n  labelloc=t;", dot_escape(name));
+    }
+    out.push_str("  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n");
+    for phase in [Phase::Before, Phase::Kexec, Phase::After] {
+        let _ = writeln!(out, "  subgraph cluster_{phase} {{");
+        let _ = writeln!(out, "    label=\"{}\";", phase_title(phase));
+        for slot in schedule.slots.iter().filter(|s| s.phase == phase) {
+            let style = if slot.critical {
+                ", color=red, penwidth=2"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "    \"{id}\" [label=\"{id}\\n{}\"{style}];",
+                human(slot.estimate),
+                id = dot_escape(&slot.id)
+            );
+        }
+        out.push_str("  }\n");
+    }
+    let critical: Vec<&String> = schedule.critical_path.iter().collect();
+    for slot in &schedule.slots {
+        for before in &slot.after {
+            let on_path = critical
+                .windows(2)
+                .any(|w| *w[0] == *before && *w[1] == slot.id);
+            let style = if on_path {
+                " [color=red, penwidth=2]"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "  \"{}\" -> \"{}\"{style};",
+                dot_escape(before),
+                dot_escape(&slot.id)
+            );
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn mermaid_escape(s: &str) -> String {
+    s.replace('"', "#quot;")
+}
+
+/// A Mermaid flowchart: GitHub renders it inside a ```mermaid block.
+pub fn mermaid(schedule: &Schedule) -> String {
+    let node: BTreeMap<&str, usize> = schedule
+        .slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let mut out = String::from("flowchart TD\n");
+    for phase in [Phase::Before, Phase::Kexec, Phase::After] {
+        let _ = writeln!(out, "  subgraph phase_{phase}[\"{}\"]", phase_title(phase));
+        for (i, slot) in schedule.slots.iter().enumerate() {
+            if slot.phase == phase {
+                let _ = writeln!(
+                    out,
+                    "    s{i}[\"{}<br/>{}\"]",
+                    mermaid_escape(&slot.id),
+                    human(slot.estimate)
+                );
+            }
+        }
+        out.push_str("  end\n");
+    }
+    for (i, slot) in schedule.slots.iter().enumerate() {
+        for before in &slot.after {
+            if let Some(b) = node.get(before.as_str()) {
+                let _ = writeln!(out, "  s{b} --> s{i}");
+            }
+        }
+    }
+    let critical: Vec<String> = schedule
+        .slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.critical)
+        .map(|(i, _)| format!("s{i}"))
+        .collect();
+    if !critical.is_empty() {
+        out.push_str("  classDef critical stroke:#d00,stroke-width:3px\n");
+        let _ = writeln!(out, "  class {} critical", critical.join(","));
+    }
+    out
+}
+
+/// The JSON shape of `kup plan graph --format json` (documented in docs/graph.md).
+#[derive(Debug, Serialize)]
+pub struct JsonGraph {
+    pub steps: Vec<JsonStep>,
+    pub critical_path: Vec<String>,
+    /// The host's downtime (see [`Schedule::host_downtime`]).
+    pub estimated_downtime_ms: u64,
+    pub vm_downtime_ms: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JsonStep {
+    pub id: String,
+    pub phase: Phase,
+    pub after: Vec<String>,
+    pub estimate_ms: u64,
+    pub critical: bool,
+}
+
+pub fn json(schedule: &Schedule) -> JsonGraph {
+    JsonGraph {
+        steps: schedule
+            .slots
+            .iter()
+            .map(|s| JsonStep {
+                id: s.id.clone(),
+                phase: s.phase,
+                after: s.after.clone(),
+                estimate_ms: millis(s.estimate),
+                critical: s.critical,
+            })
+            .collect(),
+        critical_path: schedule.critical_path.clone(),
+        estimated_downtime_ms: millis(schedule.host_downtime),
+        vm_downtime_ms: schedule
+            .vm_downtime
+            .iter()
+            .map(|(vm, d)| (vm.clone(), millis(*d)))
+            .collect(),
+    }
+}

@@ -1,0 +1,555 @@
+//! The step graph as operators and tools see it: every shipped plan rendered in every format (snapshots), the
+//! ordering guarantees the executor relies on (everything saved before `kexec`, every guest resumed after it), and
+//! properties that must hold for any acyclic plan.
+
+use assert_cmd::Command;
+use kup::graph::{Phase, StepGraph};
+use predicates::prelude::*;
+use proptest::prelude::*;
+use std::path::PathBuf;
+
+fn shipped_plans() -> Vec<PathBuf> {
+    let mut plans: Vec<PathBuf> = std::fs::read_dir("plans")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    plans.sort();
+    assert!(plans.len() >= 4);
+    plans
+}
+
+fn load(path: &PathBuf) -> (kup::plan::Plan, StepGraph) {
+    let bytes = std::fs::read(path).unwrap();
+    let loaded = kup::plan::load(&path.display().to_string(), &bytes);
+    let plan = loaded
+        .plan
+        .unwrap_or_else(|| panic!("{}", loaded.report.render(false, 100)));
+    let graph = StepGraph::build(&plan).expect("a loaded plan has a graph");
+    (plan, graph)
+}
+
+fn kup() -> Command {
+    let mut cmd = Command::cargo_bin("kup").unwrap();
+    cmd.env("NO_COLOR", "1").env_remove("COLUMNS");
+    cmd
+}
+
+#[test]
+fn every_shipped_plan_in_every_format() {
+    for path in shipped_plans() {
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        for format in ["text", "dot", "mermaid", "json"] {
+            let output = kup()
+                .args(["plan", "graph", "--format", format])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert_eq!(output.status.code(), Some(0), "{stem} {format}");
+            assert!(
+                output.stderr.is_empty(),
+                "{stem} {format}: stderr not empty"
+            );
+            let stdout = String::from_utf8(output.stdout).unwrap();
+            insta::assert_snapshot!(format!("{stem}.{format}"), stdout);
+        }
+    }
+}
+
+#[test]
+fn json_has_exactly_the_documented_shape() {
+    let output = kup()
+        .args([
+            "plan",
+            "graph",
+            "--format",
+            "json",
+            "plans/multi-vm-vfio-spdk.toml",
+        ])
+        .output()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "critical_path",
+            "estimated_downtime_ms",
+            "steps",
+            "vm_downtime_ms"
+        ]
+    );
+    for step in value["steps"].as_array().unwrap() {
+        let keys: Vec<&String> = step.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["after", "critical", "estimate_ms", "id", "phase"]);
+        assert!(["before", "kexec", "after"].contains(&step["phase"].as_str().unwrap()));
+    }
+    assert_eq!(
+        value["vm_downtime_ms"].as_object().unwrap().len(),
+        3,
+        "one entry per VM"
+    );
+}
+
+#[test]
+fn kexec_waits_for_every_save_and_sync_and_every_resume_waits_for_kexec() {
+    for path in shipped_plans() {
+        let (plan, graph) = load(&path);
+        let name = path.display();
+        assert!(graph.depends_on("kexec", "sync"), "{name}");
+        assert!(graph.depends_on("kexec", "kernel:load"), "{name}");
+        for vm in &plan.vms {
+            let save = format!("vm:{}:save", vm.name);
+            let resume = format!("vm:{}:resume", vm.name);
+            assert!(graph.depends_on("kexec", &save), "{name}: {save}");
+            assert!(graph.depends_on(&resume, "kexec"), "{name}: {resume}");
+        }
+        for app in &plan.apps {
+            let save = format!("app:{}:save", app.name);
+            assert!(graph.depends_on("kexec", &save), "{name}: {save}");
+        }
+        if plan.policy.isolate.is_some() {
+            assert!(graph.depends_on("kexec", "isolate"), "{name}");
+            assert!(graph.depends_on("isolate", "sync"), "{name}");
+        }
+        for step in graph.steps() {
+            match step.phase {
+                Phase::Before => assert!(graph.depends_on("kexec", &step.id), "{name}"),
+                Phase::After => assert!(graph.depends_on(&step.id, "kexec"), "{name}"),
+                Phase::Kexec => assert_eq!(step.id, "kexec"),
+            }
+        }
+    }
+}
+
+#[test]
+fn custom_steps_of_the_shipped_plans_sit_where_they_say() {
+    let (_, graph) = load(&PathBuf::from("plans/multi-vm-vfio-spdk.toml"));
+    assert_eq!(graph.step("step:drain-lb").unwrap().phase, Phase::Before);
+    assert_eq!(graph.step("step:undrain-lb").unwrap().phase, Phase::After);
+    assert!(graph.depends_on("vm:db-1:pause", "step:drain-lb"));
+    assert!(graph.depends_on("step:undrain-lb", "vm:monitor:resume"));
+    // A guest with a VFIO device is paused only once its device's binding was checked.
+    assert!(graph.depends_on("vm:db-1:pause", "pci:0000:3b:00.0:check"));
+    // verify stays last.
+    assert!(graph.depends_on("verify", "step:undrain-lb"));
+}
+
+#[test]
+fn shipped_plans_are_within_their_budgets() {
+    for path in shipped_plans() {
+        let (plan, graph) = load(&path);
+        if let Some(limit) = plan.policy.max_downtime {
+            let schedule = graph.schedule();
+            assert!(schedule.downtime() <= limit, "{}", path.display());
+        }
+    }
+}
+
+#[test]
+fn an_invalid_plan_prints_diagnostics_and_exits_1() {
+    kup()
+        .args(["plan", "graph", "tests/data/diagnostics/step-cycle.toml"])
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicate::str::contains("kup::plan::step-cycle"))
+        .stderr(predicate::str::contains(
+            "step:a → step:b → step:c → step:a",
+        ));
+}
+
+#[test]
+fn a_missing_plan_exits_2() {
+    kup()
+        .args(["plan", "graph", "tests/data/no-such-plan.toml"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot read"));
+}
+
+// --- properties over generated plans -------------------------------------------------------------------------
+
+/// A generated plan: VMs, apps, PCI devices and custom steps whose before/after only point from lower to higher
+/// rank, so the whole graph is acyclic by construction.
+#[derive(Debug, Clone)]
+struct Gen {
+    vms: Vec<(u8, Option<u8>)>,
+    apps: Vec<u8>,
+    pci: usize,
+    isolate: bool,
+    /// Per custom step: rank (0..=23, halves between built-in ranks) and picks for after / before.
+    customs: Vec<(u8, Vec<usize>, Vec<usize>)>,
+}
+
+fn gen_plan() -> impl Strategy<Value = Gen> {
+    (
+        prop::collection::vec((0u8..3, prop::option::of(1u8..64)), 0..4),
+        prop::collection::vec(0u8..3, 0..3),
+        0usize..3,
+        any::<bool>(),
+        prop::collection::vec(
+            (
+                0u8..24,
+                prop::collection::vec(any::<usize>(), 0..3),
+                prop::collection::vec(any::<usize>(), 0..3),
+            ),
+            0..6,
+        ),
+    )
+        .prop_map(|(vms, apps, pci, isolate, customs)| Gen {
+            vms,
+            apps,
+            pci,
+            isolate,
+            customs,
+        })
+}
+
+impl Gen {
+    /// Built-in ids with their rank; ranks follow the built-in edges (times two, so customs fit between).
+    fn builtin(&self) -> Vec<(String, u8)> {
+        let mut out = vec![("preflight".to_owned(), 1), ("kernel:load".to_owned(), 3)];
+        for p in 0..self.pci {
+            out.push((format!("pci:0000:0{p}:00.0:check"), 3));
+        }
+        for v in 0..self.vms.len() {
+            out.push((format!("vm:v{v}:pause"), 5));
+            out.push((format!("vm:v{v}:save"), 7));
+            out.push((format!("vm:v{v}:restore"), 17));
+            out.push((format!("vm:v{v}:resume"), 19));
+        }
+        for a in 0..self.apps.len() {
+            out.push((format!("app:a{a}:save"), 7));
+            out.push((format!("app:a{a}:restore"), 17));
+        }
+        out.push(("sync".to_owned(), 9));
+        if self.isolate {
+            out.push(("isolate".to_owned(), 11));
+        }
+        out.push(("kexec".to_owned(), 13));
+        out.push(("verify".to_owned(), 21));
+        out
+    }
+
+    fn toml(&self) -> String {
+        let mut t = String::from(
+            "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\nsha256 = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n",
+        );
+        for p in 0..self.pci {
+            t += &format!("[[pci]]\naddress = \"0000:0{p}:00.0\"\n");
+        }
+        for (v, (kind, size)) in self.vms.iter().enumerate() {
+            t += &format!("[[vm]]\nname = \"v{v}\"\nstate = \"/var/lib/kup/state/v{v}\"\n");
+            match kind {
+                0 => t += &format!("libvirt = \"v{v}\"\n"),
+                k => {
+                    let memory = if *k == 1 { "shared" } else { "copy" };
+                    t += &format!(
+                        "qmp = \"/run/qemu/v{v}.qmp\"\nmemory = \"{memory}\"\nrestart = [\"systemctl\", \"start\", \"qemu@v{v}.service\"]\n"
+                    );
+                }
+            }
+            if let Some(gib) = size {
+                t += &format!("memory_size = \"{gib}GiB\"\n");
+            }
+            if v < self.pci {
+                t += &format!("devices = [\"0000:0{v}:00.0\"]\n");
+            }
+        }
+        for (a, kind) in self.apps.iter().enumerate() {
+            t += &format!("[[app]]\nname = \"a{a}\"\n");
+            t += match kind {
+                0 => "systemd = \"a.service\"\n",
+                1 => "criu = { pidfile = \"/run/a.pid\", images = \"/var/lib/kup/criu/a\" }\n",
+                _ => "save = [\"/usr/bin/a\", \"save\"]\n",
+            };
+        }
+        let builtin = self.builtin();
+        let mut nodes: Vec<(String, (u8, usize))> =
+            builtin.into_iter().map(|(id, r)| (id, (r, 0))).collect();
+        for (i, (rank, afters, befores)) in self.customs.iter().enumerate() {
+            let me = (*rank, i + 1);
+            let lower: Vec<&String> = nodes.iter().filter(|n| n.1 < me).map(|n| &n.0).collect();
+            let pick = |picks: &[usize], from: &[&String]| -> Vec<String> {
+                let mut ids: Vec<String> = if from.is_empty() {
+                    Vec::new()
+                } else {
+                    picks
+                        .iter()
+                        .map(|p| format!("\"{}\"", from[p % from.len()]))
+                        .collect()
+                };
+                ids.sort();
+                ids.dedup();
+                ids
+            };
+            let after = pick(afters, &lower);
+            // `before` may only name built-in steps of a higher rank: later custom steps do not exist yet.
+            let higher: Vec<&String> = nodes
+                .iter()
+                .filter(|n| n.1 > me && n.1.1 == 0)
+                .map(|n| &n.0)
+                .collect();
+            let before = pick(befores, &higher);
+            t += &format!(
+                "[[step]]\nname = \"c{i}\"\nrun = [\"/usr/bin/c{i}\"]\nafter = [{}]\nbefore = [{}]\n",
+                after.join(", "),
+                before.join(", ")
+            );
+            nodes.push((format!("step:c{i}"), me));
+        }
+        if self.isolate {
+            t += "[policy]\nisolate = \"rescue.target\"\n";
+        }
+        t
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn acyclic_plans_schedule_consistently(g in gen_plan()) {
+        let text = g.toml();
+        let loaded = kup::plan::load("gen.toml", text.as_bytes());
+        let plan = loaded.plan.unwrap_or_else(|| panic!("{text}\n{}", loaded.report.render(false, 100)));
+        let graph = StepGraph::build(&plan).unwrap();
+        let schedule = graph.schedule();
+        prop_assert_eq!(schedule.slots.len(), graph.len());
+        // The order respects every edge, and a step starts no earlier than what it waits for ends.
+        for (i, slot) in schedule.slots.iter().enumerate() {
+            for before in &slot.after {
+                let j = schedule.slots.iter().position(|s| &s.id == before).unwrap();
+                prop_assert!(j < i, "{} listed before {}", slot.id, before);
+                prop_assert!(schedule.slots[j].end <= slot.start);
+            }
+        }
+        // Every declared before/after holds.
+        for step in &plan.steps {
+            let me = format!("step:{}", step.name);
+            for r in &step.before {
+                prop_assert!(graph.depends_on(&r.id, &me), "{} before {}", me, r.id);
+            }
+            for r in &step.after {
+                prop_assert!(graph.depends_on(&me, &r.id), "{} after {}", me, r.id);
+            }
+        }
+        // The point of no return splits the graph in two.
+        for step in graph.steps() {
+            match step.phase {
+                Phase::Before => prop_assert!(graph.depends_on("kexec", &step.id), "{}", step.id),
+                Phase::After => prop_assert!(graph.depends_on(&step.id, "kexec"), "{}", step.id),
+                Phase::Kexec => prop_assert_eq!(&step.id, "kexec"),
+            }
+        }
+        // The critical path is a chain of edges, at least as long as any step and at most all of them.
+        let longest = graph.steps().map(|s| s.estimate).max().unwrap();
+        let sum: std::time::Duration = graph.steps().map(|s| s.estimate).sum();
+        prop_assert!(schedule.total >= longest);
+        prop_assert!(schedule.total <= sum);
+        let on_path: std::time::Duration = schedule
+            .critical_path
+            .iter()
+            .map(|id| graph.step(id).unwrap().estimate)
+            .sum();
+        prop_assert_eq!(on_path, schedule.total);
+        for pair in schedule.critical_path.windows(2) {
+            prop_assert!(graph.after(&pair[1]).contains(&pair[0].as_str()));
+        }
+        // Each VM is down at least across the kexec.
+        let kexec = graph.step("kexec").unwrap().estimate;
+        for (_, down) in &schedule.vm_downtime {
+            prop_assert!(*down >= kexec);
+        }
+    }
+}
+
+// --- dry run --------------------------------------------------------------------------------------------------
+
+#[test]
+fn dry_run_of_every_shipped_plan() {
+    for path in shipped_plans() {
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        for format in ["human", "json"] {
+            let output = kup()
+                .args(["plan", "apply", "--dry-run", "--format", format])
+                .args(["--current-cmdline", "tests/data/graph/proc-cmdline"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert_eq!(output.status.code(), Some(0), "{stem} {format}");
+            let stdout = String::from_utf8(output.stdout).unwrap();
+            if format == "json" {
+                let value: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+                let steps = value["steps"].as_array().unwrap();
+                // The kernel is loaded with exactly the command line the dry run announces.
+                let load = steps.iter().find(|s| s["id"] == "kernel:load").unwrap();
+                assert_eq!(load["actions"][0]["cmdline"], value["kernel_cmdline"]);
+                // Nothing after the point of no return claims it can be undone.
+                for step in steps {
+                    if step["phase"] != "before" {
+                        assert_eq!(step["rollback"], serde_json::json!([]), "{stem}");
+                    }
+                }
+            }
+            insta::assert_snapshot!(format!("dry-run.{stem}.{format}"), stdout);
+        }
+    }
+}
+
+#[test]
+fn apply_without_dry_run_is_refused() {
+    kup()
+        .args(["plan", "apply", "plans/single-qemu-shared-ram.toml"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--dry-run"));
+}
+
+#[test]
+fn dry_run_needs_the_running_cmdline_only_to_inherit_it() {
+    kup()
+        .args(["plan", "apply", "--dry-run", "--current-cmdline"])
+        .args([
+            "tests/data/no-such-file",
+            "plans/single-qemu-shared-ram.toml",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "inherits the running command line",
+        ));
+}
+
+#[test]
+fn dry_run_of_an_invalid_plan_exits_1() {
+    kup()
+        .args(["plan", "apply", "--dry-run"])
+        .arg("tests/data/diagnostics/downtime-budget.toml")
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicate::str::contains("kup::plan::downtime-budget"));
+}
+
+#[test]
+fn the_example_in_docs_graph_md_is_current() {
+    let doc = std::fs::read_to_string("docs/graph.md").unwrap();
+    for format in ["text", "mermaid"] {
+        let output = kup()
+            .args(["plan", "graph", "--format", format])
+            .arg("plans/multi-vm-vfio-spdk.toml")
+            .output()
+            .unwrap();
+        let rendered = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            doc.contains(&format!("```{format}\n{rendered}```")),
+            "docs/graph.md's {format} example is stale: paste the output of `kup plan graph --format {format} \
+             plans/multi-vm-vfio-spdk.toml`"
+        );
+    }
+}
+
+/// Regression: dropping implied edges checked paths one DFS at a time, and a plan with 1500 guests took minutes.
+#[test]
+fn a_host_with_a_thousand_guests_is_graphed_quickly() {
+    let mut text = String::from(
+        "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\nsha256 = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n",
+    );
+    for i in 0..1000 {
+        text += &format!(
+            "[[vm]]\nname = \"v{i}\"\nlibvirt = \"v{i}\"\nstate = \"/var/lib/kup/state/v{i}\"\n"
+        );
+    }
+    text += "[[step]]\nname = \"drain\"\nrun = [\"/bin/true\"]\nbefore = [\"vm:v0:pause\"]\n";
+    let started = std::time::Instant::now();
+    let loaded = kup::plan::load("big.toml", text.as_bytes());
+    let graph = StepGraph::build(&loaded.plan.unwrap()).unwrap();
+    assert_eq!(graph.schedule().slots.len(), 4 * 1000 + 6);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Custom steps referring to each other and to built-in steps at random, cycles and typos included.
+fn gen_tangle() -> impl Strategy<Value = String> {
+    let ids = prop::sample::select(vec![
+        "step:s0",
+        "step:s1",
+        "step:s2",
+        "step:s3",
+        "preflight",
+        "kexec",
+        "verify",
+        "vm:db:save",
+        "vm:db:resume",
+        "sync",
+        "vm:db:puase",
+        "s1",
+    ]);
+    prop::collection::vec(
+        (
+            prop::collection::vec(ids.clone(), 0..3),
+            prop::collection::vec(ids, 0..3),
+        ),
+        1..5,
+    )
+    .prop_map(|steps| {
+        let mut t = String::from(
+            "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\nsha256 = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n[[vm]]\nname = \"db\"\nlibvirt = \"db\"\nstate = \"/var/lib/kup/state/db\"\n",
+        );
+        for (i, (before, after)) in steps.iter().enumerate() {
+            let list = |ids: &Vec<&str>| {
+                ids.iter()
+                    .map(|id| format!("\"{id}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            t += &format!(
+                "[[step]]\nname = \"s{i}\"\nrun = [\"/bin/true\"]\nbefore = [{}]\nafter = [{}]\n",
+                list(before),
+                list(after)
+            );
+        }
+        t
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn tangled_steps_are_graphed_or_reported_precisely(text in gen_tangle()) {
+        let loaded = kup::plan::load("tangle.toml", text.as_bytes());
+        match &loaded.plan {
+            Some(plan) => {
+                let graph = StepGraph::build(plan).unwrap();
+                prop_assert_eq!(graph.schedule().slots.len(), graph.len());
+            }
+            None => {
+                prop_assert!(loaded.report.has_errors());
+                for d in &loaded.report.diagnostics {
+                    prop_assert!(
+                        [kup::graph::code::UNKNOWN_STEP, kup::graph::code::STEP_CYCLE].contains(&d.code),
+                        "{}", d.code
+                    );
+                    // Every label sits on a quoted step id in the plan, and a cycle's labels on ids of the cycle.
+                    let spans = d.span.iter().chain(d.related.iter().map(|r| &r.0));
+                    for span in spans {
+                        let quoted = &text[span.clone()];
+                        prop_assert!(quoted.starts_with('"') && quoted.ends_with('"'), "{quoted}");
+                        if d.code == kup::graph::code::STEP_CYCLE {
+                            let id = quoted.trim_matches('"');
+                            let needle = format!(" {id} ");
+                            let chain = format!(" {} ", d.message.split(": ").nth(1).unwrap_or_default());
+                            prop_assert!(chain.contains(&needle), "{id} not in {}", d.message);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
