@@ -251,13 +251,8 @@ fn plan(rng: &mut Rng, index: usize, fault: Option<&str>) -> String {
         };
         let _ = writeln!(w, "\n[[vm]]\nname = \"{name}\"");
         let fault_here = v == 0;
-        let qmp = if fault_here && (is("qmp-no-restart") || is("two-drivers")) {
-            true
-        } else if fault_here && is("memory-share") {
-            true
-        } else {
-            rng.chance(70)
-        };
+        let qmp_fault = is("qmp-no-restart") || is("two-drivers") || is("memory-share");
+        let qmp = (fault_here && qmp_fault) || rng.chance(70);
         if qmp {
             let _ = writeln!(w, "qmp = \"/run/qemu/{name}.qmp\"");
             if fault_here && is("two-drivers") {
