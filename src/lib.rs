@@ -1,10 +1,17 @@
 //! kup: declarative live kernel updates for virtualisation hosts.
 //!
-//! The pure modules (`plan`) turn TOML text into a checked plan and diagnostics; they touch nothing on the host, so
-//! `kup plan validate` runs anywhere, including in code review.
+//! The pure modules (`plan`, `cmdline`, `kernel_image`, `boot`'s analysis) turn TOML text, command lines, kernel
+//! headers and kernel logs into checked data and diagnostics; they touch nothing on the host, so
+//! `kup plan validate` runs anywhere, including in code review. `host` is the only module with side effects.
+
+// Unsafe code is confined to `host::kexec`, which opts back in for the kexec_file_load syscall alone.
+#![deny(unsafe_code)]
 
 pub mod boot;
 pub mod cli;
+pub mod cmdline;
 pub mod commands;
 pub mod exit;
+pub mod host;
+pub mod kernel_image;
 pub mod plan;

@@ -6,6 +6,7 @@ use super::glob::HostGlob;
 use super::model::*;
 use super::raw::{self, RawPlan};
 use super::units::{parse_duration, parse_size};
+use crate::cmdline::{self, CmdlineError, Param};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -348,29 +349,25 @@ impl Validator<'_> {
         }
     }
 
-    fn cmdline_param(&mut self, value: &Spanned<String>, key: &str, allow_value: bool) {
-        let text = value.get_ref();
-        let problem = if text.is_empty() {
-            Some("is empty")
-        } else if text.chars().any(char::is_whitespace) {
-            Some("contains whitespace")
-        } else if !allow_value && text.contains('=') {
-            Some("contains `=`")
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            self.push(
-                Diagnostic::error(
-                    code::CMDLINE_PARAM,
-                    format!("kernel parameter in `{key}` {problem}"),
-                )
-                .at(value.span(), problem)
-                .help(if allow_value {
+    /// Reports a kernel parameter the command-line model refuses: the rules live in [`crate::cmdline`], the one
+    /// place that knows how the kernel reads a command line.
+    fn cmdline_param(&mut self, result: Result<(), CmdlineError>, span: Range<usize>, key: &str) {
+        if let Err(e) = result {
+            let help = match e {
+                CmdlineError::NotOneParam { .. } => {
                     "one parameter per string: a bare flag (`nosmt`) or `key=value`"
-                } else {
-                    "name the parameter only (`quiet`, `console`); its value does not matter here"
-                }),
+                }
+                CmdlineError::InvalidKey { .. } if key.ends_with("remove") => {
+                    "name the parameter only (`quiet`, `console`): every occurrence goes, whatever its value"
+                }
+                _ => {
+                    "write the parameter as the kernel reads it: `name` or `name=value`, no `\"` inside"
+                }
+            };
+            self.push(
+                Diagnostic::error(code::CMDLINE_PARAM, format!("`{key}`: {e}"))
+                    .at(span, "not a valid kernel parameter")
+                    .help(help),
             );
         }
     }
@@ -402,27 +399,32 @@ impl Validator<'_> {
             return CmdlineSpec::Replace(value.get_ref().clone());
         }
         for r in &raw.remove {
-            self.cmdline_param(r, "kernel.cmdline.remove", false);
+            self.cmdline_param(
+                cmdline::validate_key(r.get_ref()),
+                r.span(),
+                "kernel.cmdline.remove",
+            );
         }
         for a in &raw.append {
-            self.cmdline_param(a, "kernel.cmdline.append", true);
+            self.cmdline_param(
+                Param::parse_one(a.get_ref()).map(drop),
+                a.span(),
+                "kernel.cmdline.append",
+            );
         }
         for (key, value) in &raw.set {
-            self.cmdline_param(key, "kernel.cmdline.set", false);
-            if value.get_ref().contains(['"', '\n']) {
-                self.push(
-                    Diagnostic::error(
-                        code::CMDLINE_PARAM,
-                        "a kernel parameter value cannot contain `\"` or newlines",
-                    )
-                    .at(value.span(), "not representable on a kernel command line"),
-                );
+            match cmdline::validate_key(key.get_ref()) {
+                Err(e) => self.cmdline_param(Err(e), key.span(), "kernel.cmdline.set"),
+                Ok(()) => self.cmdline_param(
+                    Param::new(key.get_ref(), Some(value.get_ref())).map(drop),
+                    value.span(),
+                    "kernel.cmdline.set",
+                ),
             }
-            let normal = |s: &str| s.replace('-', "_");
             if let Some(removed) = raw
                 .remove
                 .iter()
-                .find(|r| normal(r.get_ref()) == normal(key.get_ref()))
+                .find(|r| cmdline::keys_match(r.get_ref(), key.get_ref()))
             {
                 self.push(
                     Diagnostic::error(
@@ -461,21 +463,27 @@ impl Validator<'_> {
         }
     }
 
+    fn pci_address(&mut self, text: &Spanned<String>) -> Option<PciAddress> {
+        match PciAddress::parse(text.get_ref()) {
+            Ok(address) => Some(address),
+            Err(why) => {
+                self.push(
+                    Diagnostic::error(code::PCI_ADDRESS, "malformed PCI address")
+                        .at(text.span(), why)
+                        .help("copy the address from `lspci -D`, for example \"0000:3b:00.0\""),
+                );
+                None
+            }
+        }
+    }
+
     fn pci(&mut self, raw: &[Spanned<raw::RawPci>]) -> Vec<PciDevice> {
         let mut seen: BTreeMap<PciAddress, Range<usize>> = BTreeMap::new();
         let mut devices = Vec::new();
         for entry in raw {
             let entry = entry.get_ref();
-            let address = match PciAddress::parse(entry.address.get_ref()) {
-                Ok(a) => a,
-                Err(why) => {
-                    self.push(
-                        Diagnostic::error(code::PCI_ADDRESS, "malformed PCI address")
-                            .at(entry.address.span(), why)
-                            .help("copy the address from `lspci -D`, for example \"0000:3b:00.0\""),
-                    );
-                    continue;
-                }
+            let Some(address) = self.pci_address(&entry.address) else {
+                continue;
             };
             if let Some(first) = seen.get(&address) {
                 self.push(
@@ -512,7 +520,6 @@ impl Validator<'_> {
             .collect();
         let mut vms = Vec::new();
         for table in raw {
-            let span = table.span();
             let vm = table.get_ref();
             let name_ok = self.name(&vm.name, "vm", &mut names);
             let name = vm.name.get_ref().clone();
@@ -610,16 +617,8 @@ impl Validator<'_> {
                     });
             let mut devices = Vec::new();
             for device in &vm.devices {
-                let address = match PciAddress::parse(device.get_ref()) {
-                    Ok(a) => a,
-                    Err(why) => {
-                        self.push(
-                            Diagnostic::error(code::PCI_ADDRESS, "malformed PCI address")
-                                .at(device.span(), why)
-                                .help("copy the address from `lspci -D`, for example \"0000:3b:00.0\""),
-                        );
-                        continue;
-                    }
+                let Some(address) = self.pci_address(device) else {
+                    continue;
                 };
                 if !declared.contains(&address) {
                     self.push(
@@ -662,7 +661,6 @@ impl Validator<'_> {
                     devices,
                 });
             }
-            let _ = span;
         }
         vms
     }

@@ -1,0 +1,866 @@
+//! Loading, unloading and starting a kexec kernel through `kexec_file_load(2)` and `reboot(2)`, and turning the
+//! kernel's terse refusals into a cause and a fix an operator can act on at 3 a.m.
+//!
+//! This is the one module in kup allowed `unsafe`: `kexec_file_load` has no safe wrapper in libc or nix, so it is
+//! called through `libc::syscall`. Every `unsafe` block carries a `// SAFETY:` comment, enforced by clippy below.
+//!
+//! Why the refusals need interpreting: the kernel answers EPERM for four unrelated reasons (not root, no
+//! CAP_SYS_BOOT, `kernel.kexec_load_disabled`, lockdown with an image it cannot verify), and the fix differs for
+//! each. [`diagnose`] tells them apart from [`HostFacts`] gathered after the failure; it is pure so that every
+//! branch is unit-tested without calling the syscall.
+#![allow(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use crate::kernel_image::KernelImage;
+use nix::errno::Errno;
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// x86's COMMAND_LINE_SIZE: the kernel's buffer for its command line, NUL included.
+pub const COMMAND_LINE_SIZE: usize = 2048;
+
+/// Room the x86-64 kexec_file_load loader keeps free in every command line for the `elfcorehdr=0x…` it appends
+/// for crash kernels (MAX_ELFCOREHDR_STR_LEN in arch/x86/kernel/kexec-bzimage64.c); it reserves it for normal
+/// loads too, and answers EINVAL when it does not fit.
+pub const ELFCOREHDR_RESERVE: usize = 30;
+
+/// Load without an initrd; the initrd fd is then ignored (include/uapi/linux/kexec.h).
+const KEXEC_FILE_NO_INITRAMFS: libc::c_ulong = 0x4;
+/// Unload the loaded kernel; both fds and the command line are ignored.
+const KEXEC_FILE_UNLOAD: libc::c_ulong = 0x1;
+
+const KEXEC_LOADED: &[&str] = &["/sys/kernel/kexec_loaded", "/sys/kernel/kexec/loaded"];
+const KEXEC_LOAD_DISABLED: &str = "/proc/sys/kernel/kexec_load_disabled";
+const LOCKDOWN: &str = "/sys/kernel/security/lockdown";
+/// Bit of CAP_SYS_BOOT in the capability sets of /proc/PID/status (include/uapi/linux/capability.h).
+const CAP_SYS_BOOT: u32 = 22;
+
+/// The kernel lockdown mode (`/sys/kernel/security/lockdown`, the bracketed word).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lockdown {
+    None,
+    Integrity,
+    Confidentiality,
+}
+
+impl fmt::Display for Lockdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Lockdown::None => "none",
+            Lockdown::Integrity => "integrity",
+            Lockdown::Confidentiality => "confidentiality",
+        })
+    }
+}
+
+/// What [`diagnose`] needs to know about the host to explain a refusal. `None` means the fact could not be read
+/// (no such file on this kernel, or not permitted): the diagnosis then does not rely on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFacts {
+    pub euid: u32,
+    /// CAP_SYS_BOOT in the effective set, from /proc/self/status (root in a container may lack it).
+    pub cap_sys_boot: Option<bool>,
+    /// `kernel.kexec_load_disabled`: once 1, no kexec load is possible until the next reboot.
+    pub kexec_load_disabled: Option<bool>,
+    pub lockdown: Option<Lockdown>,
+}
+
+impl HostFacts {
+    /// Reads the facts from this host. Only reads: /proc/self/status, /proc/sys and securityfs.
+    pub fn probe() -> HostFacts {
+        let read = |path: &str| std::fs::read_to_string(path).ok();
+        HostFacts {
+            euid: nix::unistd::geteuid().as_raw(),
+            cap_sys_boot: read("/proc/self/status").and_then(|s| parse_cap_sys_boot(&s)),
+            kexec_load_disabled: read(KEXEC_LOAD_DISABLED).and_then(|s| parse_flag(&s)),
+            lockdown: read(LOCKDOWN).and_then(|s| parse_lockdown(&s)),
+        }
+    }
+}
+
+/// `0` or `1` with optional whitespace, as sysfs and procfs print booleans.
+pub fn parse_flag(text: &str) -> Option<bool> {
+    match text.trim() {
+        "0" => Some(false),
+        "1" => Some(true),
+        _ => None,
+    }
+}
+
+/// The active mode in securityfs's `none [integrity] confidentiality`.
+pub fn parse_lockdown(text: &str) -> Option<Lockdown> {
+    let active = text
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix('[')?.strip_suffix(']'))?;
+    match active {
+        "none" => Some(Lockdown::None),
+        "integrity" => Some(Lockdown::Integrity),
+        "confidentiality" => Some(Lockdown::Confidentiality),
+        _ => None,
+    }
+}
+
+/// Whether the `CapEff:` line of a /proc/PID/status includes CAP_SYS_BOOT.
+pub fn parse_cap_sys_boot(status: &str) -> Option<bool> {
+    let hex = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))?
+        .trim();
+    let caps = u64::from_str_radix(hex, 16).ok()?;
+    Some(caps & (1 << CAP_SYS_BOOT) != 0)
+}
+
+/// Which file a failed open was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageRole {
+    Kernel,
+    Initrd,
+}
+
+impl fmt::Display for ImageRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ImageRole::Kernel => "kernel image",
+            ImageRole::Initrd => "initrd",
+        })
+    }
+}
+
+/// Why a kexec operation failed. [`KexecError::explain`] gives the cause and what to do about it.
+#[derive(Debug)]
+pub enum KexecError {
+    /// Refused before the syscall: the kernel would answer EINVAL.
+    CmdlineTooLong {
+        len: usize,
+        limit: usize,
+    },
+    /// Refused before the syscall: the kernel reads the command line as a C string.
+    CmdlineContainsNul {
+        position: usize,
+    },
+    OpenImage {
+        role: ImageRole,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// EPERM: not root (and no CAP_SYS_BOOT granted otherwise).
+    NotRoot {
+        euid: u32,
+    },
+    /// EPERM: root, but CAP_SYS_BOOT is not in the effective set (a container, a systemd sandbox).
+    MissingCapSysBoot,
+    /// EPERM: `kernel.kexec_load_disabled` is 1.
+    LoadDisabled,
+    /// EPERM under lockdown: the image's signature could not be verified, and lockdown forbids unverified images.
+    LockdownRefusedImage {
+        mode: Lockdown,
+    },
+    /// EPERM with none of the above to explain it.
+    PermissionDenied,
+    /// EACCES: a security module (IMA appraisal, SELinux, AppArmor) refused to let the kernel read the image.
+    SecurityPolicy,
+    /// EKEYREJECTED, EKEYREVOKED, EBADMSG, ENOKEY, ENODATA, ENOPKG: signature verification failed and is enforced.
+    SignatureRejected {
+        errno: Errno,
+        lockdown: Option<Lockdown>,
+    },
+    /// ENOEXEC: no loader for this architecture recognised the file.
+    NotLoadable,
+    /// EBUSY: another kexec load or unload is in progress.
+    Busy,
+    /// ENOMEM: the kernel could not reserve memory for the new kernel's segments.
+    OutOfMemory,
+    /// EINVAL: an argument the kernel did not accept.
+    InvalidArgument,
+    /// ENOSYS: the running kernel was built without CONFIG_KEXEC_FILE.
+    Unsupported,
+    /// Any other errno from kexec_file_load.
+    Other {
+        errno: Errno,
+    },
+    /// Neither /sys/kernel/kexec_loaded nor /sys/kernel/kexec/loaded could be read.
+    LoadedStateUnavailable {
+        tried: Vec<PathBuf>,
+    },
+    LoadedStateUnreadable {
+        path: PathBuf,
+        content: String,
+    },
+    /// reboot(RB_KEXEC) asked with no kernel loaded.
+    NothingLoaded,
+    /// reboot(RB_KEXEC) returned instead of starting the new kernel.
+    Reboot {
+        errno: Errno,
+    },
+}
+
+impl KexecError {
+    /// What went wrong, in one sentence.
+    pub fn cause(&self) -> String {
+        use KexecError::*;
+        match self {
+            CmdlineTooLong { len, limit } => format!(
+                "the kernel command line is {len} bytes; kexec_file_load accepts at most {limit} (the kernel's \
+                 cmdline_size less {ELFCOREHDR_RESERVE} bytes it reserves for elfcorehdr=, and the NUL)"
+            ),
+            CmdlineContainsNul { position } => {
+                format!("the kernel command line contains a NUL byte at offset {position}")
+            }
+            OpenImage { role, path, source } => format!("cannot open the {role} {}: {source}", path.display()),
+            NotRoot { euid } => format!(
+                "kexec_file_load was refused (EPERM): kup runs as uid {euid}, and loading a kernel needs root \
+                 (CAP_SYS_BOOT)"
+            ),
+            MissingCapSysBoot => "kexec_file_load was refused (EPERM): kup runs as root but without CAP_SYS_BOOT in \
+                                  its effective capabilities (a container or a sandboxed service)"
+                .to_owned(),
+            LoadDisabled => "kexec_file_load was refused (EPERM): kernel.kexec_load_disabled is 1 on this host, which \
+                             forbids loading any kernel until the next reboot (the setting cannot be turned back off)"
+                .to_owned(),
+            LockdownRefusedImage { mode } => format!(
+                "kexec_file_load was refused (EPERM): the kernel is in lockdown ({mode}) and could not verify the \
+                 image's signature"
+            ),
+            PermissionDenied => "kexec_file_load was refused (EPERM), though kup runs as root with CAP_SYS_BOOT, \
+                                 kexec loading is enabled and there is no lockdown"
+                .to_owned(),
+            SecurityPolicy => "kexec_file_load was refused (EACCES): a security module (IMA appraisal, SELinux or \
+                               AppArmor) denied reading the image"
+                .to_owned(),
+            SignatureRejected { errno, lockdown } => {
+                let mut cause = format!(
+                    "the kernel rejected the image's signature ({errno:?}: {})",
+                    signature_meaning(*errno)
+                );
+                if let Some(mode @ (Lockdown::Integrity | Lockdown::Confidentiality)) = lockdown {
+                    cause.push_str(&format!(", and lockdown ({mode}) requires a valid one"));
+                } else {
+                    cause.push_str(", and this kernel enforces kexec signatures (CONFIG_KEXEC_SIG_FORCE)");
+                }
+                cause
+            }
+            NotLoadable => "kexec_file_load was refused (ENOEXEC): the running kernel does not recognise the file as \
+                            a kernel it can load on this architecture"
+                .to_owned(),
+            Busy => "kexec_file_load was refused (EBUSY): another kexec load or unload is in progress".to_owned(),
+            OutOfMemory => "kexec_file_load failed (ENOMEM): the kernel could not allocate memory for the new \
+                            kernel, initrd and command line"
+                .to_owned(),
+            InvalidArgument => "kexec_file_load was refused (EINVAL): the kernel did not accept the image, the \
+                                command line or the flags"
+                .to_owned(),
+            Unsupported => "kexec_file_load does not exist here (ENOSYS): the running kernel was built without \
+                            CONFIG_KEXEC_FILE"
+                .to_owned(),
+            Other { errno } => format!("kexec_file_load failed: {errno:?} ({})", errno.desc()),
+            LoadedStateUnavailable { tried } => {
+                let tried: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+                format!("cannot tell whether a kexec kernel is loaded: none of {} is readable", tried.join(", "))
+            }
+            LoadedStateUnreadable { path, content } => {
+                format!("{} holds {content:?}, not 0 or 1", path.display())
+            }
+            NothingLoaded => "no kexec kernel is loaded, so there is nothing to start".to_owned(),
+            Reboot { errno } => format!("reboot(RB_KEXEC) returned {errno:?} ({})", errno.desc()),
+        }
+    }
+
+    /// What to do about it, when there is something to do.
+    pub fn fix(&self) -> Option<String> {
+        use KexecError::*;
+        let fix = match self {
+            CmdlineTooLong { .. } => {
+                "shorten the command line: [kernel.cmdline] remove what the new kernel does not \
+                                      need, or set inherit = false and list only what it does"
+            }
+            CmdlineContainsNul { .. } => "remove the NUL byte from [kernel.cmdline]",
+            OpenImage { .. } => "check the path in [kernel] and that it is readable by root",
+            NotRoot { .. } => "run kup as root (sudo kup …)",
+            MissingCapSysBoot => {
+                "run kup on the host itself, or grant CAP_SYS_BOOT (systemd: \
+                                  AmbientCapabilities=CAP_SYS_BOOT, and no CapabilityBoundingSet without it)"
+            }
+            LoadDisabled => {
+                "kexec is impossible until this host reboots: reboot it normally, and find what sets \
+                             kernel.kexec_load_disabled = 1 (sysctl.d, a hardening profile) before relying on kup"
+            }
+            LockdownRefusedImage { .. } => {
+                "use a kernel signed by a key the running kernel trusts (the \
+                                            distribution's signed vmlinuz, not a locally built or -unsigned one), \
+                                            or enrol your signing key (MOK); kexec-tools' legacy loader is also \
+                                            blocked under lockdown"
+            }
+            PermissionDenied => {
+                "check `dmesg` for the reason: kernel.kexec_load_limit_reboot may be used up, or an \
+                                 LSM (SELinux, AppArmor) may deny kexec_file_load to this process"
+            }
+            SecurityPolicy => {
+                "check `dmesg` and the audit log for the denial; sign the image for IMA, or allow kup \
+                               in the SELinux/AppArmor policy"
+            }
+            SignatureRejected { .. } => {
+                "use a kernel signed by a key in the running kernel's keyrings (the \
+                                         distribution's signed vmlinuz, or one signed with your MOK-enrolled key); \
+                                         check the file is complete (kup verifies sha256 when the plan pins it)"
+            }
+            NotLoadable => {
+                "point [kernel] image at an x86-64 bzImage (/boot/vmlinuz-*), not an ELF vmlinux, an \
+                            initrd or a kernel for another architecture, and check it is not truncated"
+            }
+            Busy => {
+                "wait for the other kexec tool (kexec-tools, a kexec-load service) to finish and run kup again"
+            }
+            OutOfMemory => {
+                "free memory on the host (the new kernel and initrd are copied into RAM), or use a \
+                            smaller initrd"
+            }
+            InvalidArgument => {
+                "check `dmesg` for the loader's reason: usually a command line too long for the new \
+                                kernel, or an image without a 64-bit entry point"
+            }
+            Unsupported => {
+                "set loader = \"legacy\" in [kernel] to load with kexec-tools (kexec_load); note that \
+                            the legacy path cannot verify signatures and is blocked under lockdown"
+            }
+            Other { .. } => return None,
+            LoadedStateUnavailable { .. } => {
+                "check that the running kernel supports kexec (CONFIG_KEXEC_CORE) and \
+                                              that sysfs is mounted"
+            }
+            LoadedStateUnreadable { .. } => return None,
+            NothingLoaded => "load a kernel first (the kernel:load step)",
+            Reboot { .. } => {
+                "the old kernel is still running: check `dmesg`, then retry or reboot normally"
+            }
+        };
+        Some(fix.to_owned())
+    }
+
+    /// Cause and fix together, for a terminal or a journal record.
+    pub fn explain(&self) -> String {
+        match self.fix() {
+            Some(fix) => format!("{}\nfix: {fix}", self.cause()),
+            None => self.cause(),
+        }
+    }
+}
+
+fn signature_meaning(errno: Errno) -> &'static str {
+    match errno {
+        Errno::EKEYREJECTED => "signed by a key the kernel rejects",
+        Errno::EKEYREVOKED => "signed by a revoked key",
+        Errno::EBADMSG => "the signature is malformed",
+        Errno::ENOKEY => "signed by a key the kernel does not have",
+        Errno::ENODATA => "the image carries no signature",
+        Errno::ENOPKG => "the signature uses an algorithm this kernel lacks",
+        _ => "verification failed",
+    }
+}
+
+impl fmt::Display for KexecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.cause())
+    }
+}
+
+impl std::error::Error for KexecError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            KexecError::OpenImage { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl miette::Diagnostic for KexecError {
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.fix().map(|fix| Box::new(fix) as Box<dyn fmt::Display>)
+    }
+}
+
+/// Turns the errno of a failed `kexec_file_load` into its likely cause, given what is known about the host.
+pub fn diagnose(errno: Errno, facts: &HostFacts) -> KexecError {
+    match errno {
+        Errno::EPERM => {
+            // The kernel checks CAP_SYS_BOOT and kexec_load_disabled first (kexec_load_permitted), the signature
+            // under lockdown later, so the same order explains the refusal.
+            let lacks_cap = facts.cap_sys_boot.map_or(facts.euid != 0, |has| !has);
+            if lacks_cap && facts.euid != 0 {
+                KexecError::NotRoot { euid: facts.euid }
+            } else if lacks_cap {
+                KexecError::MissingCapSysBoot
+            } else if facts.kexec_load_disabled == Some(true) {
+                KexecError::LoadDisabled
+            } else if let Some(mode @ (Lockdown::Integrity | Lockdown::Confidentiality)) =
+                facts.lockdown
+            {
+                KexecError::LockdownRefusedImage { mode }
+            } else {
+                KexecError::PermissionDenied
+            }
+        }
+        Errno::EACCES => KexecError::SecurityPolicy,
+        Errno::EKEYREJECTED
+        | Errno::EKEYREVOKED
+        | Errno::EBADMSG
+        | Errno::ENOKEY
+        | Errno::ENODATA
+        | Errno::ENOPKG => KexecError::SignatureRejected {
+            errno,
+            lockdown: facts.lockdown,
+        },
+        Errno::ENOEXEC => KexecError::NotLoadable,
+        Errno::EBUSY => KexecError::Busy,
+        Errno::ENOMEM => KexecError::OutOfMemory,
+        Errno::EINVAL => KexecError::InvalidArgument,
+        Errno::ENOSYS => KexecError::Unsupported,
+        errno => KexecError::Other { errno },
+    }
+}
+
+/// The longest command line, NUL excluded, that x86-64 `kexec_file_load` accepts for a kernel whose setup header
+/// says `cmdline_size` (COMMAND_LINE_SIZE − 1 when unknown): the loader needs `len + 1 + 30 <= cmdline_size`.
+pub fn max_cmdline_len(cmdline_size: Option<u32>) -> usize {
+    let size = cmdline_size.map_or(COMMAND_LINE_SIZE - 1, |size| size as usize);
+    size.saturating_sub(ELFCOREHDR_RESERVE + 1)
+}
+
+/// The command line as the syscall wants it (NUL-terminated), or why the kernel would refuse it.
+pub fn prepare_cmdline(cmdline: &str, cmdline_size: Option<u32>) -> Result<CString, KexecError> {
+    let limit = max_cmdline_len(cmdline_size);
+    if cmdline.len() > limit {
+        return Err(KexecError::CmdlineTooLong {
+            len: cmdline.len(),
+            limit,
+        });
+    }
+    CString::new(cmdline).map_err(|e| KexecError::CmdlineContainsNul {
+        position: e.nul_position(),
+    })
+}
+
+fn open(role: ImageRole, path: &Path) -> Result<File, KexecError> {
+    File::open(path).map_err(|source| KexecError::OpenImage {
+        role,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Loads `kernel` (and `initrd`) with `cmdline` for a later kexec, replacing any kernel loaded before. The kernel
+/// verifies the image's signature when lockdown or KEXEC_SIG_FORCE demands it.
+pub fn load_file(kernel: &Path, initrd: Option<&Path>, cmdline: &str) -> Result<(), KexecError> {
+    // The exact limit comes from the new kernel's own header; a file that is no bzImage is left for the kernel to
+    // refuse (ENOEXEC), which explains it better than a length check could.
+    let cmdline_size = KernelImage::read(kernel)
+        .ok()
+        .and_then(|image| image.cmdline_size());
+    let cmdline = prepare_cmdline(cmdline, cmdline_size)?;
+    let kernel_file = open(ImageRole::Kernel, kernel)?;
+    let initrd_file = initrd
+        .map(|path| open(ImageRole::Initrd, path))
+        .transpose()?;
+    let (initrd_fd, flags) = match &initrd_file {
+        Some(file) => (file.as_raw_fd(), 0),
+        None => (-1, KEXEC_FILE_NO_INITRAMFS),
+    };
+    let cmdline_len = cmdline.as_bytes_with_nul().len() as libc::c_ulong;
+    // SAFETY: kexec_file_load(int kernel_fd, int initrd_fd, unsigned long cmdline_len, const char *cmdline,
+    // unsigned long flags). The fds belong to files that stay open until after the call (`kernel_file`,
+    // `initrd_file` live to the end of this function), or initrd_fd is -1 with KEXEC_FILE_NO_INITRAMFS set, which
+    // tells the kernel to ignore it. `cmdline` is a live CString: the pointer is valid for `cmdline_len` bytes,
+    // which include its terminating NUL, as the kernel requires. The kernel only reads this memory.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_kexec_file_load,
+            kernel_file.as_raw_fd(),
+            initrd_fd,
+            cmdline_len,
+            cmdline.as_ptr(),
+            flags,
+        )
+    };
+    if rc == -1 {
+        return Err(diagnose(Errno::last(), &HostFacts::probe()));
+    }
+    Ok(())
+}
+
+/// Unloads the kernel loaded by [`load_file`] (rollback before the point of no return). Unloading when nothing is
+/// loaded succeeds.
+pub fn unload() -> Result<(), KexecError> {
+    let no_fd: libc::c_int = -1;
+    let no_cmdline_len: libc::c_ulong = 0;
+    // SAFETY: with KEXEC_FILE_UNLOAD the kernel ignores both fds and the command line (kernel/kexec_file.c goes
+    // straight to freeing the loaded image), so -1, -1, 0 and a null pointer pass no memory to it at all.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_kexec_file_load,
+            no_fd,
+            no_fd,
+            no_cmdline_len,
+            std::ptr::null::<libc::c_char>(),
+            KEXEC_FILE_UNLOAD,
+        )
+    };
+    if rc == -1 {
+        return Err(diagnose(Errno::last(), &HostFacts::probe()));
+    }
+    Ok(())
+}
+
+/// Whether a kexec kernel is loaded, from sysfs.
+pub fn is_loaded() -> Result<bool, KexecError> {
+    let paths: Vec<&Path> = KEXEC_LOADED.iter().map(Path::new).collect();
+    is_loaded_from(&paths)
+}
+
+/// [`is_loaded`] reading the first of `paths` that exists (newer kernels moved the file; tests pass temp files).
+pub fn is_loaded_from(paths: &[&Path]) -> Result<bool, KexecError> {
+    for path in paths {
+        match std::fs::read_to_string(path) {
+            Ok(content) => {
+                return parse_flag(&content).ok_or_else(|| KexecError::LoadedStateUnreadable {
+                    path: path.to_path_buf(),
+                    content,
+                });
+            }
+            Err(_) => continue,
+        }
+    }
+    Err(KexecError::LoadedStateUnavailable {
+        tried: paths.iter().map(|p| p.to_path_buf()).collect(),
+    })
+}
+
+/// Starts the loaded kernel at once: `sync`, then `reboot(RB_KEXEC)`. File systems stay mounted and services are
+/// not stopped (the fast path; `systemctl kexec` is the clean one). Returns only on failure.
+pub fn execute_direct() -> Result<Infallible, KexecError> {
+    if !is_loaded()? {
+        return Err(KexecError::NothingLoaded);
+    }
+    nix::unistd::sync();
+    match nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_KEXEC) {
+        Ok(never) => match never {},
+        Err(errno) => Err(KexecError::Reboot { errno }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! None of these tests calls load_file, unload or execute_direct: they would act on the machine running them.
+
+    use super::*;
+
+    fn root() -> HostFacts {
+        HostFacts {
+            euid: 0,
+            cap_sys_boot: Some(true),
+            kexec_load_disabled: Some(false),
+            lockdown: Some(Lockdown::None),
+        }
+    }
+
+    #[test]
+    fn eperm_as_a_user_is_not_root() {
+        let facts = HostFacts {
+            euid: 1000,
+            cap_sys_boot: Some(false),
+            ..root()
+        };
+        let err = diagnose(Errno::EPERM, &facts);
+        assert!(matches!(err, KexecError::NotRoot { euid: 1000 }), "{err:?}");
+        assert!(
+            err.explain().contains("run kup as root"),
+            "{}",
+            err.explain()
+        );
+        // Unknown capabilities: the uid decides.
+        let unknown = HostFacts {
+            euid: 1000,
+            cap_sys_boot: None,
+            ..root()
+        };
+        assert!(matches!(
+            diagnose(Errno::EPERM, &unknown),
+            KexecError::NotRoot { .. }
+        ));
+    }
+
+    #[test]
+    fn eperm_as_root_without_cap_sys_boot() {
+        let facts = HostFacts {
+            cap_sys_boot: Some(false),
+            ..root()
+        };
+        let err = diagnose(Errno::EPERM, &facts);
+        assert!(matches!(err, KexecError::MissingCapSysBoot), "{err:?}");
+        assert!(err.explain().contains("AmbientCapabilities=CAP_SYS_BOOT"));
+    }
+
+    #[test]
+    fn eperm_with_capability_but_not_root_is_not_a_uid_problem() {
+        let facts = HostFacts {
+            euid: 1000,
+            cap_sys_boot: Some(true),
+            kexec_load_disabled: Some(true),
+            ..root()
+        };
+        assert!(matches!(
+            diagnose(Errno::EPERM, &facts),
+            KexecError::LoadDisabled
+        ));
+    }
+
+    #[test]
+    fn eperm_with_kexec_load_disabled() {
+        let facts = HostFacts {
+            kexec_load_disabled: Some(true),
+            lockdown: Some(Lockdown::Integrity),
+            ..root()
+        };
+        let err = diagnose(Errno::EPERM, &facts);
+        assert!(matches!(err, KexecError::LoadDisabled), "{err:?}");
+        let text = err.explain();
+        assert!(
+            text.contains("kexec_load_disabled is 1") && text.contains("until this host reboots"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn eperm_under_lockdown_asks_for_a_signed_kernel() {
+        for mode in [Lockdown::Integrity, Lockdown::Confidentiality] {
+            let facts = HostFacts {
+                lockdown: Some(mode),
+                ..root()
+            };
+            let err = diagnose(Errno::EPERM, &facts);
+            assert!(
+                matches!(err, KexecError::LockdownRefusedImage { mode: m } if m == mode),
+                "{err:?}"
+            );
+            let text = err.explain();
+            assert!(
+                text.contains(&format!("lockdown ({mode})")) && text.contains("signed"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn eperm_otherwise_points_at_dmesg() {
+        for facts in [
+            root(),
+            HostFacts {
+                kexec_load_disabled: None,
+                lockdown: None,
+                ..root()
+            },
+        ] {
+            let err = diagnose(Errno::EPERM, &facts);
+            assert!(matches!(err, KexecError::PermissionDenied), "{err:?}");
+            assert!(err.explain().contains("kexec_load_limit_reboot"));
+        }
+    }
+
+    #[test]
+    fn signature_errnos() {
+        for errno in [
+            Errno::EKEYREJECTED,
+            Errno::EKEYREVOKED,
+            Errno::EBADMSG,
+            Errno::ENOKEY,
+            Errno::ENODATA,
+            Errno::ENOPKG,
+        ] {
+            let err = diagnose(errno, &root());
+            assert!(
+                matches!(err, KexecError::SignatureRejected { errno: e, .. } if e == errno),
+                "{err:?}"
+            );
+            assert!(err.explain().contains("signed"), "{}", err.explain());
+            assert!(err.cause().contains("KEXEC_SIG_FORCE"), "{}", err.cause());
+        }
+        let locked = HostFacts {
+            lockdown: Some(Lockdown::Integrity),
+            ..root()
+        };
+        let err = diagnose(Errno::EKEYREJECTED, &locked);
+        assert!(
+            err.cause()
+                .contains("lockdown (integrity) requires a valid one"),
+            "{}",
+            err.cause()
+        );
+        assert!(err.cause().contains("EKEYREJECTED"), "{}", err.cause());
+    }
+
+    #[test]
+    fn other_refusals_have_a_cause_and_a_fix() {
+        let cases = [
+            (Errno::ENOEXEC, "bzImage"),
+            (Errno::EBUSY, "other kexec tool"),
+            (Errno::ENOMEM, "free memory"),
+            (Errno::EINVAL, "command line too long"),
+            (Errno::ENOSYS, "loader = \"legacy\""),
+            (Errno::EACCES, "IMA"),
+        ];
+        for (errno, hint) in cases {
+            let err = diagnose(errno, &root());
+            assert!(!matches!(err, KexecError::Other { .. }), "{errno}: {err:?}");
+            let text = err.explain();
+            assert!(text.contains(&format!("({errno:?})")), "{text}");
+            assert!(
+                text.contains("\nfix: ") && text.contains(hint),
+                "{errno}: {text}"
+            );
+        }
+        assert!(
+            diagnose(Errno::ENOSYS, &root())
+                .cause()
+                .contains("CONFIG_KEXEC_FILE")
+        );
+    }
+
+    #[test]
+    fn unexpected_errno_is_reported_as_is() {
+        let err = diagnose(Errno::EFAULT, &root());
+        assert!(
+            matches!(
+                err,
+                KexecError::Other {
+                    errno: Errno::EFAULT
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("EFAULT"), "{err}");
+        assert!(err.fix().is_none());
+    }
+
+    #[test]
+    fn cmdline_limit_follows_the_x86_64_loader() {
+        // Debian's 6.1 header says cmdline_size 2047: 2047 - 30 - 1.
+        assert_eq!(max_cmdline_len(Some(2047)), 2016);
+        assert_eq!(max_cmdline_len(None), 2016);
+        assert_eq!(max_cmdline_len(Some(4095)), 4064);
+        assert_eq!(max_cmdline_len(Some(10)), 0);
+
+        let fits = "x".repeat(2016);
+        let c = prepare_cmdline(&fits, Some(2047)).unwrap();
+        assert_eq!(c.as_bytes_with_nul().len(), 2017);
+        assert_eq!(c.as_bytes_with_nul().last(), Some(&0));
+
+        let err = prepare_cmdline(&"x".repeat(2017), Some(2047)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KexecError::CmdlineTooLong {
+                    len: 2017,
+                    limit: 2016
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.explain().contains("shorten"), "{}", err.explain());
+        assert!(prepare_cmdline(&"x".repeat(COMMAND_LINE_SIZE + 1), None).is_err());
+    }
+
+    #[test]
+    fn empty_cmdline_is_just_the_nul() {
+        assert_eq!(
+            prepare_cmdline("", None).unwrap().as_bytes_with_nul(),
+            b"\0"
+        );
+    }
+
+    #[test]
+    fn cmdline_with_nul_is_refused() {
+        let err = prepare_cmdline("ro\0quiet", None).unwrap_err();
+        assert!(
+            matches!(err, KexecError::CmdlineContainsNul { position: 2 }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn lockdown_file_parsing() {
+        assert_eq!(
+            parse_lockdown("[none] integrity confidentiality\n"),
+            Some(Lockdown::None)
+        );
+        assert_eq!(
+            parse_lockdown("none [integrity] confidentiality\n"),
+            Some(Lockdown::Integrity)
+        );
+        assert_eq!(
+            parse_lockdown("none integrity [confidentiality]"),
+            Some(Lockdown::Confidentiality)
+        );
+        assert_eq!(parse_lockdown("none integrity confidentiality"), None);
+        assert_eq!(parse_lockdown(""), None);
+    }
+
+    #[test]
+    fn capability_parsing() {
+        let status = "Name:\tkup\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(parse_cap_sys_boot(status), Some(true));
+        // Everything but bit 22.
+        let without = "CapEff:\t000001ffffbfffff\n";
+        assert_eq!(parse_cap_sys_boot(without), Some(false));
+        assert_eq!(parse_cap_sys_boot("CapEff:\tzz\n"), None);
+        assert_eq!(parse_cap_sys_boot("Name:\tkup\n"), None);
+    }
+
+    #[test]
+    fn flag_parsing() {
+        assert_eq!(parse_flag("0\n"), Some(false));
+        assert_eq!(parse_flag("1\n"), Some(true));
+        assert_eq!(parse_flag("2\n"), None);
+        assert_eq!(parse_flag(""), None);
+    }
+
+    #[test]
+    fn is_loaded_reads_the_first_file_that_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("kexec_loaded");
+        let new = dir.path().join("kexec_loaded_new");
+        std::fs::write(&new, "1\n").unwrap();
+        assert!(is_loaded_from(&[&old, &new]).unwrap());
+        std::fs::write(&old, "0\n").unwrap();
+        assert!(!is_loaded_from(&[&old, &new]).unwrap());
+    }
+
+    #[test]
+    fn is_loaded_without_any_file_or_with_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let err = is_loaded_from(&[&missing]).unwrap_err();
+        assert!(
+            matches!(err, KexecError::LoadedStateUnavailable { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("missing"), "{err}");
+
+        let garbage = dir.path().join("garbage");
+        std::fs::write(&garbage, "yes\n").unwrap();
+        let err = is_loaded_from(&[&garbage]).unwrap_err();
+        assert!(
+            matches!(err, KexecError::LoadedStateUnreadable { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn probe_reads_without_failing() {
+        // Whatever this host offers, probing only reads and always yields facts.
+        let facts = HostFacts::probe();
+        assert_eq!(facts.euid, nix::unistd::geteuid().as_raw());
+    }
+}

@@ -1,0 +1,216 @@
+//! The bzImage reader on the real Debian cloud kernel that the lab boots (fetched by `lab/fetch-kernel`), and on
+//! copies of it damaged the ways a download or a copy gets damaged.
+
+use kup::kernel_image::{KernelImage, KernelImageError, sha256_file, verify_sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The lab kernel: `KUP_LAB_KERNEL`, else the newest `target/lab/kernel/boot/vmlinuz-*`. Missing is a failure, not
+/// a skip: a green run must mean the real image was read.
+fn lab_kernel() -> PathBuf {
+    if let Some(path) = std::env::var_os("KUP_LAB_KERNEL") {
+        return PathBuf::from(path);
+    }
+    let boot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/lab/kernel/boot");
+    let mut kernels: Vec<PathBuf> = std::fs::read_dir(&boot)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| file_name(path).starts_with("vmlinuz-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    kernels.sort();
+    match kernels.pop() {
+        Some(kernel) => kernel,
+        None => panic!(
+            "no lab kernel under {}: run lab/fetch-kernel (or set KUP_LAB_KERNEL to a bzImage)",
+            boot.display()
+        ),
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `^6\.1\.\d+-\d+-cloud-amd64$` without a regex dependency.
+fn is_debian_6_1_cloud_release(release: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let Some(rest) = release.strip_prefix("6.1.") else {
+        return false;
+    };
+    let Some(numbers) = rest.strip_suffix("-cloud-amd64") else {
+        return false;
+    };
+    matches!(numbers.split_once('-'), Some((patch, abi)) if digits(patch) && digits(abi))
+}
+
+#[test]
+fn release_pattern_helper_is_strict() {
+    assert!(is_debian_6_1_cloud_release("6.1.0-27-cloud-amd64"));
+    for wrong in [
+        "6.1.0-27-amd64",
+        "6.12.0-27-cloud-amd64",
+        "6.1.0-cloud-amd64",
+        "6.1.x-27-cloud-amd64",
+        "",
+    ] {
+        assert!(!is_debian_6_1_cloud_release(wrong), "{wrong}");
+    }
+}
+
+#[test]
+fn real_debian_kernel_release_matches_its_file_name() {
+    let path = lab_kernel();
+    let image = KernelImage::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let from_name = file_name(&path).trim_start_matches("vmlinuz-").to_owned();
+    assert_eq!(image.release(), from_name);
+    assert!(
+        is_debian_6_1_cloud_release(image.release()),
+        "{}",
+        image.release()
+    );
+    assert!(
+        image.version().starts_with(&format!(
+            "{from_name} (debian-kernel@lists.debian.org) #1 SMP"
+        )),
+        "{}",
+        image.version()
+    );
+    assert!(
+        image.protocol().major == 2 && image.protocol().minor >= 15,
+        "{}",
+        image.protocol()
+    );
+    // x86 COMMAND_LINE_SIZE is 2048; the header gives the limit without the NUL.
+    assert_eq!(image.cmdline_size(), Some(2047));
+}
+
+#[test]
+fn real_kernel_digest_agrees_with_sha256sum() {
+    let path = lab_kernel();
+    let ours = sha256_file(&path).unwrap().to_string();
+    let output = Command::new("sha256sum")
+        .arg(&path)
+        .output()
+        .expect("sha256sum runs");
+    assert!(output.status.success());
+    let theirs = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(theirs.split_whitespace().next(), Some(ours.as_str()));
+    assert!(verify_sha256(&path, &ours.to_uppercase()).is_ok());
+
+    // The same digest with its last hex digit changed.
+    let last = if ours.ends_with('0') { '1' } else { '0' };
+    let wrong = format!("{}{last}", &ours[..63]);
+    let err = verify_sha256(&path, &wrong).unwrap_err();
+    assert!(
+        matches!(err, KernelImageError::DigestMismatch { .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("expected {wrong}"))
+            && message.contains(&format!("actual {ours}")),
+        "{message}"
+    );
+}
+
+/// A copy of the lab kernel in a temporary directory, altered by `damage`.
+fn damaged_copy(dir: &Path, name: &str, damage: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let mut bytes = std::fs::read(lab_kernel()).expect("lab kernel is readable");
+    damage(&mut bytes);
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("temp dir is writable");
+    path
+}
+
+#[test]
+fn damaged_copies_give_the_matching_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let read = |name: &str, damage: fn(&mut Vec<u8>)| {
+        KernelImage::read(&damaged_copy(dir.path(), name, damage)).expect_err(name)
+    };
+
+    let err = read("truncated-0x100", |b| b.truncate(0x100));
+    assert!(
+        matches!(err, KernelImageError::TooShort { len: 0x100 }),
+        "{err:?}"
+    );
+
+    let err = read("truncated-0x210", |b| b.truncate(0x210));
+    assert!(
+        matches!(err, KernelImageError::Truncated { len: 0x210, .. }),
+        "{err:?}"
+    );
+
+    let err = read("truncated-half", |b| b.truncate(b.len() / 2));
+    assert!(matches!(err, KernelImageError::Truncated { .. }), "{err:?}");
+
+    let err = read("boot-flag-zeroed", |b| b[0x1FE..0x200].fill(0));
+    assert!(
+        matches!(
+            err,
+            KernelImageError::MissingBootFlag {
+                found: 0,
+                elf: false
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("found 0x0000"), "{err}");
+
+    let err = read("hdrs-altered", |b| b[0x202..0x206].copy_from_slice(b"HdrZ"));
+    assert!(
+        matches!(err, KernelImageError::MissingHeaderMagic { found } if &found == b"HdrZ"),
+        "{err:?}"
+    );
+
+    let err = read("version-pointer-beyond-eof", |b| b[0x20E..0x210].fill(0xFF));
+    assert!(
+        matches!(
+            err,
+            KernelImageError::VersionOutOfRange {
+                offset: 0x101FF,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let err = read("version-pointer-zero", |b| b[0x20E..0x210].fill(0));
+    assert!(matches!(err, KernelImageError::NoVersionString), "{err:?}");
+}
+
+#[test]
+fn version_pointer_beyond_end_of_file_in_a_cut_down_image() {
+    // The header of the real kernel, cut to its setup code and with its kernel size zeroed (so that it is not
+    // truncated as far as the header says), pointing past the end of what is left.
+    let dir = tempfile::tempdir().unwrap();
+    let path = damaged_copy(dir.path(), "setup-only", |b| {
+        let setup_len = (usize::from(b[0x1F1]) + 1) * 512;
+        b.truncate(setup_len);
+        b[0x1F4..0x1F8].fill(0);
+        let beyond = u16::try_from(setup_len + 0x100 - 0x200).expect("setup code is under 64 KiB");
+        b[0x20E..0x210].copy_from_slice(&beyond.to_le_bytes());
+    });
+    let len = std::fs::metadata(&path).unwrap().len();
+    let err = KernelImage::read(&path).unwrap_err();
+    assert!(
+        matches!(err, KernelImageError::VersionOutOfRange { offset, limit } if offset == len + 0x100 && limit == len),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn missing_file_says_so() {
+    let err = KernelImage::read(Path::new("/nonexistent/vmlinuz-0")).unwrap_err();
+    assert!(matches!(err, KernelImageError::NotFound { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "kernel image /nonexistent/vmlinuz-0 does not exist"
+    );
+}
