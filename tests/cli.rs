@@ -167,3 +167,22 @@ fn schema_command_prints_the_checked_in_schema() {
     let checked_in = std::fs::read_to_string("schemas/kup-plan.schema.json").unwrap();
     kup().arg("schema").assert().code(0).stdout(checked_in);
 }
+
+/// Regression: `kup plan validate --format github plans/ | head -1` panicked ("failed printing to stdout: Broken
+/// pipe") and exited 101. A reader that stops early must not change the answer: the plans here are invalid, so 1.
+#[test]
+fn a_reader_closing_stdout_early_does_not_change_the_exit_code() {
+    for format in ["github", "json"] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kup"))
+            .args(["plan", "validate", "--format", format])
+            // More output than a pipe buffers (64 KiB), so some write happens after the reader is gone.
+            .args(std::iter::repeat_n("tests/data/diagnostics", 40))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(1), "--format {format}");
+    }
+}

@@ -5,6 +5,7 @@ use crate::exit;
 use crate::plan::{self, Diagnostic, PlanDiagnostics, Severity};
 use clap::ValueEnum;
 use serde::Serialize;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -163,6 +164,23 @@ fn summary(report: &PlanDiagnostics) -> String {
     }
 }
 
+/// Writes the report to stdout. A reader that stops early (`| head`) is its choice: the exit code still says whether
+/// the plans are valid. Any other write error is an I/O error.
+fn write_stdout(text: &str) -> Result<(), ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => {
+            eprintln!("error: cannot write the report to stdout: {e}");
+            Err(exit::code(exit::USAGE_OR_IO))
+        }
+    }
+}
+
 pub fn run(paths: &[PathBuf], format: Format) -> ExitCode {
     let files = match collect_files(paths) {
         Ok(files) => files,
@@ -207,16 +225,22 @@ pub fn run(paths: &[PathBuf], format: Format) -> ExitCode {
                     })
                     .collect(),
             };
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&output).unwrap_or_default()
-            );
+            let mut text = serde_json::to_string_pretty(&output).unwrap_or_default();
+            text.push('\n');
+            if let Err(code) = write_stdout(&text) {
+                return code;
+            }
         }
         Format::Github => {
+            let mut text = String::new();
             for report in &reports {
                 for d in &report.diagnostics {
-                    println!("{}", github_annotation(report, d));
+                    text.push_str(&github_annotation(report, d));
+                    text.push('\n');
                 }
+            }
+            if let Err(code) = write_stdout(&text) {
+                return code;
             }
             for report in &reports {
                 eprintln!("{}", summary(report));

@@ -492,7 +492,8 @@ impl Validator<'_> {
                         format!("PCI device {address} is declared twice"),
                     )
                     .at(entry.address.span(), "second declaration")
-                    .related(first.clone(), "first declared here"),
+                    .related(first.clone(), "first declared here")
+                    .help("declare each device once: remove one of the two [[pci]] tables"),
                 );
                 continue;
             }
