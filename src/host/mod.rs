@@ -2,3 +2,287 @@
 //! data and decisions about data, so that a dry run and code review see exactly what this module will be asked to do.
 
 pub mod kexec;
+pub mod process;
+pub mod qmp;
+
+use crate::graph::action::{Action, PID_PLACEHOLDER, RebootMode};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What an action reports for the journal (a state file's size, a command's exit status, …).
+pub type ActionOutput = Value;
+
+/// Why a step's actions stopped: which action, and what went wrong, in words an operator can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionFailure {
+    pub index: usize,
+    pub message: String,
+}
+
+/// Performs actions. The engine owns ordering, journaling and rollback; a `Host` only does what it is told, so the
+/// engine can be exercised with a recording host and fault injection.
+pub trait Host: Sync {
+    /// Performs one step's actions in order, sharing connections between them (a QMP session per socket), and stops
+    /// at the first failure.
+    fn perform(&self, actions: &[Action]) -> Result<Vec<ActionOutput>, ActionFailure>;
+}
+
+/// The machine kup runs on.
+#[derive(Debug, Default)]
+pub struct RealHost;
+
+/// Interval between polls of a condition (a QMP status, a socket appearing).
+const POLL: Duration = Duration::from_millis(20);
+
+impl Host for RealHost {
+    fn perform(&self, actions: &[Action]) -> Result<Vec<ActionOutput>, ActionFailure> {
+        let mut sessions: HashMap<PathBuf, qmp::QmpClient> = HashMap::new();
+        let mut outputs = Vec::with_capacity(actions.len());
+        for (index, action) in actions.iter().enumerate() {
+            match perform_one(action, &mut sessions) {
+                Ok(output) => outputs.push(output),
+                Err(message) => return Err(ActionFailure { index, message }),
+            }
+        }
+        Ok(outputs)
+    }
+}
+
+fn session<'a>(
+    sessions: &'a mut HashMap<PathBuf, qmp::QmpClient>,
+    socket: &Path,
+) -> Result<&'a mut qmp::QmpClient, String> {
+    if !sessions.contains_key(socket) {
+        let client = qmp::QmpClient::connect(socket).map_err(|e| e.to_string())?;
+        sessions.insert(socket.to_path_buf(), client);
+    }
+    sessions
+        .get_mut(socket)
+        .ok_or_else(|| "QMP session vanished".to_owned())
+}
+
+fn perform_one(
+    action: &Action,
+    sessions: &mut HashMap<PathBuf, qmp::QmpClient>,
+) -> Result<Value, String> {
+    match action {
+        Action::Exec { argv, timeout_ms } => {
+            let outcome = process::run(argv, Duration::from_millis(*timeout_ms))?;
+            Ok(json!({ "exit": outcome.status, "duration_ms": outcome.duration_ms }))
+        }
+        Action::Qmp {
+            socket,
+            command,
+            args,
+        } => session(sessions, socket)?
+            .execute(command, args)
+            .map_err(|e| e.to_string()),
+        Action::QmpWait {
+            socket,
+            command,
+            field,
+            until,
+            timeout_ms,
+        } => {
+            let deadline = Instant::now() + Duration::from_millis(*timeout_ms);
+            let client = session(sessions, socket)?;
+            loop {
+                let reply = client
+                    .execute(command, &json!({}))
+                    .map_err(|e| e.to_string())?;
+                let value = reply.get(field).and_then(Value::as_str).unwrap_or("");
+                if value == until {
+                    return Ok(reply);
+                }
+                if matches!(
+                    value,
+                    "failed" | "cancelled" | "internal-error" | "guest-panicked" | "shutdown"
+                ) {
+                    let why = reply
+                        .get("error-desc")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    return Err(format!(
+                        "{command}: {field} is \"{value}\", waiting for \"{until}\" {why}"
+                    ));
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "{command}: {field} still \"{value}\" after {timeout_ms} ms, waiting for \"{until}\""
+                    ));
+                }
+                std::thread::sleep(POLL);
+            }
+        }
+        Action::WaitForSocket { path, timeout_ms } => {
+            let deadline = Instant::now() + Duration::from_millis(*timeout_ms);
+            loop {
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Ok(Value::Null);
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "{} did not accept connections within {timeout_ms} ms",
+                        path.display()
+                    ));
+                }
+                std::thread::sleep(POLL);
+            }
+        }
+        Action::KexecFileLoad {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            kexec::load_file(kernel, initrd.as_deref(), cmdline).map_err(|e| e.explain())?;
+            Ok(Value::Null)
+        }
+        Action::KexecUnload => kexec::unload()
+            .map(|()| Value::Null)
+            .map_err(|e| e.explain()),
+        Action::Reboot(RebootMode::Kexec) => {
+            if !kexec::is_loaded().map_err(|e| e.explain())? {
+                return Err(
+                    "no kernel is loaded for kexec (see `cat /sys/kernel/kexec_loaded`)".to_owned(),
+                );
+            }
+            if systemd_is_pid1() {
+                // The clean path: services stop and file systems unmount before systemd kexecs.
+                process::run(
+                    &["systemctl".to_owned(), "kexec".to_owned()],
+                    Duration::from_secs(30),
+                )?;
+                // systemctl returns once the job is queued; the shutdown then takes this process down.
+                std::thread::sleep(Duration::from_secs(600));
+                Err("`systemctl kexec` was queued but the system is still running".to_owned())
+            } else {
+                match kexec::execute_direct() {
+                    Ok(never) => match never {},
+                    Err(e) => Err(e.explain()),
+                }
+            }
+        }
+        Action::Sync => {
+            nix::unistd::sync();
+            Ok(Value::Null)
+        }
+        Action::ReadSysfs { path, expect } => {
+            let found = read_sysfs(path)?;
+            if found == *expect {
+                Ok(json!({ "value": found }))
+            } else {
+                Err(format!(
+                    "{} is \"{found}\", expected \"{expect}\"",
+                    path.display()
+                ))
+            }
+        }
+        Action::CheckFile { path, sha256 } => {
+            let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if let Some(expected) = sha256 {
+                crate::kernel_image::verify_sha256(path, expected)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            Ok(json!({ "size": meta.len() }))
+        }
+        Action::CheckHostname { globs } => {
+            let name = hostname()?;
+            let matched = globs
+                .iter()
+                .filter_map(|g| crate::plan::glob::HostGlob::parse(g).ok())
+                .any(|g| g.matches(&name));
+            if globs.is_empty() || matched {
+                Ok(json!({ "hostname": name }))
+            } else {
+                Err(format!(
+                    "this host is \"{name}\"; the plan is for {}",
+                    globs.join(", ")
+                ))
+            }
+        }
+        Action::Criu {
+            argv,
+            pidfile,
+            timeout_ms,
+        } => {
+            let argv = if argv.iter().any(|a| a == PID_PLACEHOLDER) {
+                let text = std::fs::read_to_string(pidfile)
+                    .map_err(|e| format!("{}: {e}", pidfile.display()))?;
+                let pid: u32 = text.trim().parse().map_err(|_| {
+                    format!(
+                        "{} does not hold a PID: {:?}",
+                        pidfile.display(),
+                        text.trim()
+                    )
+                })?;
+                argv.iter()
+                    .map(|a| {
+                        if a == PID_PLACEHOLDER {
+                            pid.to_string()
+                        } else {
+                            a.clone()
+                        }
+                    })
+                    .collect()
+            } else {
+                argv.clone()
+            };
+            let outcome = process::run(&argv, Duration::from_millis(*timeout_ms))?;
+            Ok(json!({ "exit": outcome.status, "duration_ms": outcome.duration_ms }))
+        }
+        Action::EnsureDir { path } => {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            Ok(Value::Null)
+        }
+        Action::RemoveFile { path } => match std::fs::remove_file(path) {
+            Ok(()) => Ok(json!({ "removed": true })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(json!({ "removed": false })),
+            Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+        },
+    }
+}
+
+/// A sysfs attribute, trimmed; for a symlink (a device's `driver`), the last component of its target.
+pub fn read_sysfs(path: &Path) -> Result<String, String> {
+    match std::fs::read_link(path) {
+        Ok(target) => Ok(target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()),
+        Err(_) => std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+pub fn hostname() -> Result<String, String> {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .map_err(|e| format!("cannot read the host name: {e}"))
+}
+
+/// Whether systemd runs this machine (it creates /run/systemd/system at boot; sd_booted(3) checks the same).
+pub fn systemd_is_pid1() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// The running kernel's boot id: it changes at every boot, kexec included, which is how `resume` proves a kexec.
+pub fn boot_id() -> Result<String, String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| format!("cannot read the boot id: {e}"))
+}
+
+/// `uname -r` of the running kernel.
+pub fn kernel_release() -> Result<String, String> {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .map_err(|e| format!("uname: {e}"))
+}
