@@ -71,12 +71,20 @@ impl Lab {
         );
         assert!(
             output.status.success(),
-            "lab/scenario/run {name} failed ({}):\n{}\n{}",
+            "lab/scenario/run {name} failed ({}):\n{}",
             output.status,
-            String::from_utf8_lossy(&output.stderr),
-            run.consoles()
+            String::from_utf8_lossy(&output.stderr)
         );
         run
+    }
+}
+
+/// Whatever fails while a run is in scope (an assertion, a missing file), the guest's console is printed with it.
+impl Drop for Run {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.consoles());
+        }
     }
 }
 
@@ -130,19 +138,14 @@ impl Run {
 
     /// A file the guest must have written.
     fn must(&self, path: &str) -> String {
-        self.file(path).unwrap_or_else(|| {
-            panic!(
-                "the guest did not write {path} on its disk\n{}",
-                self.consoles()
-            )
-        })
+        self.file(path)
+            .unwrap_or_else(|| panic!("the guest did not write {path} on its disk"))
     }
 
     /// A JSON file the guest must have written.
     fn json(&self, path: &str) -> Value {
         let text = self.must(path);
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{path} is not JSON ({e}):\n{text}\n{}", self.consoles()))
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not JSON ({e}):\n{text}"))
     }
 
     /// The boots the guest recorded: (boot_id, kernel release) per boot, in order.
@@ -174,9 +177,8 @@ fn step_ids(json: &Value) -> Vec<String> {
 fn guest_validates_and_dry_runs_the_lab_plan() {
     let lab = Lab::get();
     let run = lab.scenario("probe");
-    let context = run.consoles();
 
-    assert_eq!(run.boots().len(), 1, "{context}");
+    assert_eq!(run.boots().len(), 1);
     assert_eq!(run.boots()[0].1, lab.kernel_version());
     assert_eq!(run.must("/lab/cmdline.1").trim(), "console=ttyS0 panic=-1");
     assert_eq!(
@@ -186,7 +188,7 @@ fn guest_validates_and_dry_runs_the_lab_plan() {
         run.must("/lab/validate.txt")
     );
 
-    assert_eq!(run.must("/lab/dry-run.rc").trim(), "0", "{context}");
+    assert_eq!(run.must("/lab/dry-run.rc").trim(), "0");
     let dry_run = run.json("/lab/dry-run.json");
     assert_eq!(
         dry_run["kernel_cmdline"], "console=ttyS0 panic=-1 cpuhp.parallel=1 kup.stage=2",
@@ -254,8 +256,7 @@ impl Journal {
         assert_eq!(
             applies.len(),
             1,
-            "expected exactly one apply journal, found {applies:?}\n{}",
-            run.consoles()
+            "expected exactly one apply journal, found {applies:?}"
         );
         let text = fs::read_to_string(applies[0].join("journal.jsonl")).unwrap();
         let records = text
@@ -325,15 +326,10 @@ fn step_states(status: &Value) -> Vec<(String, String)> {
 fn kexec_update_runs_every_step_once_and_boots_the_new_command_line() {
     let lab = Lab::get();
     let run = lab.scenario("update");
-    let context = run.consoles();
 
     // Two boots of the same kernel release with different boot ids, the second with the plan's command line.
     let boots = run.boots();
-    assert_eq!(
-        boots.len(),
-        2,
-        "expected a kexec into a second boot\n{context}"
-    );
+    assert_eq!(boots.len(), 2, "expected a kexec into a second boot");
     assert_ne!(boots[0].0, boots[1].0, "the boot id must change");
     assert_eq!(boots[1].1, lab.kernel_version());
     let cmdline1 = run.must("/lab/cmdline.1");
@@ -475,9 +471,8 @@ fn kexec_update_runs_every_step_once_and_boots_the_new_command_line() {
 fn a_failing_step_before_the_kexec_rolls_back_without_a_kexec() {
     let lab = Lab::get();
     let run = lab.scenario("step-fails");
-    let context = run.consoles();
 
-    assert_eq!(run.boots().len(), 1, "no kexec may happen\n{context}");
+    assert_eq!(run.boots().len(), 1, "no kexec may happen");
     assert_eq!(
         run.must("/lab/apply.rc").trim(),
         "5",
@@ -547,9 +542,8 @@ fn a_failing_step_before_the_kexec_rolls_back_without_a_kexec() {
 fn a_kernel_image_with_the_wrong_sha256_is_refused_before_any_step_runs() {
     let lab = Lab::get();
     let run = lab.scenario("bad-sha");
-    let context = run.consoles();
 
-    assert_eq!(run.boots().len(), 1, "no kexec may happen\n{context}");
+    assert_eq!(run.boots().len(), 1, "no kexec may happen");
     let apply_log = run.must("/lab/apply.log");
     assert_eq!(run.must("/lab/apply.rc").trim(), "5", "{apply_log}");
     assert!(
@@ -596,12 +590,11 @@ fn a_kernel_image_with_the_wrong_sha256_is_refused_before_any_step_runs() {
 fn after_a_power_cut_at_the_kexec_resume_on_the_old_kernel_reports_the_failed_update() {
     let lab = Lab::get();
     let run = lab.scenario("power-cut");
-    let context = run.consoles();
 
     let console1 = read_lossy(&run.out.join("console.log")).expect("console.log");
-    assert!(console1.contains("Starting new kernel"), "{context}");
+    assert!(console1.contains("Starting new kernel"));
     let boots = run.boots();
-    assert_eq!(boots.len(), 2, "{context}");
+    assert_eq!(boots.len(), 2);
     assert_ne!(boots[0].0, boots[1].0);
     let cmdline2 = run.must("/lab/cmdline.2");
     assert!(
@@ -691,19 +684,17 @@ fn systemd_guest_kexecs_cleanly_and_resumes_from_the_resume_unit() {
     };
     assert!(
         output.status.success(),
-        "lab/scenario/run-systemd failed ({}):\n{}\n{}",
+        "lab/scenario/run-systemd failed ({}):\n{}",
         output.status,
-        String::from_utf8_lossy(&output.stderr),
-        run.consoles()
+        String::from_utf8_lossy(&output.stderr)
     );
     let l = |name: &str| run.must(&format!("/var/lib/kup-lab/{name}"));
-    let context = run.consoles();
 
     let boots: Vec<Vec<String>> = l("boots.log")
         .lines()
         .map(|line| line.split_whitespace().map(str::to_owned).collect())
         .collect();
-    assert_eq!(boots.len(), 2, "{context}");
+    assert_eq!(boots.len(), 2);
     assert_ne!(boots[0][1], boots[1][1], "the boot id must change");
     let cmdline2 = l("cmdline.2");
     for param in [
@@ -732,7 +723,7 @@ fn systemd_guest_kexecs_cleanly_and_resumes_from_the_resume_unit() {
             "kup-resume.service: no {property} in\n{units}"
         );
     }
-    assert_eq!(l("resume-unit.2").trim(), "absent", "{context}");
+    assert_eq!(l("resume-unit.2").trim(), "absent");
     assert!(
         run.file("/etc/systemd/system/multi-user.target.wants/kup-resume.service")
             .is_none()
@@ -756,10 +747,7 @@ fn systemd_guest_kexecs_cleanly_and_resumes_from_the_resume_unit() {
     // the shutdown's SIGTERM while it waits for the kexec; without that cap this took 90 s.)
     let shutdown = console_time(&run, "kexec_core: Starting new kernel")
         - console_time(&run, "KUP-LAB: stage 1");
-    assert!(
-        shutdown < 30.0,
-        "apply + shutdown took {shutdown:.1} s\n{context}"
-    );
+    assert!(shutdown < 30.0, "apply + shutdown took {shutdown:.1} s");
 
     let status = run.json("/var/lib/kup-lab/status.json");
     assert_eq!(status["state"], "completed", "{status:#}");
