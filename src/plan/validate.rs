@@ -764,13 +764,18 @@ impl Validator<'_> {
                     })
                     .collect::<Vec<_>>()
             };
-            if let (true, Some(run), Some(timeout)) = (name_ok, run, timeout) {
+            let undo = step.undo.as_ref().map(|u| self.argv(u, "step.undo"));
+            if let (true, Some(run), Some(timeout), false) =
+                (name_ok, run, timeout, matches!(undo, Some(None)))
+            {
                 steps.push(CustomStep {
                     name: step.name.get_ref().clone(),
                     run,
                     before: refs(&step.before),
                     after: refs(&step.after),
                     timeout,
+                    undo: undo.flatten(),
+                    idempotent: step.idempotent.as_ref().is_some_and(|i| *i.get_ref()),
                     span: step.name.span(),
                 });
             }
