@@ -147,7 +147,10 @@ pub fn fold(
                 }
             }
             Event::StepRolledBack { step } => {
-                if let Some(&i) = position.get(step) {
+                // A failed step that was undone stays "failed": that is what the operator needs to see.
+                if let Some(&i) = position.get(step)
+                    && steps[i].state != StepState::Failed
+                {
                     steps[i].state = StepState::RolledBack;
                 }
             }
