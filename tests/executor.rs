@@ -435,3 +435,46 @@ fn without_yes_and_without_a_terminal_apply_refuses() {
         .stderr(predicates::str::contains("--yes"));
     assert!(lab.log().is_empty());
 }
+
+#[test]
+fn ctrl_c_before_the_kexec_lets_the_running_step_finish_then_rolls_back() {
+    let lab = Lab::new();
+    let steps = format!(
+        "[[step]]\nname = \"first\"\nrun = {}\nundo = {}\nbefore = [\"kexec\"]\n\n\
+         [[step]]\nname = \"slow\"\nrun = [\"/bin/sh\", \"-c\", \"touch {}; sleep 1; echo slow >> {}\"]\nundo = {}\nafter = [\"step:first\"]\nbefore = [\"kexec\"]\n\n\
+         [[step]]\nname = \"never\"\nrun = {}\nafter = [\"step:slow\"]\nbefore = [\"kexec\"]\n",
+        lab.log_argv("first"),
+        lab.log_argv("undo-first"),
+        lab.path("started").display(),
+        lab.path("log").display(),
+        lab.log_argv("undo-slow"),
+        lab.log_argv("never"),
+    );
+    let plan = lab.write_plan(&steps, "");
+    let mut apply = std::process::Command::new(assert_cmd::cargo::cargo_bin("kup"))
+        .args(["plan", "apply", "--rehearse", "--no-kernel-load", "--yes"])
+        .arg(&plan)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !lab.path("started").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(apply.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(apply.wait().unwrap().code(), Some(5));
+    // The running step finished (its own process group did not get the signal), nothing new started, and both
+    // were undone, newest first.
+    assert_eq!(lab.log(), ["first", "slow", "undo-slow", "undo-first"]);
+    let status = lab.status();
+    assert_eq!(status["state"], "rolled-back");
+    assert!(status["message"].as_str().unwrap().contains("interrupted"));
+}

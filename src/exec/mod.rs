@@ -422,3 +422,147 @@ impl<H: Host> Engine<'_, H> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::StepGraph;
+
+    /// Records what the engine hands it; fails the first action matching `fail`.
+    struct RecordingHost {
+        calls: Mutex<Vec<Vec<Action>>>,
+        fail: Option<fn(&Action) -> bool>,
+    }
+
+    impl Host for RecordingHost {
+        fn perform(&self, actions: &[Action]) -> Result<Vec<ActionOutput>, ActionFailure> {
+            self.calls.lock().unwrap().push(actions.to_vec());
+            match actions.iter().position(|a| self.fail.is_some_and(|f| f(a))) {
+                Some(index) => Err(ActionFailure {
+                    index,
+                    message: "injected".into(),
+                }),
+                None => Ok(vec![serde_json::Value::Null; actions.len()]),
+            }
+        }
+    }
+
+    fn program(path: &str) -> Program {
+        let bytes = std::fs::read(path).unwrap();
+        let plan = crate::plan::load(path, &bytes).plan.unwrap();
+        let graph = StepGraph::build(&plan).unwrap();
+        crate::graph::action::compile(&plan, &graph, "root=/dev/sda1 cpuhp.parallel=1")
+    }
+
+    fn run(program: &Program, host: &RecordingHost, on_failure: OnFailure) -> Outcome {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::create(&dir.path().join("apply")).unwrap();
+        let engine = Engine {
+            host,
+            program,
+            options: Options {
+                mode: Mode::Apply,
+                kernel_load: true,
+                parallelism: 4,
+                on_failure,
+                interrupted: Arc::new(AtomicBool::new(false)),
+                update_failed: None,
+            },
+            before_kexec: &|| Ok(()),
+        };
+        engine.run(&mut journal, &BTreeSet::new()).unwrap()
+    }
+
+    #[test]
+    fn the_executor_receives_exactly_the_dry_runs_actions() {
+        for plan in [
+            "plans/multi-vm-vfio-spdk.toml",
+            "plans/libvirt-criu.toml",
+            "plans/single-qemu-shared-ram.toml",
+        ] {
+            let program = program(plan);
+            let host = RecordingHost {
+                calls: Mutex::new(Vec::new()),
+                fail: None,
+            };
+            assert_eq!(
+                run(&program, &host, OnFailure::Rollback),
+                Outcome::Completed,
+                "{plan}"
+            );
+            let mut received = host.calls.into_inner().unwrap();
+            let mut printed: Vec<Vec<Action>> =
+                program.steps.iter().map(|s| s.actions.clone()).collect();
+            let key = |a: &Vec<Action>| serde_json::to_string(a).unwrap();
+            received.sort_by_key(key);
+            printed.sort_by_key(key);
+            assert_eq!(received, printed, "{plan}");
+        }
+    }
+
+    #[test]
+    fn a_failed_save_resumes_every_paused_vm_and_unloads_the_kernel() {
+        let program = program("plans/multi-vm-vfio-spdk.toml");
+        let host = RecordingHost {
+            calls: Mutex::new(Vec::new()),
+            fail: Some(
+                |a| matches!(a, Action::Qmp { command, socket, .. } if command == "migrate" && socket.ends_with("db-2.qmp")),
+            ),
+        };
+        let outcome = run(&program, &host, OnFailure::Rollback);
+        assert!(
+            matches!(&outcome, Outcome::RolledBack { reason } if reason.contains("vm:db-2:save")),
+            "{outcome:?}"
+        );
+        let calls = host.calls.into_inner().unwrap();
+        let flat: Vec<&Action> = calls.iter().flatten().collect();
+        assert!(
+            !flat.iter().any(|a| matches!(a, Action::Reboot(_))),
+            "no kexec after a failure"
+        );
+        for vm in ["db-1", "db-2", "monitor"] {
+            let paused = flat.iter().any(|a| matches!(a, Action::Qmp { command, socket, .. } if command == "stop" && socket.ends_with(format!("{vm}.qmp"))));
+            let resumed = flat.iter().any(|a| matches!(a, Action::Qmp { command, socket, .. } if command == "cont" && socket.ends_with(format!("{vm}.qmp"))));
+            assert_eq!(
+                paused, resumed,
+                "vm {vm}: paused {paused}, resumed {resumed}"
+            );
+        }
+        // The kernel loaded first is unloaded last.
+        assert!(
+            matches!(flat.last(), Some(Action::KexecUnload)),
+            "{:?}",
+            flat.last()
+        );
+    }
+
+    #[test]
+    fn a_rehearsal_never_hands_a_reboot_to_the_host() {
+        let program = program("plans/single-qemu-shared-ram.toml");
+        for kernel_load in [true, false] {
+            let host = RecordingHost {
+                calls: Mutex::new(Vec::new()),
+                fail: None,
+            };
+            let rehearsal = Rehearsal {
+                inner: &host,
+                kernel_load,
+            };
+            for step in &program.steps {
+                rehearsal.perform(&step.actions).unwrap();
+            }
+            let calls = host.calls.into_inner().unwrap();
+            let flat: Vec<&Action> = calls.iter().flatten().collect();
+            assert!(!flat.iter().any(|a| matches!(a, Action::Reboot(_))));
+            assert_eq!(
+                flat.iter()
+                    .any(|a| matches!(a, Action::KexecFileLoad { .. })),
+                kernel_load
+            );
+            assert_eq!(
+                flat.iter().any(|a| matches!(a, Action::KexecUnload)),
+                kernel_load
+            );
+        }
+    }
+}

@@ -221,3 +221,232 @@ pub fn decide(
     }
     Ok(decision)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::journal::{Mode, Record, rfc3339};
+
+    const PLAN: &str = r#"
+kup = 1
+[kernel]
+image = "/boot/vmlinuz-new"
+version = "6.12.9"
+sha256 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+[[step]]
+name = "before"
+run = ["/bin/true"]
+before = ["kexec"]
+[[step]]
+name = "after"
+run = ["/bin/true"]
+after = ["kexec"]
+"#;
+
+    fn setup() -> (Plan, Program) {
+        let plan = crate::plan::load("t.toml", PLAN.as_bytes())
+            .plan
+            .expect("valid plan");
+        let graph = crate::graph::StepGraph::build(&plan).expect("graph");
+        let program =
+            crate::graph::action::compile(&plan, &graph, "root=/dev/sda1 cpuhp.parallel=1");
+        (plan, program)
+    }
+
+    fn rec(seq: u64, event: Event) -> Record {
+        Record {
+            seq,
+            unix_ms: seq,
+            time: rfc3339(seq),
+            event,
+        }
+    }
+
+    /// The journal of an apply that got as far as executing the kexec.
+    fn up_to_kexec(program: &Program, mode: Mode) -> Vec<Record> {
+        let mut records = vec![rec(
+            1,
+            Event::ApplyStarted {
+                plan: "t".into(),
+                plan_path: "/t.toml".into(),
+                plan_sha256: "x".into(),
+                mode,
+                kernel_load: true,
+                boot_id: "boot-1".into(),
+                release: "6.1.0".into(),
+                hostname: "h".into(),
+                pid: 1,
+                kernel_cmdline: "root=/dev/sda1 cpuhp.parallel=1".into(),
+            },
+        )];
+        for step in program.steps.iter().take_while(|s| s.id != KEXEC) {
+            let n = records.len() as u64 + 1;
+            records.push(rec(
+                n,
+                Event::StepStarted {
+                    step: step.id.clone(),
+                },
+            ));
+            records.push(rec(
+                n + 1,
+                Event::StepDone {
+                    step: step.id.clone(),
+                    duration_ms: 1,
+                    outputs: vec![],
+                },
+            ));
+        }
+        let n = records.len() as u64 + 1;
+        records.push(rec(n, Event::StepStarted { step: KEXEC.into() }));
+        records.push(rec(
+            n + 1,
+            Event::Kexec {
+                boot_id: "boot-1".into(),
+                release: "6.1.0".into(),
+                kernel_cmdline: "x".into(),
+            },
+        ));
+        records
+    }
+
+    fn now(boot_id: &str, release: &str, cmdline: &str) -> Now {
+        Now {
+            boot_id: boot_id.into(),
+            release: release.into(),
+            proc_cmdline: cmdline.into(),
+        }
+    }
+
+    #[test]
+    fn the_new_kernel_with_our_cmdline_proves_the_kexec() {
+        let (plan, program) = setup();
+        let records = up_to_kexec(&program, Mode::Apply);
+        let d = decide(
+            &records,
+            &program,
+            &plan,
+            &now("boot-2", "6.12.9", "root=/dev/sda1  cpuhp.parallel=1\n"),
+            &[],
+        )
+        .unwrap();
+        assert!(d.rebooted && d.on_new_kernel && d.update_failed.is_none());
+        assert!(
+            d.done.contains(KEXEC)
+                && d.done.contains("step:before")
+                && !d.done.contains("step:after")
+        );
+        assert!(matches!(&d.record[..], [Event::StepDone { step, .. }] if step == KEXEC));
+    }
+
+    #[test]
+    fn the_old_kernel_coming_back_is_a_failed_update_that_still_restores() {
+        let (plan, program) = setup();
+        let records = up_to_kexec(&program, Mode::Apply);
+        let d = decide(
+            &records,
+            &program,
+            &plan,
+            &now("boot-2", "6.1.0", "root=/dev/sda1 quiet"),
+            &[],
+        )
+        .unwrap();
+        assert!(d.rebooted && !d.on_new_kernel);
+        let message = d.update_failed.expect("a failed update");
+        assert!(
+            message.contains("6.1.0") && message.contains("6.12.9"),
+            "{message}"
+        );
+        // The after-kexec steps still run: the kexec counts as done for scheduling.
+        assert!(d.done.contains(KEXEC) && !d.done.contains("step:after"));
+        assert!(matches!(&d.record[..], [Event::StepFailed { step, .. }] if step == KEXEC));
+    }
+
+    #[test]
+    fn the_right_release_with_another_cmdline_is_not_our_kexec() {
+        let (plan, program) = setup();
+        let records = up_to_kexec(&program, Mode::Apply);
+        let d = decide(
+            &records,
+            &program,
+            &plan,
+            &now("boot-2", "6.12.9", "root=/dev/sda1"),
+            &[],
+        )
+        .unwrap();
+        assert!(!d.on_new_kernel && d.update_failed.is_some());
+    }
+
+    #[test]
+    fn a_kexec_that_did_not_happen_in_the_same_boot_needs_an_operator() {
+        let (plan, program) = setup();
+        let records = up_to_kexec(&program, Mode::Apply);
+        let err = decide(&records, &program, &plan, &now("boot-1", "6.1.0", "x"), &[]).unwrap_err();
+        assert!(err.contains("--rerun kexec"), "{err}");
+        // The operator may ask for it again; a rehearsal's no-op kexec is simply run again.
+        assert!(
+            decide(
+                &records,
+                &program,
+                &plan,
+                &now("boot-1", "6.1.0", "x"),
+                &["kexec".into()]
+            )
+            .is_ok()
+        );
+        let rehearsal = up_to_kexec(&program, Mode::Rehearse);
+        let d = decide(
+            &rehearsal,
+            &program,
+            &plan,
+            &now("boot-1", "6.1.0", "x"),
+            &[],
+        )
+        .unwrap();
+        assert!(!d.done.contains(KEXEC));
+    }
+
+    #[test]
+    fn a_reboot_before_the_kexec_restores_what_was_saved_and_fails_the_update() {
+        let (plan, program) = setup();
+        let mut records = up_to_kexec(&program, Mode::Apply);
+        records.truncate(3); // apply-started, preflight started and done
+        let d = decide(&records, &program, &plan, &now("boot-2", "6.1.0", "x"), &[]).unwrap();
+        assert!(
+            d.rebooted
+                && d.update_failed
+                    .as_deref()
+                    .is_some_and(|m| m.contains("before the kexec"))
+        );
+        assert!(
+            d.done.contains(KEXEC)
+                && d.done.contains("step:before")
+                && !d.done.contains("step:after")
+        );
+    }
+
+    #[test]
+    fn a_crash_before_the_kexec_in_the_same_boot_continues_forward() {
+        let (plan, program) = setup();
+        let mut records = up_to_kexec(&program, Mode::Apply);
+        records.truncate(3);
+        let d = decide(&records, &program, &plan, &now("boot-1", "6.1.0", "x"), &[]).unwrap();
+        assert!(!d.rebooted && d.update_failed.is_none() && d.record.is_empty());
+        assert!(d.done.contains("preflight") && !d.done.contains(KEXEC));
+    }
+
+    #[test]
+    fn unknown_rerun_ids_are_rejected() {
+        let (plan, program) = setup();
+        let records = up_to_kexec(&program, Mode::Apply);
+        assert!(
+            decide(
+                &records,
+                &program,
+                &plan,
+                &now("boot-1", "x", "x"),
+                &["nope".into()]
+            )
+            .is_err()
+        );
+    }
+}
