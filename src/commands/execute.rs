@@ -748,3 +748,44 @@ fn human_status(s: &Status) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resume_unit_runs_resume_when_an_apply_is_pending_and_survives_isolate() {
+        let unit = resume_unit(Path::new("/usr/local/bin/kup"), Path::new("/var/lib/kup"));
+        assert!(unit.contains("ConditionPathExists=/var/lib/kup/pending\n"));
+        assert!(unit.contains("ExecStart=/usr/local/bin/kup plan resume --journal /var/lib/kup\n"));
+        // IgnoreOnIsolate is a [Unit] key: in [Service] systemd ignores it.
+        let unit_section = &unit[unit.find("[Unit]").unwrap()..unit.find("[Service]").unwrap()];
+        assert!(unit_section.contains("IgnoreOnIsolate=yes"));
+        assert!(unit.contains("Type=oneshot") && unit.contains("WantedBy=multi-user.target"));
+    }
+
+    #[test]
+    fn apply_reruns_itself_in_a_unit_that_survives_the_isolate() {
+        let args: Vec<String> = ["plan", "apply", "--yes", "/etc/kup/plan.toml"]
+            .map(String::from)
+            .to_vec();
+        let argv = transient_unit_argv(Path::new("/usr/bin/kup"), &args);
+        assert_eq!(argv[0], "systemd-run");
+        assert!(argv.contains(&"--property=IgnoreOnIsolate=yes".to_owned()));
+        assert!(
+            argv.contains(&format!("--setenv={IN_UNIT_ENV}=1")),
+            "the re-run must not re-run itself again"
+        );
+        let dashdash = argv.iter().position(|a| a == "--").unwrap();
+        assert_eq!(
+            &argv[dashdash + 1..],
+            [
+                "/usr/bin/kup",
+                "plan",
+                "apply",
+                "--yes",
+                "/etc/kup/plan.toml"
+            ]
+        );
+    }
+}
