@@ -397,6 +397,7 @@ pub fn apply(args: &ApplyArgs) -> ExitCode {
             update_failed: None,
         },
         before_kexec: &before_kexec,
+        progress: &crate::exec::progress::Progress::new(),
     };
     match engine.run(&mut journal, &Default::default()) {
         Ok(outcome) => {
@@ -595,6 +596,7 @@ pub fn resume(args: &ResumeArgs) -> ExitCode {
             update_failed: decision.update_failed.clone(),
         },
         before_kexec: &before_kexec,
+        progress: &crate::exec::progress::Progress::new(),
     };
     match engine.run(&mut journal, &decision.done) {
         Ok(outcome) => {

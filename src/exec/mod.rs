@@ -6,6 +6,7 @@
 //! leave the rest to `resume` or an operator — never roll back past the kexec.
 
 pub mod journal;
+pub mod progress;
 pub mod resume;
 pub mod status;
 
@@ -111,14 +112,11 @@ pub struct Engine<'a, H: Host> {
     pub options: Options,
     /// Runs just before the kexec executes, after its journal record is durable (installs the resume unit).
     pub before_kexec: &'a (dyn Fn() -> Result<(), String> + Sync),
+    pub progress: &'a progress::Progress,
 }
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn log(started: Instant, text: &str) {
-    eprintln!("kup [{:>8.3}s] {text}", started.elapsed().as_secs_f64());
 }
 
 impl<H: Host> Engine<'_, H> {
@@ -148,7 +146,6 @@ impl<H: Host> Engine<'_, H> {
 
     /// Runs every step not in `done`, journaling as it goes, and finishes the journal with the outcome.
     pub fn run(&self, journal: &mut Journal, done: &BTreeSet<String>) -> Result<Outcome, String> {
-        let started = Instant::now();
         let steps = &self.program.steps;
         let index: BTreeMap<&str, usize> = steps
             .iter()
@@ -218,7 +215,7 @@ impl<H: Host> Engine<'_, H> {
                         }
                         state[i] = State::Running;
                         running += 1;
-                        log(started, &format!("start {}", step.id));
+                        self.progress.start(&step.id);
                         let tx = tx.clone();
                         let record = &record;
                         scope.spawn(move || {
@@ -250,7 +247,7 @@ impl<H: Host> Engine<'_, H> {
                         if step.phase == Phase::Before {
                             completed_before.push(i);
                         }
-                        log(started, &format!("done  {} ({} ms)", step.id, ms(took)));
+                        self.progress.done(&step.id, took);
                         if let Err(e) = record(Event::StepDone {
                             step: step.id.clone(),
                             duration_ms: ms(took),
@@ -261,7 +258,7 @@ impl<H: Host> Engine<'_, H> {
                     }
                     Err(error) => {
                         state[i] = State::Failed;
-                        log(started, &format!("FAIL  {}: {error}", step.id));
+                        self.progress.failed(&step.id, &error);
                         if let Err(e) = record(Event::StepFailed {
                             step: step.id.clone(),
                             duration_ms: ms(took),
@@ -296,7 +293,7 @@ impl<H: Host> Engine<'_, H> {
             match self.options.on_failure {
                 OnFailure::Rollback => {
                     let failed = first_failure.as_ref().map(|(i, _)| *i);
-                    self.rollback(journal, &completed_before, failed, &reason, started)?
+                    self.rollback(journal, &completed_before, failed, &reason)?
                 }
                 OnFailure::Stop => Outcome::Failed {
                     reason: format!("{reason}; policy.on_failure = \"stop\": nothing was undone"),
@@ -362,7 +359,6 @@ impl<H: Host> Engine<'_, H> {
         completed: &[usize],
         failed: Option<usize>,
         reason: &str,
-        started: Instant,
     ) -> Result<Outcome, String> {
         let write = |journal: &mut Journal, event| {
             journal
@@ -376,7 +372,7 @@ impl<H: Host> Engine<'_, H> {
                 reason: reason.to_owned(),
             },
         )?;
-        log(started, &format!("rolling back: {reason}"));
+        self.progress.note(&format!("rolling back: {reason}"));
         let mut problems = Vec::new();
         for i in failed.into_iter().chain(completed.iter().rev().copied()) {
             let step = &self.program.steps[i];
@@ -385,7 +381,7 @@ impl<H: Host> Engine<'_, H> {
             }
             match self.perform(&step.rollback) {
                 Ok(_) => {
-                    log(started, &format!("undone {}", step.id));
+                    self.progress.note(&format!("undone {}", step.id));
                     write(
                         journal,
                         Event::StepRolledBack {
@@ -394,7 +390,8 @@ impl<H: Host> Engine<'_, H> {
                     )?;
                 }
                 Err(f) => {
-                    log(started, &format!("UNDO FAILED {}: {}", step.id, f.message));
+                    self.progress
+                        .note(&format!("UNDO FAILED {}: {}", step.id, f.message));
                     if Some(i) != failed {
                         problems.push(format!("{}: {}", step.id, f.message));
                     }
@@ -469,6 +466,7 @@ mod tests {
                 update_failed: None,
             },
             before_kexec: &|| Ok(()),
+            progress: &progress::Progress::plain(),
         };
         engine.run(&mut journal, &BTreeSet::new()).unwrap()
     }
