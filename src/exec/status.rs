@@ -218,3 +218,113 @@ pub fn fold(
         torn_tail,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::journal::rfc3339;
+
+    fn rec(unix_ms: u64, event: Event) -> Record {
+        Record {
+            seq: unix_ms,
+            unix_ms,
+            time: rfc3339(unix_ms),
+            event,
+        }
+    }
+
+    #[test]
+    fn status_reports_vm_downtime_the_kexec_gap_and_the_new_kernels_boot() {
+        let bytes = std::fs::read("plans/single-qemu-shared-ram.toml").unwrap();
+        let plan = crate::plan::load("p.toml", &bytes).plan.unwrap();
+        let graph = crate::graph::StepGraph::build(&plan).unwrap();
+        let program = crate::graph::action::compile(&plan, &graph, "root=/dev/sda1");
+        let log = std::fs::read("tests/data/dmesg/lab-qemu-tcg-smp2.txt").unwrap();
+        let boot = serde_json::to_value(crate::boot::analyse(&log)).unwrap();
+        let done = |t, step: &str| {
+            rec(
+                t,
+                Event::StepDone {
+                    step: step.into(),
+                    duration_ms: 1,
+                    outputs: vec![],
+                },
+            )
+        };
+        let records = vec![
+            rec(
+                1_000,
+                Event::ApplyStarted {
+                    plan: "p".into(),
+                    plan_path: "/p.toml".into(),
+                    plan_sha256: "x".into(),
+                    mode: Mode::Apply,
+                    kernel_load: true,
+                    boot_id: "a".into(),
+                    release: "6.1.0-old".into(),
+                    hostname: "h".into(),
+                    pid: 1,
+                    kernel_cmdline: "root=/dev/sda1".into(),
+                },
+            ),
+            rec(
+                2_000,
+                Event::StepStarted {
+                    step: "vm:db-1:pause".into(),
+                },
+            ),
+            done(2_005, "vm:db-1:pause"),
+            rec(
+                3_000,
+                Event::StepStarted {
+                    step: "kexec".into(),
+                },
+            ),
+            rec(
+                3_001,
+                Event::Kexec {
+                    boot_id: "a".into(),
+                    release: "6.1.0-old".into(),
+                    kernel_cmdline: "root=/dev/sda1".into(),
+                },
+            ),
+            rec(
+                7_501,
+                Event::ResumeStarted {
+                    boot_id: "b".into(),
+                    release: "6.12.9-lts".into(),
+                    pid: 9,
+                    rebooted: true,
+                    on_new_kernel: true,
+                },
+            ),
+            rec(
+                7_502,
+                Event::BootReport {
+                    report: boot.clone(),
+                },
+            ),
+            done(7_503, "kexec"),
+            done(8_000, "vm:db-1:resume"),
+        ];
+        let status = fold("/j", &records, &program, &["db-1".into()], false, false);
+        assert_eq!(
+            status.state,
+            ApplyState::PendingResume,
+            "no finished record and nobody holds the lock"
+        );
+        assert_eq!(status.vm_downtime_ms["db-1"], 6_000);
+        let kexec = status.kexec.expect("kexec status");
+        assert_eq!(kexec.gap_s, Some(4.5));
+        assert_eq!(kexec.to_release.as_deref(), Some("6.12.9-lts"));
+        assert_eq!(kexec.from_release, "6.1.0-old");
+        assert_eq!(
+            kexec.boot.as_ref().and_then(|b| b.get("cpus")),
+            boot.get("cpus")
+        );
+        assert!(boot["time_to_init_s"].as_f64().is_some_and(|t| t > 0.0));
+        let step = |id: &str| status.steps.iter().find(|s| s.id == id).unwrap().state;
+        assert_eq!(step("vm:db-1:pause"), StepState::Done);
+        assert_eq!(step("vm:db-1:save"), StepState::Pending);
+    }
+}
