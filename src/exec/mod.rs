@@ -343,6 +343,9 @@ impl<H: Host> Engine<'_, H> {
             release: crate::host::kernel_release()?,
             kernel_cmdline: self.program.kernel_cmdline.clone(),
         })?;
+        self.progress.note(
+            "kexec record durable in the journal; executing the kexec (the point of no return)",
+        );
         if self.options.mode == Mode::Apply {
             (self.before_kexec)()?;
         }
