@@ -453,6 +453,11 @@ pub struct ResumeArgs<'a> {
 
 pub fn resume(args: &ResumeArgs) -> ExitCode {
     let root = args.journal;
+    if !root.is_dir() {
+        // Nothing was ever applied with this journal root: do not create it.
+        eprintln!("kup: nothing to resume in {} (no such directory)", root.display());
+        return exit::code(exit::SUCCESS);
+    }
     if let Some(mode) = loosely_writable(root) {
         return refuse(format!(
             "journal directory {} is writable by group or others (mode {mode:o})",
