@@ -656,23 +656,19 @@ fn after_a_power_cut_at_the_kexec_resume_on_the_old_kernel_reports_the_failed_up
     assert_eq!(resumed[0]["on_new_kernel"], false);
 }
 
-/// With systemd as PID 1 (a debootstrapped Debian root on the NVMe disk, no initramfs), kup takes the clean path:
-/// it installs `kup-resume.service` and runs `systemctl kexec`, so services stop and file systems unmount before
-/// the kexec; systemd on the new kernel starts the resume unit, which completes the plan and removes itself.
-/// About two minutes; the root file system is built once by `lab/mkrootfs` (debootstrap, ~90 s) and cached.
-#[test]
-fn systemd_guest_kexecs_cleanly_and_resumes_from_the_resume_unit() {
-    let lab = Lab::get();
-    let out = lab.dir.join("runs/systemd");
+/// Runs `lab/scenario/run-systemd` with `args` into `target/lab/runs/NAME` and returns its outputs.
+fn run_systemd(lab: &Lab, name: &str, args: &[&str]) -> Run {
+    let out = lab.dir.join("runs").join(name);
     let started = Instant::now();
     let output = lab
         .script("scenario/run-systemd")
         .args(["--quiet", "--timeout", "300", "--retry", "1"])
+        .args(args)
         .arg(&out)
         .output()
         .unwrap_or_else(|e| panic!("cannot run lab/scenario/run-systemd: {e}"));
     eprintln!(
-        "lab/scenario/run-systemd: {:.1} s, {}",
+        "lab/scenario/run-systemd {args:?}: {:.1} s, {}",
         started.elapsed().as_secs_f64(),
         output.status
     );
@@ -688,6 +684,12 @@ fn systemd_guest_kexecs_cleanly_and_resumes_from_the_resume_unit() {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
+    run
+}
+
+/// What every systemd run must show: two boots, the plan's command line on the second, the resume unit ran and
+/// removed itself, each custom step once in its boot, a clean hand-over, status `completed`. Returns the status.
+fn assert_clean_systemd_update(run: &Run) -> Value {
     let l = |name: &str| run.must(&format!("/var/lib/kup-lab/{name}"));
 
     let boots: Vec<Vec<String>> = l("boots.log")
@@ -745,10 +747,14 @@ fn systemd_guest_kexecs_cleanly_and_resumes_from_the_resume_unit() {
 
     // The shutdown takes seconds, not a stop timeout. (kup-lab.service caps its stop at 5 s because kup ignores
     // the shutdown's SIGTERM while it waits for the kexec; without that cap this took 90 s.)
-    let shutdown = console_time(&run, "kexec_core: Starting new kernel")
-        - console_time(&run, "KUP-LAB: stage 1");
+    let shutdown = console_time(run, "kexec_core: Starting new kernel")
+        - console_time(run, "KUP-LAB: stage 1");
     assert!(shutdown < 30.0, "apply + shutdown took {shutdown:.1} s");
 
+    assert!(
+        run.file("/var/lib/kup-lab/watchdog.log").is_none(),
+        "the watchdog had to end a stuck boot"
+    );
     let status = run.json("/var/lib/kup-lab/status.json");
     assert_eq!(status["state"], "completed", "{status:#}");
     for (id, state) in step_states(&status) {
@@ -761,4 +767,37 @@ fn systemd_guest_kexecs_cleanly_and_resumes_from_the_resume_unit() {
             .is_some_and(|g| g > 1.0 && g < 120.0)
     );
     assert!(status["kexec"]["boot"]["time_to_init_s"].as_f64().is_some());
+    status
+}
+
+/// With systemd as PID 1 (a debootstrapped Debian root on the NVMe disk, no initramfs), kup takes the clean path:
+/// it installs `kup-resume.service` and runs `systemctl kexec`, so services stop and file systems unmount before
+/// the kexec; systemd on the new kernel starts the resume unit, which completes the plan and removes itself.
+/// About 40 s; the root file system is built once by `lab/mkrootfs` (debootstrap, ~90 s) and cached.
+#[test]
+fn systemd_guest_kexecs_cleanly_and_resumes_from_the_resume_unit() {
+    let lab = Lab::get();
+    let run = run_systemd(&lab, "systemd", &[]);
+    assert_clean_systemd_update(&run);
+}
+
+/// The plan isolates `rescue.target` before the kexec, which stops every unit not wanted by it: here the caller,
+/// `kup-lab.service`, as it would stop an operator's SSH session. kup re-runs itself in a transient unit that
+/// survives the isolate (`systemd-run --property=IgnoreOnIsolate=yes --wait --pipe`) and must carry on to the
+/// kexec without its caller.
+#[test]
+#[ignore = "kup bug: once the isolate stops the caller, kup's stderr (the caller's pipe, via systemd-run --pipe) \
+            is gone, the next progress line panics (eprintln! on EPIPE, exit 101) and the host is left in \
+            rescue.target with the apply pending; also the 90 s stop wait of kup-apply.service at the shutdown"]
+fn systemd_guest_with_policy_isolate_survives_losing_its_caller_and_kexecs() {
+    let lab = Lab::get();
+    let run = run_systemd(&lab, "systemd-isolate", &["--isolate"]);
+    let status = assert_clean_systemd_update(&run);
+    let isolate = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "isolate")
+        .expect("an isolate step");
+    assert_eq!(isolate["state"], "done", "{status:#}");
 }
