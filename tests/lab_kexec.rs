@@ -692,6 +692,15 @@ fn run_systemd(lab: &Lab, name: &str, args: &[&str]) -> Run {
 fn assert_clean_systemd_update(run: &Run) -> Value {
     let l = |name: &str| run.must(&format!("/var/lib/kup-lab/{name}"));
 
+    if let Some(stuck) = run.file("/var/lib/kup-lab/watchdog.log") {
+        let boot = stuck.split_whitespace().last().unwrap_or("1").to_owned();
+        panic!(
+            "the watchdog had to end a stuck {stuck}\n--- kup plan status:\n{}\n--- the kup units' journal:\n{}",
+            run.file("/var/lib/kup-lab/status.txt").unwrap_or_default(),
+            run.file(&format!("/var/lib/kup-lab/kup-units.{boot}"))
+                .unwrap_or_default()
+        );
+    }
     let boots: Vec<Vec<String>> = l("boots.log")
         .lines()
         .map(|line| line.split_whitespace().map(str::to_owned).collect())
@@ -751,10 +760,6 @@ fn assert_clean_systemd_update(run: &Run) -> Value {
         - console_time(run, "KUP-LAB: stage 1");
     assert!(shutdown < 30.0, "apply + shutdown took {shutdown:.1} s");
 
-    assert!(
-        run.file("/var/lib/kup-lab/watchdog.log").is_none(),
-        "the watchdog had to end a stuck boot"
-    );
     let status = run.json("/var/lib/kup-lab/status.json");
     assert_eq!(status["state"], "completed", "{status:#}");
     for (id, state) in step_states(&status) {
