@@ -1,9 +1,14 @@
 //! The only module with side effects on the host: syscalls, processes, sockets and sysfs. Everything else in kup is
 //! data and decisions about data, so that a dry run and code review see exactly what this module will be asked to do.
 
+pub mod files;
 pub mod kexec;
 pub mod process;
 pub mod qmp;
+pub mod sysfs;
+pub mod vm;
+
+pub use sysfs::SysfsRoot;
 
 use crate::graph::action::{Action, PID_PLACEHOLDER, RebootMode};
 use serde_json::{Value, json};
@@ -29,19 +34,38 @@ pub trait Host: Sync {
     fn perform(&self, actions: &[Action]) -> Result<Vec<ActionOutput>, ActionFailure>;
 }
 
-/// The machine kup runs on.
-#[derive(Debug, Default)]
+/// The machine kup runs on, sysfs and procfs read where they are mounted.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct RealHost;
+
+/// The machine kup runs on, with sysfs and procfs paths read under another root: tests point it at a fake sysfs
+/// tree; everything else (processes, sockets, files named by the plan) is real.
+#[derive(Debug, Default, Clone)]
+pub struct RealHostAt {
+    pub sysfs: SysfsRoot,
+}
+
+impl RealHostAt {
+    pub fn new(sysfs: SysfsRoot) -> Self {
+        Self { sysfs }
+    }
+}
 
 /// Interval between polls of a condition (a QMP status, a socket appearing).
 const POLL: Duration = Duration::from_millis(20);
 
 impl Host for RealHost {
     fn perform(&self, actions: &[Action]) -> Result<Vec<ActionOutput>, ActionFailure> {
+        RealHostAt::default().perform(actions)
+    }
+}
+
+impl Host for RealHostAt {
+    fn perform(&self, actions: &[Action]) -> Result<Vec<ActionOutput>, ActionFailure> {
         let mut sessions: HashMap<PathBuf, qmp::QmpClient> = HashMap::new();
         let mut outputs = Vec::with_capacity(actions.len());
         for (index, action) in actions.iter().enumerate() {
-            match perform_one(action, &mut sessions) {
+            match perform_one(action, &mut sessions, &self.sysfs) {
                 Ok(output) => outputs.push(output),
                 Err(message) => return Err(ActionFailure { index, message }),
             }
@@ -66,6 +90,7 @@ fn session<'a>(
 fn perform_one(
     action: &Action,
     sessions: &mut HashMap<PathBuf, qmp::QmpClient>,
+    sysfs: &SysfsRoot,
 ) -> Result<Value, String> {
     match action {
         Action::Exec { argv, timeout_ms } => {
@@ -169,7 +194,7 @@ fn perform_one(
             Ok(Value::Null)
         }
         Action::ReadSysfs { path, expect } => {
-            let found = read_sysfs(path)?;
+            let found = read_sysfs(&sysfs.resolve(path))?;
             if found == *expect {
                 Ok(json!({ "value": found }))
             } else {
@@ -232,6 +257,67 @@ fn perform_one(
             let outcome = process::run(&argv, Duration::from_millis(*timeout_ms))?;
             Ok(json!({ "exit": outcome.status, "duration_ms": outcome.duration_ms }))
         }
+        Action::QmpMigrateToFile { socket, path } => {
+            let client = session(sessions, socket)?;
+            let version = client.version().map_err(|e| e.to_string())?;
+            let uri = qmp::outgoing_uri(version, path);
+            client
+                .execute("migrate", &json!({ "uri": uri }))
+                .map_err(|e| e.to_string())?;
+            Ok(json!({ "uri": uri, "qemu": version.to_string() }))
+        }
+        Action::QmpMigrateFromFile { socket, path } => {
+            // A missing file would make QEMU 7.2 exit on the failed incoming migration: say so before that.
+            let meta = std::fs::metadata(path)
+                .map_err(|e| format!("state file {}: {e}", path.display()))?;
+            let client = session(sessions, socket)?;
+            let version = client.version().map_err(|e| e.to_string())?;
+            let uri = qmp::incoming_uri(version, path);
+            client
+                .execute("migrate-incoming", &json!({ "uri": uri }))
+                .map_err(|e| e.to_string())?;
+            Ok(json!({ "uri": uri, "qemu": version.to_string(), "size": meta.len() }))
+        }
+        Action::CommitFile { from, to } => files::commit(from, to),
+        Action::CheckSharedRam { socket } => {
+            let client = session(sessions, socket)?;
+            vm::check_shared_ram(client)
+        }
+        Action::QmpQuit { socket, timeout_ms } => {
+            // The session of this step (if any) talks to the QEMU that is about to go.
+            sessions.remove(socket);
+            vm::quit_if_running(socket, Duration::from_millis(*timeout_ms))
+        }
+        Action::CheckPci {
+            address,
+            driver,
+            iommu,
+        } => sysfs::check_pci(sysfs, address, driver, *iommu),
+        Action::CheckOutput {
+            argv,
+            expect,
+            timeout_ms,
+        } => {
+            let captured = process::capture(argv, Duration::from_millis(*timeout_ms))?;
+            let found = captured.stdout.trim();
+            if expect.iter().any(|e| e == found) {
+                Ok(json!({ "output": found, "exit": captured.code }))
+            } else {
+                Err(format!(
+                    "`{}` printed {found:?}, expected {}{}",
+                    argv.join(" "),
+                    expect
+                        .iter()
+                        .map(|e| format!("{e:?}"))
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                    match captured.code {
+                        Some(0) | None => String::new(),
+                        Some(code) => format!(" (exit status {code}: {})", captured.tail),
+                    }
+                ))
+            }
+        }
         Action::EnsureDir { path } => {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
@@ -251,15 +337,7 @@ fn perform_one(
 
 /// A sysfs attribute, trimmed; for a symlink (a device's `driver`), the last component of its target.
 pub fn read_sysfs(path: &Path) -> Result<String, String> {
-    match std::fs::read_link(path) {
-        Ok(target) => Ok(target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()),
-        Err(_) => std::fs::read_to_string(path)
-            .map(|t| t.trim().to_owned())
-            .map_err(|e| format!("cannot read {}: {e}", path.display())),
-    }
+    sysfs::read_attribute(path)
 }
 
 pub fn hostname() -> Result<String, String> {
