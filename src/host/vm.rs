@@ -51,17 +51,25 @@ pub fn check_shared_ram(client: &mut QmpClient) -> Result<Value, String> {
     let mut checked = Vec::new();
     for m in wanted {
         let id = m.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+        let object = format!("/objects/{id}");
+        // The implicit backend of a plain `-m` (`pc.ram`) is not under /objects; ask it by the machine's path.
+        let kind = qom_get(client, &object, "type")
+            .or_else(|_| qom_get(client, &format!("/machine/{id}"), "type"))
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        if kind == "memory-backend-ram" || id == "pc.ram" {
+            return Err(format!(
+                "memory = \"shared\", but the guest behind {socket} has its RAM in anonymous memory ({id:?}, \
+                 plain -m or memory-backend-ram): it would be lost at the kexec; {HOW}"
+            ));
+        }
         if m.get("share").and_then(Value::as_bool) != Some(true) {
             return Err(format!(
                 "memory = \"shared\", but memory backend {id:?} of the guest behind {socket} has share=off: \
                  its RAM is private to the QEMU process and would be lost; {HOW}"
             ));
         }
-        let object = format!("/objects/{id}");
-        let kind = qom_get(client, &object, "type")
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
         if kind != "memory-backend-file" {
             return Err(format!(
                 "memory = \"shared\", but memory backend {id:?} of the guest behind {socket} is a {kind}, whose \
@@ -104,7 +112,17 @@ pub fn quit_if_running(socket: &Path, timeout: Duration) -> Result<Value, String
     let started = Instant::now();
     let mut client = match QmpClient::connect_with_timeout(socket, timeout) {
         Ok(client) => client,
-        Err(e) if e.0.contains("no such socket") || e.0.contains("nothing listens") => {
+        // Gone, or going: a QEMU killed a moment ago may still accept and then reset the connection.
+        Err(e)
+            if [
+                "no such socket",
+                "nothing listens",
+                "reset",
+                "closed the connection",
+            ]
+            .iter()
+            .any(|m| e.0.contains(m)) =>
+        {
             return Ok(json!({ "quit": false }));
         }
         Err(e) => return Err(e.to_string()),
