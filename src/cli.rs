@@ -52,19 +52,59 @@ pub enum PlanCommand {
     },
     /// Print every action a plan would take (dry run only: applying for real is not implemented yet).
     Apply {
-        /// Print the actions instead of performing them. Required: kup cannot apply a plan yet.
-        #[arg(long, required = true)]
+        /// Print every action instead of performing it; needs no root and changes nothing.
+        #[arg(long, conflicts_with_all = ["yes", "rehearse", "no_kernel_load", "journal"])]
         dry_run: bool,
-        /// Output format.
+        /// Do not ask for confirmation (required when standard input is not a terminal).
+        #[arg(long)]
+        yes: bool,
+        /// Run every step for real except the kexec, which becomes a no-op; the after-kexec steps then run on this
+        /// kernel. Measures real downtime without rebooting.
+        #[arg(long)]
+        rehearse: bool,
+        /// With --rehearse: do not load (and unload) the kernel.
+        #[arg(long, requires = "rehearse")]
+        no_kernel_load: bool,
+        /// Journal root (default: the plan's `policy.journal`).
+        #[arg(long, value_name = "DIR")]
+        journal: Option<PathBuf>,
+        /// Output format of --dry-run.
         #[arg(long, value_enum, default_value = "human")]
         format: commands::apply::Format,
-        /// The running kernel's command line, which a plan with `inherit = true` starts from.
+        /// The running kernel's command line, which a plan with `inherit = true` starts from (--dry-run).
         #[arg(long, value_name = "FILE", default_value = "/proc/cmdline")]
         current_cmdline: PathBuf,
         /// The plan file.
         #[arg(value_name = "PLAN")]
         plan: PathBuf,
     },
+    /// Finish an apply from its journal: after the kexec (run by kup-resume.service), after a crash, or to retry.
+    Resume {
+        /// Journal root.
+        #[arg(long, value_name = "DIR", default_value = crate::plan::DEFAULT_JOURNAL)]
+        journal: PathBuf,
+        /// Run this interrupted step again although it is not idempotent (after checking what it did).
+        #[arg(long, value_name = "STEP")]
+        rerun: Vec<String>,
+        /// Record this interrupted step as done (after checking that it completed).
+        #[arg(long, value_name = "STEP")]
+        mark_done: Vec<String>,
+    },
+    /// Report the last (or pending) apply: steps, timings, VM downtime, the kexec gap and the new kernel's boot.
+    Status {
+        /// Journal root.
+        #[arg(long, value_name = "DIR", default_value = crate::plan::DEFAULT_JOURNAL)]
+        journal: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "human")]
+        format: StatusFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    Human,
+    Json,
 }
 
 pub fn main() -> ExitCode {
@@ -75,11 +115,38 @@ pub fn main() -> ExitCode {
         }
         Command::Plan(PlanCommand::Graph { format, plan }) => commands::graph::run(&plan, format),
         Command::Plan(PlanCommand::Apply {
-            dry_run: _,
+            dry_run: true,
             format,
             current_cmdline,
             plan,
+            ..
         }) => commands::apply::run(&plan, format, &current_cmdline),
+        Command::Plan(PlanCommand::Apply {
+            yes,
+            rehearse,
+            no_kernel_load,
+            journal,
+            plan,
+            ..
+        }) => commands::execute::apply(&commands::execute::ApplyArgs {
+            plan: &plan,
+            yes,
+            rehearse,
+            no_kernel_load,
+            journal: journal.as_deref(),
+        }),
+        Command::Plan(PlanCommand::Resume {
+            journal,
+            rerun,
+            mark_done,
+        }) => commands::execute::resume(&commands::execute::ResumeArgs {
+            journal: &journal,
+            rerun: &rerun,
+            mark_done: &mark_done,
+        }),
+        Command::Plan(PlanCommand::Status { journal, format }) => {
+            commands::execute::status(&journal, format == StatusFormat::Json)
+        }
         Command::Schema => commands::schema::run(),
         Command::BootTime(args) => crate::boot::command::run(&args),
     }

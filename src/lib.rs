@@ -11,6 +11,7 @@ pub mod boot;
 pub mod cli;
 pub mod cmdline;
 pub mod commands;
+pub mod exec;
 pub mod exit;
 pub mod graph;
 pub mod host;

@@ -399,12 +399,18 @@ fn dry_run_of_every_shipped_plan() {
 }
 
 #[test]
-fn apply_without_dry_run_is_refused() {
+fn a_real_apply_of_a_plan_for_other_hosts_is_refused_before_anything_changes() {
+    // The plan is for hv-lab-1; this test machine is not (and is never kexec'd: the refusal comes first).
     kup()
-        .args(["plan", "apply", "plans/single-qemu-shared-ram.toml"])
+        .args([
+            "plan",
+            "apply",
+            "--yes",
+            "plans/single-qemu-shared-ram.toml",
+        ])
         .assert()
-        .code(2)
-        .stderr(predicate::str::contains("--dry-run"));
+        .code(3)
+        .stderr(predicate::str::contains("refused"));
 }
 
 #[test]

@@ -107,3 +107,17 @@ fn schema_rejects_what_the_structural_pass_rejects() {
     let semantic = PathBuf::from("tests/data/diagnostics/relative-path.toml");
     assert!(validator.is_valid(&as_json(&semantic)));
 }
+
+#[test]
+fn the_complete_plan_in_the_docs_is_valid() {
+    let doc = std::fs::read_to_string("docs/plan-format.md").unwrap();
+    let section = &doc[doc.find("## A complete plan").expect("section")..];
+    let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    let loaded = kup::plan::load("docs/plan-format.md", block.as_bytes());
+    assert!(
+        loaded.report.diagnostics.is_empty(),
+        "{}",
+        loaded.report.render(false, 100)
+    );
+}

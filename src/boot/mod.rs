@@ -7,7 +7,7 @@
 
 mod advice;
 pub mod command;
-mod live;
+pub mod live;
 mod markers;
 pub mod parse;
 mod phases;

@@ -1,6 +1,7 @@
 //! One file per subcommand: each turns parsed arguments into output and an exit code, keeping `cli` declarative.
 
 pub mod apply;
+pub mod execute;
 pub mod graph;
 pub mod schema;
 pub mod validate;

@@ -560,8 +560,7 @@ fn step_actions(
                     argv: s.run.clone(),
                     timeout_ms: ms(s.timeout),
                 }],
-                // The plan format has no undo command for a custom step.
-                none(),
+                s.undo.iter().map(|argv| hook(argv)).collect(),
             ),
             None => (none(), none()),
         },

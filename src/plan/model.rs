@@ -163,6 +163,10 @@ pub struct CustomStep {
     pub before: Vec<StepRef>,
     pub after: Vec<StepRef>,
     pub timeout: Duration,
+    /// Argv that undoes the step before the point of no return.
+    pub undo: Option<Vec<String>>,
+    /// Safe to run again after a crash interrupted it.
+    pub idempotent: bool,
     /// Span of the step's `name` value, for diagnostics about the step as a whole.
     pub span: Range<usize>,
 }

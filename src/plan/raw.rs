@@ -228,6 +228,14 @@ pub struct RawStep {
     /// Time limit (`"30s"`, `"1m 30s"`); the step fails when it runs longer. Default `"5m"`.
     #[schemars(with = "Option<String>")]
     pub timeout: Option<Spanned<String>>,
+    /// The argv that undoes this step, run when a later step fails before the kexec (`policy.on_failure =
+    /// "rollback"`). Omit when there is nothing to undo.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub undo: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Whether running the step twice is harmless (default `false`). After a crash, `kup plan resume` re-runs an
+    /// interrupted idempotent step; an interrupted non-idempotent one stops the resume for an operator to check.
+    #[schemars(with = "Option<bool>")]
+    pub idempotent: Option<Spanned<bool>>,
 }
 
 /// How the update is carried out.

@@ -178,6 +178,7 @@ impl<'s> Walker<'s> {
             }
             (Expect::Array(schema), DeValue::Array(items)) => {
                 if let Some(item_schema) = schema.get("items") {
+                    let before = items.len();
                     let old = std::mem::replace(items, DeArray::new());
                     *items = old
                         .into_iter()
@@ -187,6 +188,10 @@ impl<'s> Walker<'s> {
                                 .then_some(item)
                         })
                         .collect();
+                    if items.len() < before {
+                        // An array that lost elements (an argv) must not also be reported as empty.
+                        self.pruned.borrow_mut().push(span.clone());
+                    }
                 }
                 return true;
             }
@@ -278,6 +283,8 @@ impl<'s> Walker<'s> {
             .unwrap_or(span.end);
         let extent = span.start..end.max(span.end);
         let old = std::mem::replace(table, DeTable::new());
+        // Keys removed for a bad value are not "missing" as well: that finding is already made.
+        let mut removed: Vec<String> = Vec::new();
         for (key, mut value) in old {
             let name = key.get_ref().as_ref();
             let key_path = join_path(path, name);
@@ -310,12 +317,13 @@ impl<'s> Walker<'s> {
             if keep {
                 table.insert(key, value);
             } else {
+                removed.push(key.get_ref().to_string());
                 self.pruned.borrow_mut().push(extent.clone());
             }
         }
         let required = schema.get("required").and_then(Json::as_array);
         for name in required.into_iter().flatten().filter_map(Json::as_str) {
-            if table.get(name).is_none() {
+            if table.get(name).is_none() && !removed.iter().any(|r| r == name) {
                 let place = if path.is_empty() {
                     "the plan".to_owned()
                 } else {

@@ -56,7 +56,13 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .parse()
         .map_err(|_| "number too large".to_owned())?;
     let shift = match trimmed[number_len..].trim_start() {
-        "B" | "" => 0,
+        "B" => 0,
+        // QEMU reads a bare `-m 2048` as MiB, most tools as bytes: make the unit explicit.
+        "" => {
+            return Err(format!(
+                "`{trimmed}` has no unit: write `{trimmed}MiB` or `{trimmed}B`"
+            ));
+        }
         "K" | "KiB" => 10,
         "M" | "MiB" => 20,
         "G" | "GiB" => 30,
@@ -114,7 +120,8 @@ mod tests {
         assert_eq!(parse_size("2GiB"), Ok(2 << 30));
         assert_eq!(parse_size("512MiB"), Ok(512 << 20));
         assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4096B"), Ok(4096));
+        assert!(parse_size("2048").unwrap_err().contains("no unit"));
         assert!(parse_size("2GB").unwrap_err().contains("ambiguous"));
         assert!(parse_size("GiB").is_err());
         assert!(parse_size("99999999999TiB").is_err());

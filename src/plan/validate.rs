@@ -46,7 +46,7 @@ pub mod code {
 
     /// Codes that report something absent: after the structural pass removed a badly typed key, these would only
     /// repeat its finding.
-    pub const ABSENCE: &[&str] = &[VM_DRIVER, DRIVER_KEY, APP_KIND];
+    pub const ABSENCE: &[&str] = &[VM_DRIVER, DRIVER_KEY, APP_KIND, EMPTY_ARGV];
 }
 
 /// File systems whose contents are gone after a kexec (tmpfs, or not files at all).
@@ -168,7 +168,20 @@ impl Validator<'_> {
     /// An absolute path that must still hold its data after the kexec.
     fn durable(&mut self, path: &Spanned<String>, key: &str) -> Option<PathBuf> {
         let result = self.absolute(path, key)?;
-        let text = path.get_ref().as_str();
+        // Judge the path as the kernel resolves it (`//run/x`, `/var/lib/../../run/x` are under /run), lexically:
+        // validation reads no file system.
+        let mut parts: Vec<&str> = Vec::new();
+        for part in path.get_ref().split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                p => parts.push(p),
+            }
+        }
+        let normal = format!("/{}", parts.join("/"));
+        let text = normal.as_str();
         let under = |root: &str| text == root || text.starts_with(&format!("{root}/"));
         if let Some(root) = VOLATILE_ROOTS.iter().find(|r| under(r)) {
             self.push(
@@ -196,6 +209,14 @@ impl Validator<'_> {
 
     fn duration(&mut self, value: &Spanned<String>, key: &str) -> Option<std::time::Duration> {
         match parse_duration(value.get_ref()) {
+            Ok(d) if d.is_zero() => {
+                self.push(
+                    Diagnostic::error(code::DURATION, format!("`{key}` is zero"))
+                        .at(value.span(), "nothing can finish in no time")
+                        .help("give a positive duration, like \"30s\""),
+                );
+                None
+            }
             Ok(d) => Some(d),
             Err(why) => {
                 self.push(
@@ -420,6 +441,26 @@ impl Validator<'_> {
                     value.span(),
                     "kernel.cmdline.set",
                 ),
+            }
+            if let Some((twin, _)) = raw
+                .set
+                .iter()
+                .take_while(|(k, _)| k.span() != key.span())
+                .find(|(k, _)| cmdline::keys_match(k.get_ref(), key.get_ref()))
+            {
+                self.push(
+                    Diagnostic::error(
+                        code::CMDLINE_CONFLICT,
+                        format!(
+                            "`{}` and `{}` are the same kernel parameter",
+                            twin.get_ref(),
+                            key.get_ref()
+                        ),
+                    )
+                    .at(key.span(), "set again here")
+                    .related(twin.span(), "first set here")
+                    .help("the kernel treats `-` and `_` in parameter names alike: keep one"),
+                );
             }
             if let Some(removed) = raw
                 .remove
@@ -710,17 +751,30 @@ impl Validator<'_> {
             const SUFFIXES: &[&str] = &[
                 ".service", ".socket", ".target", ".mount", ".timer", ".path", ".scope",
             ];
-            if !SUFFIXES.iter().any(|s| text.ends_with(s)) || text.contains(char::is_whitespace) {
+            let suffixed = SUFFIXES.iter().any(|s| text.ends_with(s));
+            if !suffixed || text.contains(char::is_whitespace) {
+                let (label, help) = if suffixed {
+                    (
+                        "contains whitespace",
+                        "unit names have no spaces: use the name `systemctl list-units` shows"
+                            .to_owned(),
+                    )
+                } else {
+                    (
+                        "unit name without a type suffix",
+                        format!(
+                            "write the full unit name, for example \"{}.service\"",
+                            text.trim()
+                        ),
+                    )
+                };
                 self.push(
                     Diagnostic::error(
                         code::SYSTEMD_UNIT,
                         format!("\"{text}\" is not a systemd unit name"),
                     )
-                    .at(unit.span(), "unit name without a type suffix")
-                    .help(format!(
-                        "write the full unit name, for example \"{}.service\"",
-                        text.trim()
-                    )),
+                    .at(unit.span(), label)
+                    .help(help),
                 );
                 return None;
             }
@@ -764,13 +818,18 @@ impl Validator<'_> {
                     })
                     .collect::<Vec<_>>()
             };
-            if let (true, Some(run), Some(timeout)) = (name_ok, run, timeout) {
+            let undo = step.undo.as_ref().map(|u| self.argv(u, "step.undo"));
+            if let (true, Some(run), Some(timeout), false) =
+                (name_ok, run, timeout, matches!(undo, Some(None)))
+            {
                 steps.push(CustomStep {
                     name: step.name.get_ref().clone(),
                     run,
                     before: refs(&step.before),
                     after: refs(&step.after),
                     timeout,
+                    undo: undo.flatten(),
+                    idempotent: step.idempotent.as_ref().is_some_and(|i| *i.get_ref()),
                     span: step.name.span(),
                 });
             }

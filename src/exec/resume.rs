@@ -1,0 +1,452 @@
+//! Deciding how to continue an apply from its journal: did a kexec happen (the boot id changed), into the kernel the
+//! plan asked for, and which interrupted steps may safely run again. Pure, so every crash point can be tested.
+
+use super::KEXEC;
+use super::journal::{Event, Mode, Record};
+use crate::cmdline::Cmdline;
+use crate::graph::action::Program;
+use crate::plan::Plan;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Facts about the machine `resume` runs on.
+#[derive(Debug, Clone)]
+pub struct Now {
+    pub boot_id: String,
+    pub release: String,
+    pub proc_cmdline: String,
+}
+
+/// What `resume` will do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Steps that count as done for scheduling.
+    pub done: BTreeSet<String>,
+    /// Records to write before running (the kexec's outcome, learnt only now).
+    pub record: Vec<Event>,
+    /// The boot changed since the apply (or last resume) last wrote.
+    pub rebooted: bool,
+    pub on_new_kernel: bool,
+    /// Set when the update itself failed (old kernel came back, host rebooted before the kexec): the VMs are
+    /// restored anyway and the run ends failed with this message.
+    pub update_failed: Option<String>,
+}
+
+/// Whether a built-in step may run twice (custom steps say so in the plan).
+pub fn idempotent(plan: &Plan, id: &str) -> bool {
+    if let Some(name) = id.strip_prefix("step:") {
+        return plan.steps.iter().any(|s| s.name == name && s.idempotent);
+    }
+    let kind = id.rsplit(':').next().unwrap_or(id);
+    match kind {
+        "preflight" | "load" | "check" | "sync" | "isolate" | "verify" | "pause" | "resume" => true,
+        // A save writes a temporary file and renames it: repeating it overwrites nothing that matters.
+        "save" => id.starts_with("vm:"),
+        _ => false,
+    }
+}
+
+/// The last thing the journal says about each step.
+pub fn step_states(records: &[Record]) -> BTreeMap<String, &Event> {
+    let mut states = BTreeMap::new();
+    for r in records {
+        match &r.event {
+            Event::StepStarted { step }
+            | Event::StepDone { step, .. }
+            | Event::StepFailed { step, .. }
+            | Event::StepRolledBack { step } => {
+                states.insert(step.clone(), &r.event);
+            }
+            _ => {}
+        }
+    }
+    states
+}
+
+/// The kernel accepted exactly the command line kup gave it (the kernel may normalise whitespace).
+fn same_cmdline(a: &str, b: &str) -> bool {
+    Cmdline::parse(a) == Cmdline::parse(b)
+}
+
+pub fn decide(
+    records: &[Record],
+    program: &Program,
+    plan: &Plan,
+    now: &Now,
+    rerun: &[String],
+) -> Result<Decision, String> {
+    let Some(start) = records.first() else {
+        return Err("the journal is empty".to_owned());
+    };
+    let Event::ApplyStarted {
+        mode,
+        boot_id: first_boot,
+        kernel_cmdline,
+        ..
+    } = &start.event
+    else {
+        return Err("the journal does not start with an apply record".to_owned());
+    };
+    // The boot this apply last ran in: a resume in a later boot counts.
+    let last_boot = records
+        .iter()
+        .rev()
+        .find_map(|r| match &r.event {
+            Event::ResumeStarted { boot_id, .. } | Event::Kexec { boot_id, .. } => {
+                Some(boot_id.as_str())
+            }
+            _ => None,
+        })
+        .unwrap_or(first_boot);
+    let states = step_states(records);
+    let kexec_record = records.iter().rev().find_map(|r| match &r.event {
+        Event::Kexec {
+            boot_id, release, ..
+        } => Some((boot_id.as_str(), release.as_str())),
+        _ => None,
+    });
+    let mut decision = Decision {
+        done: BTreeSet::new(),
+        record: Vec::new(),
+        rebooted: now.boot_id != last_boot,
+        on_new_kernel: false,
+        update_failed: None,
+    };
+    let known: BTreeSet<&str> = program.steps.iter().map(|s| s.id.as_str()).collect();
+    for id in rerun {
+        if !known.contains(id.as_str()) {
+            return Err(format!("--rerun {id}: the plan has no such step"));
+        }
+    }
+    for step in &program.steps {
+        let id = step.id.as_str();
+        match states.get(id) {
+            Some(Event::StepDone { .. }) => {
+                decision.done.insert(step.id.clone());
+            }
+            Some(Event::StepStarted { .. })
+                if id != KEXEC && !idempotent(plan, id) && !rerun.iter().any(|r| r == id) =>
+            {
+                return Err(format!(
+                    "step {id} was interrupted: it started but the journal does not say it finished, and it is \
+                         not idempotent, so kup will not run it again blindly. Check what it did (its effect on the \
+                         host), then run `kup plan resume --rerun {id}` to run it again or `--mark-done {id}` if it \
+                         completed"
+                ));
+            }
+            _ => {}
+        }
+    }
+    let kexec_started = matches!(
+        states.get(KEXEC),
+        Some(Event::StepStarted { .. }) | Some(Event::StepFailed { .. })
+    );
+    let kexec_done = decision.done.contains(KEXEC);
+    if kexec_done || !known.contains(KEXEC) {
+        return Ok(decision);
+    }
+    match kexec_record {
+        Some((kexec_boot, old_release)) if kexec_started && now.boot_id != kexec_boot => {
+            let cmdline_ok = same_cmdline(&now.proc_cmdline, kernel_cmdline);
+            let release_ok = plan
+                .kernel
+                .version
+                .as_deref()
+                .is_none_or(|v| v == now.release);
+            decision.rebooted = true;
+            decision.on_new_kernel = cmdline_ok && release_ok;
+            decision.done.insert(KEXEC.to_owned());
+            if decision.on_new_kernel {
+                decision.record.push(Event::StepDone {
+                    step: KEXEC.to_owned(),
+                    duration_ms: 0,
+                    outputs: vec![
+                        serde_json::json!({ "release": now.release, "from_release": old_release }),
+                    ],
+                });
+            } else {
+                let why = if !release_ok {
+                    format!(
+                        "the running kernel is {} but the plan asked for {}",
+                        now.release,
+                        plan.kernel.version.as_deref().unwrap_or("?")
+                    )
+                } else {
+                    "the running kernel's command line is not the one kup loaded".to_owned()
+                };
+                let message = format!(
+                    "THE UPDATE FAILED: the host rebooted after the kexec record but is not running the new kernel \
+                     ({why}; the old kernel or a normal reboot came back). The VMs are being restored on this kernel."
+                );
+                decision.record.push(Event::StepFailed {
+                    step: KEXEC.to_owned(),
+                    duration_ms: 0,
+                    error: message.clone(),
+                });
+                decision.update_failed = Some(message);
+            }
+        }
+        Some(_) if kexec_started => {
+            // Same boot as the kexec record: the kexec did not happen.
+            if *mode == Mode::Rehearse || rerun.iter().any(|r| r == KEXEC) {
+                // A rehearsal's kexec is a no-op, and the operator asked for it: run it again.
+            } else {
+                return Err(
+                    "kup stopped while executing the kexec, but this is still the same boot: the kexec did not happen. \
+                     Check `cat /sys/kernel/kexec_loaded`, then run `kup plan resume --rerun kexec` to try again"
+                        .to_owned(),
+                );
+            }
+        }
+        _ if decision.rebooted => {
+            // No kexec record, yet a new boot: the host went down during the steps before the kexec. Running
+            // guests died with it; what was saved can still be restored.
+            let message = "THE UPDATE FAILED: the host rebooted before the kexec (power loss or a crash). Guests \
+                           whose state was saved are being restored; others must be started by hand."
+                .to_owned();
+            for step in program
+                .steps
+                .iter()
+                .filter(|s| s.phase != crate::graph::Phase::After)
+            {
+                decision.done.insert(step.id.clone());
+            }
+            decision.record.push(Event::StepFailed {
+                step: KEXEC.to_owned(),
+                duration_ms: 0,
+                error: message.clone(),
+            });
+            decision.update_failed = Some(message);
+        }
+        _ => {}
+    }
+    Ok(decision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::journal::{Mode, Record, rfc3339};
+
+    const PLAN: &str = r#"
+kup = 1
+[kernel]
+image = "/boot/vmlinuz-new"
+version = "6.12.9"
+sha256 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+[[step]]
+name = "before"
+run = ["/bin/true"]
+before = ["kexec"]
+[[step]]
+name = "after"
+run = ["/bin/true"]
+after = ["kexec"]
+"#;
+
+    fn setup() -> (Plan, Program) {
+        let plan = crate::plan::load("t.toml", PLAN.as_bytes())
+            .plan
+            .expect("valid plan");
+        let graph = crate::graph::StepGraph::build(&plan).expect("graph");
+        let program =
+            crate::graph::action::compile(&plan, &graph, "root=/dev/sda1 cpuhp.parallel=1");
+        (plan, program)
+    }
+
+    fn rec(seq: u64, event: Event) -> Record {
+        Record {
+            seq,
+            unix_ms: seq,
+            time: rfc3339(seq),
+            event,
+        }
+    }
+
+    /// The journal of an apply that got as far as executing the kexec.
+    fn up_to_kexec(program: &Program, mode: Mode) -> Vec<Record> {
+        let mut records = vec![rec(
+            1,
+            Event::ApplyStarted {
+                plan: "t".into(),
+                plan_path: "/t.toml".into(),
+                plan_sha256: "x".into(),
+                mode,
+                kernel_load: true,
+                boot_id: "boot-1".into(),
+                release: "6.1.0".into(),
+                hostname: "h".into(),
+                pid: 1,
+                kernel_cmdline: "root=/dev/sda1 cpuhp.parallel=1".into(),
+            },
+        )];
+        for step in program.steps.iter().take_while(|s| s.id != KEXEC) {
+            let n = records.len() as u64 + 1;
+            records.push(rec(
+                n,
+                Event::StepStarted {
+                    step: step.id.clone(),
+                },
+            ));
+            records.push(rec(
+                n + 1,
+                Event::StepDone {
+                    step: step.id.clone(),
+                    duration_ms: 1,
+                    outputs: vec![],
+                },
+            ));
+        }
+        let n = records.len() as u64 + 1;
+        records.push(rec(n, Event::StepStarted { step: KEXEC.into() }));
+        records.push(rec(
+            n + 1,
+            Event::Kexec {
+                boot_id: "boot-1".into(),
+                release: "6.1.0".into(),
+                kernel_cmdline: "x".into(),
+            },
+        ));
+        records
+    }
+
+    fn now(boot_id: &str, release: &str, cmdline: &str) -> Now {
+        Now {
+            boot_id: boot_id.into(),
+            release: release.into(),
+            proc_cmdline: cmdline.into(),
+        }
+    }
+
+    #[test]
+    fn the_new_kernel_with_our_cmdline_proves_the_kexec() {
+        let (plan, program) = setup();
+        let records = up_to_kexec(&program, Mode::Apply);
+        let d = decide(
+            &records,
+            &program,
+            &plan,
+            &now("boot-2", "6.12.9", "root=/dev/sda1  cpuhp.parallel=1\n"),
+            &[],
+        )
+        .unwrap();
+        assert!(d.rebooted && d.on_new_kernel && d.update_failed.is_none());
+        assert!(
+            d.done.contains(KEXEC)
+                && d.done.contains("step:before")
+                && !d.done.contains("step:after")
+        );
+        assert!(matches!(&d.record[..], [Event::StepDone { step, .. }] if step == KEXEC));
+    }
+
+    #[test]
+    fn the_old_kernel_coming_back_is_a_failed_update_that_still_restores() {
+        let (plan, program) = setup();
+        let records = up_to_kexec(&program, Mode::Apply);
+        let d = decide(
+            &records,
+            &program,
+            &plan,
+            &now("boot-2", "6.1.0", "root=/dev/sda1 quiet"),
+            &[],
+        )
+        .unwrap();
+        assert!(d.rebooted && !d.on_new_kernel);
+        let message = d.update_failed.expect("a failed update");
+        assert!(
+            message.contains("6.1.0") && message.contains("6.12.9"),
+            "{message}"
+        );
+        // The after-kexec steps still run: the kexec counts as done for scheduling.
+        assert!(d.done.contains(KEXEC) && !d.done.contains("step:after"));
+        assert!(matches!(&d.record[..], [Event::StepFailed { step, .. }] if step == KEXEC));
+    }
+
+    #[test]
+    fn the_right_release_with_another_cmdline_is_not_our_kexec() {
+        let (plan, program) = setup();
+        let records = up_to_kexec(&program, Mode::Apply);
+        let d = decide(
+            &records,
+            &program,
+            &plan,
+            &now("boot-2", "6.12.9", "root=/dev/sda1"),
+            &[],
+        )
+        .unwrap();
+        assert!(!d.on_new_kernel && d.update_failed.is_some());
+    }
+
+    #[test]
+    fn a_kexec_that_did_not_happen_in_the_same_boot_needs_an_operator() {
+        let (plan, program) = setup();
+        let records = up_to_kexec(&program, Mode::Apply);
+        let err = decide(&records, &program, &plan, &now("boot-1", "6.1.0", "x"), &[]).unwrap_err();
+        assert!(err.contains("--rerun kexec"), "{err}");
+        // The operator may ask for it again; a rehearsal's no-op kexec is simply run again.
+        assert!(
+            decide(
+                &records,
+                &program,
+                &plan,
+                &now("boot-1", "6.1.0", "x"),
+                &["kexec".into()]
+            )
+            .is_ok()
+        );
+        let rehearsal = up_to_kexec(&program, Mode::Rehearse);
+        let d = decide(
+            &rehearsal,
+            &program,
+            &plan,
+            &now("boot-1", "6.1.0", "x"),
+            &[],
+        )
+        .unwrap();
+        assert!(!d.done.contains(KEXEC));
+    }
+
+    #[test]
+    fn a_reboot_before_the_kexec_restores_what_was_saved_and_fails_the_update() {
+        let (plan, program) = setup();
+        let mut records = up_to_kexec(&program, Mode::Apply);
+        records.truncate(3); // apply-started, preflight started and done
+        let d = decide(&records, &program, &plan, &now("boot-2", "6.1.0", "x"), &[]).unwrap();
+        assert!(
+            d.rebooted
+                && d.update_failed
+                    .as_deref()
+                    .is_some_and(|m| m.contains("before the kexec"))
+        );
+        assert!(
+            d.done.contains(KEXEC)
+                && d.done.contains("step:before")
+                && !d.done.contains("step:after")
+        );
+    }
+
+    #[test]
+    fn a_crash_before_the_kexec_in_the_same_boot_continues_forward() {
+        let (plan, program) = setup();
+        let mut records = up_to_kexec(&program, Mode::Apply);
+        records.truncate(3);
+        let d = decide(&records, &program, &plan, &now("boot-1", "6.1.0", "x"), &[]).unwrap();
+        assert!(!d.rebooted && d.update_failed.is_none() && d.record.is_empty());
+        assert!(d.done.contains("preflight") && !d.done.contains(KEXEC));
+    }
+
+    #[test]
+    fn unknown_rerun_ids_are_rejected() {
+        let (plan, program) = setup();
+        let records = up_to_kexec(&program, Mode::Apply);
+        assert!(
+            decide(
+                &records,
+                &program,
+                &plan,
+                &now("boot-1", "x", "x"),
+                &["nope".into()]
+            )
+            .is_err()
+        );
+    }
+}

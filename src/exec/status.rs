@@ -1,0 +1,330 @@
+//! What an apply did, folded from its journal: each step's state and timing, per-VM downtime, the kexec gap and the
+//! new kernel's boot — the report operators read after an update (`kup plan status`).
+
+use super::journal::{Event, FinalState, Mode, Record};
+use crate::graph::action::Program;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApplyState {
+    Running,
+    Completed,
+    Failed,
+    RolledBack,
+    PendingResume,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+    RolledBack,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepStatus {
+    pub id: String,
+    pub phase: crate::graph::Phase,
+    pub state: StepState,
+    pub started: Option<String>,
+    pub finished: Option<String>,
+    pub duration_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KexecStatus {
+    pub from_release: String,
+    pub to_release: Option<String>,
+    pub cmdline: String,
+    /// Wall-clock seconds from the durable kexec record to the first resume on the new kernel.
+    pub gap_s: Option<f64>,
+    pub on_new_kernel: Option<bool>,
+    /// The new kernel's boot phases (`kup boot-time`'s report), when resume recorded them.
+    pub boot: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub plan: String,
+    pub journal: String,
+    pub mode: Mode,
+    pub state: ApplyState,
+    pub message: Option<String>,
+    pub started: Option<String>,
+    pub finished: Option<String>,
+    pub steps: Vec<StepStatus>,
+    pub vm_downtime_ms: BTreeMap<String, u64>,
+    pub kexec: Option<KexecStatus>,
+    /// A last journal line cut short by a crash (dropped when reading).
+    pub torn_tail: bool,
+}
+
+/// Folds `records` (of the apply in `journal`) over `program`'s steps. `holder_alive`: whether the process holding
+/// the journal lock is alive, which tells "running" from "crashed, resume needed".
+pub fn fold(
+    journal: &str,
+    records: &[Record],
+    program: &Program,
+    vm_names: &[String],
+    holder_alive: bool,
+    torn_tail: bool,
+) -> Status {
+    let mut plan = String::new();
+    let mut mode = Mode::Apply;
+    let mut from_release = String::new();
+    let mut steps: Vec<StepStatus> = program
+        .steps
+        .iter()
+        .map(|s| StepStatus {
+            id: s.id.clone(),
+            phase: s.phase,
+            state: StepState::Pending,
+            started: None,
+            finished: None,
+            duration_ms: None,
+            error: None,
+        })
+        .collect();
+    let position: BTreeMap<String, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.clone(), i))
+        .collect();
+    let mut started_ms: BTreeMap<String, u64> = BTreeMap::new();
+    let mut done_ms: BTreeMap<String, u64> = BTreeMap::new();
+    let mut finish: Option<(&Record, FinalState, String)> = None;
+    let mut kexec: Option<(u64, String)> = None;
+    let mut resumed_after_kexec: Option<(u64, String, bool)> = None;
+    let mut boot = None;
+    for r in records {
+        match &r.event {
+            Event::ApplyStarted {
+                plan: name,
+                mode: m,
+                release,
+                ..
+            } => {
+                plan = name.clone();
+                mode = *m;
+                from_release = release.clone();
+            }
+            Event::StepStarted { step } => {
+                if let Some(&i) = position.get(step) {
+                    steps[i].state = StepState::Running;
+                    steps[i].started = Some(r.time.clone());
+                    steps[i].finished = None;
+                    steps[i].error = None;
+                }
+                started_ms.entry(step.clone()).or_insert(r.unix_ms);
+            }
+            Event::StepDone {
+                step, duration_ms, ..
+            } => {
+                if let Some(&i) = position.get(step) {
+                    steps[i].state = StepState::Done;
+                    steps[i].finished = Some(r.time.clone());
+                    steps[i].duration_ms = Some(*duration_ms);
+                }
+                done_ms.insert(step.clone(), r.unix_ms);
+            }
+            Event::StepFailed {
+                step,
+                duration_ms,
+                error,
+            } => {
+                if let Some(&i) = position.get(step) {
+                    steps[i].state = StepState::Failed;
+                    steps[i].finished = Some(r.time.clone());
+                    steps[i].duration_ms = Some(*duration_ms);
+                    steps[i].error = Some(error.clone());
+                }
+            }
+            Event::StepRolledBack { step } => {
+                // A failed step that was undone stays "failed": that is what the operator needs to see.
+                if let Some(&i) = position.get(step)
+                    && steps[i].state != StepState::Failed
+                {
+                    steps[i].state = StepState::RolledBack;
+                }
+            }
+            Event::Kexec { kernel_cmdline, .. } => {
+                kexec = Some((r.unix_ms, kernel_cmdline.clone()))
+            }
+            Event::ResumeStarted {
+                release,
+                rebooted,
+                on_new_kernel,
+                ..
+            } => {
+                // A resume reopens an apply that had finished (a retry after a failure).
+                finish = None;
+                if *rebooted && kexec.is_some() && resumed_after_kexec.is_none() {
+                    resumed_after_kexec = Some((r.unix_ms, release.clone(), *on_new_kernel));
+                }
+            }
+            Event::BootReport { report } => boot = Some(report.clone()),
+            Event::Finished { state, message } => finish = Some((r, *state, message.clone())),
+            Event::RollbackStarted { .. } | Event::RollbackFailed { .. } => {}
+        }
+    }
+    let state = match &finish {
+        Some((_, FinalState::Completed, _)) => ApplyState::Completed,
+        Some((_, FinalState::RolledBack, _)) => ApplyState::RolledBack,
+        Some((_, FinalState::Failed, _)) => ApplyState::Failed,
+        None if holder_alive => ApplyState::Running,
+        None => ApplyState::PendingResume,
+    };
+    let vm_downtime_ms = vm_names
+        .iter()
+        .filter_map(|vm| {
+            let paused = started_ms.get(&format!("vm:{vm}:pause"))?;
+            let resumed = done_ms.get(&format!("vm:{vm}:resume"))?;
+            Some((vm.clone(), resumed.saturating_sub(*paused)))
+        })
+        .collect();
+    // A rehearsal's kexec is a no-op: there is no gap to report.
+    let kexec = kexec
+        .filter(|_| mode == Mode::Apply)
+        .map(|(at, cmdline)| KexecStatus {
+            from_release,
+            to_release: resumed_after_kexec
+                .as_ref()
+                .map(|(_, release, _)| release.clone()),
+            cmdline,
+            gap_s: resumed_after_kexec
+                .as_ref()
+                .map(|(resumed, _, _)| resumed.saturating_sub(at) as f64 / 1000.0),
+            on_new_kernel: resumed_after_kexec.as_ref().map(|(_, _, ok)| *ok),
+            boot,
+        });
+    Status {
+        plan,
+        journal: journal.to_owned(),
+        mode,
+        state,
+        message: finish.as_ref().map(|(_, _, m)| m.clone()),
+        started: records.first().map(|r| r.time.clone()),
+        finished: finish.as_ref().map(|(r, _, _)| r.time.clone()),
+        steps,
+        vm_downtime_ms,
+        kexec,
+        torn_tail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::journal::rfc3339;
+
+    fn rec(unix_ms: u64, event: Event) -> Record {
+        Record {
+            seq: unix_ms,
+            unix_ms,
+            time: rfc3339(unix_ms),
+            event,
+        }
+    }
+
+    #[test]
+    fn status_reports_vm_downtime_the_kexec_gap_and_the_new_kernels_boot() {
+        let bytes = std::fs::read("plans/single-qemu-shared-ram.toml").unwrap();
+        let plan = crate::plan::load("p.toml", &bytes).plan.unwrap();
+        let graph = crate::graph::StepGraph::build(&plan).unwrap();
+        let program = crate::graph::action::compile(&plan, &graph, "root=/dev/sda1");
+        let log = std::fs::read("tests/data/dmesg/lab-qemu-tcg-smp2.txt").unwrap();
+        let boot = serde_json::to_value(crate::boot::analyse(&log)).unwrap();
+        let done = |t, step: &str| {
+            rec(
+                t,
+                Event::StepDone {
+                    step: step.into(),
+                    duration_ms: 1,
+                    outputs: vec![],
+                },
+            )
+        };
+        let records = vec![
+            rec(
+                1_000,
+                Event::ApplyStarted {
+                    plan: "p".into(),
+                    plan_path: "/p.toml".into(),
+                    plan_sha256: "x".into(),
+                    mode: Mode::Apply,
+                    kernel_load: true,
+                    boot_id: "a".into(),
+                    release: "6.1.0-old".into(),
+                    hostname: "h".into(),
+                    pid: 1,
+                    kernel_cmdline: "root=/dev/sda1".into(),
+                },
+            ),
+            rec(
+                2_000,
+                Event::StepStarted {
+                    step: "vm:db-1:pause".into(),
+                },
+            ),
+            done(2_005, "vm:db-1:pause"),
+            rec(
+                3_000,
+                Event::StepStarted {
+                    step: "kexec".into(),
+                },
+            ),
+            rec(
+                3_001,
+                Event::Kexec {
+                    boot_id: "a".into(),
+                    release: "6.1.0-old".into(),
+                    kernel_cmdline: "root=/dev/sda1".into(),
+                },
+            ),
+            rec(
+                7_501,
+                Event::ResumeStarted {
+                    boot_id: "b".into(),
+                    release: "6.12.9-lts".into(),
+                    pid: 9,
+                    rebooted: true,
+                    on_new_kernel: true,
+                },
+            ),
+            rec(
+                7_502,
+                Event::BootReport {
+                    report: boot.clone(),
+                },
+            ),
+            done(7_503, "kexec"),
+            done(8_000, "vm:db-1:resume"),
+        ];
+        let status = fold("/j", &records, &program, &["db-1".into()], false, false);
+        assert_eq!(
+            status.state,
+            ApplyState::PendingResume,
+            "no finished record and nobody holds the lock"
+        );
+        assert_eq!(status.vm_downtime_ms["db-1"], 6_000);
+        let kexec = status.kexec.expect("kexec status");
+        assert_eq!(kexec.gap_s, Some(4.5));
+        assert_eq!(kexec.to_release.as_deref(), Some("6.12.9-lts"));
+        assert_eq!(kexec.from_release, "6.1.0-old");
+        assert_eq!(
+            kexec.boot.as_ref().and_then(|b| b.get("cpus")),
+            boot.get("cpus")
+        );
+        assert!(boot["time_to_init_s"].as_f64().is_some_and(|t| t > 0.0));
+        let step = |id: &str| status.steps.iter().find(|s| s.id == id).unwrap().state;
+        assert_eq!(step("vm:db-1:pause"), StepState::Done);
+        assert_eq!(step("vm:db-1:save"), StepState::Pending);
+    }
+}
