@@ -294,6 +294,7 @@ fn shared_ram_check(g: &Guest) -> Result<(), String> {
             socket: g.qmp.clone(),
             command: "qmp_capabilities".into(),
             args: serde_json::json!({}),
+            file_uri: None,
         },
         Action::CheckSharedRam {
             socket: g.qmp.clone(),
@@ -372,10 +373,13 @@ fn qemu_killed_mid_save_fails_the_save() {
             socket: g.qmp.clone(),
             command: "qmp_capabilities".into(),
             args: serde_json::json!({}),
+            file_uri: None,
         },
-        Action::QmpMigrateToFile {
+        Action::Qmp {
             socket: g.qmp.clone(),
-            path: fifo.clone(),
+            command: "migrate".into(),
+            args: serde_json::json!({ "uri": format!("exec:cat > {}", fifo.display()) }),
+            file_uri: Some(fifo.clone()),
         },
         Action::QmpWait {
             socket: g.qmp.clone(),

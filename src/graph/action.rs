@@ -51,6 +51,10 @@ pub enum Action {
         socket: PathBuf,
         command: String,
         args: serde_json::Value,
+        /// For `migrate` / `migrate-incoming` to or from a state file: on QEMU ≥ 8.2 (`query-version`) the
+        /// `exec:cat` URI in `args` is replaced by `file:` this path, which needs no `cat` process and no shell.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_uri: Option<PathBuf>,
     },
     /// Repeat a QMP query until `field` of its reply equals `until`; fail after `timeout_ms`.
     QmpWait {
@@ -91,12 +95,6 @@ pub enum Action {
         pidfile: PathBuf,
         timeout_ms: u64,
     },
-    /// Save a paused guest's state to `path` by migration: `file:PATH` on QEMU ≥ 8.2, else `exec:cat > PATH`
-    /// (the host asks `query-version`). Completion is awaited by a following `QmpWait` on `query-migrate`.
-    QmpMigrateToFile { socket: PathBuf, path: PathBuf },
-    /// Load a state file into a QEMU started with `-incoming defer`: `file:PATH` on QEMU ≥ 8.2, else
-    /// `exec:cat PATH`.
-    QmpMigrateFromFile { socket: PathBuf, path: PathBuf },
     /// Make a finished state file durable under its final name: fsync `from`, rename it to `to`, fsync the
     /// directory. A `to` left by an earlier run is first renamed aside (`to.kept-N`), never overwritten.
     CommitFile { from: PathBuf, to: PathBuf },
@@ -209,6 +207,27 @@ fn qmp(socket: &Path, command: &str, args: serde_json::Value) -> Action {
         socket: socket.to_owned(),
         command: command.to_owned(),
         args,
+        file_uri: None,
+    }
+}
+
+/// `migrate` into a state file; completion is awaited by a following `QmpWait` on `query-migrate`.
+fn migrate_to(socket: &Path, path: &Path) -> Action {
+    Action::Qmp {
+        socket: socket.to_owned(),
+        command: "migrate".to_owned(),
+        args: json!({ "uri": format!("exec:cat > {}", shell_quote(path)) }),
+        file_uri: Some(path.to_owned()),
+    }
+}
+
+/// `migrate-incoming` from a state file, into a QEMU started with `-incoming defer`.
+fn migrate_from(socket: &Path, path: &Path) -> Action {
+    Action::Qmp {
+        socket: socket.to_owned(),
+        command: "migrate-incoming".to_owned(),
+        args: json!({ "uri": format!("exec:cat {}", shell_quote(path)) }),
+        file_uri: Some(path.to_owned()),
     }
 }
 
@@ -381,10 +400,7 @@ fn step_actions(
             Some((v, VmDriver::Qmp { socket, .. })) => (
                 vec![
                     handshake(socket),
-                    Action::QmpMigrateToFile {
-                        socket: socket.clone(),
-                        path: partial(&state_file(v)),
-                    },
+                    migrate_to(socket, &partial(&state_file(v))),
                     Action::QmpWait {
                         socket: socket.clone(),
                         command: "query-migrate".into(),
@@ -499,10 +515,7 @@ fn step_actions(
                 if v.memory == MemoryMode::Shared {
                     actions.push(ignore_shared(socket));
                 }
-                actions.push(Action::QmpMigrateFromFile {
-                    socket: socket.clone(),
-                    path: state_file(v),
-                });
+                actions.push(migrate_from(socket, &state_file(v)));
                 actions.push(Action::QmpWait {
                     socket: socket.clone(),
                     command: "query-status".into(),
@@ -704,8 +717,13 @@ impl Action {
                 socket,
                 command,
                 args,
+                file_uri,
             } => {
-                format!("qmp {} {}", socket.display(), qmp_message(command, args))
+                let line = format!("qmp {} {}", socket.display(), qmp_message(command, args));
+                match file_uri {
+                    Some(path) => format!("{line} (uri file:{} on QEMU >= 8.2)", path.display()),
+                    None => line,
+                }
             }
             Action::QmpWait {
                 socket,
@@ -762,24 +780,6 @@ impl Action {
                 "exec {} ({PID_PLACEHOLDER} from {}; timeout {timeout_ms} ms)",
                 shell_words(argv),
                 pidfile.display()
-            ),
-            Action::QmpMigrateToFile { socket, path } => format!(
-                "qmp {} {} (file:{} on QEMU >= 8.2)",
-                socket.display(),
-                qmp_message(
-                    "migrate",
-                    &json!({"uri": format!("exec:cat > {}", shell_quote(path))})
-                ),
-                path.display()
-            ),
-            Action::QmpMigrateFromFile { socket, path } => format!(
-                "qmp {} {} (file:{} on QEMU >= 8.2)",
-                socket.display(),
-                qmp_message(
-                    "migrate-incoming",
-                    &json!({"uri": format!("exec:cat {}", shell_quote(path))})
-                ),
-                path.display()
             ),
             Action::CommitFile { from, to } => format!(
                 "fsync {}, rename it to {} (an existing one is kept as {}.kept-N), fsync the directory",
@@ -924,7 +924,11 @@ restart = ["systemctl", "start", "qemu@db.service"]
         );
         assert_eq!(
             commands(&p, "vm:db:restore"),
-            ["qmp_capabilities", "migrate-set-capabilities"]
+            [
+                "qmp_capabilities",
+                "migrate-set-capabilities",
+                "migrate-incoming"
+            ]
         );
         let restore = p.steps.iter().find(|s| s.id == "vm:db:restore").unwrap();
         assert!(matches!(restore.actions[0], Action::QmpQuit { .. }));
@@ -935,7 +939,7 @@ restart = ["systemctl", "start", "qemu@db.service"]
         // Written under a temporary name, renamed once complete; the old QEMU is not waited for.
         let dir = Path::new("/var/lib/kup/state/my db");
         assert!(save.actions.iter().any(|a| matches!(a,
-            Action::QmpMigrateToFile { path, .. } if path == &dir.join("vmstate.partial"))));
+            Action::Qmp { file_uri: Some(path), .. } if path == &dir.join("vmstate.partial"))));
         assert_eq!(
             save.actions.last(),
             Some(&Action::CommitFile {

@@ -101,9 +101,38 @@ fn perform_one(
             socket,
             command,
             args,
+            file_uri: None,
         } => session(sessions, socket)?
             .execute(command, args)
             .map_err(|e| e.to_string()),
+        Action::Qmp {
+            socket,
+            command,
+            args,
+            file_uri: Some(path),
+        } => {
+            // QEMU 7.2 exits when an incoming migration fails: a missing state file is reported before that.
+            let incoming = command == "migrate-incoming";
+            let size = if incoming {
+                let meta = std::fs::metadata(path)
+                    .map_err(|e| format!("state file {}: {e}", path.display()))?;
+                Some(meta.len())
+            } else {
+                None
+            };
+            let client = session(sessions, socket)?;
+            let version = client.version().map_err(|e| e.to_string())?;
+            let mut args = args.clone();
+            if version.has_file_migration() {
+                args["uri"] = Value::from(if incoming {
+                    qmp::incoming_uri(version, path)
+                } else {
+                    qmp::outgoing_uri(version, path)
+                });
+            }
+            client.execute(command, &args).map_err(|e| e.to_string())?;
+            Ok(json!({ "uri": args["uri"], "qemu": version.to_string(), "size": size }))
+        }
         Action::QmpWait {
             socket,
             command,
@@ -256,27 +285,6 @@ fn perform_one(
             };
             let outcome = process::run(&argv, Duration::from_millis(*timeout_ms))?;
             Ok(json!({ "exit": outcome.status, "duration_ms": outcome.duration_ms }))
-        }
-        Action::QmpMigrateToFile { socket, path } => {
-            let client = session(sessions, socket)?;
-            let version = client.version().map_err(|e| e.to_string())?;
-            let uri = qmp::outgoing_uri(version, path);
-            client
-                .execute("migrate", &json!({ "uri": uri }))
-                .map_err(|e| e.to_string())?;
-            Ok(json!({ "uri": uri, "qemu": version.to_string() }))
-        }
-        Action::QmpMigrateFromFile { socket, path } => {
-            // A missing file would make QEMU 7.2 exit on the failed incoming migration: say so before that.
-            let meta = std::fs::metadata(path)
-                .map_err(|e| format!("state file {}: {e}", path.display()))?;
-            let client = session(sessions, socket)?;
-            let version = client.version().map_err(|e| e.to_string())?;
-            let uri = qmp::incoming_uri(version, path);
-            client
-                .execute("migrate-incoming", &json!({ "uri": uri }))
-                .map_err(|e| e.to_string())?;
-            Ok(json!({ "uri": uri, "qemu": version.to_string(), "size": meta.len() }))
         }
         Action::CommitFile { from, to } => files::commit(from, to),
         Action::CheckSharedRam { socket } => {
