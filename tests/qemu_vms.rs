@@ -406,3 +406,48 @@ fn qemu_killed_mid_save_fails_the_save() {
             .open(&fifo),
     );
 }
+
+/// The whole command as an operator runs it: `kup plan apply --rehearse --yes --no-kernel-load PLAN` on two guests,
+/// one with shared and one with copied RAM. The engine runs every step; the kexec is a no-op, so the restores find
+/// the old QEMUs alive and end them.
+#[test]
+fn kup_plan_apply_rehearse_hands_over_real_guests() {
+    let f = Fixture::new();
+    let (shared, copied) = std::thread::scope(|s| {
+        let a = s.spawn(|| f.guest(Spec::new("rs", Ram::SharedFile)));
+        let b = s.spawn(|| f.guest(Spec::new("rc", Ram::Anonymous)));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    write_patterns(&shared, 21);
+    write_patterns(&copied, 31);
+    let old = [shared.pid().unwrap(), copied.pid().unwrap()];
+    let journal = f.tmp.path().join("journal");
+    let text = guests::plan_with(&f.lab, &journal, &[(&shared, "shared"), (&copied, "copy")]);
+    let plan = f.tmp.path().join("rehearse.toml");
+    std::fs::write(&plan, text).unwrap();
+
+    let started = Instant::now();
+    let output = assert_cmd::Command::cargo_bin("kup")
+        .unwrap()
+        .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
+        .arg(&plan)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "kup plan apply --rehearse failed ({}):\n{stderr}",
+        output.status
+    );
+    eprintln!("rehearsal took {:?}:\n{stderr}", started.elapsed());
+
+    for (g, seed, old) in [(&shared, 21, old[0]), (&copied, 31, old[1])] {
+        assert_eq!(g.status(), "running", "{}", g.spec.name);
+        assert_ne!(g.pid(), Some(old), "{} runs in a new QEMU", g.spec.name);
+        check_patterns(g, seed);
+        // verify removed the state file once the guest ran again.
+        assert!(!g.state.join("vmstate").exists(), "{}", g.spec.name);
+    }
+    assert!(journal.is_dir());
+}

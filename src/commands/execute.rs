@@ -455,7 +455,10 @@ pub fn resume(args: &ResumeArgs) -> ExitCode {
     let root = args.journal;
     if !root.is_dir() {
         // Nothing was ever applied with this journal root: do not create it.
-        eprintln!("kup: nothing to resume in {} (no such directory)", root.display());
+        eprintln!(
+            "kup: nothing to resume in {} (no such directory)",
+            root.display()
+        );
         return exit::code(exit::SUCCESS);
     }
     if let Some(mode) = loosely_writable(root) {

@@ -435,13 +435,19 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 
 /// A plan naming `guests` with `memory` ("shared" or "copy"), in TOML.
 pub fn plan(lab: &Lab, journal: &Path, guests: &[&Guest], memory: &str) -> String {
+    let with: Vec<(&Guest, &str)> = guests.iter().map(|g| (*g, memory)).collect();
+    plan_with(lab, journal, &with)
+}
+
+/// A plan naming each guest with its own `memory` mode, in TOML.
+pub fn plan_with(lab: &Lab, journal: &Path, guests: &[(&Guest, &str)]) -> String {
     let s = |t: &str| toml::Value::String(t.to_owned()).to_string();
     let p = |t: &Path| s(&t.display().to_string());
     let mut text = format!(
         "kup = 1\nname = \"qemu_vms test\"\n\n[kernel]\nimage = {}\n\n[kernel.cmdline]\ninherit = false\nappend = [\"console=ttyS0\"]\n\n",
         p(&lab.kernel)
     );
-    for g in guests {
+    for (g, memory) in guests {
         let restart: Vec<String> = g.restart_argv().iter().map(|a| s(a)).collect();
         text.push_str(&format!(
             "[[vm]]\nname = {}\nqmp = {}\nstate = {}\nmemory = {}\nmemory_size = \"{}MiB\"\nrestart = [{}]\n\n",
