@@ -451,3 +451,34 @@ fn kup_plan_apply_rehearse_hands_over_real_guests() {
     }
     assert!(journal.is_dir());
 }
+
+/// QEMU 7.2 reports a state file it cannot create only as a broken pipe to `cat`; kup says what to check.
+#[test]
+fn a_missing_state_directory_fails_the_save_clearly() {
+    let f = Fixture::new();
+    let g = f.guest(Spec {
+        boot: false,
+        ..Spec::new("nodir", Ram::Anonymous)
+    });
+    let (_, program) = f.program(&[&g], "copy");
+    // The save step without the preflight that would have created the directory.
+    assert!(!g.state.exists());
+    let save = program
+        .steps
+        .iter()
+        .find(|s| s.id == "vm:nodir:save")
+        .unwrap();
+    let failure = RealHost.perform(&save.actions).unwrap_err();
+    assert!(
+        matches!(save.actions[failure.index], Action::QmpWait { .. }),
+        "{failure:?}"
+    );
+    assert!(
+        failure.message.contains("could not be written"),
+        "{}",
+        failure.message
+    );
+    // Nothing was committed, and the guest can still be resumed by the rollback.
+    assert!(!g.state.join("vmstate").exists());
+    assert_eq!(g.status(), "prelaunch");
+}

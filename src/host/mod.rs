@@ -157,9 +157,17 @@ fn perform_one(
                     let why = reply
                         .get("error-desc")
                         .and_then(Value::as_str)
-                        .unwrap_or("");
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default();
+                    // QEMU reports a state file it cannot write only as a broken pipe to `cat`.
+                    let hint = if command == "query-migrate" && why.contains("Broken pipe") {
+                        " (the state file could not be written: does its directory exist, is it writable, is \
+                         the disk full?)"
+                    } else {
+                        ""
+                    };
                     return Err(format!(
-                        "{command}: {field} is \"{value}\", waiting for \"{until}\" {why}"
+                        "{command}: {field} is \"{value}\", waiting for \"{until}\"{why}{hint}"
                     ));
                 }
                 if Instant::now() >= deadline {
