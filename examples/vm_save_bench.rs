@@ -11,7 +11,6 @@
 //!
 //! Needs root (guest RAM is written through /proc/PID/mem) and about 12 GiB of free RAM and disk.
 
-#[allow(dead_code)]
 #[path = "../tests/support/guests.rs"]
 mod guests;
 

@@ -482,3 +482,13 @@ fn a_missing_state_directory_fails_the_save_clearly() {
     assert!(!g.state.join("vmstate").exists());
     assert_eq!(g.status(), "prelaunch");
 }
+
+/// Without `lab/setup` these tests fail with the fix in the message: a VM test that quietly skips proves nothing.
+#[test]
+fn a_lab_that_is_not_set_up_is_an_error_with_the_fix() {
+    let empty = tempfile::tempdir().unwrap();
+    let message = Lab::locate(Path::new(env!("CARGO_MANIFEST_DIR")), empty.path())
+        .err()
+        .expect("an empty directory is not a lab");
+    assert!(message.contains("run `lab/setup`"), "{message}");
+}

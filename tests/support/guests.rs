@@ -46,7 +46,7 @@ impl Lab {
         Lab::locate(&repo, &dir).unwrap_or_else(|message| panic!("{message}"))
     }
 
-    fn locate(repo: &Path, dir: &Path) -> Result<Lab, String> {
+    pub fn locate(repo: &Path, dir: &Path) -> Result<Lab, String> {
         let version = fs::read_to_string(dir.join("kernel/version")).unwrap_or_default();
         let root = dir.join("qemu");
         let lab = Lab {
