@@ -492,3 +492,36 @@ fn a_lab_that_is_not_set_up_is_an_error_with_the_fix() {
         .expect("an empty directory is not a lab");
     assert!(message.contains("run `lab/setup`"), "{message}");
 }
+
+/// The restore's `quit` is for an old QEMU whose guest was saved; a running guest behind the socket is left alone.
+#[test]
+fn the_restore_never_quits_a_running_guest() {
+    let f = Fixture::new();
+    let g = f.guest(Spec {
+        boot: false,
+        ..Spec::new("live", Ram::Anonymous)
+    });
+    g.client().execute("cont", &serde_json::json!({})).unwrap();
+    assert_eq!(g.status(), "running");
+    let quit = Action::QmpQuit {
+        socket: g.qmp.clone(),
+        timeout_ms: 5_000,
+    };
+    let failure = RealHost.perform(std::slice::from_ref(&quit)).unwrap_err();
+    assert!(
+        failure.message.contains("a guest is running"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(g.status(), "running");
+    // Paused, as a new QEMU whose restore was interrupted would be, it is ended.
+    g.client().execute("stop", &serde_json::json!({})).unwrap();
+    let pid = g.pid().unwrap();
+    let out = RealHost.perform(&[quit]).unwrap();
+    assert_eq!(out[0]["quit"], true);
+    assert!(
+        !g.qmp.exists(),
+        "QEMU removed its socket before kup went on"
+    );
+    guests::kill_and_wait(pid);
+}

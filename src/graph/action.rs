@@ -103,6 +103,7 @@ pub enum Action {
     CheckSharedRam { socket: PathBuf },
     /// Send `quit` to a QEMU that still answers on `socket` (a rehearsal, or a retried restore) and wait for it
     /// to close its socket, not for its process to end. After a real kexec nothing answers and nothing is done.
+    /// A guest found running is refused: it has moved on since its state file was written.
     QmpQuit { socket: PathBuf, timeout_ms: u64 },
     /// A PCI device under `/sys/bus/pci/devices/ADDRESS`: bound to `driver` and, when `iommu`, in an IOMMU group
     /// (the IOMMU is on), as VFIO needs.
@@ -792,7 +793,7 @@ impl Action {
                 socket.display()
             ),
             Action::QmpQuit { socket, timeout_ms } => format!(
-                "qmp {} {} if a QEMU still answers there; wait for it to close the socket (timeout {timeout_ms} ms), not for it to exit",
+                "qmp {} {} if a QEMU still answers there and its guest is not running; wait for it to close the socket (timeout {timeout_ms} ms), not for it to exit",
                 socket.display(),
                 qmp_message("quit", &json!({}))
             ),

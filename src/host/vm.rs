@@ -130,6 +130,24 @@ pub fn quit_if_running(socket: &Path, timeout: Duration) -> Result<Value, String
     client
         .execute("qmp_capabilities", &json!({}))
         .map_err(|e| e.to_string())?;
+    // A guest that runs has moved on since its state was saved: restarting it from the file would roll it back
+    // in time under its own disks. An old QEMU after a save is in `postmigrate`; a new one whose restore was
+    // interrupted is `inmigrate` or `paused`.
+    let status = client
+        .execute("query-status", &json!({}))
+        .map_err(|e| e.to_string())?;
+    let status = status
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    if matches!(status.as_str(), "running" | "suspended") {
+        return Err(format!(
+            "a guest is {status} behind {}: its state file is older than it, so kup will not end it and restore \
+             the file; if this restore is meant to run, stop that QEMU first",
+            socket.display()
+        ));
+    }
     client.quit(timeout).map_err(|e| e.to_string())?;
     // QEMU removes its socket path while exiting; a new QEMU bound to the same path before that would lose it.
     let deadline = started + timeout;
