@@ -98,6 +98,8 @@ pub enum Action {
     /// Make a finished state file durable under its final name: fsync `from`, rename it to `to`, fsync the
     /// directory. A `to` left by an earlier run is first renamed aside (`to.kept-N`), never overwritten.
     CommitFile { from: PathBuf, to: PathBuf },
+    /// Rename a file an earlier run left at `path` to `path.kept-N` (first free N); nothing if there is none.
+    KeepAside { path: PathBuf },
     /// For `memory = "shared"`: the guest's RAM must be a `memory-backend-file` with `share=on` on a file system
     /// that survives a kexec (not tmpfs, ramfs or hugetlbfs); otherwise the RAM is lost, so refuse.
     CheckSharedRam { socket: PathBuf },
@@ -655,6 +657,13 @@ fn preflight(plan: &Plan) -> Vec<Action> {
             path: vm.state.clone(),
         });
     }
+    // A state file under the name a restore or a rollback reads must be this run's: an earlier run's is moved
+    // aside now, before anything pauses, rather than restored by mistake after a failed save.
+    for vm in &plan.vms {
+        actions.push(Action::KeepAside {
+            path: state_file(vm),
+        });
+    }
     for app in &plan.apps {
         if let AppKind::Criu { images, .. } = &app.kind {
             actions.push(Action::EnsureDir {
@@ -787,6 +796,11 @@ impl Action {
                 from.display(),
                 to.display(),
                 to.display()
+            ),
+            Action::KeepAside { path } => format!(
+                "move an earlier {} aside to {}.kept-N if there is one",
+                path.display(),
+                path.display()
             ),
             Action::CheckSharedRam { socket } => format!(
                 "qmp {} query-memdev: guest RAM is a share=on memory-backend-file on a file system that survives kexec",
@@ -967,6 +981,9 @@ restart = ["systemctl", "start", "qemu@db.service"]
                 .iter()
                 .any(|a| matches!(a, Action::CheckSharedRam { .. }))
         );
+        assert!(preflight.actions.contains(&Action::KeepAside {
+            path: dir.join("vmstate")
+        }));
     }
 
     #[test]

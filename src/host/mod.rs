@@ -295,6 +295,9 @@ fn perform_one(
             Ok(json!({ "exit": outcome.status, "duration_ms": outcome.duration_ms }))
         }
         Action::CommitFile { from, to } => files::commit(from, to),
+        Action::KeepAside { path } => {
+            files::keep_aside(path).map(|kept| json!({ "kept_aside": kept }))
+        }
         Action::CheckSharedRam { socket } => {
             let client = session(sessions, socket)?;
             vm::check_shared_ram(client)
