@@ -383,3 +383,81 @@ pub fn kernel_release() -> Result<String, String> {
         .map(|u| u.release().to_string_lossy().into_owned())
         .map_err(|e| format!("uname: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+    use std::sync::mpsc;
+
+    /// A fake QEMU of `version` that answers every command with `{"return": {}}` and reports what it received.
+    fn fake_qemu(version: (u64, u64)) -> (tempfile::TempDir, PathBuf, mpsc::Receiver<Value>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let greeting = json!({"QMP": {"version": {"qemu": {"major": version.0, "minor": version.1, "micro": 0}}}});
+            writeln!(stream, "{greeting}").unwrap();
+            let reader = BufReader::new(stream.try_clone().unwrap());
+            for line in reader.lines() {
+                let Ok(line) = line else { return };
+                let _ = tx.send(serde_json::from_str::<Value>(&line).unwrap_or(Value::Null));
+                writeln!(stream, "{{\"return\": {{}}}}").unwrap();
+            }
+        });
+        (dir, path, rx)
+    }
+
+    fn migrate(socket: &Path, state: &Path) -> Action {
+        Action::Qmp {
+            socket: socket.to_owned(),
+            command: "migrate".into(),
+            args: json!({ "uri": format!("exec:cat > {}", state.display()) }),
+            file_uri: Some(state.to_owned()),
+        }
+    }
+
+    #[test]
+    fn the_state_file_uri_follows_the_qemu_version() {
+        for (version, expected) in [
+            ((7, 2), "exec:cat > /var/lib/kup/s/vmstate.partial"),
+            ((8, 2), "file:/var/lib/kup/s/vmstate.partial"),
+        ] {
+            let (_dir, socket, received) = fake_qemu(version);
+            let out = RealHost
+                .perform(&[migrate(
+                    &socket,
+                    Path::new("/var/lib/kup/s/vmstate.partial"),
+                )])
+                .unwrap();
+            let sent = received.recv().unwrap();
+            assert_eq!(sent["execute"], "migrate");
+            assert_eq!(sent["arguments"]["uri"], expected, "QEMU {version:?}");
+            assert_eq!(out[0]["uri"], expected);
+        }
+    }
+
+    #[test]
+    fn an_incoming_migration_without_its_state_file_fails_before_qemu_sees_it() {
+        let (_dir, socket, received) = fake_qemu((7, 2));
+        let missing = Path::new("/nonexistent/kup/vmstate");
+        let action = Action::Qmp {
+            socket: socket.clone(),
+            command: "migrate-incoming".into(),
+            args: json!({ "uri": "exec:cat /nonexistent/kup/vmstate" }),
+            file_uri: Some(missing.to_owned()),
+        };
+        let failure = RealHost.perform(&[action]).unwrap_err();
+        assert!(
+            failure
+                .message
+                .contains("state file /nonexistent/kup/vmstate"),
+            "{}",
+            failure.message
+        );
+        assert!(received.try_recv().is_err(), "nothing was sent to QEMU");
+    }
+}
