@@ -138,7 +138,7 @@ fn shared_ram_guest_survives_save_kill_and_restore() {
     let g = f.guest(Spec::new("shared", Ram::SharedFile));
     write_patterns(&g, 1);
     let (_, program) = f.program(&[&g], "shared");
-    // A state file from an earlier run: it must be kept, not overwritten.
+    // A state file from an earlier run: preflight moves it aside (vmstate.kept-1); it is never overwritten.
     std::fs::create_dir_all(&g.state).unwrap();
     std::fs::write(g.state.join("vmstate"), b"earlier run").unwrap();
 
