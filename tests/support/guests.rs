@@ -103,7 +103,14 @@ impl Lab {
             return out;
         }
         fs::create_dir_all(work).unwrap();
-        let init = work.join(format!("init.{}", std::process::id()));
+        // Threads of one test process build it concurrently too: the pid alone does not make names unique.
+        static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let unique = format!(
+            "{}.{}",
+            std::process::id(),
+            BUILDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let init = work.join(format!("init.{unique}"));
         fs::write(
             &init,
             format!(
@@ -111,7 +118,7 @@ impl Lab {
             ),
         )
         .unwrap();
-        let tmp = work.join(format!("sleep-initramfs.{}.gz", std::process::id()));
+        let tmp = work.join(format!("sleep-initramfs.{unique}.gz"));
         let status = Command::new(self.repo.join("lab/mkinitramfs"))
             .env("KUP_LAB_DIR", &self.dir)
             .arg("-o")
