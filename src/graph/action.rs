@@ -7,7 +7,7 @@
 
 use super::{Phase, StepGraph, StepKind};
 use crate::cmdline::{Cmdline, CmdlineEdit, CmdlineError};
-use crate::plan::{AppKind, CmdlineSpec, Loader, MemoryMode, Plan, Vm, VmDriver};
+use crate::plan::{AppKind, CmdlineSpec, KexecMethod, Loader, MemoryMode, Plan, Vm, VmDriver};
 use serde::Serialize;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -130,7 +130,12 @@ pub enum Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RebootMode {
+    /// `systemctl kexec` when systemd is PID 1, else `reboot(LINUX_REBOOT_CMD_KEXEC)` (`policy.kexec = "auto"`).
     Kexec,
+    /// `systemctl kexec`; refused where systemd does not run the host.
+    SystemdKexec,
+    /// `sync()` then `reboot(LINUX_REBOOT_CMD_KEXEC)`.
+    DirectKexec,
 }
 
 /// A step's actions and, for a step before `kexec`, the actions that undo it. Actions run in order and the first
@@ -479,7 +484,14 @@ fn step_actions(
             ),
             None => (none(), none()),
         },
-        StepKind::Kexec => (vec![Action::Reboot(RebootMode::Kexec)], none()),
+        StepKind::Kexec => {
+            let mode = match plan.policy.kexec {
+                KexecMethod::Auto => RebootMode::Kexec,
+                KexecMethod::Systemd => RebootMode::SystemdKexec,
+                KexecMethod::Direct => RebootMode::DirectKexec,
+            };
+            (vec![Action::Reboot(mode)], none())
+        }
         StepKind::AppRestore { app } => match plan.apps.get(app).map(|a| &a.kind) {
             Some(AppKind::Systemd { unit }) => (
                 vec![
@@ -771,6 +783,10 @@ impl Action {
             Action::Reboot(RebootMode::Kexec) => {
                 "reboot(LINUX_REBOOT_CMD_KEXEC), or `systemctl kexec` when systemd is PID 1".into()
             }
+            Action::Reboot(RebootMode::SystemdKexec) => "systemctl kexec".into(),
+            Action::Reboot(RebootMode::DirectKexec) => {
+                "sync(); reboot(LINUX_REBOOT_CMD_KEXEC)".into()
+            }
             Action::Sync => "sync()".into(),
             Action::ReadSysfs { path, expect } => {
                 format!("read {} expect {expect:?}", path.display())
@@ -868,6 +884,23 @@ mod tests {
         assert_eq!(shell_quote(Path::new("/var/my vm")), "'/var/my vm'");
         assert_eq!(shell_quote(Path::new("/a'b")), r"'/a'\''b'");
         assert_eq!(shell_quote(Path::new("")), "''");
+    }
+
+    #[test]
+    fn policy_kexec_chooses_how_the_kexec_executes() {
+        for (method, mode) in [
+            ("", RebootMode::Kexec),
+            ("kexec = \"auto\"", RebootMode::Kexec),
+            ("kexec = \"systemd\"", RebootMode::SystemdKexec),
+            ("kexec = \"direct\"", RebootMode::DirectKexec),
+        ] {
+            let text = format!("kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\n[policy]\n{method}\n");
+            let plan = crate::plan::load("p.toml", text.as_bytes()).plan.expect("valid");
+            let graph = StepGraph::build(&plan).expect("graph");
+            let program = compile(&plan, &graph, "root=/dev/sda1");
+            let kexec = program.steps.iter().find(|s| s.id == "kexec").expect("a kexec step");
+            assert_eq!(kexec.actions, vec![Action::Reboot(mode)], "{method}");
+        }
     }
 
     #[test]

@@ -204,13 +204,20 @@ fn perform_one(
         Action::KexecUnload => kexec::unload()
             .map(|()| Value::Null)
             .map_err(|e| e.explain()),
-        Action::Reboot(RebootMode::Kexec) => {
+        Action::Reboot(mode) => {
+            let systemd = systemd_is_pid1();
+            if *mode == RebootMode::SystemdKexec && !systemd {
+                return Err(
+                    "policy.kexec = \"systemd\", but systemd does not run this host: use \"auto\" or \"direct\""
+                        .to_owned(),
+                );
+            }
             if !kexec::is_loaded().map_err(|e| e.explain())? {
                 return Err(
                     "no kernel is loaded for kexec (see `cat /sys/kernel/kexec_loaded`)".to_owned(),
                 );
             }
-            if systemd_is_pid1() {
+            if systemd && *mode != RebootMode::DirectKexec {
                 // The clean path: services stop and file systems unmount before systemd kexecs.
                 process::run(
                     &["systemctl".to_owned(), "kexec".to_owned()],
