@@ -61,7 +61,13 @@ impl<H: Host> Host for Rehearsal<'_, H> {
                 Action::Reboot(_) => self.kernel_load.then_some(Action::KexecUnload),
                 // Without a kernel load nothing about kexec is exercised, including the preflight's check that
                 // kexec is allowed (a host without CONFIG_KEXEC can rehearse everything else).
-                Action::KexecFileLoad { .. } | Action::KexecUnload if !self.kernel_load => None,
+                Action::KexecFileLoad { .. }
+                | Action::KexecUnload
+                | Action::CheckKernelImage { .. }
+                    if !self.kernel_load =>
+                {
+                    None
+                }
                 Action::ReadSysfs { path, .. }
                     if !self.kernel_load
                         && path.to_string_lossy().starts_with("/proc/sys/kernel/kexec") =>

@@ -87,6 +87,12 @@ pub enum Action {
         path: PathBuf,
         sha256: Option<String>,
     },
+    /// Check that a kernel image is a bzImage and, when the plan names one, that its header's release (what
+    /// `uname -r` will show) is `release`.
+    CheckKernelImage {
+        path: PathBuf,
+        release: Option<String>,
+    },
     /// Check that the host name matches one of the plan's globs.
     CheckHostname { globs: Vec<String> },
     /// `criu dump` / `criu restore`: `argv` holds [`PID_PLACEHOLDER`] where the PID read from `pidfile` goes.
@@ -657,6 +663,10 @@ fn preflight(plan: &Plan) -> Vec<Action> {
         path: plan.kernel.image.clone(),
         sha256: plan.kernel.sha256.clone(),
     });
+    actions.push(Action::CheckKernelImage {
+        path: plan.kernel.image.clone(),
+        release: plan.kernel.version.clone(),
+    });
     if let Some(initrd) = &plan.kernel.initrd {
         actions.push(Action::CheckFile {
             path: initrd.clone(),
@@ -791,6 +801,12 @@ impl Action {
             Action::ReadSysfs { path, expect } => {
                 format!("read {} expect {expect:?}", path.display())
             }
+            Action::CheckKernelImage { path, release } => match release {
+                Some(release) => {
+                    format!("check {} is a bzImage of release {release}", path.display())
+                }
+                None => format!("check {} is a bzImage", path.display()),
+            },
             Action::CheckFile { path, sha256 } => match sha256 {
                 Some(sum) => format!("check {} has sha256 {sum}", path.display()),
                 None => format!("check {} exists", path.display()),
@@ -894,11 +910,18 @@ mod tests {
             ("kexec = \"systemd\"", RebootMode::SystemdKexec),
             ("kexec = \"direct\"", RebootMode::DirectKexec),
         ] {
-            let text = format!("kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\n[policy]\n{method}\n");
-            let plan = crate::plan::load("p.toml", text.as_bytes()).plan.expect("valid");
+            let text =
+                format!("kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\n[policy]\n{method}\n");
+            let plan = crate::plan::load("p.toml", text.as_bytes())
+                .plan
+                .expect("valid");
             let graph = StepGraph::build(&plan).expect("graph");
             let program = compile(&plan, &graph, "root=/dev/sda1");
-            let kexec = program.steps.iter().find(|s| s.id == "kexec").expect("a kexec step");
+            let kexec = program
+                .steps
+                .iter()
+                .find(|s| s.id == "kexec")
+                .expect("a kexec step");
             assert_eq!(kexec.actions, vec![Action::Reboot(mode)], "{method}");
         }
     }

@@ -248,6 +248,20 @@ fn perform_one(
                 ))
             }
         }
+        Action::CheckKernelImage { path, release } => {
+            let image = crate::kernel_image::KernelImage::read(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if let Some(expected) = release
+                && image.release() != expected
+            {
+                return Err(format!(
+                    "{} is release {}, but the plan's kernel.version is {expected}",
+                    path.display(),
+                    image.release()
+                ));
+            }
+            Ok(json!({ "release": image.release(), "version": image.version() }))
+        }
         Action::CheckFile { path, sha256 } => {
             let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
             if let Some(expected) = sha256 {
