@@ -214,3 +214,41 @@ fn missing_file_says_so() {
         "kernel image /nonexistent/vmlinuz-0 does not exist"
     );
 }
+
+#[test]
+fn preflight_checks_the_real_images_release_against_the_plan() {
+    use kup::graph::action::Action;
+    use kup::host::{Host, RealHost};
+    let kernel = lab_kernel();
+    let release = KernelImage::read(&kernel).unwrap().release().to_owned();
+    let check = |release: Option<&str>| {
+        RealHost.perform(&[Action::CheckKernelImage {
+            path: kernel.clone(),
+            release: release.map(str::to_owned),
+        }])
+    };
+    let outputs = check(Some(&release)).expect("the image's own release matches");
+    assert_eq!(outputs[0]["release"], release.as_str());
+    assert!(check(None).is_ok());
+    let err = check(Some("6.12.9-lts")).unwrap_err();
+    assert!(
+        err.message.contains(&release) && err.message.contains("6.12.9-lts"),
+        "{}",
+        err.message
+    );
+    // Not a kernel at all: refused before anything is paused.
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("vmlinuz");
+    std::fs::write(&bogus, vec![0u8; 4096]).unwrap();
+    let err = RealHost
+        .perform(&[Action::CheckKernelImage {
+            path: bogus,
+            release: None,
+        }])
+        .unwrap_err();
+    assert!(
+        err.message.contains("bzImage") || err.message.contains("boot"),
+        "{}",
+        err.message
+    );
+}

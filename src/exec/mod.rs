@@ -11,7 +11,7 @@ pub mod resume;
 pub mod status;
 
 use crate::graph::Phase;
-use crate::graph::action::{Action, CompiledStep, Program, RebootMode};
+use crate::graph::action::{Action, CompiledStep, Program};
 use crate::host::{ActionFailure, ActionOutput, Host};
 use crate::plan::OnFailure;
 use journal::{Event, FinalState, Journal, Mode};
@@ -57,12 +57,17 @@ impl<H: Host> Host for Rehearsal<'_, H> {
         let substituted: Vec<Option<Action>> = actions
             .iter()
             .map(|a| match a {
-                Action::Reboot(RebootMode::Kexec) => {
-                    self.kernel_load.then_some(Action::KexecUnload)
-                }
+                // Whatever the kexec method, a rehearsal never reboots.
+                Action::Reboot(_) => self.kernel_load.then_some(Action::KexecUnload),
                 // Without a kernel load nothing about kexec is exercised, including the preflight's check that
                 // kexec is allowed (a host without CONFIG_KEXEC can rehearse everything else).
-                Action::KexecFileLoad { .. } | Action::KexecUnload if !self.kernel_load => None,
+                Action::KexecFileLoad { .. }
+                | Action::KexecUnload
+                | Action::CheckKernelImage { .. }
+                    if !self.kernel_load =>
+                {
+                    None
+                }
                 Action::ReadSysfs { path, .. }
                     if !self.kernel_load
                         && path.to_string_lossy().starts_with("/proc/sys/kernel/kexec") =>

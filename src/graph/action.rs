@@ -7,7 +7,7 @@
 
 use super::{Phase, StepGraph, StepKind};
 use crate::cmdline::{Cmdline, CmdlineEdit, CmdlineError};
-use crate::plan::{AppKind, CmdlineSpec, Loader, MemoryMode, Plan, Vm, VmDriver};
+use crate::plan::{AppKind, CmdlineSpec, KexecMethod, Loader, MemoryMode, Plan, Vm, VmDriver};
 use serde::Serialize;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,12 @@ pub const MIGRATION_MAX_BANDWIDTH: u64 = 100 << 30;
 pub const QMP_STATE_FILE: &str = "vmstate";
 /// File in a VM's `state` directory that holds `virsh save`'s image (libvirt driver).
 pub const LIBVIRT_STATE_FILE: &str = "libvirt.save";
+/// Suffix of a state file while it is being written: a crash or a failed save never leaves a truncated file
+/// under the name the restore reads.
+pub const PARTIAL_SUFFIX: &str = ".partial";
+/// How long the old QEMU may take to close its QMP socket after `quit` (its process may live on for seconds
+/// while the kernel frees its memory; that is not waited for).
+pub const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Placeholder in a CRIU argv for the PID read from the app's pidfile when the action runs.
 pub const PID_PLACEHOLDER: &str = "{pid}";
 /// Limit for a QEMU restart command (`systemctl start qemu@…`).
@@ -45,6 +51,10 @@ pub enum Action {
         socket: PathBuf,
         command: String,
         args: serde_json::Value,
+        /// For `migrate` / `migrate-incoming` to or from a state file: on QEMU ≥ 8.2 (`query-version`) the
+        /// `exec:cat` URI in `args` is replaced by `file:` this path, which needs no `cat` process and no shell.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file_uri: Option<PathBuf>,
     },
     /// Repeat a QMP query until `field` of its reply equals `until`; fail after `timeout_ms`.
     QmpWait {
@@ -77,12 +87,44 @@ pub enum Action {
         path: PathBuf,
         sha256: Option<String>,
     },
+    /// Check that a kernel image is a bzImage and, when the plan names one, that its header's release (what
+    /// `uname -r` will show) is `release`.
+    CheckKernelImage {
+        path: PathBuf,
+        release: Option<String>,
+    },
     /// Check that the host name matches one of the plan's globs.
     CheckHostname { globs: Vec<String> },
     /// `criu dump` / `criu restore`: `argv` holds [`PID_PLACEHOLDER`] where the PID read from `pidfile` goes.
     Criu {
         argv: Vec<String>,
         pidfile: PathBuf,
+        timeout_ms: u64,
+    },
+    /// Make a finished state file durable under its final name: fsync `from`, rename it to `to`, fsync the
+    /// directory. A `to` left by an earlier run is first renamed aside (`to.kept-N`), never overwritten.
+    CommitFile { from: PathBuf, to: PathBuf },
+    /// Rename a file an earlier run left at `path` to `path.kept-N` (first free N); nothing if there is none.
+    KeepAside { path: PathBuf },
+    /// For `memory = "shared"`: the guest's RAM must be a `memory-backend-file` with `share=on` on a file system
+    /// that survives a kexec (not tmpfs, ramfs or hugetlbfs); otherwise the RAM is lost, so refuse.
+    CheckSharedRam { socket: PathBuf },
+    /// Send `quit` to a QEMU that still answers on `socket` (a rehearsal, or a retried restore) and wait for it
+    /// to close its socket, not for its process to end. After a real kexec nothing answers and nothing is done.
+    /// A guest found running is refused: it has moved on since its state file was written.
+    QmpQuit { socket: PathBuf, timeout_ms: u64 },
+    /// A PCI device under `/sys/bus/pci/devices/ADDRESS`: bound to `driver` and, when `iommu`, in an IOMMU group
+    /// (the IOMMU is on), as VFIO needs.
+    CheckPci {
+        address: String,
+        driver: String,
+        iommu: bool,
+    },
+    /// Run a program and compare its trimmed stdout with one of `expect`, whatever its exit status
+    /// (`systemctl is-active` exits 3 when it prints `inactive`).
+    CheckOutput {
+        argv: Vec<String>,
+        expect: Vec<String>,
         timeout_ms: u64,
     },
     /// Create a directory (and its parents, mode 0700) unless it exists.
@@ -94,7 +136,12 @@ pub enum Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RebootMode {
+    /// `systemctl kexec` when systemd is PID 1, else `reboot(LINUX_REBOOT_CMD_KEXEC)` (`policy.kexec = "auto"`).
     Kexec,
+    /// `systemctl kexec`; refused where systemd does not run the host.
+    SystemdKexec,
+    /// `sync()` then `reboot(LINUX_REBOOT_CMD_KEXEC)`.
+    DirectKexec,
 }
 
 /// A step's actions and, for a step before `kexec`, the actions that undo it. Actions run in order and the first
@@ -149,7 +196,7 @@ pub fn kernel_cmdline(spec: &CmdlineSpec, running: &str) -> Result<String, Cmdli
 }
 
 /// Quotes a path for `/bin/sh`, which QEMU's `exec:` migration URIs run through.
-fn shell_quote(path: &Path) -> String {
+pub fn shell_quote(path: &Path) -> String {
     let text = path.to_string_lossy();
     let plain = !text.is_empty()
         && text
@@ -174,6 +221,27 @@ fn qmp(socket: &Path, command: &str, args: serde_json::Value) -> Action {
         socket: socket.to_owned(),
         command: command.to_owned(),
         args,
+        file_uri: None,
+    }
+}
+
+/// `migrate` into a state file; completion is awaited by a following `QmpWait` on `query-migrate`.
+fn migrate_to(socket: &Path, path: &Path) -> Action {
+    Action::Qmp {
+        socket: socket.to_owned(),
+        command: "migrate".to_owned(),
+        args: json!({ "uri": format!("exec:cat > {}", shell_quote(path)) }),
+        file_uri: Some(path.to_owned()),
+    }
+}
+
+/// `migrate-incoming` from a state file, into a QEMU started with `-incoming defer`.
+fn migrate_from(socket: &Path, path: &Path) -> Action {
+    Action::Qmp {
+        socket: socket.to_owned(),
+        command: "migrate-incoming".to_owned(),
+        args: json!({ "uri": format!("exec:cat {}", shell_quote(path)) }),
+        file_uri: Some(path.to_owned()),
     }
 }
 
@@ -193,6 +261,53 @@ fn state_file(vm: &Vm) -> PathBuf {
     match vm.driver {
         VmDriver::Qmp { .. } => vm.state.join(QMP_STATE_FILE),
         VmDriver::Libvirt { .. } => vm.state.join(LIBVIRT_STATE_FILE),
+    }
+}
+
+/// Where a state file is written before [`Action::CommitFile`] gives it its name.
+fn partial(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(PARTIAL_SUFFIX);
+    PathBuf::from(name)
+}
+
+fn commit(vm: &Vm) -> Action {
+    let to = state_file(vm);
+    Action::CommitFile {
+        from: partial(&to),
+        to,
+    }
+}
+
+fn virsh(args: &[&str], timeout_ms: u64) -> Action {
+    let mut argv = vec!["virsh".to_owned()];
+    argv.extend(args.iter().map(|s| (*s).to_owned()));
+    Action::Exec { argv, timeout_ms }
+}
+
+/// `virsh domstate DOMAIN` printing one of `states`.
+fn domstate(domain: &str, states: &[&str]) -> Action {
+    Action::CheckOutput {
+        argv: vec!["virsh".into(), "domstate".into(), domain.to_owned()],
+        expect: states.iter().map(|s| (*s).to_owned()).collect(),
+        timeout_ms: ms(COMMAND_TIMEOUT),
+    }
+}
+
+/// `systemctl is-active UNIT` printing one of `states`.
+fn unit_state(unit: &str, states: &[&str]) -> Action {
+    Action::CheckOutput {
+        argv: vec!["systemctl".into(), "is-active".into(), unit.to_owned()],
+        expect: states.iter().map(|s| (*s).to_owned()).collect(),
+        timeout_ms: ms(COMMAND_TIMEOUT),
+    }
+}
+
+fn pci_check(d: &crate::plan::PciDevice) -> Action {
+    Action::CheckPci {
+        address: d.address.to_string(),
+        driver: d.driver.clone(),
+        iommu: d.driver == "vfio-pci",
     }
 }
 
@@ -269,13 +384,7 @@ fn step_actions(
             }
         }
         StepKind::PciCheck { pci } => match plan.pci.get(pci) {
-            Some(d) => (
-                vec![Action::ReadSysfs {
-                    path: PathBuf::from(format!("/sys/bus/pci/devices/{}/driver", d.address)),
-                    expect: d.driver.clone(),
-                }],
-                none(),
-            ),
+            Some(d) => (vec![pci_check(d)], none()),
             None => (none(), none()),
         },
         StepKind::VmPause { vm } => match plan.vms.get(vm).map(|v| (v, &v.driver)) {
@@ -302,55 +411,63 @@ fn step_actions(
             _ => (none(), none()),
         },
         StepKind::VmSave { vm } => match plan.vms.get(vm).map(|v| (v, &v.driver)) {
-            Some((v, VmDriver::Qmp { socket, .. })) => {
-                let uri = format!("exec:cat > {}", shell_quote(&state_file(v)));
-                (
-                    vec![
-                        handshake(socket),
-                        qmp(socket, "migrate", json!({"uri": uri})),
-                        Action::QmpWait {
-                            socket: socket.clone(),
-                            command: "query-migrate".into(),
-                            field: "status".into(),
-                            until: "completed".into(),
-                            timeout_ms: migration_timeout,
-                        },
-                    ],
-                    // The source QEMU stays alive (the kexec ends it), so the pause's `cont` resumes it; a
-                    // migration still running is cancelled first.
-                    vec![handshake(socket), qmp(socket, "migrate_cancel", json!({}))],
-                )
-            }
+            Some((v, VmDriver::Qmp { socket, .. })) => (
+                vec![
+                    handshake(socket),
+                    migrate_to(socket, &partial(&state_file(v))),
+                    Action::QmpWait {
+                        socket: socket.clone(),
+                        command: "query-migrate".into(),
+                        field: "status".into(),
+                        until: "completed".into(),
+                        timeout_ms: migration_timeout,
+                    },
+                    // The old QEMU is left as it is: the kexec ends it, and waiting for its exit (1–2 s while
+                    // the kernel frees its RAM) would only lengthen the downtime.
+                    commit(v),
+                ],
+                // The source QEMU stays alive (the kexec ends it), so the pause's `cont` resumes it; a
+                // migration still running is cancelled first.
+                vec![
+                    handshake(socket),
+                    qmp(socket, "migrate_cancel", json!({})),
+                    Action::RemoveFile {
+                        path: partial(&state_file(v)),
+                    },
+                ],
+            ),
             Some((v, VmDriver::Libvirt { domain })) => {
                 let file = path_str(&state_file(v));
+                let part = path_str(&partial(&state_file(v)));
                 (
-                    vec![Action::Exec {
-                        argv: vec![
-                            "virsh".into(),
-                            "save".into(),
-                            "--bypass-cache".into(),
-                            domain.clone(),
-                            file.clone(),
-                        ],
-                        timeout_ms: migration_timeout,
-                    }],
-                    vec![Action::Exec {
-                        argv: vec![
-                            "virsh".into(),
-                            "restore".into(),
-                            "--bypass-cache".into(),
-                            file,
-                        ],
-                        timeout_ms: migration_timeout,
-                    }],
+                    vec![
+                        // Its exit status is the whole truth: afterwards a persistent domain is "shut off" and a
+                        // transient one is gone, so there is no state worth checking.
+                        virsh(
+                            &["save", "--bypass-cache", domain, &part],
+                            migration_timeout,
+                        ),
+                        commit(v),
+                    ],
+                    vec![
+                        virsh(&["restore", "--bypass-cache", &file], migration_timeout),
+                        domstate(domain, &["running"]),
+                    ],
                 )
             }
             None => (none(), none()),
         },
         StepKind::AppSave { app } => match plan.apps.get(app).map(|a| &a.kind) {
             Some(AppKind::Systemd { unit }) => (
-                vec![exec(&["systemctl", "stop", unit], COMMAND_TIMEOUT)],
-                vec![exec(&["systemctl", "start", unit], COMMAND_TIMEOUT)],
+                vec![
+                    exec(&["systemctl", "stop", unit], COMMAND_TIMEOUT),
+                    // A unit that failed while stopping is stopped too; anything else is not.
+                    unit_state(unit, &["inactive", "failed"]),
+                ],
+                vec![
+                    exec(&["systemctl", "start", unit], COMMAND_TIMEOUT),
+                    unit_state(unit, &["active"]),
+                ],
             ),
             Some(AppKind::Criu { pidfile, images }) => (
                 vec![criu_dump(pidfile, images)],
@@ -373,10 +490,20 @@ fn step_actions(
             ),
             None => (none(), none()),
         },
-        StepKind::Kexec => (vec![Action::Reboot(RebootMode::Kexec)], none()),
+        StepKind::Kexec => {
+            let mode = match plan.policy.kexec {
+                KexecMethod::Auto => RebootMode::Kexec,
+                KexecMethod::Systemd => RebootMode::SystemdKexec,
+                KexecMethod::Direct => RebootMode::DirectKexec,
+            };
+            (vec![Action::Reboot(mode)], none())
+        }
         StepKind::AppRestore { app } => match plan.apps.get(app).map(|a| &a.kind) {
             Some(AppKind::Systemd { unit }) => (
-                vec![exec(&["systemctl", "start", unit], COMMAND_TIMEOUT)],
+                vec![
+                    exec(&["systemctl", "start", unit], COMMAND_TIMEOUT),
+                    unit_state(unit, &["active"]),
+                ],
                 none(),
             ),
             Some(AppKind::Criu { pidfile, images }) => {
@@ -390,6 +517,11 @@ fn step_actions(
         StepKind::VmRestore { vm } => match plan.vms.get(vm).map(|v| (v, &v.driver)) {
             Some((v, VmDriver::Qmp { socket, restart })) => {
                 let mut actions = vec![
+                    // Only a rehearsal (or a restore retried after its QEMU started) finds the old QEMU alive.
+                    Action::QmpQuit {
+                        socket: socket.clone(),
+                        timeout_ms: ms(QUIT_TIMEOUT),
+                    },
                     Action::Exec {
                         argv: restart.clone(),
                         timeout_ms: ms(RESTART_TIMEOUT),
@@ -404,8 +536,7 @@ fn step_actions(
                 if v.memory == MemoryMode::Shared {
                     actions.push(ignore_shared(socket));
                 }
-                let uri = format!("exec:cat {}", shell_quote(&state_file(v)));
-                actions.push(qmp(socket, "migrate-incoming", json!({"uri": uri})));
+                actions.push(migrate_from(socket, &state_file(v)));
                 actions.push(Action::QmpWait {
                     socket: socket.clone(),
                     command: "query-status".into(),
@@ -415,17 +546,19 @@ fn step_actions(
                 });
                 (actions, none())
             }
-            Some((v, VmDriver::Libvirt { .. })) => (
-                vec![Action::Exec {
-                    argv: vec![
-                        "virsh".into(),
-                        "restore".into(),
-                        "--bypass-cache".into(),
-                        "--paused".into(),
-                        path_str(&state_file(v)),
-                    ],
-                    timeout_ms: migration_timeout,
-                }],
+            Some((v, VmDriver::Libvirt { domain })) => (
+                vec![
+                    virsh(
+                        &[
+                            "restore",
+                            "--bypass-cache",
+                            "--paused",
+                            &path_str(&state_file(v)),
+                        ],
+                        migration_timeout,
+                    ),
+                    domstate(domain, &["paused"]),
+                ],
                 none(),
             ),
             None => (none(), none()),
@@ -446,7 +579,10 @@ fn step_actions(
                 none(),
             ),
             Some(VmDriver::Libvirt { domain }) => (
-                vec![exec(&["virsh", "resume", domain], COMMAND_TIMEOUT)],
+                vec![
+                    exec(&["virsh", "resume", domain], COMMAND_TIMEOUT),
+                    domstate(domain, &["running"]),
+                ],
                 none(),
             ),
             None => (none(), none()),
@@ -481,6 +617,11 @@ fn criu_dump(pidfile: &Path, images: &Path) -> Action {
             PID_PLACEHOLDER.into(),
             "--images-dir".into(),
             path_str(images),
+            // A process started from a shell keeps its session and terminal; CRIU refuses those without this.
+            "--shell-job".into(),
+            // Relative to the images directory: the log stays next to the images it explains.
+            "--log-file".into(),
+            "dump.log".into(),
         ],
         pidfile: pidfile.to_owned(),
         timeout_ms: ms(COMMAND_TIMEOUT),
@@ -494,9 +635,12 @@ fn criu_restore(pidfile: &Path, images: &Path) -> Action {
             "restore".into(),
             "--images-dir".into(),
             path_str(images),
+            "--shell-job".into(),
             "--restore-detached".into(),
             "--pidfile".into(),
             path_str(pidfile),
+            "--log-file".into(),
+            "restore.log".into(),
         ],
         pidfile: pidfile.to_owned(),
         timeout_ms: ms(COMMAND_TIMEOUT),
@@ -519,6 +663,10 @@ fn preflight(plan: &Plan) -> Vec<Action> {
         path: plan.kernel.image.clone(),
         sha256: plan.kernel.sha256.clone(),
     });
+    actions.push(Action::CheckKernelImage {
+        path: plan.kernel.image.clone(),
+        release: plan.kernel.version.clone(),
+    });
     if let Some(initrd) = &plan.kernel.initrd {
         actions.push(Action::CheckFile {
             path: initrd.clone(),
@@ -531,6 +679,13 @@ fn preflight(plan: &Plan) -> Vec<Action> {
             path: vm.state.clone(),
         });
     }
+    // A state file under the name a restore or a rollback reads must be this run's: an earlier run's is moved
+    // aside now, before anything pauses, rather than restored by mistake after a failed save.
+    for vm in &plan.vms {
+        actions.push(Action::KeepAside {
+            path: state_file(vm),
+        });
+    }
     for app in &plan.apps {
         if let AppKind::Criu { images, .. } = &app.kind {
             actions.push(Action::EnsureDir {
@@ -538,8 +693,17 @@ fn preflight(plan: &Plan) -> Vec<Action> {
             });
         }
     }
+    for d in &plan.pci {
+        actions.push(pci_check(d));
+    }
     for vm in &plan.vms {
         actions.extend(vm_running(vm));
+        // Checked before anything pauses: with RAM that does not survive the kexec, "shared" would lose the guest.
+        if let (VmDriver::Qmp { socket, .. }, MemoryMode::Shared) = (&vm.driver, vm.memory) {
+            actions.push(Action::CheckSharedRam {
+                socket: socket.clone(),
+            });
+        }
     }
     actions
 }
@@ -556,7 +720,7 @@ fn vm_running(vm: &Vm) -> Vec<Action> {
                 timeout_ms: ms(SOCKET_TIMEOUT),
             },
         ],
-        VmDriver::Libvirt { domain } => vec![exec(&["virsh", "domstate", domain], COMMAND_TIMEOUT)],
+        VmDriver::Libvirt { domain } => vec![domstate(domain, &["running"])],
     }
 }
 
@@ -564,10 +728,7 @@ fn vm_running(vm: &Vm) -> Vec<Action> {
 fn verify(plan: &Plan) -> Vec<Action> {
     let mut actions: Vec<Action> = plan.vms.iter().flat_map(vm_running).collect();
     for d in &plan.pci {
-        actions.push(Action::ReadSysfs {
-            path: PathBuf::from(format!("/sys/bus/pci/devices/{}/driver", d.address)),
-            expect: d.driver.clone(),
-        });
+        actions.push(pci_check(d));
     }
     for vm in &plan.vms {
         actions.push(Action::RemoveFile {
@@ -588,8 +749,13 @@ impl Action {
                 socket,
                 command,
                 args,
+                file_uri,
             } => {
-                format!("qmp {} {}", socket.display(), qmp_message(command, args))
+                let line = format!("qmp {} {}", socket.display(), qmp_message(command, args));
+                match file_uri {
+                    Some(path) => format!("{line} (uri file:{} on QEMU >= 8.2)", path.display()),
+                    None => line,
+                }
             }
             Action::QmpWait {
                 socket,
@@ -627,10 +793,20 @@ impl Action {
             Action::Reboot(RebootMode::Kexec) => {
                 "reboot(LINUX_REBOOT_CMD_KEXEC), or `systemctl kexec` when systemd is PID 1".into()
             }
+            Action::Reboot(RebootMode::SystemdKexec) => "systemctl kexec".into(),
+            Action::Reboot(RebootMode::DirectKexec) => {
+                "sync(); reboot(LINUX_REBOOT_CMD_KEXEC)".into()
+            }
             Action::Sync => "sync()".into(),
             Action::ReadSysfs { path, expect } => {
                 format!("read {} expect {expect:?}", path.display())
             }
+            Action::CheckKernelImage { path, release } => match release {
+                Some(release) => {
+                    format!("check {} is a bzImage of release {release}", path.display())
+                }
+                None => format!("check {} is a bzImage", path.display()),
+            },
             Action::CheckFile { path, sha256 } => match sha256 {
                 Some(sum) => format!("check {} has sha256 {sum}", path.display()),
                 None => format!("check {} exists", path.display()),
@@ -646,6 +822,47 @@ impl Action {
                 "exec {} ({PID_PLACEHOLDER} from {}; timeout {timeout_ms} ms)",
                 shell_words(argv),
                 pidfile.display()
+            ),
+            Action::CommitFile { from, to } => format!(
+                "fsync {}, rename it to {} (an existing one is kept as {}.kept-N), fsync the directory",
+                from.display(),
+                to.display(),
+                to.display()
+            ),
+            Action::KeepAside { path } => format!(
+                "move an earlier {} aside to {}.kept-N if there is one",
+                path.display(),
+                path.display()
+            ),
+            Action::CheckSharedRam { socket } => format!(
+                "qmp {} query-memdev: guest RAM is a share=on memory-backend-file on a file system that survives kexec",
+                socket.display()
+            ),
+            Action::QmpQuit { socket, timeout_ms } => format!(
+                "qmp {} {} if a QEMU still answers there and its guest is not running; wait for it to close the socket (timeout {timeout_ms} ms), not for it to exit",
+                socket.display(),
+                qmp_message("quit", &json!({}))
+            ),
+            Action::CheckPci {
+                address,
+                driver,
+                iommu,
+            } => format!(
+                "check /sys/bus/pci/devices/{address}: driver is {driver:?}{}",
+                if *iommu { ", in an IOMMU group" } else { "" }
+            ),
+            Action::CheckOutput {
+                argv,
+                expect,
+                timeout_ms,
+            } => format!(
+                "exec {} expect output {} (timeout {timeout_ms} ms)",
+                shell_words(argv),
+                expect
+                    .iter()
+                    .map(|e| format!("{e:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             ),
             Action::EnsureDir { path } => {
                 format!("create directory {} unless it exists", path.display())
@@ -683,6 +900,30 @@ mod tests {
         assert_eq!(shell_quote(Path::new("/var/my vm")), "'/var/my vm'");
         assert_eq!(shell_quote(Path::new("/a'b")), r"'/a'\''b'");
         assert_eq!(shell_quote(Path::new("")), "''");
+    }
+
+    #[test]
+    fn policy_kexec_chooses_how_the_kexec_executes() {
+        for (method, mode) in [
+            ("", RebootMode::Kexec),
+            ("kexec = \"auto\"", RebootMode::Kexec),
+            ("kexec = \"systemd\"", RebootMode::SystemdKexec),
+            ("kexec = \"direct\"", RebootMode::DirectKexec),
+        ] {
+            let text =
+                format!("kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\n[policy]\n{method}\n");
+            let plan = crate::plan::load("p.toml", text.as_bytes())
+                .plan
+                .expect("valid");
+            let graph = StepGraph::build(&plan).expect("graph");
+            let program = compile(&plan, &graph, "root=/dev/sda1");
+            let kexec = program
+                .steps
+                .iter()
+                .find(|s| s.id == "kexec")
+                .expect("a kexec step");
+            assert_eq!(kexec.actions, vec![Action::Reboot(mode)], "{method}");
+        }
     }
 
     #[test]
@@ -760,10 +1001,45 @@ restart = ["systemctl", "start", "qemu@db.service"]
                 "migrate-incoming"
             ]
         );
+        let restore = p.steps.iter().find(|s| s.id == "vm:db:restore").unwrap();
+        assert!(matches!(restore.actions[0], Action::QmpQuit { .. }));
+        assert!(
+            matches!(restore.actions.last(), Some(Action::QmpWait { until, .. }) if until == "paused")
+        );
         let save = p.steps.iter().find(|s| s.id == "vm:db:save").unwrap();
-        // The state path has a space: QEMU runs the exec: URI through /bin/sh.
+        // Written under a temporary name, renamed once complete; the old QEMU is not waited for.
+        let dir = Path::new("/var/lib/kup/state/my db");
         assert!(save.actions.iter().any(|a| matches!(a,
-            Action::Qmp { args, .. } if args["uri"] == "exec:cat > '/var/lib/kup/state/my db/vmstate'")));
+            Action::Qmp { file_uri: Some(path), .. } if path == &dir.join("vmstate.partial"))));
+        assert_eq!(
+            save.actions.last(),
+            Some(&Action::CommitFile {
+                from: dir.join("vmstate.partial"),
+                to: dir.join("vmstate")
+            })
+        );
+        assert!(
+            !save
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::QmpQuit { .. }))
+        );
+        // The state path has a space: QEMU runs the exec: URI through /bin/sh, and the dry run shows it quoted.
+        let shown = save.actions[1].describe();
+        assert!(
+            shown.contains(r#"exec:cat > '/var/lib/kup/state/my db/vmstate.partial'"#),
+            "{shown}"
+        );
+        let preflight = p.steps.iter().find(|s| s.id == "preflight").unwrap();
+        assert!(
+            preflight
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::CheckSharedRam { .. }))
+        );
+        assert!(preflight.actions.contains(&Action::KeepAside {
+            path: dir.join("vmstate")
+        }));
     }
 
     #[test]

@@ -20,8 +20,38 @@ fn tail(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[start..]).trim().to_owned()
 }
 
+/// What a finished program left: its exit code (`None`: killed by a signal), stdout, and the tail of both streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub tail: String,
+    pub duration_ms: u64,
+}
+
 /// Runs `argv` to completion or until `timeout`; a non-zero exit or a timeout is an error naming the command.
 pub fn run(argv: &[String], timeout: Duration) -> Result<Outcome, String> {
+    let shown = argv.join(" ");
+    let captured = capture(argv, timeout)?;
+    match captured.code {
+        Some(0) => Ok(Outcome {
+            status: 0,
+            duration_ms: captured.duration_ms,
+        }),
+        Some(code) => Err(format!(
+            "`{shown}` exited with status {code}: {}",
+            captured.tail
+        )),
+        None => Err(format!(
+            "`{shown}` was killed by a signal: {}",
+            captured.tail
+        )),
+    }
+}
+
+/// Runs `argv` to completion or until `timeout` and returns what it printed, whatever its exit status; only a
+/// program that cannot start or does not finish is an error.
+pub fn capture(argv: &[String], timeout: Duration) -> Result<Captured, String> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| "empty command".to_owned())?;
@@ -34,29 +64,40 @@ pub fn run(argv: &[String], timeout: Duration) -> Result<Outcome, String> {
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "cannot run `{shown}`: `{program}` is not installed (not found on PATH{})",
+                std::env::var("PATH")
+                    .map(|p| format!(" {p}"))
+                    .unwrap_or_default()
+            ),
+            std::io::ErrorKind::PermissionDenied => {
+                format!("cannot run `{shown}`: `{program}` is not executable: {e}")
+            }
+            _ => format!("cannot run `{shown}`: {e}"),
+        })?;
     // Drain both pipes on threads so a chatty program cannot block on a full pipe.
     let (sender, output_rx) = std::sync::mpsc::channel();
-    let pipes: Vec<Box<dyn Read + Send>> = [
+    let pipes: Vec<(bool, Box<dyn Read + Send>)> = [
         child
             .stdout
             .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            .map(|s| (true, Box::new(s) as Box<dyn Read + Send>)),
         child
             .stderr
             .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            .map(|s| (false, Box::new(s) as Box<dyn Read + Send>)),
     ]
     .into_iter()
     .flatten()
     .collect();
     let pipe_count = pipes.len();
-    for mut pipe in pipes {
+    for (is_stdout, mut pipe) in pipes {
         let sender = sender.clone();
         std::thread::spawn(move || {
             let mut buf = Vec::new();
             let _ = pipe.read_to_end(&mut buf);
-            let _ = sender.send(buf);
+            let _ = sender.send((is_stdout, buf));
         });
     }
     let deadline = started + timeout;
@@ -82,27 +123,24 @@ pub fn run(argv: &[String], timeout: Duration) -> Result<Outcome, String> {
     };
     // A program that leaves a daemon behind (QEMU's -daemonize) may hand it the pipes: wait briefly, not forever.
     let mut output = Vec::new();
+    let mut stdout = Vec::new();
     for _ in 0..pipe_count {
         match output_rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(bytes) => output.extend(bytes),
+            Ok((is_stdout, bytes)) => {
+                if is_stdout {
+                    stdout.extend_from_slice(&bytes);
+                }
+                output.extend(bytes);
+            }
             Err(_) => break,
         }
     }
-    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    match status.code() {
-        Some(0) => Ok(Outcome {
-            status: 0,
-            duration_ms,
-        }),
-        Some(code) => Err(format!(
-            "`{shown}` exited with status {code}: {}",
-            tail(&output)
-        )),
-        None => Err(format!(
-            "`{shown}` was killed by a signal: {}",
-            tail(&output)
-        )),
-    }
+    Ok(Captured {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        tail: tail(&output),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
 }
 
 #[cfg(test)]
@@ -134,7 +172,31 @@ mod tests {
         assert!(
             run(&argv(&["/nonexistent/program"]), Duration::from_secs(1))
                 .unwrap_err()
-                .contains("cannot run")
+                .contains("is not installed")
         );
+    }
+
+    #[test]
+    fn capture_keeps_stdout_whatever_the_status() {
+        let c = capture(
+            &argv(&["sh", "-c", "echo inactive; echo noise >&2; exit 3"]),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(c.code, Some(3));
+        assert_eq!(c.stdout.trim(), "inactive");
+        assert!(c.tail.contains("noise"));
+    }
+
+    #[test]
+    fn a_timeout_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("grandchild-ran");
+        // The grandchild would write the marker after the timeout if it survived its parent's kill.
+        let script = format!("(sleep 1; touch {}) & sleep 10", marker.display());
+        let err = run(&argv(&["sh", "-c", &script]), Duration::from_millis(200)).unwrap_err();
+        assert!(err.contains("killed"), "{err}");
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!marker.exists(), "the grandchild outlived the timeout");
     }
 }

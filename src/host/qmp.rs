@@ -1,8 +1,10 @@
 //! A small synchronous QMP client (QEMU's JSON protocol on a unix socket): enough for pause, save, restore and
-//! resume, with a timeout on every read so a wedged QEMU cannot hang a live update.
+//! resume, with a timeout on every read so a wedged QEMU cannot hang a live update, and errors that say which
+//! QEMU, which command and what an operator should look at.
 
+use crate::graph::action::shell_quote;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -10,7 +12,10 @@ use std::time::Duration;
 /// Time allowed for one QMP reply; long-running work (migration) is polled, never waited on in one read.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Debug)]
+/// Events kept for the caller; older ones are dropped so a chatty guest cannot grow a session without bound.
+const MAX_EVENTS: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QmpError(pub String);
 
 impl std::fmt::Display for QmpError {
@@ -19,22 +24,69 @@ impl std::fmt::Display for QmpError {
     }
 }
 
+/// QEMU's version as `query-version` (and the greeting) report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct QemuVersion {
+    pub major: u64,
+    pub minor: u64,
+    pub micro: u64,
+}
+
+impl QemuVersion {
+    fn from_reply(value: &Value) -> Option<Self> {
+        let q = value.get("qemu")?;
+        Some(Self {
+            major: q.get("major")?.as_u64()?,
+            minor: q.get("minor")?.as_u64()?,
+            micro: q.get("micro")?.as_u64()?,
+        })
+    }
+
+    /// Whether migration takes a `file:PATH` URI (QEMU 8.2 and later). Older QEMUs are given `exec:cat > PATH`,
+    /// which costs a `cat` process and a pipe but works back to QEMU 2.x.
+    pub fn has_file_migration(&self) -> bool {
+        (self.major, self.minor) >= (8, 2)
+    }
+}
+
+impl std::fmt::Display for QemuVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.micro)
+    }
+}
+
 /// One QMP connection, past the greeting.
 pub struct QmpClient {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     socket: String,
+    greeting_version: Option<QemuVersion>,
+    events: Vec<Value>,
 }
 
 impl QmpClient {
     /// Connects and reads the greeting. `qmp_capabilities` is left to the caller (plans list it explicitly).
     pub fn connect(path: &Path) -> Result<Self, QmpError> {
+        Self::connect_with_timeout(path, REPLY_TIMEOUT)
+    }
+
+    /// [`QmpClient::connect`] with another limit for each read.
+    pub fn connect_with_timeout(path: &Path, timeout: Duration) -> Result<Self, QmpError> {
         let socket = path.display().to_string();
-        let stream = UnixStream::connect(path)
-            .map_err(|e| QmpError(format!("QMP {socket}: cannot connect: {e}")))?;
+        let stream = UnixStream::connect(path).map_err(|e| {
+            QmpError(match e.kind() {
+                ErrorKind::NotFound => format!(
+                    "QMP {socket}: no such socket: is QEMU running with `-qmp unix:{socket},server=on,wait=off`?"
+                ),
+                ErrorKind::ConnectionRefused => format!(
+                    "QMP {socket}: nothing listens on this socket (QEMU exited and left it behind?)"
+                ),
+                _ => format!("QMP {socket}: cannot connect: {e}"),
+            })
+        })?;
         stream
-            .set_read_timeout(Some(REPLY_TIMEOUT))
-            .and_then(|()| stream.set_write_timeout(Some(REPLY_TIMEOUT)))
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| stream.set_write_timeout(Some(timeout)))
             .map_err(|e| QmpError(format!("QMP {socket}: {e}")))?;
         let writer = stream
             .try_clone()
@@ -43,34 +95,106 @@ impl QmpClient {
             reader: BufReader::new(stream),
             writer,
             socket,
+            greeting_version: None,
+            events: Vec::new(),
         };
-        let greeting = client.read_message()?;
-        if greeting.get("QMP").is_none() {
-            return Err(QmpError(format!(
-                "QMP {}: unexpected greeting {greeting}",
-                client.socket
-            )));
+        // QEMU serves one QMP client per socket at a time: a second one is accepted by the kernel but greeted only
+        // when the first leaves, so a missing greeting usually means someone else holds the monitor.
+        let greeting = client.read_message().map_err(|e| {
+            if e.0.contains("timed out") || e.0.contains("would block") {
+                QmpError(format!(
+                    "QMP {}: connected, but QEMU sent no greeting within {} s (another client holds this \
+                     monitor? QEMU serves one at a time)",
+                    client.socket,
+                    timeout.as_secs()
+                ))
+            } else {
+                e
+            }
+        })?;
+        match greeting.get("QMP") {
+            Some(qmp) => {
+                client.greeting_version = qmp.get("version").and_then(QemuVersion::from_reply)
+            }
+            None => {
+                return Err(QmpError(format!(
+                    "QMP {}: unexpected greeting {greeting} (is this a QMP socket, not HMP or a serial console?)",
+                    client.socket
+                )));
+            }
         }
         Ok(client)
     }
 
+    /// The socket this client talks to, as shown in messages.
+    pub fn socket(&self) -> &str {
+        &self.socket
+    }
+
     fn read_message(&mut self) -> Result<Value, QmpError> {
         let mut line = String::new();
-        let n = self
-            .reader
-            .read_line(&mut line)
-            .map_err(|e| QmpError(format!("QMP {}: no reply: {e}", self.socket)))?;
+        let n = self.reader.read_line(&mut line).map_err(|e| {
+            QmpError(match e.kind() {
+                ErrorKind::WouldBlock | ErrorKind::TimedOut => format!(
+                    "QMP {}: no reply: timed out after {} s (QEMU wedged?)",
+                    self.socket,
+                    self.reader
+                        .get_ref()
+                        .read_timeout()
+                        .ok()
+                        .flatten()
+                        .unwrap_or(REPLY_TIMEOUT)
+                        .as_secs()
+                ),
+                ErrorKind::ConnectionReset => format!(
+                    "QMP {}: QEMU reset the connection (it exited or was killed)",
+                    self.socket
+                ),
+                _ => format!("QMP {}: no reply: {e}", self.socket),
+            })
+        })?;
         if n == 0 {
             return Err(QmpError(format!(
-                "QMP {}: QEMU closed the connection",
-                self.socket
+                "QMP {}: QEMU closed the connection (it exited or was killed{})",
+                self.socket,
+                self.last_shutdown()
+                    .map(|r| format!("; last SHUTDOWN event: {r}"))
+                    .unwrap_or_default()
             )));
         }
         serde_json::from_str(&line)
             .map_err(|e| QmpError(format!("QMP {}: bad JSON {line:?}: {e}", self.socket)))
     }
 
-    /// Sends one command and returns its `return` value; asynchronous events in between are skipped.
+    fn last_shutdown(&self) -> Option<String> {
+        self.events
+            .iter()
+            .rev()
+            .find(|e| e.get("event").and_then(Value::as_str) == Some("SHUTDOWN"))
+            .map(|e| {
+                e.get("data")
+                    .and_then(|d| d.get("reason"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown reason")
+                    .to_owned()
+            })
+    }
+
+    fn keep_event(&mut self, event: Value) {
+        if self.events.len() == MAX_EVENTS {
+            self.events.remove(0);
+        }
+        self.events.push(event);
+    }
+
+    /// Asynchronous events (`STOP`, `RESUME`, `MIGRATION`, `SHUTDOWN`, …) received so far, oldest first; taking
+    /// them empties the list.
+    pub fn take_events(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Sends one command and returns its `return` value; asynchronous events in between are kept (see
+    /// [`QmpClient::take_events`]).
     pub fn execute(&mut self, command: &str, args: &Value) -> Result<Value, QmpError> {
         let mut message = json!({ "execute": command });
         if args.as_object().is_some_and(|a| !a.is_empty()) {
@@ -78,11 +202,19 @@ impl QmpClient {
         }
         let mut text = message.to_string();
         text.push('\n');
-        self.writer
-            .write_all(text.as_bytes())
-            .map_err(|e| QmpError(format!("QMP {}: cannot send {command}: {e}", self.socket)))?;
+        self.writer.write_all(text.as_bytes()).map_err(|e| {
+            QmpError(match e.kind() {
+                ErrorKind::BrokenPipe | ErrorKind::ConnectionReset => format!(
+                    "QMP {}: cannot send {command}: QEMU closed the connection (it exited or was killed)",
+                    self.socket
+                ),
+                _ => format!("QMP {}: cannot send {command}: {e}", self.socket),
+            })
+        })?;
         loop {
-            let reply = self.read_message()?;
+            let reply = self
+                .read_message()
+                .map_err(|e| QmpError(format!("{e} (while waiting for the reply to {command})")))?;
             if let Some(value) = reply.get("return") {
                 return Ok(value.clone());
             }
@@ -91,12 +223,212 @@ impl QmpClient {
                     .get("desc")
                     .and_then(Value::as_str)
                     .unwrap_or("unknown error");
+                let class = error.get("class").and_then(Value::as_str).unwrap_or("");
+                let hint = if class == "CommandNotFound" {
+                    " (this QEMU does not know the command; see `query-version`)"
+                } else {
+                    ""
+                };
                 return Err(QmpError(format!(
-                    "QMP {}: {command} failed: {desc}",
+                    "QMP {}: {command} failed: {desc}{hint}",
                     self.socket
                 )));
             }
-            // An event ({"event": …}): not the reply to this command.
+            if reply.get("event").is_some() {
+                self.keep_event(reply);
+            }
         }
+    }
+
+    /// QEMU's version: from the greeting, else from `query-version`.
+    pub fn version(&mut self) -> Result<QemuVersion, QmpError> {
+        if let Some(v) = self.greeting_version {
+            return Ok(v);
+        }
+        let reply = self.execute("query-version", &json!({}))?;
+        let version = QemuVersion::from_reply(&reply).ok_or_else(|| {
+            QmpError(format!(
+                "QMP {}: query-version returned no version: {reply}",
+                self.socket
+            ))
+        })?;
+        self.greeting_version = Some(version);
+        Ok(version)
+    }
+
+    /// Sends `quit` and waits until QEMU closes this connection (it does so early in its exit, after unlinking its
+    /// QMP socket and pidfile) — not until the process is gone, which for a big guest takes seconds while the kernel
+    /// frees its memory.
+    pub fn quit(mut self, timeout: Duration) -> Result<(), QmpError> {
+        self.execute("quit", &json!({}))?;
+        let _ = self.reader.get_ref().set_read_timeout(Some(timeout));
+        loop {
+            match self.read_message() {
+                Ok(event) => self.keep_event(event),
+                Err(e) if e.0.contains("closed the connection") || e.0.contains("reset") => {
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The migration URI that writes a state file, for this QEMU. `exec:` URIs go through `/bin/sh`, hence the quoting.
+pub fn outgoing_uri(version: QemuVersion, path: &Path) -> String {
+    let text = path.to_string_lossy();
+    // `file:` takes options after a comma, so a path with a comma goes the exec way.
+    if version.has_file_migration() && !text.contains(',') {
+        format!("file:{text}")
+    } else {
+        format!("exec:cat > {}", shell_quote(Path::new(text.as_ref())))
+    }
+}
+
+/// The migration URI that reads a state file back, for this QEMU.
+pub fn incoming_uri(version: QemuVersion, path: &Path) -> String {
+    let text = path.to_string_lossy();
+    if version.has_file_migration() && !text.contains(',') {
+        format!("file:{text}")
+    } else {
+        format!("exec:cat {}", shell_quote(Path::new(text.as_ref())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    const V72: QemuVersion = QemuVersion {
+        major: 7,
+        minor: 2,
+        micro: 22,
+    };
+    const V82: QemuVersion = QemuVersion {
+        major: 8,
+        minor: 2,
+        micro: 0,
+    };
+
+    #[test]
+    fn file_uri_only_from_8_2() {
+        assert!(!V72.has_file_migration());
+        assert!(V82.has_file_migration());
+        assert!(
+            QemuVersion {
+                major: 10,
+                minor: 0,
+                micro: 0
+            }
+            .has_file_migration()
+        );
+        let p = Path::new("/var/lib/kup/my vm/vmstate.partial");
+        assert_eq!(
+            outgoing_uri(V72, p),
+            "exec:cat > '/var/lib/kup/my vm/vmstate.partial'"
+        );
+        assert_eq!(
+            outgoing_uri(V82, p),
+            "file:/var/lib/kup/my vm/vmstate.partial"
+        );
+        assert_eq!(
+            incoming_uri(V72, Path::new("/s/vmstate")),
+            "exec:cat /s/vmstate"
+        );
+        assert_eq!(
+            incoming_uri(V82, Path::new("/s,x/vmstate")),
+            "exec:cat '/s,x/vmstate'"
+        );
+    }
+
+    /// A fake QEMU that sends `script` lines in answer to each command it reads, then closes.
+    fn fake_qemu(script: Vec<Vec<&'static str>>) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream
+                .write_all(
+                    b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}}, \"capabilities\": []}}\n",
+                )
+                .unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            for replies in script {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                for r in replies {
+                    stream.write_all(r.as_bytes()).unwrap();
+                    stream.write_all(b"\n").unwrap();
+                }
+            }
+            // Returning drops both ends: the connection closes, as when QEMU dies.
+        });
+        (dir, path)
+    }
+
+    #[test]
+    fn events_are_kept_and_errors_name_the_command() {
+        let (_dir, path) = fake_qemu(vec![
+            vec![
+                r#"{"event": "STOP", "timestamp": {"seconds": 1, "microseconds": 2}}"#,
+                r#"{"return": {}}"#,
+            ],
+            vec![r#"{"error": {"class": "GenericError", "desc": "no way"}}"#],
+            vec![
+                r#"{"error": {"class": "CommandNotFound", "desc": "The command x has not been found"}}"#,
+            ],
+        ]);
+        let mut c = QmpClient::connect(&path).unwrap();
+        assert_eq!(c.version().unwrap(), V72);
+        assert_eq!(c.execute("stop", &json!({})).unwrap(), json!({}));
+        let events = c.take_events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["event"], "STOP");
+        let e = c.execute("migrate", &json!({"uri": "x"})).unwrap_err();
+        assert!(e.0.contains("migrate failed: no way"), "{e}");
+        let e = c.execute("x", &json!({})).unwrap_err();
+        assert!(e.0.contains("does not know the command"), "{e}");
+    }
+
+    #[test]
+    fn a_qemu_that_dies_mid_command_is_an_error_not_a_hang() {
+        let (_dir, path) = fake_qemu(vec![vec![
+            r#"{"event": "SHUTDOWN", "data": {"guest": false, "reason": "host-signal"}}"#,
+        ]]);
+        let mut c = QmpClient::connect(&path).unwrap();
+        let e = c.execute("query-migrate", &json!({})).unwrap_err();
+        assert!(e.0.contains("closed the connection"), "{e}");
+        assert!(e.0.contains("host-signal"), "{e}");
+        assert!(e.0.contains("query-migrate"), "{e}");
+    }
+
+    #[test]
+    fn a_silent_qemu_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        // Accepted by the kernel, never greeted: what a second client of a busy monitor sees.
+        let _listener = UnixListener::bind(&path).unwrap();
+        let started = std::time::Instant::now();
+        let e = QmpClient::connect_with_timeout(&path, Duration::from_millis(200))
+            .err()
+            .unwrap();
+        assert!(e.0.contains("no greeting"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn missing_and_stale_sockets_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.sock");
+        let e = QmpClient::connect(&missing).err().unwrap();
+        assert!(e.0.contains("no such socket"), "{e}");
+        let stale = dir.path().join("stale.sock");
+        drop(UnixListener::bind(&stale).unwrap());
+        let e = QmpClient::connect(&stale).err().unwrap();
+        assert!(e.0.contains("nothing listens"), "{e}");
     }
 }

@@ -3,7 +3,7 @@
 //! (custom step ordering, which the graph checks for unknown ids and cycles).
 
 use super::glob::HostGlob;
-pub use super::raw::{Loader, MemoryMode, OnFailure};
+pub use super::raw::{KexecMethod, Loader, MemoryMode, OnFailure};
 use serde::Serialize;
 use std::fmt;
 use std::ops::Range;
@@ -180,4 +180,5 @@ pub struct Policy {
     pub parallelism: u32,
     pub on_failure: OnFailure,
     pub journal: PathBuf,
+    pub kexec: KexecMethod,
 }

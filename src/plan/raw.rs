@@ -259,6 +259,23 @@ pub struct RawPolicy {
     /// Directory for checkpoint journals (default `/var/lib/kup`). Must survive the kexec.
     #[schemars(with = "Option<String>")]
     pub journal: Option<Spanned<String>>,
+    /// How the kexec is executed: `auto` (default: `systemd` when systemd runs the host, else `direct`),
+    /// `systemd` (`systemctl kexec`: services stop and file systems unmount cleanly) or `direct` (`sync()` then
+    /// `reboot(LINUX_REBOOT_CMD_KEXEC)`: faster to start the new kernel, but file systems stay mounted).
+    #[schemars(with = "Option<KexecMethod>")]
+    pub kexec: Option<Spanned<KexecMethod>>,
+}
+
+/// How the kexec is executed once the kernel is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KexecMethod {
+    /// `systemd` when systemd is PID 1, else `direct`.
+    Auto,
+    /// `systemctl kexec`: a clean shutdown into the loaded kernel.
+    Systemd,
+    /// `sync()` then `reboot(LINUX_REBOOT_CMD_KEXEC)`: file systems stay mounted (ext4 replays its journal).
+    Direct,
 }
 
 /// What to do when a step fails before the point of no return.

@@ -42,6 +42,7 @@ pub mod code {
     pub const ISOLATE_TARGET: &str = "kup::plan::isolate-target";
     pub const SYSTEMD_UNIT: &str = "kup::plan::systemd-unit";
     pub const ON_FAILURE_STOP: &str = "kup::plan::on-failure-stop";
+    pub const DIRECT_KEXEC: &str = "kup::plan::direct-kexec";
     pub const EMPTY_VALUE: &str = "kup::plan::empty-value";
 
     /// Codes that report something absent: after the structural pass removed a badly typed key, these would only
@@ -845,6 +846,7 @@ impl Validator<'_> {
             parallelism: DEFAULT_PARALLELISM,
             on_failure: OnFailure::Rollback,
             journal: PathBuf::from(DEFAULT_JOURNAL),
+            kexec: KexecMethod::Auto,
         };
         let Some(raw) = raw.map(Spanned::get_ref) else {
             return policy;
@@ -889,6 +891,19 @@ impl Validator<'_> {
                     )
                     .at(on_failure.span(), "no automatic rollback")
                     .help("\"rollback\" resumes VMs and restarts apps automatically; keep \"stop\" only if someone is on call"),
+                );
+            }
+        }
+        if let Some(method) = &raw.kexec {
+            policy.kexec = *method.get_ref();
+            if policy.kexec == KexecMethod::Direct {
+                self.push(
+                    Diagnostic::warning(
+                        code::DIRECT_KEXEC,
+                        "a direct kexec leaves file systems mounted: they replay their journals on the new kernel",
+                    )
+                    .at(method.span(), "no clean shutdown")
+                    .help("\"auto\" uses `systemctl kexec` where systemd runs the host; keep \"direct\" for hosts without it or when every millisecond counts"),
                 );
             }
         }

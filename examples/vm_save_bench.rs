@@ -1,0 +1,309 @@
+//! Benchmark of kup's VM save with real QEMU 7.2 guests from the lab: save time and state-file size with
+//! `memory = "shared"` vs `"copy"` for a 2 GiB guest with 1.5 GiB written, and four such guests saved in parallel
+//! vs one after another. The save is exactly what `kup plan apply` performs (the compiled `vm:NAME:pause` and
+//! `vm:NAME:save` steps on the real host), timed around the host calls; between runs each guest is resumed with
+//! the steps' own rollback, so every run saves the same running guest again.
+//!
+//! ```sh
+//! lab/setup
+//! cargo run --example vm_save_bench -- [--runs N] [--quick]   # kup's own share of the time is QMP calls: no need for --release
+//! ```
+//!
+//! Needs root (guest RAM is written through /proc/PID/mem) and about 12 GiB of free RAM and disk.
+
+#[path = "../tests/support/guests.rs"]
+mod guests;
+
+use guests::{Guest, Lab, RESERVED_START, Ram, Spec};
+use kup::graph::StepGraph;
+use kup::graph::action::{self, Action, Program};
+use kup::host::{Host, RealHost};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+struct Config {
+    runs: usize,
+    mem_mib: u64,
+    written_mib: u64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut config = Config {
+        runs: 5,
+        mem_mib: 2048,
+        written_mib: 1536,
+    };
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--runs" => {
+                i += 1;
+                config.runs = args.get(i).and_then(|n| n.parse().ok()).unwrap_or(5).max(1);
+            }
+            "--quick" => {
+                config.mem_mib = 512;
+                config.written_mib = 256;
+                config.runs = config.runs.min(2);
+            }
+            other => {
+                eprintln!("usage: vm_save_bench [--runs N] [--quick]  (unknown argument {other})");
+                std::process::exit(2);
+            }
+        }
+        i += 1;
+    }
+    let lab = Lab::get();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| lab.repo.join("target"));
+    let work = target.join("tmp");
+    std::fs::create_dir_all(&work).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("vm_save_bench-")
+        .tempdir_in(&work)
+        .unwrap();
+    machine(&lab, tmp.path());
+    println!(
+        "guest: {} MiB, {} MiB written (random bytes), {} runs, medians (min–max)\n",
+        config.mem_mib, config.written_mib, config.runs
+    );
+
+    println!(
+        "| RAM | pause | migrate (until `completed`) | commit (fsync + rename) | save total | state file |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (memory, ram) in [("shared", Ram::SharedFile), ("copy", Ram::Anonymous)] {
+        let g = start(
+            &lab,
+            &work,
+            tmp.path(),
+            &config,
+            &format!("one-{memory}"),
+            ram,
+        );
+        let program = program(&lab, tmp.path(), &[&g], memory);
+        let mut pause = Vec::new();
+        let mut migrate = Vec::new();
+        let mut commit = Vec::new();
+        let mut total = Vec::new();
+        let mut size = Vec::new();
+        for _ in 0..config.runs {
+            let t = save(&program, &g);
+            pause.push(t.pause);
+            migrate.push(t.migrate);
+            commit.push(t.commit);
+            total.push(t.pause + t.migrate + t.commit);
+            size.push(std::fs::metadata(g.state.join("vmstate")).unwrap().len());
+            reset(&program, &[&g]);
+        }
+        println!(
+            "| `{memory}` | {} | {} | {} | {} | {} |",
+            stat(&pause),
+            stat(&migrate),
+            stat(&commit),
+            stat(&total),
+            sizes(&size)
+        );
+    }
+
+    println!("\n4 guests, wall time from the first pause to the last state file committed:\n");
+    println!(
+        "| RAM | one after another | in parallel (4 threads, as policy.parallelism = 4) | state files |"
+    );
+    println!("| --- | ---: | ---: | ---: |");
+    for (memory, ram) in [("shared", Ram::SharedFile), ("copy", Ram::Anonymous)] {
+        let all: Vec<Guest> = std::thread::scope(|s| {
+            let handles: Vec<_> = (1..=4)
+                .map(|n| {
+                    let (lab, work, dir, config) = (&lab, &work, tmp.path(), &config);
+                    s.spawn(move || {
+                        start(lab, work, dir, config, &format!("four-{memory}-{n}"), ram)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let refs: Vec<&Guest> = all.iter().collect();
+        let program = program(&lab, tmp.path(), &refs, memory);
+        let mut serial = Vec::new();
+        let mut parallel = Vec::new();
+        let mut size = Vec::new();
+        for run in 0..config.runs {
+            // Alternate which comes first so neither always meets a cold or a full page cache.
+            for order in if run % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            } {
+                let started = Instant::now();
+                if order {
+                    std::thread::scope(|s| {
+                        for g in &refs {
+                            let program = &program;
+                            s.spawn(move || save(program, g));
+                        }
+                    });
+                    parallel.push(started.elapsed());
+                } else {
+                    for g in &refs {
+                        save(&program, g);
+                    }
+                    serial.push(started.elapsed());
+                }
+                size.push(
+                    refs.iter()
+                        .map(|g| std::fs::metadata(g.state.join("vmstate")).unwrap().len())
+                        .sum(),
+                );
+                reset(&program, &refs);
+            }
+        }
+        println!(
+            "| `{memory}` | {} | {} | {} total |",
+            stat(&serial),
+            stat(&parallel),
+            sizes(&size)
+        );
+    }
+}
+
+/// A booted guest with `written_mib` of random bytes in its reserved RAM.
+fn start(lab: &Lab, work: &Path, dir: &Path, config: &Config, name: &str, ram: Ram) -> Guest {
+    let spec = Spec {
+        mem_mib: config.mem_mib,
+        reserved_mib: config.written_mib,
+        ..Spec::new(name, ram)
+    };
+    let g = Guest::start(lab, work, &dir.join(name), spec);
+    // What the plan's preflight does.
+    std::fs::create_dir_all(&g.state).unwrap();
+    let chunk = 16 << 20;
+    let bytes = guests::pattern(u64::from(name.len() as u32) ^ 0x5eed, chunk);
+    for i in 0..(config.written_mib << 20) / chunk as u64 {
+        g.write(RESERVED_START + i * chunk as u64, &bytes);
+    }
+    g
+}
+
+fn program(lab: &Lab, dir: &Path, guests: &[&Guest], memory: &str) -> Program {
+    let text = guests::plan(lab, &dir.join("journal"), guests, memory);
+    let loaded = kup::plan::load("bench.toml", text.as_bytes());
+    let plan = loaded
+        .plan
+        .unwrap_or_else(|| panic!("{}", loaded.report.render(false, 120)));
+    let graph = StepGraph::build(&plan).unwrap();
+    action::compile(&plan, &graph, "console=ttyS0")
+}
+
+struct Times {
+    pause: Duration,
+    migrate: Duration,
+    commit: Duration,
+}
+
+fn step<'a>(program: &'a Program, id: &str) -> &'a action::CompiledStep {
+    program.steps.iter().find(|s| s.id == id).unwrap()
+}
+
+fn timed(actions: &[Action]) -> Duration {
+    let started = Instant::now();
+    if let Err(f) = RealHost.perform(actions) {
+        panic!("`{}` failed: {}", actions[f.index].describe(), f.message);
+    }
+    started.elapsed()
+}
+
+/// Pause and save one guest as apply does; the commit (the last action of the save step) is timed on its own.
+fn save(program: &Program, g: &Guest) -> Times {
+    let name = &g.spec.name;
+    let pause = timed(&step(program, &format!("vm:{name}:pause")).actions);
+    let actions = &step(program, &format!("vm:{name}:save")).actions;
+    let (commit, migrate) = actions.split_last().unwrap();
+    let migrate = timed(migrate);
+    let commit = timed(std::slice::from_ref(commit));
+    Times {
+        pause,
+        migrate,
+        commit,
+    }
+}
+
+/// Resumes the guests with the save's and pause's rollbacks and deletes their state files.
+fn reset(program: &Program, guests: &[&Guest]) {
+    for g in guests {
+        let name = &g.spec.name;
+        timed(&step(program, &format!("vm:{name}:save")).rollback);
+        timed(&step(program, &format!("vm:{name}:pause")).rollback);
+        let _ = std::fs::remove_file(g.state.join("vmstate"));
+    }
+}
+
+fn median(values: &[Duration]) -> Duration {
+    let mut v = values.to_vec();
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn show(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
+fn stat(values: &[Duration]) -> String {
+    let min = values.iter().min().copied().unwrap_or_default();
+    let max = values.iter().max().copied().unwrap_or_default();
+    format!("{} ({}–{})", show(median(values)), show(min), show(max))
+}
+
+fn sizes(values: &[u64]) -> String {
+    let mut v = values.to_vec();
+    v.sort();
+    let m = v[v.len() / 2];
+    if m >= 1 << 30 {
+        format!("{:.2} GiB", m as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", m as f64 / (1u64 << 20) as f64)
+    }
+}
+
+fn machine(lab: &Lab, dir: &Path) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_owned())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .nth(1)
+        .and_then(|k| k.parse::<u64>().ok())
+        .unwrap_or(0)
+        >> 20;
+    let fs = std::process::Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE,SOURCE", "-T"])
+        .arg(dir)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let qemu = std::fs::read_to_string(lab.dir.join("versions.txt"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.contains("qemu-system-x86"))
+        .unwrap_or("qemu-system-x86 (version unknown)")
+        .trim()
+        .to_owned();
+    println!(
+        "machine: {cpu}, {cores} vCPUs, {mem} GiB RAM, host kernel {}; state and RAM files on {fs}; {qemu} (TCG, -smp 1)",
+        kup::host::kernel_release().unwrap_or_default(),
+    );
+}

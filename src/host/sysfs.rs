@@ -1,0 +1,235 @@
+//! Reading sysfs the way a live update needs it: PCI devices' driver binding and IOMMU groups, under a root that
+//! tests can point at a fake tree laid out like the real one (symlinks for `driver` and `iommu_group`).
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+/// Where `/sys` and `/proc` are looked up: `/` on a real host, a temporary directory in tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SysfsRoot(PathBuf);
+
+impl Default for SysfsRoot {
+    fn default() -> Self {
+        Self(PathBuf::from("/"))
+    }
+}
+
+impl SysfsRoot {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self(root.into())
+    }
+
+    /// `path` (absolute, as a plan or an action names it) under this root.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        match path.strip_prefix("/") {
+            Ok(relative) => self.0.join(relative),
+            Err(_) => self.0.join(path),
+        }
+    }
+
+    /// `/sys/bus/pci/devices/ADDRESS` under this root.
+    pub fn pci_device(&self, address: &str) -> PathBuf {
+        self.resolve(Path::new("/sys/bus/pci/devices"))
+            .join(address)
+    }
+}
+
+/// A sysfs attribute, trimmed; for a symlink (a device's `driver`), the last component of its target.
+pub fn read_attribute(path: &Path) -> Result<String, String> {
+    match std::fs::read_link(path) {
+        Ok(target) => Ok(target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()),
+        Err(_) => std::fs::read_to_string(path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Checks that PCI device `address` exists, is bound to `driver`, and (when `iommu`) sits in an IOMMU group.
+pub fn check_pci(
+    root: &SysfsRoot,
+    address: &str,
+    driver: &str,
+    iommu: bool,
+) -> Result<Value, String> {
+    // A plan comes from a person: an address with a slash must not walk out of /sys/bus/pci/devices.
+    if address.is_empty() || address.contains('/') || address.starts_with('.') {
+        return Err(format!("{address:?} is not a PCI address"));
+    }
+    let dev = root.pci_device(address);
+    if !dev.exists() {
+        return Err(format!(
+            "PCI device {address} does not exist ({} is missing; see `lspci -D`)",
+            dev.display()
+        ));
+    }
+    let ids = ["vendor", "device"]
+        .map(|f| read_attribute(&dev.join(f)).unwrap_or_else(|_| "?".to_owned()));
+    let id = format!(
+        "{}:{}",
+        ids[0].trim_start_matches("0x"),
+        ids[1].trim_start_matches("0x")
+    );
+    let bound = match std::fs::read_link(dev.join("driver")) {
+        Ok(target) => target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "PCI device {address} [{id}] is bound to no driver, expected {driver:?} (bind it: \
+                 `echo {driver} > {}/driver_override` then `echo {address} > /sys/bus/pci/drivers_probe`)",
+                dev.display()
+            ));
+        }
+        Err(e) => return Err(format!("cannot read {}/driver: {e}", dev.display())),
+    };
+    if bound != driver {
+        return Err(format!(
+            "PCI device {address} [{id}] is bound to {bound:?}, expected {driver:?}"
+        ));
+    }
+    let group = match std::fs::read_link(dev.join("iommu_group")) {
+        Ok(target) => target.file_name().map(|n| n.to_string_lossy().into_owned()),
+        Err(_) => None,
+    };
+    if iommu && group.is_none() {
+        let groups = root.resolve(Path::new("/sys/kernel/iommu_groups"));
+        let any = std::fs::read_dir(&groups).is_ok_and(|mut d| d.next().is_some());
+        return Err(if any {
+            format!(
+                "PCI device {address} [{id}] is in no IOMMU group although the IOMMU is on: VFIO cannot use it"
+            )
+        } else {
+            format!(
+                "the IOMMU is off ({} is empty or missing), so PCI device {address} [{id}] cannot be passed \
+                 through with {driver}: boot with intel_iommu=on or amd_iommu=on",
+                groups.display()
+            )
+        });
+    }
+    Ok(json!({ "address": address, "id": id, "driver": bound, "iommu_group": group }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A sysfs tree laid out like a real one: devices are directories under /sys/devices, /sys/bus/pci/devices
+    /// holds symlinks to them, `driver` and `iommu_group` are symlinks.
+    struct FakeSysfs {
+        dir: tempfile::TempDir,
+    }
+
+    impl FakeSysfs {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            for d in [
+                "sys/bus/pci/devices",
+                "sys/bus/pci/drivers/vfio-pci",
+                "sys/bus/pci/drivers/nvme",
+                "sys/kernel/iommu_groups",
+            ] {
+                std::fs::create_dir_all(dir.path().join(d)).unwrap();
+            }
+            Self { dir }
+        }
+
+        fn root(&self) -> SysfsRoot {
+            SysfsRoot::new(self.dir.path())
+        }
+
+        fn device(&self, address: &str, driver: Option<&str>, group: Option<u32>) {
+            let sys = self.dir.path().join("sys");
+            let real = sys.join("devices/pci0000:00").join(address);
+            std::fs::create_dir_all(&real).unwrap();
+            std::fs::write(real.join("vendor"), "0x144d\n").unwrap();
+            std::fs::write(real.join("device"), "0xa808\n").unwrap();
+            symlink(
+                format!("../../../devices/pci0000:00/{address}"),
+                sys.join("bus/pci/devices").join(address),
+            )
+            .unwrap();
+            if let Some(driver) = driver {
+                symlink(
+                    format!("../../../bus/pci/drivers/{driver}"),
+                    real.join("driver"),
+                )
+                .unwrap();
+                assert!(real.join("driver").exists(), "the fake driver link dangles");
+            }
+            if let Some(group) = group {
+                let g = sys.join("kernel/iommu_groups").join(group.to_string());
+                std::fs::create_dir_all(g.join("devices")).unwrap();
+                symlink(
+                    format!("../../../kernel/iommu_groups/{group}"),
+                    real.join("iommu_group"),
+                )
+                .unwrap();
+                assert!(
+                    real.join("iommu_group").exists(),
+                    "the fake group link dangles"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_vfio_device_in_an_iommu_group_passes() {
+        let fake = FakeSysfs::new();
+        fake.device("0000:3b:00.0", Some("vfio-pci"), Some(12));
+        let out = check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true).unwrap();
+        assert_eq!(out["iommu_group"], "12");
+        assert_eq!(out["id"], "144d:a808");
+    }
+
+    #[test]
+    fn wrong_or_missing_driver_and_missing_device_are_named() {
+        let fake = FakeSysfs::new();
+        fake.device("0000:3b:00.0", Some("nvme"), Some(12));
+        fake.device("0000:3c:00.0", None, Some(13));
+        let e = check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true).unwrap_err();
+        assert!(
+            e.contains("bound to \"nvme\", expected \"vfio-pci\""),
+            "{e}"
+        );
+        let e = check_pci(&fake.root(), "0000:3c:00.0", "vfio-pci", true).unwrap_err();
+        assert!(e.contains("bound to no driver"), "{e}");
+        let e = check_pci(&fake.root(), "0000:99:00.0", "vfio-pci", true).unwrap_err();
+        assert!(e.contains("does not exist"), "{e}");
+        let e = check_pci(&fake.root(), "../../etc", "vfio-pci", true).unwrap_err();
+        assert!(e.contains("not a PCI address"), "{e}");
+    }
+
+    #[test]
+    fn iommu_off_is_told_apart_from_a_device_without_a_group() {
+        let fake = FakeSysfs::new();
+        fake.device("0000:3b:00.0", Some("vfio-pci"), None);
+        let e = check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true).unwrap_err();
+        assert!(e.contains("the IOMMU is off"), "{e}");
+        // Without VFIO no group is needed.
+        check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", false).unwrap();
+        fake.device("0000:3c:00.0", Some("vfio-pci"), Some(4));
+        let e = check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true).unwrap_err();
+        assert!(
+            e.contains("in no IOMMU group although the IOMMU is on"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn resolve_keeps_paths_under_the_root() {
+        let root = SysfsRoot::new("/tmp/fake");
+        assert_eq!(
+            root.resolve(Path::new("/sys/bus/pci/devices")),
+            Path::new("/tmp/fake/sys/bus/pci/devices")
+        );
+        assert_eq!(
+            SysfsRoot::default().resolve(Path::new("/proc/x")),
+            Path::new("/proc/x")
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! QEMU-specific checks and hand-over steps that need more than one QMP command: proving that a guest's RAM will
+//! survive the kexec before trusting `memory = "shared"`, and ending an old QEMU without waiting for its exit.
+
+use super::qmp::{QmpClient, QmpError};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// File systems whose contents live in RAM and so are gone after a kexec.
+const VOLATILE_FS: [(i64, &str); 3] = [
+    (0x0102_1994, "tmpfs"),
+    (0x8584_58f6, "ramfs"),
+    (0x9584_58f6, "hugetlbfs"),
+];
+
+fn qom_get(client: &mut QmpClient, path: &str, property: &str) -> Result<Value, QmpError> {
+    client.execute("qom-get", &json!({ "path": path, "property": property }))
+}
+
+const HOW: &str = "start QEMU with `-object memory-backend-file,id=mem,size=SIZE,mem-path=FILE,share=on \
+                   -machine memory-backend=mem`, FILE on a disk file system, or use memory = \"copy\"";
+
+/// Checks that the guest's RAM is a `share=on` `memory-backend-file` whose file sits on a file system that
+/// survives a kexec; with anything else x-ignore-shared would skip RAM that is then lost.
+pub fn check_shared_ram(client: &mut QmpClient) -> Result<Value, String> {
+    let socket = client.socket().to_owned();
+    let memdevs = client
+        .execute("query-memdev", &json!({}))
+        .map_err(|e| e.to_string())?;
+    let memdevs = memdevs.as_array().cloned().unwrap_or_default();
+    // The machine's RAM backend when it has one (QEMU ≥ 5.0, `-machine memory-backend=`); otherwise every memdev
+    // (NUMA guests give each node its own).
+    let main = qom_get(client, "/machine", "memory-backend")
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .filter(|s| !s.is_empty())
+        .map(|p| p.rsplit('/').next().unwrap_or_default().to_owned());
+    let wanted: Vec<&Value> = memdevs
+        .iter()
+        .filter(|m| match &main {
+            Some(id) => m.get("id").and_then(Value::as_str) == Some(id),
+            None => true,
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Err(format!(
+            "memory = \"shared\", but the guest behind {socket} has its RAM in no memory backend (plain -m): it \
+             would be lost at the kexec; {HOW}"
+        ));
+    }
+    let mut checked = Vec::new();
+    for m in wanted {
+        let id = m.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+        let object = format!("/objects/{id}");
+        // The implicit backend of a plain `-m` (`pc.ram`) is not under /objects; ask it by the machine's path.
+        let kind = qom_get(client, &object, "type")
+            .or_else(|_| qom_get(client, &format!("/machine/{id}"), "type"))
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        if kind == "memory-backend-ram" || id == "pc.ram" {
+            return Err(format!(
+                "memory = \"shared\", but the guest behind {socket} has its RAM in anonymous memory ({id:?}, \
+                 plain -m or memory-backend-ram): it would be lost at the kexec; {HOW}"
+            ));
+        }
+        if m.get("share").and_then(Value::as_bool) != Some(true) {
+            return Err(format!(
+                "memory = \"shared\", but memory backend {id:?} of the guest behind {socket} has share=off: \
+                 its RAM is private to the QEMU process and would be lost; {HOW}"
+            ));
+        }
+        if kind != "memory-backend-file" {
+            return Err(format!(
+                "memory = \"shared\", but memory backend {id:?} of the guest behind {socket} is a {kind}, whose \
+                 memory does not outlive the kernel; {HOW}"
+            ));
+        }
+        let mem_path = qom_get(client, &object, "mem-path")
+            .map_err(|e| e.to_string())?
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let path = Path::new(&mem_path);
+        let meta = std::fs::metadata(path).map_err(|e| {
+            format!("memory backend {id:?} of the guest behind {socket}: mem-path {mem_path}: {e}")
+        })?;
+        if meta.is_dir() {
+            return Err(format!(
+                "memory = \"shared\", but memory backend {id:?} of the guest behind {socket} has mem-path \
+                 {mem_path}, a directory: QEMU then backs RAM with a file it has already deleted, which no new \
+                 QEMU can open; name a file"
+            ));
+        }
+        let fs = nix::sys::statfs::statfs(path).map_err(|e| format!("statfs {mem_path}: {e}"))?;
+        let magic = fs.filesystem_type().0 as i64;
+        if let Some((_, name)) = VOLATILE_FS.iter().find(|(m, _)| *m == magic) {
+            return Err(format!(
+                "memory = \"shared\", but the RAM of the guest behind {socket} is in {mem_path}, on {name}, \
+                 which a kexec wipes; put the file on a disk file system (and the state directory too)"
+            ));
+        }
+        checked.push(json!({ "id": id, "mem_path": mem_path, "size": m.get("size") }));
+    }
+    Ok(json!({ "backends": checked }))
+}
+
+/// Sends `quit` to the QEMU behind `socket` if one answers, and waits until it has let go of the socket path — not
+/// until its process ends, which for a large guest takes seconds while the kernel frees its memory. A QEMU that
+/// left the path behind (killed, or gone with the old kernel) is a no-op.
+pub fn quit_if_running(socket: &Path, timeout: Duration) -> Result<Value, String> {
+    let started = Instant::now();
+    let mut client = match QmpClient::connect_with_timeout(socket, timeout) {
+        Ok(client) => client,
+        // Gone, or going: a QEMU killed a moment ago may still accept and then reset the connection.
+        Err(e)
+            if [
+                "no such socket",
+                "nothing listens",
+                "reset",
+                "closed the connection",
+            ]
+            .iter()
+            .any(|m| e.0.contains(m)) =>
+        {
+            return Ok(json!({ "quit": false }));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    client
+        .execute("qmp_capabilities", &json!({}))
+        .map_err(|e| e.to_string())?;
+    // A guest that runs has moved on since its state was saved: restarting it from the file would roll it back
+    // in time under its own disks. An old QEMU after a save is in `postmigrate`; a new one whose restore was
+    // interrupted is `inmigrate` or `paused`.
+    let status = client
+        .execute("query-status", &json!({}))
+        .map_err(|e| e.to_string())?;
+    let status = status
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    if matches!(status.as_str(), "running" | "suspended") {
+        return Err(format!(
+            "a guest is {status} behind {}: its state file is older than it, so kup will not end it and restore \
+             the file; if this restore is meant to run, stop that QEMU first",
+            socket.display()
+        ));
+    }
+    client.quit(timeout).map_err(|e| e.to_string())?;
+    // QEMU removes its socket path while exiting; a new QEMU bound to the same path before that would lose it.
+    let deadline = started + timeout;
+    while std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "QEMU behind {} accepted `quit` but still listens after {} ms",
+                socket.display(),
+                timeout.as_millis()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(
+        json!({ "quit": true, "ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX) }),
+    )
+}
