@@ -583,6 +583,45 @@ fn a_kernel_image_with_the_wrong_sha256_is_refused_before_any_step_runs() {
     assert!(journal.events("kexec").is_empty());
 }
 
+/// The plan's `kernel.version` is not the release in the image's setup header: the preflight refuses the image
+/// before any other step ran.
+#[test]
+fn a_kernel_image_of_another_release_is_refused_before_any_step_runs() {
+    let lab = Lab::get();
+    let run = lab.scenario("bad-version");
+
+    assert_eq!(run.boots().len(), 1, "no kexec may happen");
+    assert_eq!(
+        run.must("/lab/apply.rc").trim(),
+        "5",
+        "{}",
+        run.must("/lab/apply.log")
+    );
+    assert!(run.file("/lab/before-kexec.log").is_none());
+    let status = run.json("/lab/status.json");
+    assert_eq!(status["state"], "rolled-back", "{status:#}");
+    for (id, state) in step_states(&status) {
+        let expected = if id == "preflight" {
+            "failed"
+        } else {
+            "pending"
+        };
+        assert_eq!(state, expected, "step {id} in {status:#}");
+    }
+    let error = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "preflight")
+        .and_then(|s| s["error"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains(&lab.kernel_version()) && error.contains("6.1.0-0-not-this-one"),
+        "the error names both releases: {error}"
+    );
+}
+
 /// Power is cut right after the kexec record is durable (QEMU killed when kup says so on the console, just before
 /// it executes the kexec); the old kernel then boots fresh on the same disk. `kup plan resume` sees the boot id changed but not
 /// the command line it loaded: it reports the update as failed, and still runs the steps after the kexec.
