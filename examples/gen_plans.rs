@@ -409,7 +409,7 @@ fn plan(rng: &mut Rng, index: usize, fault: Option<&str>) -> String {
             let _ = writeln!(
                 w,
                 "max_downtime = \"{}\"",
-                rng.pick(&["3s", "10s", "500ms", "1m"])
+                rng.pick(&["10m", "30m", "1h", "2h"])
             );
         }
         let key = if is("typo-key") {
