@@ -622,8 +622,8 @@ fn a_kernel_image_of_another_release_is_refused_before_any_step_runs() {
     );
 }
 
-/// Power is cut right after the kexec record is durable (QEMU killed when kup says so on the console, just before
-/// it executes the kexec); the old kernel then boots fresh on the same disk. `kup plan resume` sees the boot id changed but not
+/// Power is cut during the hand-over (QEMU killed when the old kernel starts the kexec, after kup's durable kexec
+/// record and its sync); the old kernel then boots fresh on the same disk. `kup plan resume` sees the boot id changed but not
 /// the command line it loaded: it reports the update as failed, and still runs the steps after the kexec.
 #[test]
 fn after_a_power_cut_at_the_kexec_resume_on_the_old_kernel_reports_the_failed_update() {
@@ -632,6 +632,7 @@ fn after_a_power_cut_at_the_kexec_resume_on_the_old_kernel_reports_the_failed_up
 
     let console1 = read_lossy(&run.out.join("console.log")).expect("console.log");
     assert!(console1.contains("kexec record durable in the journal"));
+    assert!(console1.contains("kexec_core: Starting new kernel"));
     let boots = run.boots();
     assert_eq!(boots.len(), 2);
     assert_ne!(boots[0].0, boots[1].0);
