@@ -2,6 +2,21 @@
 //! engine — refusals before anything changes, the journal directory, the lock, the resume unit — and the reports.
 
 use crate::exec::journal::{self, Event, Journal, Mode, RootLock};
+
+/// `eprintln!` that cannot panic: with `policy.isolate`, the terminal kup was started from disappears mid-update.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
 use crate::exec::resume::{self, Now};
 use crate::exec::status::{self, ApplyState, Status};
 use crate::exec::{Engine, Options, Outcome};
@@ -33,12 +48,12 @@ pub struct ApplyArgs<'a> {
 }
 
 fn refuse(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("kup: refused: {message}");
+    say!("kup: refused: {message}");
     exit::code(exit::REFUSED)
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("kup: error: {message}");
+    say!("kup: error: {message}");
     exit::code(code)
 }
 
@@ -76,12 +91,12 @@ fn load_plan_text(file: &str, bytes: &[u8]) -> Result<(Plan, StepGraph), ExitCod
                     diagnostics,
                     ..loaded.report
                 };
-                eprint!("{}", report.render(super::stderr_color(), super::width()));
+                say_raw!("{}", report.render(super::stderr_color(), super::width()));
                 Err(exit::code(exit::INVALID_PLAN))
             }
         },
         None => {
-            eprint!(
+            say_raw!(
                 "{}",
                 loaded.report.render(super::stderr_color(), super::width())
             );
@@ -96,7 +111,7 @@ fn confirm(plan: &Plan, rehearse: bool) -> bool {
     } else {
         "Apply"
     };
-    eprint!(
+    say_raw!(
         "{what} plan \"{}\" on this host: pauses {} VM(s), stops {} app(s){}. Type 'yes' to continue: ",
         plan.name.as_deref().unwrap_or("(unnamed)"),
         plan.vms.len(),
@@ -137,7 +152,7 @@ pub fn resume_unit(exe: &Path, root: &Path) -> String {
 
 fn install_resume_unit(root: &Path) -> Result<(), String> {
     if !host::systemd_is_pid1() {
-        eprintln!(
+        say!(
             "kup: systemd is not running this host: nothing will start `kup plan resume` on the new kernel by \
              itself; make the new system's init run `kup plan resume --journal {}`",
             root.display()
@@ -266,7 +281,7 @@ pub fn apply(args: &ApplyArgs) -> ExitCode {
             rerun.push("--yes".to_owned());
         }
         let argv = transient_unit_argv(&exe, &rerun);
-        eprintln!(
+        say!(
             "kup: the plan isolates a target; continuing in a unit that survives it: {}",
             argv.join(" ")
         );
@@ -383,7 +398,7 @@ pub fn apply(args: &ApplyArgs) -> ExitCode {
     if let Err(e) = journal.append(started) {
         return fail(exit::USAGE_OR_IO, format!("cannot write the journal: {e}"));
     }
-    eprintln!("kup: journal {}", dir.display());
+    say!("kup: journal {}", dir.display());
     let before_kexec = || install_resume_unit(&root);
     let engine = Engine {
         host: &RealHost,
@@ -455,7 +470,7 @@ pub fn resume(args: &ResumeArgs) -> ExitCode {
     let root = args.journal;
     if !root.is_dir() {
         // Nothing was ever applied with this journal root: do not create it.
-        eprintln!(
+        say!(
             "kup: nothing to resume in {} (no such directory)",
             root.display()
         );
@@ -473,7 +488,7 @@ pub fn resume(args: &ResumeArgs) -> ExitCode {
         Err(e) => return fail(exit::USAGE_OR_IO, e),
     };
     let Some(dir) = journal::pending(root) else {
-        eprintln!("kup: nothing to resume in {}", root.display());
+        say!("kup: nothing to resume in {}", root.display());
         remove_resume_unit();
         return exit::code(exit::SUCCESS);
     };
@@ -486,9 +501,7 @@ pub fn resume(args: &ResumeArgs) -> ExitCode {
         Err(e) => return fail(exit::NEEDS_OPERATOR, e),
     };
     if let Some(tail) = &loaded.torn_tail {
-        eprintln!(
-            "kup: the journal's last line was cut short by a crash and was dropped: {tail:?}"
-        );
+        say!("kup: the journal's last line was cut short by a crash and was dropped: {tail:?}");
     }
     let Some((plan_path, kernel_cmdline)) = apply_started(&loaded.records) else {
         return fail(
@@ -565,6 +578,7 @@ pub fn resume(args: &ResumeArgs) -> ExitCode {
         pid: std::process::id(),
         rebooted: decision.rebooted,
         on_new_kernel: decision.on_new_kernel,
+        uptime_ms: host::uptime_ms(),
     }];
     events.extend(decision.record.iter().cloned());
     let first_after_kexec = decision.rebooted
@@ -583,9 +597,9 @@ pub fn resume(args: &ResumeArgs) -> ExitCode {
         }
     }
     if let Some(message) = &decision.update_failed {
-        eprintln!("kup: {message}");
+        say!("kup: {message}");
     }
-    eprintln!(
+    say!(
         "kup: resuming {} ({} of {} steps already done)",
         dir.display(),
         decision.done.len(),

@@ -97,6 +97,10 @@ pub enum Event {
         rebooted: bool,
         /// The running kernel is the one the plan asked for, with the command line kup gave it.
         on_new_kernel: bool,
+        /// CLOCK_BOOTTIME: how long this kernel had been up. Precise where the wall clock is not (after a kexec it
+        /// restarts from the RTC, which has one-second resolution).
+        #[serde(default)]
+        uptime_ms: Option<u64>,
     },
     /// The new kernel's boot phases (from its kernel log), recorded by the first resume after a kexec.
     BootReport {

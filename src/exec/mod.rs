@@ -343,6 +343,15 @@ impl<H: Host> Engine<'_, H> {
         step: &CompiledStep,
         record: &(dyn Fn(Event) -> Result<(), String> + Sync),
     ) -> Result<Vec<ActionOutput>, String> {
+        // The step's actions up to the reboot (its sync) run before the record: what the journal calls done must be
+        // on disk before the record that says the kexec is under way.
+        let split = step
+            .actions
+            .iter()
+            .position(|a| matches!(a, Action::Reboot(_)))
+            .unwrap_or(step.actions.len());
+        let (before, reboot) = step.actions.split_at(split);
+        let mut outputs = self.perform(before).map_err(|f| Self::describe(step, &f))?;
         record(Event::Kexec {
             boot_id: crate::host::boot_id()?,
             release: crate::host::kernel_release()?,
@@ -354,8 +363,15 @@ impl<H: Host> Engine<'_, H> {
         if self.options.mode == Mode::Apply {
             (self.before_kexec)()?;
         }
-        self.perform(&step.actions)
-            .map_err(|f| Self::describe(step, &f))
+        let rest = self.perform(reboot).map_err(|f| {
+            let f = ActionFailure {
+                index: f.index + before.len(),
+                message: f.message,
+            };
+            Self::describe(step, &f)
+        })?;
+        outputs.extend(rest);
+        Ok(outputs)
     }
 
     /// Undoes `completed` steps in reverse, then the `failed` one, which may have done part of its work (a VM paused,
@@ -496,12 +512,25 @@ mod tests {
                 Outcome::Completed,
                 "{plan}"
             );
-            let mut received = host.calls.into_inner().unwrap();
-            let mut printed: Vec<Vec<Action>> =
-                program.steps.iter().map(|s| s.actions.clone()).collect();
-            let key = |a: &Vec<Action>| serde_json::to_string(a).unwrap();
-            received.sort_by_key(key);
-            printed.sort_by_key(key);
+            // Every action, as many times as printed (the kexec step reaches the host in two calls, split around
+            // the journal's kexec record).
+            let key = |a: &Action| serde_json::to_string(a).unwrap();
+            let mut received: Vec<String> = host
+                .calls
+                .into_inner()
+                .unwrap()
+                .iter()
+                .flatten()
+                .map(key)
+                .collect();
+            let mut printed: Vec<String> = program
+                .steps
+                .iter()
+                .flat_map(|s| &s.actions)
+                .map(key)
+                .collect();
+            received.sort();
+            printed.sort();
             assert_eq!(received, printed, "{plan}");
         }
     }

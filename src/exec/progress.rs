@@ -3,7 +3,7 @@
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,11 @@ impl Progress {
             Some((multi, _)) => {
                 let _ = multi.println(line);
             }
-            None => eprintln!("{line}"),
+            // The caller's terminal may be gone (an isolate stopped the SSH session): losing progress lines is
+            // fine, dying of them mid-update is not.
+            None => {
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
         }
     }
 

@@ -48,6 +48,9 @@ pub struct KexecStatus {
     pub on_new_kernel: Option<bool>,
     /// The new kernel's boot phases (`kup boot-time`'s report), when resume recorded them.
     pub boot: Option<Value>,
+    /// How long the new kernel had been up when resume started (CLOCK_BOOTTIME; precise, unlike `gap_s`, whose
+    /// clocks are the old kernel's and the new kernel's wall clocks, the latter read from a one-second RTC).
+    pub new_kernel_uptime_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -101,7 +104,7 @@ pub fn fold(
     let mut done_ms: BTreeMap<String, u64> = BTreeMap::new();
     let mut finish: Option<(&Record, FinalState, String)> = None;
     let mut kexec: Option<(u64, String)> = None;
-    let mut resumed_after_kexec: Option<(u64, String, bool)> = None;
+    let mut resumed_after_kexec: Option<(u64, String, bool, Option<u64>)> = None;
     let mut boot = None;
     for r in records {
         match &r.event {
@@ -161,12 +164,14 @@ pub fn fold(
                 release,
                 rebooted,
                 on_new_kernel,
+                uptime_ms,
                 ..
             } => {
                 // A resume reopens an apply that had finished (a retry after a failure).
                 finish = None;
                 if *rebooted && kexec.is_some() && resumed_after_kexec.is_none() {
-                    resumed_after_kexec = Some((r.unix_ms, release.clone(), *on_new_kernel));
+                    resumed_after_kexec =
+                        Some((r.unix_ms, release.clone(), *on_new_kernel, *uptime_ms));
                 }
             }
             Event::BootReport { report } => boot = Some(report.clone()),
@@ -189,21 +194,20 @@ pub fn fold(
             Some((vm.clone(), resumed.saturating_sub(*paused)))
         })
         .collect();
-    // A rehearsal's kexec is a no-op: there is no gap to report.
-    let kexec = kexec
-        .filter(|_| mode == Mode::Apply)
-        .map(|(at, cmdline)| KexecStatus {
+    // A rehearsal's kexec is a no-op: there is no gap to report. When the kernel that came back is not the new one,
+    // there was no hand-over either: its boot and timing describe a failed update, not the kexec's cost.
+    let kexec = kexec.filter(|_| mode == Mode::Apply).map(|(at, cmdline)| {
+        let new = resumed_after_kexec.as_ref().filter(|r| r.2);
+        KexecStatus {
             from_release,
-            to_release: resumed_after_kexec
-                .as_ref()
-                .map(|(_, release, _)| release.clone()),
+            to_release: resumed_after_kexec.as_ref().map(|r| r.1.clone()),
             cmdline,
-            gap_s: resumed_after_kexec
-                .as_ref()
-                .map(|(resumed, _, _)| resumed.saturating_sub(at) as f64 / 1000.0),
-            on_new_kernel: resumed_after_kexec.as_ref().map(|(_, _, ok)| *ok),
-            boot,
-        });
+            gap_s: new.map(|r| r.0.saturating_sub(at) as f64 / 1000.0),
+            on_new_kernel: resumed_after_kexec.as_ref().map(|r| r.2),
+            boot: new.and(boot),
+            new_kernel_uptime_s: new.and_then(|r| r.3).map(|ms| ms as f64 / 1000.0),
+        }
+    });
     Status {
         plan,
         journal: journal.to_owned(),
@@ -296,6 +300,7 @@ mod tests {
                     pid: 9,
                     rebooted: true,
                     on_new_kernel: true,
+                    uptime_ms: Some(3_250),
                 },
             ),
             rec(
@@ -316,6 +321,8 @@ mod tests {
         assert_eq!(status.vm_downtime_ms["db-1"], 6_000);
         let kexec = status.kexec.expect("kexec status");
         assert_eq!(kexec.gap_s, Some(4.5));
+        assert_eq!(kexec.new_kernel_uptime_s, Some(3.25));
+        assert_eq!(kexec.new_kernel_uptime_s, Some(3.25));
         assert_eq!(kexec.to_release.as_deref(), Some("6.12.9-lts"));
         assert_eq!(kexec.from_release, "6.1.0-old");
         assert_eq!(

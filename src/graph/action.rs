@@ -496,7 +496,9 @@ fn step_actions(
                 KexecMethod::Systemd => RebootMode::SystemdKexec,
                 KexecMethod::Direct => RebootMode::DirectKexec,
             };
-            (vec![Action::Reboot(mode)], none())
+            // A custom step may write after the plan's `sync` step: flush again right before the point of no return
+            // (the engine writes the durable kexec record between the two).
+            (vec![Action::Sync, Action::Reboot(mode)], none())
         }
         StepKind::AppRestore { app } => match plan.apps.get(app).map(|a| &a.kind) {
             Some(AppKind::Systemd { unit }) => (
@@ -922,7 +924,11 @@ mod tests {
                 .iter()
                 .find(|s| s.id == "kexec")
                 .expect("a kexec step");
-            assert_eq!(kexec.actions, vec![Action::Reboot(mode)], "{method}");
+            assert_eq!(
+                kexec.actions,
+                vec![Action::Sync, Action::Reboot(mode)],
+                "{method}"
+            );
         }
     }
 

@@ -223,7 +223,13 @@ fn perform_one(
                     &["systemctl".to_owned(), "kexec".to_owned()],
                     Duration::from_secs(30),
                 )?;
-                // systemctl returns once the job is queued; the shutdown then takes this process down.
+                // systemctl returns once the job is queued; the shutdown then stops this process with SIGTERM.
+                // kup catches SIGTERM to roll back cleanly, which no longer applies past this point: from now on it
+                // terminates at once, so the shutdown does not wait out its stop timeout for us.
+                let _ = signal_hook::flag::register_conditional_default(
+                    signal_hook::consts::SIGTERM,
+                    std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+                );
                 std::thread::sleep(Duration::from_secs(600));
                 Err("`systemctl kexec` was queued but the system is still running".to_owned())
             } else {
@@ -396,6 +402,15 @@ pub fn boot_id() -> Result<String, String> {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_owned())
         .map_err(|e| format!("cannot read the boot id: {e}"))
+}
+
+/// Milliseconds since this kernel started (CLOCK_BOOTTIME, which counts suspend too).
+pub fn uptime_ms() -> Option<u64> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+    u64::try_from(t.tv_sec())
+        .ok()?
+        .checked_mul(1000)?
+        .checked_add(u64::try_from(t.tv_nsec() / 1_000_000).ok()?)
 }
 
 /// `uname -r` of the running kernel.
