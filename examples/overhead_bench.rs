@@ -41,6 +41,11 @@ struct Config {
     written_mib: u64,
     kup: PathBuf,
     only: Option<String>,
+    /// One more apply per scenario under `perf trace -e fdatasync`, not counted: what the journal's fdatasyncs
+    /// inside the window took.
+    trace: bool,
+    /// Instead of the scenarios: the save's and restore's waits with kup's 20 ms poll vs a 1 ms poll.
+    poll_probe: bool,
 }
 
 /// One VM's downtime in one run, split.
@@ -57,10 +62,6 @@ struct Split {
     records: usize,
     /// The gaps between consecutive steps on the path, in path order (first: window start → first step start).
     gaps: Vec<(String, f64)>,
-    /// Of the gaps: from one step's end to the next one's `step-started` record (the `step-done` record's write and
-    /// fdatasync, the engine's loop), and from that record to the step's start (its fdatasync, the thread's spawn).
-    before_started: f64,
-    after_started: f64,
     /// Inside this VM's restore: the old QEMU's `quit` (until it lets go of the socket) and the `restart` program
     /// (QEMU's start until `-daemonize` returns), as the step's outputs report them.
     restore_quit: f64,
@@ -81,6 +82,8 @@ fn main() {
             .map(|d| d.join("kup"))
             .unwrap_or_default(),
         only: None,
+        trace: false,
+        poll_probe: false,
     };
     let mut i = 0;
     while i < args.len() {
@@ -102,9 +105,11 @@ fn main() {
                 i += 1;
                 config.only = args.get(i).cloned();
             }
+            "--trace" => config.trace = true,
+            "--poll-probe" => config.poll_probe = true,
             other => {
                 eprintln!(
-                    "usage: overhead_bench [--runs N] [--quick] [--kup PATH] [--only shared|copy|four]  (unknown argument {other})"
+                    "usage: overhead_bench [--runs N] [--quick] [--kup PATH] [--only shared|copy|four] [--trace] [--poll-probe]  (unknown argument {other})"
                 );
                 std::process::exit(2);
             }
@@ -136,6 +141,10 @@ fn main() {
         "append + fdatasync of a journal-sized line on this file system: {}\n",
         fsync_cost(tmp.path())
     );
+    if config.poll_probe {
+        poll_probe(&lab, &work, tmp.path(), &config);
+        return;
+    }
 
     let scenarios: [(&str, &str, Ram, usize); 3] = [
         ("shared", "shared", Ram::SharedFile, 1),
@@ -201,20 +210,16 @@ fn main() {
             cells.join(" | ")
         );
     }
+    println!("\nThe restore's parts (ms), from the step's outputs:\n");
     println!(
-        "\nThe overhead split at the `step-started` records, and the restore's parts (ms):\n"
+        "| guests | old QEMU `quit` (until it lets go of the socket) | QEMU start (`restart`, until `-daemonize` returns) | the rest (socket, `migrate-incoming`, wait for `paused`) |"
     );
-    println!(
-        "| guests | step end → next `step-started` record | record → step start | restore: old QEMU `quit` | restore: QEMU start (`restart`) | restore: the rest |"
-    );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: |");
     for (label, memory, count, splits) in &results {
         let col = |f: &dyn Fn(&Split) -> f64| stat(&splits.iter().map(f).collect::<Vec<_>>(), "");
         println!(
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} |",
             describe(label, memory, *count),
-            col(&|s| s.before_started),
-            col(&|s| s.after_started),
             col(&|s| s.restore_quit),
             col(&|s| s.restore_exec),
             col(&|s| s.inside.get("restore").copied().unwrap_or(0.0)
@@ -342,13 +347,201 @@ fn scenario(
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+    if config.trace {
+        traced(config, &plan_path, &root, &dir, &refs);
+    }
     splits
+}
+
+/// One more apply under `perf trace -e fdatasync`: what each journal record's fdatasync took. `Journal::append` is
+/// kup's only `fdatasync`, so the k-th call by a `kup` thread is record k.
+fn traced(config: &Config, plan: &Path, root: &Path, dir: &Path, guests: &[&Guest]) {
+    let old: Vec<u32> = guests.iter().map(|g| g.pid().unwrap()).collect();
+    let log = dir.join("perf-trace.txt");
+    let output = Command::new("perf")
+        .args(["trace", "-T", "-e", "fdatasync", "-o"])
+        .arg(&log)
+        .arg("--")
+        .arg(&config.kup)
+        .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
+        .arg(plan)
+        .env("KUP_PLAIN_PROGRESS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "traced apply failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let status = Command::new(&config.kup)
+        .args(["plan", "status", "--format", "json", "--journal"])
+        .arg(root)
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let jdir = PathBuf::from(status["journal"].as_str().unwrap());
+    let records = journal::read(&jdir).unwrap().records;
+    // `  12345.678 ( 0.245 ms): kup/26410 fdatasync(fd: 4)   = 0`
+    let mut calls: Vec<(f64, f64)> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("fdatasync("))
+        .filter_map(|l| {
+            let at: f64 = l.split_whitespace().next()?.parse().ok()?;
+            let (head, rest) = l.split_once("): ")?;
+            if !rest.starts_with("kup/") {
+                return None;
+            }
+            let took: f64 = head
+                .rsplit('(')
+                .next()?
+                .trim()
+                .trim_end_matches("ms")
+                .trim()
+                .parse()
+                .ok()?;
+            Some((at, took))
+        })
+        .collect();
+    calls.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if calls.len() != records.len() {
+        println!(
+            "traced run: {} fdatasync calls for {} journal records; not matched",
+            calls.len(),
+            records.len()
+        );
+        return;
+    }
+    for g in guests {
+        let name = &g.spec.name;
+        let (first, last) = seq_window(&records, name);
+        let inside: Vec<f64> = records
+            .iter()
+            .zip(&calls)
+            .filter(|(r, _)| r.seq >= first && r.seq < last)
+            .map(|(_, (_, took))| *took)
+            .collect();
+        let at = |seq: u64| records.iter().find(|r| r.seq == seq).map_or(0, |r| r.unix_ms);
+        println!(
+            "traced run, {name}: downtime {} ms; the {} journal records written in it took {:.1} ms of fdatasync ({} ms each)",
+            at(last) - at(first),
+            inside.len(),
+            inside.iter().sum::<f64>(),
+            inside
+                .iter()
+                .map(|t| format!("{t:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for pid in old {
+        let t = Instant::now();
+        while guests::alive(pid) && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The save's `query-migrate` wait and the restore's `query-status` wait, each performed either as kup does (the
+/// compiled `QmpWait`, 20 ms between polls) or polled every 1 ms, alternating, on one shared-RAM guest: how much of
+/// those steps is the poll interval.
+fn poll_probe(lab: &Lab, work: &Path, dir: &Path, config: &Config) {
+    let g = start(lab, work, dir, config, "probe-1", Ram::SharedFile);
+    let root = dir.join("journal");
+    let text = guests::plan(lab, &root, &[&g], "shared");
+    let program = program(&text);
+    nix::unistd::sync();
+    let step = |id: &str| {
+        program
+            .steps
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap_or_else(|| panic!("{id}"))
+    };
+    let perform = |actions: &[kup::graph::action::Action]| {
+        use kup::host::Host;
+        if let Err(f) = kup::host::RealHost.perform(actions) {
+            panic!("`{}` failed: {}", actions[f.index].describe(), f.message);
+        }
+    };
+    let tight = |command: &str, until: &str| {
+        let mut c = kup::host::qmp::QmpClient::connect(&g.qmp).unwrap();
+        c.execute("qmp_capabilities", &serde_json::json!({})).unwrap();
+        let mut polls = 0;
+        loop {
+            polls += 1;
+            let reply = c.execute(command, &serde_json::json!({})).unwrap();
+            if reply["status"] == until {
+                return polls;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    // What the preflight does for this guest (the rest of it checks kexec, which this host may not have).
+    std::fs::create_dir_all(&g.state).unwrap();
+    let name = &g.spec.name;
+    let (pause, save) = (step(&format!("vm:{name}:pause")), step(&format!("vm:{name}:save")));
+    let (restore, resume) = (
+        step(&format!("vm:{name}:restore")),
+        step(&format!("vm:{name}:resume")),
+    );
+    let mut waits: BTreeMap<(&str, bool), Vec<f64>> = BTreeMap::new();
+    for run in 0..config.runs * 2 {
+        let fine = run % 2 == 1;
+        let old = g.pid().unwrap();
+        perform(&pause.actions);
+        // save = handshake, migrate, QmpWait query-migrate, commit
+        perform(&save.actions[..2]);
+        let t = Instant::now();
+        if fine {
+            tight("query-migrate", "completed");
+        } else {
+            // A new session, as the 1 ms poll has: the handshake, then the wait.
+            perform(&[save.actions[0].clone(), save.actions[2].clone()]);
+        }
+        waits.entry(("save", fine)).or_default().push(ms(t.elapsed()));
+        perform(&save.actions[3..]);
+        nix::unistd::sync();
+        // restore = quit, restart, socket, handshake, x-ignore-shared, migrate-incoming, QmpWait query-status
+        let n = restore.actions.len();
+        perform(&restore.actions[..n - 1]);
+        let t = Instant::now();
+        if fine {
+            tight("query-status", "paused");
+        } else {
+            perform(&[restore.actions[3].clone(), restore.actions[n - 1].clone()]);
+        }
+        waits.entry(("restore", fine)).or_default().push(ms(t.elapsed()));
+        perform(&resume.actions);
+        let _ = std::fs::remove_file(g.state.join("vmstate"));
+        let t = Instant::now();
+        while guests::alive(old) && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    println!("| wait | kup's `QmpWait` (20 ms poll) | polled every 1 ms |");
+    println!("| --- | ---: | ---: |");
+    for (what, label) in [
+        ("save", "save: `query-migrate` until `completed`"),
+        ("restore", "restore: `query-status` until `paused`"),
+    ] {
+        println!(
+            "| {label} | {} | {} |",
+            stat(&waits[&(what, false)], "ms"),
+            stat(&waits[&(what, true)], "ms")
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// Splits `vm`'s downtime window in one apply's journal.
 fn split(program: &Program, records: &[Record], vm: &str, reported: f64) -> Split {
     let mut started: BTreeMap<&str, f64> = BTreeMap::new();
     let mut done: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    let window = seq_window(records, vm);
     let restore_id = format!("vm:{vm}:restore");
     let mut restore_quit = 0.0;
     let mut restore_exec = 0.0;
@@ -422,9 +615,6 @@ fn split(program: &Program, records: &[Record], vm: &str, reported: f64) -> Spli
         let (s, e) = done[id];
         let (s, e) = (s.max(last_end).max(from), e.min(to));
         let gap = (s - last_end).max(0.0);
-        let record = started[id].clamp(last_end, s.max(last_end));
-        out.before_started += record - last_end;
-        out.after_started += s.max(last_end) - record;
         let name = id.rsplit(':').next().unwrap_or(id);
         let kind: &'static str = if id.starts_with(&own) {
             match name {
@@ -452,9 +642,26 @@ fn split(program: &Program, records: &[Record], vm: &str, reported: f64) -> Spli
     out.overhead = out.downtime - covered;
     out.records = records
         .iter()
-        .filter(|r| (r.unix_ms as f64) >= from && (r.unix_ms as f64) < to)
+        .filter(|r| r.seq >= window.0 && r.seq < window.1)
         .count();
     out
+}
+
+/// The sequence numbers of `vm`'s `step-started` of its pause and `step-done` of its resume: the records from the
+/// first up to (not including) the second are written inside its downtime window.
+fn seq_window(records: &[Record], vm: &str) -> (u64, u64) {
+    let find = |f: &dyn Fn(&Event) -> bool| {
+        records
+            .iter()
+            .find(|r| f(&r.event))
+            .map_or(0, |r| r.seq)
+    };
+    let pause = format!("vm:{vm}:pause");
+    let resume = format!("vm:{vm}:resume");
+    (
+        find(&|e| matches!(e, Event::StepStarted { step } if *step == pause)),
+        find(&|e| matches!(e, Event::StepDone { step, .. } if *step == resume)),
+    )
 }
 
 /// A booted guest with `written_mib` of random bytes in its reserved RAM.
