@@ -7,11 +7,13 @@
 //! ```sh
 //! lab/setup
 //! cargo build --release --bin kup --example overhead_bench
-//! target/release/examples/overhead_bench [--runs N] [--quick] [--kup PATH] [--only shared|copy|four]
+//! target/release/examples/overhead_bench --runs 5 --trace       # the figures in docs/benchmarks.md, ~2 min
+//! target/release/examples/overhead_bench --runs 5 --poll-probe  # QmpWait's 20 ms poll vs a 1 ms poll, ~30 s
 //! ```
 //!
-//! With `CARGO_TARGET_DIR` set, the binaries are under it. Needs root (guest RAM is written through /proc/PID/mem)
-//! and about 10 GiB of free RAM and disk.
+//! Other options: `--quick` (512 MiB guests, 2 runs), `--kup PATH`, `--only shared|copy|four`. With
+//! `CARGO_TARGET_DIR` set, the binaries are under it. Needs root (guest RAM is written through /proc/PID/mem), about
+//! 10 GiB of free RAM and disk, and `perf` for `--trace`.
 //!
 //! Method, from the journal of each apply: a step ran during `[done.unix_ms - duration_ms, done.unix_ms]` (the
 //! `step-done` record's wall clock and the step's own monotonic duration). The VM's path is walked back from its
@@ -160,7 +162,9 @@ fn main() {
         results.push((label, memory, count, splits));
     }
 
-    println!("\n| guests | VM downtime (kup) | inside the path's steps | kup overhead | overhead share | journal records in the window |");
+    println!(
+        "\n| guests | VM downtime (kup) | inside the path's steps | kup overhead | overhead share | journal records in the window |"
+    );
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     for (label, memory, count, splits) in &results {
         let downtime: Vec<f64> = splits.iter().map(|s| s.downtime).collect();
@@ -422,7 +426,12 @@ fn traced(config: &Config, plan: &Path, root: &Path, dir: &Path, guests: &[&Gues
             .filter(|(r, _)| r.seq >= first && r.seq < last)
             .map(|(_, (_, took))| *took)
             .collect();
-        let at = |seq: u64| records.iter().find(|r| r.seq == seq).map_or(0, |r| r.unix_ms);
+        let at = |seq: u64| {
+            records
+                .iter()
+                .find(|r| r.seq == seq)
+                .map_or(0, |r| r.unix_ms)
+        };
         println!(
             "traced run, {name}: downtime {} ms; the {} journal records written in it took {:.1} ms of fdatasync \
              ({} ms each; `?`: not timed by perf)",
@@ -431,7 +440,11 @@ fn traced(config: &Config, plan: &Path, root: &Path, dir: &Path, guests: &[&Gues
             inside.iter().filter(|t| !t.is_nan()).sum::<f64>(),
             inside
                 .iter()
-                .map(|t| if t.is_nan() { "?".to_owned() } else { format!("{t:.2}") })
+                .map(|t| if t.is_nan() {
+                    "?".to_owned()
+                } else {
+                    format!("{t:.2}")
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -468,7 +481,8 @@ fn poll_probe(lab: &Lab, work: &Path, dir: &Path, config: &Config) {
     };
     let tight = |command: &str, until: &str| {
         let mut c = kup::host::qmp::QmpClient::connect(&g.qmp).unwrap();
-        c.execute("qmp_capabilities", &serde_json::json!({})).unwrap();
+        c.execute("qmp_capabilities", &serde_json::json!({}))
+            .unwrap();
         let mut polls = 0;
         loop {
             polls += 1;
@@ -482,7 +496,10 @@ fn poll_probe(lab: &Lab, work: &Path, dir: &Path, config: &Config) {
     // What the preflight does for this guest (the rest of it checks kexec, which this host may not have).
     std::fs::create_dir_all(&g.state).unwrap();
     let name = &g.spec.name;
-    let (pause, save) = (step(&format!("vm:{name}:pause")), step(&format!("vm:{name}:save")));
+    let (pause, save) = (
+        step(&format!("vm:{name}:pause")),
+        step(&format!("vm:{name}:save")),
+    );
     let (restore, resume) = (
         step(&format!("vm:{name}:restore")),
         step(&format!("vm:{name}:resume")),
@@ -501,7 +518,10 @@ fn poll_probe(lab: &Lab, work: &Path, dir: &Path, config: &Config) {
             // A new session, as the 1 ms poll has: the handshake, then the wait.
             perform(&[save.actions[0].clone(), save.actions[2].clone()]);
         }
-        waits.entry(("save", fine)).or_default().push(ms(t.elapsed()));
+        waits
+            .entry(("save", fine))
+            .or_default()
+            .push(ms(t.elapsed()));
         perform(&save.actions[3..]);
         nix::unistd::sync();
         // restore = quit, restart, socket, handshake, x-ignore-shared, migrate-incoming, QmpWait query-status
@@ -513,7 +533,10 @@ fn poll_probe(lab: &Lab, work: &Path, dir: &Path, config: &Config) {
         } else {
             perform(&[restore.actions[3].clone(), restore.actions[n - 1].clone()]);
         }
-        waits.entry(("restore", fine)).or_default().push(ms(t.elapsed()));
+        waits
+            .entry(("restore", fine))
+            .or_default()
+            .push(ms(t.elapsed()));
         perform(&resume.actions);
         let _ = std::fs::remove_file(g.state.join("vmstate"));
         let t = Instant::now();
@@ -652,12 +675,8 @@ fn split(program: &Program, records: &[Record], vm: &str, reported: f64) -> Spli
 /// The sequence numbers of `vm`'s `step-started` of its pause and `step-done` of its resume: the records from the
 /// first up to (not including) the second are written inside its downtime window.
 fn seq_window(records: &[Record], vm: &str) -> (u64, u64) {
-    let find = |f: &dyn Fn(&Event) -> bool| {
-        records
-            .iter()
-            .find(|r| f(&r.event))
-            .map_or(0, |r| r.seq)
-    };
+    let find =
+        |f: &dyn Fn(&Event) -> bool| records.iter().find(|r| f(&r.event)).map_or(0, |r| r.seq);
     let pause = format!("vm:{vm}:pause");
     let resume = format!("vm:{vm}:resume");
     (
@@ -778,6 +797,9 @@ fn machine(lab: &Lab, dir: &Path, kup: &Path) {
          (TCG, -smp 1); kup {}; load average {}",
         kup::host::kernel_release().unwrap_or_default(),
         kup.display(),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
     );
 }
