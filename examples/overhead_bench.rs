@@ -1,0 +1,805 @@
+//! Benchmark of kup's own overhead inside a VM's downtime window, on real rehearsed hand-overs of QEMU 7.2 lab guests:
+//! runs the real `kup plan apply --rehearse --no-kernel-load --yes` on (a) one 2 GiB guest with shared RAM, (b) one
+//! with copied RAM, (c) four shared-RAM guests (1.5 GiB written into each, as in `vm_save_bench`), and splits each
+//! VM's downtime as kup reports it (`vm_downtime_ms`: start of the pause to end of the resume) into time inside the
+//! steps on that VM's path and the rest — kup's own overhead (journal fsyncs, scheduling, thread start-up).
+//!
+//! ```sh
+//! lab/setup
+//! cargo build --release --bin kup --example overhead_bench
+//! target/release/examples/overhead_bench --runs 5 --trace       # the figures in docs/benchmarks.md, ~2 min
+//! target/release/examples/overhead_bench --runs 5 --poll-probe  # QmpWait's 20 ms poll vs a 1 ms poll, ~30 s
+//! ```
+//!
+//! Other options: `--quick` (512 MiB guests, 2 runs), `--kup PATH`, `--only shared|copy|four`. With
+//! `CARGO_TARGET_DIR` set, the binaries are under it. Needs root (guest RAM is written through /proc/PID/mem), about
+//! 10 GiB of free RAM and disk, and `perf` for `--trace`.
+//!
+//! Method, from the journal of each apply: a step ran during `[done.unix_ms - duration_ms, done.unix_ms]` (the
+//! `step-done` record's wall clock and the step's own monotonic duration). The VM's path is walked back from its
+//! `vm:NAME:resume`: at each step, the dependency that finished last is the one it waited for (pause → save → sync
+//! → kexec → restore → resume for one guest; with four, `sync` may wait for another guest's save). kup's overhead is
+//! the window minus the union of those steps' intervals clipped to the window: the time no step on the path ran,
+//! i.e. between one step's end and the next one's start — the engine recording `step-done`, then `step-started`,
+//! each appended and `fdatasync`ed by the engine's one thread before the next step's thread is spawned.
+
+#[path = "../tests/support/guests.rs"]
+mod guests;
+
+use guests::{Guest, Lab, RESERVED_START, Ram, Spec};
+use kup::exec::journal::{self, Event, Record};
+use kup::graph::StepGraph;
+use kup::graph::action::{self, Program};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Config {
+    runs: usize,
+    mem_mib: u64,
+    written_mib: u64,
+    kup: PathBuf,
+    only: Option<String>,
+    /// One more apply per scenario under `perf trace -e fdatasync`, not counted: what the journal's fdatasyncs
+    /// inside the window took.
+    trace: bool,
+    /// Instead of the scenarios: the save's and restore's waits with kup's 20 ms poll vs a 1 ms poll.
+    poll_probe: bool,
+}
+
+/// One VM's downtime in one run, split.
+#[derive(Debug, Clone, Default)]
+struct Split {
+    /// `vm_downtime_ms` as `kup plan status` reports it.
+    downtime: f64,
+    /// Time inside the path's steps, by step kind (`pause`, `save`, `sync`, `kexec`, `restore`, `resume`, and
+    /// `other VMs` for another guest's steps that this one waited for).
+    inside: BTreeMap<&'static str, f64>,
+    /// Window minus the union of the path's intervals.
+    overhead: f64,
+    /// Journal records written inside the window (each one an `fdatasync` by the engine's thread).
+    records: usize,
+    /// The gaps between consecutive steps on the path, in path order (first: window start → first step start).
+    gaps: Vec<(String, f64)>,
+    /// Inside this VM's restore: the old QEMU's `quit` (until it lets go of the socket) and the `restart` program
+    /// (QEMU's start until `-daemonize` returns), as the step's outputs report them.
+    restore_quit: f64,
+    restore_exec: f64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let exe = std::env::current_exe().unwrap();
+    let mut config = Config {
+        runs: 5,
+        mem_mib: 2048,
+        written_mib: 1536,
+        // target/release/examples/overhead_bench → target/release/kup
+        kup: exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("kup"))
+            .unwrap_or_default(),
+        only: None,
+        trace: false,
+        poll_probe: false,
+    };
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--runs" => {
+                i += 1;
+                config.runs = args.get(i).and_then(|n| n.parse().ok()).unwrap_or(5).max(1);
+            }
+            "--quick" => {
+                config.mem_mib = 512;
+                config.written_mib = 256;
+                config.runs = config.runs.min(2);
+            }
+            "--kup" => {
+                i += 1;
+                config.kup = args.get(i).map(PathBuf::from).unwrap_or_default();
+            }
+            "--only" => {
+                i += 1;
+                config.only = args.get(i).cloned();
+            }
+            "--trace" => config.trace = true,
+            "--poll-probe" => config.poll_probe = true,
+            other => {
+                eprintln!(
+                    "usage: overhead_bench [--runs N] [--quick] [--kup PATH] [--only shared|copy|four] [--trace] [--poll-probe]  (unknown argument {other})"
+                );
+                std::process::exit(2);
+            }
+        }
+        i += 1;
+    }
+    assert!(
+        config.kup.is_file(),
+        "kup binary not found at {}: `cargo build --release --bin kup` (or pass --kup PATH)",
+        config.kup.display()
+    );
+    let lab = Lab::get();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| lab.repo.join("target"));
+    let work = target.join("tmp");
+    std::fs::create_dir_all(&work).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("overhead_bench-")
+        .tempdir_in(&work)
+        .unwrap();
+    machine(&lab, tmp.path(), &config.kup);
+    println!(
+        "guests: {} MiB, {} MiB written (random bytes), {} runs; medians (min–max) over runs (and over the guests, \
+         for four)\n",
+        config.mem_mib, config.written_mib, config.runs
+    );
+    println!(
+        "append + fdatasync of a journal-sized line on this file system: {}\n",
+        fsync_cost(tmp.path())
+    );
+    if config.poll_probe {
+        poll_probe(&lab, &work, tmp.path(), &config);
+        return;
+    }
+
+    let scenarios: [(&str, &str, Ram, usize); 3] = [
+        ("shared", "shared", Ram::SharedFile, 1),
+        ("copy", "copy", Ram::Anonymous, 1),
+        ("four", "shared", Ram::SharedFile, 4),
+    ];
+    let mut results = Vec::new();
+    for (label, memory, ram, count) in scenarios {
+        if config.only.as_deref().is_some_and(|o| o != label) {
+            continue;
+        }
+        let splits = scenario(&lab, &work, tmp.path(), &config, label, memory, ram, count);
+        results.push((label, memory, count, splits));
+    }
+
+    println!(
+        "\n| guests | VM downtime (kup) | inside the path's steps | kup overhead | overhead share | journal records in the window |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (label, memory, count, splits) in &results {
+        let downtime: Vec<f64> = splits.iter().map(|s| s.downtime).collect();
+        let inside: Vec<f64> = splits.iter().map(|s| s.inside.values().sum()).collect();
+        let overhead: Vec<f64> = splits.iter().map(|s| s.overhead).collect();
+        let share: Vec<f64> = splits
+            .iter()
+            .map(|s| 100.0 * s.overhead / s.downtime.max(1.0))
+            .collect();
+        let records: Vec<f64> = splits.iter().map(|s| s.records as f64).collect();
+        println!(
+            "| {} | {} | {} | **{}** | {} | {} |",
+            describe(label, memory, *count),
+            stat(&downtime, "ms"),
+            stat(&inside, "ms"),
+            stat(&overhead, "ms"),
+            stat(&share, "%"),
+            stat(&records, ""),
+        );
+    }
+    println!("\nTime inside the path's steps, by step (ms):\n");
+    let kinds = [
+        "pause",
+        "save",
+        "other VMs",
+        "sync",
+        "kexec",
+        "restore",
+        "resume",
+    ];
+    println!("| guests | {} |", kinds.join(" | "));
+    println!("|---{}|", " | ---:".repeat(kinds.len()));
+    for (label, memory, count, splits) in &results {
+        let cells: Vec<String> = kinds
+            .iter()
+            .map(|k| {
+                let v: Vec<f64> = splits
+                    .iter()
+                    .map(|s| s.inside.get(k).copied().unwrap_or(0.0))
+                    .collect();
+                stat(&v, "")
+            })
+            .collect();
+        println!(
+            "| {} | {} |",
+            describe(label, memory, *count),
+            cells.join(" | ")
+        );
+    }
+    println!("\nThe restore's parts (ms), from the step's outputs:\n");
+    println!(
+        "| guests | old QEMU `quit` (until it lets go of the socket) | QEMU start (`restart`, until `-daemonize` returns) | the rest (socket, `migrate-incoming`, wait for `paused`) |"
+    );
+    println!("| --- | ---: | ---: | ---: |");
+    for (label, memory, count, splits) in &results {
+        let col = |f: &dyn Fn(&Split) -> f64| stat(&splits.iter().map(f).collect::<Vec<_>>(), "");
+        println!(
+            "| {} | {} | {} | {} |",
+            describe(label, memory, *count),
+            col(&|s| s.restore_quit),
+            col(&|s| s.restore_exec),
+            col(&|s| s.inside.get("restore").copied().unwrap_or(0.0)
+                - s.restore_quit
+                - s.restore_exec),
+        );
+    }
+    println!("\nGaps on the path (no step running), by where they fall (ms):\n");
+    for (label, memory, count, splits) in &results {
+        let mut by: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        let mut order: Vec<String> = Vec::new();
+        for s in splits {
+            for (k, v) in &s.gaps {
+                if !order.contains(k) {
+                    order.push(k.clone());
+                }
+                by.entry(k.clone()).or_default().push(*v);
+            }
+        }
+        let cells: Vec<String> = order
+            .iter()
+            .map(|k| format!("{k} {}", stat(&by[k], "")))
+            .collect();
+        println!(
+            "- {}: {}",
+            describe(label, memory, *count),
+            cells.join("; ")
+        );
+    }
+    println!(
+        "\nappend + fdatasync again, after the runs: {}",
+        fsync_cost(tmp.path())
+    );
+}
+
+fn describe(label: &str, memory: &str, count: usize) -> String {
+    match label {
+        "four" => format!("4 × `{memory}`, in parallel"),
+        _ => format!("{count} × `{memory}`"),
+    }
+}
+
+/// Starts `count` guests, then rehearses the hand-over `runs` times on them and splits each VM's downtime.
+#[allow(clippy::too_many_arguments)]
+fn scenario(
+    lab: &Lab,
+    work: &Path,
+    dir: &Path,
+    config: &Config,
+    label: &str,
+    memory: &str,
+    ram: Ram,
+    count: usize,
+) -> Vec<Split> {
+    let dir = dir.join(label);
+    std::fs::create_dir_all(&dir).unwrap();
+    let all: Vec<Guest> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..=count)
+            .map(|n| {
+                let dir = &dir;
+                s.spawn(move || start(lab, work, dir, config, &format!("{label}-{n}"), ram))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let refs: Vec<&Guest> = all.iter().collect();
+    let root = dir.join("journal");
+    let text = guests::plan(lab, &root, &refs, memory);
+    let plan_path = dir.join("plan.toml");
+    std::fs::write(&plan_path, &text).unwrap();
+    let program = program(&text);
+    // The written RAM (a shared guest's file pages) would otherwise be flushed by the first run's `sync` step only.
+    nix::unistd::sync();
+    let mut splits = Vec::new();
+    for run in 1..=config.runs {
+        let old: Vec<u32> = refs.iter().map(|g| g.pid().unwrap()).collect();
+        let started = Instant::now();
+        let output = Command::new(&config.kup)
+            .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
+            .arg(&plan_path)
+            .env("KUP_PLAIN_PROGRESS", "1")
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert!(
+            output.status.success(),
+            "kup plan apply --rehearse failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let status = Command::new(&config.kup)
+            .args(["plan", "status", "--format", "json", "--journal"])
+            .arg(&root)
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "kup plan status failed");
+        let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+        let jdir = PathBuf::from(status["journal"].as_str().unwrap());
+        let records = journal::read(&jdir).unwrap().records;
+        let mut line = Vec::new();
+        for g in &refs {
+            let name = &g.spec.name;
+            let reported = status["vm_downtime_ms"][name.as_str()].as_f64().unwrap();
+            let split = split(&program, &records, name, reported);
+            line.push(format!(
+                "{name}: downtime {:.0} ms, overhead {:.0} ms",
+                split.downtime, split.overhead
+            ));
+            splits.push(split);
+            assert_eq!(g.status(), "running", "{name} after the rehearsal");
+        }
+        println!(
+            "{label} run {run}: apply {:.2} s; {}",
+            took.as_secs_f64(),
+            line.join("; ")
+        );
+        std::io::stdout().flush().unwrap();
+        // The old QEMUs were told to quit by the restore; let them go (freeing 2 GiB takes seconds) before the next
+        // run, so one run's teardown does not share the cores with the next one's downtime.
+        for pid in old {
+            let t = Instant::now();
+            while guests::alive(pid) && t.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    if config.trace {
+        traced(config, &plan_path, &root, &dir, &refs);
+    }
+    splits
+}
+
+/// One more apply under `perf trace -e fdatasync`: what each journal record's fdatasync took. `Journal::append` is
+/// kup's only `fdatasync`, so the k-th call by a `kup` thread is record k.
+fn traced(config: &Config, plan: &Path, root: &Path, dir: &Path, guests: &[&Guest]) {
+    let old: Vec<u32> = guests.iter().map(|g| g.pid().unwrap()).collect();
+    let log = dir.join("perf-trace.txt");
+    let output = Command::new("perf")
+        .args(["trace", "-T", "-e", "fdatasync", "-o"])
+        .arg(&log)
+        .arg("--")
+        .arg(&config.kup)
+        .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
+        .arg(plan)
+        .env("KUP_PLAIN_PROGRESS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "traced apply failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let status = Command::new(&config.kup)
+        .args(["plan", "status", "--format", "json", "--journal"])
+        .arg(root)
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let jdir = PathBuf::from(status["journal"].as_str().unwrap());
+    let records = journal::read(&jdir).unwrap().records;
+    // `  12345.678 ( 0.245 ms): kup/26410 fdatasync(fd: 4)   = 0`. A call by a thread perf has not named yet comes
+    // as `12345.678 (         ): :TID/TID fdatasync(fd: 4) ...` plus a `[continued]` line: counted, not timed.
+    let mut calls: Vec<(f64, f64)> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("fdatasync(fd"))
+        .filter_map(|l| {
+            let at: f64 = l.split_whitespace().next()?.parse().ok()?;
+            let (head, rest) = l.split_once("): ")?;
+            if rest.starts_with("qemu") || rest.starts_with("env/") {
+                return None;
+            }
+            let took: f64 = head
+                .rsplit('(')
+                .next()?
+                .trim()
+                .trim_end_matches("ms")
+                .trim()
+                .parse()
+                .unwrap_or(f64::NAN);
+            Some((at, took))
+        })
+        .collect();
+    calls.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if calls.len() != records.len() {
+        println!(
+            "traced run: {} fdatasync calls for {} journal records; not matched",
+            calls.len(),
+            records.len()
+        );
+        return;
+    }
+    for g in guests {
+        let name = &g.spec.name;
+        let (first, last) = seq_window(&records, name);
+        let inside: Vec<f64> = records
+            .iter()
+            .zip(&calls)
+            .filter(|(r, _)| r.seq >= first && r.seq < last)
+            .map(|(_, (_, took))| *took)
+            .collect();
+        let at = |seq: u64| {
+            records
+                .iter()
+                .find(|r| r.seq == seq)
+                .map_or(0, |r| r.unix_ms)
+        };
+        println!(
+            "traced run, {name}: downtime {} ms; the {} journal records written in it took {:.1} ms of fdatasync \
+             ({} ms each; `?`: not timed by perf)",
+            at(last) - at(first),
+            inside.len(),
+            inside.iter().filter(|t| !t.is_nan()).sum::<f64>(),
+            inside
+                .iter()
+                .map(|t| if t.is_nan() {
+                    "?".to_owned()
+                } else {
+                    format!("{t:.2}")
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for pid in old {
+        let t = Instant::now();
+        while guests::alive(pid) && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The save's `query-migrate` wait and the restore's `query-status` wait, each performed either as kup does (the
+/// compiled `QmpWait`, 20 ms between polls) or polled every 1 ms, alternating, on one shared-RAM guest: how much of
+/// those steps is the poll interval.
+fn poll_probe(lab: &Lab, work: &Path, dir: &Path, config: &Config) {
+    let g = start(lab, work, dir, config, "probe-1", Ram::SharedFile);
+    let root = dir.join("journal");
+    let text = guests::plan(lab, &root, &[&g], "shared");
+    let program = program(&text);
+    nix::unistd::sync();
+    let step = |id: &str| {
+        program
+            .steps
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap_or_else(|| panic!("{id}"))
+    };
+    let perform = |actions: &[kup::graph::action::Action]| {
+        use kup::host::Host;
+        if let Err(f) = kup::host::RealHost.perform(actions) {
+            panic!("`{}` failed: {}", actions[f.index].describe(), f.message);
+        }
+    };
+    let tight = |command: &str, until: &str| {
+        let mut c = kup::host::qmp::QmpClient::connect(&g.qmp).unwrap();
+        c.execute("qmp_capabilities", &serde_json::json!({}))
+            .unwrap();
+        let mut polls = 0;
+        loop {
+            polls += 1;
+            let reply = c.execute(command, &serde_json::json!({})).unwrap();
+            if reply["status"] == until {
+                return polls;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    // What the preflight does for this guest (the rest of it checks kexec, which this host may not have).
+    std::fs::create_dir_all(&g.state).unwrap();
+    let name = &g.spec.name;
+    let (pause, save) = (
+        step(&format!("vm:{name}:pause")),
+        step(&format!("vm:{name}:save")),
+    );
+    let (restore, resume) = (
+        step(&format!("vm:{name}:restore")),
+        step(&format!("vm:{name}:resume")),
+    );
+    let mut waits: BTreeMap<(&str, bool), Vec<f64>> = BTreeMap::new();
+    for run in 0..config.runs * 2 {
+        let fine = run % 2 == 1;
+        let old = g.pid().unwrap();
+        perform(&pause.actions);
+        // save = handshake, migrate, QmpWait query-migrate, commit
+        perform(&save.actions[..2]);
+        let t = Instant::now();
+        if fine {
+            tight("query-migrate", "completed");
+        } else {
+            // A new session, as the 1 ms poll has: the handshake, then the wait.
+            perform(&[save.actions[0].clone(), save.actions[2].clone()]);
+        }
+        waits
+            .entry(("save", fine))
+            .or_default()
+            .push(ms(t.elapsed()));
+        perform(&save.actions[3..]);
+        nix::unistd::sync();
+        // restore = quit, restart, socket, handshake, x-ignore-shared, migrate-incoming, QmpWait query-status
+        let n = restore.actions.len();
+        perform(&restore.actions[..n - 1]);
+        let t = Instant::now();
+        if fine {
+            tight("query-status", "paused");
+        } else {
+            perform(&[restore.actions[3].clone(), restore.actions[n - 1].clone()]);
+        }
+        waits
+            .entry(("restore", fine))
+            .or_default()
+            .push(ms(t.elapsed()));
+        perform(&resume.actions);
+        let _ = std::fs::remove_file(g.state.join("vmstate"));
+        let t = Instant::now();
+        while guests::alive(old) && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    println!("| wait | kup's `QmpWait` (20 ms poll) | polled every 1 ms |");
+    println!("| --- | ---: | ---: |");
+    for (what, label) in [
+        ("save", "save: `query-migrate` until `completed`"),
+        ("restore", "restore: `query-status` until `paused`"),
+    ] {
+        println!(
+            "| {label} | {} | {} |",
+            stat(&waits[&(what, false)], "ms"),
+            stat(&waits[&(what, true)], "ms")
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Splits `vm`'s downtime window in one apply's journal.
+fn split(program: &Program, records: &[Record], vm: &str, reported: f64) -> Split {
+    let mut started: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut done: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    let window = seq_window(records, vm);
+    let restore_id = format!("vm:{vm}:restore");
+    let mut restore_quit = 0.0;
+    let mut restore_exec = 0.0;
+    for r in records {
+        if let Event::StepDone { step, outputs, .. } = &r.event
+            && *step == restore_id
+        {
+            restore_quit = outputs[0]["ms"].as_f64().unwrap_or(0.0);
+            restore_exec = outputs[1]["duration_ms"].as_f64().unwrap_or(0.0);
+        }
+        match &r.event {
+            Event::StepStarted { step } => {
+                started.insert(step, r.unix_ms as f64);
+            }
+            Event::StepDone {
+                step, duration_ms, ..
+            } => {
+                let end = r.unix_ms as f64;
+                done.insert(step, (end - *duration_ms as f64, end));
+            }
+            _ => {}
+        }
+    }
+    let pause = format!("vm:{vm}:pause");
+    let resume = format!("vm:{vm}:resume");
+    let from = started[pause.as_str()];
+    let to = done[resume.as_str()].1;
+    assert_eq!(
+        (to - from) as u64,
+        reported as u64,
+        "the window is kup's vm_downtime_ms"
+    );
+    // Walk back from the resume: each step waited for the dependency that ended last.
+    let deps: BTreeMap<&str, &Vec<String>> = program
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), &s.after))
+        .collect();
+    let mut path: Vec<&str> = Vec::new();
+    let mut cur = resume.as_str();
+    loop {
+        path.push(cur);
+        if cur == pause {
+            break;
+        }
+        let Some(prev) = deps[cur]
+            .iter()
+            .filter_map(|d| done.get_key_value(d.as_str()))
+            .max_by(|a, b| a.1.1.total_cmp(&b.1.1))
+            .map(|(id, _)| *id)
+        else {
+            break;
+        };
+        if done[prev].1 <= from {
+            break;
+        }
+        cur = prev;
+    }
+    path.reverse();
+    let mut out = Split {
+        downtime: to - from,
+        restore_quit,
+        restore_exec,
+        ..Split::default()
+    };
+    let own = format!("vm:{vm}:");
+    let mut covered = 0.0;
+    let mut last_end = from;
+    let mut previous = "window start".to_owned();
+    for id in &path {
+        let (s, e) = done[id];
+        let (s, e) = (s.max(last_end).max(from), e.min(to));
+        let gap = (s - last_end).max(0.0);
+        let name = id.rsplit(':').next().unwrap_or(id);
+        let kind: &'static str = if id.starts_with(&own) {
+            match name {
+                "pause" => "pause",
+                "save" => "save",
+                "restore" => "restore",
+                "resume" => "resume",
+                _ => "other VMs",
+            }
+        } else if *id == "sync" {
+            "sync"
+        } else if *id == "kexec" {
+            "kexec"
+        } else {
+            "other VMs"
+        };
+        out.gaps.push((format!("{previous} → {name}"), gap));
+        previous = name.to_owned();
+        if e > s {
+            *out.inside.entry(kind).or_default() += e - s;
+            covered += e - s;
+            last_end = e;
+        }
+    }
+    out.overhead = out.downtime - covered;
+    out.records = records
+        .iter()
+        .filter(|r| r.seq >= window.0 && r.seq < window.1)
+        .count();
+    out
+}
+
+/// The sequence numbers of `vm`'s `step-started` of its pause and `step-done` of its resume: the records from the
+/// first up to (not including) the second are written inside its downtime window.
+fn seq_window(records: &[Record], vm: &str) -> (u64, u64) {
+    let find =
+        |f: &dyn Fn(&Event) -> bool| records.iter().find(|r| f(&r.event)).map_or(0, |r| r.seq);
+    let pause = format!("vm:{vm}:pause");
+    let resume = format!("vm:{vm}:resume");
+    (
+        find(&|e| matches!(e, Event::StepStarted { step } if *step == pause)),
+        find(&|e| matches!(e, Event::StepDone { step, .. } if *step == resume)),
+    )
+}
+
+/// A booted guest with `written_mib` of random bytes in its reserved RAM.
+fn start(lab: &Lab, work: &Path, dir: &Path, config: &Config, name: &str, ram: Ram) -> Guest {
+    let spec = Spec {
+        mem_mib: config.mem_mib,
+        reserved_mib: config.written_mib,
+        ..Spec::new(name, ram)
+    };
+    let g = Guest::start(lab, work, &dir.join(name), spec);
+    let chunk = 16 << 20;
+    let bytes = guests::pattern(u64::from(name.len() as u32) ^ 0x5eed, chunk);
+    for i in 0..(config.written_mib << 20) / chunk as u64 {
+        g.write(RESERVED_START + i * chunk as u64, &bytes);
+    }
+    g
+}
+
+fn program(text: &str) -> Program {
+    let loaded = kup::plan::load("bench.toml", text.as_bytes());
+    let plan = loaded
+        .plan
+        .unwrap_or_else(|| panic!("{}", loaded.report.render(false, 120)));
+    let graph = StepGraph::build(&plan).unwrap();
+    action::compile(&plan, &graph, "console=ttyS0")
+}
+
+/// What one journal append costs here: 200 appends of a 250-byte line, each followed by `fdatasync` (as
+/// `Journal::append` does), in a fresh file in `dir`.
+fn fsync_cost(dir: &Path) -> String {
+    let path = dir.join("fsync-probe.jsonl");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .unwrap();
+    let line = format!("{}\n", "x".repeat(249));
+    let mut times: Vec<f64> = (0..200)
+        .map(|_| {
+            let t = Instant::now();
+            file.write_all(line.as_bytes()).unwrap();
+            file.sync_data().unwrap();
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    times.sort_by(f64::total_cmp);
+    format!(
+        "median {:.2} ms, 10th–90th percentile {:.2}–{:.2} ms, max {:.2} ms (200 appends)",
+        times[100], times[20], times[180], times[199]
+    )
+}
+
+fn stat(values: &[f64], unit: &str) -> String {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let (min, max) = (v[0], v[v.len() - 1]);
+    // Even counts: the mean of the two middle values.
+    let median = if v.len() % 2 == 0 {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    } else {
+        v[v.len() / 2]
+    };
+    let u = if unit.is_empty() || unit == "%" {
+        unit.to_owned()
+    } else {
+        format!(" {unit}")
+    };
+    if unit == "%" {
+        format!("{median:.0}{u} ({min:.0}–{max:.0}{u})")
+    } else {
+        format!("{median:.0}{u} ({min:.0}–{max:.0})")
+    }
+}
+
+fn machine(lab: &Lab, dir: &Path, kup: &Path) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_owned())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .nth(1)
+        .and_then(|k| k.parse::<u64>().ok())
+        .unwrap_or(0)
+        >> 20;
+    let fs = Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE,SOURCE", "-T"])
+        .arg(dir)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let qemu = std::fs::read_to_string(lab.dir.join("versions.txt"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.contains("qemu-system-x86"))
+        .unwrap_or("qemu-system-x86 (version unknown)")
+        .trim()
+        .to_owned();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "machine: {cpu}, {cores} vCPUs, {mem} GiB RAM, host kernel {}; journal, state and RAM files on {fs}; {qemu} \
+         (TCG, -smp 1); kup {}; load average {}",
+        kup::host::kernel_release().unwrap_or_default(),
+        kup.display(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+}
