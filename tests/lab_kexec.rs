@@ -586,9 +586,6 @@ fn a_kernel_image_with_the_wrong_sha256_is_refused_before_any_step_runs() {
 /// kup dies right after its kexec record is durable (its `KUP_FAULT_CRASH_AFTER_RECORD` hook) and the power fails
 /// before anything syncs. Whatever the journal calls done must have survived: here the before-kexec step's write.
 #[test]
-#[ignore = "kup bug: the plan's sync step is ordered only after preflight, so it can finish before a custom \
-            before-kexec step writes, and nothing syncs before the kexec record: the journal says the step is done \
-            while its write is lost (before-kexec.log is empty after the power cut)"]
 fn a_crash_right_after_the_kexec_record_keeps_what_the_journal_calls_done() {
     let lab = Lab::get();
     let run = lab.scenario("crash-at-record");
@@ -897,9 +894,6 @@ fn systemd_guest_with_direct_kexec_skips_the_shutdown_and_still_resumes() {
 /// survives the isolate (`systemd-run --property=IgnoreOnIsolate=yes --wait --pipe`) and must carry on to the
 /// kexec without its caller.
 #[test]
-#[ignore = "kup bug: once the isolate stops the caller, kup's stderr (the caller's pipe, via systemd-run --pipe) \
-            is gone, the next progress line panics (eprintln! on EPIPE, exit 101) and the host is left in \
-            rescue.target with the apply pending; also the 90 s stop wait of kup-apply.service at the shutdown"]
 fn systemd_guest_with_policy_isolate_survives_losing_its_caller_and_kexecs() {
     let lab = Lab::get();
     let run = run_systemd(&lab, "systemd-isolate", &["--isolate"]);

@@ -161,7 +161,8 @@ fn install_resume_unit(root: &Path) -> Result<(), String> {
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find kup's own path: {e}"))?;
     let unit = Path::new(UNIT_DIR).join(UNIT_NAME);
-    journal::write_atomic(&unit, resume_unit(&exe, root).as_bytes())
+    // 0644 like every unit file: systemd warns about world-inaccessible units.
+    journal::write_atomic_mode(&unit, resume_unit(&exe, root).as_bytes(), 0o644)
         .map_err(|e| format!("cannot write {}: {e}", unit.display()))?;
     let wants = Path::new(UNIT_DIR).join(UNIT_WANTS);
     std::fs::create_dir_all(&wants)
@@ -289,6 +290,12 @@ pub fn apply(args: &ApplyArgs) -> ExitCode {
             .args(&argv[1..])
             .status();
         return match status.map(|s| s.code()) {
+            // kup validated the plan before re-running itself, so a 1 is systemd-run's own failure (no D-Bus, no
+            // permission), not an invalid plan.
+            Ok(Some(1)) => fail(
+                exit::REFUSED,
+                "systemd-run could not start the kup-apply unit (is D-Bus running?); nothing was changed by kup",
+            ),
             Ok(Some(code)) => exit::code(u8::try_from(code).unwrap_or(exit::NEEDS_OPERATOR)),
             Ok(None) => fail(
                 exit::NEEDS_OPERATOR,
@@ -746,7 +753,13 @@ fn human_status(s: &Status) -> String {
     for (vm, ms) in &s.vm_downtime_ms {
         let _ = writeln!(out, "\nvm {vm} downtime: {ms} ms");
     }
-    if let Some(k) = &s.kexec {
+    if let Some(k) = s.kexec.as_ref().filter(|k| k.on_new_kernel == Some(false)) {
+        let _ = writeln!(
+            out,
+            "\nkexec   FAILED: {} came back instead of the new kernel",
+            k.to_release.as_deref().unwrap_or("?")
+        );
+    } else if let Some(k) = &s.kexec {
         let _ = writeln!(
             out,
             "\nkexec   {} → {}  gap {}",

@@ -175,7 +175,7 @@ pub fn decide(
                 };
                 let message = format!(
                     "THE UPDATE FAILED: the host rebooted after the kexec record but is not running the new kernel \
-                     ({why}; the old kernel or a normal reboot came back). The VMs are being restored on this kernel."
+                     ({why}; the old kernel or a normal reboot came back). What was saved before the kexec (guests, apps) is being restored on this kernel."
                 );
                 decision.record.push(Event::StepFailed {
                     step: KEXEC.to_owned(),

@@ -51,8 +51,23 @@ impl RealHostAt {
     }
 }
 
-/// Interval between polls of a condition (a QMP status, a socket appearing).
+/// Longest interval between polls of a condition (a QMP status, a socket appearing).
 const POLL: Duration = Duration::from_millis(20);
+
+/// Polling that starts at 1 ms and doubles up to [`POLL`]: a shared-RAM save completes a few ms after `migrate`
+/// returns, and a fixed 20 ms poll added ~15 ms per wait inside the guest's downtime (docs/benchmarks.md).
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(1))
+    }
+
+    fn wait(&mut self) {
+        std::thread::sleep(self.0);
+        self.0 = (self.0 * 2).min(POLL);
+    }
+}
 
 impl Host for RealHost {
     fn perform(&self, actions: &[Action]) -> Result<Vec<ActionOutput>, ActionFailure> {
@@ -142,6 +157,7 @@ fn perform_one(
         } => {
             let deadline = Instant::now() + Duration::from_millis(*timeout_ms);
             let client = session(sessions, socket)?;
+            let mut backoff = Backoff::new();
             loop {
                 let reply = client
                     .execute(command, &json!({}))
@@ -175,11 +191,12 @@ fn perform_one(
                         "{command}: {field} still \"{value}\" after {timeout_ms} ms, waiting for \"{until}\""
                     ));
                 }
-                std::thread::sleep(POLL);
+                backoff.wait();
             }
         }
         Action::WaitForSocket { path, timeout_ms } => {
             let deadline = Instant::now() + Duration::from_millis(*timeout_ms);
+            let mut backoff = Backoff::new();
             loop {
                 if std::os::unix::net::UnixStream::connect(path).is_ok() {
                     return Ok(Value::Null);
@@ -190,7 +207,7 @@ fn perform_one(
                         path.display()
                     ));
                 }
-                std::thread::sleep(POLL);
+                backoff.wait();
             }
         }
         Action::KexecFileLoad {
