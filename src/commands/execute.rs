@@ -762,12 +762,17 @@ fn human_status(s: &Status) -> String {
     } else if let Some(k) = &s.kexec {
         let _ = writeln!(
             out,
-            "\nkexec   {} → {}  gap {}",
+            "\nkexec   {} → {}  gap {}{}",
             k.from_release,
             k.to_release.as_deref().unwrap_or("(not resumed yet)"),
             k.gap_s
                 .map(|g| format!("{g:.3} s"))
-                .unwrap_or_else(|| "-".into())
+                .unwrap_or_else(|| "-".into()),
+            k.new_kernel_uptime_s
+                .map(|u| format!(
+                    " (wall clocks, ±1 s; the new kernel had been up {u:.3} s at resume)"
+                ))
+                .unwrap_or_default()
         );
         if let Some(boot) = &k.boot {
             let get = |key: &str| boot.get(key).and_then(serde_json::Value::as_f64);
