@@ -942,8 +942,45 @@ fn assert_systemd_app(run: &Run, boot1: &str, boot2: &str) {
          ({resume_started}..{resume_exited} µs):\n{unit}"
     );
 
+    // The CRIU'd counter (`[[app]] name = "counter"`, a setsid'd shell loop appending `N BOOT_ID_PREFIX` every
+    // second) was dumped before the kexec and restored by kup-resume.service: it carries on counting in boot 2,
+    // from where it was, never starting again at 1.
+    let counter = run.must("/var/lib/kup-lab/counter.log");
+    let counts: Vec<(u64, &str)> = counter
+        .lines()
+        .map(
+            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                [n, boot] => (
+                    n.parse()
+                        .unwrap_or_else(|e| panic!("counter.log: bad count {line:?}: {e}")),
+                    boot,
+                ),
+                _ => panic!("counter.log: bad line {line:?}"),
+            },
+        )
+        .collect();
+    assert!(
+        counts.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "the counter did not count on by one (a reset or a second counter):\n{counter}"
+    );
+    let last1 = counts.iter().rfind(|(_, b)| boot1.starts_with(*b));
+    let first2 = counts.iter().find(|(_, b)| boot2.starts_with(*b));
+    match (last1, first2) {
+        (Some((n1, _)), Some((n2, _))) => assert!(n1 < n2, "{counter}"),
+        _ => panic!(
+            "the counter did not run in both boots:\n{counter}\n--- ps in boot 2:\n{}",
+            run.file("/var/lib/kup-lab/counter-ps.2")
+                .unwrap_or_default()
+        ),
+    }
+
     let journal = Journal::read_from(run, "/var/lib/kup");
-    for id in ["app:app:save", "app:app:restore"] {
+    for id in [
+        "app:app:save",
+        "app:app:restore",
+        "app:counter:save",
+        "app:counter:restore",
+    ] {
         assert_eq!(
             journal.count("step-done", id),
             1,
