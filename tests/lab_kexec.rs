@@ -238,17 +238,22 @@ struct Journal {
 impl Journal {
     /// The only apply journal under `/kup/journal` on the run's disk.
     fn read(run: &Run) -> Journal {
+        Journal::read_from(run, "/kup/journal")
+    }
+
+    /// The only apply journal under `root` (`policy.journal`) on the run's disk.
+    fn read_from(run: &Run, root: &str) -> Journal {
         let copy = run.out.join("journal-copy");
         let _ = fs::remove_dir_all(&copy);
         let output = Command::new(run.repo.join("lab/readdisk"))
             .env("KUP_LAB_DIR", &run.lab_dir)
             .arg(&run.disk)
-            .arg("/kup/journal")
+            .arg(root)
             .arg(&copy)
             .output()
             .expect("lab/readdisk");
         assert!(output.status.success(), "{output:?}");
-        let applies: Vec<PathBuf> = fs::read_dir(copy.join("journal"))
+        let applies: Vec<PathBuf> = fs::read_dir(copy.join(Path::new(root).file_name().unwrap()))
             .expect("the journal root was copied")
             .map(|e| e.unwrap().path())
             .filter(|p| p.join("journal.jsonl").is_file())
@@ -866,7 +871,123 @@ fn assert_systemd_update(run: &Run, kexec: Kexec) -> Value {
             .is_some_and(|g| g > 1.0 && g < 120.0)
     );
     assert!(status["kexec"]["boot"]["time_to_init_s"].as_f64().is_some());
+    assert_systemd_app(run, &boots[0][1], &boots[1][1]);
     status
+}
+
+/// The plan's systemd app, `kup-lab-app.service` (no `[Install]`: the stage 1 driver starts it before kup applies,
+/// nothing but kup starts it on the new kernel), appends `EPOCH BOOT_ID_PREFIX` to `app.log` every second. It ran in
+/// boot 1, was stopped across the kexec (a gap), ran again in boot 2, started by the resume unit; the apply journal
+/// has its save and restore done once each.
+fn assert_systemd_app(run: &Run, boot1: &str, boot2: &str) {
+    let log = run.must("/var/lib/kup-lab/app.log");
+    let entries: Vec<(u64, &str)> = log
+        .lines()
+        .map(
+            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                [time, boot] => (
+                    time.parse()
+                        .unwrap_or_else(|e| panic!("app.log: bad time {line:?}: {e}")),
+                    boot,
+                ),
+                _ => panic!("app.log: bad line {line:?}"),
+            },
+        )
+        .collect();
+    let in_boot = |id: &str| -> Vec<u64> {
+        entries
+            .iter()
+            .filter(|(_, b)| id.starts_with(*b))
+            .map(|(t, _)| *t)
+            .collect()
+    };
+    let (ran1, ran2) = (in_boot(boot1), in_boot(boot2));
+    assert_eq!(
+        ran1.len() + ran2.len(),
+        entries.len(),
+        "app.log has lines of another boot:\n{log}"
+    );
+    assert!(ran1.len() >= 2, "the app did not run in boot 1:\n{log}");
+    assert!(!ran2.is_empty(), "the app did not run in boot 2:\n{log}");
+    let (last1, first2) = (ran1[ran1.len() - 1], ran2[0]);
+    assert!(
+        entries[..ran1.len()]
+            .iter()
+            .all(|(_, b)| boot1.starts_with(*b)),
+        "app.log interleaves the boots:\n{log}"
+    );
+    assert!(
+        first2 >= last1 + 3,
+        "no gap in the app's log across the kexec ({last1} .. {first2}):\n{log}"
+    );
+
+    // On the new kernel the app was started while kup-resume.service ran, by kup.
+    let unit = run.must("/var/lib/kup-lab/app-unit.2");
+    let prop = |name: &str| -> u64 {
+        unit.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in app-unit.2:\n{unit}"))
+    };
+    assert!(
+        unit.lines().any(|line| line == "app.ActiveState=active"),
+        "kup-lab-app.service in boot 2:\n{unit}"
+    );
+    let started = prop("app.ExecMainStartTimestampMonotonic");
+    let resume_started = prop("resume.ExecMainStartTimestampMonotonic");
+    let resume_exited = prop("resume.ExecMainExitTimestampMonotonic");
+    assert!(
+        resume_started <= started && started <= resume_exited,
+        "kup-lab-app.service started at {started} µs, not while kup-resume.service ran \
+         ({resume_started}..{resume_exited} µs):\n{unit}"
+    );
+
+    // The CRIU'd counter (`[[app]] name = "counter"`, a setsid'd shell loop appending `N BOOT_ID_PREFIX` every
+    // second) was dumped before the kexec and restored by kup-resume.service: it carries on counting in boot 2,
+    // from where it was, never starting again at 1.
+    let counter = run.must("/var/lib/kup-lab/counter.log");
+    let counts: Vec<(u64, &str)> = counter
+        .lines()
+        .map(
+            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                [n, boot] => (
+                    n.parse()
+                        .unwrap_or_else(|e| panic!("counter.log: bad count {line:?}: {e}")),
+                    boot,
+                ),
+                _ => panic!("counter.log: bad line {line:?}"),
+            },
+        )
+        .collect();
+    assert!(
+        counts.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "the counter did not count on by one (a reset or a second counter):\n{counter}"
+    );
+    let last1 = counts.iter().rfind(|(_, b)| boot1.starts_with(*b));
+    let first2 = counts.iter().find(|(_, b)| boot2.starts_with(*b));
+    match (last1, first2) {
+        (Some((n1, _)), Some((n2, _))) => assert!(n1 < n2, "{counter}"),
+        _ => panic!(
+            "the counter did not run in both boots:\n{counter}\n--- ps in boot 2:\n{}",
+            run.file("/var/lib/kup-lab/counter-ps.2")
+                .unwrap_or_default()
+        ),
+    }
+
+    let journal = Journal::read_from(run, "/var/lib/kup");
+    for id in [
+        "app:app:save",
+        "app:app:restore",
+        "app:counter:save",
+        "app:counter:restore",
+    ] {
+        assert_eq!(
+            journal.count("step-done", id),
+            1,
+            "step {id}:\n{}",
+            journal.text()
+        );
+    }
 }
 
 /// With systemd as PID 1 (a debootstrapped Debian root on the NVMe disk, no initramfs), kup takes the clean path:

@@ -141,6 +141,8 @@ pub fn resume_unit(exe: &Path, root: &Path) -> String {
          [Service]\n\
          Type=oneshot\n\
          ExecStart={exe} plan resume --journal {root}\n\
+         # Apps restored with CRIU run in this unit's cgroup: when the oneshot ends, systemd must not kill them.\n\
+         KillMode=process\n\
          \n\
          [Install]\n\
          WantedBy=multi-user.target\n",
@@ -804,6 +806,8 @@ mod tests {
         let unit_section = &unit[unit.find("[Unit]").unwrap()..unit.find("[Service]").unwrap()];
         assert!(unit_section.contains("IgnoreOnIsolate=yes"));
         assert!(unit.contains("Type=oneshot") && unit.contains("WantedBy=multi-user.target"));
+        // A CRIU-restored app is left in the unit's cgroup; the default KillMode would kill it (found in the lab).
+        assert!(unit.lines().any(|line| line == "KillMode=process"));
     }
 
     #[test]
