@@ -235,18 +235,23 @@ fn perform_one(
                 );
             }
             if systemd && *mode != RebootMode::DirectKexec {
-                // The clean path: services stop and file systems unmount before systemd kexecs.
-                process::run(
-                    &["systemctl".to_owned(), "kexec".to_owned()],
-                    Duration::from_secs(30),
-                )?;
-                // systemctl returns once the job is queued; the shutdown then stops this process with SIGTERM.
-                // kup catches SIGTERM to roll back cleanly, which no longer applies past this point: from now on it
-                // terminates at once, so the shutdown does not wait out its stop timeout for us.
+                // The clean path: services stop and file systems unmount before systemd kexecs. The shutdown
+                // stops this process with SIGTERM, possibly before `systemctl kexec` has even returned. kup catches
+                // SIGTERM to roll back cleanly, which no longer applies once the kexec is queued: from before the
+                // call on, SIGTERM terminates at once, so the shutdown never waits out its stop timeout for us.
+                let terminate = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
                 let _ = signal_hook::flag::register_conditional_default(
                     signal_hook::consts::SIGTERM,
-                    std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+                    std::sync::Arc::clone(&terminate),
                 );
+                if let Err(e) = process::run(
+                    &["systemctl".to_owned(), "kexec".to_owned()],
+                    Duration::from_secs(30),
+                ) {
+                    // Nothing was queued: SIGTERM means "stop and roll back" again.
+                    terminate.store(false, std::sync::atomic::Ordering::SeqCst);
+                    return Err(e);
+                }
                 std::thread::sleep(Duration::from_secs(600));
                 Err("`systemctl kexec` was queued but the system is still running".to_owned())
             } else {
