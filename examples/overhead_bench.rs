@@ -26,7 +26,7 @@
 #[path = "../tests/support/guests.rs"]
 mod guests;
 
-use guests::{Guest, Lab, RESERVED_START, Ram, Spec};
+use guests::{Guest, Lab, Ram, Spec};
 use kup::exec::journal::{self, Event, Record};
 use kup::graph::StepGraph;
 use kup::graph::action::{self, Program};
@@ -693,11 +693,7 @@ fn start(lab: &Lab, work: &Path, dir: &Path, config: &Config, name: &str, ram: R
         ..Spec::new(name, ram)
     };
     let g = Guest::start(lab, work, &dir.join(name), spec);
-    let chunk = 16 << 20;
-    let bytes = guests::pattern(u64::from(name.len() as u32) ^ 0x5eed, chunk);
-    for i in 0..(config.written_mib << 20) / chunk as u64 {
-        g.write(RESERVED_START + i * chunk as u64, &bytes);
-    }
+    g.fill_reserved(name, config.written_mib);
     g
 }
 
@@ -760,42 +756,17 @@ fn stat(values: &[f64], unit: &str) -> String {
 }
 
 fn machine(lab: &Lab, dir: &Path, kup: &Path) {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, m)| m.trim().to_owned())
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .nth(1)
-        .and_then(|k| k.parse::<u64>().ok())
-        .unwrap_or(0)
-        >> 20;
-    let fs = Command::new("findmnt")
-        .args(["-n", "-o", "FSTYPE,SOURCE", "-T"])
-        .arg(dir)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    let qemu = std::fs::read_to_string(lab.dir.join("versions.txt"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.contains("qemu-system-x86"))
-        .unwrap_or("qemu-system-x86 (version unknown)")
-        .trim()
-        .to_owned();
+    let m = guests::machine(lab, dir);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "machine: {cpu}, {cores} vCPUs, {mem} GiB RAM, host kernel {}; journal, state and RAM files on {fs}; {qemu} \
-         (TCG, -smp 1); kup {}; load average {}",
+        "machine: {}, {} vCPUs, {} GiB RAM, host kernel {}; journal, state and RAM files on {}; {} (TCG, -smp 1); kup \
+         {}; load average {}",
+        m.cpu,
+        m.cores,
+        m.mem_gib,
         kup::host::kernel_release().unwrap_or_default(),
+        m.fs,
+        m.qemu,
         kup.display(),
         load.split_whitespace()
             .take(3)

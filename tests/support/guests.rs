@@ -365,6 +365,16 @@ impl Guest {
         self.mem().write_all_at(bytes, hva).unwrap();
     }
 
+    /// Dirties `mib` MiB of the reserved range (16 MiB writes of one pattern per guest name): the "written" RAM of
+    /// the benchmarks' guests.
+    pub fn fill_reserved(&self, name: &str, mib: u64) {
+        let chunk = 16 << 20;
+        let bytes = pattern(u64::from(name.len() as u32) ^ 0x5eed, chunk);
+        for i in 0..(mib << 20) / chunk as u64 {
+            self.write(RESERVED_START + i * chunk as u64, &bytes);
+        }
+    }
+
     /// Reads guest RAM at `gpa`, through QEMU's memory.
     pub fn read(&self, gpa: u64, len: usize) -> Vec<u8> {
         let hva = self.hva(gpa);
@@ -424,6 +434,58 @@ pub fn alive(pid: u32) -> bool {
         !s.lines()
             .any(|l| l.starts_with("State:") && l.contains('Z'))
     })
+}
+
+/// What the benchmarks report about the machine they ran on.
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub mem_gib: u64,
+    /// File system type and source holding `dir`.
+    pub fs: String,
+    /// The QEMU package line from the lab's versions.txt.
+    pub qemu: String,
+}
+
+pub fn machine(lab: &Lab, dir: &Path) -> Machine {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_owned())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .nth(1)
+        .and_then(|k| k.parse::<u64>().ok())
+        .unwrap_or(0)
+        >> 20;
+    let file_system = Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE,SOURCE", "-T"])
+        .arg(dir)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let qemu = fs::read_to_string(lab.dir.join("versions.txt"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.contains("qemu-system-x86"))
+        .unwrap_or("qemu-system-x86 (version unknown)")
+        .trim()
+        .to_owned();
+    Machine {
+        cpu,
+        cores,
+        mem_gib,
+        fs: file_system,
+        qemu,
+    }
 }
 
 /// Deterministic bytes that differ per seed (xorshift64*), so a page from the wrong place cannot pass.
