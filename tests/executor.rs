@@ -69,6 +69,25 @@ impl Lab {
         cmd
     }
 
+    /// Starts a rehearsal and returns once its step has created the file `started`.
+    fn rehearse_in_background(&self, plan: &Path) -> std::process::Child {
+        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kup"))
+            .args(["plan", "apply", "--rehearse", "--no-kernel-load", "--yes"])
+            .arg(plan)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !self.path("started").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the apply never started its step"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child
+    }
+
     fn resume(&self, extra: &[&str]) -> Command {
         let mut cmd = self.kup();
         cmd.args(["plan", "resume", "--journal"])
@@ -341,20 +360,7 @@ fn a_second_apply_while_one_runs_is_refused_with_the_holders_pid() {
         lab.path("started").display()
     );
     let plan = lab.write_plan(&steps, "");
-    let mut first = std::process::Command::new(assert_cmd::cargo::cargo_bin("kup"))
-        .args(["plan", "apply", "--rehearse", "--no-kernel-load", "--yes"])
-        .arg(&plan)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !lab.path("started").exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first apply never started its step"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut first = lab.rehearse_in_background(&plan);
     lab.rehearse(&plan)
         .assert()
         .code(4)
@@ -451,20 +457,7 @@ fn ctrl_c_before_the_kexec_lets_the_running_step_finish_then_rolls_back() {
         lab.log_argv("never"),
     );
     let plan = lab.write_plan(&steps, "");
-    let mut apply = std::process::Command::new(assert_cmd::cargo::cargo_bin("kup"))
-        .args(["plan", "apply", "--rehearse", "--no-kernel-load", "--yes"])
-        .arg(&plan)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !lab.path("started").exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the slow step never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let mut apply = lab.rehearse_in_background(&plan);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(apply.id() as i32),
         nix::sys::signal::Signal::SIGINT,
