@@ -359,6 +359,11 @@ impl KernelImage {
 pub struct Sha256Digest([u8; 32]);
 
 impl Sha256Digest {
+    /// The digest of bytes already in memory (a plan file); files are hashed streaming by [`sha256_file`].
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

@@ -64,11 +64,7 @@ fn loosely_writable(path: &Path) -> Option<u32> {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::kernel_image::Sha256Digest::of(bytes).to_string()
 }
 
 /// A plan needs root unless it is a rehearsal touching nothing privileged: no kernel load, no apps, no PCI, no

@@ -12,6 +12,7 @@ pub mod status;
 
 use crate::graph::Phase;
 use crate::graph::action::{Action, CompiledStep, Program};
+use crate::graph::schedule::millis as ms;
 use crate::host::{ActionFailure, ActionOutput, Host};
 use crate::plan::OnFailure;
 use journal::{Event, FinalState, Journal, Mode};
@@ -118,10 +119,6 @@ pub struct Engine<'a, H: Host> {
     /// Runs just before the kexec executes, after its journal record is durable (installs the resume unit).
     pub before_kexec: &'a (dyn Fn() -> Result<(), String> + Sync),
     pub progress: &'a progress::Progress,
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl<H: Host> Engine<'_, H> {

@@ -5,6 +5,7 @@
 //! either to the real host or to a recording fake. Compiling is pure: the only input from the host, the running
 //! kernel's command line, is passed in by the caller.
 
+use super::schedule::millis as ms;
 use super::{Phase, StepGraph, StepKind};
 use crate::cmdline::{Cmdline, CmdlineEdit, CmdlineError};
 use crate::plan::{AppKind, CmdlineSpec, KexecMethod, Loader, MemoryMode, Plan, Vm, VmDriver};
@@ -163,10 +164,6 @@ pub struct Program {
     /// The new kernel's command line, exactly as handed to `kexec_file_load`.
     pub kernel_cmdline: String,
     pub steps: Vec<CompiledStep>,
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The new kernel's command line from the plan and the running kernel's (`/proc/cmdline`), via [`crate::cmdline`];
