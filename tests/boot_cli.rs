@@ -1,21 +1,12 @@
 //! `kup boot-time` as an operator runs it: from a file, from standard input, live, and with a file that is
 //! not there.
 
-use assert_cmd::Command;
-use predicates::prelude::*;
+mod support;
+
 use serde_json::Value;
+use support::Kup;
 
 const SUPERMICRO: &str = "tests/data/dmesg/01-supermicro-2node-384cpu-rocky9.txt";
-
-fn kup() -> Command {
-    let mut cmd = Command::cargo_bin("kup").expect("kup binary");
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
-    cmd
-}
-
-fn json_of(output: &[u8]) -> Value {
-    serde_json::from_slice(output).expect("stdout is JSON")
-}
 
 /// The documented shape (docs/boot-time.md): these keys with these JSON types, null allowed where unknown.
 fn assert_report_shape(v: &Value) {
@@ -63,31 +54,28 @@ fn assert_report_shape(v: &Value) {
 
 #[test]
 fn human_report_from_a_file() {
-    kup()
+    Kup::new()
         .args(["boot-time", "--dmesg", SUPERMICRO])
-        .env("NO_COLOR", "1")
-        .assert()
+        .run()
         .success()
-        .stdout(predicate::str::contains(
-            "kernel 5.14.0-570.23.1.el9_6.x86_64 (x86)",
-        ))
-        .stdout(predicate::str::contains("time to init 4.122 s"))
-        .stdout(predicate::str::contains("SMP bring-up 556.4 ms"))
-        .stdout(predicate::str::contains("[parallel-bringup-off]"))
-        .stdout(predicate::str::contains("\u{1b}[").not())
-        .stderr(predicate::str::is_empty());
+        .stdout_has("kernel 5.14.0-570.23.1.el9_6.x86_64 (x86)")
+        .stdout_has("time to init 4.122 s")
+        .stdout_has("SMP bring-up 556.4 ms")
+        .stdout_has("[parallel-bringup-off]")
+        .stdout_lacks("\u{1b}[")
+        .stderr_is("");
 }
 
 #[test]
 fn json_from_standard_input() {
     let log =
         std::fs::read(format!("{}/{SUPERMICRO}", env!("CARGO_MANIFEST_DIR"))).expect("corpus file");
-    let out = kup()
+    let v = Kup::new()
         .args(["boot-time", "--dmesg", "-", "--format", "json"])
-        .write_stdin(log)
-        .assert()
-        .success();
-    let v = json_of(&out.get_output().stdout);
+        .stdin(log)
+        .run()
+        .success()
+        .stdout_json();
     assert_report_shape(&v);
     assert_eq!(v["kernel"], "5.14.0-570.23.1.el9_6.x86_64");
     assert_eq!(v["cpus"], 384);
@@ -97,34 +85,32 @@ fn json_from_standard_input() {
 
 #[test]
 fn empty_standard_input_is_an_empty_report_not_an_error() {
-    let out = kup()
+    let v = Kup::new()
         .args(["boot-time", "--dmesg", "-", "--format", "json"])
-        .write_stdin("")
-        .assert()
-        .success();
-    let v = json_of(&out.get_output().stdout);
+        .stdin("")
+        .run()
+        .success()
+        .stdout_json();
     assert_report_shape(&v);
     assert!(v["kernel"].is_null() && v["time_to_init_s"].is_null());
 }
 
 #[test]
 fn a_missing_file_is_exit_2_with_a_message_on_stderr() {
-    kup()
+    Kup::new()
         .args(["boot-time", "--dmesg", "tests/data/dmesg/no-such-log.txt"])
-        .assert()
-        .code(2)
-        .stdout(predicate::str::is_empty())
-        .stderr(predicate::str::contains(
-            "cannot read tests/data/dmesg/no-such-log.txt",
-        ));
+        .run()
+        .status(2)
+        .stdout_is("")
+        .stderr_has("cannot read tests/data/dmesg/no-such-log.txt");
 }
 
 #[test]
 fn an_unknown_format_is_a_usage_error() {
-    kup()
+    Kup::new()
         .args(["boot-time", "--dmesg", SUPERMICRO, "--format", "yaml"])
-        .assert()
-        .code(2);
+        .run()
+        .status(2);
 }
 
 /// The live host's log: only what is certain anywhere is asserted. Reading it may be refused (no root, no
@@ -132,13 +118,10 @@ fn an_unknown_format_is_a_usage_error() {
 /// holds the `Linux version` line, its release is the running kernel's.
 #[test]
 fn live_kernel_log() {
-    let out = kup()
-        .args(["boot-time", "--format", "json"])
-        .output()
-        .expect("kup runs");
-    match out.status.code() {
+    let run = Kup::new().args(["boot-time", "--format", "json"]).run();
+    match run.code() {
         Some(0) => {
-            let v = json_of(&out.stdout);
+            let v = run.stdout_json();
             assert_report_shape(&v);
             if let Some(kernel) = v["kernel"].as_str() {
                 let running =
@@ -146,10 +129,7 @@ fn live_kernel_log() {
                 assert_eq!(kernel, running.trim());
             }
         }
-        Some(2) => assert!(!out.stderr.is_empty(), "exit 2 must say why"),
-        other => panic!(
-            "unexpected exit {other:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
+        Some(2) => assert!(!run.stderr().is_empty(), "exit 2 must say why"),
+        other => panic!("unexpected exit {other:?}: {}", run.stderr()),
     }
 }

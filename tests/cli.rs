@@ -1,89 +1,80 @@
 //! The command line as an operator or a CI job uses it: exit codes, the JSON and GitHub formats, `kup schema`.
 
-use assert_cmd::Command;
-use predicates::prelude::*;
+mod support;
 
-fn kup() -> Command {
-    let mut cmd = Command::cargo_bin("kup").unwrap();
-    cmd.env("NO_COLOR", "1").env_remove("COLUMNS");
-    cmd
-}
+use support::{Kup, Run};
 
-fn json(args: &[&str]) -> (i32, serde_json::Value) {
-    let output = kup()
+/// `kup plan validate --format json ARGS…`, run.
+fn validate_json(args: &[&str]) -> Run {
+    Kup::new()
         .args(["plan", "validate", "--format", "json"])
         .args(args)
-        .output()
-        .unwrap();
-    let value = serde_json::from_slice(&output.stdout).expect("stdout is one JSON document");
-    (output.status.code().unwrap(), value)
+        .run()
 }
 
 #[test]
 fn shipped_plans_are_valid() {
-    kup()
+    Kup::new()
         .args(["plan", "validate", "plans/"])
-        .assert()
-        .code(0)
-        .stdout("")
-        .stderr(predicate::str::contains(
-            "plans/multi-vm-vfio-spdk.toml: valid",
-        ));
+        .run()
+        .status(0)
+        .stdout_is("")
+        .stderr_has("plans/multi-vm-vfio-spdk.toml: valid");
 }
 
 #[test]
 fn an_invalid_plan_exits_1_with_its_diagnostic_on_stderr() {
-    kup()
+    Kup::new()
         .args([
             "plan",
             "validate",
             "tests/data/diagnostics/unknown-key.toml",
         ])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("kup::plan::unknown-key"))
-        .stderr(predicate::str::contains("did you mean `image`?"))
-        .stderr(predicate::str::contains("unknown-key.toml:4:1"))
-        .stderr(predicate::str::contains("\u{1b}[").not());
+        .run()
+        .status(1)
+        .stderr_has("kup::plan::unknown-key")
+        .stderr_has("did you mean `image`?")
+        .stderr_has("unknown-key.toml:4:1")
+        .stderr_lacks("\u{1b}[");
 }
 
 #[test]
 fn warnings_alone_keep_a_plan_valid() {
-    kup()
+    Kup::new()
         .args(["plan", "validate", "tests/data/diagnostics/tmp-path.toml"])
-        .assert()
-        .code(0)
-        .stderr(predicate::str::contains("valid, 1 warning"));
+        .run()
+        .status(0)
+        .stderr_has("valid, 1 warning");
 }
 
 #[test]
 fn io_and_usage_errors_exit_2() {
-    kup()
+    Kup::new()
         .args(["plan", "validate", "does/not/exist.toml"])
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("does/not/exist.toml"));
-    kup().args(["plan", "validate"]).assert().code(2);
-    kup()
+        .run()
+        .status(2)
+        .stderr_has("does/not/exist.toml");
+    Kup::new().args(["plan", "validate"]).run().status(2);
+    Kup::new()
         .args(["plan", "validate", "--format", "xml", "plans/"])
-        .assert()
-        .code(2);
-    let empty = tempfile::tempdir().unwrap();
-    kup()
+        .run()
+        .status(2);
+    Kup::new()
         .args(["plan", "validate"])
-        .arg(empty.path())
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("no *.toml files"));
+        .dir_arg()
+        .run()
+        .status(2)
+        .stderr_has("no *.toml files");
 }
 
 #[test]
 fn json_format_has_the_documented_shape() {
-    let (code, doc) = json(&[
+    let doc = validate_json(&[
         "plans/cmdline-cpuhp-parallel.toml",
         "tests/data/diagnostics/unknown-key.toml",
-    ]);
-    assert_eq!(code, 1);
+    ])
+    .status(1)
+    .stdout_json();
     let plans = doc["plans"].as_array().unwrap();
     assert_eq!(plans.len(), 2);
     assert_eq!(plans[0]["file"], "plans/cmdline-cpuhp-parallel.toml");
@@ -101,8 +92,9 @@ fn json_format_has_the_documented_shape() {
 
 #[test]
 fn json_positions_point_at_the_offending_value() {
-    let (code, doc) = json(&["tests/data/diagnostics/volatile-path.toml"]);
-    assert_eq!(code, 1);
+    let doc = validate_json(&["tests/data/diagnostics/volatile-path.toml"])
+        .status(1)
+        .stdout_json();
     let diagnostics = doc["plans"][0]["diagnostics"].as_array().unwrap();
     let at: Vec<(u64, u64)> = diagnostics
         .iter()
@@ -114,41 +106,34 @@ fn json_positions_point_at_the_offending_value() {
 
 #[test]
 fn github_format_prints_workflow_annotations() {
-    kup()
-        .args(["plan", "validate", "--format", "github", "tests/data/diagnostics/sha256.toml"])
-        .assert()
-        .code(1)
-        .stdout(predicate::str::starts_with(
+    let github = |plan: &str| {
+        Kup::new()
+            .args(["plan", "validate", "--format", "github", plan])
+            .run()
+    };
+    github("tests/data/diagnostics/sha256.toml")
+        .status(1)
+        .stdout_starts_with(
             "::error file=tests/data/diagnostics/sha256.toml,line=5,col=10,endLine=5,endColumn=73,title=kup%3A%3Aplan%3A%3Asha256::",
-        ))
-        .stdout(predicate::str::contains("%0Ahelp: compute it with `sha256sum"));
-    kup()
-        .args([
-            "plan",
-            "validate",
-            "--format",
-            "github",
-            "tests/data/diagnostics/tmp-path.toml",
-        ])
-        .assert()
-        .code(0)
-        .stdout(predicate::str::starts_with("::warning file="));
+        )
+        .stdout_has("%0Ahelp: compute it with `sha256sum");
+    github("tests/data/diagnostics/tmp-path.toml")
+        .status(0)
+        .stdout_starts_with("::warning file=");
 }
 
 #[test]
 fn a_directory_is_searched_recursively() {
-    let dir = tempfile::tempdir().unwrap();
-    let nested = dir.path().join("site-a/hv");
-    std::fs::create_dir_all(&nested).unwrap();
-    std::fs::copy("plans/libvirt-criu.toml", nested.join("edge.toml")).unwrap();
-    std::fs::copy(
-        "tests/data/diagnostics/sha256.toml",
-        dir.path().join("bad.toml"),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("notes.txt"), "not a plan").unwrap();
-    let (code, doc) = json(&[dir.path().to_str().unwrap()]);
-    assert_eq!(code, 1);
+    let read = |path: &str| std::fs::read(path).unwrap();
+    let doc = Kup::new()
+        .args(["plan", "validate", "--format", "json"])
+        .file("site-a/hv/edge.toml", read("plans/libvirt-criu.toml"))
+        .file("bad.toml", read("tests/data/diagnostics/sha256.toml"))
+        .file("notes.txt", "not a plan")
+        .dir_arg()
+        .run()
+        .status(1)
+        .stdout_json();
     let files: Vec<&str> = doc["plans"]
         .as_array()
         .unwrap()
@@ -165,7 +150,11 @@ fn a_directory_is_searched_recursively() {
 #[test]
 fn schema_command_prints_the_checked_in_schema() {
     let checked_in = std::fs::read_to_string("schemas/kup-plan.schema.json").unwrap();
-    kup().arg("schema").assert().code(0).stdout(checked_in);
+    Kup::new()
+        .arg("schema")
+        .run()
+        .status(0)
+        .stdout_is(checked_in);
 }
 
 /// Regression: `kup plan validate --format github plans/ | head -1` panicked ("failed printing to stdout: Broken
@@ -173,14 +162,11 @@ fn schema_command_prints_the_checked_in_schema() {
 #[test]
 fn a_reader_closing_stdout_early_does_not_change_the_exit_code() {
     for format in ["github", "json"] {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kup"))
+        let mut child = Kup::new()
             .args(["plan", "validate", "--format", format])
             // More output than a pipe buffers (64 KiB), so some write happens after the reader is gone.
             .args(std::iter::repeat_n("tests/data/diagnostics", 40))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+            .spawn();
         drop(child.stdout.take());
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(1), "--format {format}");

@@ -1,3 +1,7 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests (and, through `#[path]`, by the benchmark programs in examples/).
 
+pub mod cli;
 pub mod guests;
+
+#[allow(unused_imports)] // each test binary uses a different part
+pub use cli::{Kup, Run};
