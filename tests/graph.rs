@@ -2,11 +2,12 @@
 //! ordering guarantees the executor relies on (everything saved before `kexec`, every guest resumed after it), and
 //! properties that must hold for any acyclic plan.
 
-use assert_cmd::Command;
+mod support;
+
 use kup::graph::{Phase, StepGraph};
-use predicates::prelude::*;
 use proptest::prelude::*;
 use std::path::PathBuf;
+use support::Kup;
 
 fn shipped_plans() -> Vec<PathBuf> {
     let mut plans: Vec<PathBuf> = std::fs::read_dir("plans")
@@ -29,28 +30,18 @@ fn load(path: &PathBuf) -> (kup::plan::Plan, StepGraph) {
     (plan, graph)
 }
 
-fn kup() -> Command {
-    let mut cmd = Command::cargo_bin("kup").unwrap();
-    cmd.env("NO_COLOR", "1").env_remove("COLUMNS");
-    cmd
-}
-
 #[test]
 fn every_shipped_plan_in_every_format() {
     for path in shipped_plans() {
         let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
         for format in ["text", "dot", "mermaid", "json"] {
-            let output = kup()
+            let stdout = Kup::new()
                 .args(["plan", "graph", "--format", format])
                 .arg(&path)
-                .output()
-                .unwrap();
-            assert_eq!(output.status.code(), Some(0), "{stem} {format}");
-            assert!(
-                output.stderr.is_empty(),
-                "{stem} {format}: stderr not empty"
-            );
-            let stdout = String::from_utf8(output.stdout).unwrap();
+                .run()
+                .status(0)
+                .stderr_is("")
+                .stdout();
             insta::assert_snapshot!(format!("{stem}.{format}"), stdout);
         }
     }
@@ -58,17 +49,11 @@ fn every_shipped_plan_in_every_format() {
 
 #[test]
 fn json_has_exactly_the_documented_shape() {
-    let output = kup()
-        .args([
-            "plan",
-            "graph",
-            "--format",
-            "json",
-            "plans/multi-vm-vfio-spdk.toml",
-        ])
-        .output()
-        .unwrap();
-    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let value = Kup::new()
+        .args(["plan", "graph", "--format", "json"])
+        .arg("plans/multi-vm-vfio-spdk.toml")
+        .run()
+        .stdout_json();
     let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
@@ -148,27 +133,28 @@ fn shipped_plans_are_within_their_budgets() {
 
 #[test]
 fn an_invalid_plan_prints_diagnostics_and_exits_1() {
-    kup()
+    Kup::new()
         .args(["plan", "graph", "tests/data/diagnostics/step-cycle.toml"])
-        .assert()
-        .code(1)
-        .stdout("")
-        .stderr(predicate::str::contains("kup::plan::step-cycle"))
-        .stderr(predicate::str::contains(
-            "step:a → step:b → step:c → step:a",
-        ));
+        .run()
+        .status(1)
+        .stdout_is("")
+        .stderr_has("kup::plan::step-cycle")
+        .stderr_has("step:a → step:b → step:c → step:a");
 }
 
 #[test]
 fn a_missing_plan_exits_2() {
-    kup()
+    Kup::new()
         .args(["plan", "graph", "tests/data/no-such-plan.toml"])
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("cannot read"));
+        .run()
+        .status(2)
+        .stderr_has("cannot read");
 }
 
 // --- properties over generated plans -------------------------------------------------------------------------
+
+/// The start of every generated plan: the version and a kernel.
+const KERNEL: &str = "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\nsha256 = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n";
 
 /// A generated plan: VMs, apps, PCI devices and custom steps whose before/after only point from lower to higher
 /// rank, so the whole graph is acyclic by construction.
@@ -233,9 +219,7 @@ impl Gen {
     }
 
     fn toml(&self) -> String {
-        let mut t = String::from(
-            "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\nsha256 = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n",
-        );
+        let mut t = String::from(KERNEL);
         for p in 0..self.pci {
             t += &format!("[[pci]]\naddress = \"0000:0{p}:00.0\"\n");
         }
@@ -372,14 +356,13 @@ fn dry_run_of_every_shipped_plan() {
     for path in shipped_plans() {
         let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
         for format in ["human", "json"] {
-            let output = kup()
+            let stdout = Kup::new()
                 .args(["plan", "apply", "--dry-run", "--format", format])
                 .args(["--current-cmdline", "tests/data/graph/proc-cmdline"])
                 .arg(&path)
-                .output()
-                .unwrap();
-            assert_eq!(output.status.code(), Some(0), "{stem} {format}");
-            let stdout = String::from_utf8(output.stdout).unwrap();
+                .run()
+                .status(0)
+                .stdout();
             if format == "json" {
                 let value: serde_json::Value = serde_json::from_str(&stdout).unwrap();
                 let steps = value["steps"].as_array().unwrap();
@@ -401,54 +384,51 @@ fn dry_run_of_every_shipped_plan() {
 #[test]
 fn a_real_apply_of_a_plan_for_other_hosts_is_refused_before_anything_changes() {
     // The plan is for hv-lab-1; this test machine is not (and is never kexec'd: the refusal comes first).
-    kup()
+    Kup::new()
         .args([
             "plan",
             "apply",
             "--yes",
             "plans/single-qemu-shared-ram.toml",
         ])
-        .assert()
-        .code(3)
-        .stderr(predicate::str::contains("refused"));
+        .run()
+        .status(3)
+        .stderr_has("refused");
 }
 
 #[test]
 fn dry_run_needs_the_running_cmdline_only_to_inherit_it() {
-    kup()
+    Kup::new()
         .args(["plan", "apply", "--dry-run", "--current-cmdline"])
         .args([
             "tests/data/no-such-file",
             "plans/single-qemu-shared-ram.toml",
         ])
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains(
-            "inherits the running command line",
-        ));
+        .run()
+        .status(2)
+        .stderr_has("inherits the running command line");
 }
 
 #[test]
 fn dry_run_of_an_invalid_plan_exits_1() {
-    kup()
+    Kup::new()
         .args(["plan", "apply", "--dry-run"])
         .arg("tests/data/diagnostics/downtime-budget.toml")
-        .assert()
-        .code(1)
-        .stdout("")
-        .stderr(predicate::str::contains("kup::plan::downtime-budget"));
+        .run()
+        .status(1)
+        .stdout_is("")
+        .stderr_has("kup::plan::downtime-budget");
 }
 
 #[test]
 fn the_example_in_docs_graph_md_is_current() {
     let doc = std::fs::read_to_string("docs/graph.md").unwrap();
     for format in ["text", "mermaid"] {
-        let output = kup()
+        let rendered = Kup::new()
             .args(["plan", "graph", "--format", format])
             .arg("plans/multi-vm-vfio-spdk.toml")
-            .output()
-            .unwrap();
-        let rendered = String::from_utf8(output.stdout).unwrap();
+            .run()
+            .stdout();
         assert!(
             doc.contains(&format!("```{format}\n{rendered}```")),
             "docs/graph.md's {format} example is stale: paste the output of `kup plan graph --format {format} \
@@ -460,9 +440,7 @@ fn the_example_in_docs_graph_md_is_current() {
 /// Regression: dropping implied edges checked paths one DFS at a time, and a plan with 1500 guests took minutes.
 #[test]
 fn a_host_with_a_thousand_guests_is_graphed_quickly() {
-    let mut text = String::from(
-        "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\nsha256 = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n",
-    );
+    let mut text = String::from(KERNEL);
     for i in 0..1000 {
         text += &format!(
             "[[vm]]\nname = \"v{i}\"\nlibvirt = \"v{i}\"\nstate = \"/var/lib/kup/state/v{i}\"\n"
@@ -504,8 +482,8 @@ fn gen_tangle() -> impl Strategy<Value = String> {
         1..5,
     )
     .prop_map(|steps| {
-        let mut t = String::from(
-            "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\nsha256 = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n[[vm]]\nname = \"db\"\nlibvirt = \"db\"\nstate = \"/var/lib/kup/state/db\"\n",
+        let mut t = format!(
+            "{KERNEL}[[vm]]\nname = \"db\"\nlibvirt = \"db\"\nstate = \"/var/lib/kup/state/db\"\n"
         );
         for (i, (before, after)) in steps.iter().enumerate() {
             let list = |ids: &Vec<&str>| {
