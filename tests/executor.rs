@@ -2,10 +2,12 @@
 //! `[[step]]`s run with `kup plan apply --rehearse --no-kernel-load` (never a kexec), and are failed, killed and
 //! resumed at every point.
 
-use assert_cmd::Command;
+mod support;
+
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use support::Kup;
 
 struct Lab {
     dir: tempfile::TempDir,
@@ -55,28 +57,20 @@ impl Lab {
             .collect()
     }
 
-    fn kup(&self) -> Command {
-        let mut cmd = Command::cargo_bin("kup").unwrap();
-        cmd.env("NO_COLOR", "1")
-            .env_remove("KUP_FAULT_CRASH_AFTER_RECORD");
-        cmd
+    /// kup, never told to crash by this test's own environment.
+    fn kup(&self) -> Kup {
+        Kup::new().env_remove("KUP_FAULT_CRASH_AFTER_RECORD")
     }
 
-    fn rehearse(&self, plan: &Path) -> Command {
-        let mut cmd = self.kup();
-        cmd.args(["plan", "apply", "--rehearse", "--no-kernel-load", "--yes"])
-            .arg(plan);
-        cmd
+    fn rehearse(&self, plan: &Path) -> Kup {
+        self.kup()
+            .args(["plan", "apply", "--rehearse", "--no-kernel-load", "--yes"])
+            .arg(plan)
     }
 
     /// Starts a rehearsal and returns once its step has created the file `started`.
-    fn rehearse_in_background(&self, plan: &Path) -> std::process::Child {
-        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kup"))
-            .args(["plan", "apply", "--rehearse", "--no-kernel-load", "--yes"])
-            .arg(plan)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+    fn rehearse_in_background(&self, plan: &Path) -> support::cli::Background {
+        let child = self.rehearse(plan).spawn();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while !self.path("started").exists() {
             assert!(
@@ -88,27 +82,21 @@ impl Lab {
         child
     }
 
-    fn resume(&self, extra: &[&str]) -> Command {
-        let mut cmd = self.kup();
-        cmd.args(["plan", "resume", "--journal"])
+    fn resume(&self, extra: &[&str]) -> Kup {
+        self.kup()
+            .args(["plan", "resume", "--journal"])
             .arg(self.journal())
-            .args(extra);
-        cmd
+            .args(extra)
     }
 
+    /// `kup plan status --format json`, which must succeed.
     fn status(&self) -> Value {
-        let out = self
-            .kup()
+        self.kup()
             .args(["plan", "status", "--format", "json", "--journal"])
             .arg(self.journal())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "status failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+            .run()
+            .success()
+            .stdout_json()
     }
 
     fn journal_lines(&self) -> usize {
@@ -163,7 +151,7 @@ fn chain(lab: &Lab, n: usize, fail: Option<usize>) -> String {
 fn a_rehearsal_runs_every_step_in_order_and_status_reports_timings() {
     let lab = Lab::new();
     let plan = lab.write_plan(&chain(&lab, 3, None), "parallelism = 2");
-    lab.rehearse(&plan).assert().code(0);
+    lab.rehearse(&plan).run().status(0);
     assert_eq!(lab.log(), ["run-0", "run-1", "run-2", "after"]);
     let status = lab.status();
     assert_eq!(status["state"], "completed");
@@ -179,9 +167,9 @@ fn a_rehearsal_runs_every_step_in_order_and_status_reports_timings() {
     // Nothing is left pending, so a resume has nothing to do.
     assert!(!lab.journal().join("pending").exists());
     lab.resume(&[])
-        .assert()
-        .code(0)
-        .stderr(predicates::str::contains("nothing to resume"));
+        .run()
+        .status(0)
+        .stderr_has("nothing to resume");
 }
 
 #[test]
@@ -195,7 +183,7 @@ fn independent_steps_run_in_parallel_up_to_the_limit() {
         );
     }
     let plan = lab.write_plan(&steps, "parallelism = 2");
-    lab.rehearse(&plan).assert().code(0);
+    lab.rehearse(&plan).run().status(0);
     // With at most two at once, the log never shows three starts without an end in between.
     let mut running = 0i32;
     let mut peak = 0;
@@ -213,9 +201,9 @@ fn a_failure_at_every_position_before_the_kexec_rolls_back_in_reverse() {
         let lab = Lab::new();
         let plan = lab.write_plan(&chain(&lab, n, Some(fail)), "");
         lab.rehearse(&plan)
-            .assert()
-            .code(5)
-            .stderr(predicates::str::contains(format!("step:s{fail}")));
+            .run()
+            .status(5)
+            .stderr_has(format!("step:s{fail}"));
         let mut expected: Vec<String> = (0..fail).map(|k| format!("run-{k}")).collect();
         // The failed step is undone first (it may have done part of its work), then the others, newest first.
         expected.extend((0..=fail).rev().map(|k| format!("undo-{k}")));
@@ -240,7 +228,7 @@ fn a_failure_at_every_position_before_the_kexec_rolls_back_in_reverse() {
 fn on_failure_stop_leaves_things_as_they_are() {
     let lab = Lab::new();
     let plan = lab.write_plan(&chain(&lab, 3, Some(1)), "on_failure = \"stop\"");
-    lab.rehearse(&plan).assert().code(6);
+    lab.rehearse(&plan).run().status(6);
     assert_eq!(lab.log(), ["run-0"]);
     let status = lab.status();
     assert_eq!(status["state"], "failed");
@@ -266,7 +254,7 @@ fn crash_plan(lab: &Lab) -> PathBuf {
 fn killed_after_every_journal_record_resume_completes_without_repeating_a_step() {
     let reference = Lab::new();
     let plan = crash_plan(&reference);
-    reference.rehearse(&plan).assert().code(0);
+    reference.rehearse(&plan).run().status(0);
     let records = reference.journal_lines();
     assert!(
         records > 10,
@@ -279,17 +267,16 @@ fn killed_after_every_journal_record_resume_completes_without_repeating_a_step()
         let out = lab
             .rehearse(&plan)
             .env("KUP_FAULT_CRASH_AFTER_RECORD", crash_after.to_string())
-            .output()
-            .unwrap();
+            .run();
         assert_eq!(
-            out.status.code(),
+            out.code(),
             None,
             "record {crash_after}: kup should have been killed"
         );
-        let mut resumed = lab.resume(&[]).output().unwrap();
-        if resumed.status.code() == Some(6) {
+        let mut resumed = lab.resume(&[]).run();
+        if resumed.code() == Some(6) {
             // Interrupted right after a non-idempotent step's start record: kup must not guess.
-            let stderr = String::from_utf8_lossy(&resumed.stderr).into_owned();
+            let stderr = resumed.stderr();
             let step = ["step:once", "step:late"]
                 .into_iter()
                 .find(|s| stderr.contains(&format!("step {s} was interrupted")))
@@ -297,13 +284,13 @@ fn killed_after_every_journal_record_resume_completes_without_repeating_a_step()
             refusals += 1;
             // The operator checks (the step never got to run: the crash came right after its start record) and
             // asks for it to run again.
-            resumed = lab.resume(&["--rerun", step]).output().unwrap();
+            resumed = lab.resume(&["--rerun", step]).run();
         }
         assert_eq!(
-            resumed.status.code(),
+            resumed.code(),
             Some(0),
             "record {crash_after}: resume failed: {}",
-            String::from_utf8_lossy(&resumed.stderr)
+            resumed.stderr()
         );
         let log = lab.log();
         for once in ["once", "late"] {
@@ -336,8 +323,7 @@ fn a_torn_last_journal_line_is_dropped_and_the_plan_resumed() {
     // Crash after the third record (a step start or end), then simulate a crash mid-append.
     lab.rehearse(&plan)
         .env("KUP_FAULT_CRASH_AFTER_RECORD", "4")
-        .output()
-        .unwrap();
+        .run();
     let dir = PathBuf::from(lab.status()["journal"].as_str().unwrap());
     let journal = dir.join("journal.jsonl");
     let mut text = std::fs::read_to_string(&journal).unwrap();
@@ -345,9 +331,9 @@ fn a_torn_last_journal_line_is_dropped_and_the_plan_resumed() {
     std::fs::write(&journal, text).unwrap();
     assert_eq!(lab.status()["torn_tail"], true);
     lab.resume(&["--rerun", "step:once"])
-        .assert()
-        .code(0)
-        .stderr(predicates::str::contains("cut short"));
+        .run()
+        .status(0)
+        .stderr_has("cut short");
     assert_eq!(lab.status()["state"], "completed");
     assert_eq!(lab.status()["torn_tail"], false);
 }
@@ -362,13 +348,10 @@ fn a_second_apply_while_one_runs_is_refused_with_the_holders_pid() {
     let plan = lab.write_plan(&steps, "");
     let mut first = lab.rehearse_in_background(&plan);
     lab.rehearse(&plan)
-        .assert()
-        .code(4)
-        .stderr(predicates::str::contains(format!(
-            "already running (pid {})",
-            first.id()
-        )));
-    lab.resume(&[]).assert().code(4);
+        .run()
+        .status(4)
+        .stderr_has(format!("already running (pid {})", first.id()));
+    lab.resume(&[]).run().status(4);
     assert_eq!(lab.status()["state"], "running");
     assert!(first.wait().unwrap().success());
     assert_eq!(lab.status()["state"], "completed");
@@ -380,19 +363,16 @@ fn a_plan_changed_between_apply_and_resume_is_refused() {
     let plan = crash_plan(&lab);
     lab.rehearse(&plan)
         .env("KUP_FAULT_CRASH_AFTER_RECORD", "3")
-        .output()
-        .unwrap();
+        .run();
     // The operator edits the plan mid-update.
     let edited = std::fs::read_to_string(&plan)
         .unwrap()
         .replace("fault injection", "edited");
     std::fs::write(&plan, &edited).unwrap();
     lab.resume(&[])
-        .assert()
-        .code(3)
-        .stderr(predicates::str::contains(
-            "changed since this apply started",
-        ));
+        .run()
+        .status(3)
+        .stderr_has("changed since this apply started");
     // Restoring it lets the resume go on; tampering with the frozen copy is refused too.
     std::fs::write(&plan, edited.replace("edited", "fault injection")).unwrap();
     let dir = PathBuf::from(lab.status()["journal"].as_str().unwrap());
@@ -400,13 +380,11 @@ fn a_plan_changed_between_apply_and_resume_is_refused() {
     let original = std::fs::read(&frozen).unwrap();
     std::fs::write(&frozen, b"kup = 1\n").unwrap();
     lab.resume(&[])
-        .assert()
-        .code(3)
-        .stderr(predicates::str::contains(
-            "does not match its recorded sha256",
-        ));
+        .run()
+        .status(3)
+        .stderr_has("does not match its recorded sha256");
     std::fs::write(&frozen, original).unwrap();
-    lab.resume(&[]).assert().code(0);
+    lab.resume(&[]).run().status(0);
 }
 
 #[test]
@@ -415,16 +393,16 @@ fn unsafe_permissions_are_refused() {
     let plan = crash_plan(&lab);
     std::fs::set_permissions(&plan, std::fs::Permissions::from_mode(0o666)).unwrap();
     lab.rehearse(&plan)
-        .assert()
-        .code(3)
-        .stderr(predicates::str::contains("writable by group or others"));
+        .run()
+        .status(3)
+        .stderr_has("writable by group or others");
     std::fs::set_permissions(&plan, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::create_dir(lab.journal()).unwrap();
     std::fs::set_permissions(lab.journal(), std::fs::Permissions::from_mode(0o777)).unwrap();
     lab.rehearse(&plan)
-        .assert()
-        .code(3)
-        .stderr(predicates::str::contains("journal directory"));
+        .run()
+        .status(3)
+        .stderr_has("journal directory");
     assert!(lab.log().is_empty(), "nothing ran");
 }
 
@@ -435,10 +413,10 @@ fn without_yes_and_without_a_terminal_apply_refuses() {
     lab.kup()
         .args(["plan", "apply", "--rehearse", "--no-kernel-load"])
         .arg(&plan)
-        .write_stdin("")
-        .assert()
-        .code(3)
-        .stderr(predicates::str::contains("--yes"));
+        .stdin("")
+        .run()
+        .status(3)
+        .stderr_has("--yes");
     assert!(lab.log().is_empty());
 }
 
