@@ -3,28 +3,14 @@
 //! DESIGN.md), so here the tests pin the exact argv and what an operator reads when a tool is missing or fails;
 //! their end-to-end behaviour is tested inside the lab guest, which boots systemd and has CRIU.
 
-use kup::graph::StepGraph;
-use kup::graph::action::{self, Action, CompiledStep, Program};
+mod support;
+
+use kup::graph::action::{Action, Program};
 use kup::host::{Host, RealHost, RealHostAt, SysfsRoot};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn program(text: &str) -> Program {
-    let loaded = kup::plan::load("t.toml", text.as_bytes());
-    let plan = loaded
-        .plan
-        .unwrap_or_else(|| panic!("{}", loaded.report.render(false, 120)));
-    let graph = StepGraph::build(&plan).unwrap();
-    action::compile(&plan, &graph, "console=ttyS0")
-}
-
-fn step<'a>(p: &'a Program, id: &str) -> &'a CompiledStep {
-    p.steps
-        .iter()
-        .find(|s| s.id == id)
-        .unwrap_or_else(|| panic!("no step {id}"))
-}
+use support::plans::{program, step};
 
 fn argvs(actions: &[Action]) -> Vec<Vec<String>> {
     actions

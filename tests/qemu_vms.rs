@@ -7,13 +7,14 @@
 
 mod support;
 
-use kup::graph::StepGraph;
-use kup::graph::action::{self, Action, Program};
+use kup::graph::action::{Action, Program};
 use kup::host::{Host, RealHost};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use support::Kup;
 use support::guests::{self, Guest, Lab, RESERVED_START, Ram, Spec};
+use support::plans::{self, step};
 
 /// Bytes written per guest: two 1 MiB runs, one at each end of the reserved range.
 const RUN: usize = 1 << 20;
@@ -43,28 +44,28 @@ impl Fixture {
         Guest::start(&self.lab, &self.work(), &dir, spec)
     }
 
-    fn program(&self, guests: &[&Guest], memory: &str) -> (PathBuf, Program) {
-        let text = guests::plan(&self.lab, &self.tmp.path().join("journal"), guests, memory);
-        let path = self.tmp.path().join("plan.toml");
-        std::fs::write(&path, &text).unwrap();
-        let loaded = kup::plan::load("plan.toml", text.as_bytes());
-        let plan = loaded
-            .plan
-            .unwrap_or_else(|| panic!("{}\n{text}", loaded.report.render(false, 120)));
-        let graph = StepGraph::build(&plan).unwrap();
-        (path, action::compile(&plan, &graph, "console=ttyS0"))
+    fn program(&self, guests: &[&Guest], memory: &str) -> Program {
+        plans::program(&guests::plan(
+            &self.lab,
+            &self.tmp.path().join("journal"),
+            guests,
+            memory,
+        ))
+    }
+
+    /// A booted guest `name` with `ram`, its patterns from `seed` written, and the program of a plan for it alone.
+    fn patterned(&self, name: &str, ram: Ram, seed: u64, memory: &str) -> (Guest, Program) {
+        let g = self.guest(Spec::new(name, ram));
+        write_patterns(&g, seed);
+        let program = self.program(&[&g], memory);
+        (g, program)
     }
 }
 
 /// Performs the named step with the real host, minus what concerns the kexec itself (this machine must never load
 /// or run a kernel; and this host has no /proc/sys/kernel/kexec_load_disabled).
 fn perform(program: &Program, id: &str) -> Duration {
-    let step = program
-        .steps
-        .iter()
-        .find(|s| s.id == id)
-        .unwrap_or_else(|| panic!("no step {id}"));
-    let actions: Vec<Action> = step
+    let actions: Vec<Action> = step(program, id)
         .actions
         .iter()
         .filter(|a| match a {
@@ -88,11 +89,11 @@ fn perform(program: &Program, id: &str) -> Duration {
 }
 
 fn rollback(program: &Program, id: &str) {
-    let step = program.steps.iter().find(|s| s.id == id).unwrap();
-    if let Err(f) = RealHost.perform(&step.rollback) {
+    let actions = &step(program, id).rollback;
+    if let Err(f) = RealHost.perform(actions) {
         panic!(
             "rollback of {id} failed at `{}`: {}",
-            step.rollback[f.index].describe(),
+            actions[f.index].describe(),
             f.message
         );
     }
@@ -135,9 +136,7 @@ fn file_size(path: &Path) -> u64 {
 #[test]
 fn shared_ram_guest_survives_save_kill_and_restore() {
     let f = Fixture::new();
-    let g = f.guest(Spec::new("shared", Ram::SharedFile));
-    write_patterns(&g, 1);
-    let (_, program) = f.program(&[&g], "shared");
+    let (g, program) = f.patterned("shared", Ram::SharedFile, 1, "shared");
     // A state file from an earlier run: preflight moves it aside (vmstate.kept-1); it is never overwritten.
     std::fs::create_dir_all(&g.state).unwrap();
     std::fs::write(g.state.join("vmstate"), b"earlier run").unwrap();
@@ -179,9 +178,7 @@ fn shared_ram_guest_survives_save_kill_and_restore() {
 #[test]
 fn copied_ram_guest_survives_save_and_restore_with_the_old_qemu_alive() {
     let f = Fixture::new();
-    let g = f.guest(Spec::new("copy", Ram::Anonymous));
-    write_patterns(&g, 7);
-    let (_, program) = f.program(&[&g], "copy");
+    let (g, program) = f.patterned("copy", Ram::Anonymous, 7, "copy");
 
     perform(&program, "preflight");
     let old_pid = g.pid().unwrap();
@@ -243,8 +240,8 @@ fn four_guests_saved_and_restored_in_parallel() {
     }
     let shared: Vec<&Guest> = all[..2].iter().collect();
     let copied: Vec<&Guest> = all[2..].iter().collect();
-    let (_, shared_program) = f.program(&shared, "shared");
-    let (_, copy_program) = f.program(&copied, "copy");
+    let shared_program = f.program(&shared, "shared");
+    let copy_program = f.program(&copied, "copy");
     let programs: Vec<(&Program, &Guest)> = all
         .iter()
         .enumerate()
@@ -330,7 +327,7 @@ fn shared_memory_is_refused_unless_the_ram_survives_kexec() {
     assert!(e.contains("on tmpfs"), "{e}");
 
     // The same refusal through the plan's preflight, which names the guest's socket.
-    let (_, program) = f.program(&[&private], "shared");
+    let program = f.program(&[&private], "shared");
     let preflight = &program.steps[0];
     assert_eq!(preflight.id, "preflight");
     let actions: Vec<Action> = preflight
@@ -423,24 +420,15 @@ fn kup_plan_apply_rehearse_hands_over_real_guests() {
     let old = [shared.pid().unwrap(), copied.pid().unwrap()];
     let journal = f.tmp.path().join("journal");
     let text = guests::plan_with(&f.lab, &journal, &[(&shared, "shared"), (&copied, "copy")]);
-    let plan = f.tmp.path().join("rehearse.toml");
-    std::fs::write(&plan, text).unwrap();
 
     let started = Instant::now();
-    let output = assert_cmd::Command::cargo_bin("kup")
-        .unwrap()
+    let run = Kup::new()
         .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
-        .arg(&plan)
+        .plan(&text)
         .timeout(Duration::from_secs(120))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "kup plan apply --rehearse failed ({}):\n{stderr}",
-        output.status
-    );
-    eprintln!("rehearsal took {:?}:\n{stderr}", started.elapsed());
+        .run()
+        .success();
+    eprintln!("rehearsal took {:?}:\n{}", started.elapsed(), run.stderr());
 
     for (g, seed, old) in [(&shared, 21, old[0]), (&copied, 31, old[1])] {
         assert_eq!(g.status(), "running", "{}", g.spec.name);
@@ -460,14 +448,10 @@ fn a_missing_state_directory_fails_the_save_clearly() {
         boot: false,
         ..Spec::new("nodir", Ram::Anonymous)
     });
-    let (_, program) = f.program(&[&g], "copy");
+    let program = f.program(&[&g], "copy");
     // The save step without the preflight that would have created the directory.
     assert!(!g.state.exists());
-    let save = program
-        .steps
-        .iter()
-        .find(|s| s.id == "vm:nodir:save")
-        .unwrap();
+    let save = step(&program, "vm:nodir:save");
     let failure = RealHost.perform(&save.actions).unwrap_err();
     assert!(
         matches!(save.actions[failure.index], Action::QmpWait { .. }),

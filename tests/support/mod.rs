@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod guests;
+pub mod plans;
 
 #[allow(unused_imports)] // each test binary uses a different part
 pub use cli::{Kup, Run};
