@@ -23,13 +23,17 @@
 //! i.e. between one step's end and the next one's start — the engine recording `step-done`, then `step-started`,
 //! each appended and `fdatasync`ed by the engine's one thread before the next step's thread is spawned.
 
+#[path = "../tests/support/cli.rs"]
+mod cli;
 #[path = "../tests/support/guests.rs"]
 mod guests;
+#[path = "../tests/support/plans.rs"]
+mod plans;
 
-use guests::{Guest, Lab, Ram, Spec};
+use cli::Kup;
+use guests::{BenchSize, Guest, Lab, Ram};
 use kup::exec::journal::{self, Event, Record};
-use kup::graph::StepGraph;
-use kup::graph::action::{self, Program};
+use kup::graph::action::Program;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -38,9 +42,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 struct Config {
-    runs: usize,
-    mem_mib: u64,
-    written_mib: u64,
+    /// `--runs`, `--quick`.
+    size: BenchSize,
     kup: PathBuf,
     only: Option<String>,
     /// One more apply per scenario under `perf trace -e fdatasync`, not counted: what the journal's fdatasyncs
@@ -74,9 +77,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let exe = std::env::current_exe().unwrap();
     let mut config = Config {
-        runs: 5,
-        mem_mib: 2048,
-        written_mib: 1536,
+        size: BenchSize::default(),
         // target/release/examples/overhead_bench → target/release/kup
         kup: exe
             .parent()
@@ -89,16 +90,11 @@ fn main() {
     };
     let mut i = 0;
     while i < args.len() {
+        if config.size.take(&args, &mut i) {
+            i += 1;
+            continue;
+        }
         match args[i].as_str() {
-            "--runs" => {
-                i += 1;
-                config.runs = args.get(i).and_then(|n| n.parse().ok()).unwrap_or(5).max(1);
-            }
-            "--quick" => {
-                config.mem_mib = 512;
-                config.written_mib = 256;
-                config.runs = config.runs.min(2);
-            }
             "--kup" => {
                 i += 1;
                 config.kup = args.get(i).map(PathBuf::from).unwrap_or_default();
@@ -124,20 +120,12 @@ fn main() {
         config.kup.display()
     );
     let lab = Lab::get();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| lab.repo.join("target"));
-    let work = target.join("tmp");
-    std::fs::create_dir_all(&work).unwrap();
-    let tmp = tempfile::Builder::new()
-        .prefix("overhead_bench-")
-        .tempdir_in(&work)
-        .unwrap();
+    let (work, tmp) = guests::bench_dirs(&lab, "overhead_bench-");
     machine(&lab, tmp.path(), &config.kup);
     println!(
         "guests: {} MiB, {} MiB written (random bytes), {} runs; medians (min–max) over runs (and over the guests, \
          for four)\n",
-        config.mem_mib, config.written_mib, config.runs
+        config.size.mem_mib, config.size.written_mib, config.size.runs
     );
     println!(
         "append + fdatasync of a journal-sized line on this file system: {}\n",
@@ -284,7 +272,11 @@ fn scenario(
         let handles: Vec<_> = (1..=count)
             .map(|n| {
                 let dir = &dir;
-                s.spawn(move || start(lab, work, dir, config, &format!("{label}-{n}"), ram))
+                s.spawn(move || {
+                    config
+                        .size
+                        .start(lab, work, dir, &format!("{label}-{n}"), ram)
+                })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -294,35 +286,21 @@ fn scenario(
     let text = guests::plan(lab, &root, &refs, memory);
     let plan_path = dir.join("plan.toml");
     std::fs::write(&plan_path, &text).unwrap();
-    let program = program(&text);
+    let program = plans::program(&text);
     // The written RAM (a shared guest's file pages) would otherwise be flushed by the first run's `sync` step only.
     nix::unistd::sync();
     let mut splits = Vec::new();
-    for run in 1..=config.runs {
+    for run in 1..=config.size.runs {
         let old: Vec<u32> = refs.iter().map(|g| g.pid().unwrap()).collect();
         let started = Instant::now();
-        let output = Command::new(&config.kup)
+        Kup::at(&config.kup)
             .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
             .arg(&plan_path)
             .env("KUP_PLAIN_PROGRESS", "1")
-            .output()
-            .unwrap();
+            .run()
+            .success();
         let took = started.elapsed();
-        assert!(
-            output.status.success(),
-            "kup plan apply --rehearse failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let status = Command::new(&config.kup)
-            .args(["plan", "status", "--format", "json", "--journal"])
-            .arg(&root)
-            .output()
-            .unwrap();
-        assert!(status.status.success(), "kup plan status failed");
-        let status: Value = serde_json::from_slice(&status.stdout).unwrap();
-        let jdir = PathBuf::from(status["journal"].as_str().unwrap());
-        let records = journal::read(&jdir).unwrap().records;
+        let (status, records) = plan_status(config, &root);
         let mut line = Vec::new();
         for g in &refs {
             let name = &g.spec.name;
@@ -343,12 +321,7 @@ fn scenario(
         std::io::stdout().flush().unwrap();
         // The old QEMUs were told to quit by the restore; let them go (freeing 2 GiB takes seconds) before the next
         // run, so one run's teardown does not share the cores with the next one's downtime.
-        for pid in old {
-            let t = Instant::now();
-            while guests::alive(pid) && t.elapsed() < Duration::from_secs(30) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        wait_for_exit(&old);
         std::thread::sleep(Duration::from_secs(1));
     }
     if config.trace {
@@ -377,14 +350,7 @@ fn traced(config: &Config, plan: &Path, root: &Path, dir: &Path, guests: &[&Gues
         "traced apply failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let status = Command::new(&config.kup)
-        .args(["plan", "status", "--format", "json", "--journal"])
-        .arg(root)
-        .output()
-        .unwrap();
-    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
-    let jdir = PathBuf::from(status["journal"].as_str().unwrap());
-    let records = journal::read(&jdir).unwrap().records;
+    let (_, records) = plan_status(config, root);
     // `  12345.678 ( 0.245 ms): kup/26410 fdatasync(fd: 4)   = 0`. A call by a thread perf has not named yet comes
     // as `12345.678 (         ): :TID/TID fdatasync(fd: 4) ...` plus a `[continued]` line: counted, not timed.
     let mut calls: Vec<(f64, f64)> = std::fs::read_to_string(&log)
@@ -449,7 +415,25 @@ fn traced(config: &Config, plan: &Path, root: &Path, dir: &Path, guests: &[&Gues
                 .join(", ")
         );
     }
-    for pid in old {
+    wait_for_exit(&old);
+}
+
+/// `kup plan status --format json` of the last apply with its journal under `root`, and that journal's records.
+fn plan_status(config: &Config, root: &Path) -> (Value, Vec<Record>) {
+    let status = Kup::at(&config.kup)
+        .args(["plan", "status", "--format", "json", "--journal"])
+        .arg(root)
+        .run()
+        .success()
+        .stdout_json();
+    let jdir = PathBuf::from(status["journal"].as_str().unwrap());
+    let records = journal::read(&jdir).unwrap().records;
+    (status, records)
+}
+
+/// Waits (up to 30 s each) until the processes `pids` are gone.
+fn wait_for_exit(pids: &[u32]) {
+    for &pid in pids {
         let t = Instant::now();
         while guests::alive(pid) && t.elapsed() < Duration::from_secs(30) {
             std::thread::sleep(Duration::from_millis(50));
@@ -461,18 +445,14 @@ fn traced(config: &Config, plan: &Path, root: &Path, dir: &Path, guests: &[&Gues
 /// compiled `QmpWait`, 20 ms between polls) or polled every 1 ms, alternating, on one shared-RAM guest: how much of
 /// those steps is the poll interval.
 fn poll_probe(lab: &Lab, work: &Path, dir: &Path, config: &Config) {
-    let g = start(lab, work, dir, config, "probe-1", Ram::SharedFile);
+    let g = config
+        .size
+        .start(lab, work, dir, "probe-1", Ram::SharedFile);
     let root = dir.join("journal");
     let text = guests::plan(lab, &root, &[&g], "shared");
-    let program = program(&text);
+    let program = plans::program(&text);
     nix::unistd::sync();
-    let step = |id: &str| {
-        program
-            .steps
-            .iter()
-            .find(|s| s.id == id)
-            .unwrap_or_else(|| panic!("{id}"))
-    };
+    let step = |id: &str| plans::step(&program, id);
     let perform = |actions: &[kup::graph::action::Action]| {
         use kup::host::Host;
         if let Err(f) = kup::host::RealHost.perform(actions) {
@@ -505,7 +485,7 @@ fn poll_probe(lab: &Lab, work: &Path, dir: &Path, config: &Config) {
         step(&format!("vm:{name}:resume")),
     );
     let mut waits: BTreeMap<(&str, bool), Vec<f64>> = BTreeMap::new();
-    for run in 0..config.runs * 2 {
+    for run in 0..config.size.runs * 2 {
         let fine = run % 2 == 1;
         let old = g.pid().unwrap();
         perform(&pause.actions);
@@ -539,10 +519,7 @@ fn poll_probe(lab: &Lab, work: &Path, dir: &Path, config: &Config) {
             .push(ms(t.elapsed()));
         perform(&resume.actions);
         let _ = std::fs::remove_file(g.state.join("vmstate"));
-        let t = Instant::now();
-        while guests::alive(old) && t.elapsed() < Duration::from_secs(30) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_exit(&[old]);
     }
     println!("| wait | kup's `QmpWait` (20 ms poll) | polled every 1 ms |");
     println!("| --- | ---: | ---: |");
@@ -683,27 +660,6 @@ fn seq_window(records: &[Record], vm: &str) -> (u64, u64) {
         find(&|e| matches!(e, Event::StepStarted { step } if *step == pause)),
         find(&|e| matches!(e, Event::StepDone { step, .. } if *step == resume)),
     )
-}
-
-/// A booted guest with `written_mib` of random bytes in its reserved RAM.
-fn start(lab: &Lab, work: &Path, dir: &Path, config: &Config, name: &str, ram: Ram) -> Guest {
-    let spec = Spec {
-        mem_mib: config.mem_mib,
-        reserved_mib: config.written_mib,
-        ..Spec::new(name, ram)
-    };
-    let g = Guest::start(lab, work, &dir.join(name), spec);
-    g.fill_reserved(name, config.written_mib);
-    g
-}
-
-fn program(text: &str) -> Program {
-    let loaded = kup::plan::load("bench.toml", text.as_bytes());
-    let plan = loaded
-        .plan
-        .unwrap_or_else(|| panic!("{}", loaded.report.render(false, 120)));
-    let graph = StepGraph::build(&plan).unwrap();
-    action::compile(&plan, &graph, "console=ttyS0")
 }
 
 /// What one journal append costs here: 200 appends of a 250-byte line, each followed by `fdatasync` (as

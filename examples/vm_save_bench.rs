@@ -13,56 +13,32 @@
 
 #[path = "../tests/support/guests.rs"]
 mod guests;
+#[path = "../tests/support/plans.rs"]
+mod plans;
 
-use guests::{Guest, Lab, Ram, Spec};
-use kup::graph::StepGraph;
-use kup::graph::action::{self, Action, Program};
+use guests::{BenchSize, Guest, Lab, Ram};
+use kup::graph::action::{Action, Program};
 use kup::host::{Host, RealHost};
-use std::path::{Path, PathBuf};
+use plans::step;
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-struct Config {
-    runs: usize,
-    mem_mib: u64,
-    written_mib: u64,
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut config = Config {
-        runs: 5,
-        mem_mib: 2048,
-        written_mib: 1536,
-    };
+    let mut config = BenchSize::default();
     let mut i = 0;
     while i < args.len() {
-        match args[i].as_str() {
-            "--runs" => {
-                i += 1;
-                config.runs = args.get(i).and_then(|n| n.parse().ok()).unwrap_or(5).max(1);
-            }
-            "--quick" => {
-                config.mem_mib = 512;
-                config.written_mib = 256;
-                config.runs = config.runs.min(2);
-            }
-            other => {
-                eprintln!("usage: vm_save_bench [--runs N] [--quick]  (unknown argument {other})");
-                std::process::exit(2);
-            }
+        if !config.take(&args, &mut i) {
+            eprintln!(
+                "usage: vm_save_bench [--runs N] [--quick]  (unknown argument {})",
+                args[i]
+            );
+            std::process::exit(2);
         }
         i += 1;
     }
     let lab = Lab::get();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| lab.repo.join("target"));
-    let work = target.join("tmp");
-    std::fs::create_dir_all(&work).unwrap();
-    let tmp = tempfile::Builder::new()
-        .prefix("vm_save_bench-")
-        .tempdir_in(&work)
-        .unwrap();
+    let (work, tmp) = guests::bench_dirs(&lab, "vm_save_bench-");
     machine(&lab, tmp.path());
     println!(
         "guest: {} MiB, {} MiB written (random bytes), {} runs, medians (min–max)\n",
@@ -168,38 +144,22 @@ fn main() {
     }
 }
 
-/// A booted guest with `written_mib` of random bytes in its reserved RAM.
-fn start(lab: &Lab, work: &Path, dir: &Path, config: &Config, name: &str, ram: Ram) -> Guest {
-    let spec = Spec {
-        mem_mib: config.mem_mib,
-        reserved_mib: config.written_mib,
-        ..Spec::new(name, ram)
-    };
-    let g = Guest::start(lab, work, &dir.join(name), spec);
+/// A booted guest with `written_mib` of random bytes in its reserved RAM, and its state directory.
+fn start(lab: &Lab, work: &Path, dir: &Path, config: &BenchSize, name: &str, ram: Ram) -> Guest {
+    let g = config.start(lab, work, dir, name, ram);
     // What the plan's preflight does.
     std::fs::create_dir_all(&g.state).unwrap();
-    g.fill_reserved(name, config.written_mib);
     g
 }
 
 fn program(lab: &Lab, dir: &Path, guests: &[&Guest], memory: &str) -> Program {
-    let text = guests::plan(lab, &dir.join("journal"), guests, memory);
-    let loaded = kup::plan::load("bench.toml", text.as_bytes());
-    let plan = loaded
-        .plan
-        .unwrap_or_else(|| panic!("{}", loaded.report.render(false, 120)));
-    let graph = StepGraph::build(&plan).unwrap();
-    action::compile(&plan, &graph, "console=ttyS0")
+    plans::program(&guests::plan(lab, &dir.join("journal"), guests, memory))
 }
 
 struct Times {
     pause: Duration,
     migrate: Duration,
     commit: Duration,
-}
-
-fn step<'a>(program: &'a Program, id: &str) -> &'a action::CompiledStep {
-    program.steps.iter().find(|s| s.id == id).unwrap()
 }
 
 fn timed(actions: &[Action]) -> Duration {

@@ -436,6 +436,75 @@ pub fn alive(pid: u32) -> bool {
     })
 }
 
+/// The benchmarks' guests and how often they are measured: what `--runs N` and `--quick` set.
+pub struct BenchSize {
+    pub runs: usize,
+    pub mem_mib: u64,
+    /// Random bytes written into each guest's reserved RAM before it is saved.
+    pub written_mib: u64,
+}
+
+impl Default for BenchSize {
+    /// Five runs on 2 GiB guests with 1.5 GiB written.
+    fn default() -> Self {
+        BenchSize {
+            runs: 5,
+            mem_mib: 2048,
+            written_mib: 1536,
+        }
+    }
+}
+
+impl BenchSize {
+    /// Takes `args[*i]` if it is `--runs N` (leaving `i` on N) or `--quick`; false for any other argument.
+    pub fn take(&mut self, args: &[String], i: &mut usize) -> bool {
+        match args[*i].as_str() {
+            "--runs" => {
+                *i += 1;
+                self.runs = args
+                    .get(*i)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(5)
+                    .max(1);
+            }
+            "--quick" => {
+                self.mem_mib = 512;
+                self.written_mib = 256;
+                self.runs = self.runs.min(2);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// A booted guest `name` in `dir/name`, with `written_mib` of random bytes in its reserved RAM.
+    pub fn start(&self, lab: &Lab, work: &Path, dir: &Path, name: &str, ram: Ram) -> Guest {
+        let spec = Spec {
+            mem_mib: self.mem_mib,
+            reserved_mib: self.written_mib,
+            ..Spec::new(name, ram)
+        };
+        let g = Guest::start(lab, work, &dir.join(name), spec);
+        g.fill_reserved(name, self.written_mib);
+        g
+    }
+}
+
+/// Where a benchmark works: `target/tmp` (under `CARGO_TARGET_DIR` when that is set), on disk as kup wants its
+/// state files, and a fresh directory in it whose name starts with `prefix`.
+pub fn bench_dirs(lab: &Lab, prefix: &str) -> (PathBuf, tempfile::TempDir) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| lab.repo.join("target"));
+    let work = target.join("tmp");
+    fs::create_dir_all(&work).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&work)
+        .unwrap();
+    (work, tmp)
+}
+
 /// What the benchmarks report about the machine they ran on.
 pub struct Machine {
     pub cpu: String,
