@@ -33,6 +33,15 @@ impl Rng {
         self.below(100) < percent
     }
 
+    /// Each of `words`, kept with a chance of `percent` in 100 (one draw per word, in order).
+    fn some_of(&mut self, words: &[&str], percent: u64) -> Vec<String> {
+        words
+            .iter()
+            .filter(|_| self.chance(percent))
+            .map(|s| s.to_string())
+            .collect()
+    }
+
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
     }
@@ -151,11 +160,7 @@ fn plan(rng: &mut Rng, index: usize, fault: Option<&str>) -> String {
             if rng.chance(50) || !inherit {
                 let _ = writeln!(w, "inherit = {inherit}");
             }
-            let remove: Vec<String> = ["quiet", "splash", "rhgb"]
-                .iter()
-                .filter(|_| rng.chance(40))
-                .map(|s| s.to_string())
-                .collect();
+            let remove = rng.some_of(&["quiet", "splash", "rhgb"], 40);
             if !remove.is_empty() {
                 let _ = writeln!(w, "remove = {}", quoted(&remove));
             }
@@ -175,11 +180,7 @@ fn plan(rng: &mut Rng, index: usize, fault: Option<&str>) -> String {
             if !set.is_empty() {
                 let _ = writeln!(w, "set = {{ {} }}", set.join(", "));
             }
-            let append: Vec<String> = ["nosmt", "nowatchdog", "panic=10"]
-                .iter()
-                .filter(|_| rng.chance(30))
-                .map(|s| s.to_string())
-                .collect();
+            let append = rng.some_of(&["nosmt", "nowatchdog", "panic=10"], 30);
             if !append.is_empty() {
                 let _ = writeln!(w, "append = {}", quoted(&append));
             }

@@ -40,6 +40,12 @@ fn assert_close(actual: Option<f64>, expected: f64, what: &str) {
     );
 }
 
+/// The two headline figures: the SMP bring-up and the time to init, in seconds.
+fn assert_timing(r: &BootReport, smp_bringup: f64, time_to_init: f64) {
+    assert_close(r.smp_bringup_s, smp_bringup, "SMP bring-up");
+    assert_close(r.time_to_init_s, time_to_init, "time to init");
+}
+
 #[test]
 fn every_corpus_file_matches_its_snapshot() {
     let files = logs();
@@ -90,8 +96,7 @@ fn supermicro_384_cpus_hand_checked() {
     assert_eq!(r.kernel.as_deref(), Some("5.14.0-570.23.1.el9_6.x86_64"));
     assert_eq!((r.cpus, r.nodes), (Some(384), Some(2)));
     assert_eq!(r.memory_kib, Some(1_610_305_216));
-    assert_close(r.time_to_init_s, 4.122063, "time to init");
-    assert_close(r.smp_bringup_s, 0.882097 - 0.325707, "SMP bring-up");
+    assert_timing(&r, 0.882097 - 0.325707, 4.122063);
     let deferred = phase(&r, PhaseName::DeferredPages).expect("phase");
     assert_close(
         deferred.start_s,
@@ -127,8 +132,7 @@ fn supermicro_384_cpus_hand_checked() {
 fn journal_monotonic_hand_checked() {
     let r = report("10-");
     assert_eq!(r.kernel.as_deref(), Some("6.1.1-arch1-4-hpe8k"));
-    assert_close(r.smp_bringup_s, 1.657301 - 1.656887, "SMP bring-up");
-    assert_close(r.time_to_init_s, 2.067685, "time to init");
+    assert_timing(&r, 1.657301 - 1.656887, 2.067685);
     assert_eq!(
         serde_json::to_value(r.format).ok(),
         Some("journal-monotonic".into())
@@ -141,8 +145,7 @@ fn journal_monotonic_hand_checked() {
 fn raw_priority_hand_checked() {
     let r = report("20-");
     assert_eq!((r.cpus, r.nodes), (Some(4), Some(1)));
-    assert_close(r.smp_bringup_s, 0.102723 - 0.102347, "SMP bring-up");
-    assert_close(r.time_to_init_s, 0.890588, "time to init");
+    assert_timing(&r, 0.102723 - 0.102347, 0.890588);
 }
 
 /// 28 (3.11, out-of-order stamps): line 408 `[0.062414] smpboot: Booting Node 0, Processors #1 #2 #3 OK`
@@ -152,8 +155,7 @@ fn raw_priority_hand_checked() {
 fn old_wording_and_out_of_order_stamps_hand_checked() {
     let r = report("28-");
     assert_eq!((r.cpus, r.nodes), (Some(4), None));
-    assert_close(r.smp_bringup_s, 0.102609 - 0.062414, "SMP bring-up");
-    assert_close(r.time_to_init_s, 0.533814, "time to init");
+    assert_timing(&r, 0.102609 - 0.062414, 0.533814);
     assert!(
         r.notes
             .iter()
@@ -176,8 +178,7 @@ fn serial_capture_hand_checked() {
     let r = report("16-");
     assert_eq!(r.kernel.as_deref(), Some("5.8.0-0.bpo.2-arm64"));
     assert_eq!(serde_json::to_value(r.arch).ok(), Some("arm64".into()));
-    assert_close(r.smp_bringup_s, 0.003719 - 0.002476, "SMP bring-up");
-    assert_close(r.time_to_init_s, 2.323024, "time to init");
+    assert_timing(&r, 0.003719 - 0.002476, 2.323024);
 }
 
 /// 06 (journalctl default, wall clock only): every kernel line from `Linux version` to `Run /init as init

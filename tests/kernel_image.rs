@@ -5,6 +5,13 @@ use kup::kernel_image::{KernelImage, KernelImageError, sha256_file, verify_sha25
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// `err` is the error `pattern` (with an optional `if` guard); else a failure that shows it.
+macro_rules! assert_error {
+    ($err:expr, $pattern:pat $(if $guard:expr)?) => {
+        assert!(matches!($err, $pattern $(if $guard)?), "{:?}", $err)
+    };
+}
+
 /// The lab kernel: `KUP_LAB_KERNEL`, else the newest `target/lab/kernel/boot/vmlinuz-*`. Missing is a failure, not
 /// a skip: a green run must mean the real image was read.
 fn lab_kernel() -> PathBuf {
@@ -107,10 +114,7 @@ fn real_kernel_digest_agrees_with_sha256sum() {
     let last = if ours.ends_with('0') { '1' } else { '0' };
     let wrong = format!("{}{last}", &ours[..63]);
     let err = verify_sha256(&path, &wrong).unwrap_err();
-    assert!(
-        matches!(err, KernelImageError::DigestMismatch { .. }),
-        "{err:?}"
-    );
+    assert_error!(err, KernelImageError::DigestMismatch { .. });
     let message = err.to_string();
     assert!(
         message.contains(&format!("expected {wrong}"))
@@ -136,53 +140,38 @@ fn damaged_copies_give_the_matching_error() {
     };
 
     let err = read("truncated-0x100", |b| b.truncate(0x100));
-    assert!(
-        matches!(err, KernelImageError::TooShort { len: 0x100 }),
-        "{err:?}"
-    );
+    assert_error!(err, KernelImageError::TooShort { len: 0x100 });
 
     let err = read("truncated-0x210", |b| b.truncate(0x210));
-    assert!(
-        matches!(err, KernelImageError::Truncated { len: 0x210, .. }),
-        "{err:?}"
-    );
+    assert_error!(err, KernelImageError::Truncated { len: 0x210, .. });
 
     let err = read("truncated-half", |b| b.truncate(b.len() / 2));
-    assert!(matches!(err, KernelImageError::Truncated { .. }), "{err:?}");
+    assert_error!(err, KernelImageError::Truncated { .. });
 
     let err = read("boot-flag-zeroed", |b| b[0x1FE..0x200].fill(0));
-    assert!(
-        matches!(
-            err,
-            KernelImageError::MissingBootFlag {
-                found: 0,
-                elf: false
-            }
-        ),
-        "{err:?}"
+    assert_error!(
+        err,
+        KernelImageError::MissingBootFlag {
+            found: 0,
+            elf: false
+        }
     );
     assert!(err.to_string().contains("found 0x0000"), "{err}");
 
     let err = read("hdrs-altered", |b| b[0x202..0x206].copy_from_slice(b"HdrZ"));
-    assert!(
-        matches!(err, KernelImageError::MissingHeaderMagic { found } if &found == b"HdrZ"),
-        "{err:?}"
-    );
+    assert_error!(err, KernelImageError::MissingHeaderMagic { found } if &found == b"HdrZ");
 
     let err = read("version-pointer-beyond-eof", |b| b[0x20E..0x210].fill(0xFF));
-    assert!(
-        matches!(
-            err,
-            KernelImageError::VersionOutOfRange {
-                offset: 0x101FF,
-                ..
-            }
-        ),
-        "{err:?}"
+    assert_error!(
+        err,
+        KernelImageError::VersionOutOfRange {
+            offset: 0x101FF,
+            ..
+        }
     );
 
     let err = read("version-pointer-zero", |b| b[0x20E..0x210].fill(0));
-    assert!(matches!(err, KernelImageError::NoVersionString), "{err:?}");
+    assert_error!(err, KernelImageError::NoVersionString);
 }
 
 #[test]
@@ -199,16 +188,13 @@ fn version_pointer_beyond_end_of_file_in_a_cut_down_image() {
     });
     let len = std::fs::metadata(&path).unwrap().len();
     let err = KernelImage::read(&path).unwrap_err();
-    assert!(
-        matches!(err, KernelImageError::VersionOutOfRange { offset, limit } if offset == len + 0x100 && limit == len),
-        "{err:?}"
-    );
+    assert_error!(err, KernelImageError::VersionOutOfRange { offset, limit } if offset == len + 0x100 && limit == len);
 }
 
 #[test]
 fn missing_file_says_so() {
     let err = KernelImage::read(Path::new("/nonexistent/vmlinuz-0")).unwrap_err();
-    assert!(matches!(err, KernelImageError::NotFound { .. }), "{err:?}");
+    assert_error!(err, KernelImageError::NotFound { .. });
     assert_eq!(
         err.to_string(),
         "kernel image /nonexistent/vmlinuz-0 does not exist"
