@@ -15,6 +15,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+use kup::graph::action::shell_quote;
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -64,7 +65,7 @@ impl Kup {
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Kup {
-        self.shown.push(shell_word(arg.as_ref()));
+        self.shown.push(shell_quote(Path::new(arg.as_ref())));
         self.command.arg(arg);
         self
     }
@@ -251,65 +252,55 @@ impl Run {
 
     #[track_caller]
     pub fn stdout_has(self, needle: impl AsRef<str>) -> Run {
-        let needle = needle.as_ref();
-        if !self.stdout().contains(needle) {
-            self.fail(&format!("expected stdout to contain {needle:?}"));
-        }
-        self
+        self.check(Stream::Stdout, Holds::Contains, needle.as_ref())
     }
 
     #[track_caller]
     pub fn stdout_lacks(self, needle: impl AsRef<str>) -> Run {
-        let needle = needle.as_ref();
-        if self.stdout().contains(needle) {
-            self.fail(&format!("expected stdout not to contain {needle:?}"));
-        }
-        self
+        self.check(Stream::Stdout, Holds::Lacks, needle.as_ref())
     }
 
     #[track_caller]
     pub fn stdout_starts_with(self, prefix: impl AsRef<str>) -> Run {
-        let prefix = prefix.as_ref();
-        if !self.stdout().starts_with(prefix) {
-            self.fail(&format!("expected stdout to start with {prefix:?}"));
-        }
-        self
+        self.check(Stream::Stdout, Holds::StartsWith, prefix.as_ref())
     }
 
     /// Standard output is exactly `expected` (`""`: nothing at all).
     #[track_caller]
     pub fn stdout_is(self, expected: impl AsRef<str>) -> Run {
-        let expected = expected.as_ref();
-        if self.stdout() != expected {
-            self.fail(&format!("expected stdout to be exactly {expected:?}"));
-        }
-        self
+        self.check(Stream::Stdout, Holds::Is, expected.as_ref())
     }
 
     #[track_caller]
     pub fn stderr_has(self, needle: impl AsRef<str>) -> Run {
-        let needle = needle.as_ref();
-        if !self.stderr().contains(needle) {
-            self.fail(&format!("expected stderr to contain {needle:?}"));
-        }
-        self
+        self.check(Stream::Stderr, Holds::Contains, needle.as_ref())
     }
 
     #[track_caller]
     pub fn stderr_lacks(self, needle: impl AsRef<str>) -> Run {
-        let needle = needle.as_ref();
-        if self.stderr().contains(needle) {
-            self.fail(&format!("expected stderr not to contain {needle:?}"));
-        }
-        self
+        self.check(Stream::Stderr, Holds::Lacks, needle.as_ref())
     }
 
     /// Standard error is exactly `expected` (`""`: nothing at all).
     #[track_caller]
     pub fn stderr_is(self, expected: impl AsRef<str>) -> Run {
-        let expected = expected.as_ref();
-        if self.stderr() != expected {
-            self.fail(&format!("expected stderr to be exactly {expected:?}"));
+        self.check(Stream::Stderr, Holds::Is, expected.as_ref())
+    }
+
+    #[track_caller]
+    fn check(self, stream: Stream, holds: Holds, text: &str) -> Run {
+        let (name, output) = match stream {
+            Stream::Stdout => ("stdout", self.stdout()),
+            Stream::Stderr => ("stderr", self.stderr()),
+        };
+        let (ok, expected) = match holds {
+            Holds::Contains => (output.contains(text), "to contain"),
+            Holds::Lacks => (!output.contains(text), "not to contain"),
+            Holds::StartsWith => (output.starts_with(text), "to start with"),
+            Holds::Is => (output == text, "to be exactly"),
+        };
+        if !ok {
+            self.fail(&format!("expected {name} {expected} {text:?}"));
         }
         self
     }
@@ -346,16 +337,17 @@ impl Run {
     }
 }
 
-/// `word`, quoted if a shell would split or expand it.
-fn shell_word(word: &OsStr) -> String {
-    let word = word.to_string_lossy();
-    let plain = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@%".contains(c));
-    if plain {
-        word.into_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
+#[derive(Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// What [`Run::check`] asserts of a stream's text.
+#[derive(Clone, Copy)]
+enum Holds {
+    Contains,
+    Lacks,
+    StartsWith,
+    Is,
 }
