@@ -7,7 +7,7 @@ mod support;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use support::Kup;
+use support::{Kup, Run};
 
 struct Lab {
     dir: tempfile::TempDir,
@@ -68,6 +68,13 @@ impl Lab {
             .arg(plan)
     }
 
+    /// A rehearsal of `plan` that kills itself right after writing its `record`-th journal record.
+    fn rehearse_killed_after(&self, plan: &Path, record: usize) -> Run {
+        self.rehearse(plan)
+            .env("KUP_FAULT_CRASH_AFTER_RECORD", record.to_string())
+            .run()
+    }
+
     /// Starts a rehearsal and returns once its step has created the file `started`.
     fn rehearse_in_background(&self, plan: &Path) -> support::cli::Background {
         let child = self.rehearse(plan).spawn();
@@ -99,10 +106,13 @@ impl Lab {
             .stdout_json()
     }
 
+    /// The directory of the apply's journal, as status reports it.
+    fn journal_dir(&self) -> PathBuf {
+        PathBuf::from(self.status()["journal"].as_str().unwrap())
+    }
+
     fn journal_lines(&self) -> usize {
-        let status = self.status();
-        let dir = PathBuf::from(status["journal"].as_str().unwrap());
-        std::fs::read_to_string(dir.join("journal.jsonl"))
+        std::fs::read_to_string(self.journal_dir().join("journal.jsonl"))
             .unwrap()
             .lines()
             .count()
@@ -264,10 +274,7 @@ fn killed_after_every_journal_record_resume_completes_without_repeating_a_step()
     for crash_after in 1..records {
         let lab = Lab::new();
         let plan = crash_plan(&lab);
-        let out = lab
-            .rehearse(&plan)
-            .env("KUP_FAULT_CRASH_AFTER_RECORD", crash_after.to_string())
-            .run();
+        let out = lab.rehearse_killed_after(&plan, crash_after);
         assert_eq!(
             out.code(),
             None,
@@ -321,11 +328,8 @@ fn a_torn_last_journal_line_is_dropped_and_the_plan_resumed() {
     let lab = Lab::new();
     let plan = crash_plan(&lab);
     // Crash after the third record (a step start or end), then simulate a crash mid-append.
-    lab.rehearse(&plan)
-        .env("KUP_FAULT_CRASH_AFTER_RECORD", "4")
-        .run();
-    let dir = PathBuf::from(lab.status()["journal"].as_str().unwrap());
-    let journal = dir.join("journal.jsonl");
+    lab.rehearse_killed_after(&plan, 4);
+    let journal = lab.journal_dir().join("journal.jsonl");
     let mut text = std::fs::read_to_string(&journal).unwrap();
     text.push_str("{\"seq\":5,\"unix_ms\":17956");
     std::fs::write(&journal, text).unwrap();
@@ -361,9 +365,7 @@ fn a_second_apply_while_one_runs_is_refused_with_the_holders_pid() {
 fn a_plan_changed_between_apply_and_resume_is_refused() {
     let lab = Lab::new();
     let plan = crash_plan(&lab);
-    lab.rehearse(&plan)
-        .env("KUP_FAULT_CRASH_AFTER_RECORD", "3")
-        .run();
+    lab.rehearse_killed_after(&plan, 3);
     // The operator edits the plan mid-update.
     let edited = std::fs::read_to_string(&plan)
         .unwrap()
@@ -375,8 +377,7 @@ fn a_plan_changed_between_apply_and_resume_is_refused() {
         .stderr_has("changed since this apply started");
     // Restoring it lets the resume go on; tampering with the frozen copy is refused too.
     std::fs::write(&plan, edited.replace("edited", "fault injection")).unwrap();
-    let dir = PathBuf::from(lab.status()["journal"].as_str().unwrap());
-    let frozen = dir.join("plan.toml");
+    let frozen = lab.journal_dir().join("plan.toml");
     let original = std::fs::read(&frozen).unwrap();
     std::fs::write(&frozen, b"kup = 1\n").unwrap();
     lab.resume(&[])
