@@ -44,6 +44,14 @@ impl Fixture {
         Guest::start(&self.lab, &self.work(), &dir, spec)
     }
 
+    /// A guest that boots nothing: QEMU waits (`-S`) with its QMP socket up, enough for the checks.
+    fn unbooted(&self, name: &str, ram: Ram) -> Guest {
+        self.guest(Spec {
+            boot: false,
+            ..Spec::new(name, ram)
+        })
+    }
+
     fn program(&self, guests: &[&Guest], memory: &str) -> Program {
         plans::program(&guests::plan(
             &self.lab,
@@ -258,41 +266,43 @@ fn four_guests_saved_and_restored_in_parallel() {
         .collect();
     perform(&shared_program, "preflight");
     perform(&copy_program, "preflight");
-    std::thread::scope(|s| {
-        for (program, g) in &programs {
-            s.spawn(move || {
-                let n = &g.spec.name;
-                perform(program, &format!("vm:{n}:pause"));
-                perform(program, &format!("vm:{n}:save"));
-            });
-        }
-    });
+    in_parallel(&programs, ["pause", "save"]);
     for g in &all {
         g.kill();
     }
-    std::thread::scope(|s| {
-        for (program, g) in &programs {
-            s.spawn(move || {
-                let n = &g.spec.name;
-                perform(program, &format!("vm:{n}:restore"));
-                perform(program, &format!("vm:{n}:resume"));
-            });
-        }
-    });
+    in_parallel(&programs, ["restore", "resume"]);
     for (i, g) in all.iter().enumerate() {
         assert_eq!(g.status(), "running", "{}", g.spec.name);
         check_patterns(g, 100 + 10 * i as u64);
     }
 }
 
+/// The QMP greeting every session starts with.
+fn handshake(g: &Guest) -> Action {
+    Action::Qmp {
+        socket: g.qmp.clone(),
+        command: "qmp_capabilities".into(),
+        args: serde_json::json!({}),
+        file_uri: None,
+    }
+}
+
+/// Performs each guest's steps `vm:NAME:KIND` of `kinds`, in order, every guest in a thread of its own.
+fn in_parallel(programs: &[(&Program, &Guest)], kinds: [&str; 2]) {
+    std::thread::scope(|s| {
+        for (program, g) in programs {
+            s.spawn(move || {
+                for kind in kinds {
+                    perform(program, &format!("vm:{}:{kind}", g.spec.name));
+                }
+            });
+        }
+    });
+}
+
 fn shared_ram_check(g: &Guest) -> Result<(), String> {
     let actions = [
-        Action::Qmp {
-            socket: g.qmp.clone(),
-            command: "qmp_capabilities".into(),
-            args: serde_json::json!({}),
-            file_uri: None,
-        },
+        handshake(g),
         Action::CheckSharedRam {
             socket: g.qmp.clone(),
         },
@@ -307,22 +317,18 @@ fn shared_ram_check(g: &Guest) -> Result<(), String> {
 #[test]
 fn shared_memory_is_refused_unless_the_ram_survives_kexec() {
     let f = Fixture::new();
-    let quick = |name: &str, ram| Spec {
-        boot: false,
-        ..Spec::new(name, ram)
-    };
-    let good = f.guest(quick("good", Ram::SharedFile));
+    let good = f.unbooted("good", Ram::SharedFile);
     shared_ram_check(&good).unwrap();
 
-    let anonymous = f.guest(quick("anon", Ram::Anonymous));
+    let anonymous = f.unbooted("anon", Ram::Anonymous);
     let e = shared_ram_check(&anonymous).unwrap_err();
     assert!(e.contains("anonymous memory"), "{e}");
 
-    let private = f.guest(quick("private", Ram::PrivateFile));
+    let private = f.unbooted("private", Ram::PrivateFile);
     let e = shared_ram_check(&private).unwrap_err();
     assert!(e.contains("share=off"), "{e}");
 
-    let tmpfs = f.guest(quick("tmpfs", Ram::SharedTmpfs));
+    let tmpfs = f.unbooted("tmpfs", Ram::SharedTmpfs);
     let e = shared_ram_check(&tmpfs).unwrap_err();
     assert!(e.contains("on tmpfs"), "{e}");
 
@@ -353,10 +359,7 @@ fn shared_memory_is_refused_unless_the_ram_survives_kexec() {
 #[test]
 fn qemu_killed_mid_save_fails_the_save() {
     let f = Fixture::new();
-    let g = f.guest(Spec {
-        boot: false,
-        ..Spec::new("dying", Ram::Anonymous)
-    });
+    let g = f.unbooted("dying", Ram::Anonymous);
     // Nobody reads this FIFO: `cat > FIFO` blocks on open, so the migration stays active until QEMU dies.
     let fifo = g.dir.join("stuck.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
@@ -366,12 +369,7 @@ fn qemu_killed_mid_save_fails_the_save() {
         guests::kill_and_wait(pid);
     });
     let actions = [
-        Action::Qmp {
-            socket: g.qmp.clone(),
-            command: "qmp_capabilities".into(),
-            args: serde_json::json!({}),
-            file_uri: None,
-        },
+        handshake(&g),
         Action::Qmp {
             socket: g.qmp.clone(),
             command: "migrate".into(),
@@ -444,10 +442,7 @@ fn kup_plan_apply_rehearse_hands_over_real_guests() {
 #[test]
 fn a_missing_state_directory_fails_the_save_clearly() {
     let f = Fixture::new();
-    let g = f.guest(Spec {
-        boot: false,
-        ..Spec::new("nodir", Ram::Anonymous)
-    });
+    let g = f.unbooted("nodir", Ram::Anonymous);
     let program = f.program(&[&g], "copy");
     // The save step without the preflight that would have created the directory.
     assert!(!g.state.exists());
@@ -481,10 +476,7 @@ fn a_lab_that_is_not_set_up_is_an_error_with_the_fix() {
 #[test]
 fn the_restore_never_quits_a_running_guest() {
     let f = Fixture::new();
-    let g = f.guest(Spec {
-        boot: false,
-        ..Spec::new("live", Ram::Anonymous)
-    });
+    let g = f.unbooted("live", Ram::Anonymous);
     g.client().execute("cont", &serde_json::json!({})).unwrap();
     assert_eq!(g.status(), "running");
     let quit = Action::QmpQuit {
