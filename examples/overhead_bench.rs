@@ -715,12 +715,8 @@ fn machine(lab: &Lab, dir: &Path, kup: &Path) {
     let m = guests::machine(lab, dir);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "machine: {}, {} vCPUs, {} GiB RAM, host kernel {}; journal, state and RAM files on {}; {} (TCG, -smp 1); kup \
-         {}; load average {}",
-        m.cpu,
-        m.cores,
-        m.mem_gib,
-        kup::host::kernel_release().unwrap_or_default(),
+        "machine: {}; journal, state and RAM files on {}; {} (TCG, -smp 1); kup {}; load average {}",
+        m.summary(),
         m.fs,
         m.qemu,
         kup.display(),

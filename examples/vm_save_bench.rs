@@ -229,11 +229,8 @@ fn sizes(values: &[u64]) -> String {
 fn machine(lab: &Lab, dir: &Path) {
     let m = guests::machine(lab, dir);
     println!(
-        "machine: {}, {} vCPUs, {} GiB RAM, host kernel {}; state and RAM files on {}; {} (TCG, -smp 1)",
-        m.cpu,
-        m.cores,
-        m.mem_gib,
-        kup::host::kernel_release().unwrap_or_default(),
+        "machine: {}; state and RAM files on {}; {} (TCG, -smp 1)",
+        m.summary(),
         m.fs,
         m.qemu,
     );

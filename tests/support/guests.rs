@@ -510,10 +510,22 @@ pub struct Machine {
     pub cpu: String,
     pub cores: usize,
     pub mem_gib: u64,
+    /// The running kernel's release.
+    pub kernel: String,
     /// File system type and source holding `dir`.
     pub fs: String,
     /// The QEMU package line from the lab's versions.txt.
     pub qemu: String,
+}
+
+impl Machine {
+    /// `CPU, N vCPUs, N GiB RAM, host kernel RELEASE`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}, {} vCPUs, {} GiB RAM, host kernel {}",
+            self.cpu, self.cores, self.mem_gib, self.kernel
+        )
+    }
 }
 
 pub fn machine(lab: &Lab, dir: &Path) -> Machine {
@@ -552,6 +564,7 @@ pub fn machine(lab: &Lab, dir: &Path) -> Machine {
         cpu,
         cores,
         mem_gib,
+        kernel: kup::host::kernel_release().unwrap_or_default(),
         fs: file_system,
         qemu,
     }
