@@ -33,7 +33,7 @@ mod plans;
 use cli::Kup;
 use guests::{BenchSize, Guest, Lab, Ram};
 use kup::exec::journal::{self, Event, Record};
-use kup::graph::action::Program;
+use kup::graph::Program;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -453,7 +453,7 @@ fn poll_probe(lab: &Lab, work: &Path, dir: &Path, config: &Config) {
     let program = plans::program(&text);
     nix::unistd::sync();
     let step = |id: &str| plans::step(&program, id);
-    let perform = |actions: &[kup::graph::action::Action]| {
+    let perform = |actions: &[kup::action::Action]| {
         use kup::host::Host;
         if let Err(f) = kup::host::RealHost.perform(actions) {
             panic!("`{}` failed: {}", actions[f.index].describe(), f.message);
@@ -541,28 +541,28 @@ fn ms(d: Duration) -> f64 {
 
 /// Splits `vm`'s downtime window in one apply's journal.
 fn split(program: &Program, records: &[Record], vm: &str, reported: f64) -> Split {
-    let mut started: BTreeMap<&str, f64> = BTreeMap::new();
-    let mut done: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    let mut started: BTreeMap<String, f64> = BTreeMap::new();
+    let mut done: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     let window = seq_window(records, vm);
     let restore_id = format!("vm:{vm}:restore");
     let mut restore_quit = 0.0;
     let mut restore_exec = 0.0;
     for r in records {
         if let Event::StepDone { step, outputs, .. } = &r.event
-            && *step == restore_id
+            && step.to_string() == restore_id
         {
             restore_quit = outputs[0]["ms"].as_f64().unwrap_or(0.0);
             restore_exec = outputs[1]["duration_ms"].as_f64().unwrap_or(0.0);
         }
         match &r.event {
             Event::StepStarted { step } => {
-                started.insert(step, r.unix_ms as f64);
+                started.insert(step.to_string(), r.unix_ms as f64);
             }
             Event::StepDone {
                 step, duration_ms, ..
             } => {
                 let end = r.unix_ms as f64;
-                done.insert(step, (end - *duration_ms as f64, end));
+                done.insert(step.to_string(), (end - *duration_ms as f64, end));
             }
             _ => {}
         }
@@ -577,10 +577,15 @@ fn split(program: &Program, records: &[Record], vm: &str, reported: f64) -> Spli
         "the window is kup's vm_downtime_ms"
     );
     // Walk back from the resume: each step waited for the dependency that ended last.
-    let deps: BTreeMap<&str, &Vec<String>> = program
+    let deps: BTreeMap<String, Vec<String>> = program
         .steps
         .iter()
-        .map(|s| (s.id.as_str(), &s.after))
+        .map(|s| {
+            (
+                s.id.to_string(),
+                s.after.iter().map(ToString::to_string).collect(),
+            )
+        })
         .collect();
     let mut path: Vec<&str> = Vec::new();
     let mut cur = resume.as_str();
@@ -593,7 +598,7 @@ fn split(program: &Program, records: &[Record], vm: &str, reported: f64) -> Spli
             .iter()
             .filter_map(|d| done.get_key_value(d.as_str()))
             .max_by(|a, b| a.1.1.total_cmp(&b.1.1))
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id.as_str())
         else {
             break;
         };
@@ -614,7 +619,7 @@ fn split(program: &Program, records: &[Record], vm: &str, reported: f64) -> Spli
     let mut last_end = from;
     let mut previous = "window start".to_owned();
     for id in &path {
-        let (s, e) = done[id];
+        let (s, e) = done[*id];
         let (s, e) = (s.max(last_end).max(from), e.min(to));
         let gap = (s - last_end).max(0.0);
         let name = id.rsplit(':').next().unwrap_or(id);
@@ -657,8 +662,8 @@ fn seq_window(records: &[Record], vm: &str) -> (u64, u64) {
     let pause = format!("vm:{vm}:pause");
     let resume = format!("vm:{vm}:resume");
     (
-        find(&|e| matches!(e, Event::StepStarted { step } if *step == pause)),
-        find(&|e| matches!(e, Event::StepDone { step, .. } if *step == resume)),
+        find(&|e| matches!(e, Event::StepStarted { step } if step.to_string() == pause)),
+        find(&|e| matches!(e, Event::StepDone { step, .. } if step.to_string() == resume)),
     )
 }
 

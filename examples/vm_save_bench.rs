@@ -17,7 +17,8 @@ mod guests;
 mod plans;
 
 use guests::{BenchSize, Guest, Lab, Ram};
-use kup::graph::action::{Action, Program};
+use kup::action::Action;
+use kup::graph::Program;
 use kup::host::{Host, RealHost};
 use plans::step;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! Conventions: data on stdout, diagnostics and progress on stderr; `--format json` wherever a command reports
 //! something; exit codes from [`crate::exit`] (clap's own usage errors also exit 2).
 
-use crate::commands;
+use crate::{commands, exit};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,9 +70,9 @@ pub enum PlanCommand {
         journal: Option<PathBuf>,
         /// Output format of --dry-run.
         #[arg(long, value_enum, default_value = "human")]
-        format: commands::apply::Format,
+        format: commands::dry_run::Format,
         /// The running kernel's command line, which a plan with `inherit = true` starts from (--dry-run).
-        #[arg(long, value_name = "FILE", default_value = "/proc/cmdline")]
+        #[arg(long, value_name = "FILE", default_value = crate::host::machine::PROC_CMDLINE)]
         current_cmdline: PathBuf,
         /// The plan file.
         #[arg(value_name = "PLAN")]
@@ -107,9 +107,10 @@ pub enum StatusFormat {
     Json,
 }
 
+/// Parses the command line, runs the command, and prints its error (once) before exiting with its code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Plan(PlanCommand::Validate { format, paths }) => {
             commands::validate::run(&paths, format)
         }
@@ -120,7 +121,7 @@ pub fn main() -> ExitCode {
             current_cmdline,
             plan,
             ..
-        }) => commands::apply::run(&plan, format, &current_cmdline),
+        }) => commands::dry_run::run(&plan, format, &current_cmdline),
         Command::Plan(PlanCommand::Apply {
             yes,
             rehearse,
@@ -128,7 +129,7 @@ pub fn main() -> ExitCode {
             journal,
             plan,
             ..
-        }) => commands::execute::apply(&commands::execute::ApplyArgs {
+        }) => commands::apply::run(&commands::apply::ApplyArgs {
             plan: &plan,
             yes,
             rehearse,
@@ -139,15 +140,22 @@ pub fn main() -> ExitCode {
             journal,
             rerun,
             mark_done,
-        }) => commands::execute::resume(&commands::execute::ResumeArgs {
+        }) => commands::resume::run(&commands::resume::ResumeArgs {
             journal: &journal,
             rerun: &rerun,
             mark_done: &mark_done,
         }),
         Command::Plan(PlanCommand::Status { journal, format }) => {
-            commands::execute::status(&journal, format == StatusFormat::Json)
+            commands::status::run(&journal, format == StatusFormat::Json)
         }
         Command::Schema => commands::schema::run(),
-        Command::BootTime(args) => crate::boot::command::run(&args),
+        Command::BootTime(args) => return crate::boot::command::run(&args),
+    };
+    match result {
+        Ok(()) => exit::code(exit::SUCCESS),
+        Err(e) => {
+            e.report();
+            exit::code(e.exit_code())
+        }
     }
 }

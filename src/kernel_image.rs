@@ -2,14 +2,13 @@
 //! single VM: that the file is a complete bzImage, which release it will boot (what `uname -r` will print, compared
 //! with the plan's `version`), and that its bytes are the pinned artifact (`sha256`).
 //!
-//! The layout is the setup header of the x86 boot protocol (Documentation/arch/x86/boot.rst). Pure apart from
-//! [`KernelImage::read`] and the digest functions, which only read the file.
+//! The layout is the setup header of the x86 boot protocol (Documentation/arch/x86/boot.rst). Pure: reading the
+//! file is `host::kernel_file`'s job.
 
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 /// `setup_sects`, 1 byte: 512-byte sectors of real-mode setup code after the boot sector (0 means 4).
@@ -31,7 +30,7 @@ const CMDLINE_SIZE: usize = 0x238;
 /// The setup header's fields this module needs all lie before this offset.
 const HEADER_END: usize = KERNEL_VERSION + 2;
 /// The most setup code a bzImage can declare (`setup_sects` is one byte), plus the boot sector.
-const MAX_SETUP_LEN: usize = (255 + 1) * 512;
+pub(crate) const MAX_SETUP_LEN: usize = (255 + 1) * 512;
 
 /// A boot protocol version such as 2.15.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -228,26 +227,6 @@ fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
 }
 
 impl KernelImage {
-    /// Reads the setup header of the bzImage at `path` (only the setup code, not the whole kernel).
-    pub fn read(path: &Path) -> Result<KernelImage, KernelImageError> {
-        let io_error = |source: io::Error| match source.kind() {
-            io::ErrorKind::NotFound => KernelImageError::NotFound {
-                path: path.to_owned(),
-            },
-            _ => KernelImageError::Io {
-                path: path.to_owned(),
-                source,
-            },
-        };
-        let file = File::open(path).map_err(io_error)?;
-        let len = file.metadata().map_err(io_error)?.len();
-        let mut prefix = Vec::new();
-        file.take(MAX_SETUP_LEN as u64)
-            .read_to_end(&mut prefix)
-            .map_err(io_error)?;
-        KernelImage::parse(&prefix, len)
-    }
-
     /// Parses a bzImage from its first bytes (at least its setup code, or all of a shorter file) and the length of
     /// the whole file, which the truncation check needs.
     pub fn parse(prefix: &[u8], file_len: u64) -> Result<KernelImage, KernelImageError> {
@@ -359,11 +338,18 @@ impl KernelImage {
 pub struct Sha256Digest([u8; 32]);
 
 impl Sha256Digest {
-    /// The digest of bytes already in memory (a plan file); files are hashed streaming by [`sha256_file`].
+    /// The digest of bytes already in memory (a plan file); files are hashed streaming by
+    /// `host::kernel_file::sha256_file`.
     pub fn of(bytes: &[u8]) -> Self {
-        Self(Sha256::digest(bytes).into())
+        Self(sha2::Sha256::digest(bytes).into())
     }
 
+    /// A digest computed elsewhere.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -400,46 +386,6 @@ impl FromStr for Sha256Digest {
             *byte = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
         }
         Ok(Sha256Digest(digest))
-    }
-}
-
-/// The SHA-256 of the file at `path`, read in chunks (kernel images are tens of MB; initrds more).
-pub fn sha256_file(path: &Path) -> Result<Sha256Digest, KernelImageError> {
-    let io_error = |source: io::Error| match source.kind() {
-        io::ErrorKind::NotFound => KernelImageError::NotFound {
-            path: path.to_owned(),
-        },
-        _ => KernelImageError::Io {
-            path: path.to_owned(),
-            source,
-        },
-    };
-    let mut file = File::open(path).map_err(io_error)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 16];
-    loop {
-        match file.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buffer[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_error(e)),
-        }
-    }
-    Ok(Sha256Digest(hasher.finalize().into()))
-}
-
-/// Checks the file at `path` against `expected` (hex, as in a plan's `sha256`); returns the digest when it matches.
-pub fn verify_sha256(path: &Path, expected: &str) -> Result<Sha256Digest, KernelImageError> {
-    let expected: Sha256Digest = expected.parse()?;
-    let actual = sha256_file(path)?;
-    if actual == expected {
-        Ok(actual)
-    } else {
-        Err(KernelImageError::DigestMismatch {
-            path: path.to_owned(),
-            expected,
-            actual,
-        })
     }
 }
 
@@ -646,41 +592,6 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn sha256_of_files_and_mismatch_message() {
-        let dir = tempfile::tempdir().unwrap();
-        let empty = dir.path().join("empty");
-        std::fs::write(&empty, b"").unwrap();
-        let empty_digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert_eq!(sha256_file(&empty).unwrap().to_string(), empty_digest);
-        assert!(verify_sha256(&empty, empty_digest).is_ok());
-
-        let abc = dir.path().join("abc");
-        std::fs::write(&abc, b"abc").unwrap();
-        let err = verify_sha256(&abc, empty_digest).unwrap_err();
-        let message = err.to_string();
-        assert!(
-            message.contains(&format!("expected {empty_digest}")),
-            "{message}"
-        );
-        assert!(
-            message.contains(
-                "actual ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-            ),
-            "{message}"
-        );
-
-        let missing = dir.path().join("missing");
-        assert!(matches!(
-            sha256_file(&missing),
-            Err(KernelImageError::NotFound { .. })
-        ));
-        assert!(matches!(
-            KernelImage::read(&missing),
-            Err(KernelImageError::NotFound { .. })
-        ));
     }
 
     proptest! {

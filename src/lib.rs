@@ -7,7 +7,9 @@
 // Unsafe code is confined to `host::kexec`, which opts back in for the kexec_file_load syscall alone.
 #![deny(unsafe_code)]
 
+pub mod action;
 pub mod boot;
+pub mod check;
 pub mod cli;
 pub mod cmdline;
 pub mod commands;
@@ -15,5 +17,6 @@ pub mod exec;
 pub mod exit;
 pub mod graph;
 pub mod host;
+pub mod hostglob;
 pub mod kernel_image;
 pub mod plan;

@@ -29,7 +29,7 @@ fn each_case_reports_the_code_it_is_named_after() {
         let name = case_name(&path);
         let code = format!("kup::plan::{}", name.split("--").next().unwrap());
         let bytes = std::fs::read(&path).unwrap();
-        let loaded = kup::plan::load(&path.display().to_string(), &bytes);
+        let loaded = kup::check::check(&path.display().to_string(), &bytes);
         let codes: Vec<_> = loaded.report.diagnostics.iter().map(|d| d.code).collect();
         assert!(
             codes.contains(&code.as_str()),
@@ -52,7 +52,7 @@ fn rendered_diagnostics() {
         let name = case_name(&path);
         let bytes = std::fs::read(&path).unwrap();
         let file = format!("tests/data/diagnostics/{name}.toml");
-        let rendered = kup::plan::load(&file, &bytes).report.render(false, 100);
+        let rendered = kup::check::check(&file, &bytes).report.render(false, 100);
         insta::assert_snapshot!(name, rendered);
     }
 }
@@ -60,7 +60,7 @@ fn rendered_diagnostics() {
 #[test]
 fn all_semantic_problems_are_reported_together() {
     let bytes = std::fs::read("tests/data/many-errors.toml").unwrap();
-    let loaded = kup::plan::load("many-errors.toml", &bytes);
+    let loaded = kup::check::check("many-errors.toml", &bytes);
     let lines: Vec<(usize, &str)> = loaded
         .report
         .diagnostics

@@ -5,7 +5,8 @@
 
 mod support;
 
-use kup::graph::action::{Action, Program};
+use kup::action::Action;
+use kup::graph::Program;
 use kup::host::{Host, RealHost, RealHostAt, SysfsRoot};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
@@ -184,7 +185,7 @@ fn systemctl_failures_carry_its_message() {
         .perform(&step(&p, "app:spdk:save").actions)
         .unwrap_err();
     assert_eq!(e.index, 0);
-    if kup::host::systemd_is_pid1() {
+    if kup::host::machine::systemd_is_pid1() {
         assert!(e.message.contains("spdk_tgt.service"), "{}", e.message);
     } else if on_path("systemctl") {
         assert!(
@@ -429,8 +430,11 @@ fn pci_devices_are_checked_in_preflight_after_kexec_and_in_verify() {
     let good = fake_sysfs(&[("0000:3b:00.0", Some("vfio-pci"), Some(42))]);
     let host = RealHostAt::new(SysfsRoot::new(good.path()));
     let out = host.perform(&only("preflight")).unwrap();
-    assert_eq!(out[0]["iommu_group"], "42");
-    assert_eq!(out[0]["id"], "8086:0a54");
+    let kup::action::ActionOutput::Pci(device) = &out[0] else {
+        panic!("not a PCI device: {:?}", out[0]);
+    };
+    assert_eq!(device.iommu_group.as_deref(), Some("42"));
+    assert_eq!(device.id, "8086:0a54");
     host.perform(&only("verify")).unwrap();
 
     let rebound = fake_sysfs(&[("0000:3b:00.0", Some("nvme"), Some(42))]);

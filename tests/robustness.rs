@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 
 fn check(bytes: &[u8]) {
-    let loaded = kup::plan::load("fuzz.toml", bytes);
+    let loaded = kup::check::check("fuzz.toml", bytes);
     let report = &loaded.report;
     let _ = report.render(false, 80);
     for d in &report.diagnostics {

@@ -68,7 +68,7 @@ fn shipped_plans_satisfy_schema_and_parser() {
             "{}: schema errors {errors:?}",
             path.display()
         );
-        let loaded = kup::plan::load(&path.display().to_string(), text.as_bytes());
+        let loaded = kup::check::check(&path.display().to_string(), text.as_bytes());
         assert!(
             loaded.plan.is_some(),
             "{}:\n{}",
@@ -114,7 +114,7 @@ fn the_complete_plan_in_the_docs_is_valid() {
     let section = &doc[doc.find("## A complete plan").expect("section")..];
     let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
     let block = &section[start..start + section[start..].find("```").unwrap()];
-    let loaded = kup::plan::load("docs/plan-format.md", block.as_bytes());
+    let loaded = kup::check::check("docs/plan-format.md", block.as_bytes());
     assert!(
         loaded.report.diagnostics.is_empty(),
         "{}",

@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 
 use super::advice::HostFacts;
-use super::{analyse_with, live, render};
+use super::{analyse_with, config, render};
 use crate::exit;
+use crate::host::{kmsg, machine};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
@@ -82,12 +83,13 @@ fn read_input(args: &BootTimeArgs) -> Result<(Vec<u8>, HostFacts), String> {
             .map(|b| (b, HostFacts::default()))
             .map_err(|e| format!("cannot read {}: {e}", path.display())),
         None => {
-            let (bytes, _source) = live::kernel_log()
+            let (bytes, _source) = kmsg::kernel_log()
                 .map_err(|e| format!("cannot read the kernel log (/dev/kmsg, dmesg): {e}"))?;
             Ok((
                 bytes,
                 HostFacts {
-                    kernel_config: live::kernel_config(),
+                    kernel_config: machine::running_kernel_config()
+                        .map(|(path, text)| config::kernel_config(path, &text)),
                 },
             ))
         }

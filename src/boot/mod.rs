@@ -3,11 +3,11 @@
 //! After a live update the operator needs to know what the new kernel's boot cost the VMs: this module turns a
 //! kernel log in any common format into a `BootReport` (phases, headline figures, recommendations). The
 //! analysis (`analyse`) is pure — bytes in, report out — so the executor can call it on a captured log and store
-//! the result in its journal; only `live` and `command` touch the host.
+//! the result in its journal; only `command` asks the host (through `crate::host`) for the live log.
 
 mod advice;
 pub mod command;
-pub mod live;
+pub mod config;
 mod markers;
 pub mod parse;
 mod phases;

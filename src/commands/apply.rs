@@ -1,141 +1,273 @@
-//! `kup plan apply --dry-run`: prints every action a plan would take, in execution order, with exact argv, QMP
-//! JSON and syscall arguments, the rollback of each step before the point of no return, and the estimate.
-//!
-//! Needs no root and changes nothing: it reads the plan and, when the plan inherits the command line, the running
-//! kernel's `/proc/cmdline`. Applying for real belongs to the executor, which does not exist yet, so `--dry-run` is
-//! required.
+//! `kup plan apply` for real or `--rehearse`: the refusals before anything changes, the journal, the lock, the
+//! transient unit that survives `policy.isolate`, and the engine run that ends in the kexec.
 
+use super::guard::{check_plan, finish_pending, lock, outcome, refuse_loose, say};
+use super::{CommandError, CommandResult};
+use crate::exec::journal::{self, Event, Journal, Mode};
+use crate::exec::{Engine, Options, Outcome, progress::Progress};
 use crate::exit;
-use crate::graph::action::{self, Program};
-use crate::graph::render;
-use crate::graph::schedule::human;
-use crate::plan::CmdlineSpec;
-use clap::ValueEnum;
-use serde::Serialize;
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::Path;
-use std::process::ExitCode;
+use crate::graph::Program;
+use crate::host::{RealHost, files, machine, systemd};
+use crate::plan::{CmdlineSpec, Plan};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Numbered steps with their actions and rollbacks.
-    Human,
-    /// JSON: the compiled program (shape in docs/graph.md).
-    Json,
+/// `kup plan apply` without `--dry-run`.
+pub struct ApplyArgs<'a> {
+    /// The plan file.
+    pub plan: &'a Path,
+    /// Do not ask.
+    pub yes: bool,
+    /// Everything but the kexec.
+    pub rehearse: bool,
+    /// With `rehearse`: leave the kernel alone.
+    pub no_kernel_load: bool,
+    /// Journal root instead of the plan's.
+    pub journal: Option<&'a Path>,
 }
 
-#[derive(Serialize)]
-struct JsonDryRun<'a> {
-    plan: Option<&'a str>,
-    #[serde(flatten)]
-    program: &'a Program,
-    critical_path: &'a [String],
-    estimated_downtime_ms: u64,
-    vm_downtime_ms: BTreeMap<String, u64>,
+/// A plan needs root unless it is a rehearsal touching nothing privileged: no kernel load, no apps, no PCI, no
+/// isolate (QMP sockets may belong to an unprivileged user).
+fn needs_privilege(plan: &Plan, rehearse: bool, kernel_load: bool) -> bool {
+    !rehearse
+        || kernel_load
+        || !plan.apps.is_empty()
+        || !plan.pci.is_empty()
+        || plan.policy.isolate.is_some()
 }
 
-pub fn run(path: &Path, format: Format, current_cmdline: &Path) -> ExitCode {
-    let (plan, graph) = match super::graph::load_valid(path) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
+fn confirm(plan: &Plan, rehearse: bool) -> bool {
+    let what = if rehearse {
+        "Rehearse (no kexec)"
+    } else {
+        "Apply"
     };
-    let inherits = matches!(plan.kernel.cmdline, CmdlineSpec::Edit { inherit: true, .. });
-    let running = if inherits {
-        match std::fs::read_to_string(current_cmdline) {
-            Ok(text) => text,
-            Err(e) => {
-                eprintln!(
-                    "error: the plan inherits the running command line, but {} cannot be read: {e}",
-                    current_cmdline.display()
-                );
-                return exit::code(exit::USAGE_OR_IO);
-            }
+    let _ = write!(
+        std::io::stderr(),
+        "{what} plan \"{}\" on this host: pauses {} VM(s), stops {} app(s){}. Type 'yes' to continue: ",
+        plan.name.as_deref().unwrap_or("(unnamed)"),
+        plan.vms.len(),
+        plan.apps.len(),
+        if rehearse {
+            ""
+        } else {
+            ", then kexecs into the new kernel"
         }
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).is_ok() && answer.trim() == "yes"
+}
+
+/// Everything checked before the journal exists: the host, privileges, the operator's yes.
+fn preconditions(args: &ApplyArgs, plan: &Plan, hostname: &str) -> CommandResult {
+    if !plan.hosts.is_empty() && !plan.hosts.iter().any(|g| g.matches(hostname)) {
+        let globs: Vec<&str> = plan.hosts.iter().map(|g| g.as_str()).collect();
+        return Err(CommandError::Refused(format!(
+            "this host is \"{hostname}\"; the plan is for {}",
+            globs.join(", ")
+        )));
+    }
+    if !machine::is_root() && needs_privilege(plan, args.rehearse, !args.no_kernel_load) {
+        return Err(CommandError::Refused(
+            "kup must run as root for this plan (kernel load, systemd, CRIU or PCI); only a --rehearse \
+             --no-kernel-load of a plan with VMs and custom steps alone runs unprivileged"
+                .to_owned(),
+        ));
+    }
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(CommandError::Refused(
+                "standard input is not a terminal, so kup cannot ask: pass --yes to confirm"
+                    .to_owned(),
+            ));
+        }
+        if !confirm(plan, args.rehearse) {
+            return Err(CommandError::Refused("not confirmed".to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// When systemd runs the host and the plan isolates a target, kup must not run inside the caller's session (the
+/// isolate stops it): it re-runs this apply in a transient unit that survives the isolate.
+fn rerun_in_unit() -> CommandResult {
+    let exe = systemd::own_exe().map_err(|e| CommandError::Usage(e.to_string()))?;
+    let mut rerun = machine::own_args();
+    if !rerun.iter().any(|a| a == "--yes") {
+        rerun.push("--yes".to_owned());
+    }
+    let argv = systemd::transient_unit_argv(&exe, &rerun);
+    say(format_args!(
+        "kup: the plan isolates a target; continuing in a unit that survives it: {}",
+        argv.join(" ")
+    ));
+    match systemd::run_attached(&argv) {
+        Ok(Some(0)) => Ok(()),
+        // kup validated the plan before re-running itself, so a 1 is systemd-run's own failure (no D-Bus, no
+        // permission), not an invalid plan.
+        Ok(Some(1)) => Err(CommandError::Refused(
+            "systemd-run could not start the kup-apply unit (is D-Bus running?); nothing was changed by kup"
+                .to_owned(),
+        )),
+        Ok(Some(code)) => Err(CommandError::Reported(
+            u8::try_from(code).unwrap_or(exit::NEEDS_OPERATOR),
+        )),
+        Ok(None) => Err(CommandError::NeedsOperator(
+            "the kup-apply unit was killed; see `kup plan status`".to_owned(),
+        )),
+        Err(e) => Err(CommandError::Usage(e.to_string())),
+    }
+}
+
+/// The new kernel's command line, from the running kernel's when the plan inherits it.
+fn new_cmdline(plan: &Plan) -> Result<String, CommandError> {
+    let running = if matches!(plan.kernel.cmdline, CmdlineSpec::Edit { inherit: true, .. }) {
+        machine::proc_cmdline().map_err(|e| CommandError::Usage(e.to_string()))?
     } else {
         String::new()
     };
-    let cmdline = match action::kernel_cmdline(&plan.kernel.cmdline, &running) {
-        Ok(cmdline) => cmdline,
-        Err(e) => {
-            eprintln!("error: cannot build the new kernel command line: {e}");
-            return exit::code(exit::USAGE_OR_IO);
-        }
-    };
-    let program = action::compile(&plan, &graph, &cmdline);
-    let schedule = graph.schedule();
-    let estimate = render::json(&schedule);
-    match format {
-        Format::Json => {
-            let out = JsonDryRun {
-                plan: plan.name.as_deref(),
-                program: &program,
-                critical_path: &schedule.critical_path,
-                estimated_downtime_ms: estimate.estimated_downtime_ms,
-                vm_downtime_ms: estimate.vm_downtime_ms,
-            };
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-        }
-        Format::Human => {
-            let source = if inherits {
-                format!("{} with the plan's edits", current_cmdline.display())
-            } else {
-                "from the plan".to_owned()
-            };
-            print!("{}", human_listing(plan.name.as_deref(), &program, &source));
-            println!(
-                "\nestimate: {} in all (critical path {}); host down {}{}",
-                human(schedule.total),
-                schedule.critical_path.join(" → "),
-                human(schedule.host_downtime),
-                schedule
-                    .vm_downtime
-                    .iter()
-                    .map(|(vm, d)| format!("; vm {vm} down {}", human(*d)))
-                    .collect::<String>()
-            );
-        }
-    }
-    exit::code(exit::SUCCESS)
+    crate::graph::kernel_cmdline(&plan.kernel.cmdline, &running)
+        .map_err(|e| CommandError::Usage(format!("cannot build the new kernel command line: {e}")))
 }
 
-fn human_listing(name: Option<&str>, program: &Program, source: &str) -> String {
-    let mut out =
-        String::from("dry run: nothing is changed; steps in an order that respects every edge\n");
-    if let Some(name) = name {
-        let _ = writeln!(out, "plan: {name}");
+/// The journal of this apply: its directory with the frozen plan and its digest, marked pending.
+fn create_journal(root: &Path, bytes: &[u8]) -> Result<(Journal, PathBuf, String), CommandError> {
+    let dir = root.join(format!(
+        "{}-{}",
+        journal::rfc3339(journal::now_ms()).replace([':', '.'], ""),
+        machine::pid()
+    ));
+    let plan_sha = crate::kernel_image::Sha256Digest::of(bytes).to_string();
+    let setup = || -> std::io::Result<Journal> {
+        let journal = Journal::create(&dir)?;
+        journal::write_atomic(&dir.join(journal::PLAN_FILE), bytes)?;
+        journal::write_atomic(
+            &dir.join(journal::PLAN_SHA_FILE),
+            format!("{plan_sha}\n").as_bytes(),
+        )?;
+        journal::set_pending(root, &dir)?;
+        Ok(journal)
+    };
+    let journal = setup().map_err(|e| {
+        CommandError::Usage(format!(
+            "cannot create the journal in {}: {e}",
+            dir.display()
+        ))
+    })?;
+    Ok((journal, dir, plan_sha))
+}
+
+/// Installs the resume unit right before the kexec, when systemd will boot the new kernel.
+pub(crate) fn before_kexec(root: &Path) -> Result<(), crate::host::HostError> {
+    if !machine::systemd_is_pid1() {
+        say(format_args!(
+            "kup: systemd is not running this host: nothing will start `kup plan resume` on the new kernel by \
+             itself; make the new system's init run `kup plan resume --journal {}`",
+            root.display()
+        ));
+        return Ok(());
     }
-    let _ = writeln!(
-        out,
-        "new kernel command line ({source}):\n  {}",
-        program.kernel_cmdline
-    );
-    for (i, step) in program.steps.iter().enumerate() {
-        let after = if step.after.is_empty() {
-            String::new()
-        } else {
-            format!(", after {}", step.after.join(", "))
-        };
-        let _ = writeln!(
-            out,
-            "\n{}. {} [{}, ~{}{after}]",
-            i + 1,
-            step.id,
-            step.phase,
-            human(std::time::Duration::from_millis(step.estimate_ms))
-        );
-        if step.actions.is_empty() {
-            let _ = writeln!(out, "     (no action: marks a point in the schedule)");
-        }
-        for a in &step.actions {
-            let _ = writeln!(out, "     {}", a.describe());
-        }
-        if !step.rollback.is_empty() {
-            let _ = writeln!(out, "   rollback:");
-            for a in &step.rollback {
-                let _ = writeln!(out, "     {}", a.describe());
-            }
-        }
+    systemd::install_resume_unit(root, &root.join(journal::PENDING_FILE))
+}
+
+/// `kup plan apply PLAN` (real or rehearsed).
+pub fn run(args: &ApplyArgs) -> CommandResult {
+    let bytes = std::fs::read(args.plan)
+        .map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", args.plan.display())))?;
+    if let Some(mode) = files::loosely_writable(args.plan) {
+        return Err(CommandError::Refused(format!(
+            "{} is writable by group or others (mode {mode:o}): anyone who can edit it decides what root runs; \
+             `chmod go-w` it",
+            args.plan.display()
+        )));
     }
-    out
+    let (plan, graph) = check_plan(&args.plan.display().to_string(), &bytes)?;
+    let hostname = machine::hostname().map_err(|e| CommandError::Usage(e.to_string()))?;
+    preconditions(args, &plan, &hostname)?;
+    if !args.rehearse
+        && plan.policy.isolate.is_some()
+        && machine::systemd_is_pid1()
+        && !systemd::in_transient_unit()
+    {
+        return rerun_in_unit();
+    }
+    let root = args
+        .journal
+        .map_or_else(|| plan.policy.journal.clone(), Path::to_path_buf);
+    refuse_loose(&root, "journal directory")?;
+    let _lock = lock(&root)?;
+    if let Some(dir) = journal::pending(&root) {
+        return Err(CommandError::Refused(format!(
+            "an earlier apply is not finished ({}): run `kup plan resume --journal {}` or inspect it with \
+             `kup plan status --journal {}`",
+            dir.display(),
+            root.display(),
+            root.display()
+        )));
+    }
+    let kernel_cmdline = new_cmdline(&plan)?;
+    let program = crate::graph::compile(&plan, &graph, &kernel_cmdline);
+    let identity = machine::identity().map_err(|e| CommandError::Usage(e.to_string()))?;
+    let (mut journal, dir, plan_sha256) = create_journal(&root, &bytes)?;
+    let mode = if args.rehearse {
+        Mode::Rehearse
+    } else {
+        Mode::Apply
+    };
+    let started = Event::ApplyStarted {
+        plan: plan.name.clone().unwrap_or_default(),
+        plan_path: files::canonical(args.plan).display().to_string(),
+        plan_sha256,
+        mode,
+        kernel_load: !args.no_kernel_load,
+        boot_id: identity.boot_id,
+        release: identity.release,
+        hostname,
+        pid: machine::pid(),
+        kernel_cmdline,
+    };
+    journal
+        .append(started)
+        .map_err(|e| CommandError::Usage(format!("cannot write the journal: {e}")))?;
+    say(format_args!("kup: journal {}", dir.display()));
+    execute(
+        &plan,
+        &program,
+        &root,
+        &mut journal,
+        mode,
+        !args.no_kernel_load,
+    )
+}
+
+/// Runs the engine over a fresh journal and clears the pending mark when nothing is left to do.
+fn execute(
+    plan: &Plan,
+    program: &Program,
+    root: &Path,
+    journal: &mut Journal,
+    mode: Mode,
+    kernel_load: bool,
+) -> CommandResult {
+    let hook = || before_kexec(root);
+    let engine = Engine {
+        host: &RealHost,
+        program,
+        options: Options {
+            mode,
+            kernel_load,
+            parallelism: plan.policy.parallelism as usize,
+            on_failure: plan.policy.on_failure,
+            interrupted: machine::interrupt_flag(),
+            update_failed: None,
+        },
+        before_kexec: &hook,
+        progress: &Progress::new(),
+    };
+    let result = engine.run(journal, &Default::default());
+    if matches!(result, Ok(Outcome::Completed | Outcome::RolledBack { .. })) {
+        finish_pending(root);
+    }
+    outcome(result)
 }

@@ -1,12 +1,11 @@
 //! `kup plan graph`: shows the steps a plan will run, their order, what can run at once and the downtime estimate,
 //! as text for people, DOT or Mermaid for diagrams, or JSON for tools.
 
-use crate::exit;
+use super::{CommandError, CommandResult};
 use crate::graph::{StepGraph, render};
 use crate::plan;
 use clap::ValueEnum;
 use std::path::Path;
-use std::process::ExitCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -35,50 +34,24 @@ pub fn render(plan: &plan::Plan, graph: &StepGraph, format: Format) -> String {
     }
 }
 
-/// Loads a plan file; on any error prints its diagnostics (stderr) and returns the exit code to use.
-pub fn load_valid(path: &Path) -> Result<(plan::Plan, StepGraph), ExitCode> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", path.display());
-            return Err(exit::code(exit::USAGE_OR_IO));
-        }
-    };
-    let loaded = plan::load(&path.display().to_string(), &bytes);
-    let Some(plan) = loaded.plan else {
+/// Loads and checks a plan file; on any error prints its diagnostics (stderr). Warnings do not stop a valid plan,
+/// but the operator still sees them.
+pub fn load_valid(path: &Path) -> Result<(plan::Plan, StepGraph), CommandError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let checked = crate::check::check(&path.display().to_string(), &bytes);
+    if !checked.report.diagnostics.is_empty() {
         eprint!(
             "{}",
-            loaded.report.render(super::stderr_color(), super::width())
-        );
-        return Err(exit::code(exit::INVALID_PLAN));
-    };
-    // Warnings do not stop a valid plan, but the operator should still see them.
-    if !loaded.report.diagnostics.is_empty() {
-        eprint!(
-            "{}",
-            loaded.report.render(super::stderr_color(), super::width())
+            checked.report.render(super::stderr_color(), super::width())
         );
     }
-    match StepGraph::build(&plan) {
-        Ok(graph) => Ok((plan, graph)),
-        // `load` already ran the same checks, so this is unreachable in practice; report rather than panic.
-        Err(diagnostics) => {
-            let report = plan::PlanDiagnostics {
-                diagnostics,
-                ..loaded.report
-            };
-            eprint!("{}", report.render(super::stderr_color(), super::width()));
-            Err(exit::code(exit::INVALID_PLAN))
-        }
-    }
+    checked.valid().map_err(|_| CommandError::invalid_plan())
 }
 
-pub fn run(path: &Path, format: Format) -> ExitCode {
-    match load_valid(path) {
-        Ok((plan, graph)) => {
-            print!("{}", render(&plan, &graph, format));
-            exit::code(exit::SUCCESS)
-        }
-        Err(code) => code,
-    }
+/// `kup plan graph`.
+pub fn run(path: &Path, format: Format) -> CommandResult {
+    let (plan, graph) = load_valid(path)?;
+    print!("{}", render(&plan, &graph, format));
+    Ok(())
 }

@@ -1,10 +1,16 @@
 //! One file per subcommand: each turns parsed arguments into output and an exit code, keeping `cli` declarative.
 
 pub mod apply;
-pub mod execute;
+pub mod dry_run;
+mod error;
 pub mod graph;
+mod guard;
+pub mod resume;
 pub mod schema;
+pub mod status;
 pub mod validate;
+
+pub use error::{CommandError, CommandResult};
 
 use std::io::IsTerminal;
 

@@ -1,7 +1,5 @@
 //! `kup schema`: prints the plan format's JSON Schema, the same document checked in as schemas/kup-plan.schema.json.
 
-use std::process::ExitCode;
-
 /// The schema as checked in: pretty JSON with a trailing newline.
 pub fn render() -> String {
     let mut text = serde_json::to_string_pretty(&crate::plan::schema()).unwrap_or_default();
@@ -9,7 +7,8 @@ pub fn render() -> String {
     text
 }
 
-pub fn run() -> ExitCode {
+/// `kup schema`.
+pub fn run() -> super::CommandResult {
     print!("{}", render());
-    crate::exit::code(crate::exit::SUCCESS)
+    Ok(())
 }

@@ -1,13 +1,12 @@
 //! `kup plan validate`: checks plan files offline and reports every finding for people (miette), tools (JSON) or
 //! GitHub code review (workflow annotations).
 
-use crate::exit;
-use crate::plan::{self, Diagnostic, PlanDiagnostics, Severity};
+use super::{CommandError, CommandResult};
+use crate::plan::{Diagnostic, PlanDiagnostics, Severity};
 use clap::ValueEnum;
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -87,7 +86,7 @@ fn json_diagnostic(report: &PlanDiagnostics, d: &Diagnostic) -> JsonDiagnostic {
     let end = d
         .span
         .as_ref()
-        .map(|s| plan::diagnostic::line_column(&report.source, s.end));
+        .map(|s| crate::plan::diagnostic::line_column(&report.source, s.end));
     JsonDiagnostic {
         severity: d.severity,
         code: d.code,
@@ -127,7 +126,8 @@ pub fn github_annotation(report: &PlanDiagnostics, d: &Diagnostic) -> String {
         props.push(format!("line={line}"));
         props.push(format!("col={col}"));
         if let Some(span) = &d.span {
-            let (end_line, end_col) = plan::diagnostic::line_column(&report.source, span.end);
+            let (end_line, end_col) =
+                crate::plan::diagnostic::line_column(&report.source, span.end);
             props.push(format!("endLine={end_line}"));
             if end_line == line {
                 props.push(format!("endColumn={end_col}"));
@@ -166,7 +166,7 @@ fn summary(report: &PlanDiagnostics) -> String {
 
 /// Writes the report to stdout. A reader that stops early (`| head`) is its choice: the exit code still says whether
 /// the plans are valid. Any other write error is an I/O error.
-fn write_stdout(text: &str) -> Result<(), ExitCode> {
+fn write_stdout(text: &str) -> CommandResult {
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
@@ -174,31 +174,20 @@ fn write_stdout(text: &str) -> Result<(), ExitCode> {
     {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => {
-            eprintln!("error: cannot write the report to stdout: {e}");
-            Err(exit::code(exit::USAGE_OR_IO))
-        }
+        Err(e) => Err(CommandError::Usage(format!(
+            "cannot write the report to stdout: {e}"
+        ))),
     }
 }
 
-pub fn run(paths: &[PathBuf], format: Format) -> ExitCode {
-    let files = match collect_files(paths) {
-        Ok(files) => files,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return exit::code(exit::USAGE_OR_IO);
-        }
-    };
+/// `kup plan validate`: every plan's diagnostics; the invalid-plan error when any plan has an error.
+pub fn run(paths: &[PathBuf], format: Format) -> CommandResult {
+    let files = collect_files(paths).map_err(CommandError::Usage)?;
     let mut reports = Vec::new();
     for file in &files {
-        let bytes = match std::fs::read(file) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                eprintln!("error: cannot read {}: {e}", file.display());
-                return exit::code(exit::USAGE_OR_IO);
-            }
-        };
-        reports.push(plan::load(&file.display().to_string(), &bytes).report);
+        let bytes = std::fs::read(file)
+            .map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", file.display())))?;
+        reports.push(crate::check::check(&file.display().to_string(), &bytes).report);
     }
     match format {
         Format::Human => {
@@ -227,9 +216,7 @@ pub fn run(paths: &[PathBuf], format: Format) -> ExitCode {
             };
             let mut text = serde_json::to_string_pretty(&output).unwrap_or_default();
             text.push('\n');
-            if let Err(code) = write_stdout(&text) {
-                return code;
-            }
+            write_stdout(&text)?;
         }
         Format::Github => {
             let mut text = String::new();
@@ -239,20 +226,17 @@ pub fn run(paths: &[PathBuf], format: Format) -> ExitCode {
                     text.push('\n');
                 }
             }
-            if let Err(code) = write_stdout(&text) {
-                return code;
-            }
+            write_stdout(&text)?;
             for report in &reports {
                 eprintln!("{}", summary(report));
             }
         }
     }
-    let code = if reports.iter().any(PlanDiagnostics::has_errors) {
-        exit::INVALID_PLAN
+    if reports.iter().any(PlanDiagnostics::has_errors) {
+        Err(CommandError::invalid_plan())
     } else {
-        exit::SUCCESS
-    };
-    exit::code(code)
+        Ok(())
+    }
 }
 
 #[cfg(test)]

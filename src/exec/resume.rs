@@ -1,12 +1,37 @@
 //! Deciding how to continue an apply from its journal: did a kexec happen (the boot id changed), into the kernel the
 //! plan asked for, and which interrupted steps may safely run again. Pure, so every crash point can be tested.
 
-use super::KEXEC;
 use super::journal::{Event, Mode, Record};
 use crate::cmdline::Cmdline;
-use crate::graph::action::Program;
-use crate::plan::Plan;
+use crate::graph::{Program, StepId};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Why `resume` will not go on by itself; each says what the operator should check or run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    /// Nothing was ever recorded.
+    #[error("the journal is empty")]
+    EmptyJournal,
+    /// The first record is not the apply's.
+    #[error("the journal does not start with an apply record")]
+    NoApplyRecord,
+    /// `--rerun` names no step of the plan.
+    #[error("--rerun {0}: the plan has no such step")]
+    UnknownStep(String),
+    /// A step that is not safe to repeat started and did not finish.
+    #[error(
+        "step {0} was interrupted: it started but the journal does not say it finished, and it is not idempotent, \
+         so kup will not run it again blindly. Check what it did (its effect on the host), then run `kup plan \
+         resume --rerun {0}` to run it again or `--mark-done {0}` if it completed"
+    )]
+    Interrupted(StepId),
+    /// kup stopped during the kexec step in the same boot.
+    #[error(
+        "kup stopped while executing the kexec, but this is still the same boot: the kexec did not happen. Check \
+         `cat /sys/kernel/kexec_loaded`, then run `kup plan resume --rerun kexec` to try again"
+    )]
+    KexecInterrupted,
+}
 
 /// Facts about the machine `resume` runs on.
 #[derive(Debug, Clone)]
@@ -20,7 +45,7 @@ pub struct Now {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     /// Steps that count as done for scheduling.
-    pub done: BTreeSet<String>,
+    pub done: BTreeSet<StepId>,
     /// Records to write before running (the kexec's outcome, learnt only now).
     pub record: Vec<Event>,
     /// The boot changed since the apply (or last resume) last wrote.
@@ -31,22 +56,8 @@ pub struct Decision {
     pub update_failed: Option<String>,
 }
 
-/// Whether a built-in step may run twice (custom steps say so in the plan).
-pub fn idempotent(plan: &Plan, id: &str) -> bool {
-    if let Some(name) = id.strip_prefix("step:") {
-        return plan.steps.iter().any(|s| s.name == name && s.idempotent);
-    }
-    let kind = id.rsplit(':').next().unwrap_or(id);
-    match kind {
-        "preflight" | "load" | "check" | "sync" | "isolate" | "verify" | "pause" | "resume" => true,
-        // A save writes a temporary file and renames it: repeating it overwrites nothing that matters.
-        "save" => id.starts_with("vm:"),
-        _ => false,
-    }
-}
-
 /// The last thing the journal says about each step.
-pub fn step_states(records: &[Record]) -> BTreeMap<String, &Event> {
+pub fn step_states(records: &[Record]) -> BTreeMap<StepId, &Event> {
     let mut states = BTreeMap::new();
     for r in records {
         match &r.event {
@@ -67,15 +78,16 @@ fn same_cmdline(a: &str, b: &str) -> bool {
     Cmdline::parse(a) == Cmdline::parse(b)
 }
 
+/// Decides how to continue the apply of `records` on the machine `now`, re-running the `rerun` steps although
+/// they are not idempotent (the operator checked them).
 pub fn decide(
     records: &[Record],
     program: &Program,
-    plan: &Plan,
     now: &Now,
     rerun: &[String],
-) -> Result<Decision, String> {
+) -> Result<Decision, ResumeError> {
     let Some(start) = records.first() else {
-        return Err("the journal is empty".to_owned());
+        return Err(ResumeError::EmptyJournal);
     };
     let Event::ApplyStarted {
         mode,
@@ -84,7 +96,7 @@ pub fn decide(
         ..
     } = &start.event
     else {
-        return Err("the journal does not start with an apply record".to_owned());
+        return Err(ResumeError::NoApplyRecord);
     };
     // The boot this apply last ran in: a resume in a later boot counts.
     let last_boot = records
@@ -111,53 +123,52 @@ pub fn decide(
         on_new_kernel: false,
         update_failed: None,
     };
-    let known: BTreeSet<&str> = program.steps.iter().map(|s| s.id.as_str()).collect();
-    for id in rerun {
-        if !known.contains(id.as_str()) {
-            return Err(format!("--rerun {id}: the plan has no such step"));
+    let known: BTreeSet<&StepId> = program.steps.iter().map(|s| &s.id).collect();
+    let mut rerun_ids = BTreeSet::new();
+    for text in rerun {
+        match text.parse::<StepId>() {
+            Ok(id) if known.contains(&id) => {
+                rerun_ids.insert(id);
+            }
+            _ => return Err(ResumeError::UnknownStep(text.clone())),
         }
     }
     for step in &program.steps {
-        let id = step.id.as_str();
-        match states.get(id) {
+        match states.get(&step.id) {
             Some(Event::StepDone { .. }) => {
                 decision.done.insert(step.id.clone());
             }
             Some(Event::StepStarted { .. })
-                if id != KEXEC && !idempotent(plan, id) && !rerun.iter().any(|r| r == id) =>
+                if step.id != StepId::Kexec
+                    && !step.idempotent
+                    && !rerun_ids.contains(&step.id) =>
             {
-                return Err(format!(
-                    "step {id} was interrupted: it started but the journal does not say it finished, and it is \
-                         not idempotent, so kup will not run it again blindly. Check what it did (its effect on the \
-                         host), then run `kup plan resume --rerun {id}` to run it again or `--mark-done {id}` if it \
-                         completed"
-                ));
+                return Err(ResumeError::Interrupted(step.id.clone()));
             }
             _ => {}
         }
     }
     let kexec_started = matches!(
-        states.get(KEXEC),
+        states.get(&StepId::Kexec),
         Some(Event::StepStarted { .. }) | Some(Event::StepFailed { .. })
     );
-    let kexec_done = decision.done.contains(KEXEC);
-    if kexec_done || !known.contains(KEXEC) {
+    let kexec_done = decision.done.contains(&StepId::Kexec);
+    if kexec_done || !known.contains(&StepId::Kexec) {
         return Ok(decision);
     }
     match kexec_record {
         Some((kexec_boot, old_release)) if kexec_started && now.boot_id != kexec_boot => {
             let cmdline_ok = same_cmdline(&now.proc_cmdline, kernel_cmdline);
-            let release_ok = plan
-                .kernel
-                .version
+            let release_ok = program
+                .target_release
                 .as_deref()
                 .is_none_or(|v| v == now.release);
             decision.rebooted = true;
             decision.on_new_kernel = cmdline_ok && release_ok;
-            decision.done.insert(KEXEC.to_owned());
+            decision.done.insert(StepId::Kexec);
             if decision.on_new_kernel {
                 decision.record.push(Event::StepDone {
-                    step: KEXEC.to_owned(),
+                    step: StepId::Kexec,
                     duration_ms: 0,
                     outputs: vec![
                         serde_json::json!({ "release": now.release, "from_release": old_release }),
@@ -168,7 +179,7 @@ pub fn decide(
                     format!(
                         "the running kernel is {} but the plan asked for {}",
                         now.release,
-                        plan.kernel.version.as_deref().unwrap_or("?")
+                        program.target_release.as_deref().unwrap_or("?")
                     )
                 } else {
                     "the running kernel's command line is not the one kup loaded".to_owned()
@@ -178,7 +189,7 @@ pub fn decide(
                      ({why}; the old kernel or a normal reboot came back). What was saved before the kexec (guests, apps) is being restored on this kernel."
                 );
                 decision.record.push(Event::StepFailed {
-                    step: KEXEC.to_owned(),
+                    step: StepId::Kexec,
                     duration_ms: 0,
                     error: message.clone(),
                 });
@@ -187,14 +198,10 @@ pub fn decide(
         }
         Some(_) if kexec_started => {
             // Same boot as the kexec record: the kexec did not happen.
-            if *mode == Mode::Rehearse || rerun.iter().any(|r| r == KEXEC) {
+            if *mode == Mode::Rehearse || rerun_ids.contains(&StepId::Kexec) {
                 // A rehearsal's kexec is a no-op, and the operator asked for it: run it again.
             } else {
-                return Err(
-                    "kup stopped while executing the kexec, but this is still the same boot: the kexec did not happen. \
-                     Check `cat /sys/kernel/kexec_loaded`, then run `kup plan resume --rerun kexec` to try again"
-                        .to_owned(),
-                );
+                return Err(ResumeError::KexecInterrupted);
             }
         }
         _ if decision.rebooted => {
@@ -211,7 +218,7 @@ pub fn decide(
                 decision.done.insert(step.id.clone());
             }
             decision.record.push(Event::StepFailed {
-                step: KEXEC.to_owned(),
+                step: StepId::Kexec,
                 duration_ms: 0,
                 error: message.clone(),
             });
@@ -243,14 +250,18 @@ run = ["/bin/true"]
 after = ["kexec"]
 "#;
 
-    fn setup() -> (Plan, Program) {
-        let plan = crate::plan::load("t.toml", PLAN.as_bytes())
-            .plan
+    fn setup() -> ((), Program) {
+        let (plan, graph) = crate::check::check("t.toml", PLAN.as_bytes())
+            .valid()
             .expect("valid plan");
-        let graph = crate::graph::StepGraph::build(&plan).expect("graph");
-        let program =
-            crate::graph::action::compile(&plan, &graph, "root=/dev/sda1 cpuhp.parallel=1");
-        (plan, program)
+        let program = crate::graph::compile(&plan, &graph, "root=/dev/sda1 cpuhp.parallel=1");
+        ((), program)
+    }
+
+    const KEXEC: StepId = StepId::Kexec;
+
+    fn id(text: &str) -> StepId {
+        text.parse().unwrap()
     }
 
     fn rec(seq: u64, event: Event) -> Record {
@@ -297,7 +308,7 @@ after = ["kexec"]
             ));
         }
         let n = records.len() as u64 + 1;
-        records.push(rec(n, Event::StepStarted { step: KEXEC.into() }));
+        records.push(rec(n, Event::StepStarted { step: KEXEC }));
         records.push(rec(
             n + 1,
             Event::Kexec {
@@ -319,33 +330,31 @@ after = ["kexec"]
 
     #[test]
     fn the_new_kernel_with_our_cmdline_proves_the_kexec() {
-        let (plan, program) = setup();
+        let ((), program) = setup();
         let records = up_to_kexec(&program, Mode::Apply);
         let d = decide(
             &records,
             &program,
-            &plan,
             &now("boot-2", "6.12.9", "root=/dev/sda1  cpuhp.parallel=1\n"),
             &[],
         )
         .unwrap();
         assert!(d.rebooted && d.on_new_kernel && d.update_failed.is_none());
         assert!(
-            d.done.contains(KEXEC)
-                && d.done.contains("step:before")
-                && !d.done.contains("step:after")
+            d.done.contains(&KEXEC)
+                && d.done.contains(&id("step:before"))
+                && !d.done.contains(&id("step:after"))
         );
-        assert!(matches!(&d.record[..], [Event::StepDone { step, .. }] if step == KEXEC));
+        assert!(matches!(&d.record[..], [Event::StepDone { step, .. }] if *step == KEXEC));
     }
 
     #[test]
     fn the_old_kernel_coming_back_is_a_failed_update_that_still_restores() {
-        let (plan, program) = setup();
+        let ((), program) = setup();
         let records = up_to_kexec(&program, Mode::Apply);
         let d = decide(
             &records,
             &program,
-            &plan,
             &now("boot-2", "6.1.0", "root=/dev/sda1 quiet"),
             &[],
         )
@@ -357,18 +366,17 @@ after = ["kexec"]
             "{message}"
         );
         // The after-kexec steps still run: the kexec counts as done for scheduling.
-        assert!(d.done.contains(KEXEC) && !d.done.contains("step:after"));
-        assert!(matches!(&d.record[..], [Event::StepFailed { step, .. }] if step == KEXEC));
+        assert!(d.done.contains(&KEXEC) && !d.done.contains(&id("step:after")));
+        assert!(matches!(&d.record[..], [Event::StepFailed { step, .. }] if *step == KEXEC));
     }
 
     #[test]
     fn the_right_release_with_another_cmdline_is_not_our_kexec() {
-        let (plan, program) = setup();
+        let ((), program) = setup();
         let records = up_to_kexec(&program, Mode::Apply);
         let d = decide(
             &records,
             &program,
-            &plan,
             &now("boot-2", "6.12.9", "root=/dev/sda1"),
             &[],
         )
@@ -378,39 +386,31 @@ after = ["kexec"]
 
     #[test]
     fn a_kexec_that_did_not_happen_in_the_same_boot_needs_an_operator() {
-        let (plan, program) = setup();
+        let ((), program) = setup();
         let records = up_to_kexec(&program, Mode::Apply);
-        let err = decide(&records, &program, &plan, &now("boot-1", "6.1.0", "x"), &[]).unwrap_err();
-        assert!(err.contains("--rerun kexec"), "{err}");
+        let err = decide(&records, &program, &now("boot-1", "6.1.0", "x"), &[]).unwrap_err();
+        assert!(err.to_string().contains("--rerun kexec"), "{err}");
         // The operator may ask for it again; a rehearsal's no-op kexec is simply run again.
         assert!(
             decide(
                 &records,
                 &program,
-                &plan,
                 &now("boot-1", "6.1.0", "x"),
                 &["kexec".into()]
             )
             .is_ok()
         );
         let rehearsal = up_to_kexec(&program, Mode::Rehearse);
-        let d = decide(
-            &rehearsal,
-            &program,
-            &plan,
-            &now("boot-1", "6.1.0", "x"),
-            &[],
-        )
-        .unwrap();
-        assert!(!d.done.contains(KEXEC));
+        let d = decide(&rehearsal, &program, &now("boot-1", "6.1.0", "x"), &[]).unwrap();
+        assert!(!d.done.contains(&KEXEC));
     }
 
     #[test]
     fn a_reboot_before_the_kexec_restores_what_was_saved_and_fails_the_update() {
-        let (plan, program) = setup();
+        let ((), program) = setup();
         let mut records = up_to_kexec(&program, Mode::Apply);
         records.truncate(3); // apply-started, preflight started and done
-        let d = decide(&records, &program, &plan, &now("boot-2", "6.1.0", "x"), &[]).unwrap();
+        let d = decide(&records, &program, &now("boot-2", "6.1.0", "x"), &[]).unwrap();
         assert!(
             d.rebooted
                 && d.update_failed
@@ -418,31 +418,30 @@ after = ["kexec"]
                     .is_some_and(|m| m.contains("before the kexec"))
         );
         assert!(
-            d.done.contains(KEXEC)
-                && d.done.contains("step:before")
-                && !d.done.contains("step:after")
+            d.done.contains(&KEXEC)
+                && d.done.contains(&id("step:before"))
+                && !d.done.contains(&id("step:after"))
         );
     }
 
     #[test]
     fn a_crash_before_the_kexec_in_the_same_boot_continues_forward() {
-        let (plan, program) = setup();
+        let ((), program) = setup();
         let mut records = up_to_kexec(&program, Mode::Apply);
         records.truncate(3);
-        let d = decide(&records, &program, &plan, &now("boot-1", "6.1.0", "x"), &[]).unwrap();
+        let d = decide(&records, &program, &now("boot-1", "6.1.0", "x"), &[]).unwrap();
         assert!(!d.rebooted && d.update_failed.is_none() && d.record.is_empty());
-        assert!(d.done.contains("preflight") && !d.done.contains(KEXEC));
+        assert!(d.done.contains(&id("preflight")) && !d.done.contains(&KEXEC));
     }
 
     #[test]
     fn unknown_rerun_ids_are_rejected() {
-        let (plan, program) = setup();
+        let ((), program) = setup();
         let records = up_to_kexec(&program, Mode::Apply);
         assert!(
             decide(
                 &records,
                 &program,
-                &plan,
                 &now("boot-1", "x", "x"),
                 &["nope".into()]
             )

@@ -2,7 +2,7 @@
 //! new kernel's boot — the report operators read after an update (`kup plan status`).
 
 use super::journal::{Event, FinalState, Mode, Record};
-use crate::graph::action::Program;
+use crate::graph::{Program, StepId};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -29,7 +29,7 @@ pub enum StepState {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StepStatus {
-    pub id: String,
+    pub id: StepId,
     pub phase: crate::graph::Phase,
     pub state: StepState,
     pub started: Option<String>,
@@ -95,13 +95,13 @@ pub fn fold(
             error: None,
         })
         .collect();
-    let position: BTreeMap<String, usize> = steps
+    let position: BTreeMap<StepId, usize> = steps
         .iter()
         .enumerate()
         .map(|(i, s)| (s.id.clone(), i))
         .collect();
-    let mut started_ms: BTreeMap<String, u64> = BTreeMap::new();
-    let mut done_ms: BTreeMap<String, u64> = BTreeMap::new();
+    let mut started_ms: BTreeMap<StepId, u64> = BTreeMap::new();
+    let mut done_ms: BTreeMap<StepId, u64> = BTreeMap::new();
     let mut finish: Option<(&Record, FinalState, String)> = None;
     let mut kexec: Option<(u64, String)> = None;
     let mut resumed_after_kexec: Option<(u64, String, bool, Option<u64>)> = None;
@@ -189,8 +189,8 @@ pub fn fold(
     let vm_downtime_ms = vm_names
         .iter()
         .filter_map(|vm| {
-            let paused = started_ms.get(&format!("vm:{vm}:pause"))?;
-            let resumed = done_ms.get(&format!("vm:{vm}:resume"))?;
+            let paused = started_ms.get(&StepId::VmPause { vm: vm.clone() })?;
+            let resumed = done_ms.get(&StepId::VmResume { vm: vm.clone() })?;
             Some((vm.clone(), resumed.saturating_sub(*paused)))
         })
         .collect();
@@ -240,16 +240,15 @@ mod tests {
     #[test]
     fn status_reports_vm_downtime_the_kexec_gap_and_the_new_kernels_boot() {
         let bytes = std::fs::read("plans/single-qemu-shared-ram.toml").unwrap();
-        let plan = crate::plan::load("p.toml", &bytes).plan.unwrap();
-        let graph = crate::graph::StepGraph::build(&plan).unwrap();
-        let program = crate::graph::action::compile(&plan, &graph, "root=/dev/sda1");
+        let (plan, graph) = crate::check::check("p.toml", &bytes).valid().unwrap();
+        let program = crate::graph::compile(&plan, &graph, "root=/dev/sda1");
         let log = std::fs::read("tests/data/dmesg/lab-qemu-tcg-smp2.txt").unwrap();
         let boot = serde_json::to_value(crate::boot::analyse(&log)).unwrap();
         let done = |t, step: &str| {
             rec(
                 t,
                 Event::StepDone {
-                    step: step.into(),
+                    step: step.parse().unwrap(),
                     duration_ms: 1,
                     outputs: vec![],
                 },
@@ -274,14 +273,14 @@ mod tests {
             rec(
                 2_000,
                 Event::StepStarted {
-                    step: "vm:db-1:pause".into(),
+                    step: "vm:db-1:pause".parse().unwrap(),
                 },
             ),
             done(2_005, "vm:db-1:pause"),
             rec(
                 3_000,
                 Event::StepStarted {
-                    step: "kexec".into(),
+                    step: StepId::Kexec,
                 },
             ),
             rec(
@@ -330,7 +329,7 @@ mod tests {
             boot.get("cpus")
         );
         assert!(boot["time_to_init_s"].as_f64().is_some_and(|t| t > 0.0));
-        let step = |id: &str| status.steps.iter().find(|s| s.id == id).unwrap().state;
+        let step = |id: &str| status.steps.iter().find(|s| s.id == *id).unwrap().state;
         assert_eq!(step("vm:db-1:pause"), StepState::Done);
         assert_eq!(step("vm:db-1:save"), StepState::Pending);
     }

@@ -6,10 +6,11 @@
 //! and the dry-run all read the same graph, so what review sees is what the executor will schedule.
 //! docs/graph.md describes the model; [`cost`] holds the estimate's numbers, [`schedule`] the arithmetic.
 
-pub mod action;
+pub mod compile;
 pub mod cost;
 pub mod render;
 pub mod schedule;
+pub mod step_id;
 
 use crate::plan::structure::did_you_mean;
 use crate::plan::{Diagnostic, Plan};
@@ -23,7 +24,9 @@ use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
+pub use compile::{CompiledStep, Program, compile, kernel_cmdline};
 pub use schedule::Schedule;
+pub use step_id::{StepId, StepKey};
 
 /// Stable diagnostic codes of the graph checks.
 pub mod code {
@@ -80,7 +83,7 @@ pub enum StepKind {
 #[derive(Debug, Clone)]
 pub struct Step {
     /// Stable id, as custom steps and the journal name it.
-    pub id: String,
+    pub id: StepId,
     pub kind: StepKind,
     pub phase: Phase,
     pub estimate: Duration,
@@ -105,6 +108,7 @@ pub enum EdgeOrigin {
 #[derive(Debug, Clone)]
 pub struct StepGraph {
     graph: DiGraph<Step, EdgeOrigin>,
+    /// Steps by the text of their id: what plans write in `before` / `after`.
     ids: BTreeMap<String, NodeIndex>,
 }
 
@@ -123,7 +127,9 @@ impl StepGraph {
             .map(|(i, s)| {
                 g.add(
                     plan,
-                    format!("step:{}", s.name),
+                    StepId::Custom {
+                        name: s.name.clone(),
+                    },
                     StepKind::Custom { step: i },
                     Phase::Before,
                 )
@@ -131,7 +137,9 @@ impl StepGraph {
             .collect();
         let mut errors = Vec::new();
         for (step, &node) in plan.steps.iter().zip(&customs) {
-            let me = format!("step:{}", step.name);
+            let me = StepId::Custom {
+                name: step.name.clone(),
+            };
             for (list, before) in [(&step.before, true), (&step.after, false)] {
                 for r in list {
                     let Some(&other) = g.ids.get(&r.id) else {
@@ -210,17 +218,23 @@ impl StepGraph {
         self.graph.retain_edges(|_, e| !redundant.contains(&e));
     }
 
-    fn add(&mut self, plan: &Plan, id: String, kind: StepKind, phase: Phase) -> NodeIndex {
+    fn add(&mut self, plan: &Plan, id: StepId, kind: StepKind, phase: Phase) -> NodeIndex {
         let estimate = cost::estimate(plan, &kind);
+        let text = id.to_string();
         let node = self.graph.add_node(Step {
-            id: id.clone(),
+            id,
             kind,
             phase,
             estimate: estimate.duration,
             estimate_note: estimate.note,
         });
-        self.ids.insert(id, node);
+        self.ids.insert(text, node);
         node
+    }
+
+    /// The node of a built-in step.
+    fn node(&self, id: &StepId) -> Option<NodeIndex> {
+        self.ids.get(&id.to_string()).copied()
     }
 
     fn edge(&mut self, from: NodeIndex, to: NodeIndex) {
@@ -230,8 +244,8 @@ impl StepGraph {
     /// The built-in steps and edges; see docs/graph.md for why each edge exists.
     fn builtin(&mut self, plan: &Plan) {
         use Phase::{After, Before};
-        let preflight = self.add(plan, "preflight".into(), StepKind::Preflight, Before);
-        let load = self.add(plan, "kernel:load".into(), StepKind::KernelLoad, Before);
+        let preflight = self.add(plan, StepId::Preflight, StepKind::Preflight, Before);
+        let load = self.add(plan, StepId::KernelLoad, StepKind::KernelLoad, Before);
         self.edge(preflight, load);
         let checks: Vec<NodeIndex> = plan
             .pci
@@ -240,7 +254,9 @@ impl StepGraph {
             .map(|(i, d)| {
                 let n = self.add(
                     plan,
-                    format!("pci:{}:check", d.address),
+                    StepId::PciCheck {
+                        address: d.address.to_string(),
+                    },
                     StepKind::PciCheck { pci: i },
                     Before,
                 );
@@ -253,7 +269,9 @@ impl StepGraph {
         for (i, vm) in plan.vms.iter().enumerate() {
             let pause = self.add(
                 plan,
-                format!("vm:{}:pause", vm.name),
+                StepId::VmPause {
+                    vm: vm.name.clone(),
+                },
                 StepKind::VmPause { vm: i },
                 Before,
             );
@@ -267,7 +285,9 @@ impl StepGraph {
             }
             let save = self.add(
                 plan,
-                format!("vm:{}:save", vm.name),
+                StepId::VmSave {
+                    vm: vm.name.clone(),
+                },
                 StepKind::VmSave { vm: i },
                 Before,
             );
@@ -278,14 +298,16 @@ impl StepGraph {
         for (i, app) in plan.apps.iter().enumerate() {
             let save = self.add(
                 plan,
-                format!("app:{}:save", app.name),
+                StepId::AppSave {
+                    app: app.name.clone(),
+                },
                 StepKind::AppSave { app: i },
                 Before,
             );
             self.edge(load, save);
             saves.push(save);
         }
-        let sync = self.add(plan, "sync".into(), StepKind::Sync, Before);
+        let sync = self.add(plan, StepId::Sync, StepKind::Sync, Before);
         if saves.is_empty() {
             self.edge(preflight, sync);
         }
@@ -294,11 +316,11 @@ impl StepGraph {
         }
         let mut last = sync;
         if plan.policy.isolate.is_some() {
-            let isolate = self.add(plan, "isolate".into(), StepKind::Isolate, Before);
+            let isolate = self.add(plan, StepId::Isolate, StepKind::Isolate, Before);
             self.edge(sync, isolate);
             last = isolate;
         }
-        let kexec = self.add(plan, "kexec".into(), StepKind::Kexec, Phase::Kexec);
+        let kexec = self.add(plan, StepId::Kexec, StepKind::Kexec, Phase::Kexec);
         self.edge(last, kexec);
         self.edge(load, kexec);
         for &c in &checks {
@@ -308,7 +330,9 @@ impl StepGraph {
         for (i, app) in plan.apps.iter().enumerate() {
             let restore = self.add(
                 plan,
-                format!("app:{}:restore", app.name),
+                StepId::AppRestore {
+                    app: app.name.clone(),
+                },
                 StepKind::AppRestore { app: i },
                 After,
             );
@@ -318,21 +342,25 @@ impl StepGraph {
         for (i, vm) in plan.vms.iter().enumerate() {
             let restore = self.add(
                 plan,
-                format!("vm:{}:restore", vm.name),
+                StepId::VmRestore {
+                    vm: vm.name.clone(),
+                },
                 StepKind::VmRestore { vm: i },
                 After,
             );
             self.edge(kexec, restore);
             let resume = self.add(
                 plan,
-                format!("vm:{}:resume", vm.name),
+                StepId::VmResume {
+                    vm: vm.name.clone(),
+                },
                 StepKind::VmResume { vm: i },
                 After,
             );
             self.edge(restore, resume);
             finals.push(resume);
         }
-        let verify = self.add(plan, "verify".into(), StepKind::Verify, After);
+        let verify = self.add(plan, StepId::Verify, StepKind::Verify, After);
         if finals.is_empty() {
             self.edge(kexec, verify);
         }
@@ -344,7 +372,7 @@ impl StepGraph {
     fn unknown(&self, plan: &Plan, r: &crate::plan::StepRef) -> Diagnostic {
         let d = Diagnostic::error(code::UNKNOWN_STEP, format!("no step has the id `{}`", r.id))
             .at(r.span.clone(), "unknown step id");
-        let custom = format!("step:{}", r.id);
+        let custom = StepId::Custom { name: r.id.clone() }.to_string();
         if self.ids.contains_key(&custom) {
             return d.help(format!(
                 "custom steps are named with a `step:` prefix: did you mean `{custom}`?"
@@ -419,10 +447,10 @@ impl StepGraph {
     }
 
     fn cycle_diagnostic(&self, path: &[NodeIndex]) -> Diagnostic {
-        let ids: Vec<&str> = path.iter().map(|&n| self.graph[n].id.as_str()).collect();
+        let ids: Vec<String> = path.iter().map(|&n| self.graph[n].id.to_string()).collect();
         let mut chain = ids.join(" → ");
         chain.push_str(" → ");
-        chain.push_str(ids[0]);
+        chain.push_str(&ids[0]);
         let mut declared = Vec::new();
         for (i, &from) in path.iter().enumerate() {
             let to = path[(i + 1) % path.len()];
@@ -459,10 +487,10 @@ impl StepGraph {
     /// steps it names if any of those is in phase after, else in phase before, after `preflight` — before the
     /// point of no return, where its failure can still be rolled back.
     fn place(&mut self, plan: &Plan, customs: &[NodeIndex]) {
-        let (Some(&kexec), Some(&preflight), Some(&verify)) = (
-            self.ids.get("kexec"),
-            self.ids.get("preflight"),
-            self.ids.get("verify"),
+        let (Some(kexec), Some(preflight), Some(verify)) = (
+            self.node(&StepId::Kexec),
+            self.node(&StepId::Preflight),
+            self.node(&StepId::Verify),
         ) else {
             return;
         };
@@ -521,13 +549,14 @@ impl StepGraph {
         self.graph.node_count() == 0
     }
 
-    pub fn step(&self, id: &str) -> Option<&Step> {
-        self.ids.get(id).map(|&n| &self.graph[n])
+    /// The step named `id`.
+    pub fn step<K: StepKey + ?Sized>(&self, id: &K) -> Option<&Step> {
+        self.ids.get(id.key().as_ref()).map(|&n| &self.graph[n])
     }
 
     /// Ids of the steps `id` waits for directly, in insertion order.
-    pub fn after(&self, id: &str) -> Vec<&str> {
-        let Some(&n) = self.ids.get(id) else {
+    pub fn after<K: StepKey + ?Sized>(&self, id: &K) -> Vec<&StepId> {
+        let Some(&n) = self.ids.get(id.key().as_ref()) else {
             return Vec::new();
         };
         let mut preds: Vec<NodeIndex> = self
@@ -536,12 +565,19 @@ impl StepGraph {
             .map(|e| e.source())
             .collect();
         preds.sort();
-        preds.iter().map(|&p| self.graph[p].id.as_str()).collect()
+        preds.iter().map(|&p| &self.graph[p].id).collect()
     }
 
     /// Whether `later` waits for `earlier`, directly or through other steps.
-    pub fn depends_on(&self, later: &str, earlier: &str) -> bool {
-        match (self.ids.get(later), self.ids.get(earlier)) {
+    pub fn depends_on<A: StepKey + ?Sized, B: StepKey + ?Sized>(
+        &self,
+        later: &A,
+        earlier: &B,
+    ) -> bool {
+        match (
+            self.ids.get(later.key().as_ref()),
+            self.ids.get(earlier.key().as_ref()),
+        ) {
             (Some(&l), Some(&e)) => l != e && has_path_connecting(&self.graph, e, l, None),
             _ => false,
         }
@@ -559,19 +595,19 @@ impl StepGraph {
 }
 
 /// The graph checks `kup plan validate` runs on a plan that passed every other check: unknown step ids, cycles,
-/// and the downtime estimate against `policy.max_downtime`. Returns whether no error was added.
-pub fn check(plan: &Plan, out: &mut Vec<Diagnostic>) -> bool {
+/// and the downtime estimate against `policy.max_downtime`. Returns the graph when no error was added.
+pub fn check(plan: &Plan, out: &mut Vec<Diagnostic>) -> Option<StepGraph> {
     match StepGraph::build(plan) {
         Err(errors) => {
             out.extend(errors);
-            false
+            None
         }
         Ok(graph) => match schedule::budget(plan, &graph, &graph.schedule()) {
             Some(d) => {
                 out.push(d);
-                false
+                None
             }
-            None => true,
+            None => Some(graph),
         },
     }
 }
@@ -592,7 +628,7 @@ state = "/var/lib/kup/state/db"
 
     fn graph(extra: &str) -> StepGraph {
         let text = format!("{HEAD}{extra}");
-        let loaded = crate::plan::load("t.toml", text.as_bytes());
+        let loaded = crate::check::check("t.toml", text.as_bytes());
         let plan = loaded
             .plan
             .unwrap_or_else(|| panic!("{}", loaded.report.render(false, 100)));
@@ -669,7 +705,7 @@ state = "/var/lib/kup/state/db"
     fn guests_wait_for_the_kernel_load_and_their_devices() {
         let text =
             format!("{HEAD}devices = [\"0000:3b:00.0\"]\n[[pci]]\naddress = \"0000:3b:00.0\"\n");
-        let loaded = crate::plan::load("t.toml", text.as_bytes());
+        let loaded = crate::check::check("t.toml", text.as_bytes());
         let g = StepGraph::build(&loaded.plan.unwrap()).unwrap();
         assert_eq!(
             g.after("vm:db:pause"),
@@ -680,7 +716,7 @@ state = "/var/lib/kup/state/db"
     #[test]
     fn self_reference_is_a_cycle() {
         let text = format!("{HEAD}{}", custom("x", "before = [\"step:x\"]"));
-        let loaded = crate::plan::load("t.toml", text.as_bytes());
+        let loaded = crate::check::check("t.toml", text.as_bytes());
         assert!(loaded.plan.is_none());
         let d = &loaded.report.diagnostics[0];
         assert_eq!(d.code, code::STEP_CYCLE);

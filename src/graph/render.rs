@@ -2,8 +2,8 @@
 //! (it renders in Markdown), and JSON whose shape docs/graph.md documents. Pure string building, so snapshot tests
 //! pin every byte an operator or a tool sees.
 
-use super::schedule::{Schedule, Slot, human, millis};
-use super::{Phase, StepGraph};
+use super::schedule::{Schedule, Slot, human, join_ids, millis};
+use super::{Phase, StepGraph, StepId};
 use crate::plan::Plan;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -40,7 +40,7 @@ pub fn text(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> String {
     let width = schedule
         .slots
         .iter()
-        .map(|s| s.id.chars().count())
+        .map(|s| s.id.to_string().chars().count())
         .max()
         .unwrap_or(0);
     let mut phase = None;
@@ -67,7 +67,7 @@ pub fn text(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> String {
                 human(slot.estimate),
             );
             if !slot.after.is_empty() {
-                let _ = write!(line, "  after {}", slot.after.join(", "));
+                let _ = write!(line, "  after {}", join_ids(&slot.after, ", "));
             }
             let _ = writeln!(out, "{}", line.trim_end());
         }
@@ -76,7 +76,7 @@ pub fn text(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> String {
         out,
         "\ncritical path ({}): {}",
         human(schedule.total),
-        schedule.critical_path.join(" → ")
+        join_ids(&schedule.critical_path, " → ")
     );
     let _ = writeln!(
         out,
@@ -140,12 +140,12 @@ pub fn dot(plan: &Plan, schedule: &Schedule) -> String {
                 out,
                 "    \"{id}\" [label=\"{id}\\n{}\"{style}];",
                 human(slot.estimate),
-                id = dot_escape(&slot.id)
+                id = dot_escape(&slot.id.to_string())
             );
         }
         out.push_str("  }\n");
     }
-    let critical: Vec<&String> = schedule.critical_path.iter().collect();
+    let critical: Vec<&StepId> = schedule.critical_path.iter().collect();
     for slot in &schedule.slots {
         for before in &slot.after {
             let on_path = critical
@@ -159,8 +159,8 @@ pub fn dot(plan: &Plan, schedule: &Schedule) -> String {
             let _ = writeln!(
                 out,
                 "  \"{}\" -> \"{}\"{style};",
-                dot_escape(before),
-                dot_escape(&slot.id)
+                dot_escape(&before.to_string()),
+                dot_escape(&slot.id.to_string())
             );
         }
     }
@@ -174,11 +174,11 @@ fn mermaid_escape(s: &str) -> String {
 
 /// A Mermaid flowchart: GitHub renders it inside a ```mermaid block.
 pub fn mermaid(schedule: &Schedule) -> String {
-    let node: BTreeMap<&str, usize> = schedule
+    let node: BTreeMap<&StepId, usize> = schedule
         .slots
         .iter()
         .enumerate()
-        .map(|(i, s)| (s.id.as_str(), i))
+        .map(|(i, s)| (&s.id, i))
         .collect();
     let mut out = String::from("flowchart TD\n");
     for phase in [Phase::Before, Phase::Kexec, Phase::After] {
@@ -188,7 +188,7 @@ pub fn mermaid(schedule: &Schedule) -> String {
                 let _ = writeln!(
                     out,
                     "    s{i}[\"{}<br/>{}\"]",
-                    mermaid_escape(&slot.id),
+                    mermaid_escape(&slot.id.to_string()),
                     human(slot.estimate)
                 );
             }
@@ -197,7 +197,7 @@ pub fn mermaid(schedule: &Schedule) -> String {
     }
     for (i, slot) in schedule.slots.iter().enumerate() {
         for before in &slot.after {
-            if let Some(b) = node.get(before.as_str()) {
+            if let Some(b) = node.get(before) {
                 let _ = writeln!(out, "  s{b} --> s{i}");
             }
         }
@@ -220,7 +220,7 @@ pub fn mermaid(schedule: &Schedule) -> String {
 #[derive(Debug, Serialize)]
 pub struct JsonGraph {
     pub steps: Vec<JsonStep>,
-    pub critical_path: Vec<String>,
+    pub critical_path: Vec<StepId>,
     /// The host's downtime (see [`Schedule::host_downtime`]).
     pub estimated_downtime_ms: u64,
     pub vm_downtime_ms: BTreeMap<String, u64>,
@@ -228,9 +228,9 @@ pub struct JsonGraph {
 
 #[derive(Debug, Serialize)]
 pub struct JsonStep {
-    pub id: String,
+    pub id: StepId,
     pub phase: Phase,
-    pub after: Vec<String>,
+    pub after: Vec<StepId>,
     pub estimate_ms: u64,
     pub critical: bool,
 }

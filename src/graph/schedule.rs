@@ -8,7 +8,7 @@
 //! pause to the end of its resume) and the host's downtime (from the first step that stops a workload or the
 //! host's services to the last step that brings one back, or the kexec alone when nothing is stopped).
 
-use super::{Phase, StepGraph, StepKind, code};
+use super::{Phase, StepGraph, StepId, StepKind, code};
 use crate::plan::{Diagnostic, MemoryMode, Plan, VmDriver};
 use petgraph::Direction;
 use petgraph::graph::NodeIndex;
@@ -19,7 +19,8 @@ use std::time::Duration;
 /// One step as scheduled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
-    pub id: String,
+    /// The step.
+    pub id: StepId,
     pub phase: Phase,
     /// Earliest start, from the start of the plan.
     pub start: Duration,
@@ -31,7 +32,7 @@ pub struct Slot {
     /// On the critical path.
     pub critical: bool,
     /// Ids of the steps this one waits for directly, in schedule order.
-    pub after: Vec<String>,
+    pub after: Vec<StepId>,
 }
 
 /// The schedule of a whole graph.
@@ -40,7 +41,7 @@ pub struct Schedule {
     /// Every step, in an order that respects every edge (by start time, then plan order).
     pub slots: Vec<Slot>,
     /// Ids along the chain of steps that ends last.
-    pub critical_path: Vec<String>,
+    pub critical_path: Vec<StepId>,
     /// End of the last step: how long the whole plan is expected to take.
     pub total: Duration,
     /// Per VM, in plan order: from its pause's start to its resume's end.
@@ -132,12 +133,7 @@ impl Schedule {
             match g[node].kind {
                 StepKind::VmPause { vm } => pauses.push((vm, start[i])),
                 StepKind::VmResume { vm } => {
-                    let name = g[node]
-                        .id
-                        .strip_prefix("vm:")
-                        .and_then(|s| s.strip_suffix(":resume"))
-                        .unwrap_or_default()
-                        .to_owned();
+                    let name = g[node].id.vm().unwrap_or_default().to_owned();
                     resumes.push((vm, end[i], name));
                 }
                 _ => {}
@@ -204,8 +200,8 @@ impl Schedule {
     }
 
     /// The slot of step `id`.
-    pub fn slot(&self, id: &str) -> Option<&Slot> {
-        self.slots.iter().find(|s| s.id == id)
+    pub fn slot(&self, id: &StepId) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.id == *id)
     }
 
     /// The VM that is down longest, with its downtime (the first in plan order on a tie).
@@ -224,7 +220,7 @@ impl Schedule {
 
     /// The steps that account for most of the window from `from` to `to`: the chain of steps that ends last at
     /// `last`, each clipped to the window, longest first.
-    pub fn contributors(&self, last: &str, from: Duration) -> Vec<(String, Duration)> {
+    pub fn contributors(&self, last: &StepId, from: Duration) -> Vec<(StepId, Duration)> {
         let mut out = Vec::new();
         let mut at = self.slot(last);
         while let Some(slot) = at {
@@ -262,6 +258,14 @@ pub fn human(d: Duration) -> String {
     }
 }
 
+/// Step ids joined with `separator`, for messages and listings.
+pub fn join_ids(ids: &[StepId], separator: &str) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
 /// Milliseconds as a JSON-friendly integer, saturating.
 pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -276,14 +280,23 @@ pub fn budget(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> Option<Dia
     }
     let (whose, from, last) = match schedule.worst_vm() {
         Some((name, _)) => {
-            let pause = format!("vm:{name}:pause");
+            let pause = StepId::VmPause {
+                vm: name.to_owned(),
+            };
             let from = schedule.slot(&pause).map_or(Duration::ZERO, |s| s.start);
-            (format!("vm {name}"), from, format!("vm:{name}:resume"))
+            let resume = StepId::VmResume {
+                vm: name.to_owned(),
+            };
+            (format!("vm {name}"), from, resume)
         }
         None => (
             "the host".to_owned(),
             Duration::ZERO,
-            schedule.critical_path.last().cloned().unwrap_or_default(),
+            schedule
+                .critical_path
+                .last()
+                .cloned()
+                .unwrap_or(StepId::Verify),
         ),
     };
     let contributors: Vec<String> = schedule
@@ -337,7 +350,7 @@ pub fn budget(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> Option<Dia
     Some(d.help(format!(
         "biggest contributors: {}; critical path: {} (`kup plan graph` shows the whole schedule). To fit: {}",
         contributors.join(", "),
-        schedule.critical_path.join(" → "),
+        join_ids(&schedule.critical_path, " → "),
         remedies.join("; or ")
     )))
 }
@@ -349,7 +362,7 @@ mod tests {
     #[test]
     fn overlap_counts_only_steps_running_at_once() {
         let slot = |start: u64, estimate: u64| Slot {
-            id: String::new(),
+            id: StepId::Sync,
             phase: Phase::Before,
             start: Duration::from_millis(start),
             estimate: Duration::from_millis(estimate),

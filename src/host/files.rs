@@ -2,7 +2,8 @@
 //! a kexec, so it is written under a temporary name and renamed only when complete and on disk, and a file an
 //! earlier run left is moved aside rather than overwritten: it may be the only copy of some other attempt.
 
-use serde_json::{Value, json};
+use super::HostError;
+use crate::action::FileCommitted;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -10,41 +11,49 @@ use std::path::{Path, PathBuf};
 const MAX_KEPT: u32 = 1000;
 
 /// fsync `from`, move an existing `to` aside, rename `from` to `to`, fsync the directory.
-pub fn commit(from: &Path, to: &Path) -> Result<Value, String> {
+pub fn commit(from: &Path, to: &Path) -> Result<FileCommitted, HostError> {
     let file = File::open(from).map_err(|e| {
-        format!(
+        HostError::check(format!(
             "the state was not written to {}: {e} (did the save fail?)",
             from.display()
-        )
+        ))
     })?;
     file.sync_all()
-        .map_err(|e| format!("cannot fsync {}: {e}", from.display()))?;
+        .map_err(|e| HostError::io(format!("cannot fsync {}", from.display()), e))?;
     let size = file
         .metadata()
-        .map_err(|e| format!("{}: {e}", from.display()))?
+        .map_err(|e| HostError::io(from.display().to_string(), e))?
         .len();
     if size == 0 {
-        return Err(format!(
+        return Err(HostError::check(format!(
             "{} is empty: the save wrote nothing",
             from.display()
-        ));
+        )));
     }
     drop(file);
     let kept = keep_aside(to)?;
-    std::fs::rename(from, to)
-        .map_err(|e| format!("cannot rename {} to {}: {e}", from.display(), to.display()))?;
+    std::fs::rename(from, to).map_err(|e| {
+        HostError::io(
+            format!("cannot rename {} to {}", from.display(), to.display()),
+            e,
+        )
+    })?;
     let dir = to
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| format!("cannot fsync directory {}: {e}", dir.display()))?;
-    Ok(json!({ "path": to, "size": size, "kept_aside": kept }))
+        .map_err(|e| HostError::io(format!("cannot fsync directory {}", dir.display()), e))?;
+    Ok(FileCommitted {
+        path: to.to_owned(),
+        size,
+        kept_aside: kept,
+    })
 }
 
 /// Renames an existing `path` to the first free `path.kept-N`; returns where it went.
-pub fn keep_aside(path: &Path) -> Result<Option<PathBuf>, String> {
+pub fn keep_aside(path: &Path) -> Result<Option<PathBuf>, HostError> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(None);
     }
@@ -54,19 +63,40 @@ pub fn keep_aside(path: &Path) -> Result<Option<PathBuf>, String> {
         let aside = PathBuf::from(name);
         if std::fs::symlink_metadata(&aside).is_err() {
             std::fs::rename(path, &aside).map_err(|e| {
-                format!(
-                    "cannot move the earlier {} aside to {}: {e}",
-                    path.display(),
-                    aside.display()
+                HostError::io(
+                    format!(
+                        "cannot move the earlier {} aside to {}",
+                        path.display(),
+                        aside.display()
+                    ),
+                    e,
                 )
             })?;
             return Ok(Some(aside));
         }
     }
-    Err(format!(
+    Err(HostError::check(format!(
         "{} exists and {MAX_KEPT} earlier copies are kept beside it: remove the ones you do not need",
         path.display()
-    ))
+    )))
+}
+
+/// The permission bits of `path` when group or others may write it: someone but the owner could then change
+/// what a root process will do.
+pub fn loosely_writable(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o022 != 0).then_some(mode & 0o777)
+}
+
+/// Whether `path` is a directory.
+pub fn is_dir(path: &Path) -> bool {
+    path.is_dir()
+}
+
+/// `path` made absolute and free of symlinks, or as given when that fails.
+pub fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 #[cfg(test)]
@@ -80,8 +110,8 @@ mod tests {
         let from = dir.path().join("vmstate.partial");
         std::fs::write(&from, b"first").unwrap();
         let out = commit(&from, &to).unwrap();
-        assert_eq!(out["size"], 5);
-        assert_eq!(out["kept_aside"], Value::Null);
+        assert_eq!(out.size, 5);
+        assert_eq!(out.kept_aside, None);
         assert!(!from.exists());
         assert_eq!(std::fs::read(&to).unwrap(), b"first");
 
@@ -89,7 +119,7 @@ mod tests {
             std::fs::write(&from, text).unwrap();
             let out = commit(&from, &to).unwrap();
             let kept = dir.path().join(format!("vmstate.kept-{n}"));
-            assert_eq!(out["kept_aside"], json!(kept));
+            assert_eq!(out.kept_aside, Some(kept));
             assert_eq!(std::fs::read_to_string(&to).unwrap(), text);
         }
         assert_eq!(
@@ -108,10 +138,10 @@ mod tests {
         let to = dir.path().join("vmstate");
         let from = dir.path().join("vmstate.partial");
         std::fs::write(&to, b"old").unwrap();
-        let e = commit(&from, &to).unwrap_err();
+        let e = commit(&from, &to).unwrap_err().to_string();
         assert!(e.contains("did the save fail"), "{e}");
         std::fs::write(&from, b"").unwrap();
-        let e = commit(&from, &to).unwrap_err();
+        let e = commit(&from, &to).unwrap_err().to_string();
         assert!(e.contains("is empty"), "{e}");
         assert_eq!(std::fs::read(&to).unwrap(), b"old");
     }

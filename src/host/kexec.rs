@@ -11,7 +11,6 @@
 #![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-use crate::kernel_image::KernelImage;
 use nix::errno::Errno;
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -457,7 +456,7 @@ fn open(role: ImageRole, path: &Path) -> Result<File, KexecError> {
 pub fn load_file(kernel: &Path, initrd: Option<&Path>, cmdline: &str) -> Result<(), KexecError> {
     // The exact limit comes from the new kernel's own header; a file that is no bzImage is left for the kernel to
     // refuse (ENOEXEC), which explains it better than a length check could.
-    let cmdline_size = KernelImage::read(kernel)
+    let cmdline_size = super::kernel_file::read_image(kernel)
         .ok()
         .and_then(|image| image.cmdline_size());
     let cmdline = prepare_cmdline(cmdline, cmdline_size)?;

@@ -29,8 +29,68 @@ pub struct Captured {
     pub duration_ms: u64,
 }
 
+/// Why a program did not run to a zero exit status; each message names the command as it would be typed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The argv was empty.
+    #[error("empty command")]
+    Empty,
+    /// The program is not on `PATH` (or not at the path given).
+    #[error("cannot run `{shown}`: `{program}` is not installed (not found on PATH{path})")]
+    NotInstalled {
+        /// The command line.
+        shown: String,
+        /// Its argv\[0\].
+        program: String,
+        /// ` ` + `PATH`, when set.
+        path: String,
+    },
+    /// The program could not be started.
+    #[error("cannot run `{shown}`: {reason}")]
+    Spawn {
+        /// The command line.
+        shown: String,
+        /// Why.
+        reason: String,
+    },
+    /// Waiting for it failed.
+    #[error("waiting for `{shown}`: {source}")]
+    Wait {
+        /// The command line.
+        shown: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// It ran out of time and was killed with its whole process group.
+    #[error("`{shown}` did not finish within {ms} ms and was killed")]
+    TimedOut {
+        /// The command line.
+        shown: String,
+        /// The limit.
+        ms: u128,
+    },
+    /// It exited with another status than 0.
+    #[error("`{shown}` exited with status {code}: {tail}")]
+    Exited {
+        /// The command line.
+        shown: String,
+        /// Its status.
+        code: i32,
+        /// The end of its output.
+        tail: String,
+    },
+    /// A signal ended it.
+    #[error("`{shown}` was killed by a signal: {tail}")]
+    Killed {
+        /// The command line.
+        shown: String,
+        /// The end of its output.
+        tail: String,
+    },
+}
+
 /// Runs `argv` to completion or until `timeout`; a non-zero exit or a timeout is an error naming the command.
-pub fn run(argv: &[String], timeout: Duration) -> Result<Outcome, String> {
+pub fn run(argv: &[String], timeout: Duration) -> Result<Outcome, ProcessError> {
     let shown = argv.join(" ");
     let captured = capture(argv, timeout)?;
     match captured.code {
@@ -38,23 +98,22 @@ pub fn run(argv: &[String], timeout: Duration) -> Result<Outcome, String> {
             status: 0,
             duration_ms: captured.duration_ms,
         }),
-        Some(code) => Err(format!(
-            "`{shown}` exited with status {code}: {}",
-            captured.tail
-        )),
-        None => Err(format!(
-            "`{shown}` was killed by a signal: {}",
-            captured.tail
-        )),
+        Some(code) => Err(ProcessError::Exited {
+            shown,
+            code,
+            tail: captured.tail,
+        }),
+        None => Err(ProcessError::Killed {
+            shown,
+            tail: captured.tail,
+        }),
     }
 }
 
 /// Runs `argv` to completion or until `timeout` and returns what it printed, whatever its exit status; only a
 /// program that cannot start or does not finish is an error.
-pub fn capture(argv: &[String], timeout: Duration) -> Result<Captured, String> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| "empty command".to_owned())?;
+pub fn capture(argv: &[String], timeout: Duration) -> Result<Captured, ProcessError> {
+    let (program, args) = argv.split_first().ok_or(ProcessError::Empty)?;
     let shown = argv.join(" ");
     let started = Instant::now();
     let mut child = Command::new(program)
@@ -65,16 +124,21 @@ pub fn capture(argv: &[String], timeout: Duration) -> Result<Captured, String> {
         .process_group(0)
         .spawn()
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => format!(
-                "cannot run `{shown}`: `{program}` is not installed (not found on PATH{})",
-                std::env::var("PATH")
+            std::io::ErrorKind::NotFound => ProcessError::NotInstalled {
+                shown: shown.clone(),
+                program: program.clone(),
+                path: std::env::var("PATH")
                     .map(|p| format!(" {p}"))
-                    .unwrap_or_default()
-            ),
-            std::io::ErrorKind::PermissionDenied => {
-                format!("cannot run `{shown}`: `{program}` is not executable: {e}")
-            }
-            _ => format!("cannot run `{shown}`: {e}"),
+                    .unwrap_or_default(),
+            },
+            std::io::ErrorKind::PermissionDenied => ProcessError::Spawn {
+                shown: shown.clone(),
+                reason: format!("`{program}` is not executable: {e}"),
+            },
+            _ => ProcessError::Spawn {
+                shown: shown.clone(),
+                reason: e.to_string(),
+            },
         })?;
     // Drain both pipes on threads so a chatty program cannot block on a full pipe.
     let (sender, output_rx) = std::sync::mpsc::channel();
@@ -106,7 +170,7 @@ pub fn capture(argv: &[String], timeout: Duration) -> Result<Captured, String> {
             Ok(Some(status)) => break Some(status),
             Ok(None) if Instant::now() >= deadline => break None,
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => return Err(format!("waiting for `{shown}`: {e}")),
+            Err(source) => return Err(ProcessError::Wait { shown, source }),
         }
     };
     let status = match status {
@@ -115,10 +179,10 @@ pub fn capture(argv: &[String], timeout: Duration) -> Result<Captured, String> {
             let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait();
-            return Err(format!(
-                "`{shown}` did not finish within {} ms and was killed",
-                timeout.as_millis()
-            ));
+            return Err(ProcessError::TimedOut {
+                shown,
+                ms: timeout.as_millis(),
+            });
         }
     };
     // A program that leaves a daemon behind (QEMU's -daemonize) may hand it the pipes: wait briefly, not forever.
@@ -164,14 +228,18 @@ mod tests {
             Duration::from_secs(5),
         )
         .unwrap_err();
-        assert!(err.contains("status 3") && err.contains("boom"), "{err}");
+        assert!(
+            err.to_string().contains("status 3") && err.to_string().contains("boom"),
+            "{err}"
+        );
         let started = Instant::now();
         let err = run(&argv(&["sleep", "10"]), Duration::from_millis(200)).unwrap_err();
-        assert!(err.contains("killed"), "{err}");
+        assert!(err.to_string().contains("killed"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(
             run(&argv(&["/nonexistent/program"]), Duration::from_secs(1))
                 .unwrap_err()
+                .to_string()
                 .contains("is not installed")
         );
     }
@@ -195,7 +263,7 @@ mod tests {
         // The grandchild would write the marker after the timeout if it survived its parent's kill.
         let script = format!("(sleep 1; touch {}) & sleep 10", marker.display());
         let err = run(&argv(&["sh", "-c", &script]), Duration::from_millis(200)).unwrap_err();
-        assert!(err.contains("killed"), "{err}");
+        assert!(err.to_string().contains("killed"), "{err}");
         std::thread::sleep(Duration::from_millis(1500));
         assert!(!marker.exists(), "the grandchild outlived the timeout");
     }

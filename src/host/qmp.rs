@@ -2,7 +2,7 @@
 //! resume, with a timeout on every read so a wedged QEMU cannot hang a live update, and errors that say which
 //! QEMU, which command and what an operator should look at.
 
-use crate::graph::action::shell_quote;
+use crate::action::shell_quote;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
@@ -17,6 +17,8 @@ const MAX_EVENTS: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QmpError(pub String);
+
+impl std::error::Error for QmpError {}
 
 impl std::fmt::Display for QmpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

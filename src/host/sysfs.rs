@@ -1,7 +1,8 @@
 //! Reading sysfs the way a live update needs it: PCI devices' driver binding and IOMMU groups, under a root that
 //! tests can point at a fake tree laid out like the real one (symlinks for `driver` and `iommu_group`).
 
-use serde_json::{Value, json};
+use super::HostError;
+use crate::action::PciDevice;
 use std::path::{Path, PathBuf};
 
 /// Where `/sys` and `/proc` are looked up: `/` on a real host, a temporary directory in tests.
@@ -35,7 +36,7 @@ impl SysfsRoot {
 }
 
 /// A sysfs attribute, trimmed; for a symlink (a device's `driver`), the last component of its target.
-pub fn read_attribute(path: &Path) -> Result<String, String> {
+pub fn read_attribute(path: &Path) -> Result<String, HostError> {
     match std::fs::read_link(path) {
         Ok(target) => Ok(target
             .file_name()
@@ -43,7 +44,7 @@ pub fn read_attribute(path: &Path) -> Result<String, String> {
             .unwrap_or_default()),
         Err(_) => std::fs::read_to_string(path)
             .map(|t| t.trim().to_owned())
-            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+            .map_err(|e| HostError::io(format!("cannot read {}", path.display()), e)),
     }
 }
 
@@ -53,17 +54,19 @@ pub fn check_pci(
     address: &str,
     driver: &str,
     iommu: bool,
-) -> Result<Value, String> {
+) -> Result<PciDevice, HostError> {
     // A plan comes from a person: an address with a slash must not walk out of /sys/bus/pci/devices.
     if address.is_empty() || address.contains('/') || address.starts_with('.') {
-        return Err(format!("{address:?} is not a PCI address"));
+        return Err(HostError::check(format!(
+            "{address:?} is not a PCI address"
+        )));
     }
     let dev = root.pci_device(address);
     if !dev.exists() {
-        return Err(format!(
+        return Err(HostError::check(format!(
             "PCI device {address} does not exist ({} is missing; see `lspci -D`)",
             dev.display()
-        ));
+        )));
     }
     let ids = ["vendor", "device"]
         .map(|f| read_attribute(&dev.join(f)).unwrap_or_else(|_| "?".to_owned()));
@@ -78,18 +81,23 @@ pub fn check_pci(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!(
+            return Err(HostError::check(format!(
                 "PCI device {address} [{id}] is bound to no driver, expected {driver:?} (bind it: \
                  `echo {driver} > {}/driver_override` then `echo {address} > /sys/bus/pci/drivers_probe`)",
                 dev.display()
+            )));
+        }
+        Err(e) => {
+            return Err(HostError::io(
+                format!("cannot read {}/driver", dev.display()),
+                e,
             ));
         }
-        Err(e) => return Err(format!("cannot read {}/driver: {e}", dev.display())),
     };
     if bound != driver {
-        return Err(format!(
+        return Err(HostError::check(format!(
             "PCI device {address} [{id}] is bound to {bound:?}, expected {driver:?}"
-        ));
+        )));
     }
     let group = match std::fs::read_link(dev.join("iommu_group")) {
         Ok(target) => target.file_name().map(|n| n.to_string_lossy().into_owned()),
@@ -98,7 +106,7 @@ pub fn check_pci(
     if iommu && group.is_none() {
         let groups = root.resolve(Path::new("/sys/kernel/iommu_groups"));
         let any = std::fs::read_dir(&groups).is_ok_and(|mut d| d.next().is_some());
-        return Err(if any {
+        return Err(HostError::check(if any {
             format!(
                 "PCI device {address} [{id}] is in no IOMMU group although the IOMMU is on: VFIO cannot use it"
             )
@@ -108,9 +116,14 @@ pub fn check_pci(
                  through with {driver}: boot with intel_iommu=on or amd_iommu=on",
                 groups.display()
             )
-        });
+        }));
     }
-    Ok(json!({ "address": address, "id": id, "driver": bound, "iommu_group": group }))
+    Ok(PciDevice {
+        address: address.to_owned(),
+        id,
+        driver: bound,
+        iommu_group: group,
+    })
 }
 
 #[cfg(test)]
@@ -182,8 +195,8 @@ mod tests {
         let fake = FakeSysfs::new();
         fake.device("0000:3b:00.0", Some("vfio-pci"), Some(12));
         let out = check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true).unwrap();
-        assert_eq!(out["iommu_group"], "12");
-        assert_eq!(out["id"], "144d:a808");
+        assert_eq!(out.iommu_group.as_deref(), Some("12"));
+        assert_eq!(out.id, "144d:a808");
     }
 
     #[test]
@@ -191,16 +204,24 @@ mod tests {
         let fake = FakeSysfs::new();
         fake.device("0000:3b:00.0", Some("nvme"), Some(12));
         fake.device("0000:3c:00.0", None, Some(13));
-        let e = check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true).unwrap_err();
+        let e = check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("bound to \"nvme\", expected \"vfio-pci\""),
             "{e}"
         );
-        let e = check_pci(&fake.root(), "0000:3c:00.0", "vfio-pci", true).unwrap_err();
+        let e = check_pci(&fake.root(), "0000:3c:00.0", "vfio-pci", true)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bound to no driver"), "{e}");
-        let e = check_pci(&fake.root(), "0000:99:00.0", "vfio-pci", true).unwrap_err();
+        let e = check_pci(&fake.root(), "0000:99:00.0", "vfio-pci", true)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not exist"), "{e}");
-        let e = check_pci(&fake.root(), "../../etc", "vfio-pci", true).unwrap_err();
+        let e = check_pci(&fake.root(), "../../etc", "vfio-pci", true)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a PCI address"), "{e}");
     }
 
@@ -208,12 +229,16 @@ mod tests {
     fn iommu_off_is_told_apart_from_a_device_without_a_group() {
         let fake = FakeSysfs::new();
         fake.device("0000:3b:00.0", Some("vfio-pci"), None);
-        let e = check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true).unwrap_err();
+        let e = check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("the IOMMU is off"), "{e}");
         // Without VFIO no group is needed.
         check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", false).unwrap();
         fake.device("0000:3c:00.0", Some("vfio-pci"), Some(4));
-        let e = check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true).unwrap_err();
+        let e = check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("in no IOMMU group although the IOMMU is on"),
             "{e}"

@@ -1,7 +1,9 @@
 //! QEMU-specific checks and hand-over steps that need more than one QMP command: proving that a guest's RAM will
 //! survive the kexec before trusting `memory = "shared"`, and ending an old QEMU without waiting for its exit.
 
+use super::HostError;
 use super::qmp::{QmpClient, QmpError};
+use crate::action::{ActionOutput, MemoryBackend};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -22,11 +24,9 @@ const HOW: &str = "start QEMU with `-object memory-backend-file,id=mem,size=SIZE
 
 /// Checks that the guest's RAM is a `share=on` `memory-backend-file` whose file sits on a file system that
 /// survives a kexec; with anything else x-ignore-shared would skip RAM that is then lost.
-pub fn check_shared_ram(client: &mut QmpClient) -> Result<Value, String> {
+pub fn check_shared_ram(client: &mut QmpClient) -> Result<Vec<MemoryBackend>, HostError> {
     let socket = client.socket().to_owned();
-    let memdevs = client
-        .execute("query-memdev", &json!({}))
-        .map_err(|e| e.to_string())?;
+    let memdevs = client.execute("query-memdev", &json!({}))?;
     let memdevs = memdevs.as_array().cloned().unwrap_or_default();
     // The machine's RAM backend when it has one (QEMU ≥ 5.0, `-machine memory-backend=`); otherwise every memdev
     // (NUMA guests give each node its own).
@@ -43,10 +43,10 @@ pub fn check_shared_ram(client: &mut QmpClient) -> Result<Value, String> {
         })
         .collect();
     if wanted.is_empty() {
-        return Err(format!(
+        return Err(HostError::check(format!(
             "memory = \"shared\", but the guest behind {socket} has its RAM in no memory backend (plain -m): it \
              would be lost at the kexec; {HOW}"
-        ));
+        )));
     }
     let mut checked = Vec::new();
     for m in wanted {
@@ -59,56 +59,63 @@ pub fn check_shared_ram(client: &mut QmpClient) -> Result<Value, String> {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         if kind == "memory-backend-ram" || id == "pc.ram" {
-            return Err(format!(
+            return Err(HostError::check(format!(
                 "memory = \"shared\", but the guest behind {socket} has its RAM in anonymous memory ({id:?}, \
                  plain -m or memory-backend-ram): it would be lost at the kexec; {HOW}"
-            ));
+            )));
         }
         if m.get("share").and_then(Value::as_bool) != Some(true) {
-            return Err(format!(
+            return Err(HostError::check(format!(
                 "memory = \"shared\", but memory backend {id:?} of the guest behind {socket} has share=off: \
                  its RAM is private to the QEMU process and would be lost; {HOW}"
-            ));
+            )));
         }
         if kind != "memory-backend-file" {
-            return Err(format!(
+            return Err(HostError::check(format!(
                 "memory = \"shared\", but memory backend {id:?} of the guest behind {socket} is a {kind}, whose \
                  memory does not outlive the kernel; {HOW}"
-            ));
+            )));
         }
-        let mem_path = qom_get(client, &object, "mem-path")
-            .map_err(|e| e.to_string())?
+        let mem_path = qom_get(client, &object, "mem-path")?
             .as_str()
             .unwrap_or("")
             .to_owned();
         let path = Path::new(&mem_path);
         let meta = std::fs::metadata(path).map_err(|e| {
-            format!("memory backend {id:?} of the guest behind {socket}: mem-path {mem_path}: {e}")
+            HostError::io(
+                format!("memory backend {id:?} of the guest behind {socket}: mem-path {mem_path}"),
+                e,
+            )
         })?;
         if meta.is_dir() {
-            return Err(format!(
+            return Err(HostError::check(format!(
                 "memory = \"shared\", but memory backend {id:?} of the guest behind {socket} has mem-path \
                  {mem_path}, a directory: QEMU then backs RAM with a file it has already deleted, which no new \
                  QEMU can open; name a file"
-            ));
+            )));
         }
-        let fs = nix::sys::statfs::statfs(path).map_err(|e| format!("statfs {mem_path}: {e}"))?;
+        let fs = nix::sys::statfs::statfs(path)
+            .map_err(|e| HostError::io(format!("statfs {mem_path}"), e.into()))?;
         let magic = fs.filesystem_type().0 as i64;
         if let Some((_, name)) = VOLATILE_FS.iter().find(|(m, _)| *m == magic) {
-            return Err(format!(
+            return Err(HostError::check(format!(
                 "memory = \"shared\", but the RAM of the guest behind {socket} is in {mem_path}, on {name}, \
                  which a kexec wipes; put the file on a disk file system (and the state directory too)"
-            ));
+            )));
         }
-        checked.push(json!({ "id": id, "mem_path": mem_path, "size": m.get("size") }));
+        checked.push(MemoryBackend {
+            id,
+            mem_path,
+            size: m.get("size").and_then(Value::as_u64),
+        });
     }
-    Ok(json!({ "backends": checked }))
+    Ok(checked)
 }
 
 /// Sends `quit` to the QEMU behind `socket` if one answers, and waits until it has let go of the socket path — not
 /// until its process ends, which for a large guest takes seconds while the kernel frees its memory. A QEMU that
 /// left the path behind (killed, or gone with the old kernel) is a no-op.
-pub fn quit_if_running(socket: &Path, timeout: Duration) -> Result<Value, String> {
+pub fn quit_if_running(socket: &Path, timeout: Duration) -> Result<ActionOutput, HostError> {
     let started = Instant::now();
     let mut client = match QmpClient::connect_with_timeout(socket, timeout) {
         Ok(client) => client,
@@ -123,45 +130,45 @@ pub fn quit_if_running(socket: &Path, timeout: Duration) -> Result<Value, String
             .iter()
             .any(|m| e.0.contains(m)) =>
         {
-            return Ok(json!({ "quit": false }));
+            return Ok(ActionOutput::Quit {
+                quit: false,
+                ms: None,
+            });
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
-    client
-        .execute("qmp_capabilities", &json!({}))
-        .map_err(|e| e.to_string())?;
+    client.execute("qmp_capabilities", &json!({}))?;
     // A guest that runs has moved on since its state was saved: restarting it from the file would roll it back
     // in time under its own disks. An old QEMU after a save is in `postmigrate`; a new one whose restore was
     // interrupted is `inmigrate` or `paused`.
-    let status = client
-        .execute("query-status", &json!({}))
-        .map_err(|e| e.to_string())?;
+    let status = client.execute("query-status", &json!({}))?;
     let status = status
         .get("status")
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
     if matches!(status.as_str(), "running" | "suspended") {
-        return Err(format!(
+        return Err(HostError::check(format!(
             "a guest is {status} behind {}: its state file is older than it, so kup will not end it and restore \
              the file; if this restore is meant to run, stop that QEMU first",
             socket.display()
-        ));
+        )));
     }
-    client.quit(timeout).map_err(|e| e.to_string())?;
+    client.quit(timeout)?;
     // QEMU removes its socket path while exiting; a new QEMU bound to the same path before that would lose it.
     let deadline = started + timeout;
     while std::os::unix::net::UnixStream::connect(socket).is_ok() {
         if Instant::now() >= deadline {
-            return Err(format!(
+            return Err(HostError::Timeout(format!(
                 "QEMU behind {} accepted `quit` but still listens after {} ms",
                 socket.display(),
                 timeout.as_millis()
-            ));
+            )));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Ok(
-        json!({ "quit": true, "ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX) }),
-    )
+    Ok(ActionOutput::Quit {
+        quit: true,
+        ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+    })
 }

@@ -96,6 +96,13 @@ pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
 }
 
 impl PlanDiagnostics {
+    /// Puts the diagnostics in source order, file-wide ones first (stable: equal positions keep their order).
+    pub fn sort(&mut self) {
+        self.diagnostics
+            .sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
+    }
+
+    /// Whether any diagnostic is an error.
     pub fn has_errors(&self) -> bool {
         self.diagnostics.iter().any(Diagnostic::is_error)
     }

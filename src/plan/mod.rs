@@ -5,7 +5,6 @@
 //! Schema (unknown keys, types, required keys), then meaning ([`validate`]).
 
 pub mod diagnostic;
-pub mod glob;
 pub mod model;
 pub mod raw;
 pub mod structure;
@@ -110,9 +109,8 @@ pub fn load(file: &str, bytes: &[u8]) -> Loaded {
         }
     };
     let structural = diagnostics.len();
+    // Step ids, cycles and the downtime budget are the graph's checks (`crate::check` runs them next).
     let plan = validate::validate(&raw, &mut diagnostics).filter(|_| structure_ok);
-    // Step ids, cycles and the downtime budget need a whole, checked plan: they are judged only once the rest holds.
-    let plan = plan.filter(|p| crate::graph::check(p, &mut diagnostics));
     // A semantic "X is missing" about a table that lost X to the structural pass only repeats that finding.
     let mut index = 0;
     diagnostics.retain(|d| {

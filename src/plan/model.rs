@@ -2,8 +2,8 @@
 //! validation, so later stages never re-check syntax; spans survive only where a later stage reports on them
 //! (custom step ordering, which the graph checks for unknown ids and cycles).
 
-use super::glob::HostGlob;
 pub use super::raw::{KexecMethod, Loader, MemoryMode, OnFailure};
+use crate::hostglob::HostGlob;
 use serde::Serialize;
 use std::fmt;
 use std::ops::Range;

@@ -2,11 +2,11 @@
 //! devices owned twice — collected all at once so a reviewer sees every problem in one run.
 
 use super::diagnostic::Diagnostic;
-use super::glob::HostGlob;
 use super::model::*;
 use super::raw::{self, RawPlan};
 use super::units::{parse_duration, parse_size};
 use crate::cmdline::{self, CmdlineError, Param};
+use crate::hostglob::HostGlob;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;

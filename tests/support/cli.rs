@@ -15,7 +15,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use kup::graph::action::shell_quote;
+use kup::action::shell_quote;
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

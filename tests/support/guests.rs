@@ -564,7 +564,7 @@ pub fn machine(lab: &Lab, dir: &Path) -> Machine {
         cpu,
         cores,
         mem_gib,
-        kernel: kup::host::kernel_release().unwrap_or_default(),
+        kernel: kup::host::machine::kernel_release().unwrap_or_default(),
         fs: file_system,
         qemu,
     }

@@ -3,17 +3,17 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use kup::graph::StepGraph;
-use kup::graph::action::{self, CompiledStep, Program};
+use kup::graph::{self, CompiledStep, Program};
 
 /// The plan in `text` compiled as `kup plan apply` compiles it on a host booted with `console=ttyS0`; a plan that
 /// does not load is a panic with its diagnostics and its text.
 pub fn program(text: &str) -> Program {
-    let loaded = kup::plan::load("plan.toml", text.as_bytes());
+    let loaded = kup::check::check("plan.toml", text.as_bytes());
     let plan = loaded
         .plan
         .unwrap_or_else(|| panic!("{}\n{text}", loaded.report.render(false, 120)));
     let graph = StepGraph::build(&plan).unwrap();
-    action::compile(&plan, &graph, "console=ttyS0")
+    graph::compile(&plan, &graph, "console=ttyS0")
 }
 
 /// The compiled step `id`, or a panic naming it.

@@ -6,7 +6,8 @@
 //! kernel's command line, is passed in by the caller.
 
 use super::schedule::millis as ms;
-use super::{Phase, StepGraph, StepKind};
+use super::{Phase, StepGraph, StepId, StepKind};
+use crate::action::{Action, PID_PLACEHOLDER, RebootMode, shell_quote};
 use crate::cmdline::{Cmdline, CmdlineEdit, CmdlineError};
 use crate::plan::{AppKind, CmdlineSpec, KexecMethod, Loader, MemoryMode, Plan, Vm, VmDriver};
 use serde::Serialize;
@@ -27,8 +28,6 @@ pub const PARTIAL_SUFFIX: &str = ".partial";
 /// How long the old QEMU may take to close its QMP socket after `quit` (its process may live on for seconds
 /// while the kernel frees its memory; that is not waited for).
 pub const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Placeholder in a CRIU argv for the PID read from the app's pidfile when the action runs.
-pub const PID_PLACEHOLDER: &str = "{pid}";
 /// Limit for a QEMU restart command (`systemctl start qemu@…`).
 pub const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a restarted QEMU may take to open its QMP socket.
@@ -40,122 +39,25 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// The target `isolate` is undone with.
 pub const ISOLATE_ROLLBACK_TARGET: &str = "default.target";
 
-/// One thing the executor does. Durations are in milliseconds in JSON.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum Action {
-    /// Run a program (no shell), killing it after `timeout_ms`.
-    Exec { argv: Vec<String>, timeout_ms: u64 },
-    /// Send one QMP command on `socket`. Commands of one step share a connection, opened with
-    /// `qmp_capabilities` (listed explicitly).
-    Qmp {
-        socket: PathBuf,
-        command: String,
-        args: serde_json::Value,
-        /// For `migrate` / `migrate-incoming` to or from a state file: on QEMU ≥ 8.2 (`query-version`) the
-        /// `exec:cat` URI in `args` is replaced by `file:` this path, which needs no `cat` process and no shell.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        file_uri: Option<PathBuf>,
-    },
-    /// Repeat a QMP query until `field` of its reply equals `until`; fail after `timeout_ms`.
-    QmpWait {
-        socket: PathBuf,
-        command: String,
-        field: String,
-        until: String,
-        timeout_ms: u64,
-    },
-    /// Wait until a unix socket accepts connections.
-    WaitForSocket { path: PathBuf, timeout_ms: u64 },
-    /// `kexec_file_load(kernel_fd, initrd_fd, cmdline)`; no initrd means `KEXEC_FILE_NO_INITRAMFS`.
-    KexecFileLoad {
-        kernel: PathBuf,
-        initrd: Option<PathBuf>,
-        cmdline: String,
-    },
-    /// `kexec_file_load(-1, -1, "", KEXEC_FILE_UNLOAD)`.
-    KexecUnload,
-    /// `reboot(LINUX_REBOOT_CMD_KEXEC)` — or `systemctl kexec` when systemd is PID 1 (the clean path, chosen on
-    /// the host).
-    Reboot(RebootMode),
-    /// `sync(2)`: state files durable before the kexec.
-    Sync,
-    /// Read a sysfs/procfs file and compare it, trimmed, with `expect`; a symlink (a device's `driver`) compares
-    /// by the last component of its target.
-    ReadSysfs { path: PathBuf, expect: String },
-    /// Check that a file exists and, when pinned, has this SHA-256.
-    CheckFile {
-        path: PathBuf,
-        sha256: Option<String>,
-    },
-    /// Check that a kernel image is a bzImage and, when the plan names one, that its header's release (what
-    /// `uname -r` will show) is `release`.
-    CheckKernelImage {
-        path: PathBuf,
-        release: Option<String>,
-    },
-    /// Check that the host name matches one of the plan's globs.
-    CheckHostname { globs: Vec<String> },
-    /// `criu dump` / `criu restore`: `argv` holds [`PID_PLACEHOLDER`] where the PID read from `pidfile` goes.
-    Criu {
-        argv: Vec<String>,
-        pidfile: PathBuf,
-        timeout_ms: u64,
-    },
-    /// Make a finished state file durable under its final name: fsync `from`, rename it to `to`, fsync the
-    /// directory. A `to` left by an earlier run is first renamed aside (`to.kept-N`), never overwritten.
-    CommitFile { from: PathBuf, to: PathBuf },
-    /// Rename a file an earlier run left at `path` to `path.kept-N` (first free N); nothing if there is none.
-    KeepAside { path: PathBuf },
-    /// For `memory = "shared"`: the guest's RAM must be a `memory-backend-file` with `share=on` on a file system
-    /// that survives a kexec (not tmpfs, ramfs or hugetlbfs); otherwise the RAM is lost, so refuse.
-    CheckSharedRam { socket: PathBuf },
-    /// Send `quit` to a QEMU that still answers on `socket` (a rehearsal, or a retried restore) and wait for it
-    /// to close its socket, not for its process to end. After a real kexec nothing answers and nothing is done.
-    /// A guest found running is refused: it has moved on since its state file was written.
-    QmpQuit { socket: PathBuf, timeout_ms: u64 },
-    /// A PCI device under `/sys/bus/pci/devices/ADDRESS`: bound to `driver` and, when `iommu`, in an IOMMU group
-    /// (the IOMMU is on), as VFIO needs.
-    CheckPci {
-        address: String,
-        driver: String,
-        iommu: bool,
-    },
-    /// Run a program and compare its trimmed stdout with one of `expect`, whatever its exit status
-    /// (`systemctl is-active` exits 3 when it prints `inactive`).
-    CheckOutput {
-        argv: Vec<String>,
-        expect: Vec<String>,
-        timeout_ms: u64,
-    },
-    /// Create a directory (and its parents, mode 0700) unless it exists.
-    EnsureDir { path: PathBuf },
-    /// Delete a state file once the guest it belongs to runs again and was verified.
-    RemoveFile { path: PathBuf },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RebootMode {
-    /// `systemctl kexec` when systemd is PID 1, else `reboot(LINUX_REBOOT_CMD_KEXEC)` (`policy.kexec = "auto"`).
-    Kexec,
-    /// `systemctl kexec`; refused where systemd does not run the host.
-    SystemdKexec,
-    /// `sync()` then `reboot(LINUX_REBOOT_CMD_KEXEC)`.
-    DirectKexec,
-}
-
 /// A step's actions and, for a step before `kexec`, the actions that undo it. Actions run in order and the first
 /// that fails fails the step, so `verify` removes state files only after every check passed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CompiledStep {
-    pub id: String,
+    /// The step.
+    pub id: StepId,
+    /// Its side of the point of no return.
     pub phase: Phase,
-    pub after: Vec<String>,
+    /// The steps it waits for.
+    pub after: Vec<StepId>,
+    /// The cost model's estimate.
     pub estimate_ms: u64,
+    /// What it does, in order.
     pub actions: Vec<Action>,
     /// Run in reverse step order when a later step before `kexec` fails (`policy.on_failure = "rollback"`).
     pub rollback: Vec<Action>,
+    /// Whether it may run again after an interruption (built-in steps by kind, custom steps as the plan says).
+    #[serde(skip)]
+    pub idempotent: bool,
 }
 
 /// The whole plan as actions, in an order that respects every edge.
@@ -163,7 +65,11 @@ pub struct CompiledStep {
 pub struct Program {
     /// The new kernel's command line, exactly as handed to `kexec_file_load`.
     pub kernel_cmdline: String,
+    /// Every step, in an order that respects every edge.
     pub steps: Vec<CompiledStep>,
+    /// The release the plan pins (`kernel.version`): what `uname -r` must say after the kexec.
+    #[serde(skip)]
+    pub target_release: Option<String>,
 }
 
 /// The new kernel's command line from the plan and the running kernel's (`/proc/cmdline`), via [`crate::cmdline`];
@@ -189,20 +95,6 @@ pub fn kernel_cmdline(spec: &CmdlineSpec, running: &str) -> Result<String, Cmdli
             running.remove("BOOT_IMAGE");
             edit.apply(&running)?.render()
         }
-    }
-}
-
-/// Quotes a path for `/bin/sh`, which QEMU's `exec:` migration URIs run through.
-pub fn shell_quote(path: &Path) -> String {
-    let text = path.to_string_lossy();
-    let plain = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%{}".contains(c));
-    if plain {
-        text.into_owned()
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
     }
 }
 
@@ -321,7 +213,12 @@ pub fn compile(plan: &Plan, graph: &StepGraph, kernel_cmdline: &str) -> Program 
         .filter_map(|slot| {
             let step = graph.step(&slot.id)?;
             let (actions, rollback) = step_actions(plan, step.kind, step.estimate, kernel_cmdline);
+            let idempotent = match step.kind {
+                StepKind::Custom { step } => plan.steps.get(step).is_some_and(|s| s.idempotent),
+                _ => step.id.builtin_idempotent().unwrap_or(false),
+            };
             Some(CompiledStep {
+                idempotent,
                 id: slot.id.clone(),
                 phase: slot.phase,
                 after: slot.after.clone(),
@@ -338,6 +235,7 @@ pub fn compile(plan: &Plan, graph: &StepGraph, kernel_cmdline: &str) -> Program 
     Program {
         kernel_cmdline: kernel_cmdline.to_owned(),
         steps,
+        target_release: plan.kernel.version.clone(),
     }
 }
 
@@ -654,10 +552,7 @@ fn preflight(plan: &Plan) -> Vec<Action> {
             globs: plan.hosts.iter().map(|g| g.to_string()).collect(),
         });
     }
-    actions.push(Action::ReadSysfs {
-        path: PathBuf::from("/proc/sys/kernel/kexec_load_disabled"),
-        expect: "0".into(),
-    });
+    actions.push(Action::CheckKexecEnabled);
     actions.push(Action::CheckFile {
         path: plan.kernel.image.clone(),
         sha256: plan.kernel.sha256.clone(),
@@ -737,169 +632,9 @@ fn verify(plan: &Plan) -> Vec<Action> {
     actions
 }
 
-impl Action {
-    /// One line for people: the argv, the QMP JSON or the syscall with its arguments.
-    pub fn describe(&self) -> String {
-        match self {
-            Action::Exec { argv, timeout_ms } => {
-                format!("exec {} (timeout {} ms)", shell_words(argv), timeout_ms)
-            }
-            Action::Qmp {
-                socket,
-                command,
-                args,
-                file_uri,
-            } => {
-                let line = format!("qmp {} {}", socket.display(), qmp_message(command, args));
-                match file_uri {
-                    Some(path) => format!("{line} (uri file:{} on QEMU >= 8.2)", path.display()),
-                    None => line,
-                }
-            }
-            Action::QmpWait {
-                socket,
-                command,
-                field,
-                until,
-                timeout_ms,
-            } => format!(
-                "qmp {} {} until {field} = {until:?} (timeout {timeout_ms} ms)",
-                socket.display(),
-                qmp_message(command, &json!({}))
-            ),
-            Action::WaitForSocket { path, timeout_ms } => {
-                format!(
-                    "wait for socket {} (timeout {timeout_ms} ms)",
-                    path.display()
-                )
-            }
-            Action::KexecFileLoad {
-                kernel,
-                initrd,
-                cmdline,
-            } => match initrd {
-                Some(initrd) => format!(
-                    "kexec_file_load(kernel={}, initrd={}, cmdline={cmdline:?}, flags=0)",
-                    kernel.display(),
-                    initrd.display()
-                ),
-                None => format!(
-                    "kexec_file_load(kernel={}, initrd=-1, cmdline={cmdline:?}, flags=KEXEC_FILE_NO_INITRAMFS)",
-                    kernel.display()
-                ),
-            },
-            Action::KexecUnload => "kexec_file_load(-1, -1, \"\", flags=KEXEC_FILE_UNLOAD)".into(),
-            Action::Reboot(RebootMode::Kexec) => {
-                "reboot(LINUX_REBOOT_CMD_KEXEC), or `systemctl kexec` when systemd is PID 1".into()
-            }
-            Action::Reboot(RebootMode::SystemdKexec) => "systemctl kexec".into(),
-            Action::Reboot(RebootMode::DirectKexec) => {
-                "sync(); reboot(LINUX_REBOOT_CMD_KEXEC)".into()
-            }
-            Action::Sync => "sync()".into(),
-            Action::ReadSysfs { path, expect } => {
-                format!("read {} expect {expect:?}", path.display())
-            }
-            Action::CheckKernelImage { path, release } => match release {
-                Some(release) => {
-                    format!("check {} is a bzImage of release {release}", path.display())
-                }
-                None => format!("check {} is a bzImage", path.display()),
-            },
-            Action::CheckFile { path, sha256 } => match sha256 {
-                Some(sum) => format!("check {} has sha256 {sum}", path.display()),
-                None => format!("check {} exists", path.display()),
-            },
-            Action::CheckHostname { globs } => {
-                format!("check host name matches {}", globs.join(" or "))
-            }
-            Action::Criu {
-                argv,
-                pidfile,
-                timeout_ms,
-            } => format!(
-                "exec {} ({PID_PLACEHOLDER} from {}; timeout {timeout_ms} ms)",
-                shell_words(argv),
-                pidfile.display()
-            ),
-            Action::CommitFile { from, to } => format!(
-                "fsync {}, rename it to {} (an existing one is kept as {}.kept-N), fsync the directory",
-                from.display(),
-                to.display(),
-                to.display()
-            ),
-            Action::KeepAside { path } => format!(
-                "move an earlier {} aside to {}.kept-N if there is one",
-                path.display(),
-                path.display()
-            ),
-            Action::CheckSharedRam { socket } => format!(
-                "qmp {} query-memdev: guest RAM is a share=on memory-backend-file on a file system that survives kexec",
-                socket.display()
-            ),
-            Action::QmpQuit { socket, timeout_ms } => format!(
-                "qmp {} {} if a QEMU still answers there and its guest is not running; wait for it to close the socket (timeout {timeout_ms} ms), not for it to exit",
-                socket.display(),
-                qmp_message("quit", &json!({}))
-            ),
-            Action::CheckPci {
-                address,
-                driver,
-                iommu,
-            } => format!(
-                "check /sys/bus/pci/devices/{address}: driver is {driver:?}{}",
-                if *iommu { ", in an IOMMU group" } else { "" }
-            ),
-            Action::CheckOutput {
-                argv,
-                expect,
-                timeout_ms,
-            } => format!(
-                "exec {} expect output {} (timeout {timeout_ms} ms)",
-                shell_words(argv),
-                expect
-                    .iter()
-                    .map(|e| format!("{e:?}"))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ),
-            Action::EnsureDir { path } => {
-                format!("create directory {} unless it exists", path.display())
-            }
-            Action::RemoveFile { path } => format!("remove {}", path.display()),
-        }
-    }
-}
-
-/// The QMP message as it goes on the wire, `execute` first as in QEMU's documentation.
-pub fn qmp_message(command: &str, args: &serde_json::Value) -> String {
-    let command = serde_json::Value::from(command);
-    if args.as_object().is_some_and(|o| o.is_empty()) {
-        format!("{{\"execute\":{command}}}")
-    } else {
-        format!("{{\"execute\":{command},\"arguments\":{args}}}")
-    }
-}
-
-/// An argv as a shell would need it typed, for display only.
-fn shell_words(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| shell_quote(Path::new(a)))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shell_quoting_survives_spaces_and_quotes() {
-        assert_eq!(shell_quote(Path::new("/var/lib/kup/a")), "/var/lib/kup/a");
-        assert_eq!(shell_quote(Path::new("/var/my vm")), "'/var/my vm'");
-        assert_eq!(shell_quote(Path::new("/a'b")), r"'/a'\''b'");
-        assert_eq!(shell_quote(Path::new("")), "''");
-    }
 
     #[test]
     fn policy_kexec_chooses_how_the_kexec_executes() {
@@ -911,15 +646,14 @@ mod tests {
         ] {
             let text =
                 format!("kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\n[policy]\n{method}\n");
-            let plan = crate::plan::load("p.toml", text.as_bytes())
-                .plan
+            let (plan, graph) = crate::check::check("p.toml", text.as_bytes())
+                .valid()
                 .expect("valid");
-            let graph = StepGraph::build(&plan).expect("graph");
             let program = compile(&plan, &graph, "root=/dev/sda1");
             let kexec = program
                 .steps
                 .iter()
-                .find(|s| s.id == "kexec")
+                .find(|s| s.id == StepId::Kexec)
                 .expect("a kexec step");
             assert_eq!(
                 kexec.actions,
@@ -953,16 +687,14 @@ mod tests {
     }
 
     fn program(text: &str) -> Program {
-        let loaded = crate::plan::load("t.toml", text.as_bytes());
-        let plan = loaded
-            .plan
-            .unwrap_or_else(|| panic!("{}", loaded.report.render(false, 100)));
-        let graph = StepGraph::build(&plan).unwrap();
+        let (plan, graph) = crate::check::check("t.toml", text.as_bytes())
+            .valid()
+            .unwrap_or_else(|report| panic!("{}", report.render(false, 100)));
         compile(&plan, &graph, "root=/dev/vda")
     }
 
     fn commands(program: &Program, id: &str) -> Vec<String> {
-        let step = program.steps.iter().find(|s| s.id == id).unwrap();
+        let step = program.steps.iter().find(|s| s.id == *id).unwrap();
         step.actions
             .iter()
             .filter_map(|a| match a {
@@ -1057,14 +789,5 @@ restart = ["systemctl", "start", "qemu@db.service"]
         assert!(matches!(&pause.rollback[1], Action::Qmp { command, .. } if command == "cont"));
         let load = p.steps.iter().find(|s| s.id == "kernel:load").unwrap();
         assert_eq!(load.rollback, [Action::KexecUnload]);
-    }
-
-    #[test]
-    fn qmp_messages_read_like_the_wire() {
-        assert_eq!(qmp_message("stop", &json!({})), r#"{"execute":"stop"}"#);
-        assert_eq!(
-            qmp_message("migrate", &json!({"uri": "exec:cat > /x"})),
-            r#"{"execute":"migrate","arguments":{"uri":"exec:cat > /x"}}"#
-        );
     }
 }

@@ -1,5 +1,5 @@
-//! Reading the live host's kernel log and build configuration: the only part of `boot` with side effects,
-//! kept small so the analysis stays pure (and to move into the `host` module once it exists).
+//! Reading the running kernel's log: `/dev/kmsg` records, or `dmesg` where /dev/kmsg is unreadable. Parsing it is
+//! `boot`'s (pure) business.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind, Read};
@@ -7,8 +7,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::process::Command;
 
 use nix::fcntl::OFlag;
-
-use super::advice::KernelConfig;
 
 /// A kmsg record is at most about 8 KiB (message plus dictionary); a read into a smaller buffer fails.
 const KMSG_RECORD_MAX: usize = 16 * 1024;
@@ -61,40 +59,4 @@ fn run_dmesg() -> io::Result<Vec<u8>> {
         )));
     }
     Ok(output.stdout)
-}
-
-/// `/boot/config-$(uname -r)` of the running kernel, if present. A missing file is not an error: many hosts
-/// (containers, custom kernels) have none, and the advice then falls back to what the log shows.
-pub fn kernel_config() -> Option<KernelConfig> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
-    let path = format!("/boot/config-{}", release.trim());
-    let text = std::fs::read(&path).ok()?;
-    Some(KernelConfig {
-        deferred_struct_page_init: config_enabled(&text, "CONFIG_DEFERRED_STRUCT_PAGE_INIT"),
-        path,
-    })
-}
-
-/// `CONFIG_X=y` means on; `# CONFIG_X is not set` or no line at all means off.
-pub fn config_enabled(config: &[u8], option: &str) -> bool {
-    let wanted = format!("{option}=y");
-    String::from_utf8_lossy(config)
-        .lines()
-        .any(|l| l.trim() == wanted)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_lines() {
-        let config = b"CONFIG_X86_64=y\n# CONFIG_DEFERRED_STRUCT_PAGE_INIT is not set\nCONFIG_HOTPLUG_PARALLEL=y\n";
-        assert!(!config_enabled(config, "CONFIG_DEFERRED_STRUCT_PAGE_INIT"));
-        assert!(config_enabled(config, "CONFIG_HOTPLUG_PARALLEL"));
-        assert!(!config_enabled(
-            b"CONFIG_HOTPLUG_PARALLEL_X=y",
-            "CONFIG_HOTPLUG_PARALLEL"
-        ));
-    }
 }

@@ -1,4 +1,5 @@
 //! Hostname globs for `hosts = [...]`: the guard that keeps a plan written for one fleet from rebooting another.
+//! A leaf module: the plan checks a glob's syntax, the host matches its own name against it.
 //! A tiny matcher (`*`, `?`, `[a-z]`, `[!x]`) — hostnames need nothing more, and a dependency would be more code
 //! to trust than this.
 

@@ -1,0 +1,163 @@
+//! How actions read to people: one line each, the exact argv, QMP message or syscall, as the dry-run prints them.
+
+use super::quote::shell_words;
+use super::{Action, PID_PLACEHOLDER, RebootMode};
+use serde_json::json;
+
+impl Action {
+    /// One line for people: the argv, the QMP JSON or the syscall with its arguments.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Exec { argv, timeout_ms } => {
+                format!("exec {} (timeout {} ms)", shell_words(argv), timeout_ms)
+            }
+            Action::Qmp {
+                socket,
+                command,
+                args,
+                file_uri,
+            } => {
+                let line = format!("qmp {} {}", socket.display(), qmp_message(command, args));
+                match file_uri {
+                    Some(path) => format!("{line} (uri file:{} on QEMU >= 8.2)", path.display()),
+                    None => line,
+                }
+            }
+            Action::QmpWait {
+                socket,
+                command,
+                field,
+                until,
+                timeout_ms,
+            } => format!(
+                "qmp {} {} until {field} = {until:?} (timeout {timeout_ms} ms)",
+                socket.display(),
+                qmp_message(command, &json!({}))
+            ),
+            Action::WaitForSocket { path, timeout_ms } => {
+                format!(
+                    "wait for socket {} (timeout {timeout_ms} ms)",
+                    path.display()
+                )
+            }
+            Action::KexecFileLoad {
+                kernel,
+                initrd,
+                cmdline,
+            } => match initrd {
+                Some(initrd) => format!(
+                    "kexec_file_load(kernel={}, initrd={}, cmdline={cmdline:?}, flags=0)",
+                    kernel.display(),
+                    initrd.display()
+                ),
+                None => format!(
+                    "kexec_file_load(kernel={}, initrd=-1, cmdline={cmdline:?}, flags=KEXEC_FILE_NO_INITRAMFS)",
+                    kernel.display()
+                ),
+            },
+            Action::KexecUnload => "kexec_file_load(-1, -1, \"\", flags=KEXEC_FILE_UNLOAD)".into(),
+            Action::Reboot(RebootMode::Kexec) => {
+                "reboot(LINUX_REBOOT_CMD_KEXEC), or `systemctl kexec` when systemd is PID 1".into()
+            }
+            Action::Reboot(RebootMode::SystemdKexec) => "systemctl kexec".into(),
+            Action::Reboot(RebootMode::DirectKexec) => {
+                "sync(); reboot(LINUX_REBOOT_CMD_KEXEC)".into()
+            }
+            Action::Sync => "sync()".into(),
+            Action::CheckKexecEnabled => {
+                "check kexec is enabled (sysctl kernel.kexec_load_disabled = 0)".into()
+            }
+            Action::CheckKernelImage { path, release } => match release {
+                Some(release) => {
+                    format!("check {} is a bzImage of release {release}", path.display())
+                }
+                None => format!("check {} is a bzImage", path.display()),
+            },
+            Action::CheckFile { path, sha256 } => match sha256 {
+                Some(sum) => format!("check {} has sha256 {sum}", path.display()),
+                None => format!("check {} exists", path.display()),
+            },
+            Action::CheckHostname { globs } => {
+                format!("check host name matches {}", globs.join(" or "))
+            }
+            Action::Criu {
+                argv,
+                pidfile,
+                timeout_ms,
+            } => format!(
+                "exec {} ({PID_PLACEHOLDER} from {}; timeout {timeout_ms} ms)",
+                shell_words(argv),
+                pidfile.display()
+            ),
+            Action::CommitFile { from, to } => format!(
+                "fsync {}, rename it to {} (an existing one is kept as {}.kept-N), fsync the directory",
+                from.display(),
+                to.display(),
+                to.display()
+            ),
+            Action::KeepAside { path } => format!(
+                "move an earlier {} aside to {}.kept-N if there is one",
+                path.display(),
+                path.display()
+            ),
+            Action::CheckSharedRam { socket } => format!(
+                "qmp {} query-memdev: guest RAM is a share=on memory-backend-file on a file system that survives kexec",
+                socket.display()
+            ),
+            Action::QmpQuit { socket, timeout_ms } => format!(
+                "qmp {} {} if a QEMU still answers there and its guest is not running; wait for it to close the socket (timeout {timeout_ms} ms), not for it to exit",
+                socket.display(),
+                qmp_message("quit", &json!({}))
+            ),
+            Action::CheckPci {
+                address,
+                driver,
+                iommu,
+            } => format!(
+                "check /sys/bus/pci/devices/{address}: driver is {driver:?}{}",
+                if *iommu { ", in an IOMMU group" } else { "" }
+            ),
+            Action::CheckOutput {
+                argv,
+                expect,
+                timeout_ms,
+            } => format!(
+                "exec {} expect output {} (timeout {timeout_ms} ms)",
+                shell_words(argv),
+                expect
+                    .iter()
+                    .map(|e| format!("{e:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+            Action::EnsureDir { path } => {
+                format!("create directory {} unless it exists", path.display())
+            }
+            Action::RemoveFile { path } => format!("remove {}", path.display()),
+        }
+    }
+}
+
+/// The QMP message as it goes on the wire, `execute` first as in QEMU's documentation.
+pub fn qmp_message(command: &str, args: &serde_json::Value) -> String {
+    let command = serde_json::Value::from(command);
+    if args.as_object().is_some_and(|o| o.is_empty()) {
+        format!("{{\"execute\":{command}}}")
+    } else {
+        format!("{{\"execute\":{command},\"arguments\":{args}}}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qmp_messages_read_like_the_wire() {
+        assert_eq!(qmp_message("stop", &json!({})), r#"{"execute":"stop"}"#);
+        assert_eq!(
+            qmp_message("migrate", &json!({"uri": "exec:cat > /x"})),
+            r#"{"execute":"migrate","arguments":{"uri":"exec:cat > /x"}}"#
+        );
+    }
+}

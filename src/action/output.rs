@@ -1,0 +1,133 @@
+//! What performing an action reports: typed, so the host and the engine agree on it, and serialised as is into the
+//! journal (`outputs` of a `step-done` record), where operators read it.
+
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// What one action reports for the journal. Serialised untagged: each variant is the JSON object operators see
+/// (`{"exit": 0, "duration_ms": 12}`), `null` for nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[serde(untagged)]
+pub enum ActionOutput {
+    /// Nothing worth recording (a sync, a socket that accepted, a load).
+    #[default]
+    None,
+    /// A program ran to a zero exit status.
+    Exited {
+        /// Always 0: another status fails the action.
+        exit: i32,
+        /// How long it ran.
+        duration_ms: u64,
+    },
+    /// A program's output matched what was expected.
+    Printed {
+        /// Its trimmed standard output.
+        output: String,
+        /// Its exit status (`None`: killed by a signal).
+        exit: Option<i32>,
+    },
+    /// A QMP `migrate` / `migrate-incoming` to or from a state file.
+    Migration {
+        /// The URI QEMU was given (`exec:cat …` or `file:…`, by QEMU version).
+        uri: String,
+        /// QEMU's version, from `query-version`.
+        qemu: String,
+        /// The state file's size, for an incoming migration.
+        size: Option<u64>,
+    },
+    /// A QMP reply as QEMU sent it: schema-less by nature.
+    Reply(serde_json::Value),
+    /// A kernel image's setup header.
+    KernelImage {
+        /// What `uname -r` will show.
+        release: String,
+        /// The header's whole version string.
+        version: String,
+    },
+    /// A file that exists (and matched its pinned digest, when pinned).
+    File {
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// The host name the plan's globs matched.
+    Hostname {
+        /// `gethostname(2)`.
+        hostname: String,
+    },
+    /// A state file made durable under its name.
+    Committed(FileCommitted),
+    /// An earlier run's file moved aside, or nothing there.
+    KeptAside {
+        /// Where it went.
+        kept_aside: Option<PathBuf>,
+    },
+    /// A guest's RAM backends, checked to survive the kexec.
+    SharedRam {
+        /// Each backend checked.
+        backends: Vec<MemoryBackend>,
+    },
+    /// An old QEMU asked to quit.
+    Quit {
+        /// Whether a QEMU answered (after a real kexec none does).
+        quit: bool,
+        /// How long until it let go of its socket.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ms: Option<u64>,
+    },
+    /// A PCI device as found.
+    Pci(PciDevice),
+    /// A state file deleted once its guest ran again.
+    Removed {
+        /// Whether there was one.
+        removed: bool,
+    },
+    /// A rehearsal skipped the action (the kexec, or the kernel load with `--no-kernel-load`).
+    Skipped {
+        /// Always `"skipped"`.
+        rehearsal: &'static str,
+    },
+}
+
+/// A state file committed by [`crate::action::Action::CommitFile`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileCommitted {
+    /// Its final name.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Where an earlier file of that name went.
+    pub kept_aside: Option<PathBuf>,
+}
+
+/// One RAM backend of a shared-RAM guest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemoryBackend {
+    /// The backend's QOM id.
+    pub id: String,
+    /// The file holding the RAM.
+    pub mem_path: String,
+    /// Its size in bytes, as QEMU reports it.
+    pub size: Option<u64>,
+}
+
+/// A PCI device checked by [`crate::action::Action::CheckPci`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PciDevice {
+    /// Its address, `0000:3b:00.0`.
+    pub address: String,
+    /// `vendor:device`.
+    pub id: String,
+    /// The driver it is bound to.
+    pub driver: String,
+    /// Its IOMMU group, when it has one.
+    pub iommu_group: Option<String>,
+}
+
+/// Why a step's actions stopped: which action, and what went wrong, in words an operator can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionFailure {
+    /// The failing action's index in the step's list.
+    pub index: usize,
+    /// What went wrong.
+    pub message: String,
+}

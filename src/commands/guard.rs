@@ -1,0 +1,77 @@
+//! The guard rails shared by `apply`, `resume` and `status`: reading and checking plans (fresh or frozen in a
+//! journal), refusing what root must not trust, and turning the engine's outcome into the command's result.
+
+use super::{CommandError, CommandResult};
+use crate::exec::journal::{self, LockError, RootLock};
+use crate::exec::{EngineError, Outcome};
+use crate::graph::{Program, StepGraph};
+use crate::host::{files, systemd};
+use crate::plan::Plan;
+use std::path::Path;
+
+/// Writes a line to stderr; never panics (with `policy.isolate`, the terminal kup was started from disappears
+/// mid-update).
+pub(crate) fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Refuses a path that group or others may write: anyone who can edit it decides what root does.
+pub(crate) fn refuse_loose(path: &Path, what: &str) -> CommandResult {
+    match files::loosely_writable(path) {
+        Some(mode) => Err(CommandError::Refused(format!(
+            "{what} {} is writable by group or others (mode {mode:o})",
+            path.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Checks a plan's bytes; on any error prints its diagnostics and returns the invalid-plan error.
+pub(crate) fn check_plan(file: &str, bytes: &[u8]) -> Result<(Plan, StepGraph), CommandError> {
+    crate::check::check(file, bytes).valid().map_err(|report| {
+        use std::io::Write as _;
+        let _ = write!(
+            std::io::stderr(),
+            "{}",
+            report.render(super::stderr_color(), super::width())
+        );
+        CommandError::invalid_plan()
+    })
+}
+
+/// The program of an apply directory's frozen plan, with the command line its apply computed.
+pub(crate) fn program_of(
+    dir: &Path,
+    bytes: &[u8],
+    kernel_cmdline: &str,
+) -> Result<(Plan, Program), CommandError> {
+    let file = dir.join(journal::PLAN_FILE).display().to_string();
+    let (plan, graph) = check_plan(&file, bytes)?;
+    let program = crate::graph::compile(&plan, &graph, kernel_cmdline);
+    Ok((plan, program))
+}
+
+/// Takes the journal root's lock, or says who holds it.
+pub(crate) fn lock(root: &Path) -> Result<RootLock, CommandError> {
+    journal::lock(root).map_err(|e| match e {
+        LockError::Held { .. } => CommandError::Locked(e.to_string()),
+        LockError::Io(_) => CommandError::Usage(e.to_string()),
+    })
+}
+
+/// Clears what marks an apply as unfinished, once nothing is left to do.
+pub(crate) fn finish_pending(root: &Path) {
+    journal::clear_pending(root);
+    systemd::remove_resume_unit();
+}
+
+/// The command's result for the engine's outcome.
+pub(crate) fn outcome(result: Result<Outcome, EngineError>) -> CommandResult {
+    match result {
+        Ok(Outcome::Completed) => Ok(()),
+        Ok(Outcome::RolledBack { reason }) => Err(CommandError::RolledBack(reason)),
+        Ok(Outcome::Failed { reason }) => Err(CommandError::NeedsOperator(reason)),
+        Err(e) => Err(CommandError::NeedsOperator(e.to_string())),
+    }
+}

@@ -1,0 +1,192 @@
+//! `kup plan resume`: finishes an apply from its journal — on the new kernel (run by `kup-resume.service`), after
+//! a crash, or to retry — after proving from the journal whether the kexec happened, and into which kernel.
+
+use super::apply::before_kexec;
+use super::guard::{finish_pending, lock, outcome, program_of, refuse_loose, say};
+use super::{CommandError, CommandResult};
+use crate::exec::journal::{self, Event, Journal};
+use crate::exec::resume::{self, Decision, Now};
+use crate::exec::{Engine, Options, Outcome, progress::Progress};
+use crate::graph::Program;
+use crate::host::{RealHost, files, kmsg, machine, systemd};
+use crate::plan::Plan;
+use std::path::Path;
+
+/// `kup plan resume`'s arguments.
+pub struct ResumeArgs<'a> {
+    /// Journal root.
+    pub journal: &'a Path,
+    /// Interrupted steps to run again although they are not idempotent.
+    pub rerun: &'a [String],
+    /// Interrupted steps to record as done.
+    pub mark_done: &'a [String],
+}
+
+/// `kup plan resume`.
+pub fn run(args: &ResumeArgs) -> CommandResult {
+    let root = args.journal;
+    if !files::is_dir(root) {
+        // Nothing was ever applied with this journal root: do not create it.
+        say(format_args!(
+            "kup: nothing to resume in {} (no such directory)",
+            root.display()
+        ));
+        return Ok(());
+    }
+    refuse_loose(root, "journal directory")?;
+    let _lock = lock(root)?;
+    let Some(dir) = journal::pending(root) else {
+        say(format_args!("kup: nothing to resume in {}", root.display()));
+        systemd::remove_resume_unit();
+        return Ok(());
+    };
+    let (bytes, _) =
+        journal::frozen_plan(&dir).map_err(|e| CommandError::Refused(e.to_string()))?;
+    let (mut journal, loaded) =
+        Journal::open(&dir).map_err(|e| CommandError::NeedsOperator(e.to_string()))?;
+    if let Some(tail) = &loaded.torn_tail {
+        say(format_args!(
+            "kup: the journal's last line was cut short by a crash and was dropped: {tail:?}"
+        ));
+    }
+    let started = journal::started(&loaded.records).ok_or_else(|| {
+        CommandError::NeedsOperator(format!(
+            "{}: the journal has no apply record",
+            dir.display()
+        ))
+    })?;
+    if let Ok(current) = std::fs::read(started.plan_path)
+        && current != bytes
+    {
+        return Err(CommandError::Refused(format!(
+            "{} changed since this apply started; resume runs the plan as it was when applied (frozen in \
+             {}). Restore the file, or move it aside if the change is intended for a later update",
+            started.plan_path,
+            dir.display()
+        )));
+    }
+    let (plan, program) = program_of(&dir, &bytes, started.kernel_cmdline)?;
+    mark_done(&mut journal, &program, args.mark_done)?;
+    let records = journal::read(&dir)
+        .map_err(|e| CommandError::NeedsOperator(e.to_string()))?
+        .records;
+    let now = Now {
+        boot_id: machine::boot_id().map_err(|e| CommandError::Usage(e.to_string()))?,
+        release: machine::kernel_release().map_err(|e| CommandError::Usage(e.to_string()))?,
+        proc_cmdline: machine::proc_cmdline().map_err(|e| CommandError::Usage(e.to_string()))?,
+    };
+    let decision = resume::decide(&records, &program, &now, args.rerun)
+        .map_err(|e| CommandError::NeedsOperator(e.to_string()))?;
+    record_resume(&mut journal, &records, &now, &decision)?;
+    if let Some(message) = &decision.update_failed {
+        say(format_args!("kup: {message}"));
+    }
+    say(format_args!(
+        "kup: resuming {} ({} of {} steps already done)",
+        dir.display(),
+        decision.done.len(),
+        program.steps.len()
+    ));
+    execute(
+        &plan,
+        &program,
+        root,
+        &mut journal,
+        &decision,
+        (started.mode, started.kernel_load),
+    )
+}
+
+/// Records the operator's `--mark-done` steps as done.
+fn mark_done(journal: &mut Journal, program: &Program, ids: &[String]) -> CommandResult {
+    for text in ids {
+        let step = program
+            .steps
+            .iter()
+            .find(|s| s.id == text.as_str())
+            .ok_or_else(|| {
+                CommandError::Usage(format!("--mark-done {text}: the plan has no such step"))
+            })?;
+        let event = Event::StepDone {
+            step: step.id.clone(),
+            duration_ms: 0,
+            outputs: vec![serde_json::json!({ "marked_done_by_operator": true })],
+        };
+        journal
+            .append(event)
+            .map_err(|e| CommandError::Usage(format!("cannot write the journal: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The resume's own records: that it started (and on which kernel), what the decision learnt, and — the first
+/// time after a kexec — the new kernel's boot report.
+fn record_resume(
+    journal: &mut Journal,
+    records: &[journal::Record],
+    now: &Now,
+    decision: &Decision,
+) -> CommandResult {
+    let mut events = vec![Event::ResumeStarted {
+        boot_id: now.boot_id.clone(),
+        release: now.release.clone(),
+        pid: machine::pid(),
+        rebooted: decision.rebooted,
+        on_new_kernel: decision.on_new_kernel,
+        uptime_ms: machine::uptime_ms(),
+    }];
+    events.extend(decision.record.iter().cloned());
+    let first_after_kexec = decision.rebooted
+        && !records
+            .iter()
+            .any(|r| matches!(r.event, Event::BootReport { .. }));
+    if first_after_kexec && let Ok((log, _source)) = kmsg::kernel_log() {
+        let report = crate::boot::analyse(&log);
+        if let Ok(report) = serde_json::to_value(report) {
+            events.push(Event::BootReport { report });
+        }
+    }
+    for event in events {
+        journal
+            .append(event)
+            .map_err(|e| CommandError::Usage(format!("cannot write the journal: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Runs the rest of the program; a failed update whose steps all ran (the guests back on the old kernel) leaves
+/// nothing to resume.
+fn execute(
+    plan: &Plan,
+    program: &Program,
+    root: &Path,
+    journal: &mut Journal,
+    decision: &Decision,
+    (mode, kernel_load): (journal::Mode, bool),
+) -> CommandResult {
+    let hook = || before_kexec(root);
+    let engine = Engine {
+        host: &RealHost,
+        program,
+        options: Options {
+            mode,
+            kernel_load,
+            parallelism: plan.policy.parallelism as usize,
+            on_failure: plan.policy.on_failure,
+            interrupted: machine::interrupt_flag(),
+            update_failed: decision.update_failed.clone(),
+        },
+        before_kexec: &hook,
+        progress: &Progress::new(),
+    };
+    let result = engine.run(journal, &decision.done);
+    let nothing_left = match &result {
+        Ok(Outcome::Completed | Outcome::RolledBack { .. }) => true,
+        Ok(Outcome::Failed { reason }) => decision.update_failed.as_ref() == Some(reason),
+        Err(_) => false,
+    };
+    if nothing_left {
+        finish_pending(root);
+    }
+    outcome(result)
+}

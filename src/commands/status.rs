@@ -1,0 +1,162 @@
+//! `kup plan status`: the last or pending apply, folded from its journal — each step's state and timing, per-VM
+//! downtime, the kexec gap and the new kernel's boot phases — for people or as JSON.
+
+use super::guard::program_of;
+use super::{CommandError, CommandResult};
+use crate::exec::journal;
+use crate::exec::status::{self, ApplyState, Status};
+use crate::graph::StepId;
+use crate::host::machine;
+use std::path::Path;
+
+/// Whether the process named in the lock file is alive (and is not us).
+fn lock_holder_alive(root: &Path) -> bool {
+    crate::host::journal_files::read_text(&root.join(journal::LOCK_FILE))
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .is_some_and(machine::other_process_alive)
+}
+
+/// The status of the pending apply under `root`, else of the latest.
+pub fn load(root: &Path) -> Result<Status, CommandError> {
+    let dir = journal::pending(root)
+        .or_else(|| journal::latest(root))
+        .ok_or_else(|| {
+            CommandError::Usage(format!("no apply has been journaled in {}", root.display()))
+        })?;
+    let loaded = journal::read(&dir).map_err(|e| CommandError::Usage(e.to_string()))?;
+    let (bytes, _) = journal::frozen_plan(&dir).map_err(|e| CommandError::Usage(e.to_string()))?;
+    let started = journal::started(&loaded.records)
+        .ok_or_else(|| CommandError::Usage("the journal has no apply record".to_owned()))?;
+    let (_, program) = program_of(&dir, &bytes, started.kernel_cmdline)
+        .map_err(|_| CommandError::Usage("the frozen plan no longer validates".to_owned()))?;
+    let vms: Vec<String> = program
+        .steps
+        .iter()
+        .filter_map(|s| match &s.id {
+            StepId::VmPause { vm } => Some(vm.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut status = status::fold(
+        &dir.display().to_string(),
+        &loaded.records,
+        &program,
+        &vms,
+        lock_holder_alive(root),
+        loaded.torn_tail.is_some(),
+    );
+    if status.state == ApplyState::Running && journal::pending(root).is_none() {
+        status.state = ApplyState::PendingResume;
+    }
+    Ok(status)
+}
+
+/// `kup plan status`.
+pub fn run(root: &Path, json: bool) -> CommandResult {
+    let status = load(root)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).unwrap_or_default()
+        );
+    } else {
+        print!("{}", human_status(&status));
+    }
+    Ok(())
+}
+
+fn human_status(s: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let state = serde_json::to_value(s.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "plan    {}",
+        if s.plan.is_empty() {
+            "(unnamed)"
+        } else {
+            &s.plan
+        }
+    );
+    let _ = writeln!(out, "journal {}", s.journal);
+    let _ = writeln!(
+        out,
+        "state   {state}{}",
+        s.message
+            .as_ref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default()
+    );
+    if s.torn_tail {
+        let _ = writeln!(
+            out,
+            "note    the journal's last line was cut short by a crash"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<28} {:<12} {:>10}  started",
+        "step", "state", "duration"
+    );
+    for step in &s.steps {
+        let st = serde_json::to_value(step.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<28} {:<12} {:>10}  {}",
+            step.id,
+            st,
+            step.duration_ms
+                .map(|d| format!("{d} ms"))
+                .unwrap_or_default(),
+            step.started.as_deref().unwrap_or("")
+        );
+        if let Some(e) = &step.error {
+            let _ = writeln!(out, "{:<28} error: {e}", "");
+        }
+    }
+    for (vm, ms) in &s.vm_downtime_ms {
+        let _ = writeln!(out, "\nvm {vm} downtime: {ms} ms");
+    }
+    if let Some(k) = s.kexec.as_ref().filter(|k| k.on_new_kernel == Some(false)) {
+        let _ = writeln!(
+            out,
+            "\nkexec   FAILED: {} came back instead of the new kernel",
+            k.to_release.as_deref().unwrap_or("?")
+        );
+    } else if let Some(k) = &s.kexec {
+        let _ = writeln!(
+            out,
+            "\nkexec   {} → {}  gap {}{}",
+            k.from_release,
+            k.to_release.as_deref().unwrap_or("(not resumed yet)"),
+            k.gap_s
+                .map(|g| format!("{g:.3} s"))
+                .unwrap_or_else(|| "-".into()),
+            k.new_kernel_uptime_s
+                .map(|u| format!(
+                    " (wall clocks, ±1 s; the new kernel had been up {u:.3} s at resume)"
+                ))
+                .unwrap_or_default()
+        );
+        if let Some(boot) = &k.boot {
+            let get = |key: &str| boot.get(key).and_then(serde_json::Value::as_f64);
+            let _ = writeln!(
+                out,
+                "boot    time to init {}  SMP bring-up {}",
+                get("time_to_init_s")
+                    .map(|v| format!("{v:.3} s"))
+                    .unwrap_or_else(|| "-".into()),
+                get("smp_bringup_s")
+                    .map(|v| format!("{:.1} ms", v * 1000.0))
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,375 @@
+//! The engine proper: runs a compiled plan's steps on a [`Host`] in dependency order with bounded parallelism,
+//! journals every step before and after it runs, and rolls back on a failure before the point of no return.
+
+use super::journal::{Event, FinalState, Journal, Mode};
+use super::rehearsal::Rehearsal;
+use super::{EngineError, Options, Outcome, progress};
+use crate::action::{Action, ActionFailure, ActionOutput};
+use crate::graph::schedule::millis as ms;
+use crate::graph::{CompiledStep, Phase, Program, StepId};
+use crate::host::{Host, HostError};
+use crate::plan::OnFailure;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// Why a step failed, as its `step-failed` record says.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    /// One of its actions failed (the message names which).
+    #[error("{0}")]
+    Action(String),
+    /// The engine could not go on (the journal, the kexec record).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// An action's output as the journal keeps it.
+fn journal_output(output: &ActionOutput) -> serde_json::Value {
+    serde_json::to_value(output).unwrap_or(serde_json::Value::Null)
+}
+
+/// The state of one step during a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+/// Runs one program; see the module documentation.
+pub struct Engine<'a, H: Host> {
+    /// Where the actions are performed.
+    pub host: &'a H,
+    /// What to run.
+    pub program: &'a Program,
+    /// How to run it.
+    pub options: Options,
+    /// Runs just before the kexec executes, after its journal record is durable (installs the resume unit).
+    pub before_kexec: &'a (dyn Fn() -> Result<(), HostError> + Sync),
+    /// Where progress goes.
+    pub progress: &'a progress::Progress,
+}
+
+impl<H: Host> Engine<'_, H> {
+    fn perform(&self, actions: &[Action]) -> Result<Vec<ActionOutput>, ActionFailure> {
+        match self.options.mode {
+            Mode::Apply => self.host.perform(actions),
+            Mode::Rehearse => Rehearsal {
+                inner: self.host,
+                kernel_load: self.options.kernel_load,
+            }
+            .perform(actions),
+        }
+    }
+
+    fn describe(step: &CompiledStep, failure: &ActionFailure) -> String {
+        match step.actions.get(failure.index) {
+            Some(action) => format!(
+                "{} [action {} of {}: {}]",
+                failure.message,
+                failure.index + 1,
+                step.actions.len(),
+                action.describe()
+            ),
+            None => failure.message.clone(),
+        }
+    }
+
+    /// Runs every step not in `done`, journaling as it goes, and finishes the journal with the outcome.
+    pub fn run(
+        &self,
+        journal: &mut Journal,
+        done: &BTreeSet<StepId>,
+    ) -> Result<Outcome, EngineError> {
+        let steps = &self.program.steps;
+        let index: BTreeMap<&StepId, usize> =
+            steps.iter().enumerate().map(|(i, s)| (&s.id, i)).collect();
+        let mut state: Vec<State> = steps
+            .iter()
+            .map(|s| {
+                if done.contains(&s.id) {
+                    State::Done
+                } else {
+                    State::Pending
+                }
+            })
+            .collect();
+        // Completion order of before-phase steps: rollback undoes them in reverse.
+        let mut completed_before: Vec<usize> = steps
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| state[*i] == State::Done && s.phase == Phase::Before)
+            .map(|(i, _)| i)
+            .collect();
+        let journal = Mutex::new(journal);
+        let record = |event: Event| -> Result<(), EngineError> {
+            let mut j = journal.lock().map_err(|_| EngineError::Poisoned)?;
+            j.append(event).map(drop).map_err(EngineError::Journal)
+        };
+        let parallelism = self.options.parallelism.max(1);
+        let mut first_failure: Option<(usize, String)> = None;
+        let mut after_failures: Vec<String> = Vec::new();
+        let mut journal_error: Option<EngineError> = None;
+
+        std::thread::scope(|scope| {
+            let (tx, rx) =
+                mpsc::channel::<(usize, Duration, Result<Vec<ActionOutput>, StepError>)>();
+            let mut running = 0usize;
+            loop {
+                let stop = first_failure.is_some()
+                    || journal_error.is_some()
+                    || self.options.interrupted.load(Ordering::SeqCst);
+                if !stop {
+                    for i in 0..steps.len() {
+                        if running >= parallelism {
+                            break;
+                        }
+                        let step = &steps[i];
+                        let ready = state[i] == State::Pending
+                            && step
+                                .after
+                                .iter()
+                                .all(|d| index.get(d).is_none_or(|&j| state[j] == State::Done));
+                        // The kexec runs alone: nothing may be mid-flight when the host goes down.
+                        let alone = step.phase != Phase::Kexec || running == 0;
+                        if !ready || !alone {
+                            continue;
+                        }
+                        if let Err(e) = record(Event::StepStarted {
+                            step: step.id.clone(),
+                        }) {
+                            journal_error = Some(e);
+                            break;
+                        }
+                        state[i] = State::Running;
+                        running += 1;
+                        self.progress.start(&step.id.to_string());
+                        let tx = tx.clone();
+                        let record = &record;
+                        scope.spawn(move || {
+                            let t0 = Instant::now();
+                            let result = if step.phase == Phase::Kexec {
+                                self.kexec(step, record)
+                            } else {
+                                self.perform(&step.actions)
+                                    .map_err(|f| StepError::Action(Self::describe(step, &f)))
+                            };
+                            let _ = tx.send((i, t0.elapsed(), result));
+                        });
+                        if step.phase == Phase::Kexec {
+                            break;
+                        }
+                    }
+                }
+                if running == 0 {
+                    break;
+                }
+                let Ok((i, took, result)) = rx.recv() else {
+                    break;
+                };
+                running -= 1;
+                let step = &steps[i];
+                match result {
+                    Ok(outputs) => {
+                        state[i] = State::Done;
+                        if step.phase == Phase::Before {
+                            completed_before.push(i);
+                        }
+                        self.progress.done(&step.id.to_string(), took);
+                        if let Err(e) = record(Event::StepDone {
+                            step: step.id.clone(),
+                            duration_ms: ms(took),
+                            outputs: outputs.iter().map(journal_output).collect(),
+                        }) {
+                            journal_error = Some(e);
+                        }
+                    }
+                    Err(error) => {
+                        let error = error.to_string();
+                        state[i] = State::Failed;
+                        self.progress.failed(&step.id.to_string(), &error);
+                        if let Err(e) = record(Event::StepFailed {
+                            step: step.id.clone(),
+                            duration_ms: ms(took),
+                            error: error.clone(),
+                        }) {
+                            journal_error = Some(e);
+                        }
+                        if step.phase == Phase::After {
+                            after_failures.push(format!("{}: {error}", step.id));
+                        } else if first_failure.is_none() {
+                            first_failure = Some((i, error));
+                        }
+                    }
+                }
+            }
+        });
+
+        let journal = journal.into_inner().map_err(|_| EngineError::Poisoned)?;
+        if let Some(e) = journal_error {
+            return Err(e);
+        }
+        let interrupted = self.options.interrupted.load(Ordering::SeqCst);
+        let kexec_done = index
+            .get(&StepId::Kexec)
+            .is_none_or(|&k| state[k] == State::Done);
+        let reason = match (&first_failure, interrupted && !kexec_done) {
+            (Some((i, error)), _) => Some(format!("step {} failed: {error}", steps[*i].id)),
+            (None, true) => Some("interrupted (Ctrl-C) before the kexec".to_owned()),
+            (None, false) => None,
+        };
+        let outcome = if let Some(reason) = reason {
+            match self.options.on_failure {
+                OnFailure::Rollback => {
+                    let failed = first_failure.as_ref().map(|(i, _)| *i);
+                    self.rollback(journal, &completed_before, failed, &reason)?
+                }
+                OnFailure::Stop => Outcome::Failed {
+                    reason: format!("{reason}; policy.on_failure = \"stop\": nothing was undone"),
+                },
+            }
+        } else if !after_failures.is_empty() {
+            Outcome::Failed {
+                reason: format!(
+                    "after the kexec: {}; the steps that depend on them did not run — fix the cause and run `kup plan resume` to retry",
+                    after_failures.join("; ")
+                ),
+            }
+        } else if state.iter().any(|s| *s != State::Done) {
+            Outcome::Failed {
+                reason: "interrupted (Ctrl-C) after the kexec; run `kup plan resume` to finish"
+                    .to_owned(),
+            }
+        } else if let Some(reason) = &self.options.update_failed {
+            Outcome::Failed {
+                reason: reason.clone(),
+            }
+        } else {
+            Outcome::Completed
+        };
+        let (final_state, message) = match &outcome {
+            Outcome::Completed => (FinalState::Completed, "every step done".to_owned()),
+            Outcome::RolledBack { reason } => (FinalState::RolledBack, reason.clone()),
+            Outcome::Failed { reason } => (FinalState::Failed, reason.clone()),
+        };
+        journal
+            .append(Event::Finished {
+                state: final_state,
+                message,
+            })
+            .map_err(EngineError::Journal)?;
+        Ok(outcome)
+    }
+
+    /// The point of no return: the record first (durable), then the resume hook, then the kexec itself.
+    fn kexec(
+        &self,
+        step: &CompiledStep,
+        record: &(dyn Fn(Event) -> Result<(), EngineError> + Sync),
+    ) -> Result<Vec<ActionOutput>, StepError> {
+        // The step's actions up to the reboot (its sync) run before the record: what the journal calls done must be
+        // on disk before the record that says the kexec is under way.
+        let split = step
+            .actions
+            .iter()
+            .position(|a| matches!(a, Action::Reboot(_)))
+            .unwrap_or(step.actions.len());
+        let (before, reboot) = step.actions.split_at(split);
+        let mut outputs = self
+            .perform(before)
+            .map_err(|f| StepError::Action(Self::describe(step, &f)))?;
+        let identity = self.host.identity().map_err(EngineError::Host)?;
+        record(Event::Kexec {
+            boot_id: identity.boot_id,
+            release: identity.release,
+            kernel_cmdline: self.program.kernel_cmdline.clone(),
+        })?;
+        self.progress.note(
+            "kexec record durable in the journal; executing the kexec (the point of no return)",
+        );
+        if self.options.mode == Mode::Apply {
+            (self.before_kexec)().map_err(EngineError::Host)?;
+        }
+        let rest = self.perform(reboot).map_err(|f| {
+            let f = ActionFailure {
+                index: f.index + before.len(),
+                message: f.message,
+            };
+            StepError::Action(Self::describe(step, &f))
+        })?;
+        outputs.extend(rest);
+        Ok(outputs)
+    }
+
+    /// Undoes `completed` steps in reverse, then the `failed` one, which may have done part of its work (a VM paused,
+    /// then its save failed); undoing a half-done step may itself fail, which is recorded but does not make the
+    /// rollback incomplete.
+    fn rollback(
+        &self,
+        journal: &mut Journal,
+        completed: &[usize],
+        failed: Option<usize>,
+        reason: &str,
+    ) -> Result<Outcome, EngineError> {
+        let write = |journal: &mut Journal, event| {
+            journal
+                .append(event)
+                .map(drop)
+                .map_err(EngineError::Journal)
+        };
+        write(
+            journal,
+            Event::RollbackStarted {
+                reason: reason.to_owned(),
+            },
+        )?;
+        self.progress.note(&format!("rolling back: {reason}"));
+        let mut problems = Vec::new();
+        for i in failed.into_iter().chain(completed.iter().rev().copied()) {
+            let step = &self.program.steps[i];
+            if step.rollback.is_empty() {
+                continue;
+            }
+            match self.perform(&step.rollback) {
+                Ok(_) => {
+                    self.progress.note(&format!("undone {}", step.id));
+                    write(
+                        journal,
+                        Event::StepRolledBack {
+                            step: step.id.clone(),
+                        },
+                    )?;
+                }
+                Err(f) => {
+                    self.progress
+                        .note(&format!("UNDO FAILED {}: {}", step.id, f.message));
+                    if Some(i) != failed {
+                        problems.push(format!("{}: {}", step.id, f.message));
+                    }
+                    write(
+                        journal,
+                        Event::RollbackFailed {
+                            step: step.id.clone(),
+                            error: f.message,
+                        },
+                    )?;
+                }
+            }
+        }
+        Ok(if problems.is_empty() {
+            Outcome::RolledBack {
+                reason: reason.to_owned(),
+            }
+        } else {
+            Outcome::Failed {
+                reason: format!(
+                    "{reason}; rollback incomplete, check by hand: {}",
+                    problems.join("; ")
+                ),
+            }
+        })
+    }
+}

@@ -1,0 +1,100 @@
+//! A rehearsal: every action for real except the kexec, which becomes a no-op, so a rehearsal cannot reboot the
+//! host whatever the plan says.
+
+use crate::action::{Action, ActionFailure, ActionOutput};
+use crate::host::{BootIdentity, Host, HostError};
+
+/// Performs a rehearsal's substitutions: the kexec becomes a no-op (or an unload of the kernel loaded for the
+/// rehearsal), so a rehearsal cannot reboot the host whatever the plan says.
+pub(super) struct Rehearsal<'a, H: Host> {
+    pub(super) inner: &'a H,
+    pub(super) kernel_load: bool,
+}
+
+impl<H: Host> Host for Rehearsal<'_, H> {
+    fn identity(&self) -> Result<BootIdentity, HostError> {
+        self.inner.identity()
+    }
+
+    fn perform(&self, actions: &[Action]) -> Result<Vec<ActionOutput>, ActionFailure> {
+        let substituted: Vec<Option<Action>> = actions
+            .iter()
+            .map(|a| match a {
+                // Whatever the kexec method, a rehearsal never reboots.
+                Action::Reboot(_) => self.kernel_load.then_some(Action::KexecUnload),
+                // Without a kernel load nothing about kexec is exercised, including the preflight's check that
+                // kexec is allowed (a host without CONFIG_KEXEC can rehearse everything else).
+                Action::KexecFileLoad { .. }
+                | Action::KexecUnload
+                | Action::CheckKernelImage { .. }
+                    if !self.kernel_load =>
+                {
+                    None
+                }
+                Action::CheckKexecEnabled if !self.kernel_load => None,
+                other => Some(other.clone()),
+            })
+            .collect();
+        let real: Vec<Action> = substituted.iter().flatten().cloned().collect();
+        let mut outputs = self
+            .inner
+            .perform(&real)
+            .map_err(|f| ActionFailure {
+                // Point at the plan's action, not at its place in the substituted list.
+                index: substituted
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, a)| a.is_some())
+                    .nth(f.index)
+                    .map_or(f.index, |(i, _)| i),
+                message: f.message,
+            })?
+            .into_iter();
+        Ok(substituted
+            .iter()
+            .map(|a| match a {
+                Some(_) => outputs.next().unwrap_or_default(),
+                None => ActionOutput::Skipped {
+                    rehearsal: "skipped",
+                },
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::tests::{RecordingHost, program};
+    use std::sync::Mutex;
+
+    #[test]
+    fn a_rehearsal_never_hands_a_reboot_to_the_host() {
+        let program = program("plans/single-qemu-shared-ram.toml");
+        for kernel_load in [true, false] {
+            let host = RecordingHost {
+                calls: Mutex::new(Vec::new()),
+                fail: None,
+            };
+            let rehearsal = Rehearsal {
+                inner: &host,
+                kernel_load,
+            };
+            for step in &program.steps {
+                rehearsal.perform(&step.actions).unwrap();
+            }
+            let calls = host.calls.into_inner().unwrap();
+            let flat: Vec<&Action> = calls.iter().flatten().collect();
+            assert!(!flat.iter().any(|a| matches!(a, Action::Reboot(_))));
+            assert_eq!(
+                flat.iter()
+                    .any(|a| matches!(a, Action::KexecFileLoad { .. })),
+                kernel_load
+            );
+            assert_eq!(
+                flat.iter().any(|a| matches!(a, Action::KexecUnload)),
+                kernel_load
+            );
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Typed step ids: what a step is about (its kind and subject), parsed and rendered in this one place.
+//!
+//! The text form (`vm:db-1:save`) is what plans write in `before` / `after`, what the journal records and what
+//! status shows; everything that decides something about a step (may it run again? which guest is it?) asks the
+//! typed id, never the string.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+
+/// A step's identity. Names are plan names (`[[vm]] name`, …), which never contain `:`; PCI addresses do, which is
+/// why ids are parsed by prefix and suffix.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StepId {
+    /// `preflight`: checks that nothing has changed yet and everything the plan needs is there.
+    Preflight,
+    /// `kernel:load`: the new kernel loaded for kexec.
+    KernelLoad,
+    /// `pci:ADDRESS:check`: a device bound as the plan says.
+    PciCheck {
+        /// The device's PCI address.
+        address: String,
+    },
+    /// `vm:NAME:pause`.
+    VmPause {
+        /// The guest's plan name.
+        vm: String,
+    },
+    /// `vm:NAME:save`.
+    VmSave {
+        /// The guest's plan name.
+        vm: String,
+    },
+    /// `app:NAME:save`.
+    AppSave {
+        /// The app's plan name.
+        app: String,
+    },
+    /// `sync`: state durable before the kexec.
+    Sync,
+    /// `isolate`: `systemctl isolate` of `policy.isolate`.
+    Isolate,
+    /// `kexec`: the point of no return.
+    Kexec,
+    /// `app:NAME:restore`.
+    AppRestore {
+        /// The app's plan name.
+        app: String,
+    },
+    /// `vm:NAME:restore`.
+    VmRestore {
+        /// The guest's plan name.
+        vm: String,
+    },
+    /// `vm:NAME:resume`.
+    VmResume {
+        /// The guest's plan name.
+        vm: String,
+    },
+    /// `verify`: everything back as planned; state files removed.
+    Verify,
+    /// `step:NAME`: a `[[step]]` of the plan.
+    Custom {
+        /// The step's plan name.
+        name: String,
+    },
+}
+
+impl StepId {
+    /// Whether a built-in step may run again after an interruption; `None` for a custom step, whose plan says.
+    /// A save writes a temporary file and renames it, so repeating a guest's save overwrites nothing that matters;
+    /// an app's save (a stopped unit, a CRIU dump) and every restore are not safe to repeat blindly.
+    pub fn builtin_idempotent(&self) -> Option<bool> {
+        use StepId::*;
+        match self {
+            Preflight | KernelLoad | PciCheck { .. } | Sync | Isolate | Verify => Some(true),
+            VmPause { .. } | VmResume { .. } | VmSave { .. } => Some(true),
+            AppSave { .. } | AppRestore { .. } | VmRestore { .. } | Kexec => Some(false),
+            Custom { .. } => None,
+        }
+    }
+
+    /// The guest a step is about.
+    pub fn vm(&self) -> Option<&str> {
+        match self {
+            StepId::VmPause { vm }
+            | StepId::VmSave { vm }
+            | StepId::VmRestore { vm }
+            | StepId::VmResume { vm } => Some(vm),
+            _ => None,
+        }
+    }
+}
+
+impl StepId {
+    /// The text form, `vm:db-1:save`.
+    fn text(&self) -> std::borrow::Cow<'static, str> {
+        use std::borrow::Cow::{Borrowed, Owned};
+        match self {
+            StepId::Preflight => Borrowed("preflight"),
+            StepId::KernelLoad => Borrowed("kernel:load"),
+            StepId::PciCheck { address } => Owned(format!("pci:{address}:check")),
+            StepId::VmPause { vm } => Owned(format!("vm:{vm}:pause")),
+            StepId::VmSave { vm } => Owned(format!("vm:{vm}:save")),
+            StepId::AppSave { app } => Owned(format!("app:{app}:save")),
+            StepId::Sync => Borrowed("sync"),
+            StepId::Isolate => Borrowed("isolate"),
+            StepId::Kexec => Borrowed("kexec"),
+            StepId::AppRestore { app } => Owned(format!("app:{app}:restore")),
+            StepId::VmRestore { vm } => Owned(format!("vm:{vm}:restore")),
+            StepId::VmResume { vm } => Owned(format!("vm:{vm}:resume")),
+            StepId::Verify => Borrowed("verify"),
+            StepId::Custom { name } => Owned(format!("step:{name}")),
+        }
+    }
+}
+
+impl fmt::Display for StepId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad`, so that listings can align ids with `{:width$}`.
+        f.pad(&self.text())
+    }
+}
+
+/// Text that is no step id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownStepId(pub String);
+
+impl fmt::Display for UnknownStepId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` is not a step id", self.0)
+    }
+}
+
+impl std::error::Error for UnknownStepId {}
+
+impl FromStr for StepId {
+    type Err = UnknownStepId;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let fixed = match text {
+            "preflight" => Some(StepId::Preflight),
+            "kernel:load" => Some(StepId::KernelLoad),
+            "sync" => Some(StepId::Sync),
+            "isolate" => Some(StepId::Isolate),
+            "kexec" => Some(StepId::Kexec),
+            "verify" => Some(StepId::Verify),
+            _ => None,
+        };
+        if let Some(id) = fixed {
+            return Ok(id);
+        }
+        let named = |prefix: &str| text.strip_prefix(prefix).filter(|rest| !rest.is_empty());
+        let subject = |rest: &str, suffix: &str| {
+            rest.strip_suffix(suffix)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let parsed = if let Some(name) = named("step:") {
+            Some(StepId::Custom {
+                name: name.to_owned(),
+            })
+        } else if let Some(rest) = named("pci:") {
+            subject(rest, ":check").map(|address| StepId::PciCheck { address })
+        } else if let Some(rest) = named("vm:") {
+            let vm = |suffix| subject(rest, suffix).filter(|n| !n.contains(':'));
+            vm(":pause")
+                .map(|vm| StepId::VmPause { vm })
+                .or_else(|| vm(":save").map(|vm| StepId::VmSave { vm }))
+                .or_else(|| vm(":restore").map(|vm| StepId::VmRestore { vm }))
+                .or_else(|| vm(":resume").map(|vm| StepId::VmResume { vm }))
+        } else if let Some(rest) = named("app:") {
+            let app = |suffix| subject(rest, suffix).filter(|n| !n.contains(':'));
+            app(":save")
+                .map(|app| StepId::AppSave { app })
+                .or_else(|| app(":restore").map(|app| StepId::AppRestore { app }))
+        } else {
+            None
+        };
+        parsed.ok_or_else(|| UnknownStepId(text.to_owned()))
+    }
+}
+
+impl Serialize for StepId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for StepId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What names a step in a lookup: its typed id, or the text a plan or an operator wrote.
+pub trait StepKey {
+    /// The id's text.
+    fn key(&self) -> std::borrow::Cow<'_, str>;
+}
+
+impl StepKey for StepId {
+    fn key(&self) -> std::borrow::Cow<'_, str> {
+        self.text()
+    }
+}
+
+impl StepKey for str {
+    fn key(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(self)
+    }
+}
+
+impl StepKey for String {
+    fn key(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(self)
+    }
+}
+
+impl PartialEq<str> for StepId {
+    fn eq(&self, other: &str) -> bool {
+        other.parse::<StepId>().is_ok_and(|id| id == *self)
+    }
+}
+
+impl PartialEq<&str> for StepId {
+    fn eq(&self, other: &&str) -> bool {
+        *self == **other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_id_reads_back_as_itself() {
+        for text in [
+            "preflight",
+            "kernel:load",
+            "pci:0000:3b:00.0:check",
+            "vm:db-1:pause",
+            "vm:db-1:save",
+            "app:spdk:save",
+            "sync",
+            "isolate",
+            "kexec",
+            "app:spdk:restore",
+            "vm:db-1:restore",
+            "vm:db-1:resume",
+            "verify",
+            "step:drain-lb",
+        ] {
+            let id: StepId = text.parse().unwrap();
+            assert_eq!(id.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn text_that_names_no_step_is_refused() {
+        for text in [
+            "",
+            "vm:",
+            "vm:db",
+            "vm::pause",
+            "vm:db:stop",
+            "step:",
+            "pci:x",
+            "app:a:b:save",
+            "Kexec",
+        ] {
+            assert!(text.parse::<StepId>().is_err(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn idempotence_comes_from_the_kind() {
+        let vm = |f: fn(String) -> StepId| f("db".into()).builtin_idempotent();
+        assert_eq!(vm(|vm| StepId::VmSave { vm }), Some(true));
+        assert_eq!(vm(|vm| StepId::VmRestore { vm }), Some(false));
+        assert_eq!(
+            StepId::AppSave { app: "a".into() }.builtin_idempotent(),
+            Some(false)
+        );
+        assert_eq!(StepId::Kexec.builtin_idempotent(), Some(false));
+        assert_eq!(
+            StepId::Custom { name: "x".into() }.builtin_idempotent(),
+            None
+        );
+    }
+
+    #[test]
+    fn ids_serialise_as_their_text() {
+        let id = StepId::VmPause { vm: "db-1".into() };
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"vm:db-1:pause\"");
+        let back: StepId = serde_json::from_str("\"vm:db-1:pause\"").unwrap();
+        assert_eq!(back, id);
+    }
+}

@@ -1,0 +1,404 @@
+//! Performing one action: a dispatch over small functions, one per kind of action.
+
+use super::{
+    HostError, SysfsRoot, files, journal_files, kernel_file, kexec, machine, process, qmp, sysfs,
+    vm,
+};
+use crate::action::{Action, ActionOutput, PID_PLACEHOLDER, RebootMode};
+use crate::hostglob::HostGlob;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// QMP sessions of one step, by socket: the commands of a step share a connection.
+pub(super) type Sessions = HashMap<PathBuf, qmp::QmpClient>;
+
+/// Longest interval between polls of a condition (a QMP status, a socket appearing).
+const POLL: Duration = Duration::from_millis(20);
+
+/// Polling that starts at 1 ms and doubles up to [`POLL`]: a shared-RAM save completes a few ms after `migrate`
+/// returns, and a fixed 20 ms poll added ~15 ms per wait inside the guest's downtime (docs/benchmarks.md).
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(1))
+    }
+
+    fn wait(&mut self) {
+        std::thread::sleep(self.0);
+        self.0 = (self.0 * 2).min(POLL);
+    }
+}
+
+fn ms(timeout_ms: u64) -> Duration {
+    Duration::from_millis(timeout_ms)
+}
+
+/// Performs `action`, reusing the step's QMP sessions.
+pub(super) fn one(
+    action: &Action,
+    sessions: &mut Sessions,
+    sysfs: &SysfsRoot,
+) -> Result<ActionOutput, HostError> {
+    match action {
+        Action::Exec { argv, timeout_ms } => exec(argv, *timeout_ms),
+        Action::Qmp {
+            socket,
+            command,
+            args,
+            file_uri: None,
+        } => Ok(ActionOutput::Reply(
+            session(sessions, socket)?.execute(command, args)?,
+        )),
+        Action::Qmp {
+            socket,
+            command,
+            args,
+            file_uri: Some(path),
+        } => migrate(session(sessions, socket)?, command, args, path),
+        Action::QmpWait {
+            socket,
+            command,
+            field,
+            until,
+            timeout_ms,
+        } => qmp_wait(
+            session(sessions, socket)?,
+            command,
+            field,
+            until,
+            *timeout_ms,
+        ),
+        Action::WaitForSocket { path, timeout_ms } => wait_for_socket(path, *timeout_ms),
+        Action::KexecFileLoad {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
+            kexec::load_file(kernel, initrd.as_deref(), cmdline)?;
+            Ok(ActionOutput::None)
+        }
+        Action::KexecUnload => {
+            kexec::unload()?;
+            Ok(ActionOutput::None)
+        }
+        Action::Reboot(mode) => reboot(*mode),
+        Action::Sync => {
+            nix::unistd::sync();
+            Ok(ActionOutput::None)
+        }
+        Action::CheckKexecEnabled => {
+            machine::check_kexec_enabled(sysfs)?;
+            Ok(ActionOutput::None)
+        }
+        Action::CheckKernelImage { path, release } => check_kernel_image(path, release.as_deref()),
+        Action::CheckFile { path, sha256 } => check_file(path, sha256.as_deref()),
+        Action::CheckHostname { globs } => check_hostname(globs),
+        Action::Criu {
+            argv,
+            pidfile,
+            timeout_ms,
+        } => criu(argv, pidfile, *timeout_ms),
+        Action::CommitFile { from, to } => files::commit(from, to).map(ActionOutput::Committed),
+        Action::KeepAside { path } => {
+            files::keep_aside(path).map(|kept_aside| ActionOutput::KeptAside { kept_aside })
+        }
+        Action::CheckSharedRam { socket } => vm::check_shared_ram(session(sessions, socket)?)
+            .map(|backends| ActionOutput::SharedRam { backends }),
+        Action::QmpQuit { socket, timeout_ms } => {
+            // The session of this step (if any) talks to the QEMU that is about to go.
+            sessions.remove(socket);
+            vm::quit_if_running(socket, ms(*timeout_ms))
+        }
+        Action::CheckPci {
+            address,
+            driver,
+            iommu,
+        } => sysfs::check_pci(sysfs, address, driver, *iommu).map(ActionOutput::Pci),
+        Action::CheckOutput {
+            argv,
+            expect,
+            timeout_ms,
+        } => check_output(argv, expect, *timeout_ms),
+        Action::EnsureDir { path } => journal_files::create_private_dir(path)
+            .map(|()| ActionOutput::None)
+            .map_err(|e| HostError::io(format!("cannot create {}", path.display()), e)),
+        Action::RemoveFile { path } => match std::fs::remove_file(path) {
+            Ok(()) => Ok(ActionOutput::Removed { removed: true }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(ActionOutput::Removed { removed: false })
+            }
+            Err(e) => Err(HostError::io(
+                format!("cannot remove {}", path.display()),
+                e,
+            )),
+        },
+    }
+}
+
+fn session<'a>(
+    sessions: &'a mut Sessions,
+    socket: &Path,
+) -> Result<&'a mut qmp::QmpClient, HostError> {
+    if !sessions.contains_key(socket) {
+        let client = qmp::QmpClient::connect(socket)?;
+        sessions.insert(socket.to_path_buf(), client);
+    }
+    sessions
+        .get_mut(socket)
+        .ok_or_else(|| HostError::Qmp(qmp::QmpError("QMP session vanished".to_owned())))
+}
+
+fn exec(argv: &[String], timeout_ms: u64) -> Result<ActionOutput, HostError> {
+    let outcome = process::run(argv, ms(timeout_ms))?;
+    Ok(ActionOutput::Exited {
+        exit: outcome.status,
+        duration_ms: outcome.duration_ms,
+    })
+}
+
+/// `migrate` / `migrate-incoming` to or from a state file, with the URI QEMU's version takes.
+fn migrate(
+    client: &mut qmp::QmpClient,
+    command: &str,
+    args: &Value,
+    path: &Path,
+) -> Result<ActionOutput, HostError> {
+    // QEMU 7.2 exits when an incoming migration fails: a missing state file is reported before that.
+    let incoming = command == "migrate-incoming";
+    let size = if incoming {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| HostError::io(format!("state file {}", path.display()), e))?;
+        Some(meta.len())
+    } else {
+        None
+    };
+    let version = client.version()?;
+    let mut args = args.clone();
+    if version.has_file_migration() {
+        args["uri"] = Value::from(if incoming {
+            qmp::incoming_uri(version, path)
+        } else {
+            qmp::outgoing_uri(version, path)
+        });
+    }
+    client.execute(command, &args)?;
+    Ok(ActionOutput::Migration {
+        uri: args["uri"].as_str().unwrap_or_default().to_owned(),
+        qemu: version.to_string(),
+        size,
+    })
+}
+
+/// Repeats a QMP query until `field` of its reply is `until`; a state QEMU never leaves fails at once.
+fn qmp_wait(
+    client: &mut qmp::QmpClient,
+    command: &str,
+    field: &str,
+    until: &str,
+    timeout_ms: u64,
+) -> Result<ActionOutput, HostError> {
+    let deadline = Instant::now() + ms(timeout_ms);
+    let mut backoff = Backoff::new();
+    loop {
+        let reply = client.execute(command, &json!({}))?;
+        let value = reply.get(field).and_then(Value::as_str).unwrap_or("");
+        if value == until {
+            return Ok(ActionOutput::Reply(reply));
+        }
+        if matches!(
+            value,
+            "failed" | "cancelled" | "internal-error" | "guest-panicked" | "shutdown"
+        ) {
+            let why = reply
+                .get("error-desc")
+                .and_then(Value::as_str)
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default();
+            // QEMU reports a state file it cannot write only as a broken pipe to `cat`.
+            let hint = if command == "query-migrate" && why.contains("Broken pipe") {
+                " (the state file could not be written: does its directory exist, is it writable, is \
+                 the disk full?)"
+            } else {
+                ""
+            };
+            return Err(HostError::check(format!(
+                "{command}: {field} is \"{value}\", waiting for \"{until}\"{why}{hint}"
+            )));
+        }
+        if Instant::now() >= deadline {
+            return Err(HostError::Timeout(format!(
+                "{command}: {field} still \"{value}\" after {timeout_ms} ms, waiting for \"{until}\""
+            )));
+        }
+        backoff.wait();
+    }
+}
+
+fn wait_for_socket(path: &Path, timeout_ms: u64) -> Result<ActionOutput, HostError> {
+    let deadline = Instant::now() + ms(timeout_ms);
+    let mut backoff = Backoff::new();
+    loop {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Ok(ActionOutput::None);
+        }
+        if Instant::now() >= deadline {
+            return Err(HostError::Timeout(format!(
+                "{} did not accept connections within {timeout_ms} ms",
+                path.display()
+            )));
+        }
+        backoff.wait();
+    }
+}
+
+/// The kexec itself: through systemd when it runs the host (unless the plan asks for the direct path).
+fn reboot(mode: RebootMode) -> Result<ActionOutput, HostError> {
+    let systemd = machine::systemd_is_pid1();
+    if mode == RebootMode::SystemdKexec && !systemd {
+        return Err(HostError::check(
+            "policy.kexec = \"systemd\", but systemd does not run this host: use \"auto\" or \"direct\"",
+        ));
+    }
+    if !kexec::is_loaded()? {
+        return Err(HostError::check(
+            "no kernel is loaded for kexec (see `cat /sys/kernel/kexec_loaded`)",
+        ));
+    }
+    if systemd && mode != RebootMode::DirectKexec {
+        // The clean path: services stop and file systems unmount before systemd kexecs. The shutdown stops this
+        // process with SIGTERM, possibly before `systemctl kexec` has even returned. kup catches SIGTERM to roll
+        // back cleanly, which no longer applies once the kexec is queued: from before the call on, SIGTERM
+        // terminates at once, so the shutdown never waits out its stop timeout for us.
+        let terminate = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let _ = signal_hook::flag::register_conditional_default(
+            signal_hook::consts::SIGTERM,
+            std::sync::Arc::clone(&terminate),
+        );
+        if let Err(e) = process::run(
+            &["systemctl".to_owned(), "kexec".to_owned()],
+            Duration::from_secs(30),
+        ) {
+            // Nothing was queued: SIGTERM means "stop and roll back" again.
+            terminate.store(false, std::sync::atomic::Ordering::SeqCst);
+            return Err(e.into());
+        }
+        std::thread::sleep(Duration::from_secs(600));
+        Err(HostError::Timeout(
+            "`systemctl kexec` was queued but the system is still running".to_owned(),
+        ))
+    } else {
+        match kexec::execute_direct() {
+            Ok(never) => match never {},
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn check_kernel_image(path: &Path, release: Option<&str>) -> Result<ActionOutput, HostError> {
+    let image = kernel_file::read_image(path).map_err(|source| HostError::KernelImage {
+        path: path.to_owned(),
+        source,
+    })?;
+    if let Some(expected) = release
+        && image.release() != expected
+    {
+        return Err(HostError::check(format!(
+            "{} is release {}, but the plan's kernel.version is {expected}",
+            path.display(),
+            image.release()
+        )));
+    }
+    Ok(ActionOutput::KernelImage {
+        release: image.release().to_owned(),
+        version: image.version().to_owned(),
+    })
+}
+
+fn check_file(path: &Path, sha256: Option<&str>) -> Result<ActionOutput, HostError> {
+    let meta = std::fs::metadata(path).map_err(|e| HostError::io(path.display().to_string(), e))?;
+    if let Some(expected) = sha256 {
+        kernel_file::verify_sha256(path, expected).map_err(|source| HostError::KernelImage {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(ActionOutput::File { size: meta.len() })
+}
+
+fn check_hostname(globs: &[String]) -> Result<ActionOutput, HostError> {
+    let name = machine::hostname()?;
+    let mut parsed = Vec::with_capacity(globs.len());
+    for g in globs {
+        parsed.push(HostGlob::parse(g).map_err(|(at, why)| {
+            HostError::check(format!(
+                "host glob {g:?} is invalid at character {at}: {why}"
+            ))
+        })?);
+    }
+    if parsed.is_empty() || parsed.iter().any(|g| g.matches(&name)) {
+        Ok(ActionOutput::Hostname { hostname: name })
+    } else {
+        Err(HostError::check(format!(
+            "this host is \"{name}\"; the plan is for {}",
+            globs.join(", ")
+        )))
+    }
+}
+
+/// `criu dump` / `criu restore`, with the PID read from the app's pidfile put in place of [`PID_PLACEHOLDER`].
+fn criu(argv: &[String], pidfile: &Path, timeout_ms: u64) -> Result<ActionOutput, HostError> {
+    let argv: Vec<String> = if argv.iter().any(|a| a == PID_PLACEHOLDER) {
+        let text = std::fs::read_to_string(pidfile)
+            .map_err(|e| HostError::io(pidfile.display().to_string(), e))?;
+        let pid: u32 = text.trim().parse().map_err(|_| {
+            HostError::check(format!(
+                "{} does not hold a PID: {:?}",
+                pidfile.display(),
+                text.trim()
+            ))
+        })?;
+        argv.iter()
+            .map(|a| {
+                if a == PID_PLACEHOLDER {
+                    pid.to_string()
+                } else {
+                    a.clone()
+                }
+            })
+            .collect()
+    } else {
+        argv.to_vec()
+    };
+    exec(&argv, timeout_ms)
+}
+
+fn check_output(
+    argv: &[String],
+    expect: &[String],
+    timeout_ms: u64,
+) -> Result<ActionOutput, HostError> {
+    let captured = process::capture(argv, ms(timeout_ms))?;
+    let found = captured.stdout.trim();
+    if expect.iter().any(|e| e == found) {
+        return Ok(ActionOutput::Printed {
+            output: found.to_owned(),
+            exit: captured.code,
+        });
+    }
+    Err(HostError::check(format!(
+        "`{}` printed {found:?}, expected {}{}",
+        argv.join(" "),
+        expect
+            .iter()
+            .map(|e| format!("{e:?}"))
+            .collect::<Vec<_>>()
+            .join(" or "),
+        match captured.code {
+            Some(0) | None => String::new(),
+            Some(code) => format!(" (exit status {code}: {})", captured.tail),
+        }
+    )))
+}
