@@ -1,0 +1,91 @@
+//! The checking steps: `preflight` (nothing changed yet, everything the plan needs is there), `pci:ADDR:check`,
+//! and `verify` (everything back as planned; only then do the state files go).
+
+use super::{Compiled, vm};
+use crate::action::Action;
+use crate::plan::{AppKind, MemoryMode, PciDevice, Plan, VmDriver};
+
+pub(super) fn pci_check(d: &PciDevice) -> Action {
+    Action::CheckPci {
+        address: d.address.to_string(),
+        driver: d.driver.clone(),
+        iommu: d.driver == "vfio-pci",
+    }
+}
+
+/// `pci:ADDR:check`.
+pub(super) fn pci(device: Option<&PciDevice>) -> Compiled {
+    (device.map(pci_check).into_iter().collect(), Vec::new())
+}
+
+/// Checks that nothing has been changed yet and that everything the plan needs is there.
+pub(super) fn preflight(plan: &Plan) -> Vec<Action> {
+    let mut actions = Vec::new();
+    if !plan.hosts.is_empty() {
+        actions.push(Action::CheckHostname {
+            globs: plan.hosts.iter().map(|g| g.to_string()).collect(),
+        });
+    }
+    actions.push(Action::CheckKexecEnabled);
+    actions.push(Action::CheckFile {
+        path: plan.kernel.image.clone(),
+        sha256: plan.kernel.sha256.clone(),
+    });
+    actions.push(Action::CheckKernelImage {
+        path: plan.kernel.image.clone(),
+        release: plan.kernel.version.clone(),
+    });
+    if let Some(initrd) = &plan.kernel.initrd {
+        actions.push(Action::CheckFile {
+            path: initrd.clone(),
+            sha256: None,
+        });
+    }
+    // Created here, not when saving: a missing or read-only directory then fails before any guest is paused.
+    for vm in &plan.vms {
+        actions.push(Action::EnsureDir {
+            path: vm.state.clone(),
+        });
+    }
+    // A state file under the name a restore or a rollback reads must be this run's: an earlier run's is moved
+    // aside now, before anything pauses, rather than restored by mistake after a failed save.
+    for vm in &plan.vms {
+        actions.push(Action::KeepAside {
+            path: vm::state_file(vm),
+        });
+    }
+    for app in &plan.apps {
+        if let AppKind::Criu { images, .. } = &app.kind {
+            actions.push(Action::EnsureDir {
+                path: images.clone(),
+            });
+        }
+    }
+    for d in &plan.pci {
+        actions.push(pci_check(d));
+    }
+    for vm in &plan.vms {
+        actions.extend(vm::running(vm));
+        // Checked before anything pauses: with RAM that does not survive the kexec, "shared" would lose the guest.
+        if let (VmDriver::Qmp { socket, .. }, MemoryMode::Shared) = (&vm.driver, vm.memory) {
+            actions.push(Action::CheckSharedRam {
+                socket: socket.clone(),
+            });
+        }
+    }
+    actions
+}
+
+/// Every guest running, every device bound as planned; then, and only then, the state files go.
+pub(super) fn verify(plan: &Plan) -> Vec<Action> {
+    let mut actions: Vec<Action> = plan.vms.iter().flat_map(vm::running).collect();
+    for d in &plan.pci {
+        actions.push(pci_check(d));
+    }
+    for vm in &plan.vms {
+        actions.push(Action::RemoveFile {
+            path: vm::state_file(vm),
+        });
+    }
+    actions
+}

@@ -1,0 +1,250 @@
+//! A guest's steps — pause, save, restore, resume — for both drivers: QEMU over QMP (the migration stream into a
+//! state file, `x-ignore-shared` for RAM that survives the kexec) and libvirt (`virsh save` / `restore`).
+
+use super::{
+    COMMAND_TIMEOUT, Compiled, LIBVIRT_STATE_FILE, MIGRATION_MAX_BANDWIDTH, PARTIAL_SUFFIX,
+    QMP_STATE_FILE, QUIT_TIMEOUT, RESTART_TIMEOUT, SOCKET_TIMEOUT, exec, handshake, ms, path_str,
+    qmp,
+};
+use crate::action::{Action, shell_quote};
+use crate::plan::{MemoryMode, Vm, VmDriver};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// `migrate` into a state file; completion is awaited by a following `QmpWait` on `query-migrate`.
+pub(super) fn migrate_to(socket: &Path, path: &Path) -> Action {
+    Action::Qmp {
+        socket: socket.to_owned(),
+        command: "migrate".to_owned(),
+        args: json!({ "uri": format!("exec:cat > {}", shell_quote(path)) }),
+        file_uri: Some(path.to_owned()),
+    }
+}
+
+/// `migrate-incoming` from a state file, into a QEMU started with `-incoming defer`.
+pub(super) fn migrate_from(socket: &Path, path: &Path) -> Action {
+    Action::Qmp {
+        socket: socket.to_owned(),
+        command: "migrate-incoming".to_owned(),
+        args: json!({ "uri": format!("exec:cat {}", shell_quote(path)) }),
+        file_uri: Some(path.to_owned()),
+    }
+}
+
+pub(super) fn ignore_shared(socket: &Path) -> Action {
+    qmp(
+        socket,
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
+    )
+}
+
+pub(super) fn state_file(vm: &Vm) -> PathBuf {
+    match vm.driver {
+        VmDriver::Qmp { .. } => vm.state.join(QMP_STATE_FILE),
+        VmDriver::Libvirt { .. } => vm.state.join(LIBVIRT_STATE_FILE),
+    }
+}
+
+/// Where a state file is written before [`Action::CommitFile`] gives it its name.
+pub(super) fn partial(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(PARTIAL_SUFFIX);
+    PathBuf::from(name)
+}
+
+pub(super) fn commit(vm: &Vm) -> Action {
+    let to = state_file(vm);
+    Action::CommitFile {
+        from: partial(&to),
+        to,
+    }
+}
+
+pub(super) fn virsh(args: &[&str], timeout_ms: u64) -> Action {
+    let mut argv = vec!["virsh".to_owned()];
+    argv.extend(args.iter().map(|s| (*s).to_owned()));
+    Action::Exec { argv, timeout_ms }
+}
+
+/// `virsh domstate DOMAIN` printing one of `states`.
+pub(super) fn domstate(domain: &str, states: &[&str]) -> Action {
+    Action::CheckOutput {
+        argv: vec!["virsh".into(), "domstate".into(), domain.to_owned()],
+        expect: states.iter().map(|s| (*s).to_owned()).collect(),
+        timeout_ms: ms(COMMAND_TIMEOUT),
+    }
+}
+
+/// `vm:NAME:pause`: `stop` over QMP (`virsh save` pauses a libvirt domain itself).
+pub(super) fn pause(vm: Option<&Vm>) -> Compiled {
+    let Some((v, VmDriver::Qmp { socket, .. })) = vm.map(|v| (v, &v.driver)) else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut actions = vec![
+        handshake(socket),
+        // Set before `stop` so that nothing but the stop itself happens while the guest is paused.
+        qmp(
+            socket,
+            "migrate-set-parameters",
+            json!({"max-bandwidth": MIGRATION_MAX_BANDWIDTH}),
+        ),
+    ];
+    if v.memory == MemoryMode::Shared {
+        actions.push(ignore_shared(socket));
+    }
+    actions.push(qmp(socket, "stop", json!({})));
+    (
+        actions,
+        vec![handshake(socket), qmp(socket, "cont", json!({}))],
+    )
+}
+
+/// `vm:NAME:save`: the state into `NAME.partial`, committed under its name once complete.
+pub(super) fn save(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
+    match vm.map(|v| (v, &v.driver)) {
+        Some((v, VmDriver::Qmp { socket, .. })) => (
+            vec![
+                handshake(socket),
+                migrate_to(socket, &partial(&state_file(v))),
+                Action::QmpWait {
+                    socket: socket.clone(),
+                    command: "query-migrate".into(),
+                    field: "status".into(),
+                    until: "completed".into(),
+                    timeout_ms: migration_timeout,
+                },
+                // The old QEMU is left as it is: the kexec ends it, and waiting for its exit (1–2 s while the
+                // kernel frees its RAM) would only lengthen the downtime.
+                commit(v),
+            ],
+            // The source QEMU stays alive (the kexec ends it), so the pause's `cont` resumes it; a migration still
+            // running is cancelled first.
+            vec![
+                handshake(socket),
+                qmp(socket, "migrate_cancel", json!({})),
+                Action::RemoveFile {
+                    path: partial(&state_file(v)),
+                },
+            ],
+        ),
+        Some((v, VmDriver::Libvirt { domain })) => {
+            let file = path_str(&state_file(v));
+            let part = path_str(&partial(&state_file(v)));
+            (
+                vec![
+                    // Its exit status is the whole truth: afterwards a persistent domain is "shut off" and a
+                    // transient one is gone, so there is no state worth checking.
+                    virsh(
+                        &["save", "--bypass-cache", domain, &part],
+                        migration_timeout,
+                    ),
+                    commit(v),
+                ],
+                vec![
+                    virsh(&["restore", "--bypass-cache", &file], migration_timeout),
+                    domstate(domain, &["running"]),
+                ],
+            )
+        }
+        None => (Vec::new(), Vec::new()),
+    }
+}
+
+/// `vm:NAME:restore`: a new QEMU (`-incoming defer`) loads the state file and stays paused.
+pub(super) fn restore(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
+    match vm.map(|v| (v, &v.driver)) {
+        Some((v, VmDriver::Qmp { socket, restart })) => {
+            let mut actions = vec![
+                // Only a rehearsal (or a restore retried after its QEMU started) finds the old QEMU alive.
+                Action::QmpQuit {
+                    socket: socket.clone(),
+                    timeout_ms: ms(QUIT_TIMEOUT),
+                },
+                Action::Exec {
+                    argv: restart.clone(),
+                    timeout_ms: ms(RESTART_TIMEOUT),
+                },
+                Action::WaitForSocket {
+                    path: socket.clone(),
+                    timeout_ms: ms(SOCKET_TIMEOUT),
+                },
+                handshake(socket),
+            ];
+            // The destination must agree with the stream, or QEMU exits.
+            if v.memory == MemoryMode::Shared {
+                actions.push(ignore_shared(socket));
+            }
+            actions.push(migrate_from(socket, &state_file(v)));
+            actions.push(Action::QmpWait {
+                socket: socket.clone(),
+                command: "query-status".into(),
+                field: "status".into(),
+                until: "paused".into(),
+                timeout_ms: migration_timeout,
+            });
+            (actions, Vec::new())
+        }
+        Some((v, VmDriver::Libvirt { domain })) => (
+            vec![
+                virsh(
+                    &[
+                        "restore",
+                        "--bypass-cache",
+                        "--paused",
+                        &path_str(&state_file(v)),
+                    ],
+                    migration_timeout,
+                ),
+                domstate(domain, &["paused"]),
+            ],
+            Vec::new(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    }
+}
+
+/// `vm:NAME:resume`: `cont`, then the guest must be seen running.
+pub(super) fn resume(vm: Option<&Vm>) -> Compiled {
+    match vm.map(|v| &v.driver) {
+        Some(VmDriver::Qmp { socket, .. }) => (
+            vec![
+                handshake(socket),
+                qmp(socket, "cont", json!({})),
+                Action::QmpWait {
+                    socket: socket.clone(),
+                    command: "query-status".into(),
+                    field: "status".into(),
+                    until: "running".into(),
+                    timeout_ms: ms(SOCKET_TIMEOUT),
+                },
+            ],
+            Vec::new(),
+        ),
+        Some(VmDriver::Libvirt { domain }) => (
+            vec![
+                exec(&["virsh", "resume", domain], COMMAND_TIMEOUT),
+                domstate(domain, &["running"]),
+            ],
+            Vec::new(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    }
+}
+
+/// The checks that a guest runs, as `preflight` and `verify` make them.
+pub(super) fn running(vm: &Vm) -> Vec<Action> {
+    match &vm.driver {
+        VmDriver::Qmp { socket, .. } => vec![
+            handshake(socket),
+            Action::QmpWait {
+                socket: socket.clone(),
+                command: "query-status".into(),
+                field: "status".into(),
+                until: "running".into(),
+                timeout_ms: ms(SOCKET_TIMEOUT),
+            },
+        ],
+        VmDriver::Libvirt { domain } => vec![domstate(domain, &["running"])],
+    }
+}
