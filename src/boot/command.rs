@@ -23,6 +23,14 @@ pub struct BootTimeArgs {
     /// `-` reads standard input. Without it, the running kernel's log is read from /dev/kmsg (or dmesg).
     #[arg(long, value_name = "FILE|-")]
     pub dmesg: Option<PathBuf>,
+    /// Compare two kernel logs: phases side by side with deltas, and which recommendations appeared, disappeared
+    /// or stayed. One of them may be `-` (standard input).
+    #[arg(long, num_args = 2, value_names = ["BEFORE", "AFTER"], conflicts_with_all = ["dmesg", "journal"])]
+    pub compare: Option<Vec<PathBuf>>,
+    /// Compare the boots before and after the apply journaled under DIR (a journal root such as /var/lib/kup, or
+    /// one apply's directory).
+    #[arg(long, value_name = "DIR", conflicts_with = "dmesg")]
+    pub journal: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub format: OutputFormat,
@@ -30,6 +38,9 @@ pub struct BootTimeArgs {
 
 /// Runs `kup boot-time`: 0 with a report on stdout; 2 when the log cannot be read.
 pub fn run(args: &BootTimeArgs) -> ExitCode {
+    if args.compare.is_some() || args.journal.is_some() {
+        return super::compare_command::run(args);
+    }
     let (bytes, facts) = match read_input(args) {
         Ok(input) => input,
         Err(message) => {

@@ -7,6 +7,8 @@
 
 mod advice;
 pub mod command;
+pub mod compare;
+mod compare_command;
 pub mod live;
 mod markers;
 pub mod parse;
