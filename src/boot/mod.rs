@@ -15,6 +15,7 @@ pub mod parse;
 mod phases;
 mod render;
 pub mod report;
+pub mod target;
 mod wallclock;
 
 pub use advice::{HostFacts, KernelConfig};
