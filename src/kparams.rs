@@ -53,8 +53,10 @@ pub enum ValueRule {
     /// A bare flag; a value is ignored by the kernel, so it is not judged either.
     Flag,
     /// `kstrtobool()`: `1`/`0`, `y`/`n`, `t`/`f` (and words starting with them: `yes`, `true`), `on`/`off`.
-    /// A missing value is refused by the kernel.
+    /// A missing value is refused by the kernel (an `early_param` that calls `kstrtobool()`).
     Bool,
+    /// A module's `bool` parameter (`module_param(…, bool, …)`): the same values, and a bare name means true.
+    ModuleBool,
     /// A decimal integer, optionally negative (`panic=-1`).
     Integer,
     /// One of these words exactly.
@@ -68,7 +70,8 @@ impl ValueRule {
     fn check(self, value: Option<&str>) -> Option<String> {
         let ok = match (self, value) {
             (ValueRule::Any | ValueRule::Flag, _) => true,
-            (ValueRule::Bool, Some(v)) => is_kstrtobool(v),
+            (ValueRule::Bool | ValueRule::ModuleBool, Some(v)) => is_kstrtobool(v),
+            (ValueRule::ModuleBool, None) => true,
             (ValueRule::Integer, Some(v)) => {
                 let digits = v.strip_prefix('-').unwrap_or(v);
                 !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
@@ -86,7 +89,9 @@ impl ValueRule {
     fn expected(self) -> String {
         match self {
             ValueRule::Any | ValueRule::Flag => "anything".into(),
-            ValueRule::Bool => "a boolean: 1 or 0, y or n, on or off".into(),
+            ValueRule::Bool | ValueRule::ModuleBool => {
+                "a boolean: 1 or 0, y or n, on or off".into()
+            }
             ValueRule::Integer => "a whole number".into(),
             ValueRule::OneOf(words) => format!("one of {}", words.join(", ")),
             ValueRule::StartsWith(words) => {
@@ -96,8 +101,8 @@ impl ValueRule {
     }
 }
 
-/// `kstrtobool()` (lib/kstrtox.c) as in every kernel that has the parameters which use it here (≥ 6.0): only
-/// the first one or two characters count.
+/// `kstrtobool()` (lib/kstrtox.c) as current kernels have it: only the first one or two characters count. (Older
+/// kernels also refuse `t`/`f`; kup accepts them, so it may miss a bad value there but never invents one.)
 fn is_kstrtobool(value: &str) -> bool {
     let b = value.as_bytes();
     match b.first() {
@@ -146,7 +151,7 @@ const fn since(name: &'static str, major: u32, minor: u32, value: ValueRule) -> 
 }
 
 use Repeats::{Accumulates as Many, LastWins as Last};
-use ValueRule::{Any, Bool, Flag, Integer, OneOf, StartsWith};
+use ValueRule::{Any, Bool, Flag, Integer, ModuleBool, OneOf, StartsWith};
 
 /// The table. Releases: `cpuhp.parallel` (kernel/cpu.c, parallel CPU bring-up, 6.5), `kho` and `kho_scratch`
 /// (Kexec HandOver, kernel/kexec_handover.c, 6.16), `liveupdate` (the Live Update Orchestrator, 6.19),
@@ -166,10 +171,10 @@ pub const KNOWN: &[KnownParam] = &[
     p("iommu.passthrough", Bool, Last),
     p("iommu.strict", Bool, Last),
     p("vfio-pci.ids", Any, Last),
-    p("vfio_iommu_type1.allow_unsafe_interrupts", Bool, Last),
-    p("kvm.ignore_msrs", Bool, Last),
-    p("kvm-intel.nested", Bool, Last),
-    p("kvm-amd.nested", Bool, Last),
+    p("vfio_iommu_type1.allow_unsafe_interrupts", ModuleBool, Last),
+    p("kvm.ignore_msrs", ModuleBool, Last),
+    p("kvm-intel.nested", ModuleBool, Last),
+    p("kvm-amd.nested", ModuleBool, Last),
     // CPUs, SMT and speculation mitigations.
     p("nosmt", Any, Last),
     p("nosmp", Flag, Last),
@@ -204,7 +209,7 @@ pub const KNOWN: &[KnownParam] = &[
     p("consoleblank", Integer, Last),
     p("earlycon", Any, Last),
     p("earlyprintk", Any, Last),
-    p("printk.time", Bool, Last),
+    p("printk.time", ModuleBool, Last),
     p("initcall_debug", Flag, Last),
     // Panics.
     p("panic", Integer, Last),
@@ -237,7 +242,7 @@ pub const KNOWN: &[KnownParam] = &[
     ),
     since("init_on_alloc", 5, 3, Bool),
     since("init_on_free", 5, 3, Bool),
-    since("page_alloc.shuffle", 5, 2, Bool),
+    since("page_alloc.shuffle", 5, 2, ModuleBool),
     p("numa_balancing", OneOf(&["enable", "disable"]), Last),
     // Devices and platform.
     p("pcie_aspm", OneOf(&["off", "force"]), Last),
@@ -587,8 +592,11 @@ mod tests {
         assert_eq!(
             kinds("cpuhp.parallel", None).len(),
             1,
-            "a bool needs a value"
+            "an early_param bool needs a value"
         );
+        // A module's bool parameter is true when bare, and takes the same values.
+        assert!(kinds("printk.time kvm-intel.nested", None).is_empty());
+        assert_eq!(kinds("printk.time=maybe", None).len(), 1);
         assert_eq!(kinds("mitigations=on", None).len(), 1);
         for good in ["off", "auto", "auto,nosmt"] {
             assert!(
