@@ -218,7 +218,8 @@ pub const KNOWN: &[KnownParam] = &[
     // Root file system and init.
     p("init", Any, Last),
     p("rdinit", Any, Last),
-    p("initrd", Any, Last),
+    // The EFI stub loads every `initrd=` (microcode first, then the initramfs), so they add up.
+    p("initrd", Any, Many),
     p("noinitrd", Flag, Last),
     p("root", Any, Last),
     p("rootfstype", Any, Last),
@@ -286,7 +287,9 @@ pub fn known(name: &str) -> Option<&'static KnownParam> {
 
 /// The known parameter `name` is probably a misspelling of: none when `name` is known, is read by user space
 /// (`rd.*`, `systemd.*`, names starting with a capital such as `BOOT_IMAGE`), is too short to judge, or is not
-/// within one edit (two for names of nine characters or more) of a known name.
+/// close enough to a known name. Close enough: two swapped neighbours for names of five or six characters
+/// (`quite`; a single changed letter is too often another real word there: ChromeOS's `noswap` is not `nosmap`),
+/// one edit for seven or eight, two edits from nine.
 pub fn misspelt(name: &str) -> Option<&'static str> {
     let short = name.chars().count() < 5;
     let user_space = USER_SPACE_PREFIXES.iter().any(|p| name.starts_with(p))
@@ -296,13 +299,28 @@ pub fn misspelt(name: &str) -> Option<&'static str> {
     }
     let normal = |s: &str| s.replace('-', "_");
     let name_n = normal(name);
-    let allowed = if name.chars().count() >= 9 { 2 } else { 1 };
+    let length = name.chars().count();
+    let close = |known: &str| match length {
+        ..=6 => is_transposition(&name_n, known),
+        7..=8 => strsim::osa_distance(&name_n, known) <= 1,
+        _ => strsim::osa_distance(&name_n, known) <= 2,
+    };
     KNOWN
         .iter()
-        .map(|k| (strsim::osa_distance(&name_n, &normal(k.name)), k.name))
-        .filter(|(d, _)| *d <= allowed)
-        .min_by_key(|(d, _)| *d)
+        .map(|k| (normal(k.name), k.name))
+        .filter(|(known, _)| close(known))
+        .min_by_key(|(known, _)| strsim::osa_distance(&name_n, known))
         .map(|(_, n)| n)
+}
+
+/// `a` is `b` with two neighbouring characters swapped.
+fn is_transposition(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len() != b.len() {
+        return false;
+    }
+    let differ: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+    matches!(differ[..], [i, j] if j == i + 1 && a[i] == b[j] && a[j] == b[i])
 }
 
 /// What is wrong with one parameter.
@@ -524,6 +542,13 @@ mod tests {
         );
         // `_` for the module's `.` is a different parameter to the kernel.
         assert_eq!(misspelt("cpuhp_parallel"), Some("cpuhp.parallel"));
+        // Seven or eight characters: one edit.
+        assert_eq!(misspelt("loglevl"), Some("loglevel"));
+        assert_eq!(
+            misspelt("loglvl"),
+            None,
+            "six characters: only a swap counts"
+        );
     }
 
     #[test]
@@ -545,6 +570,7 @@ mod tests {
             "mem",
             "kvm_intel.nested",
             "intel-iommu",
+            "noswap",
         ] {
             assert_eq!(misspelt(name), None, "{name}");
         }

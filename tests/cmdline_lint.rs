@@ -73,3 +73,36 @@ fn github_annotations_are_warnings() {
         )))
         .stderr(predicate::str::contains("valid, 1 warning"));
 }
+
+/// Regression: the first version called ChromeOS's `noswap` a misspelt `nosmap`, and the EFI stub's two
+/// `initrd=` (microcode, then the initramfs) a duplicate. The corpus's real command lines, judged against their
+/// own releases, give no finding.
+#[test]
+fn the_corpus_command_lines_are_clean() {
+    let dir = format!("{}/tests/data/dmesg", env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    let mut judged = 0;
+    for file in files {
+        let report = kup::boot::analyse(&std::fs::read(&file).unwrap());
+        let Some(cmdline) = &report.cmdline else {
+            continue;
+        };
+        judged += 1;
+        let findings = kup::kparams::lint_cmdline(cmdline, report.kernel.as_deref());
+        assert!(
+            findings.is_empty(),
+            "{}: {:?}",
+            file.display(),
+            findings.iter().map(|f| &f.message).collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        judged >= 20,
+        "only {judged} corpus logs have a command line"
+    );
+}
