@@ -83,6 +83,7 @@ fn assert_comparison_shape(v: &Value) {
         );
         assert!(s["kernel"].is_null() || s["kernel"].is_string());
         assert!(s["cpus"].is_null() || s["cpus"].is_u64());
+        assert!(s["cmdline"].is_null() || s["cmdline"].is_string());
     }
     let delta = |d: &Value| {
         for key in ["before_s", "after_s", "delta_ms", "delta_pct"] {

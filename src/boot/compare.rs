@@ -146,6 +146,8 @@ pub struct Side {
     pub kernel: Option<String>,
     pub cpus: Option<u32>,
     pub clock: String,
+    /// The kernel command line of that boot: what changed between the two is often the point of the comparison.
+    pub cmdline: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -233,6 +235,7 @@ pub fn compare(before: &BootSummary, after: &BootSummary) -> BootComparison {
         kernel: s.kernel.clone(),
         cpus: s.cpus,
         clock: s.clock.clone(),
+        cmdline: s.cmdline.clone(),
     };
     BootComparison {
         before: side(before),
@@ -281,6 +284,15 @@ pub fn human(c: &BootComparison, colour: bool) -> String {
             side.kernel.as_deref().unwrap_or("unknown"),
             side.clock
         );
+    }
+    if c.before.cmdline != c.after.cmdline {
+        for (label, side) in [("before", &c.before), ("after", &c.after)] {
+            let _ = writeln!(
+                out,
+                "{label:<7} cmdline {}",
+                side.cmdline.as_deref().unwrap_or("unknown")
+            );
+        }
     }
     out.push('\n');
     let _ = writeln!(out, "{:<15} {:>10} {:>10}  delta", "", "before", "after");
@@ -374,6 +386,13 @@ mod tests {
             .replace("1.900000] Run", "2.600000] Run")
             .replace("1.800000", "2.500000");
         let c = compare(&summary(BEFORE, "a"), &summary(&after, "b"));
+        let text = human(&c, false);
+        assert!(
+            text.contains(
+                "before  cmdline console=ttyS0 cpuhp.parallel=0\nafter   cmdline console=ttyS0\n"
+            ),
+            "{text}"
+        );
         let codes =
             |l: &[SummaryRecommendation]| l.iter().map(|r| r.code.clone()).collect::<Vec<_>>();
         assert_eq!(
