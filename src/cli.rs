@@ -27,7 +27,7 @@ pub enum Command {
     /// Print the JSON Schema of the plan format.
     Schema,
     /// Kernel boot phases and time to init, from a kernel log or the running kernel's.
-    BootTime(crate::boot::BootTimeArgs),
+    BootTime(commands::boot_time::BootTimeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,7 +149,7 @@ pub fn main() -> ExitCode {
             commands::status::run(&journal, format == StatusFormat::Json)
         }
         Command::Schema => commands::schema::run(),
-        Command::BootTime(args) => return crate::boot::command::run(&args),
+        Command::BootTime(args) => commands::boot_time::run(&args),
     };
     match result {
         Ok(()) => exit::code(exit::SUCCESS),

@@ -19,4 +19,5 @@ pub mod graph;
 pub mod host;
 pub mod hostglob;
 pub mod kernel_image;
+pub mod kparams;
 pub mod plan;

@@ -43,12 +43,12 @@ fn params(cmdline: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
 }
 
 /// kstrtobool's false spellings.
-fn is_false(v: &str) -> bool {
+pub(super) fn is_false(v: &str) -> bool {
     matches!(v, "0" | "n" | "N" | "off" | "Off" | "OFF" | "false")
 }
 
 /// The console log level the command line leaves: `quiet` is 4, `debug` 10, `loglevel=N` is N; the last wins.
-fn console_loglevel(cmdline: &str) -> Option<u32> {
+pub(super) fn console_loglevel(cmdline: &str) -> Option<u32> {
     params(cmdline).fold(None, |level, (k, v)| match (k, v) {
         ("quiet", None) => Some(4),
         ("debug", None) => Some(10),
@@ -57,7 +57,7 @@ fn console_loglevel(cmdline: &str) -> Option<u32> {
     })
 }
 
-fn serial_console(cmdline: &str) -> Option<&str> {
+pub(super) fn serial_console(cmdline: &str) -> Option<&str> {
     params(cmdline).find_map(|(k, v)| match (k, v) {
         ("console", Some(dev))
             if ["ttyS", "ttyAMA", "uart"]
@@ -72,10 +72,7 @@ fn serial_console(cmdline: &str) -> Option<&str> {
 
 /// "6.6.10-arch1-1" → (6, 6).
 pub fn major_minor(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(['.', '-', '+']);
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
+    crate::kparams::KernelRelease::parse(release).map(|r| (r.major, r.minor))
 }
 
 fn ms(m: Micros) -> String {

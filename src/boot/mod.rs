@@ -3,20 +3,21 @@
 //! After a live update the operator needs to know what the new kernel's boot cost the VMs: this module turns a
 //! kernel log in any common format into a `BootReport` (phases, headline figures, recommendations). The
 //! analysis (`analyse`) is pure — bytes in, report out — so the executor can call it on a captured log and store
-//! the result in its journal; only `command` asks the host (through `crate::host`) for the live log.
+//! the result in its journal. Reading the live log is `crate::host::kmsg`'s job; the command is
+//! `crate::commands::boot_time`.
 
 mod advice;
-pub mod command;
+pub mod compare;
 pub mod config;
 mod markers;
 pub mod parse;
 mod phases;
 mod render;
 pub mod report;
+pub mod target;
 mod wallclock;
 
 pub use advice::{HostFacts, KernelConfig};
-pub use command::BootTimeArgs;
 pub use render::human;
 pub use report::BootReport;
 

@@ -1,6 +1,8 @@
 //! One file per subcommand: each turns parsed arguments into output and an exit code, keeping `cli` declarative.
 
 pub mod apply;
+mod boot_compare;
+pub mod boot_time;
 pub mod dry_run;
 mod error;
 pub mod graph;

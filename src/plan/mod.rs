@@ -4,6 +4,7 @@
 //! and on the host. Three passes, each reporting everything it finds: TOML syntax, structure against the JSON
 //! Schema (unknown keys, types, required keys), then meaning ([`validate`]).
 
+pub mod cmdline_lint;
 pub mod diagnostic;
 pub mod model;
 pub mod raw;

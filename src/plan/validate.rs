@@ -352,6 +352,8 @@ impl Validator<'_> {
                 None
             }
         };
+        // Kernel-parameter warnings (release, typos, duplicates, values): src/plan/cmdline_lint.rs.
+        super::cmdline_lint::check(raw, self.out);
         let cmdline = match &raw.cmdline {
             Some(c) => self.cmdline(c.get_ref(), c.span()),
             None => CmdlineSpec::Edit {

@@ -3,13 +3,11 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use super::advice::HostFacts;
-use super::{analyse_with, config, render};
-use crate::exit;
+use super::{CommandError, CommandResult};
+use crate::boot::{HostFacts, analyse_with, config};
 use crate::host::{kmsg, machine};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -24,33 +22,42 @@ pub struct BootTimeArgs {
     /// `-` reads standard input. Without it, the running kernel's log is read from /dev/kmsg (or dmesg).
     #[arg(long, value_name = "FILE|-")]
     pub dmesg: Option<PathBuf>,
+    /// Compare two kernel logs: phases side by side with deltas, and which recommendations appeared, disappeared
+    /// or stayed. One of them may be `-` (standard input).
+    #[arg(long, num_args = 2, value_names = ["BEFORE", "AFTER"], conflicts_with_all = ["dmesg", "journal"])]
+    pub compare: Option<Vec<PathBuf>>,
+    /// Compare the boots before and after the apply journaled under DIR (a journal root such as /var/lib/kup, or
+    /// one apply's directory).
+    #[arg(long, value_name = "DIR", conflicts_with = "dmesg")]
+    pub journal: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub format: OutputFormat,
 }
 
 /// Runs `kup boot-time`: 0 with a report on stdout; 2 when the log cannot be read.
-pub fn run(args: &BootTimeArgs) -> ExitCode {
+pub fn run(args: &BootTimeArgs) -> CommandResult {
+    if args.compare.is_some() || args.journal.is_some() {
+        return super::boot_compare::run(args);
+    }
     let (bytes, facts) = match read_input(args) {
         Ok(input) => input,
-        Err(message) => {
-            eprintln!("kup boot-time: {message}");
-            return exit::code(exit::USAGE_OR_IO);
-        }
+        Err(message) => return Err(CommandError::Usage(message)),
     };
     let report = analyse_with(&bytes, &facts);
     let text = match args.format {
         OutputFormat::Json => match serde_json::to_string_pretty(&report) {
             Ok(json) => json + "\n",
             Err(e) => {
-                eprintln!("kup boot-time: cannot serialise the report: {e}");
-                return exit::code(exit::USAGE_OR_IO);
+                return Err(CommandError::Usage(format!(
+                    "cannot serialise the report: {e}"
+                )));
             }
         },
         OutputFormat::Human => {
             let colour = std::io::stdout().is_terminal()
                 && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-            render::human(&report, colour)
+            crate::boot::human(&report, colour)
         }
     };
     let mut stdout = std::io::stdout().lock();
@@ -58,13 +65,10 @@ pub fn run(args: &BootTimeArgs) -> ExitCode {
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
     {
-        Ok(()) => exit::code(exit::SUCCESS),
+        Ok(()) => Ok(()),
         // A closed pipe (`| head`) is the reader's choice, not an error worth a message.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::code(exit::SUCCESS),
-        Err(e) => {
-            eprintln!("kup boot-time: cannot write the report: {e}");
-            exit::code(exit::USAGE_OR_IO)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CommandError::Usage(format!("cannot write the report: {e}"))),
     }
 }
 
