@@ -1,0 +1,121 @@
+//! Semantic checks that types alone cannot express — paths that must survive a kexec, names that must be unique,
+//! devices owned twice — collected all at once so a reviewer sees every problem in one run.
+
+mod apps;
+mod fields;
+mod kernel;
+mod pci;
+mod policy;
+mod vms;
+
+use super::diagnostic::Diagnostic;
+use super::model::*;
+use super::raw::RawPlan;
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+/// Stable diagnostic codes of the semantic checks (the structural ones live in [`super::structure`]).
+pub mod code {
+    pub const VERSION: &str = "kup::plan::version";
+    pub const RELATIVE_PATH: &str = "kup::plan::relative-path";
+    pub const VOLATILE_PATH: &str = "kup::plan::volatile-path";
+    pub const TMP_PATH: &str = "kup::plan::tmp-path";
+    pub const DUPLICATE_NAME: &str = "kup::plan::duplicate-name";
+    pub const INVALID_NAME: &str = "kup::plan::invalid-name";
+    pub const VM_DRIVER: &str = "kup::plan::vm-driver";
+    pub const DRIVER_KEY: &str = "kup::plan::driver-key";
+    pub const PCI_ADDRESS: &str = "kup::plan::pci-address";
+    pub const DEVICE_CONFLICT: &str = "kup::plan::device-conflict";
+    pub const UNDECLARED_DEVICE: &str = "kup::plan::undeclared-device";
+    pub const DUPLICATE_DEVICE: &str = "kup::plan::duplicate-device";
+    pub const SHA256: &str = "kup::plan::sha256";
+    pub const DURATION: &str = "kup::plan::duration";
+    pub const SIZE: &str = "kup::plan::size";
+    pub const PARALLELISM: &str = "kup::plan::parallelism";
+    pub const EMPTY_ARGV: &str = "kup::plan::empty-argv";
+    pub const ARGV_SHELL_STRING: &str = "kup::plan::argv-shell-string";
+    pub const CMDLINE_CONFLICT: &str = "kup::plan::cmdline-conflict";
+    pub const CMDLINE_PARAM: &str = "kup::plan::cmdline-param";
+    pub const EMPTY_CMDLINE: &str = "kup::plan::empty-cmdline";
+    pub const HOST_GLOB: &str = "kup::plan::host-glob";
+    pub const APP_KIND: &str = "kup::plan::app-kind";
+    pub const KERNEL_VERSION: &str = "kup::plan::kernel-version";
+    pub const UNPINNED_KERNEL: &str = "kup::plan::unpinned-kernel";
+    pub const ISOLATE_TARGET: &str = "kup::plan::isolate-target";
+    pub const SYSTEMD_UNIT: &str = "kup::plan::systemd-unit";
+    pub const ON_FAILURE_STOP: &str = "kup::plan::on-failure-stop";
+    pub const DIRECT_KEXEC: &str = "kup::plan::direct-kexec";
+    pub const EMPTY_VALUE: &str = "kup::plan::empty-value";
+
+    /// Codes that report something absent: after the structural pass removed a badly typed key, these would only
+    /// repeat its finding.
+    pub const ABSENCE: &[&str] = &[VM_DRIVER, DRIVER_KEY, APP_KIND, EMPTY_ARGV];
+}
+
+/// File systems whose contents are gone after a kexec (tmpfs, or not files at all).
+const VOLATILE_ROOTS: &[&str] = &["/run", "/var/run", "/dev/shm", "/dev", "/proc", "/sys"];
+
+/// Checks a structurally sound raw plan. Returns the plan only when there is no error.
+pub fn validate(raw: &RawPlan, out: &mut Vec<Diagnostic>) -> Option<Plan> {
+    let errors_before = out.iter().filter(|d| d.is_error()).count();
+    let mut v = Validator { out };
+    let plan = v.plan(raw);
+    let errors_after = v.out.iter().filter(|d| d.is_error()).count();
+    (errors_after == errors_before).then_some(plan)
+}
+
+struct Validator<'a> {
+    out: &'a mut Vec<Diagnostic>,
+}
+
+/// Owner of a unique name, for "first defined here" labels.
+struct Seen {
+    first: BTreeMap<String, Range<usize>>,
+}
+
+impl Seen {
+    fn new() -> Self {
+        Self {
+            first: BTreeMap::new(),
+        }
+    }
+}
+
+impl Validator<'_> {
+    pub(super) fn push(&mut self, d: Diagnostic) {
+        self.out.push(d);
+    }
+
+    pub(super) fn plan(&mut self, raw: &RawPlan) -> Plan {
+        if *raw.kup.get_ref() != 1 {
+            self.push(
+                Diagnostic::error(
+                    code::VERSION,
+                    format!("unsupported plan format version {}", raw.kup.get_ref()),
+                )
+                .at(raw.kup.span(), "this kup understands version 1 only")
+                .help("write `kup = 1`; newer formats need a newer kup"),
+            );
+        }
+        if let Some(name) = &raw.name {
+            self.not_blank(name, "name");
+        }
+        let hosts = raw.hosts.iter().filter_map(|h| self.host_glob(h)).collect();
+        let policy = self.policy(raw.policy.as_ref());
+        let kernel = self.kernel(raw.kernel.get_ref());
+        let pci = self.pci(&raw.pci);
+        let vms = self.vms(&raw.vms, &raw.pci, &policy);
+        let apps = self.apps(&raw.apps);
+        let steps = self.steps(&raw.steps);
+        Plan {
+            name: raw.name.as_ref().map(|n| n.get_ref().clone()),
+            hosts,
+            kernel,
+            vms,
+            pci,
+            apps,
+            steps,
+            policy,
+        }
+    }
+}
