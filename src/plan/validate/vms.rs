@@ -27,131 +27,13 @@ impl Validator<'_> {
             let vm = table.get_ref();
             let name_ok = self.name(&vm.name, "vm", &mut names);
             let name = vm.name.get_ref().clone();
-            let driver = match (&vm.qmp, &vm.libvirt) {
-                (Some(_), Some(libvirt)) => {
-                    self.push(
-                        Diagnostic::error(code::VM_DRIVER, format!("vm \"{name}\" has both `qmp` and `libvirt`"))
-                            .at(libvirt.span(), "second driver")
-                            .help("a VM is driven either over QMP (plain QEMU) or through libvirt: keep one"),
-                    );
-                    None
-                }
-                (None, None) => {
-                    self.push(
-                        Diagnostic::error(code::VM_DRIVER, format!("vm \"{name}\" has no driver"))
-                            .at(vm.name.span(), "neither `qmp` nor `libvirt` is set")
-                            .help("add `qmp = \"/run/qemu/NAME.qmp\"` (QEMU) or `libvirt = \"DOMAIN\"`"),
-                    );
-                    None
-                }
-                (Some(qmp), None) => {
-                    let socket = self.absolute(qmp, "vm.qmp");
-                    let restart = match &vm.restart {
-                        Some(argv) => self.argv(argv, "vm.restart"),
-                        None => {
-                            self.push(
-                                Diagnostic::error(
-                                    code::DRIVER_KEY,
-                                    format!("vm \"{name}\" uses `qmp` but has no `restart` command"),
-                                )
-                                .at(qmp.span(), "QEMU must be started again after the kexec")
-                                .help(
-                                    "add `restart = [\"systemctl\", \"start\", \"qemu@NAME\"]` — a command that \
-                                     starts this QEMU with `-incoming defer`",
-                                ),
-                            );
-                            None
-                        }
-                    };
-                    socket
-                        .zip(restart)
-                        .map(|(socket, restart)| VmDriver::Qmp { socket, restart })
-                }
-                (None, Some(domain)) => {
-                    if let Some(restart) = &vm.restart {
-                        self.push(
-                            Diagnostic::error(
-                                code::DRIVER_KEY,
-                                "`restart` is for QMP VMs; libvirt restores the domain",
-                            )
-                            .at(restart.span(), "not used with libvirt")
-                            .help("remove `restart`: kup runs `virsh restore` for libvirt VMs"),
-                        );
-                    }
-                    if let Some(memory) = vm
-                        .memory
-                        .as_ref()
-                        .filter(|m| *m.get_ref() == MemoryMode::Shared)
-                    {
-                        self.push(
-                            Diagnostic::error(
-                                code::DRIVER_KEY,
-                                "`memory = \"shared\"` needs the QMP driver; `virsh save` always copies RAM",
-                            )
-                            .at(memory.span(), "not supported with libvirt")
-                            .help("remove `memory` or drive this VM over `qmp`"),
-                        );
-                    }
-                    self.not_blank(domain, "vm.libvirt")
-                        .then(|| VmDriver::Libvirt {
-                            domain: domain.get_ref().clone(),
-                        })
-                }
-            };
+            let driver = self.vm_driver(vm, &name);
             let state = match &vm.state {
                 Some(path) => self.durable(path, "vm.state"),
                 None => Some(policy.journal.join("state").join(&name)),
             };
-            let memory_size =
-                vm.memory_size
-                    .as_ref()
-                    .and_then(|size| match parse_size(size.get_ref()) {
-                        Ok(bytes) => Some(bytes),
-                        Err(why) => {
-                            self.push(
-                                Diagnostic::error(
-                                    code::SIZE,
-                                    format!("`vm.memory_size` is not a valid size: {why}"),
-                                )
-                                .at(size.span(), "unparsable size")
-                                .help("write sizes like \"512MiB\" or \"2GiB\""),
-                            );
-                            None
-                        }
-                    });
-            let mut devices = Vec::new();
-            for device in &vm.devices {
-                let Some(address) = self.pci_address(device) else {
-                    continue;
-                };
-                if !declared.contains(&address) {
-                    self.push(
-                        Diagnostic::error(
-                            code::UNDECLARED_DEVICE,
-                            format!("vm \"{name}\" uses PCI device {address}, which no [[pci]] table declares"),
-                        )
-                        .at(device.span(), "not declared")
-                        .help(format!(
-                            "add [[pci]] with address = \"{address}\" so its driver binding is checked before and \
-                             after the kexec"
-                        )),
-                    );
-                }
-                if let Some((owner, first)) = owners.get(&address) {
-                    self.push(
-                        Diagnostic::error(
-                            code::DEVICE_CONFLICT,
-                            format!("PCI device {address} is claimed by vm \"{owner}\" and vm \"{name}\""),
-                        )
-                        .at(device.span(), "claimed again here")
-                        .related(first.clone(), format!("claimed by \"{owner}\" here"))
-                        .help("a pass-through device belongs to one VM at a time"),
-                    );
-                } else {
-                    owners.insert(address.clone(), (name.clone(), device.span()));
-                }
-                devices.push(address);
-            }
+            let memory_size = self.vm_memory_size(vm);
+            let devices = self.vm_devices(vm, &name, &declared, &mut owners);
             if let (true, Some(driver), Some(state)) = (name_ok, driver, state) {
                 vms.push(Vm {
                     name,
@@ -167,5 +49,153 @@ impl Validator<'_> {
             }
         }
         vms
+    }
+
+    /// The guest's driver: exactly one of `qmp` (with its `restart`) and `libvirt`.
+    fn vm_driver(&mut self, vm: &raw::RawVm, name: &str) -> Option<VmDriver> {
+        match (&vm.qmp, &vm.libvirt) {
+            (Some(_), Some(libvirt)) => {
+                self.push(
+                    Diagnostic::error(
+                        code::VM_DRIVER,
+                        format!("vm \"{name}\" has both `qmp` and `libvirt`"),
+                    )
+                    .at(libvirt.span(), "second driver")
+                    .help(
+                        "a VM is driven either over QMP (plain QEMU) or through libvirt: keep one",
+                    ),
+                );
+                None
+            }
+            (None, None) => {
+                self.push(
+                    Diagnostic::error(code::VM_DRIVER, format!("vm \"{name}\" has no driver"))
+                        .at(vm.name.span(), "neither `qmp` nor `libvirt` is set")
+                        .help(
+                            "add `qmp = \"/run/qemu/NAME.qmp\"` (QEMU) or `libvirt = \"DOMAIN\"`",
+                        ),
+                );
+                None
+            }
+            (Some(qmp), None) => {
+                let socket = self.absolute(qmp, "vm.qmp");
+                let restart = match &vm.restart {
+                    Some(argv) => self.argv(argv, "vm.restart"),
+                    None => {
+                        self.push(
+                        Diagnostic::error(
+                            code::DRIVER_KEY,
+                            format!("vm \"{name}\" uses `qmp` but has no `restart` command"),
+                        )
+                        .at(qmp.span(), "QEMU must be started again after the kexec")
+                        .help(
+                            "add `restart = [\"systemctl\", \"start\", \"qemu@NAME\"]` — a command that \
+                             starts this QEMU with `-incoming defer`",
+                        ),
+                    );
+                        None
+                    }
+                };
+                socket
+                    .zip(restart)
+                    .map(|(socket, restart)| VmDriver::Qmp { socket, restart })
+            }
+            (None, Some(domain)) => {
+                if let Some(restart) = &vm.restart {
+                    self.push(
+                        Diagnostic::error(
+                            code::DRIVER_KEY,
+                            "`restart` is for QMP VMs; libvirt restores the domain",
+                        )
+                        .at(restart.span(), "not used with libvirt")
+                        .help("remove `restart`: kup runs `virsh restore` for libvirt VMs"),
+                    );
+                }
+                if let Some(memory) = vm
+                    .memory
+                    .as_ref()
+                    .filter(|m| *m.get_ref() == MemoryMode::Shared)
+                {
+                    self.push(
+                    Diagnostic::error(
+                        code::DRIVER_KEY,
+                        "`memory = \"shared\"` needs the QMP driver; `virsh save` always copies RAM",
+                    )
+                    .at(memory.span(), "not supported with libvirt")
+                    .help("remove `memory` or drive this VM over `qmp`"),
+                );
+                }
+                self.not_blank(domain, "vm.libvirt")
+                    .then(|| VmDriver::Libvirt {
+                        domain: domain.get_ref().clone(),
+                    })
+            }
+        }
+    }
+
+    /// `memory_size`, which the downtime estimate uses.
+    fn vm_memory_size(&mut self, vm: &raw::RawVm) -> Option<u64> {
+        vm.memory_size
+            .as_ref()
+            .and_then(|size| match parse_size(size.get_ref()) {
+                Ok(bytes) => Some(bytes),
+                Err(why) => {
+                    self.push(
+                        Diagnostic::error(
+                            code::SIZE,
+                            format!("`vm.memory_size` is not a valid size: {why}"),
+                        )
+                        .at(size.span(), "unparsable size")
+                        .help("write sizes like \"512MiB\" or \"2GiB\""),
+                    );
+                    None
+                }
+            })
+    }
+
+    /// The guest's pass-through devices: each declared in `[[pci]]` and owned by one guest only.
+    fn vm_devices(
+        &mut self,
+        vm: &raw::RawVm,
+        name: &str,
+        declared: &[PciAddress],
+        owners: &mut BTreeMap<PciAddress, (String, Range<usize>)>,
+    ) -> Vec<PciAddress> {
+        let mut devices = Vec::new();
+        for device in &vm.devices {
+            let Some(address) = self.pci_address(device) else {
+                continue;
+            };
+            if !declared.contains(&address) {
+                self.push(
+                Diagnostic::error(
+                    code::UNDECLARED_DEVICE,
+                    format!("vm \"{name}\" uses PCI device {address}, which no [[pci]] table declares"),
+                )
+                .at(device.span(), "not declared")
+                .help(format!(
+                    "add [[pci]] with address = \"{address}\" so its driver binding is checked before and \
+                     after the kexec"
+                )),
+            );
+            }
+            if let Some((owner, first)) = owners.get(&address) {
+                self.push(
+                    Diagnostic::error(
+                        code::DEVICE_CONFLICT,
+                        format!(
+                            "PCI device {address} is claimed by vm \"{owner}\" and vm \"{name}\""
+                        ),
+                    )
+                    .at(device.span(), "claimed again here")
+                    .related(first.clone(), format!("claimed by \"{owner}\" here"))
+                    .help("a pass-through device belongs to one VM at a time"),
+                );
+            } else {
+                owners.insert(address.clone(), (name.to_owned(), device.span()));
+            }
+            devices.push(address);
+        }
+        devices
     }
 }
