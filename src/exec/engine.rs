@@ -30,6 +30,20 @@ fn journal_output(output: &ActionOutput) -> serde_json::Value {
     serde_json::to_value(output).unwrap_or(serde_json::Value::Null)
 }
 
+/// What a run has found so far.
+struct Tally {
+    /// Each step's state, by program index.
+    state: Vec<State>,
+    /// Before-phase steps in completion order (rollback undoes them in reverse).
+    completed_before: Vec<usize>,
+    /// The first step that failed before the kexec, and why.
+    first_failure: Option<(usize, String)>,
+    /// Steps that failed after the kexec ("id: why").
+    after_failures: Vec<String>,
+    /// A record that could not be written: the run stops.
+    journal_error: Option<EngineError>,
+}
+
 /// The state of one step during a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -87,7 +101,7 @@ impl<H: Host> Engine<'_, H> {
         let steps = &self.program.steps;
         let index: BTreeMap<&StepId, usize> =
             steps.iter().enumerate().map(|(i, s)| (&s.id, i)).collect();
-        let mut state: Vec<State> = steps
+        let state: Vec<State> = steps
             .iter()
             .map(|s| {
                 if done.contains(&s.id) {
@@ -97,159 +111,30 @@ impl<H: Host> Engine<'_, H> {
                 }
             })
             .collect();
-        // Completion order of before-phase steps: rollback undoes them in reverse.
-        let mut completed_before: Vec<usize> = steps
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| state[*i] == State::Done && s.phase == Phase::Before)
-            .map(|(i, _)| i)
-            .collect();
+        let mut tally = Tally {
+            // Completion order of before-phase steps: rollback undoes them in reverse.
+            completed_before: steps
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| state[*i] == State::Done && s.phase == Phase::Before)
+                .map(|(i, _)| i)
+                .collect(),
+            state,
+            first_failure: None,
+            after_failures: Vec::new(),
+            journal_error: None,
+        };
         let journal = Mutex::new(journal);
         let record = |event: Event| -> Result<(), EngineError> {
             let mut j = journal.lock().map_err(|_| EngineError::Poisoned)?;
             j.append(event).map(drop).map_err(EngineError::Journal)
         };
-        let parallelism = self.options.parallelism.max(1);
-        let mut first_failure: Option<(usize, String)> = None;
-        let mut after_failures: Vec<String> = Vec::new();
-        let mut journal_error: Option<EngineError> = None;
-
-        std::thread::scope(|scope| {
-            let (tx, rx) =
-                mpsc::channel::<(usize, Duration, Result<Vec<ActionOutput>, StepError>)>();
-            let mut running = 0usize;
-            loop {
-                let stop = first_failure.is_some()
-                    || journal_error.is_some()
-                    || self.options.interrupted.load(Ordering::SeqCst);
-                if !stop {
-                    for i in 0..steps.len() {
-                        if running >= parallelism {
-                            break;
-                        }
-                        let step = &steps[i];
-                        let ready = state[i] == State::Pending
-                            && step
-                                .after
-                                .iter()
-                                .all(|d| index.get(d).is_none_or(|&j| state[j] == State::Done));
-                        // The kexec runs alone: nothing may be mid-flight when the host goes down.
-                        let alone = step.phase != Phase::Kexec || running == 0;
-                        if !ready || !alone {
-                            continue;
-                        }
-                        if let Err(e) = record(Event::StepStarted {
-                            step: step.id.clone(),
-                        }) {
-                            journal_error = Some(e);
-                            break;
-                        }
-                        state[i] = State::Running;
-                        running += 1;
-                        self.progress.start(&step.id.to_string());
-                        let tx = tx.clone();
-                        let record = &record;
-                        scope.spawn(move || {
-                            let t0 = Instant::now();
-                            let result = if step.phase == Phase::Kexec {
-                                self.kexec(step, record)
-                            } else {
-                                self.perform(&step.actions)
-                                    .map_err(|f| StepError::Action(Self::describe(step, &f)))
-                            };
-                            let _ = tx.send((i, t0.elapsed(), result));
-                        });
-                        if step.phase == Phase::Kexec {
-                            break;
-                        }
-                    }
-                }
-                if running == 0 {
-                    break;
-                }
-                let Ok((i, took, result)) = rx.recv() else {
-                    break;
-                };
-                running -= 1;
-                let step = &steps[i];
-                match result {
-                    Ok(outputs) => {
-                        state[i] = State::Done;
-                        if step.phase == Phase::Before {
-                            completed_before.push(i);
-                        }
-                        self.progress.done(&step.id.to_string(), took);
-                        if let Err(e) = record(Event::StepDone {
-                            step: step.id.clone(),
-                            duration_ms: ms(took),
-                            outputs: outputs.iter().map(journal_output).collect(),
-                        }) {
-                            journal_error = Some(e);
-                        }
-                    }
-                    Err(error) => {
-                        let error = error.to_string();
-                        state[i] = State::Failed;
-                        self.progress.failed(&step.id.to_string(), &error);
-                        if let Err(e) = record(Event::StepFailed {
-                            step: step.id.clone(),
-                            duration_ms: ms(took),
-                            error: error.clone(),
-                        }) {
-                            journal_error = Some(e);
-                        }
-                        if step.phase == Phase::After {
-                            after_failures.push(format!("{}: {error}", step.id));
-                        } else if first_failure.is_none() {
-                            first_failure = Some((i, error));
-                        }
-                    }
-                }
-            }
-        });
-
+        self.schedule(&index, &mut tally, &record);
         let journal = journal.into_inner().map_err(|_| EngineError::Poisoned)?;
-        if let Some(e) = journal_error {
+        if let Some(e) = tally.journal_error.take() {
             return Err(e);
         }
-        let interrupted = self.options.interrupted.load(Ordering::SeqCst);
-        let kexec_done = index
-            .get(&StepId::Kexec)
-            .is_none_or(|&k| state[k] == State::Done);
-        let reason = match (&first_failure, interrupted && !kexec_done) {
-            (Some((i, error)), _) => Some(format!("step {} failed: {error}", steps[*i].id)),
-            (None, true) => Some("interrupted (Ctrl-C) before the kexec".to_owned()),
-            (None, false) => None,
-        };
-        let outcome = if let Some(reason) = reason {
-            match self.options.on_failure {
-                OnFailure::Rollback => {
-                    let failed = first_failure.as_ref().map(|(i, _)| *i);
-                    self.rollback(journal, &completed_before, failed, &reason)?
-                }
-                OnFailure::Stop => Outcome::Failed {
-                    reason: format!("{reason}; policy.on_failure = \"stop\": nothing was undone"),
-                },
-            }
-        } else if !after_failures.is_empty() {
-            Outcome::Failed {
-                reason: format!(
-                    "after the kexec: {}; the steps that depend on them did not run — fix the cause and run `kup plan resume` to retry",
-                    after_failures.join("; ")
-                ),
-            }
-        } else if state.iter().any(|s| *s != State::Done) {
-            Outcome::Failed {
-                reason: "interrupted (Ctrl-C) after the kexec; run `kup plan resume` to finish"
-                    .to_owned(),
-            }
-        } else if let Some(reason) = &self.options.update_failed {
-            Outcome::Failed {
-                reason: reason.clone(),
-            }
-        } else {
-            Outcome::Completed
-        };
+        let outcome = self.conclude(journal, &index, &tally)?;
         let (final_state, message) = match &outcome {
             Outcome::Completed => (FinalState::Completed, "every step done".to_owned()),
             Outcome::RolledBack { reason } => (FinalState::RolledBack, reason.clone()),
@@ -262,6 +147,170 @@ impl<H: Host> Engine<'_, H> {
             })
             .map_err(EngineError::Journal)?;
         Ok(outcome)
+    }
+
+    /// Launches every ready step (at most `parallelism` at once, the kexec alone) on its own thread, and records
+    /// each as it ends, until nothing more can run: all done, or a failure or an interrupt stopped the launches.
+    fn schedule(
+        &self,
+        index: &BTreeMap<&StepId, usize>,
+        tally: &mut Tally,
+        record: &(dyn Fn(Event) -> Result<(), EngineError> + Sync),
+    ) {
+        let steps = &self.program.steps;
+        let parallelism = self.options.parallelism.max(1);
+        std::thread::scope(|scope| {
+            let (tx, rx) =
+                mpsc::channel::<(usize, Duration, Result<Vec<ActionOutput>, StepError>)>();
+            let mut running = 0usize;
+            loop {
+                let stop = tally.first_failure.is_some()
+                    || tally.journal_error.is_some()
+                    || self.options.interrupted.load(Ordering::SeqCst);
+                for (i, step) in steps.iter().enumerate() {
+                    if stop || running >= parallelism {
+                        break;
+                    }
+                    let ready = tally.state[i] == State::Pending
+                        && step
+                            .after
+                            .iter()
+                            .all(|d| index.get(d).is_none_or(|&j| tally.state[j] == State::Done));
+                    // The kexec runs alone: nothing may be mid-flight when the host goes down.
+                    let alone = step.phase != Phase::Kexec || running == 0;
+                    if !ready || !alone {
+                        continue;
+                    }
+                    if let Err(e) = record(Event::StepStarted {
+                        step: step.id.clone(),
+                    }) {
+                        tally.journal_error = Some(e);
+                        break;
+                    }
+                    tally.state[i] = State::Running;
+                    running += 1;
+                    self.progress.start(&step.id.to_string());
+                    let tx = tx.clone();
+                    scope.spawn(move || {
+                        let t0 = Instant::now();
+                        let result = if step.phase == Phase::Kexec {
+                            self.kexec(step, record)
+                        } else {
+                            self.perform(&step.actions)
+                                .map_err(|f| StepError::Action(Self::describe(step, &f)))
+                        };
+                        let _ = tx.send((i, t0.elapsed(), result));
+                    });
+                    if step.phase == Phase::Kexec {
+                        break;
+                    }
+                }
+                if running == 0 {
+                    break;
+                }
+                let Ok((i, took, result)) = rx.recv() else {
+                    break;
+                };
+                running -= 1;
+                self.ended(i, took, result, tally, record);
+            }
+        });
+    }
+
+    /// Records how step `i` ended.
+    fn ended(
+        &self,
+        i: usize,
+        took: Duration,
+        result: Result<Vec<ActionOutput>, StepError>,
+        tally: &mut Tally,
+        record: &(dyn Fn(Event) -> Result<(), EngineError> + Sync),
+    ) {
+        let step = &self.program.steps[i];
+        let written = match result {
+            Ok(outputs) => {
+                tally.state[i] = State::Done;
+                if step.phase == Phase::Before {
+                    tally.completed_before.push(i);
+                }
+                self.progress.done(&step.id.to_string(), took);
+                record(Event::StepDone {
+                    step: step.id.clone(),
+                    duration_ms: ms(took),
+                    outputs: outputs.iter().map(journal_output).collect(),
+                })
+            }
+            Err(error) => {
+                let error = error.to_string();
+                tally.state[i] = State::Failed;
+                self.progress.failed(&step.id.to_string(), &error);
+                let written = record(Event::StepFailed {
+                    step: step.id.clone(),
+                    duration_ms: ms(took),
+                    error: error.clone(),
+                });
+                if step.phase == Phase::After {
+                    tally.after_failures.push(format!("{}: {error}", step.id));
+                } else if tally.first_failure.is_none() {
+                    tally.first_failure = Some((i, error));
+                }
+                written
+            }
+        };
+        if let Err(e) = written {
+            tally.journal_error = Some(e);
+        }
+    }
+
+    /// What the run's tally means: roll back (or stop) after a failure before the kexec, report failures after it,
+    /// or complete.
+    fn conclude(
+        &self,
+        journal: &mut Journal,
+        index: &BTreeMap<&StepId, usize>,
+        tally: &Tally,
+    ) -> Result<Outcome, EngineError> {
+        let interrupted = self.options.interrupted.load(Ordering::SeqCst);
+        let kexec_done = index
+            .get(&StepId::Kexec)
+            .is_none_or(|&k| tally.state[k] == State::Done);
+        let reason = match (&tally.first_failure, interrupted && !kexec_done) {
+            (Some((i, error)), _) => Some(format!(
+                "step {} failed: {error}",
+                self.program.steps[*i].id
+            )),
+            (None, true) => Some("interrupted (Ctrl-C) before the kexec".to_owned()),
+            (None, false) => None,
+        };
+        Ok(if let Some(reason) = reason {
+            match self.options.on_failure {
+                OnFailure::Rollback => {
+                    let failed = tally.first_failure.as_ref().map(|(i, _)| *i);
+                    self.rollback(journal, &tally.completed_before, failed, &reason)?
+                }
+                OnFailure::Stop => Outcome::Failed {
+                    reason: format!("{reason}; policy.on_failure = \"stop\": nothing was undone"),
+                },
+            }
+        } else if !tally.after_failures.is_empty() {
+            Outcome::Failed {
+                reason: format!(
+                    "after the kexec: {}; the steps that depend on them did not run — fix the cause and run `kup plan resume` to retry",
+                    tally.after_failures.join("; ")
+                ),
+            }
+        } else if tally.state.iter().any(|s| *s != State::Done) {
+            Outcome::Failed {
+                reason: "interrupted (Ctrl-C) after the kexec; run `kup plan resume` to finish"
+                    .to_owned(),
+            }
+        } else if let Some(reason) = &self.options.update_failed {
+            Outcome::Failed {
+                reason: reason.clone(),
+            }
+        } else {
+            Outcome::Completed
+        })
     }
 
     /// The point of no return: the record first (durable), then the resume hook, then the kexec itself.
