@@ -6,20 +6,21 @@
 //! and the dry-run all read the same graph, so what review sees is what the executor will schedule.
 //! docs/graph.md describes the model; [`cost`] holds the estimate's numbers, [`schedule`] the arithmetic.
 
+mod build;
 pub mod compile;
 pub mod cost;
+mod cycles;
 pub mod render;
 pub mod schedule;
 pub mod step_id;
 
-use crate::plan::structure::did_you_mean;
 use crate::plan::{Diagnostic, Plan};
 use petgraph::Direction;
 use petgraph::algo::has_path_connecting;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use serde::Serialize;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
@@ -79,6 +80,55 @@ pub enum StepKind {
     Custom { step: usize },
 }
 
+impl StepKind {
+    /// The id of the step of this kind in `plan` (kinds point into the plan's tables by index).
+    pub fn id(&self, plan: &Plan) -> StepId {
+        let vm = |i: usize| plan.vms.get(i).map(|v| v.name.clone()).unwrap_or_default();
+        let app = |i: usize| plan.apps.get(i).map(|a| a.name.clone()).unwrap_or_default();
+        match *self {
+            StepKind::Preflight => StepId::Preflight,
+            StepKind::KernelLoad => StepId::KernelLoad,
+            StepKind::VmPause { vm: i } => StepId::VmPause { vm: vm(i) },
+            StepKind::VmSave { vm: i } => StepId::VmSave { vm: vm(i) },
+            StepKind::AppSave { app: i } => StepId::AppSave { app: app(i) },
+            StepKind::PciCheck { pci } => StepId::PciCheck {
+                address: plan
+                    .pci
+                    .get(pci)
+                    .map(|d| d.address.to_string())
+                    .unwrap_or_default(),
+            },
+            StepKind::Sync => StepId::Sync,
+            StepKind::Isolate => StepId::Isolate,
+            StepKind::Kexec => StepId::Kexec,
+            StepKind::AppRestore { app: i } => StepId::AppRestore { app: app(i) },
+            StepKind::VmRestore { vm: i } => StepId::VmRestore { vm: vm(i) },
+            StepKind::VmResume { vm: i } => StepId::VmResume { vm: vm(i) },
+            StepKind::Verify => StepId::Verify,
+            StepKind::Custom { step } => StepId::Custom {
+                name: plan
+                    .steps
+                    .get(step)
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default(),
+            },
+        }
+    }
+
+    /// The side of the kexec a step of this kind is on; a custom step starts before it and is placed once the
+    /// graph is built (docs/graph.md, "Placing custom steps").
+    pub fn phase(&self) -> Phase {
+        match self {
+            StepKind::Kexec => Phase::Kexec,
+            StepKind::AppRestore { .. }
+            | StepKind::VmRestore { .. }
+            | StepKind::VmResume { .. }
+            | StepKind::Verify => Phase::After,
+            _ => Phase::Before,
+        }
+    }
+}
+
 /// One node of the graph.
 #[derive(Debug, Clone)]
 pub struct Step {
@@ -113,429 +163,6 @@ pub struct StepGraph {
 }
 
 impl StepGraph {
-    /// Builds the graph of a checked plan, or reports unknown step ids and cycles among custom steps.
-    pub fn build(plan: &Plan) -> Result<Self, Vec<Diagnostic>> {
-        let mut g = Self {
-            graph: DiGraph::new(),
-            ids: BTreeMap::new(),
-        };
-        g.builtin(plan);
-        let customs: Vec<NodeIndex> = plan
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                g.add(
-                    plan,
-                    StepId::Custom {
-                        name: s.name.clone(),
-                    },
-                    StepKind::Custom { step: i },
-                    Phase::Before,
-                )
-            })
-            .collect();
-        let mut errors = Vec::new();
-        for (step, &node) in plan.steps.iter().zip(&customs) {
-            let me = StepId::Custom {
-                name: step.name.clone(),
-            };
-            for (list, before) in [(&step.before, true), (&step.after, false)] {
-                for r in list {
-                    let Some(&other) = g.ids.get(&r.id) else {
-                        errors.push(g.unknown(plan, r));
-                        continue;
-                    };
-                    let (from, to, word) = if before {
-                        (node, other, "before")
-                    } else {
-                        (other, node, "after")
-                    };
-                    let origin = EdgeOrigin::Declared {
-                        span: r.span.clone(),
-                        label: format!("{me} {word} {}", r.id),
-                    };
-                    // A repeated entry adds nothing; the first one is what a cycle report points at.
-                    if g.graph.find_edge(from, to).is_none() {
-                        g.graph.add_edge(from, to, origin);
-                    }
-                }
-            }
-        }
-        errors.extend(g.cycles());
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        g.place(plan, &customs);
-        g.reduce();
-        Ok(g)
-    }
-
-    /// Drops built-in and placement edges that another path already implies (`preflight → vm:x:pause` once a
-    /// custom step sits between them), so every step lists only what it really waits for. Declared edges stay:
-    /// they are what the user wrote.
-    fn reduce(&mut self) {
-        let Ok(order) = petgraph::algo::toposort(&self.graph, None) else {
-            return;
-        };
-        // Reachability as bitsets, filled in reverse topological order: O(V·E/64), fine for thousands of guests.
-        // Its V²/8 bytes are not spent on absurd plans (32 MiB at the cap): they keep the implied edges instead.
-        let n = self.graph.node_count();
-        if n > MAX_REDUCED_STEPS {
-            return;
-        }
-        let words = n.div_ceil(64);
-        let mut reach = vec![0u64; n * words];
-        for &u in order.iter().rev() {
-            let successors: Vec<NodeIndex> = self
-                .graph
-                .neighbors_directed(u, Direction::Outgoing)
-                .collect();
-            for w in successors {
-                let (wi, ui) = (w.index(), u.index());
-                reach[ui * words + wi / 64] |= 1 << (wi % 64);
-                for k in 0..words {
-                    let bits = reach[wi * words + k];
-                    reach[ui * words + k] |= bits;
-                }
-            }
-        }
-        let reaches = |from: NodeIndex, to: NodeIndex| {
-            reach[from.index() * words + to.index() / 64] & (1 << (to.index() % 64)) != 0
-        };
-        let redundant: Vec<_> = self
-            .graph
-            .edge_references()
-            .filter(|e| !matches!(e.weight(), EdgeOrigin::Declared { .. }))
-            .filter(|e| {
-                self.graph
-                    .neighbors_directed(e.source(), Direction::Outgoing)
-                    .any(|w| w != e.target() && reaches(w, e.target()))
-            })
-            .map(|e| e.id())
-            .collect();
-        let redundant: std::collections::HashSet<_> = redundant.into_iter().collect();
-        self.graph.retain_edges(|_, e| !redundant.contains(&e));
-    }
-
-    fn add(&mut self, plan: &Plan, id: StepId, kind: StepKind, phase: Phase) -> NodeIndex {
-        let estimate = cost::estimate(plan, &kind);
-        let text = id.to_string();
-        let node = self.graph.add_node(Step {
-            id,
-            kind,
-            phase,
-            estimate: estimate.duration,
-            estimate_note: estimate.note,
-        });
-        self.ids.insert(text, node);
-        node
-    }
-
-    /// The node of a built-in step.
-    fn node(&self, id: &StepId) -> Option<NodeIndex> {
-        self.ids.get(&id.to_string()).copied()
-    }
-
-    fn edge(&mut self, from: NodeIndex, to: NodeIndex) {
-        self.graph.update_edge(from, to, EdgeOrigin::Builtin);
-    }
-
-    /// The built-in steps and edges; see docs/graph.md for why each edge exists.
-    fn builtin(&mut self, plan: &Plan) {
-        use Phase::{After, Before};
-        let preflight = self.add(plan, StepId::Preflight, StepKind::Preflight, Before);
-        let load = self.add(plan, StepId::KernelLoad, StepKind::KernelLoad, Before);
-        self.edge(preflight, load);
-        let checks: Vec<NodeIndex> = plan
-            .pci
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let n = self.add(
-                    plan,
-                    StepId::PciCheck {
-                        address: d.address.to_string(),
-                    },
-                    StepKind::PciCheck { pci: i },
-                    Before,
-                );
-                self.edge(preflight, n);
-                n
-            })
-            .collect();
-        let mut saves = Vec::new();
-        let mut pauses = Vec::new();
-        for (i, vm) in plan.vms.iter().enumerate() {
-            let pause = self.add(
-                plan,
-                StepId::VmPause {
-                    vm: vm.name.clone(),
-                },
-                StepKind::VmPause { vm: i },
-                Before,
-            );
-            // A kernel that fails to load (signature, size) or a device bound to the wrong driver stops the plan
-            // before this guest loses a millisecond; and a paused guest does not wait out the kernel load.
-            self.edge(load, pause);
-            for address in &vm.devices {
-                if let Some(j) = plan.pci.iter().position(|d| &d.address == address) {
-                    self.edge(checks[j], pause);
-                }
-            }
-            let save = self.add(
-                plan,
-                StepId::VmSave {
-                    vm: vm.name.clone(),
-                },
-                StepKind::VmSave { vm: i },
-                Before,
-            );
-            self.edge(pause, save);
-            pauses.push(pause);
-            saves.push(save);
-        }
-        for (i, app) in plan.apps.iter().enumerate() {
-            let save = self.add(
-                plan,
-                StepId::AppSave {
-                    app: app.name.clone(),
-                },
-                StepKind::AppSave { app: i },
-                Before,
-            );
-            self.edge(load, save);
-            saves.push(save);
-        }
-        let sync = self.add(plan, StepId::Sync, StepKind::Sync, Before);
-        if saves.is_empty() {
-            self.edge(preflight, sync);
-        }
-        for &s in &saves {
-            self.edge(s, sync);
-        }
-        let mut last = sync;
-        if plan.policy.isolate.is_some() {
-            let isolate = self.add(plan, StepId::Isolate, StepKind::Isolate, Before);
-            self.edge(sync, isolate);
-            last = isolate;
-        }
-        let kexec = self.add(plan, StepId::Kexec, StepKind::Kexec, Phase::Kexec);
-        self.edge(last, kexec);
-        self.edge(load, kexec);
-        for &c in &checks {
-            self.edge(c, kexec);
-        }
-        let mut finals = Vec::new();
-        for (i, app) in plan.apps.iter().enumerate() {
-            let restore = self.add(
-                plan,
-                StepId::AppRestore {
-                    app: app.name.clone(),
-                },
-                StepKind::AppRestore { app: i },
-                After,
-            );
-            self.edge(kexec, restore);
-            finals.push(restore);
-        }
-        for (i, vm) in plan.vms.iter().enumerate() {
-            let restore = self.add(
-                plan,
-                StepId::VmRestore {
-                    vm: vm.name.clone(),
-                },
-                StepKind::VmRestore { vm: i },
-                After,
-            );
-            self.edge(kexec, restore);
-            let resume = self.add(
-                plan,
-                StepId::VmResume {
-                    vm: vm.name.clone(),
-                },
-                StepKind::VmResume { vm: i },
-                After,
-            );
-            self.edge(restore, resume);
-            finals.push(resume);
-        }
-        let verify = self.add(plan, StepId::Verify, StepKind::Verify, After);
-        if finals.is_empty() {
-            self.edge(kexec, verify);
-        }
-        for f in finals {
-            self.edge(f, verify);
-        }
-    }
-
-    fn unknown(&self, plan: &Plan, r: &crate::plan::StepRef) -> Diagnostic {
-        let d = Diagnostic::error(code::UNKNOWN_STEP, format!("no step has the id `{}`", r.id))
-            .at(r.span.clone(), "unknown step id");
-        let custom = StepId::Custom { name: r.id.clone() }.to_string();
-        if self.ids.contains_key(&custom) {
-            return d.help(format!(
-                "custom steps are named with a `step:` prefix: did you mean `{custom}`?"
-            ));
-        }
-        if r.id == "isolate" && plan.policy.isolate.is_none() {
-            return d.help("`isolate` exists only when `policy.isolate` names a target");
-        }
-        match did_you_mean(&r.id, self.ids.keys().map(String::as_str)) {
-            Some(guess) => d.help(format!("did you mean `{guess}`?")),
-            None => d.help(format!(
-                "step ids in this plan: {}",
-                self.ids.keys().cloned().collect::<Vec<_>>().join(", ")
-            )),
-        }
-    }
-
-    /// One diagnostic per strongly connected component: the shortest cycle through it, pointing at the
-    /// `before` / `after` entries that close it. Built-in edges alone never form a cycle, so each has one.
-    fn cycles(&self) -> Vec<Diagnostic> {
-        let mut out = Vec::new();
-        let mut components = petgraph::algo::tarjan_scc(&self.graph);
-        // Report in plan order, not in the algorithm's.
-        for c in &mut components {
-            c.sort();
-        }
-        components.sort();
-        for component in components {
-            let looped =
-                component.len() > 1 || self.graph.find_edge(component[0], component[0]).is_some();
-            if !looped {
-                continue;
-            }
-            // Start from a custom step so the cycle is told from the user's side.
-            let start = component
-                .iter()
-                .copied()
-                .find(|&n| matches!(self.graph[n].kind, StepKind::Custom { .. }))
-                .unwrap_or(component[0]);
-            let path = self.shortest_cycle(start, &component);
-            out.push(self.cycle_diagnostic(&path));
-        }
-        out
-    }
-
-    /// Nodes of a shortest cycle through `start` inside `component`, `start` first (not repeated at the end).
-    fn shortest_cycle(&self, start: NodeIndex, component: &[NodeIndex]) -> Vec<NodeIndex> {
-        let mut previous: BTreeMap<NodeIndex, NodeIndex> = BTreeMap::new();
-        let mut queue = VecDeque::from([start]);
-        while let Some(n) = queue.pop_front() {
-            for next in self.graph.neighbors_directed(n, Direction::Outgoing) {
-                if next == start {
-                    let mut path = vec![n];
-                    let mut at = n;
-                    while at != start {
-                        match previous.get(&at) {
-                            Some(&p) => at = p,
-                            None => break,
-                        }
-                        path.push(at);
-                    }
-                    path.reverse();
-                    return path;
-                }
-                if component.contains(&next) && !previous.contains_key(&next) {
-                    previous.insert(next, n);
-                    queue.push_back(next);
-                }
-            }
-        }
-        vec![start]
-    }
-
-    fn cycle_diagnostic(&self, path: &[NodeIndex]) -> Diagnostic {
-        let ids: Vec<String> = path.iter().map(|&n| self.graph[n].id.to_string()).collect();
-        let mut chain = ids.join(" → ");
-        chain.push_str(" → ");
-        chain.push_str(&ids[0]);
-        let mut declared = Vec::new();
-        for (i, &from) in path.iter().enumerate() {
-            let to = path[(i + 1) % path.len()];
-            if let Some(e) = self.graph.find_edge(from, to)
-                && let EdgeOrigin::Declared { span, label } = &self.graph[e]
-            {
-                declared.push((span.clone(), label.clone()));
-            }
-        }
-        let mut d = Diagnostic::error(
-            code::STEP_CYCLE,
-            format!("steps wait for each other in a cycle: {chain}"),
-        );
-        let mut entries = declared.into_iter();
-        if let Some((span, label)) = entries.next() {
-            d = d.at(span, label);
-        }
-        for (span, label) in entries {
-            d = d.related(span, label);
-        }
-        let through_kexec = path.iter().any(|&n| self.graph[n].kind == StepKind::Kexec);
-        if through_kexec {
-            d.help(
-                "a custom step runs either before `kexec` (the point of no return) or after it, never both: \
-                 drop the `before` or the `after` entry that puts it on the other side",
-            )
-        } else {
-            d.help("each arrow is one step that must wait for the next; remove one of the marked entries")
-        }
-    }
-
-    /// Gives every custom step its phase and ties it into the graph: a step that must run before `kexec` is in
-    /// phase before, one that must run after it in phase after. A step constrained neither way runs after the
-    /// steps it names if any of those is in phase after, else in phase before, after `preflight` — before the
-    /// point of no return, where its failure can still be rolled back.
-    fn place(&mut self, plan: &Plan, customs: &[NodeIndex]) {
-        let (Some(kexec), Some(preflight), Some(verify)) = (
-            self.node(&StepId::Kexec),
-            self.node(&StepId::Preflight),
-            self.node(&StepId::Verify),
-        ) else {
-            return;
-        };
-        for (i, &node) in customs.iter().enumerate() {
-            let phase = if has_path_connecting(&self.graph, node, kexec, None) {
-                Phase::Before
-            } else if has_path_connecting(&self.graph, kexec, node, None) {
-                Phase::After
-            } else {
-                let step = &plan.steps[i];
-                let names_after_step = step
-                    .before
-                    .iter()
-                    .chain(&step.after)
-                    .filter_map(|r| self.ids.get(&r.id))
-                    .any(|&n| self.graph[n].phase == Phase::After);
-                if names_after_step {
-                    self.graph.add_edge(kexec, node, EdgeOrigin::Placement);
-                    Phase::After
-                } else {
-                    self.graph.add_edge(node, kexec, EdgeOrigin::Placement);
-                    Phase::Before
-                }
-            };
-            self.graph[node].phase = phase;
-            match phase {
-                // Unless it was asked to run before preflight (which is allowed: a notification, say).
-                Phase::Before
-                    if !has_path_connecting(&self.graph, preflight, node, None)
-                        && !has_path_connecting(&self.graph, node, preflight, None) =>
-                {
-                    self.graph.add_edge(preflight, node, EdgeOrigin::Placement);
-                }
-                Phase::After
-                    if !has_path_connecting(&self.graph, node, verify, None)
-                        && !has_path_connecting(&self.graph, verify, node, None) =>
-                {
-                    // `verify` is last unless a step asked to run after it.
-                    self.graph.add_edge(node, verify, EdgeOrigin::Placement);
-                }
-                _ => {}
-            }
-        }
-    }
-
     /// Every step, in insertion order (built-in steps first, then custom steps in plan order).
     pub fn steps(&self) -> impl Iterator<Item = &Step> {
         self.graph.node_weights()

@@ -1,0 +1,257 @@
+//! Building the step graph: the built-in steps and the edges that say what must precede what, the custom steps
+//! placed by their `before` / `after`, and the reduction that drops edges other paths already imply.
+
+use super::{EdgeOrigin, MAX_REDUCED_STEPS, Phase, Step, StepGraph, StepId, StepKind, cost};
+use crate::plan::{Diagnostic, Plan};
+use petgraph::Direction;
+use petgraph::algo::has_path_connecting;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
+use std::collections::BTreeMap;
+
+impl StepGraph {
+    /// Builds the graph of a checked plan, or reports unknown step ids and cycles among custom steps.
+    pub fn build(plan: &Plan) -> Result<Self, Vec<Diagnostic>> {
+        let mut g = Self {
+            graph: DiGraph::new(),
+            ids: BTreeMap::new(),
+        };
+        g.builtin(plan);
+        let customs: Vec<NodeIndex> = (0..plan.steps.len())
+            .map(|step| g.add(plan, StepKind::Custom { step }))
+            .collect();
+        let mut errors = Vec::new();
+        for (step, &node) in plan.steps.iter().zip(&customs) {
+            let me = StepId::Custom {
+                name: step.name.clone(),
+            };
+            for (list, before) in [(&step.before, true), (&step.after, false)] {
+                for r in list {
+                    let Some(&other) = g.ids.get(&r.id) else {
+                        errors.push(g.unknown(plan, r));
+                        continue;
+                    };
+                    let (from, to, word) = if before {
+                        (node, other, "before")
+                    } else {
+                        (other, node, "after")
+                    };
+                    let origin = EdgeOrigin::Declared {
+                        span: r.span.clone(),
+                        label: format!("{me} {word} {}", r.id),
+                    };
+                    // A repeated entry adds nothing; the first one is what a cycle report points at.
+                    if g.graph.find_edge(from, to).is_none() {
+                        g.graph.add_edge(from, to, origin);
+                    }
+                }
+            }
+        }
+        errors.extend(g.cycles());
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        g.place(plan, &customs);
+        g.reduce();
+        Ok(g)
+    }
+
+    /// Drops built-in and placement edges that another path already implies (`preflight → vm:x:pause` once a
+    /// custom step sits between them), so every step lists only what it really waits for. Declared edges stay:
+    /// they are what the user wrote.
+    pub(super) fn reduce(&mut self) {
+        let Ok(order) = petgraph::algo::toposort(&self.graph, None) else {
+            return;
+        };
+        // Reachability as bitsets, filled in reverse topological order: O(V·E/64), fine for thousands of guests.
+        // Its V²/8 bytes are not spent on absurd plans (32 MiB at the cap): they keep the implied edges instead.
+        let n = self.graph.node_count();
+        if n > MAX_REDUCED_STEPS {
+            return;
+        }
+        let words = n.div_ceil(64);
+        let mut reach = vec![0u64; n * words];
+        for &u in order.iter().rev() {
+            let successors: Vec<NodeIndex> = self
+                .graph
+                .neighbors_directed(u, Direction::Outgoing)
+                .collect();
+            for w in successors {
+                let (wi, ui) = (w.index(), u.index());
+                reach[ui * words + wi / 64] |= 1 << (wi % 64);
+                for k in 0..words {
+                    let bits = reach[wi * words + k];
+                    reach[ui * words + k] |= bits;
+                }
+            }
+        }
+        let reaches = |from: NodeIndex, to: NodeIndex| {
+            reach[from.index() * words + to.index() / 64] & (1 << (to.index() % 64)) != 0
+        };
+        let redundant: Vec<_> = self
+            .graph
+            .edge_references()
+            .filter(|e| !matches!(e.weight(), EdgeOrigin::Declared { .. }))
+            .filter(|e| {
+                self.graph
+                    .neighbors_directed(e.source(), Direction::Outgoing)
+                    .any(|w| w != e.target() && reaches(w, e.target()))
+            })
+            .map(|e| e.id())
+            .collect();
+        let redundant: std::collections::HashSet<_> = redundant.into_iter().collect();
+        self.graph.retain_edges(|_, e| !redundant.contains(&e));
+    }
+
+    pub(super) fn add(&mut self, plan: &Plan, kind: StepKind) -> NodeIndex {
+        let id = kind.id(plan);
+        let phase = kind.phase();
+        let estimate = cost::estimate(plan, &kind);
+        let text = id.to_string();
+        let node = self.graph.add_node(Step {
+            id,
+            kind,
+            phase,
+            estimate: estimate.duration,
+            estimate_note: estimate.note,
+        });
+        self.ids.insert(text, node);
+        node
+    }
+
+    /// The node of a built-in step.
+    pub(super) fn node(&self, id: &StepId) -> Option<NodeIndex> {
+        self.ids.get(&id.to_string()).copied()
+    }
+
+    pub(super) fn edge(&mut self, from: NodeIndex, to: NodeIndex) {
+        self.graph.update_edge(from, to, EdgeOrigin::Builtin);
+    }
+
+    /// The built-in steps and edges; see docs/graph.md for why each edge exists.
+    pub(super) fn builtin(&mut self, plan: &Plan) {
+        let preflight = self.add(plan, StepKind::Preflight);
+        let load = self.add(plan, StepKind::KernelLoad);
+        self.edge(preflight, load);
+        let checks: Vec<NodeIndex> = (0..plan.pci.len())
+            .map(|pci| {
+                let n = self.add(plan, StepKind::PciCheck { pci });
+                self.edge(preflight, n);
+                n
+            })
+            .collect();
+        let mut saves = Vec::new();
+        for (vm, guest) in plan.vms.iter().enumerate() {
+            let pause = self.add(plan, StepKind::VmPause { vm });
+            // A kernel that fails to load (signature, size) or a device bound to the wrong driver stops the plan
+            // before this guest loses a millisecond; and a paused guest does not wait out the kernel load.
+            self.edge(load, pause);
+            for address in &guest.devices {
+                if let Some(j) = plan.pci.iter().position(|d| &d.address == address) {
+                    self.edge(checks[j], pause);
+                }
+            }
+            let save = self.add(plan, StepKind::VmSave { vm });
+            self.edge(pause, save);
+            saves.push(save);
+        }
+        for app in 0..plan.apps.len() {
+            let save = self.add(plan, StepKind::AppSave { app });
+            self.edge(load, save);
+            saves.push(save);
+        }
+        let sync = self.add(plan, StepKind::Sync);
+        if saves.is_empty() {
+            self.edge(preflight, sync);
+        }
+        for &s in &saves {
+            self.edge(s, sync);
+        }
+        let mut last = sync;
+        if plan.policy.isolate.is_some() {
+            let isolate = self.add(plan, StepKind::Isolate);
+            self.edge(sync, isolate);
+            last = isolate;
+        }
+        let kexec = self.add(plan, StepKind::Kexec);
+        self.edge(last, kexec);
+        self.edge(load, kexec);
+        for &c in &checks {
+            self.edge(c, kexec);
+        }
+        let mut finals = Vec::new();
+        for app in 0..plan.apps.len() {
+            let restore = self.add(plan, StepKind::AppRestore { app });
+            self.edge(kexec, restore);
+            finals.push(restore);
+        }
+        for vm in 0..plan.vms.len() {
+            let restore = self.add(plan, StepKind::VmRestore { vm });
+            self.edge(kexec, restore);
+            let resume = self.add(plan, StepKind::VmResume { vm });
+            self.edge(restore, resume);
+            finals.push(resume);
+        }
+        let verify = self.add(plan, StepKind::Verify);
+        if finals.is_empty() {
+            self.edge(kexec, verify);
+        }
+        for f in finals {
+            self.edge(f, verify);
+        }
+    }
+
+    /// Gives every custom step its phase and ties it into the graph: a step that must run before `kexec` is in
+    /// phase before, one that must run after it in phase after. A step constrained neither way runs after the
+    /// steps it names if any of those is in phase after, else in phase before, after `preflight` — before the
+    /// point of no return, where its failure can still be rolled back.
+    pub(super) fn place(&mut self, plan: &Plan, customs: &[NodeIndex]) {
+        let (Some(kexec), Some(preflight), Some(verify)) = (
+            self.node(&StepId::Kexec),
+            self.node(&StepId::Preflight),
+            self.node(&StepId::Verify),
+        ) else {
+            return;
+        };
+        for (i, &node) in customs.iter().enumerate() {
+            let phase = if has_path_connecting(&self.graph, node, kexec, None) {
+                Phase::Before
+            } else if has_path_connecting(&self.graph, kexec, node, None) {
+                Phase::After
+            } else {
+                let step = &plan.steps[i];
+                let names_after_step = step
+                    .before
+                    .iter()
+                    .chain(&step.after)
+                    .filter_map(|r| self.ids.get(&r.id))
+                    .any(|&n| self.graph[n].phase == Phase::After);
+                if names_after_step {
+                    self.graph.add_edge(kexec, node, EdgeOrigin::Placement);
+                    Phase::After
+                } else {
+                    self.graph.add_edge(node, kexec, EdgeOrigin::Placement);
+                    Phase::Before
+                }
+            };
+            self.graph[node].phase = phase;
+            match phase {
+                // Unless it was asked to run before preflight (which is allowed: a notification, say).
+                Phase::Before
+                    if !has_path_connecting(&self.graph, preflight, node, None)
+                        && !has_path_connecting(&self.graph, node, preflight, None) =>
+                {
+                    self.graph.add_edge(preflight, node, EdgeOrigin::Placement);
+                }
+                Phase::After
+                    if !has_path_connecting(&self.graph, node, verify, None)
+                        && !has_path_connecting(&self.graph, verify, node, None) =>
+                {
+                    // `verify` is last unless a step asked to run after it.
+                    self.graph.add_edge(node, verify, EdgeOrigin::Placement);
+                }
+                _ => {}
+            }
+        }
+    }
+}
