@@ -7,11 +7,12 @@ mod support;
 
 use kup::action::Action;
 use kup::graph::Program;
-use kup::host::{Host, RealHost, RealHostAt, SysfsRoot};
-use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
+use kup::host::{Host, RealHost, RealHostAt, sysfs};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use support::plans::{program, step};
+use support::sysfs::FakeSysfs;
 
 fn argvs(actions: &[Action]) -> Vec<Vec<String>> {
     actions
@@ -362,49 +363,6 @@ fn a_failing_or_hanging_hook_fails_its_step() {
 
 // --- PCI -------------------------------------------------------------------------------------------------------
 
-/// A sysfs tree laid out as on a real machine: /sys/devices/pci0000:00/ADDR, a symlink to it under
-/// /sys/bus/pci/devices, `driver` and `iommu_group` symlinks into /sys/bus/pci/drivers and /sys/kernel/iommu_groups.
-fn fake_sysfs(devices: &[(&str, Option<&str>, Option<u32>)]) -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    let sys = tmp.path().join("sys");
-    for d in [
-        "bus/pci/devices",
-        "bus/pci/drivers/vfio-pci",
-        "bus/pci/drivers/nvme",
-        "kernel/iommu_groups",
-    ] {
-        std::fs::create_dir_all(sys.join(d)).unwrap();
-    }
-    for (address, driver, group) in devices {
-        let real: PathBuf = sys.join("devices/pci0000:00").join(address);
-        std::fs::create_dir_all(&real).unwrap();
-        std::fs::write(real.join("vendor"), "0x8086\n").unwrap();
-        std::fs::write(real.join("device"), "0x0a54\n").unwrap();
-        symlink(
-            format!("../../../devices/pci0000:00/{address}"),
-            sys.join("bus/pci/devices").join(address),
-        )
-        .unwrap();
-        if let Some(driver) = driver {
-            symlink(
-                format!("../../../bus/pci/drivers/{driver}"),
-                real.join("driver"),
-            )
-            .unwrap();
-        }
-        if let Some(group) = group {
-            std::fs::create_dir_all(sys.join(format!("kernel/iommu_groups/{group}/devices")))
-                .unwrap();
-            symlink(
-                format!("../../../kernel/iommu_groups/{group}"),
-                real.join("iommu_group"),
-            )
-            .unwrap();
-        }
-    }
-    tmp
-}
-
 const PCI: &str = "[[pci]]\naddress = \"0000:3B:00.0\"\n";
 
 #[test]
@@ -427,8 +385,8 @@ fn pci_devices_are_checked_in_preflight_after_kexec_and_in_verify() {
             .collect()
     };
 
-    let good = fake_sysfs(&[("0000:3b:00.0", Some("vfio-pci"), Some(42))]);
-    let host = RealHostAt::new(SysfsRoot::new(good.path()));
+    let good = FakeSysfs::with(&[("0000:3b:00.0", Some("vfio-pci"), Some(42))]);
+    let host = RealHostAt::new(good.root());
     let out = host.perform(&only("preflight")).unwrap();
     let kup::action::ActionOutput::Pci(device) = &out[0] else {
         panic!("not a PCI device: {:?}", out[0]);
@@ -437,8 +395,8 @@ fn pci_devices_are_checked_in_preflight_after_kexec_and_in_verify() {
     assert_eq!(device.id, "8086:0a54");
     host.perform(&only("verify")).unwrap();
 
-    let rebound = fake_sysfs(&[("0000:3b:00.0", Some("nvme"), Some(42))]);
-    let e = RealHostAt::new(SysfsRoot::new(rebound.path()))
+    let rebound = FakeSysfs::with(&[("0000:3b:00.0", Some("nvme"), Some(42))]);
+    let e = RealHostAt::new(rebound.root())
         .perform(&only("pci:0000:3b:00.0:check"))
         .unwrap_err();
     assert!(
@@ -448,15 +406,70 @@ fn pci_devices_are_checked_in_preflight_after_kexec_and_in_verify() {
         e.message
     );
 
-    let no_iommu = fake_sysfs(&[("0000:3b:00.0", Some("vfio-pci"), None)]);
-    let e = RealHostAt::new(SysfsRoot::new(no_iommu.path()))
+    let no_iommu = FakeSysfs::with(&[("0000:3b:00.0", Some("vfio-pci"), None)]);
+    let e = RealHostAt::new(no_iommu.root())
         .perform(&only("preflight"))
         .unwrap_err();
     assert!(e.message.contains("the IOMMU is off"), "{}", e.message);
 
-    let absent = fake_sysfs(&[]);
-    let e = RealHostAt::new(SysfsRoot::new(absent.path()))
+    let absent = FakeSysfs::with(&[]);
+    let e = RealHostAt::new(absent.root())
         .perform(&only("preflight"))
         .unwrap_err();
     assert!(e.message.contains("does not exist"), "{}", e.message);
+}
+
+#[test]
+fn a_vfio_device_in_an_iommu_group_passes() {
+    let fake = FakeSysfs::new();
+    fake.device("0000:3b:00.0", Some("vfio-pci"), Some(12));
+    let out = sysfs::check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true).unwrap();
+    assert_eq!(out.iommu_group.as_deref(), Some("12"));
+    assert_eq!(out.id, "8086:0a54");
+}
+
+#[test]
+fn wrong_or_missing_driver_and_missing_device_are_named() {
+    let fake = FakeSysfs::new();
+    fake.device("0000:3b:00.0", Some("nvme"), Some(12));
+    fake.device("0000:3c:00.0", None, Some(13));
+    let e = sysfs::check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bound to \"nvme\", expected \"vfio-pci\""),
+        "{e}"
+    );
+    let e = sysfs::check_pci(&fake.root(), "0000:3c:00.0", "vfio-pci", true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bound to no driver"), "{e}");
+    let e = sysfs::check_pci(&fake.root(), "0000:99:00.0", "vfio-pci", true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not exist"), "{e}");
+    let e = sysfs::check_pci(&fake.root(), "../../etc", "vfio-pci", true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a PCI address"), "{e}");
+}
+
+#[test]
+fn iommu_off_is_told_apart_from_a_device_without_a_group() {
+    let fake = FakeSysfs::new();
+    fake.device("0000:3b:00.0", Some("vfio-pci"), None);
+    let e = sysfs::check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("the IOMMU is off"), "{e}");
+    // Without VFIO no group is needed.
+    sysfs::check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", false).unwrap();
+    fake.device("0000:3c:00.0", Some("vfio-pci"), Some(4));
+    let e = sysfs::check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("in no IOMMU group although the IOMMU is on"),
+        "{e}"
+    );
 }

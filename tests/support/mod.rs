@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod guests;
 pub mod plans;
+pub mod sysfs;
 
 #[allow(unused_imports)] // each test binary uses a different part
 pub use cli::{Kup, Run};
