@@ -240,8 +240,7 @@ impl Journal {
             log,
             next_seq,
             #[cfg(feature = "fault-injection")]
-            crash_after: std::env::var(CRASH_AFTER_RECORD_ENV)
-                .ok()
+            crash_after: crate::host::machine::env(CRASH_AFTER_RECORD_ENV)
                 .and_then(|v| v.parse().ok()),
         }
     }

@@ -16,8 +16,8 @@ impl Progress {
     /// Live lines when stderr is a terminal (and `NO_COLOR`/`TERM=dumb` do not ask for plain output).
     pub fn new() -> Self {
         let plain = !std::io::stderr().is_terminal()
-            || std::env::var("TERM").is_ok_and(|t| t == "dumb")
-            || std::env::var_os("KUP_PLAIN_PROGRESS").is_some();
+            || crate::host::machine::env("TERM").is_some_and(|t| t == "dumb")
+            || crate::host::machine::env("KUP_PLAIN_PROGRESS").is_some();
         let live = (!plain).then(|| {
             (
                 MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),

@@ -109,6 +109,11 @@ pub fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     flag
 }
 
+/// An environment variable of this process, when set and valid UTF-8.
+pub fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
 /// This process's arguments, without the program name.
 pub fn own_args() -> Vec<String> {
     std::env::args().skip(1).collect()
