@@ -1,13 +1,13 @@
 //! `kup plan apply` for real or `--rehearse`: the refusals before anything changes, the journal, the lock, the
 //! transient unit that survives `policy.isolate`, and the engine run that ends in the kexec.
 
-use super::guard::{check_plan, finish_pending, lock, outcome, refuse_loose, say};
+use super::guard::{check_plan, finish_pending, lock, outcome, refuse_loose, run_engine, say};
 use super::{CommandError, CommandResult};
+use crate::exec::Outcome;
 use crate::exec::journal::{self, Event, Journal, Mode};
-use crate::exec::{Engine, Options, Outcome, progress::Progress};
 use crate::exit;
 use crate::graph::Program;
-use crate::host::{RealHost, files, machine, systemd};
+use crate::host::{files, machine, systemd};
 use crate::plan::{CmdlineSpec, Plan};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -250,22 +250,15 @@ fn execute(
     mode: Mode,
     kernel_load: bool,
 ) -> CommandResult {
-    let hook = || before_kexec(root);
-    let engine = Engine {
-        host: &RealHost,
+    let result = run_engine(
+        plan,
         program,
-        options: Options {
-            mode,
-            kernel_load,
-            parallelism: plan.policy.parallelism as usize,
-            on_failure: plan.policy.on_failure,
-            interrupted: machine::interrupt_flag(),
-            update_failed: None,
-        },
-        before_kexec: &hook,
-        progress: &Progress::new(),
-    };
-    let result = engine.run(journal, &Default::default());
+        root,
+        journal,
+        (mode, kernel_load),
+        None,
+        &Default::default(),
+    );
     if matches!(result, Ok(Outcome::Completed | Outcome::RolledBack { .. })) {
         finish_pending(root);
     }

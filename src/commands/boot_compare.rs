@@ -2,7 +2,7 @@
 //! kernel logs, or the boot reports an apply's journal recorded), and how the comparison is printed. The
 //! comparison itself is pure ([`crate::boot::compare`]).
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::boot_time::{BootTimeArgs, OutputFormat};
@@ -24,31 +24,13 @@ pub fn run(args: &BootTimeArgs) -> CommandResult {
     };
     let comparison = compare(&before, &after);
     let text = match args.format {
-        OutputFormat::Json => match serde_json::to_string_pretty(&comparison) {
-            Ok(json) => json + "\n",
-            Err(e) => {
-                return Err(CommandError::Usage(format!(
-                    "cannot serialise the comparison: {e}"
-                )));
-            }
-        },
+        OutputFormat::Json => super::pretty_json(&comparison)?,
         OutputFormat::Human => {
-            let colour = std::io::stdout().is_terminal()
-                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            let colour = super::stdout_color();
             human(&comparison, colour)
         }
     };
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(CommandError::Usage(format!(
-            "cannot write the comparison: {e}"
-        ))),
-    }
+    super::write_stdout(&text)
 }
 
 /// Two kernel logs; at most one of them may be `-` (standard input).

@@ -1,7 +1,7 @@
 //! The `kup boot-time` command: where the log comes from, which output format, which exit code. The CLI's
 //! dispatch calls `run` and nothing else, so cli.rs stays one line per command.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
@@ -46,30 +46,13 @@ pub fn run(args: &BootTimeArgs) -> CommandResult {
     };
     let report = analyse_with(&bytes, &facts);
     let text = match args.format {
-        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
-            Ok(json) => json + "\n",
-            Err(e) => {
-                return Err(CommandError::Usage(format!(
-                    "cannot serialise the report: {e}"
-                )));
-            }
-        },
+        OutputFormat::Json => super::pretty_json(&report)?,
         OutputFormat::Human => {
-            let colour = std::io::stdout().is_terminal()
-                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            let colour = super::stdout_color();
             crate::boot::human(&report, colour)
         }
     };
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Ok(()) => Ok(()),
-        // A closed pipe (`| head`) is the reader's choice, not an error worth a message.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(CommandError::Usage(format!("cannot write the report: {e}"))),
-    }
+    super::write_stdout(&text)
 }
 
 /// The log bytes, and host facts when (and only when) the log is the live host's own.

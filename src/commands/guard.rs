@@ -66,6 +66,35 @@ pub(crate) fn finish_pending(root: &Path) {
     systemd::remove_resume_unit();
 }
 
+/// Runs the engine over `program` with the real host, the plan's policy, Ctrl-C handling and live progress, and
+/// the resume unit installed right before the kexec.
+pub(crate) fn run_engine(
+    plan: &Plan,
+    program: &Program,
+    root: &Path,
+    journal: &mut journal::Journal,
+    (mode, kernel_load): (journal::Mode, bool),
+    update_failed: Option<String>,
+    done: &std::collections::BTreeSet<crate::graph::StepId>,
+) -> Result<Outcome, EngineError> {
+    let hook = || super::apply::before_kexec(root);
+    let engine = crate::exec::Engine {
+        host: &crate::host::RealHost,
+        program,
+        options: crate::exec::Options {
+            mode,
+            kernel_load,
+            parallelism: plan.policy.parallelism as usize,
+            on_failure: plan.policy.on_failure,
+            interrupted: crate::host::machine::interrupt_flag(),
+            update_failed,
+        },
+        before_kexec: &hook,
+        progress: &crate::exec::progress::Progress::new(),
+    };
+    engine.run(journal, done)
+}
+
 /// The command's result for the engine's outcome.
 pub(crate) fn outcome(result: Result<Outcome, EngineError>) -> CommandResult {
     match result {

@@ -1,14 +1,13 @@
 //! `kup plan resume`: finishes an apply from its journal — on the new kernel (run by `kup-resume.service`), after
 //! a crash, or to retry — after proving from the journal whether the kexec happened, and into which kernel.
 
-use super::apply::before_kexec;
-use super::guard::{finish_pending, lock, outcome, program_of, refuse_loose, say};
+use super::guard::{finish_pending, lock, outcome, program_of, refuse_loose, run_engine, say};
 use super::{CommandError, CommandResult};
+use crate::exec::Outcome;
 use crate::exec::journal::{self, Event, Journal};
 use crate::exec::resume::{self, Decision, Now};
-use crate::exec::{Engine, Options, Outcome, progress::Progress};
 use crate::graph::Program;
-use crate::host::{RealHost, files, kmsg, machine, systemd};
+use crate::host::{files, kmsg, machine, systemd};
 use crate::plan::Plan;
 use std::path::Path;
 
@@ -162,24 +161,17 @@ fn execute(
     root: &Path,
     journal: &mut Journal,
     decision: &Decision,
-    (mode, kernel_load): (journal::Mode, bool),
+    mode: (journal::Mode, bool),
 ) -> CommandResult {
-    let hook = || before_kexec(root);
-    let engine = Engine {
-        host: &RealHost,
+    let result = run_engine(
+        plan,
         program,
-        options: Options {
-            mode,
-            kernel_load,
-            parallelism: plan.policy.parallelism as usize,
-            on_failure: plan.policy.on_failure,
-            interrupted: machine::interrupt_flag(),
-            update_failed: decision.update_failed.clone(),
-        },
-        before_kexec: &hook,
-        progress: &Progress::new(),
-    };
-    let result = engine.run(journal, &decision.done);
+        root,
+        journal,
+        mode,
+        decision.update_failed.clone(),
+        &decision.done,
+    );
     let nothing_left = match &result {
         Ok(Outcome::Completed | Outcome::RolledBack { .. }) => true,
         Ok(Outcome::Failed { reason }) => decision.update_failed.as_ref() == Some(reason),

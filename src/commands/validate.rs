@@ -5,7 +5,6 @@ use super::{CommandError, CommandResult};
 use crate::plan::{Diagnostic, PlanDiagnostics, Severity};
 use clap::ValueEnum;
 use serde::Serialize;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -164,22 +163,6 @@ fn summary(report: &PlanDiagnostics) -> String {
     }
 }
 
-/// Writes the report to stdout. A reader that stops early (`| head`) is its choice: the exit code still says whether
-/// the plans are valid. Any other write error is an I/O error.
-fn write_stdout(text: &str) -> CommandResult {
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(CommandError::Usage(format!(
-            "cannot write the report to stdout: {e}"
-        ))),
-    }
-}
-
 /// `kup plan validate`: every plan's diagnostics; the invalid-plan error when any plan has an error.
 pub fn run(paths: &[PathBuf], format: Format) -> CommandResult {
     let files = collect_files(paths).map_err(CommandError::Usage)?;
@@ -216,7 +199,7 @@ pub fn run(paths: &[PathBuf], format: Format) -> CommandResult {
             };
             let mut text = serde_json::to_string_pretty(&output).unwrap_or_default();
             text.push('\n');
-            write_stdout(&text)?;
+            super::write_stdout(&text)?;
         }
         Format::Github => {
             let mut text = String::new();
@@ -226,7 +209,7 @@ pub fn run(paths: &[PathBuf], format: Format) -> CommandResult {
                     text.push('\n');
                 }
             }
-            write_stdout(&text)?;
+            super::write_stdout(&text)?;
             for report in &reports {
                 eprintln!("{}", summary(report));
             }

@@ -7,9 +7,9 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-/// Reads the setup header of the bzImage at `path` (only the setup code, not the whole kernel).
-pub fn read_image(path: &Path) -> Result<KernelImage, KernelImageError> {
-    let io_error = |source: io::Error| match source.kind() {
+/// An I/O error on `path` as the kernel-image checks report it: a missing file is told apart.
+fn io_error(path: &Path, source: io::Error) -> KernelImageError {
+    match source.kind() {
         io::ErrorKind::NotFound => KernelImageError::NotFound {
             path: path.to_owned(),
         },
@@ -17,7 +17,12 @@ pub fn read_image(path: &Path) -> Result<KernelImage, KernelImageError> {
             path: path.to_owned(),
             source,
         },
-    };
+    }
+}
+
+/// Reads the setup header of the bzImage at `path` (only the setup code, not the whole kernel).
+pub fn read_image(path: &Path) -> Result<KernelImage, KernelImageError> {
+    let io_error = |source| io_error(path, source);
     let file = File::open(path).map_err(io_error)?;
     let len = file.metadata().map_err(io_error)?.len();
     let mut prefix = Vec::new();
@@ -29,15 +34,7 @@ pub fn read_image(path: &Path) -> Result<KernelImage, KernelImageError> {
 
 /// The SHA-256 of the file at `path`, read in chunks (kernel images are tens of MB; initrds more).
 pub fn sha256_file(path: &Path) -> Result<Sha256Digest, KernelImageError> {
-    let io_error = |source: io::Error| match source.kind() {
-        io::ErrorKind::NotFound => KernelImageError::NotFound {
-            path: path.to_owned(),
-        },
-        _ => KernelImageError::Io {
-            path: path.to_owned(),
-            source,
-        },
-    };
+    let io_error = |source| io_error(path, source);
     let mut file = File::open(path).map_err(io_error)?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 16];

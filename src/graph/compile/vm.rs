@@ -11,24 +11,23 @@ use crate::plan::{MemoryMode, Vm, VmDriver};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-/// `migrate` into a state file; completion is awaited by a following `QmpWait` on `query-migrate`.
-pub(super) fn migrate_to(socket: &Path, path: &Path) -> Action {
+/// `migrate` into a state file (`exec:cat > FILE`) or `migrate-incoming` from one (`exec:cat FILE`, into a QEMU
+/// started with `-incoming defer`); a save's completion is awaited by a following `QmpWait` on `query-migrate`.
+fn migration(socket: &Path, command: &str, cat: &str, path: &Path) -> Action {
     Action::Qmp {
         socket: socket.to_owned(),
-        command: "migrate".to_owned(),
-        args: json!({ "uri": format!("exec:cat > {}", shell_quote(path)) }),
+        command: command.to_owned(),
+        args: json!({ "uri": format!("exec:cat {cat}{}", shell_quote(path)) }),
         file_uri: Some(path.to_owned()),
     }
 }
 
-/// `migrate-incoming` from a state file, into a QEMU started with `-incoming defer`.
-pub(super) fn migrate_from(socket: &Path, path: &Path) -> Action {
-    Action::Qmp {
-        socket: socket.to_owned(),
-        command: "migrate-incoming".to_owned(),
-        args: json!({ "uri": format!("exec:cat {}", shell_quote(path)) }),
-        file_uri: Some(path.to_owned()),
-    }
+fn migrate_to(socket: &Path, path: &Path) -> Action {
+    migration(socket, "migrate", "> ", path)
+}
+
+fn migrate_from(socket: &Path, path: &Path) -> Action {
+    migration(socket, "migrate-incoming", "", path)
 }
 
 pub(super) fn ignore_shared(socket: &Path) -> Action {
