@@ -18,6 +18,7 @@ pub mod exit;
 pub mod graph;
 pub mod host;
 pub mod hostglob;
+pub mod initrd;
 pub mod kernel_image;
 pub mod kparams;
 pub mod plan;

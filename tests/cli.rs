@@ -172,3 +172,27 @@ fn a_reader_closing_stdout_early_does_not_change_the_exit_code() {
         assert_eq!(status.code(), Some(1), "--format {format}");
     }
 }
+
+#[test]
+fn dry_run_lints_the_new_command_line_against_the_new_kernels_release() {
+    let plan = "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz-x\"\nversion = \"6.1.0-27-cloud-amd64\"\n\
+                [kernel.cmdline]\ninherit = false\nappend = [\"console=ttyS0\", \"cpuhp.parallel=1\"]\n";
+    Kup::new()
+        .args(["plan", "apply", "--dry-run"])
+        .plan(plan)
+        .run()
+        .status(0)
+        .stderr_has("warning: new kernel command line: `cpuhp.parallel` needs Linux 6.5");
+    let json = Kup::new()
+        .args(["plan", "apply", "--dry-run", "--format", "json"])
+        .plan(plan)
+        .run()
+        .status(0)
+        .stdout_json();
+    assert!(
+        json["cmdline_warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("cpuhp.parallel")),
+        "{json}"
+    );
+}

@@ -243,3 +243,155 @@ fn preflight_checks_the_real_images_release_against_the_plan() {
         err.message
     );
 }
+
+/// A newc cpio archive holding the (empty) directories `names`, gzip-compressed, as an initrd.
+fn gzip_initrd(names: &[&str]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut cpio = Vec::new();
+    for (ino, name) in names.iter().chain([&"TRAILER!!!"]).enumerate() {
+        let fields = [ino, 0o40755, 0, 0, 1, 0, 0, 0, 0, 0, 0, name.len() + 1, 0];
+        cpio.extend_from_slice(b"070701");
+        for f in fields {
+            cpio.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        cpio.extend_from_slice(name.as_bytes());
+        cpio.push(0);
+        while cpio.len() % 4 != 0 {
+            cpio.push(0);
+        }
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&cpio).unwrap();
+    gz.finish().unwrap()
+}
+
+/// The preflight's check of the kernel it will boot, against the real lab image and a machine root laid out by the
+/// test: its release's modules under `/lib/modules`, an initrd, a build configuration.
+struct Target {
+    root: tempfile::TempDir,
+    kernel: PathBuf,
+    release: String,
+}
+
+impl Target {
+    fn new() -> Self {
+        let kernel = lab_kernel();
+        let release = read_image(&kernel).unwrap().release().to_owned();
+        Self {
+            root: tempfile::tempdir().unwrap(),
+            kernel,
+            release,
+        }
+    }
+
+    fn modules(&self) -> &Self {
+        std::fs::create_dir_all(self.root.path().join("lib/modules").join(&self.release)).unwrap();
+        self
+    }
+
+    fn config(&self, text: &str) -> &Self {
+        let dir = self.root.path().join("boot");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("config-{}", self.release)), text).unwrap();
+        self
+    }
+
+    fn initrd(&self, bytes: &[u8]) -> PathBuf {
+        let path = self.root.path().join("boot/initrd.img");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        // The action names it as the host does; the fake root resolves it.
+        PathBuf::from("/boot/initrd.img")
+    }
+
+    fn check(
+        &self,
+        initrd: Option<PathBuf>,
+        cmdline: &str,
+    ) -> Result<kup::action::ActionOutput, String> {
+        use kup::host::{Host, RealHostAt, SysfsRoot};
+        let host = RealHostAt::new(SysfsRoot::new(self.root.path()));
+        host.perform(&[kup::action::Action::CheckTargetKernel {
+            image: self.kernel.clone(),
+            release: None,
+            initrd,
+            cmdline: cmdline.to_owned(),
+        }])
+        .map(|mut out| out.remove(0))
+        .map_err(|f| f.message)
+    }
+}
+
+#[test]
+fn preflight_refuses_a_new_kernel_without_its_modules_and_names_the_fix() {
+    let target = Target::new();
+    let err = target.check(None, "console=ttyS0").unwrap_err();
+    assert!(
+        err.contains(&format!(
+            "has no modules in /lib/modules/{}",
+            target.release
+        )) && err.contains("Install them"),
+        "{err}"
+    );
+    target.modules();
+    let out = target.check(None, "console=ttyS0").unwrap();
+    let kup::action::ActionOutput::TargetKernel(found) = out else {
+        panic!("{out:?}");
+    };
+    assert_eq!(
+        found.release, target.release,
+        "the release read from the image header"
+    );
+    assert_eq!(found.config, None);
+}
+
+#[test]
+fn preflight_refuses_an_initrd_built_for_another_release() {
+    let target = Target::new();
+    target.modules();
+    let other = target.initrd(&gzip_initrd(&[
+        "lib",
+        "lib/modules",
+        "lib/modules/5.10.0-99-amd64",
+    ]));
+    let err = target.check(Some(other), "console=ttyS0").unwrap_err();
+    assert!(
+        err.contains("holds the modules of 5.10.0-99-amd64") && err.contains(&target.release),
+        "{err}"
+    );
+    let own = format!("lib/modules/{}", target.release);
+    let matching = target.initrd(&gzip_initrd(&["lib", "lib/modules", &own]));
+    target.check(Some(matching), "console=ttyS0").unwrap();
+    // An initramfs without modules (the lab's busybox one) says nothing about the release and passes.
+    let busybox = target.initrd(&gzip_initrd(&["bin", "init"]));
+    target.check(Some(busybox), "console=ttyS0").unwrap();
+}
+
+#[test]
+fn preflight_reads_the_new_kernels_config_for_what_the_command_line_relies_on() {
+    let target = Target::new();
+    target
+        .modules()
+        .config("CONFIG_KEXEC_FILE=y\n# CONFIG_HOTPLUG_PARALLEL is not set\n");
+    target.check(None, "console=ttyS0").unwrap();
+    let err = target
+        .check(None, "console=ttyS0 cpuhp.parallel=1")
+        .unwrap_err();
+    assert!(err.contains("CONFIG_HOTPLUG_PARALLEL is not set"), "{err}");
+    target.config("CONFIG_KEXEC_FILE=y\nCONFIG_HOTPLUG_PARALLEL=y\n");
+    let out = target
+        .check(None, "console=ttyS0 cpuhp.parallel=1")
+        .unwrap();
+    let kup::action::ActionOutput::TargetKernel(found) = out else {
+        panic!("{out:?}");
+    };
+    assert!(found.config.is_some());
+    // The lint knows the lab's 6.1 predates parallel bring-up (6.5): a warning, recorded, not a refusal.
+    if target.release.starts_with("6.1.") {
+        assert!(
+            found.warnings.iter().any(|w| w.contains("cpuhp.parallel")),
+            "{:?}",
+            found.warnings
+        );
+    }
+}

@@ -73,6 +73,24 @@ impl Action {
                 }
                 None => format!("check {} is a bzImage", path.display()),
             },
+            Action::CheckTargetKernel {
+                image,
+                release,
+                initrd,
+                ..
+            } => {
+                let release = release
+                    .clone()
+                    .unwrap_or_else(|| format!("the release of {}", image.display()));
+                let initrd = initrd
+                    .as_ref()
+                    .map(|i| format!(", {} built for it", i.display()))
+                    .unwrap_or_default();
+                format!(
+                    "check the new kernel: /lib/modules/{release} installed{initrd}, its config has what the \
+                     command line relies on; lint the command line for it"
+                )
+            }
             Action::CheckFile { path, sha256 } => match sha256 {
                 Some(sum) => format!("check {} has sha256 {sum}", path.display()),
                 None => format!("check {} exists", path.display()),

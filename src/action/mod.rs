@@ -10,7 +10,9 @@ mod output;
 mod quote;
 
 pub use describe::qmp_message;
-pub use output::{ActionFailure, ActionOutput, FileCommitted, MemoryBackend, PciDevice};
+pub use output::{
+    ActionFailure, ActionOutput, FileCommitted, MemoryBackend, PciDevice, TargetKernel,
+};
 pub use quote::shell_quote;
 
 use serde::Serialize;
@@ -72,6 +74,15 @@ pub enum Action {
     CheckKernelImage {
         path: PathBuf,
         release: Option<String>,
+    },
+    /// Check the kernel the kexec will boot: its release's modules under `/lib/modules`, an initrd built for that
+    /// release, and (from its build configuration, when installed) the options the command line relies on; the
+    /// command line is linted against the release (warnings only). `release` is the plan's pin, else the image's.
+    CheckTargetKernel {
+        image: PathBuf,
+        release: Option<String>,
+        initrd: Option<PathBuf>,
+        cmdline: String,
     },
     /// Check that the host name matches one of the plan's globs.
     CheckHostname { globs: Vec<String> },

@@ -44,6 +44,8 @@ pub enum ActionOutput {
         /// The header's whole version string.
         version: String,
     },
+    /// The kernel the kexec will boot, as checked.
+    TargetKernel(TargetKernel),
     /// A file that exists (and matched its pinned digest, when pinned).
     File {
         /// Its size in bytes.
@@ -97,6 +99,19 @@ pub struct FileCommitted {
     pub size: u64,
     /// Where an earlier file of that name went.
     pub kept_aside: Option<PathBuf>,
+}
+
+/// What [`crate::action::Action::CheckTargetKernel`] found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetKernel {
+    /// The release it will boot (`uname -r` after the kexec).
+    pub release: String,
+    /// Its modules.
+    pub modules: PathBuf,
+    /// Its build configuration, when installed.
+    pub config: Option<PathBuf>,
+    /// The command-line lint's findings for that release.
+    pub warnings: Vec<String>,
 }
 
 /// One RAM backend of a shared-RAM guest.

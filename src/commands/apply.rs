@@ -230,6 +230,12 @@ pub fn run(args: &ApplyArgs) -> CommandResult {
     journal
         .append(started)
         .map_err(|e| CommandError::Usage(format!("cannot write the journal: {e}")))?;
+    // The old kernel's boot, so that every apply can show its before and after (`kup boot-time --journal`).
+    if let Some(report) = super::resume::running_kernel_boot() {
+        journal
+            .append(report)
+            .map_err(|e| CommandError::Usage(format!("cannot write the journal: {e}")))?;
+    }
     say(format_args!("kup: journal {}", dir.display()));
     execute(
         &plan,

@@ -31,6 +31,22 @@ struct JsonDryRun<'a> {
     critical_path: &'a [StepId],
     estimated_downtime_ms: u64,
     vm_downtime_ms: BTreeMap<String, u64>,
+    /// The new command line linted against the new kernel's release (absent when there is nothing to say).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cmdline_warnings: Vec<String>,
+}
+
+/// The new command line linted against the release the kexec will boot: the image's own (its setup header), when
+/// the image is readable here, else the plan's `kernel.version`.
+fn cmdline_warnings(plan: &crate::plan::Plan, cmdline: &str) -> Vec<String> {
+    let from_image = crate::host::kernel_file::read_image(&plan.kernel.image)
+        .ok()
+        .map(|image| image.release().to_owned());
+    let release = from_image.or_else(|| plan.kernel.version.clone());
+    crate::kparams::lint_cmdline(cmdline, release.as_deref())
+        .into_iter()
+        .map(|f| format!("{} ({})", f.message, f.help))
+        .collect()
 }
 
 /// `kup plan apply --dry-run`.
@@ -51,6 +67,7 @@ pub fn run(path: &Path, format: Format, current_cmdline: &Path) -> CommandResult
         CommandError::Usage(format!("cannot build the new kernel command line: {e}"))
     })?;
     let program = graph::compile(&plan, &graph, &cmdline);
+    let warnings = cmdline_warnings(&plan, &cmdline);
     let schedule = graph.schedule();
     let estimate = render::json(&schedule);
     match format {
@@ -61,6 +78,7 @@ pub fn run(path: &Path, format: Format, current_cmdline: &Path) -> CommandResult
                 critical_path: &schedule.critical_path,
                 estimated_downtime_ms: estimate.estimated_downtime_ms,
                 vm_downtime_ms: estimate.vm_downtime_ms,
+                cmdline_warnings: warnings,
             };
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
@@ -71,6 +89,9 @@ pub fn run(path: &Path, format: Format, current_cmdline: &Path) -> CommandResult
                 "from the plan".to_owned()
             };
             print!("{}", human_listing(plan.name.as_deref(), &program, &source));
+            for warning in &warnings {
+                eprintln!("warning: new kernel command line: {warning}");
+            }
             println!(
                 "\nestimate: {} in all (critical path {}); host down {}{}",
                 human(schedule.total),

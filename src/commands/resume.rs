@@ -135,15 +135,9 @@ fn record_resume(
         uptime_ms: machine::uptime_ms(),
     }];
     events.extend(decision.record.iter().cloned());
-    let first_after_kexec = decision.rebooted
-        && !records
-            .iter()
-            .any(|r| matches!(r.event, Event::BootReport { .. }));
-    if first_after_kexec && let Ok((log, _source)) = kmsg::kernel_log() {
-        let report = crate::boot::analyse(&log);
-        if let Ok(report) = serde_json::to_value(report) {
-            events.push(Event::BootReport { report });
-        }
+    let first_after_kexec = decision.rebooted && !journal::has_new_kernel_boot_report(records);
+    if first_after_kexec && let Some(report) = running_kernel_boot() {
+        events.push(report);
     }
     for event in events {
         journal
@@ -151,6 +145,13 @@ fn record_resume(
             .map_err(|e| CommandError::Usage(format!("cannot write the journal: {e}")))?;
     }
     Ok(())
+}
+
+/// The running kernel's boot report, as a journal record; `None` when its log cannot be read.
+pub(crate) fn running_kernel_boot() -> Option<Event> {
+    let (log, _source) = kmsg::kernel_log().ok()?;
+    let report = serde_json::to_value(crate::boot::analyse(&log)).ok()?;
+    Some(Event::BootReport { report })
 }
 
 /// Runs the rest of the program; a failed update whose steps all ran (the guests back on the old kernel) leaves

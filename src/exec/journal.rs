@@ -23,8 +23,9 @@ pub const PENDING_FILE: &str = "pending";
 pub const LOCK_FILE: &str = "lock";
 
 /// Test hook, compiled only with the `fault-injection` feature (never into a release binary): the process SIGKILLs
-/// itself right after the record with this sequence number is durable. Fault injection tests use it to prove that
-/// `resume` recovers from a crash at every point.
+/// itself right after the record with this sequence number is durable — or, when the value is an event name such
+/// as `kexec`, right after the first record of that event. Fault injection tests use it to prove that `resume`
+/// recovers from a crash at every point.
 #[cfg(feature = "fault-injection")]
 pub const CRASH_AFTER_RECORD_ENV: &str = "KUP_FAULT_CRASH_AFTER_RECORD";
 
@@ -106,7 +107,8 @@ pub enum Event {
         #[serde(default)]
         uptime_ms: Option<u64>,
     },
-    /// The new kernel's boot phases (from its kernel log), recorded by the first resume after a kexec.
+    /// A kernel's boot phases (`kup boot-time`'s report): the old kernel's, recorded by apply at its start, and the
+    /// new kernel's, recorded by the first resume after the kexec (after the `kexec` record).
     BootReport {
         report: Value,
     },
@@ -223,7 +225,7 @@ pub struct Journal {
     log: AppendLog,
     next_seq: u64,
     #[cfg(feature = "fault-injection")]
-    crash_after: Option<u64>,
+    crash_after: Option<String>,
 }
 
 impl Journal {
@@ -240,8 +242,7 @@ impl Journal {
             log,
             next_seq,
             #[cfg(feature = "fault-injection")]
-            crash_after: crate::host::machine::env(CRASH_AFTER_RECORD_ENV)
-                .and_then(|v| v.parse().ok()),
+            crash_after: crate::host::machine::env(CRASH_AFTER_RECORD_ENV),
         }
     }
 
@@ -293,7 +294,10 @@ impl Journal {
             })?;
         self.next_seq += 1;
         #[cfg(feature = "fault-injection")]
-        if self.crash_after == Some(record.seq) {
+        if self.crash_after.as_ref().is_some_and(|at| {
+            *at == record.seq.to_string()
+                || serde_json::to_value(&record.event).is_ok_and(|v| v["event"] == at.as_str())
+        }) {
             crate::host::machine::crash_now();
         }
         Ok(record)
@@ -346,6 +350,14 @@ pub fn started(records: &[Record]) -> Option<Started<'_>> {
         }),
         _ => None,
     })
+}
+
+/// Whether the journal already holds the new kernel's boot report: one recorded after the kexec record.
+pub fn has_new_kernel_boot_report(records: &[Record]) -> bool {
+    records
+        .iter()
+        .skip_while(|r| !matches!(r.event, Event::Kexec { .. }))
+        .any(|r| matches!(r.event, Event::BootReport { .. }))
 }
 
 /// Marks `dir` as the apply with work left (what the resume unit's `ConditionPathExists=` tests).

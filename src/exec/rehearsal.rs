@@ -27,6 +27,7 @@ impl<H: Host> Host for Rehearsal<'_, H> {
                 Action::KexecFileLoad { .. }
                 | Action::KexecUnload
                 | Action::CheckKernelImage { .. }
+                | Action::CheckTargetKernel { .. }
                     if !self.kernel_load =>
                 {
                     None

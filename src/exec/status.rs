@@ -174,7 +174,9 @@ pub fn fold(
                         Some((r.unix_ms, release.clone(), *on_new_kernel, *uptime_ms));
                 }
             }
-            Event::BootReport { report } => boot = Some(report.clone()),
+            // The report recorded before the kexec is the old kernel's; the new kernel's comes after the record.
+            Event::BootReport { report } if kexec.is_some() => boot = Some(report.clone()),
+            Event::BootReport { .. } => {}
             Event::Finished { state, message } => finish = Some((r, *state, message.clone())),
             Event::RollbackStarted { .. } | Event::RollbackFailed { .. } => {}
         }

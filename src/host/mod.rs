@@ -15,6 +15,7 @@ pub mod process;
 pub mod qmp;
 pub mod sysfs;
 pub mod systemd;
+mod target;
 pub mod vm;
 
 pub use error::HostError;

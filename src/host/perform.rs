@@ -2,7 +2,7 @@
 
 use super::{
     HostError, SysfsRoot, files, journal_files, kernel_file, kexec, machine, process, qmp, sysfs,
-    vm,
+    target, vm,
 };
 use crate::action::{Action, ActionOutput, PID_PLACEHOLDER, RebootMode};
 use crate::hostglob::HostGlob;
@@ -94,6 +94,12 @@ pub(super) fn one(
             Ok(ActionOutput::None)
         }
         Action::CheckKernelImage { path, release } => check_kernel_image(path, release.as_deref()),
+        Action::CheckTargetKernel {
+            image,
+            release,
+            initrd,
+            cmdline,
+        } => target::check(sysfs, image, release.as_deref(), initrd.as_deref(), cmdline),
         Action::CheckFile { path, sha256 } => check_file(path, sha256.as_deref()),
         Action::CheckHostname { globs } => check_hostname(globs),
         Action::Criu {

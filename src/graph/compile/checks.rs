@@ -19,7 +19,7 @@ pub(super) fn pci(device: Option<&PciDevice>) -> Compiled {
 }
 
 /// Checks that nothing has been changed yet and that everything the plan needs is there.
-pub(super) fn preflight(plan: &Plan) -> Vec<Action> {
+pub(super) fn preflight(plan: &Plan, cmdline: &str) -> Vec<Action> {
     let mut actions = Vec::new();
     if !plan.hosts.is_empty() {
         actions.push(Action::CheckHostname {
@@ -34,6 +34,12 @@ pub(super) fn preflight(plan: &Plan) -> Vec<Action> {
     actions.push(Action::CheckKernelImage {
         path: plan.kernel.image.clone(),
         release: plan.kernel.version.clone(),
+    });
+    actions.push(Action::CheckTargetKernel {
+        image: plan.kernel.image.clone(),
+        release: plan.kernel.version.clone(),
+        initrd: plan.kernel.initrd.clone(),
+        cmdline: cmdline.to_owned(),
     });
     if let Some(initrd) = &plan.kernel.initrd {
         actions.push(Action::CheckFile {

@@ -123,7 +123,7 @@ fn step_actions(plan: &Plan, kind: StepKind, estimate: Duration, cmdline: &str) 
     let vm = |i: usize| plan.vms.get(i);
     let app = |i: usize| plan.apps.get(i);
     match kind {
-        StepKind::Preflight => (checks::preflight(plan), Vec::new()),
+        StepKind::Preflight => (checks::preflight(plan, cmdline), Vec::new()),
         StepKind::KernelLoad => kernel::load(&plan.kernel, cmdline),
         StepKind::PciCheck { pci } => checks::pci(plan.pci.get(pci)),
         StepKind::VmPause { vm: i } => vm::pause(vm(i)),
