@@ -16,4 +16,5 @@ pub mod exit;
 pub mod graph;
 pub mod host;
 pub mod kernel_image;
+pub mod kmod;
 pub mod plan;
