@@ -20,5 +20,6 @@ pub mod host;
 pub mod hostglob;
 pub mod initrd;
 pub mod kernel_image;
+pub mod kmod;
 pub mod kparams;
 pub mod plan;
