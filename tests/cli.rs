@@ -196,3 +196,18 @@ fn dry_run_lints_the_new_command_line_against_the_new_kernels_release() {
         "{json}"
     );
 }
+
+#[test]
+fn dry_run_advises_on_the_new_kernel_parallel_bring_up_turned_off() {
+    let plan = "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz-x\"\nversion = \"6.12.9-lts\"\n\
+                [kernel.cmdline]\ninherit = false\nappend = [\"console=ttyS0\", \"quiet\", \"cpuhp.parallel=0\"]\n";
+    Kup::new()
+        .args(["plan", "apply", "--dry-run"])
+        .plan(plan)
+        .run()
+        .status(0)
+        .stderr_has(
+            "brings CPUs up in parallel, but its command line turns that off with cpuhp.parallel=0",
+        )
+        .stderr_lacks("without quiet");
+}

@@ -43,10 +43,19 @@ fn cmdline_warnings(plan: &crate::plan::Plan, cmdline: &str) -> Vec<String> {
         .ok()
         .map(|image| image.release().to_owned());
     let release = from_image.or_else(|| plan.kernel.version.clone());
-    crate::kparams::lint_cmdline(cmdline, release.as_deref())
+    let lint = crate::kparams::lint_cmdline(cmdline, release.as_deref())
         .into_iter()
-        .map(|f| format!("{} ({})", f.message, f.help))
-        .collect()
+        .map(|f| format!("{} ({})", f.message, f.help));
+    // Advice about the kernel to come (parallel bring-up turned off on a kernel that has it, a chatty serial
+    // console), while it is still cheap to change.
+    let target = crate::boot::target::TargetKernel {
+        release: release.as_deref(),
+        cmdline,
+    };
+    let advice = crate::boot::target::advise_target(&target, None)
+        .into_iter()
+        .map(|r| r.message);
+    lint.chain(advice).collect()
 }
 
 /// `kup plan apply --dry-run`.
