@@ -227,6 +227,7 @@ fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
 }
 
 impl KernelImage {
+    // Long by design: the setup header's fields in offset order, each checked.
     /// Parses a bzImage from its first bytes (at least its setup code, or all of a shorter file) and the length of
     /// the whole file, which the truncation check needs.
     pub fn parse(prefix: &[u8], file_len: u64) -> Result<KernelImage, KernelImageError> {

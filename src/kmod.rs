@@ -190,6 +190,7 @@ struct Elf<'a> {
 }
 
 impl<'a> Elf<'a> {
+    // Long by design: the ELF header and section table read in file order, each field bounds-checked.
     fn parse(bytes: &'a [u8]) -> Result<Elf<'a>, ModInfoError> {
         if !bytes.starts_with(ELF_MAGIC) {
             if !bytes.is_empty() && ELF_MAGIC.starts_with(bytes) {

@@ -5,6 +5,7 @@ use super::{Action, PID_PLACEHOLDER, RebootMode};
 use serde_json::json;
 
 impl Action {
+    // Long by design: one arm per action kind, each one line of output.
     /// One line for people: the argv, the QMP JSON or the syscall with its arguments.
     pub fn describe(&self) -> String {
         match self {

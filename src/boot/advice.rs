@@ -79,6 +79,7 @@ fn ms(m: Micros) -> String {
     format!("{:.1} ms", m.0 as f64 / 1000.0)
 }
 
+// Long by design: one block per recommendation, in the order the report lists them.
 pub fn recommend(
     ev: &Events<'_>,
     timing: &Timing,

@@ -312,6 +312,7 @@ fn span(
     (phase, duration)
 }
 
+// Long by design: each boot phase's start and end, in boot order.
 /// Places the milestones on the timeline and derives the five phases.
 pub fn timing(ev: &Events<'_>, tl: &Timeline) -> Timing {
     let mut notes = Vec::new();

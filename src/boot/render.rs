@@ -95,6 +95,7 @@ fn bar(start: Option<f64>, end: Option<f64>, scale: f64) -> String {
     )
 }
 
+// Long by design: the report's sections, top to bottom, as the operator reads them.
 pub fn human(report: &BootReport, colour: bool) -> String {
     let p = Paint { on: colour };
     let precision = Precision::of(report);

@@ -65,6 +65,7 @@ pub fn run(root: &Path, json: bool) -> CommandResult {
     Ok(())
 }
 
+// Long by design: the status report's sections, top to bottom.
 fn human_status(s: &Status) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();

@@ -78,6 +78,7 @@ fn same_cmdline(a: &str, b: &str) -> bool {
     Cmdline::parse(a) == Cmdline::parse(b)
 }
 
+// Long by design: the resume decision reads as one table of cases (done, interrupted, kexec proven, kexec failed, host rebooted early); splitting it would hide which case wins.
 /// Decides how to continue the apply of `records` on the machine `now`, re-running the `rerun` steps although
 /// they are not idempotent (the operator checked them).
 pub fn decide(

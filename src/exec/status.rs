@@ -69,6 +69,7 @@ pub struct Status {
     pub torn_tail: bool,
 }
 
+// Long by design: one pass over the journal, one arm per record kind, all sharing the state being folded.
 /// Folds `records` (of the apply in `journal`) over `program`'s steps. `holder_alive`: whether the process holding
 /// the journal lock is alive, which tells "running" from "crashed, resume needed".
 pub fn fold(

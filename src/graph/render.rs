@@ -26,6 +26,7 @@ fn groups(schedule: &Schedule) -> Vec<Vec<&Slot>> {
     by_level.into_values().collect()
 }
 
+// Long by design: the listing's lines, top to bottom.
 /// The human listing: phases, parallel groups, the critical path and the estimate.
 pub fn text(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> String {
     let mut out = String::new();
@@ -120,6 +121,7 @@ fn dot_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
+// Long by design: the DOT document top to bottom: clusters by phase, then edges.
 /// Graphviz DOT: one cluster per phase, the critical path in bold red.
 pub fn dot(plan: &Plan, schedule: &Schedule) -> String {
     let mut out = String::from("digraph kup {\n");

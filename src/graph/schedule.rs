@@ -51,6 +51,7 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    // Long by design: one topological pass computing starts, ends, levels, the critical path and the downtimes together.
     pub fn of(graph: &StepGraph) -> Self {
         let g = graph.graph();
         let n = g.node_count();
@@ -271,6 +272,7 @@ pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+// Long by design: the downtime-budget diagnostic with its contributors and remedies.
 /// The `downtime-budget` finding, when the estimate exceeds `policy.max_downtime`.
 pub fn budget(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> Option<Diagnostic> {
     let limit = plan.policy.max_downtime?;

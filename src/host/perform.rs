@@ -36,6 +36,7 @@ fn ms(timeout_ms: u64) -> Duration {
     Duration::from_millis(timeout_ms)
 }
 
+// Long by design: the dispatch, one arm per action kind, each a call to a small function.
 /// Performs `action`, reusing the step's QMP sessions.
 pub(super) fn one(
     action: &Action,

@@ -110,6 +110,7 @@ pub fn run(argv: &[String], timeout: Duration) -> Result<Outcome, ProcessError> 
     }
 }
 
+// Long by design: spawn, drain both pipes, wait with a deadline, kill the group: one lifetime of a child process.
 /// Runs `argv` to completion or until `timeout` and returns what it printed, whatever its exit status; only a
 /// program that cannot start or does not finish is an error.
 pub fn capture(argv: &[String], timeout: Duration) -> Result<Captured, ProcessError> {

@@ -22,6 +22,7 @@ fn qom_get(client: &mut QmpClient, path: &str, property: &str) -> Result<Value, 
 const HOW: &str = "start QEMU with `-object memory-backend-file,id=mem,size=SIZE,mem-path=FILE,share=on \
                    -machine memory-backend=mem`, FILE on a disk file system, or use memory = \"copy\"";
 
+// Long by design: each way a guest's RAM can fail to survive the kexec, checked in turn with its own message.
 /// Checks that the guest's RAM is a `share=on` `memory-backend-file` whose file sits on a file system that
 /// survives a kexec; with anything else x-ignore-shared would skip RAM that is then lost.
 pub fn check_shared_ram(client: &mut QmpClient) -> Result<Vec<MemoryBackend>, HostError> {

@@ -42,6 +42,7 @@ pub struct Loaded {
     pub report: PlanDiagnostics,
 }
 
+// Long by design: the three passes (syntax, structure, meaning) in order, each stopping what cannot follow.
 /// Loads a plan from raw bytes (`file` is how the user named it, used in every message).
 pub fn load(file: &str, bytes: &[u8]) -> Loaded {
     let text = match std::str::from_utf8(bytes) {

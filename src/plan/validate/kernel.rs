@@ -108,6 +108,7 @@ impl Validator<'_> {
         }
     }
 
+    // Long by design: the checks of `[kernel.cmdline]` in the order the keys are documented.
     pub(super) fn cmdline(&mut self, raw: &raw::RawCmdline, span: Range<usize>) -> CmdlineSpec {
         if let Some(value) = &raw.value {
             let edits = raw.inherit.is_some()
