@@ -17,9 +17,16 @@
 #   LAB_KERNEL          the Debian cloud kernel image (bzImage)
 #   LAB_KERNEL_VERSION  its version string, e.g. 6.1.0-56-cloud-amd64
 #   LAB_MODULES         its modules tree (lib/modules/$LAB_KERNEL_VERSION)
+#   LAB_NEW_KERNEL      the kernel the lab upgrades to: the newest Debian cloud amd64 kernel >= 6.12 lab/setup
+#                       found (bookworm-backports, trixie, trixie-backports, sid), a bzImage
+#   LAB_NEW_KERNEL_VERSION  its release, e.g. 7.3.4+deb13-cloud-amd64
+#   LAB_NEW_MODULES     its modules tree (lib/modules/$LAB_NEW_KERNEL_VERSION, with modules.dep)
+#   LAB_QEMU10          qemu-system-x86_64 10.x from bookworm-backports (unpacked beside 7.2, not installed)
+#   LAB_QEMU10_LD_LIBRARY_PATH, LAB_QEMU10_MODULE_DIR, LAB_QEMU10_DATA_DIRS, LAB_QEMU10_L_ARGS
+#                       the same as the LAB_QEMU_* ones, for QEMU 10
 #   LAB_BUSYBOX         busybox (static)
 #   LAB_KUP_MUSL        a static kup binary (built by lab/setup)
-# and the function lab_qemu ARGS... which runs QEMU with the environment above.
+# and the functions lab_qemu ARGS... and lab_qemu10 ARGS..., which run QEMU 7.2 / 10 with the environment above.
 
 LAB_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LAB_DIR="${KUP_LAB_DIR:-$LAB_REPO/target/lab}"
@@ -43,6 +50,25 @@ LAB_KERNEL_VERSION=""
 LAB_KERNEL="$LAB_KERNEL_ROOT/boot/vmlinuz-$LAB_KERNEL_VERSION"
 LAB_MODULES="$LAB_KERNEL_ROOT/lib/modules/$LAB_KERNEL_VERSION"
 
+LAB_NEW_KERNEL_ROOT="$LAB_DIR/new-kernel"
+LAB_NEW_KERNEL_VERSION=""
+[[ -f "$LAB_NEW_KERNEL_ROOT/version" ]] && LAB_NEW_KERNEL_VERSION="$(<"$LAB_NEW_KERNEL_ROOT/version")"
+LAB_NEW_KERNEL="$LAB_NEW_KERNEL_ROOT/$(cat "$LAB_NEW_KERNEL_ROOT/image" 2>/dev/null || echo vmlinuz)"
+LAB_NEW_MODULES="$LAB_NEW_KERNEL_ROOT/lib/modules/$LAB_NEW_KERNEL_VERSION"
+
+LAB_QEMU10_ROOT="$LAB_DIR/qemu10"
+LAB_QEMU10="$LAB_QEMU10_ROOT/usr/bin/qemu-system-x86_64"
+LAB_QEMU10_LD_LIBRARY_PATH="$LAB_QEMU10_ROOT/usr/lib/x86_64-linux-gnu:$LAB_QEMU10_ROOT/lib/x86_64-linux-gnu"
+LAB_QEMU10_MODULE_DIR="$LAB_QEMU10_ROOT/usr/lib/x86_64-linux-gnu/qemu"
+LAB_QEMU10_DATA_DIRS=(
+  "$LAB_QEMU10_ROOT/usr/share/qemu"
+  "$LAB_QEMU10_ROOT/usr/share/seabios"
+  "$LAB_QEMU10_ROOT/usr/lib/ipxe/qemu"
+)
+LAB_QEMU10_L_ARGS=()
+for _lab_d in "${LAB_QEMU10_DATA_DIRS[@]}"; do LAB_QEMU10_L_ARGS+=(-L "$_lab_d"); done
+unset _lab_d
+
 LAB_BUSYBOX="$LAB_DIR/busybox/bin/busybox"
 
 # A static kup for initramfs images (lab/setup builds it: cargo build --release --target x86_64-unknown-linux-musl).
@@ -56,9 +82,15 @@ lab_qemu() {
     "$LAB_QEMU" "${LAB_QEMU_L_ARGS[@]}" "$@"
 }
 
+lab_qemu10() {
+  LD_LIBRARY_PATH="$LAB_QEMU10_LD_LIBRARY_PATH" QEMU_MODULE_DIR="$LAB_QEMU10_MODULE_DIR" \
+    "$LAB_QEMU10" "${LAB_QEMU10_L_ARGS[@]}" "$@"
+}
+
 # Fails (non-zero, with a message on stderr) unless lab/setup has completed.
 lab_require() {
-  if [[ ! -f "$LAB_READY" || ! -x "$LAB_QEMU" || ! -f "$LAB_KERNEL" || ! -x "$LAB_BUSYBOX" ]]; then
+  if [[ ! -f "$LAB_READY" || ! -x "$LAB_QEMU" || ! -f "$LAB_KERNEL" || ! -x "$LAB_BUSYBOX" || ! -f "$LAB_NEW_KERNEL" ||
+    ! -x "$LAB_QEMU10" ]]; then
     echo "lab: not set up in $LAB_DIR: run lab/setup first" >&2
     return 1
   fi

@@ -69,6 +69,77 @@ fn run(command: &mut Command) -> Output {
     output
 }
 
+/// QEMU 10 (`$LAB_QEMU10`, unpacked from bookworm-backports beside 7.2) runs, and boots the lab's new kernel on a q35
+/// machine under TCG: `lab/run-qemu --qemu 10` picks it, with its own libraries and firmware.
+#[test]
+fn qemu_10_boots_the_new_kernel_on_q35() {
+    let lab = Lab::get();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let version = |what: &str| {
+        let output = run(Command::new("bash").arg("-c").arg(format!(
+            "KUP_LAB_DIR={} . {}/lab/env.sh && {what}",
+            lab.dir.display(),
+            lab.repo.display()
+        )));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let qemu = version("lab_qemu10 -version | head -n1");
+    assert!(
+        qemu.starts_with("QEMU emulator version 10."),
+        "lab_qemu10 -version: {qemu}"
+    );
+    let new_kernel = version("echo \"$LAB_NEW_KERNEL_VERSION\"");
+    let image = version("echo \"$LAB_NEW_KERNEL\"");
+
+    let initrd = t.join("initrd.cpio.gz");
+    run(lab
+        .script("mkinitramfs")
+        .arg("-o")
+        .arg(&initrd)
+        .arg("-i")
+        .arg(lab.repo.join("lab/guest/smoke-init")));
+    let disk = t.join("disk.img");
+    run(lab.script("mkdisk").arg(&disk).arg("16M"));
+    let log = t.join("console.log");
+    let output = lab
+        .script("run-qemu")
+        .args(["--quiet", "--qemu", "10", "--timeout", "90", "--retry", "1"])
+        .arg("--kernel")
+        .arg(&image)
+        .arg("--initrd")
+        .arg(&initrd)
+        .arg("--disk")
+        .arg(&disk)
+        .arg("--log")
+        .arg(&log)
+        .args([
+            "--expect",
+            "LAB-SMOKE: wrote /hello.txt",
+            "--",
+            "-machine",
+            "q35",
+        ])
+        .output()
+        .unwrap();
+    let console = fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        output.status.success(),
+        "lab/run-qemu --qemu 10 failed ({}):\n{}\nconsole:\n{console}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        console.contains(&format!("LAB-SMOKE: init on {new_kernel}, 1 cpu(s)")),
+        "{console}"
+    );
+    // A q35 machine with bookworm-backports' SeaBIOS (QEMU 10's firmware, not 7.2's 1.16.2).
+    assert!(
+        console.contains("DMI: QEMU Standard PC (Q35 + ICH9, 2009), BIOS 1.16.3"),
+        "{console}"
+    );
+}
+
 #[test]
 fn smoke_guest_boots_and_writes_to_its_nvme_disk() {
     let lab = Lab::get();
