@@ -1116,3 +1116,44 @@ fn systemd_guest_with_policy_isolate_survives_losing_its_caller_and_kexecs() {
         .expect("an isolate step");
     assert_eq!(isolate["state"], "done", "{status:#}");
 }
+
+/// The new kernel's modules are not installed: the preflight refuses before any other step ran, naming the release
+/// and the fix — a kexec would boot a kernel without its drivers.
+#[test]
+fn a_new_kernel_without_its_modules_is_refused_at_preflight_with_the_fix() {
+    let lab = Lab::get();
+    let run = lab.scenario("no-modules");
+
+    assert_eq!(run.boots().len(), 1, "no kexec may happen");
+    assert_eq!(
+        run.must("/lab/apply.rc").trim(),
+        "5",
+        "{}",
+        run.must("/lab/apply.log")
+    );
+    let status = run.json("/lab/status.json");
+    assert_eq!(status["state"], "rolled-back", "{status:#}");
+    for (id, state) in step_states(&status) {
+        let expected = if id == "preflight" {
+            "failed"
+        } else {
+            "pending"
+        };
+        assert_eq!(state, expected, "step {id} in {status:#}");
+    }
+    let error = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "preflight")
+        .and_then(|s| s["error"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains(&format!(
+            "has no modules in /lib/modules/{}",
+            lab.new_kernel_version()
+        )) && error.contains("Install them"),
+        "{error}"
+    );
+}
