@@ -406,6 +406,27 @@ fn kexec_update_runs_every_step_once_and_boots_the_new_command_line() {
     // The journal: every step of the program done exactly once, nothing failed or rolled back.
     let status = run.json("/lab/status.json");
     let journal = Journal::read(&run);
+    // Every apply keeps both kernels' boots: the old one recorded at the start, the new one by the first resume;
+    // `kup boot-time --journal` compares them (6.1 before, the new release after).
+    let reports = journal.events("boot-report");
+    assert_eq!(reports.len(), 2, "{}", journal.text());
+    let apply_dir = run.out.join("journal-copy/journal");
+    let compare = Command::new(env!("CARGO_BIN_EXE_kup"))
+        .args(["boot-time", "--format", "json", "--journal"])
+        .arg(&apply_dir)
+        .output()
+        .expect("kup boot-time --journal");
+    assert!(compare.status.success(), "{compare:?}");
+    let compare: Value = serde_json::from_slice(&compare.stdout).expect("JSON");
+    assert!(
+        compare["before"]["kernel"]
+            .as_str()
+            .is_some_and(|k| k.contains(&lab.kernel_version()))
+            && compare["after"]["kernel"]
+                .as_str()
+                .is_some_and(|k| k.contains(&lab.new_kernel_version())),
+        "{compare:#}"
+    );
     let states = step_states(&status);
     assert!(states.len() >= 6, "{status:#}");
     for (id, state) in &states {
