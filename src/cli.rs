@@ -50,7 +50,8 @@ pub enum PlanCommand {
         #[arg(value_name = "PLAN")]
         plan: PathBuf,
     },
-    /// Print every action a plan would take (dry run only: applying for real is not implemented yet).
+    /// Apply a plan: pause and save the guests, kexec into the new kernel, restore them (`--dry-run` prints every
+    /// action instead; `--rehearse` does everything but the kexec).
     Apply {
         /// Print every action instead of performing it; needs no root and changes nothing.
         #[arg(long, conflicts_with_all = ["yes", "rehearse", "no_kernel_load", "journal"])]

@@ -211,3 +211,39 @@ fn dry_run_advises_on_the_new_kernel_parallel_bring_up_turned_off() {
         )
         .stderr_lacks("without quiet");
 }
+
+/// Regression: `kup plan apply --help` said applying for real was not implemented.
+#[test]
+fn apply_help_describes_the_real_apply() {
+    let help = Kup::new()
+        .args(["plan", "apply", "--help"])
+        .run()
+        .status(0)
+        .stdout();
+    assert!(!help.contains("not implemented"), "{help}");
+    assert!(help.contains("kexec into the new kernel"), "{help}");
+}
+
+/// Regression: `inherit = false` beside `value` was refused as a conflict although it says the same thing;
+/// `inherit = true` with `value` still contradicts it.
+#[test]
+fn inherit_false_agrees_with_a_whole_command_line_value() {
+    let plan = |inherit: bool| {
+        format!(
+            "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\n[kernel.cmdline]\ninherit = {inherit}\n\
+             value = \"root=/dev/vda ro console=ttyS0\"\n"
+        )
+    };
+    Kup::new()
+        .args(["plan", "validate"])
+        .plan(&plan(false))
+        .run()
+        .status(0)
+        .stderr_lacks("cmdline-conflict");
+    Kup::new()
+        .args(["plan", "validate"])
+        .plan(&plan(true))
+        .run()
+        .status(1)
+        .stderr_has("kup::plan::cmdline-conflict");
+}

@@ -395,3 +395,51 @@ fn preflight_reads_the_new_kernels_config_for_what_the_command_line_relies_on() 
         );
     }
 }
+
+/// Regression: `--rehearse --no-kernel-load` skipped the kernel identity checks, so a wrong `version` pin went
+/// unnoticed although checking it only reads the image. The rehearsal now refuses it at preflight.
+#[test]
+fn a_rehearsal_without_a_kernel_load_still_catches_a_wrong_release_pin() {
+    use std::os::unix::fs::PermissionsExt;
+    let kernel = lab_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let plan = dir.path().join("plan.toml");
+    let write = |version: &str| {
+        std::fs::write(
+            &plan,
+            format!(
+                "kup = 1\n[kernel]\nimage = \"{}\"\nversion = \"{version}\"\n[policy]\njournal = \"{}\"\n",
+                kernel.display(),
+                dir.path().join("journal").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&plan, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    let rehearse = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kup"))
+            .args(["plan", "apply", "--rehearse", "--no-kernel-load", "--yes"])
+            .arg(&plan)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    write("6.12.9-not-this-image");
+    let out = rehearse();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("6.12.9-not-this-image") && stderr.contains("kernel.version"),
+        "{stderr}"
+    );
+    let release = read_image(&kernel).unwrap().release().to_owned();
+    write(&release);
+    let out = rehearse();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -23,10 +23,12 @@ impl<H: Host> Host for Rehearsal<'_, H> {
                 // Whatever the kexec method, a rehearsal never reboots.
                 Action::Reboot(_) => self.kernel_load.then_some(Action::KexecUnload),
                 // Without a kernel load nothing about kexec is exercised, including the preflight's check that
-                // kexec is allowed (a host without CONFIG_KEXEC can rehearse everything else).
+                // kexec is allowed (a host without CONFIG_KEXEC can rehearse everything else). A pinned release is
+                // still checked: it only reads the image, and a rehearsal must catch a wrong pin (the sha256 is
+                // checked by `check_file`, which always runs).
                 Action::KexecFileLoad { .. }
                 | Action::KexecUnload
-                | Action::CheckKernelImage { .. }
+                | Action::CheckKernelImage { release: None, .. }
                 | Action::CheckTargetKernel { .. }
                     if !self.kernel_load =>
                 {

@@ -111,7 +111,8 @@ impl Validator<'_> {
     // Long by design: the checks of `[kernel.cmdline]` in the order the keys are documented.
     pub(super) fn cmdline(&mut self, raw: &raw::RawCmdline, span: Range<usize>) -> CmdlineSpec {
         if let Some(value) = &raw.value {
-            let edits = raw.inherit.is_some()
+            // `inherit = false` says what `value` already says; only `inherit = true` contradicts it.
+            let edits = raw.inherit.as_ref().is_some_and(|i| *i.get_ref())
                 || !raw.remove.is_empty()
                 || !raw.set.is_empty()
                 || !raw.append.is_empty();
