@@ -6,6 +6,7 @@
 
 // Unsafe code is confined to `host::kexec`, which opts back in for the kexec_file_load syscall alone.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod action;
 pub mod boot;
