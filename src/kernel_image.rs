@@ -229,7 +229,7 @@ fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
 impl KernelImage {
     /// Parses a bzImage from its first bytes (at least its setup code, or all of a shorter file) and the length of
     /// the whole file, which the truncation check needs.
-    pub fn parse(prefix: &[u8], file_len: u64) -> Result<KernelImage, KernelImageError> {
+    pub(crate) fn parse(prefix: &[u8], file_len: u64) -> Result<KernelImage, KernelImageError> {
         let too_short = || KernelImageError::TooShort { len: file_len };
         if prefix.len() < HEADER_END {
             return Err(too_short());
@@ -340,18 +340,13 @@ pub struct Sha256Digest([u8; 32]);
 impl Sha256Digest {
     /// The digest of bytes already in memory (a plan file); files are hashed streaming by
     /// `host::kernel_file::sha256_file`.
-    pub fn of(bytes: &[u8]) -> Self {
+    pub(crate) fn of(bytes: &[u8]) -> Self {
         Self(sha2::Sha256::digest(bytes).into())
     }
 
     /// A digest computed elsewhere.
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+    pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
-    }
-
-    /// The 32 bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
     }
 }
 

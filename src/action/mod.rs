@@ -9,7 +9,6 @@ mod describe;
 mod output;
 mod quote;
 
-pub use describe::qmp_message;
 pub use output::{ActionFailure, ActionOutput, FileCommitted, MemoryBackend, PciDevice};
 pub use quote::shell_quote;
 
@@ -17,7 +16,7 @@ use serde::Serialize;
 use std::path::PathBuf;
 
 /// Placeholder in a CRIU argv for the PID read from the app's pidfile when the action runs.
-pub const PID_PLACEHOLDER: &str = "{pid}";
+pub(crate) const PID_PLACEHOLDER: &str = "{pid}";
 
 /// One thing the executor does. Durations are in milliseconds in JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]

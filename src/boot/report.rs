@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::parse::LogFormat;
 
 /// Bumped only if a field changes meaning or disappears.
-pub const REPORT_VERSION: u32 = 1;
+pub(crate) const REPORT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BootReport {
@@ -36,7 +36,7 @@ pub struct BootReport {
     pub slowest_initcalls: Vec<Initcall>,
     /// What the reader should know about the input: out-of-order stamps, other boots, missing stamps.
     pub notes: Vec<String>,
-    pub report_version: u32,
+    pub(crate) report_version: u32,
 }
 
 /// Which clock the times in a report come from.
@@ -60,7 +60,7 @@ pub enum Arch {
 }
 
 impl Arch {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::X86 => "x86",
             Self::Arm64 => "arm64",
@@ -93,7 +93,7 @@ impl PhaseName {
         Self::Init,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::EarlySetup => "early_setup",
             Self::SmpBringup => "smp_bringup",
@@ -106,7 +106,7 @@ impl PhaseName {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Phase {
-    pub name: PhaseName,
+    pub(crate) name: PhaseName,
     /// The log holds at least one of the lines its start or end is read from.
     pub present: bool,
     pub start_s: Option<f64>,
@@ -114,8 +114,8 @@ pub struct Phase {
     /// `end_s - start_s`; null when either is unknown or when the end is stamped before the start.
     pub duration_s: Option<f64>,
     /// The log line the start was taken from (for deferred pages, the line it was computed from).
-    pub start_evidence: Option<String>,
-    pub end_evidence: Option<String>,
+    pub(crate) start_evidence: Option<String>,
+    pub(crate) end_evidence: Option<String>,
 }
 
 /// A stable identifier for each kind of advice, for scripts and docs.
@@ -146,7 +146,7 @@ impl RecommendationCode {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Recommendation {
     pub code: RecommendationCode,
-    pub message: String,
+    pub(crate) message: String,
     /// The exact log line the advice rests on.
     pub evidence: String,
 }
@@ -155,6 +155,6 @@ pub struct Recommendation {
 pub struct Initcall {
     /// The function, without its `+0x0/0x…` offset.
     pub name: String,
-    pub usecs: u64,
-    pub evidence: String,
+    pub(crate) usecs: u64,
+    pub(crate) evidence: String,
 }

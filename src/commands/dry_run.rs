@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// Numbered steps with their actions and rollbacks.
     Human,
     /// JSON: the compiled program (shape in docs/graph.md).
@@ -34,7 +34,7 @@ struct JsonDryRun<'a> {
 }
 
 /// `kup plan apply --dry-run`.
-pub fn run(path: &Path, format: Format, current_cmdline: &Path) -> CommandResult {
+pub(crate) fn run(path: &Path, format: Format, current_cmdline: &Path) -> CommandResult {
     let (plan, graph) = super::graph::load_valid(path)?;
     let inherits = matches!(plan.kernel.cmdline, CmdlineSpec::Edit { inherit: true, .. });
     let running = if inherits {

@@ -21,7 +21,7 @@ impl SysfsRoot {
     }
 
     /// `path` (absolute, as a plan or an action names it) under this root.
-    pub fn resolve(&self, path: &Path) -> PathBuf {
+    pub(crate) fn resolve(&self, path: &Path) -> PathBuf {
         match path.strip_prefix("/") {
             Ok(relative) => self.0.join(relative),
             Err(_) => self.0.join(path),
@@ -29,14 +29,14 @@ impl SysfsRoot {
     }
 
     /// `/sys/bus/pci/devices/ADDRESS` under this root.
-    pub fn pci_device(&self, address: &str) -> PathBuf {
+    pub(crate) fn pci_device(&self, address: &str) -> PathBuf {
         self.resolve(Path::new("/sys/bus/pci/devices"))
             .join(address)
     }
 }
 
 /// A sysfs attribute, trimmed; for a symlink (a device's `driver`), the last component of its target.
-pub fn read_attribute(path: &Path) -> Result<String, HostError> {
+pub(crate) fn read_attribute(path: &Path) -> Result<String, HostError> {
     match std::fs::read_link(path) {
         Ok(target) => Ok(target
             .file_name()
@@ -49,7 +49,7 @@ pub fn read_attribute(path: &Path) -> Result<String, HostError> {
 }
 
 /// Checks that PCI device `address` exists, is bound to `driver`, and (when `iommu`) sits in an IOMMU group.
-pub fn check_pci(
+pub(crate) fn check_pci(
     root: &SysfsRoot,
     address: &str,
     driver: &str,

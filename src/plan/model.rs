@@ -2,7 +2,7 @@
 //! validation, so later stages never re-check syntax; spans survive only where a later stage reports on them
 //! (custom step ordering, which the graph checks for unknown ids and cycles).
 
-pub use super::raw::{KexecMethod, Loader, MemoryMode, OnFailure};
+pub(crate) use super::raw::{KexecMethod, Loader, MemoryMode, OnFailure};
 use crate::hostglob::HostGlob;
 use serde::Serialize;
 use std::fmt;
@@ -11,40 +11,40 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Journal root used when the plan does not set `policy.journal`.
-pub const DEFAULT_JOURNAL: &str = "/var/lib/kup";
+pub(crate) const DEFAULT_JOURNAL: &str = "/var/lib/kup";
 /// Steps run at once when the plan does not set `policy.parallelism`.
-pub const DEFAULT_PARALLELISM: u32 = 4;
+pub(crate) const DEFAULT_PARALLELISM: u32 = 4;
 /// Time limit of a custom step without `timeout`.
-pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
 /// Driver a `[[pci]]` device is expected to be bound to without `driver`.
-pub const DEFAULT_PCI_DRIVER: &str = "vfio-pci";
+pub(crate) const DEFAULT_PCI_DRIVER: &str = "vfio-pci";
 
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub name: Option<String>,
-    pub hosts: Vec<HostGlob>,
-    pub kernel: Kernel,
+    pub(crate) name: Option<String>,
+    pub(crate) hosts: Vec<HostGlob>,
+    pub(crate) kernel: Kernel,
     pub vms: Vec<Vm>,
-    pub pci: Vec<PciDevice>,
+    pub(crate) pci: Vec<PciDevice>,
     pub apps: Vec<App>,
     pub steps: Vec<CustomStep>,
     pub policy: Policy,
 }
 
 #[derive(Debug, Clone)]
-pub struct Kernel {
-    pub image: PathBuf,
-    pub initrd: Option<PathBuf>,
-    pub version: Option<String>,
+pub(crate) struct Kernel {
+    pub(crate) image: PathBuf,
+    pub(crate) initrd: Option<PathBuf>,
+    pub(crate) version: Option<String>,
     /// Lower-case hex.
-    pub sha256: Option<String>,
-    pub loader: Loader,
-    pub cmdline: CmdlineSpec,
+    pub(crate) sha256: Option<String>,
+    pub(crate) loader: Loader,
+    pub(crate) cmdline: CmdlineSpec,
 }
 
 /// How the new kernel's command line is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CmdlineSpec {
+pub(crate) enum CmdlineSpec {
     /// Start from the running kernel's (or an empty) command line, then remove, set, append — in that order.
     Edit {
         inherit: bool,
@@ -59,16 +59,16 @@ pub enum CmdlineSpec {
 #[derive(Debug, Clone)]
 pub struct Vm {
     pub name: String,
-    pub driver: VmDriver,
-    pub state: PathBuf,
-    pub memory: MemoryMode,
+    pub(crate) driver: VmDriver,
+    pub(crate) state: PathBuf,
+    pub(crate) memory: MemoryMode,
     /// Guest RAM in bytes when the plan states it.
-    pub memory_size: Option<u64>,
-    pub devices: Vec<PciAddress>,
+    pub(crate) memory_size: Option<u64>,
+    pub(crate) devices: Vec<PciAddress>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VmDriver {
+pub(crate) enum VmDriver {
     Qmp {
         socket: PathBuf,
         restart: Vec<String>,
@@ -81,11 +81,11 @@ pub enum VmDriver {
 /// A PCI address `DDDD:BB:DD.F`, normalised to lower case as sysfs spells it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
-pub struct PciAddress(String);
+pub(crate) struct PciAddress(String);
 
 impl PciAddress {
     /// Parses `DDDD:BB:DD.F` (hex; device ≤ 0x1f, function ≤ 7), the form sysfs uses under /sys/bus/pci/devices.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let bad = || {
             format!(
                 "`{text}` is not a PCI address of the form DDDD:BB:DD.F (for example 0000:3b:00.0)"
@@ -110,10 +110,6 @@ impl PciAddress {
         }
         Ok(Self(text.to_ascii_lowercase()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl fmt::Display for PciAddress {
@@ -123,19 +119,19 @@ impl fmt::Display for PciAddress {
 }
 
 #[derive(Debug, Clone)]
-pub struct PciDevice {
-    pub address: PciAddress,
-    pub driver: String,
+pub(crate) struct PciDevice {
+    pub(crate) address: PciAddress,
+    pub(crate) driver: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct App {
     pub name: String,
-    pub kind: AppKind,
+    pub(crate) kind: AppKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AppKind {
+pub(crate) enum AppKind {
     Systemd {
         unit: String,
     },
@@ -153,22 +149,20 @@ pub enum AppKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepRef {
     pub id: String,
-    pub span: Range<usize>,
+    pub(crate) span: Range<usize>,
 }
 
 #[derive(Debug, Clone)]
 pub struct CustomStep {
     pub name: String,
-    pub run: Vec<String>,
+    pub(crate) run: Vec<String>,
     pub before: Vec<StepRef>,
     pub after: Vec<StepRef>,
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Argv that undoes the step before the point of no return.
-    pub undo: Option<Vec<String>>,
+    pub(crate) undo: Option<Vec<String>>,
     /// Safe to run again after a crash interrupted it.
-    pub idempotent: bool,
-    /// Span of the step's `name` value, for diagnostics about the step as a whole.
-    pub span: Range<usize>,
+    pub(crate) idempotent: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -176,9 +170,9 @@ pub struct Policy {
     pub isolate: Option<String>,
     pub max_downtime: Option<Duration>,
     /// Span of `max_downtime`, so an estimate over budget can point at it.
-    pub max_downtime_span: Option<Range<usize>>,
-    pub parallelism: u32,
-    pub on_failure: OnFailure,
-    pub journal: PathBuf,
-    pub kexec: KexecMethod,
+    pub(crate) max_downtime_span: Option<Range<usize>>,
+    pub(crate) parallelism: u32,
+    pub(crate) on_failure: OnFailure,
+    pub(crate) journal: PathBuf,
+    pub(crate) kexec: KexecMethod,
 }
