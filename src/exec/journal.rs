@@ -26,6 +26,7 @@ pub(crate) const LOCK_FILE: &str = "lock";
 #[cfg(feature = "fault-injection")]
 pub(crate) const CRASH_AFTER_RECORD_ENV: &str = "KUP_FAULT_CRASH_AFTER_RECORD";
 
+/// How an apply runs, as recorded at its start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -35,11 +36,16 @@ pub enum Mode {
     Rehearse,
 }
 
+/// How an apply or resume ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FinalState {
+    /// Every step ran.
     Completed,
+    /// Something failed and was left as it is: policy `stop`, a failure after the point of no return, a failed
+    /// rollback.
     Failed,
+    /// A step failed before the kexec and every step done before it was undone.
     RolledBack,
 }
 
@@ -47,53 +53,87 @@ pub enum FinalState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
+    /// The first record of an apply: what is being applied, where, and by whom.
     ApplyStarted {
+        /// The plan's name.
         plan: String,
+        /// Where the plan was read from.
         plan_path: String,
+        /// SHA-256 of the plan text, hex; the frozen copy (`plan.toml`) must match it.
         plan_sha256: String,
+        /// Apply or rehearse.
         mode: Mode,
+        /// Whether the new kernel is loaded (`false` for `--rehearse --no-kernel-load`).
         kernel_load: bool,
+        /// `boot_id` of the kernel the apply started on.
         boot_id: String,
+        /// `uname -r` of the kernel the apply started on.
         release: String,
+        /// The host's name.
         hostname: String,
+        /// Process id of the applying kup.
         pid: u32,
         /// The new kernel's command line as computed from the old kernel's /proc/cmdline: resume must not
         /// recompute it on the new kernel.
         kernel_cmdline: String,
     },
+    /// A step began; without a matching end record it was interrupted.
     StepStarted {
+        /// The step.
         step: StepId,
     },
+    /// A step succeeded.
     StepDone {
+        /// The step.
         step: StepId,
+        /// How long it ran, in ms.
         duration_ms: u64,
+        /// What its actions reported (saved state files, PCI devices, kernel image facts), one value per action.
         #[serde(default)]
         outputs: Vec<Value>,
     },
+    /// A step failed.
     StepFailed {
+        /// The step.
         step: StepId,
+        /// How long it ran before failing, in ms.
         duration_ms: u64,
+        /// Why it failed.
         error: String,
     },
+    /// Rollback began after a failure before the point of no return.
     RollbackStarted {
+        /// The failure that caused it.
         reason: String,
     },
+    /// A step's rollback actions succeeded.
     StepRolledBack {
+        /// The step undone.
         step: StepId,
     },
+    /// A step's rollback actions failed; the host needs an operator.
     RollbackFailed {
+        /// The step that could not be undone.
         step: StepId,
+        /// Why.
         error: String,
     },
     /// Written, durable, just before the kexec is executed.
     Kexec {
+        /// `boot_id` of the kernel being left; resume compares it with the running one to prove the kexec happened.
         boot_id: String,
+        /// `uname -r` of the kernel being left.
         release: String,
+        /// The command line the new kernel was loaded with.
         kernel_cmdline: String,
     },
+    /// A resume began (on the new kernel, after a crash, or to retry).
     ResumeStarted {
+        /// `boot_id` of the kernel resume runs on.
         boot_id: String,
+        /// `uname -r` of the kernel resume runs on.
         release: String,
+        /// Process id of the resuming kup.
         pid: u32,
         /// The boot changed since the kexec record.
         rebooted: bool,
@@ -106,20 +146,28 @@ pub enum Event {
     },
     /// The new kernel's boot phases (from its kernel log), recorded by the first resume after a kexec.
     BootReport {
+        /// The `kup boot-time` JSON report.
         report: Value,
     },
+    /// The last record: the apply or resume ended.
     Finished {
+        /// How it ended.
         state: FinalState,
+        /// `every step done`, or why not.
         message: String,
     },
 }
 
+/// One line of `journal.jsonl`: an event with its sequence number and time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
+    /// 1-based, one more than the previous record's.
     pub seq: u64,
     /// Wall-clock time: the monotonic clock restarts at the kexec.
     pub unix_ms: u64,
+    /// `unix_ms` as RFC 3339 UTC, for people reading the file.
     pub time: String,
+    /// What happened.
     #[serde(flatten)]
     pub event: Event,
 }
@@ -185,6 +233,7 @@ pub enum JournalError {
 /// What reading a journal found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
+    /// The complete records, in order.
     pub records: Vec<Record>,
     /// A last line cut short by a crash mid-write: dropped, and reported.
     pub(crate) torn_tail: Option<String>,
