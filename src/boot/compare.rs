@@ -42,8 +42,10 @@ pub(crate) struct SummaryPhase {
     pub(crate) duration_s: Option<f64>,
 }
 
+/// A recommendation as a stored report holds it: its code is text, so codes a newer kup adds still compare.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SummaryRecommendation {
+    /// The kebab-case code (`parallel-bringup-off`, …).
     pub code: String,
     pub(crate) message: String,
     pub(crate) evidence: String,
@@ -125,11 +127,14 @@ impl Delta {
     }
 }
 
+/// One boot phase's duration before and after.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PhaseDelta {
+    /// The phase (`smp_bringup`, …).
     pub name: String,
     pub(crate) before_present: bool,
     pub(crate) after_present: bool,
+    /// Its duration before, after and the difference.
     #[serde(flatten)]
     pub duration: Delta,
 }
@@ -140,27 +145,34 @@ pub struct PhaseDelta {
 pub struct RecommendationChanges {
     pub(crate) appeared: Vec<SummaryRecommendation>,
     pub(crate) disappeared: Vec<SummaryRecommendation>,
+    /// Advice both boots got.
     pub stayed: Vec<SummaryRecommendation>,
 }
 
+/// What identifies one of the two boots compared.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Side {
     pub(crate) source: String,
     pub(crate) kernel: Option<String>,
+    /// CPUs online after SMP bring-up: a different count makes phase durations hard to compare.
     pub cpus: Option<u32>,
     pub(crate) clock: String,
     /// The kernel command line of that boot: what changed between the two is often the point of the comparison.
     pub(crate) cmdline: Option<String>,
 }
 
+/// Two boots side by side (`kup boot-time --compare`, or the boots before and after an apply).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BootComparison {
+    /// The older boot (the kernel kexec'd from).
     pub before: Side,
+    /// The newer boot.
     pub after: Side,
     pub(crate) time_to_init: Delta,
     pub(crate) smp_bringup: Delta,
     /// The five phases in boot order, durations before and after.
     pub phases: Vec<PhaseDelta>,
+    /// How the advice changed.
     pub recommendations: RecommendationChanges,
     /// Why figures may not be like for like (different clocks, CPU counts, missing data).
     pub notes: Vec<String>,
