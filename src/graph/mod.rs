@@ -32,7 +32,9 @@ pub use step_id::{StepId, StepKey};
 
 /// Stable diagnostic codes of the graph checks.
 pub mod code {
+    /// A `before` / `after` names a step that does not exist.
     pub const UNKNOWN_STEP: &str = "kup::plan::unknown-step";
+    /// The steps' order has a cycle: no step of it could ever start.
     pub const STEP_CYCLE: &str = "kup::plan::step-cycle";
     pub(crate) const DOWNTIME_BUDGET: &str = "kup::plan::downtime-budget";
 }
@@ -136,7 +138,9 @@ pub struct Step {
     /// Stable id, as custom steps and the journal name it.
     pub id: StepId,
     pub(crate) kind: StepKind,
+    /// Where the step runs relative to the kexec.
     pub phase: Phase,
+    /// How long it is expected to take, for the critical path and the downtime estimate.
     pub estimate: Duration,
     /// The assumption behind the estimate, when the plan could state the real figure.
     pub(crate) estimate_note: Option<String>,
@@ -169,10 +173,12 @@ impl StepGraph {
         self.graph.node_weights()
     }
 
+    /// The number of steps.
     pub fn len(&self) -> usize {
         self.graph.node_count()
     }
 
+    /// No steps at all.
     pub fn is_empty(&self) -> bool {
         self.graph.node_count() == 0
     }
