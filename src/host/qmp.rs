@@ -15,6 +15,7 @@ pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Events kept for the caller; older ones are dropped so a chatty guest cannot grow a session without bound.
 const MAX_EVENTS: usize = 256;
 
+/// A QMP session failed: connecting, a malformed or missing reply, or QEMU's own `error` reply, as a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QmpError(pub String);
 

@@ -16,6 +16,7 @@ impl Default for SysfsRoot {
 }
 
 impl SysfsRoot {
+    /// Looks `/sys` and `/proc` up under `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self(root.into())
     }
