@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 pub(crate) const SYNTAX: &str = "kup::plan::syntax";
 pub(crate) const ENCODING: &str = "kup::plan::encoding";
+/// Diagnostic code for a plan file that is empty or only whitespace and comments.
 pub const EMPTY_FILE: &str = "kup::plan::empty-file";
 
 /// The JSON Schema of the plan format, generated from [`raw::RawPlan`].

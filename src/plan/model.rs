@@ -19,15 +19,20 @@ pub(crate) const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
 /// Driver a `[[pci]]` device is expected to be bound to without `driver`.
 pub(crate) const DEFAULT_PCI_DRIVER: &str = "vfio-pci";
 
+/// A checked plan: what to update to, which guests and apps to carry over, and how.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub(crate) name: Option<String>,
     pub(crate) hosts: Vec<HostGlob>,
     pub(crate) kernel: Kernel,
+    /// The guests paused and saved before the kexec and restored after it (`[[vm]]`).
     pub vms: Vec<Vm>,
     pub(crate) pci: Vec<PciDevice>,
+    /// Host apps stopped or checkpointed before the kexec and brought back after it (`[[app]]`).
     pub apps: Vec<App>,
+    /// The plan's own steps (`[[step]]`), placed among the built-in ones by `before` / `after`.
     pub steps: Vec<CustomStep>,
+    /// How the update runs (`[policy]`).
     pub policy: Policy,
 }
 
@@ -56,8 +61,10 @@ pub(crate) enum CmdlineSpec {
     Replace(String),
 }
 
+/// A guest kept across the kexec (`[[vm]]`).
 #[derive(Debug, Clone)]
 pub struct Vm {
+    /// Unique among the plan's VMs; step ids use it (`vm:NAME:pause`).
     pub name: String,
     pub(crate) driver: VmDriver,
     pub(crate) state: PathBuf,
@@ -124,8 +131,10 @@ pub(crate) struct PciDevice {
     pub(crate) driver: String,
 }
 
+/// A host app carried across the kexec (`[[app]]`): a systemd unit, a CRIU-checkpointed process or hooks.
 #[derive(Debug, Clone)]
 pub struct App {
+    /// Unique among the plan's apps; step ids use it (`app:NAME:save`).
     pub name: String,
     pub(crate) kind: AppKind,
 }
@@ -148,15 +157,20 @@ pub(crate) enum AppKind {
 /// An id in a custom step's `before` / `after`, with where it was written so the graph can point at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepRef {
+    /// The step id as written (`vm:db-1:pause`, `step:drain-lb`).
     pub id: String,
     pub(crate) span: Range<usize>,
 }
 
+/// A step the plan adds (`[[step]]`): a command run at a point it chooses in the update.
 #[derive(Debug, Clone)]
 pub struct CustomStep {
+    /// Its name; its id is `step:NAME`.
     pub name: String,
     pub(crate) run: Vec<String>,
+    /// Steps that must wait for this one.
     pub before: Vec<StepRef>,
+    /// Steps this one waits for.
     pub after: Vec<StepRef>,
     pub(crate) timeout: Duration,
     /// Argv that undoes the step before the point of no return.
@@ -165,9 +179,12 @@ pub struct CustomStep {
     pub(crate) idempotent: bool,
 }
 
+/// How the update runs (`[policy]`).
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// The systemd target to `systemctl isolate` just before the kexec (`rescue.target`).
     pub isolate: Option<String>,
+    /// The longest acceptable guest downtime: `validate` fails when the estimate exceeds it.
     pub max_downtime: Option<Duration>,
     /// Span of `max_downtime`, so an estimate over budget can point at it.
     pub(crate) max_downtime_span: Option<Range<usize>>,
