@@ -1,7 +1,7 @@
 //! Command-line interface: clap definitions mirroring the command line, dispatched to [`crate::commands`].
 //!
 //! Conventions: data on stdout, diagnostics and progress on stderr; `--format json` wherever a command reports
-//! something; exit codes from [`crate::exit`] (clap's own usage errors also exit 2).
+//! something; exit codes from `crate::exit` (clap's own usage errors also exit 2).
 
 use crate::{commands, exit};
 use clap::{Parser, Subcommand};

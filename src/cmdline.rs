@@ -491,7 +491,7 @@ impl CmdlineEdit {
     }
 
     /// The new kernel's command line: `running` (when inheriting) with the removals, settings and additions applied
-    /// in that order. Fails on the first problem [`CmdlineEdit::validate`] would report.
+    /// in that order. Fails on the first problem `CmdlineEdit::validate` would report.
     pub(crate) fn apply(&self, running: &Cmdline) -> Result<Cmdline, CmdlineError> {
         let mut cmdline = if self.inherit {
             running.clone()

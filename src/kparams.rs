@@ -3,7 +3,7 @@
 //! `cpuhp.parallel=1` on a kernel that predates it, or `mitigations=on` (not a value: the kernel keeps its
 //! defaults) all boot silently. This module says so before the kexec.
 //!
-//! Pure: a table and functions over [`Param`]s. `kup plan validate` runs it on what a plan writes
+//! Pure: a table and functions over `Param`s. `kup plan validate` runs it on what a plan writes
 //! (`src/plan/cmdline_lint.rs` adds the spans); the dry-run and preflight can run [`lint_cmdline`] on the final
 //! command line with the release read from the real image's header ([`crate::kernel_image::KernelImage::release`]).
 //!
@@ -339,7 +339,7 @@ pub(crate) enum FindingKind {
     BadValue { expected: String },
 }
 
-/// One finding about the parameter at `index` of the list given to [`lint`].
+/// One finding about the parameter at `index` of the list given to `lint`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamFinding {
     pub(crate) index: usize,
@@ -438,8 +438,8 @@ fn misspelt_finding(index: usize, param: &Param, suggestion: &'static str) -> Pa
     }
 }
 
-/// [`lint`] over a whole command line, for the dry-run and preflight: `cmdline` is the final text handed to the
-/// new kernel and `release` the one read from its image's header. Findings index [`Cmdline::params`] of
+/// `lint` over a whole command line, for the dry-run and preflight: `cmdline` is the final text handed to the
+/// new kernel and `release` the one read from its image's header. Findings index `Cmdline::params` of
 /// `Cmdline::parse(cmdline)`; the arguments after `--` belong to init and are not judged.
 pub fn lint_cmdline(cmdline: &str, release: Option<&str>) -> Vec<ParamFinding> {
     lint(Cmdline::parse(cmdline).params(), release)

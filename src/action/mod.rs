@@ -102,7 +102,7 @@ pub enum Action {
         /// The plan's `hosts` globs.
         globs: Vec<String>,
     },
-    /// `criu dump` / `criu restore`: `argv` holds [`PID_PLACEHOLDER`] where the PID read from `pidfile` goes.
+    /// `criu dump` / `criu restore`: `argv` holds `{pid}` (`PID_PLACEHOLDER`) where the PID read from `pidfile` goes.
     Criu {
         /// The `criu` command line.
         argv: Vec<String>,

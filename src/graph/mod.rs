@@ -4,7 +4,7 @@
 //! edges that encode what must precede what (a guest is paused before it is saved, everything is saved before
 //! `kexec`), and the custom `[[step]]`s placed by their `before` / `after`. `kup plan validate`, `kup plan graph`
 //! and the dry-run all read the same graph, so what review sees is what the executor will schedule.
-//! docs/graph.md describes the model; [`cost`] holds the estimate's numbers, [`schedule`] the arithmetic.
+//! docs/graph.md describes the model; `cost` holds the estimate's numbers, `schedule` the arithmetic.
 
 mod build;
 pub(crate) mod compile;
@@ -222,7 +222,7 @@ impl StepGraph {
         &self.graph
     }
 
-    /// The earliest-start schedule of this graph (see [`Schedule`]).
+    /// The earliest-start schedule of this graph (see `Schedule`).
     pub fn schedule(&self) -> Schedule {
         Schedule::of(self)
     }

@@ -198,7 +198,7 @@ impl QmpClient {
     }
 
     /// Sends one command and returns its `return` value; asynchronous events in between are kept (see
-    /// [`QmpClient::take_events`]).
+    /// `QmpClient::take_events`).
     pub fn execute(&mut self, command: &str, args: &Value) -> Result<Value, QmpError> {
         let mut message = json!({ "execute": command });
         if args.as_object().is_some_and(|a| !a.is_empty()) {

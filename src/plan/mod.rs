@@ -2,7 +2,7 @@
 //!
 //! Pure: it reads nothing but the text it is given, so `kup plan validate` gives the same answer on a laptop, in CI
 //! and on the host. Three passes, each reporting everything it finds: TOML syntax, structure against the JSON
-//! Schema (unknown keys, types, required keys), then meaning ([`validate`]).
+//! Schema (unknown keys, types, required keys), then meaning (`validate`).
 
 pub(crate) mod cmdline_lint;
 pub(crate) mod diagnostic;
@@ -22,7 +22,7 @@ pub(crate) const ENCODING: &str = "kup::plan::encoding";
 /// Diagnostic code for a plan file that is empty or only whitespace and comments.
 pub const EMPTY_FILE: &str = "kup::plan::empty-file";
 
-/// The JSON Schema of the plan format, generated from [`raw::RawPlan`].
+/// The JSON Schema of the plan format, generated from `raw::RawPlan`.
 pub fn schema() -> serde_json::Value {
     let schema = schemars::schema_for!(raw::RawPlan);
     schema.to_value()

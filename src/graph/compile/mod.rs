@@ -79,7 +79,7 @@ pub struct Program {
     pub(crate) target_release: Option<String>,
 }
 
-/// Compiles every step of `graph` in schedule order. `kernel_cmdline` is the result of [`kernel_cmdline`].
+/// Compiles every step of `graph` in schedule order. `kernel_cmdline` is the result of `kernel_cmdline`.
 pub fn compile(plan: &Plan, graph: &StepGraph, kernel_cmdline: &str) -> Program {
     let schedule = graph.schedule();
     let steps = schedule
