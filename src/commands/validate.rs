@@ -116,7 +116,8 @@ fn github_escape(text: &str, property: bool) -> String {
     out
 }
 
-/// One diagnostic as a GitHub Actions workflow command (`::error file=…,line=…::message`), escaped as GitHub requires.
+/// One diagnostic as a GitHub Actions workflow command (`::error file=…,line=…::message`), escaped as GitHub
+/// requires.
 pub fn github_annotation(report: &PlanDiagnostics, d: &Diagnostic) -> String {
     let level = match d.severity {
         Severity::Error => "error",

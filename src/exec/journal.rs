@@ -55,7 +55,7 @@ pub enum FinalState {
 pub enum Event {
     /// The first record of an apply: what is being applied, where, and by whom.
     ApplyStarted {
-        /// The plan's name.
+        /// The plan's `name`; empty when it has none.
         plan: String,
         /// Where the plan was read from.
         plan_path: String,
@@ -88,7 +88,8 @@ pub enum Event {
         step: StepId,
         /// How long it ran, in ms.
         duration_ms: u64,
-        /// What its actions reported (saved state files, PCI devices, kernel image facts), one value per action.
+        /// What each of its actions reported, in order (`null` for nothing): exit statuses, migrations, PCI devices,
+        /// the kernel image's release.
         #[serde(default)]
         outputs: Vec<Value>,
     },
