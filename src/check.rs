@@ -13,14 +13,14 @@ pub struct Checked {
     /// Present only when there is no error.
     pub plan: Option<Plan>,
     /// The plan's step graph, present with the plan.
-    pub graph: Option<StepGraph>,
+    pub(crate) graph: Option<StepGraph>,
     /// Every diagnostic, errors and warnings, in source order.
     pub report: PlanDiagnostics,
 }
 
 impl Checked {
     /// The plan and its graph, when the plan is valid.
-    pub fn valid(self) -> Result<(Plan, StepGraph), PlanDiagnostics> {
+    pub(crate) fn valid(self) -> Result<(Plan, StepGraph), PlanDiagnostics> {
         match (self.plan, self.graph) {
             (Some(plan), Some(graph)) => Ok((plan, graph)),
             _ => Err(self.report),

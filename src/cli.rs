@@ -1,7 +1,7 @@
 //! Command-line interface: clap definitions mirroring the command line, dispatched to [`crate::commands`].
 //!
 //! Conventions: data on stdout, diagnostics and progress on stderr; `--format json` wherever a command reports
-//! something; exit codes from [`crate::exit`] (clap's own usage errors also exit 2).
+//! something; exit codes from `crate::exit` (clap's own usage errors also exit 2).
 
 use crate::{commands, exit};
 use clap::{Parser, Subcommand};
@@ -14,13 +14,13 @@ use std::process::ExitCode;
     version,
     about = "Declarative live kernel updates for virtualisation hosts"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Work with plans: validate them, show their step graph, dry-run them.
     #[command(subcommand)]
     Plan(PlanCommand),
@@ -31,7 +31,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum PlanCommand {
+pub(crate) enum PlanCommand {
     /// Check plans offline and report every problem with its file, line and a hint.
     Validate {
         /// Output format.
@@ -103,7 +103,7 @@ pub enum PlanCommand {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum StatusFormat {
+pub(crate) enum StatusFormat {
     Human,
     Json,
 }

@@ -19,7 +19,7 @@ use std::fmt;
 
 /// One kernel parameter: `key`, `key=value` or `key=` (an empty value, which the kernel distinguishes from none).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Param {
+pub(crate) struct Param {
     key: String,
     value: Option<String>,
 }
@@ -27,7 +27,7 @@ pub struct Param {
 /// A parsed kernel command line: the kernel's parameters in their original order, duplicates included (the kernel
 /// applies `console=tty0 console=ttyS0` both, and order matters), and the arguments after `--` that go to init.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Cmdline {
+pub(crate) struct Cmdline {
     params: Vec<Param>,
     init_args: Vec<Param>,
 }
@@ -37,20 +37,20 @@ pub struct Cmdline {
 /// This is the `[kernel.cmdline]` table of a plan; `set` is a list of pairs rather than a map because the order
 /// in which absent keys are appended is visible on the new kernel's command line.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CmdlineEdit {
+pub(crate) struct CmdlineEdit {
     /// Start from the running kernel's command line (else from an empty one).
-    pub inherit: bool,
+    pub(crate) inherit: bool,
     /// Keys to drop, every occurrence, whatever the value.
-    pub remove: Vec<String>,
+    pub(crate) remove: Vec<String>,
     /// `key = value` pairs to replace in place (first occurrence) or append.
-    pub set: Vec<(String, String)>,
+    pub(crate) set: Vec<(String, String)>,
     /// Parameters to add verbatim (`nosmt`, `mitigations=off`) unless already present exactly.
-    pub append: Vec<String>,
+    pub(crate) append: Vec<String>,
 }
 
 /// Why a command line or an edit of one cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CmdlineError {
+pub(crate) enum CmdlineError {
     /// A parameter name the kernel could not read back as one name.
     InvalidKey { key: String, reason: &'static str },
     /// A parameter that no quoting makes the kernel read back unchanged.
@@ -186,13 +186,13 @@ fn parse_args(text: &str, start: usize) -> (Vec<Param>, Option<usize>) {
 }
 
 /// The kernel's `parameq()`: names are equal when they differ only in `-` versus `_`.
-pub fn keys_match(a: &str, b: &str) -> bool {
+pub(crate) fn keys_match(a: &str, b: &str) -> bool {
     let norm = |c: u8| if c == b'-' { b'_' } else { c };
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| norm(x) == norm(y))
 }
 
 /// Checks that `key` can name a parameter in an edit: one word that the kernel reads back as this exact name.
-pub fn validate_key(key: &str) -> Result<(), CmdlineError> {
+pub(crate) fn validate_key(key: &str) -> Result<(), CmdlineError> {
     let reason = if key.is_empty() {
         Some("it is empty")
     } else if key.bytes().any(is_kernel_space) {
@@ -217,7 +217,7 @@ pub fn validate_key(key: &str) -> Result<(), CmdlineError> {
 
 impl Param {
     /// A parameter from an edit; refused when the kernel could not read it back unchanged.
-    pub fn new(key: &str, value: Option<&str>) -> Result<Param, CmdlineError> {
+    pub(crate) fn new(key: &str, value: Option<&str>) -> Result<Param, CmdlineError> {
         validate_key(key)?;
         let param = Param {
             key: key.to_owned(),
@@ -231,13 +231,8 @@ impl Param {
         }
     }
 
-    /// A bare flag such as `quiet`.
-    pub fn flag(key: &str) -> Result<Param, CmdlineError> {
-        Param::new(key, None)
-    }
-
     /// Exactly one parameter written as on a command line (`nosmt`, `a=b`, `dyndbg="file x.c +p"`).
-    pub fn parse_one(text: &str) -> Result<Param, CmdlineError> {
+    pub(crate) fn parse_one(text: &str) -> Result<Param, CmdlineError> {
         let (params, after_dashes) = parse_args(text, 0);
         let separator = usize::from(after_dashes.is_some());
         let init_args = after_dashes.map_or(0, |start| parse_args(text, start).0.len());
@@ -260,22 +255,22 @@ impl Param {
         }
     }
 
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         &self.key
     }
 
     /// `None` for a bare flag, `Some("")` for `key=`.
-    pub fn value(&self) -> Option<&str> {
+    pub(crate) fn value(&self) -> Option<&str> {
         self.value.as_deref()
     }
 
     /// Whether this parameter's name is `key`, comparing as the kernel does (`-` equals `_`).
-    pub fn has_key(&self, key: &str) -> bool {
+    pub(crate) fn has_key(&self, key: &str) -> bool {
         keys_match(&self.key, key)
     }
 
     /// `key=value` without quotes: what init receives in argv for an init argument, and what messages show.
-    pub fn plain(&self) -> String {
+    pub(crate) fn plain(&self) -> String {
         match &self.value {
             Some(v) => format!("{}={v}", self.key),
             None => self.key.clone(),
@@ -329,7 +324,7 @@ impl Cmdline {
     /// Parses command-line text as the kernel does; never fails (the kernel accepts any text too). A trailing
     /// newline, as in `/proc/cmdline`, is whitespace like any other. Init arguments end at a second `--`; the kernel
     /// ignores whatever follows it, and so does this model.
-    pub fn parse(text: &str) -> Cmdline {
+    pub(crate) fn parse(text: &str) -> Cmdline {
         let (params, after_dashes) = parse_args(text, 0);
         let init_args = match after_dashes {
             Some(start) => parse_args(text, start).0,
@@ -338,45 +333,47 @@ impl Cmdline {
         Cmdline { params, init_args }
     }
 
-    pub fn new(params: Vec<Param>, init_args: Vec<Param>) -> Cmdline {
-        Cmdline { params, init_args }
-    }
-
     /// The kernel's parameters in order, duplicates included.
-    pub fn params(&self) -> &[Param] {
+    pub(crate) fn params(&self) -> &[Param] {
         &self.params
     }
 
     /// What follows `--`: the kernel passes these to init.
-    pub fn init_args(&self) -> &[Param] {
+    #[cfg(test)] // only the unit tests use it
+    pub(crate) fn init_args(&self) -> &[Param] {
         &self.init_args
     }
 
     /// The argv that init receives after its name (the kernel joins `key=value` back together).
-    pub fn init_argv(&self) -> Vec<String> {
+    #[cfg(test)] // only the unit tests use it
+    pub(crate) fn init_argv(&self) -> Vec<String> {
         self.init_args.iter().map(Param::plain).collect()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)] // only the unit tests use it
+    pub(crate) fn is_empty(&self) -> bool {
         self.params.is_empty() && self.init_args.is_empty()
     }
 
     /// The first parameter named `key` (`-` and `_` equivalent).
-    pub fn get(&self, key: &str) -> Option<&Param> {
+    #[cfg(test)] // only the unit tests use it
+    pub(crate) fn get(&self, key: &str) -> Option<&Param> {
         self.params.iter().find(|p| p.has_key(key))
     }
 
     /// Every parameter named `key`, in order.
-    pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a Param> + 'a {
+    #[cfg(test)] // only the unit tests use it
+    pub(crate) fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a Param> + 'a {
         self.params.iter().filter(move |p| p.has_key(key))
     }
 
-    pub fn contains_key(&self, key: &str) -> bool {
+    #[cfg(test)] // only the unit tests use it
+    pub(crate) fn contains_key(&self, key: &str) -> bool {
         self.get(key).is_some()
     }
 
     /// Drops every parameter named `key`, whatever its value; returns how many were dropped.
-    pub fn remove(&mut self, key: &str) -> usize {
+    pub(crate) fn remove(&mut self, key: &str) -> usize {
         let before = self.params.len();
         self.params.retain(|p| !p.has_key(key));
         before - self.params.len()
@@ -384,7 +381,7 @@ impl Cmdline {
 
     /// Replaces the first parameter named `key` in place with `key=value` (in the spelling given here) and drops
     /// any later ones, so the kernel sees one value; appends it when absent.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), CmdlineError> {
+    pub(crate) fn set(&mut self, key: &str, value: &str) -> Result<(), CmdlineError> {
         let param = Param::new(key, Some(value))?;
         match self.params.iter().position(|p| p.has_key(key)) {
             Some(first) => {
@@ -403,7 +400,7 @@ impl Cmdline {
 
     /// Appends one parameter given as command-line text (`nosmt`, `mitigations=off`) unless the same parameter
     /// (same name, same value or same absence of one) is already there. Returns whether it was appended.
-    pub fn append(&mut self, text: &str) -> Result<bool, CmdlineError> {
+    pub(crate) fn append(&mut self, text: &str) -> Result<bool, CmdlineError> {
         let param = Param::parse_one(text)?;
         let present = self
             .params
@@ -420,7 +417,7 @@ impl Cmdline {
     ///
     /// Fails only for a parameter that no spelling preserves, which only odd quoting in the parsed text can produce
     /// (a name ending in an unmatched quote, an empty name with a value, `--` as an init argument).
-    pub fn render(&self) -> Result<String, CmdlineError> {
+    pub(crate) fn render(&self) -> Result<String, CmdlineError> {
         // `None` stands for the `--` before the init arguments.
         let words: Vec<Option<&Param>> = if self.init_args.is_empty() {
             self.params.iter().map(Some).collect()
@@ -475,7 +472,8 @@ impl fmt::Display for Cmdline {
 
 impl CmdlineEdit {
     /// Every problem in the edit at once (invalid names, parameters that cannot be written), for plan validation.
-    pub fn validate(&self) -> Vec<CmdlineError> {
+    #[cfg(test)] // only the unit tests use it
+    pub(crate) fn validate(&self) -> Vec<CmdlineError> {
         let removes = self.remove.iter().map(|key| validate_key(key));
         let sets = self
             .set
@@ -493,8 +491,8 @@ impl CmdlineEdit {
     }
 
     /// The new kernel's command line: `running` (when inheriting) with the removals, settings and additions applied
-    /// in that order. Fails on the first problem [`CmdlineEdit::validate`] would report.
-    pub fn apply(&self, running: &Cmdline) -> Result<Cmdline, CmdlineError> {
+    /// in that order. Fails on the first problem `CmdlineEdit::validate` would report.
+    pub(crate) fn apply(&self, running: &Cmdline) -> Result<Cmdline, CmdlineError> {
         let mut cmdline = if self.inherit {
             running.clone()
         } else {

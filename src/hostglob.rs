@@ -7,7 +7,7 @@ use std::fmt;
 
 /// A checked hostname glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostGlob {
+pub(crate) struct HostGlob {
     pattern: String,
     tokens: Vec<Token>,
 }
@@ -25,7 +25,7 @@ enum Token {
 
 impl HostGlob {
     /// Parses a glob; the error says what is wrong and at which character (0-based).
-    pub fn parse(pattern: &str) -> Result<Self, (usize, String)> {
+    pub(crate) fn parse(pattern: &str) -> Result<Self, (usize, String)> {
         if pattern.is_empty() {
             return Err((0, "empty pattern".to_owned()));
         }
@@ -84,12 +84,12 @@ impl HostGlob {
     }
 
     /// Whether `hostname` matches. Hostnames are case-insensitive (RFC 4343).
-    pub fn matches(&self, hostname: &str) -> bool {
+    pub(crate) fn matches(&self, hostname: &str) -> bool {
         let name: Vec<char> = hostname.chars().map(|c| c.to_ascii_lowercase()).collect();
         matches_at(&self.tokens, &name)
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.pattern
     }
 }

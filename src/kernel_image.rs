@@ -35,7 +35,9 @@ pub(crate) const MAX_SETUP_LEN: usize = (255 + 1) * 512;
 /// A boot protocol version such as 2.15.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct BootProtocol {
+    /// Major version (2 for every bzImage).
     pub major: u8,
+    /// Minor version: what features the header has (2.06 adds `cmdline_size`).
     pub minor: u8,
 }
 
@@ -56,52 +58,73 @@ pub struct KernelImage {
 /// Why a file is not a usable bzImage, or not the expected one.
 #[derive(Debug)]
 pub enum KernelImageError {
+    /// The file does not exist.
     NotFound {
+        /// The image path.
         path: PathBuf,
     },
+    /// The file could not be opened or read.
     Io {
+        /// The image path.
         path: PathBuf,
+        /// What the OS said.
         source: io::Error,
     },
     /// Shorter than the setup header itself.
     TooShort {
+        /// File length in bytes.
         len: u64,
     },
     /// No 0xAA55 at 0x1FE: not a bootable x86 image at all.
     MissingBootFlag {
+        /// The two bytes found at 0x1FE.
         found: u16,
+        /// The file starts with the ELF magic: probably `vmlinux`, not the bzImage.
         elf: bool,
     },
     /// No "HdrS" at 0x202: not a bzImage (or a pre-2.00 zImage).
     MissingHeaderMagic {
+        /// The four bytes found at 0x202.
         found: [u8; 4],
     },
     /// Shorter than the setup code and kernel that its own header declares: an interrupted copy or download.
     Truncated {
+        /// File length in bytes.
         len: u64,
+        /// Length the header declares, in bytes.
         expected: u64,
     },
     /// `kernel_version` is 0 or points at an empty string.
     NoVersionString,
     /// `kernel_version` points outside the setup code, where the boot protocol says the string lives.
     VersionOutOfRange {
+        /// Where `kernel_version` points (file offset, bytes).
         offset: u64,
+        /// End of the setup code (file offset, bytes).
         limit: u64,
     },
     /// No NUL between the version string's start and the end of the setup code.
     VersionNotTerminated {
+        /// Where the version string starts (file offset, bytes).
         offset: u64,
     },
+    /// The version string is not UTF-8 text.
     VersionNotText {
+        /// Where it starts (file offset, bytes).
         offset: u64,
     },
     /// An expected digest that is not 64 hex digits.
     InvalidDigest {
+        /// The digest as written.
         text: String,
     },
+    /// The file's SHA-256 is not the pinned one: a different or damaged kernel.
     DigestMismatch {
+        /// The image path.
         path: PathBuf,
+        /// The pinned digest.
         expected: Sha256Digest,
+        /// The file's digest.
         actual: Sha256Digest,
     },
 }
@@ -230,7 +253,7 @@ impl KernelImage {
     // Long by design: the setup header's fields in offset order, each checked.
     /// Parses a bzImage from its first bytes (at least its setup code, or all of a shorter file) and the length of
     /// the whole file, which the truncation check needs.
-    pub fn parse(prefix: &[u8], file_len: u64) -> Result<KernelImage, KernelImageError> {
+    pub(crate) fn parse(prefix: &[u8], file_len: u64) -> Result<KernelImage, KernelImageError> {
         let too_short = || KernelImageError::TooShort { len: file_len };
         if prefix.len() < HEADER_END {
             return Err(too_short());
@@ -324,6 +347,7 @@ impl KernelImage {
         self.version.split_whitespace().next().unwrap_or_default()
     }
 
+    /// The boot protocol version the header declares.
     pub fn protocol(&self) -> BootProtocol {
         self.protocol
     }
@@ -341,18 +365,13 @@ pub struct Sha256Digest([u8; 32]);
 impl Sha256Digest {
     /// The digest of bytes already in memory (a plan file); files are hashed streaming by
     /// `host::kernel_file::sha256_file`.
-    pub fn of(bytes: &[u8]) -> Self {
+    pub(crate) fn of(bytes: &[u8]) -> Self {
         Self(sha2::Sha256::digest(bytes).into())
     }
 
     /// A digest computed elsewhere.
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+    pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
-    }
-
-    /// The 32 bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
     }
 }
 

@@ -47,18 +47,30 @@ pub struct ModInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModInfoError {
     /// No `\x7fELF` magic. `compressed` names the compression when the bytes start with its magic instead.
-    NotElf { compressed: Option<&'static str> },
+    NotElf {
+        /// `xz`, `zstd` or `gzip` when the bytes carry that magic.
+        compressed: Option<&'static str>,
+    },
     /// An ELF file, but not the kind a kernel module is here: 32-bit, big-endian, or not `ET_REL`.
-    Unsupported { what: String },
+    Unsupported {
+        /// What kind of ELF file it is.
+        what: String,
+    },
     /// The file ends before something its headers point at: an interrupted copy or download.
     Truncated {
+        /// The part that is cut off.
         what: &'static str,
+        /// Where that part ends, in bytes.
         end: u64,
+        /// The file's length, in bytes.
         len: u64,
     },
     /// Headers that contradict themselves (a section header size that is not 64, an index out of range, a
     /// section name outside the name table).
-    Malformed { what: String },
+    Malformed {
+        /// Which header field is wrong.
+        what: String,
+    },
     /// A well-formed ELF file without a `.modinfo` section: an object file, but not a kernel module.
     NoModinfo,
 }

@@ -3,7 +3,7 @@
 //! `cpuhp.parallel=1` on a kernel that predates it, or `mitigations=on` (not a value: the kernel keeps its
 //! defaults) all boot silently. This module says so before the kexec.
 //!
-//! Pure: a table and functions over [`Param`]s. `kup plan validate` runs it on what a plan writes
+//! Pure: a table and functions over `Param`s. `kup plan validate` runs it on what a plan writes
 //! (`src/plan/cmdline_lint.rs` adds the spans); the dry-run and preflight can run [`lint_cmdline`] on the final
 //! command line with the release read from the real image's header ([`crate::kernel_image::KernelImage::release`]).
 //!
@@ -18,20 +18,20 @@ use std::fmt;
 
 /// A kernel release reduced to what feature checks compare: `6.1.0-27-cloud-amd64` → 6.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct KernelRelease {
-    pub major: u32,
-    pub minor: u32,
+pub(crate) struct KernelRelease {
+    pub(crate) major: u32,
+    pub(crate) minor: u32,
 }
 
 impl KernelRelease {
-    pub const fn new(major: u32, minor: u32) -> Self {
+    pub(crate) const fn new(major: u32, minor: u32) -> Self {
         Self { major, minor }
     }
 
     /// Reads `uname -r` style releases: `6.1.0-27-cloud-amd64`, `7.2.13+deb14-cloud-amd64`, `6.12.9-lts`,
     /// `5.14.0-570.23.1.el9_6.x86_64`, `6.6.10-arch1-1`, `6.5-rc1`. `None` when it does not start with
     /// `MAJOR.MINOR`.
-    pub fn parse(release: &str) -> Option<Self> {
+    pub(crate) fn parse(release: &str) -> Option<Self> {
         let mut parts = release.split(['.', '-', '+', '_']);
         let major = parts.next()?.parse().ok()?;
         let minor = parts.next()?.parse().ok()?;
@@ -47,7 +47,7 @@ impl fmt::Display for KernelRelease {
 
 /// What values a parameter accepts, as far as kup checks them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ValueRule {
+pub(crate) enum ValueRule {
     /// Anything (or nothing): kup does not judge it.
     Any,
     /// A bare flag; a value is ignored by the kernel, so it is not judged either.
@@ -114,7 +114,7 @@ fn is_kstrtobool(value: &str) -> bool {
 
 /// What the kernel does when a parameter is given more than once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Repeats {
+pub(crate) enum Repeats {
     /// Each occurrence overwrites the last: only the last value counts.
     LastWins,
     /// Every occurrence counts (`console=tty0 console=ttyS0`, several `memmap=` regions), or kup does not know.
@@ -123,13 +123,13 @@ pub enum Repeats {
 
 /// One parameter kup knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KnownParam {
-    pub name: &'static str,
+pub(crate) struct KnownParam {
+    pub(crate) name: &'static str,
     /// The first mainline release that has it; `None` when every kernel kup meets has it (or when kup is not
     /// sure, which it then does not claim).
-    pub since: Option<KernelRelease>,
-    pub value: ValueRule,
-    pub repeats: Repeats,
+    pub(crate) since: Option<KernelRelease>,
+    pub(crate) value: ValueRule,
+    pub(crate) repeats: Repeats,
 }
 
 const fn p(name: &'static str, value: ValueRule, repeats: Repeats) -> KnownParam {
@@ -157,7 +157,7 @@ use ValueRule::{Any, Bool, Flag, Integer, ModuleBool, OneOf, StartsWith};
 /// (Kexec HandOver, kernel/kexec_handover.c, 6.16), `liveupdate` (the Live Update Orchestrator, 6.19),
 /// `init_on_alloc`/`init_on_free` (5.3), `page_alloc.shuffle` (5.2). The others predate any kernel a kup host
 /// runs, or their history does not matter here.
-pub const KNOWN: &[KnownParam] = &[
+pub(crate) const KNOWN: &[KnownParam] = &[
     // What kup's features rely on.
     since("cpuhp.parallel", 6, 5, Bool),
     since("kho", 6, 16, Bool),
@@ -281,7 +281,7 @@ const USER_SPACE_PREFIXES: &[&str] = &[
 ];
 
 /// The table entry for `name`, comparing as the kernel does (`-` equals `_`).
-pub fn known(name: &str) -> Option<&'static KnownParam> {
+pub(crate) fn known(name: &str) -> Option<&'static KnownParam> {
     KNOWN.iter().find(|k| keys_match(k.name, name))
 }
 
@@ -290,7 +290,7 @@ pub fn known(name: &str) -> Option<&'static KnownParam> {
 /// close enough to a known name. Close enough: two swapped neighbours for names of five or six characters
 /// (`quite`; a single changed letter is too often another real word there: ChromeOS's `noswap` is not `nosmap`),
 /// one edit for seven or eight, two edits from nine.
-pub fn misspelt(name: &str) -> Option<&'static str> {
+pub(crate) fn misspelt(name: &str) -> Option<&'static str> {
     let short = name.chars().count() < 5;
     let user_space = USER_SPACE_PREFIXES.iter().any(|p| name.starts_with(p))
         || name.starts_with(|c: char| c.is_ascii_uppercase());
@@ -325,7 +325,7 @@ fn is_transposition(a: &str, b: &str) -> bool {
 
 /// What is wrong with one parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FindingKind {
+pub(crate) enum FindingKind {
     /// The target kernel predates the parameter, so it is ignored.
     TooNew {
         needs: KernelRelease,
@@ -339,20 +339,20 @@ pub enum FindingKind {
     BadValue { expected: String },
 }
 
-/// One finding about the parameter at `index` of the list given to [`lint`].
+/// One finding about the parameter at `index` of the list given to `lint`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamFinding {
-    pub index: usize,
-    pub kind: FindingKind,
+    pub(crate) index: usize,
+    pub(crate) kind: FindingKind,
     /// One line, naming the parameter.
     pub message: String,
-    pub help: String,
+    pub(crate) help: String,
 }
 
 /// Lints parameters in command-line order (what the kernel will see, or the part of it a plan writes).
 /// `release` is the target kernel's release (`uname -r` form); without one, or when it cannot be read, nothing
 /// is said about releases.
-pub fn lint(params: &[Param], release: Option<&str>) -> Vec<ParamFinding> {
+pub(crate) fn lint(params: &[Param], release: Option<&str>) -> Vec<ParamFinding> {
     let target = release.and_then(|r| KernelRelease::parse(r).map(|parsed| (r, parsed)));
     let mut out = Vec::new();
     for (index, param) in params.iter().enumerate() {
@@ -438,8 +438,8 @@ fn misspelt_finding(index: usize, param: &Param, suggestion: &'static str) -> Pa
     }
 }
 
-/// [`lint`] over a whole command line, for the dry-run and preflight: `cmdline` is the final text handed to the
-/// new kernel and `release` the one read from its image's header. Findings index [`Cmdline::params`] of
+/// `lint` over a whole command line, for the dry-run and preflight: `cmdline` is the final text handed to the
+/// new kernel and `release` the one read from its image's header. Findings index `Cmdline::params` of
 /// `Cmdline::parse(cmdline)`; the arguments after `--` belong to init and are not judged.
 pub fn lint_cmdline(cmdline: &str, release: Option<&str>) -> Vec<ParamFinding> {
     lint(Cmdline::parse(cmdline).params(), release)

@@ -6,18 +6,19 @@
 
 // Unsafe code is confined to `host::kexec`, which opts back in for the kexec_file_load syscall alone.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod action;
 pub mod boot;
 pub mod check;
 pub mod cli;
-pub mod cmdline;
+pub(crate) mod cmdline;
 pub mod commands;
 pub mod exec;
-pub mod exit;
+pub(crate) mod exit;
 pub mod graph;
 pub mod host;
-pub mod hostglob;
+pub(crate) mod hostglob;
 pub mod initrd;
 pub mod kernel_image;
 pub mod kmod;

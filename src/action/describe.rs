@@ -158,7 +158,7 @@ impl Action {
 }
 
 /// The QMP message as it goes on the wire, `execute` first as in QEMU's documentation.
-pub fn qmp_message(command: &str, args: &serde_json::Value) -> String {
+pub(crate) fn qmp_message(command: &str, args: &serde_json::Value) -> String {
     let command = serde_json::Value::from(command);
     if args.as_object().is_some_and(|o| o.is_empty()) {
         format!("{{\"execute\":{command}}}")

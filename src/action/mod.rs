@@ -9,7 +9,6 @@ mod describe;
 mod output;
 mod quote;
 
-pub use describe::qmp_message;
 pub use output::{
     ActionFailure, ActionOutput, FileCommitted, MemoryBackend, PciDevice, TargetKernel,
 };
@@ -19,19 +18,27 @@ use serde::Serialize;
 use std::path::PathBuf;
 
 /// Placeholder in a CRIU argv for the PID read from the app's pidfile when the action runs.
-pub const PID_PLACEHOLDER: &str = "{pid}";
+pub(crate) const PID_PLACEHOLDER: &str = "{pid}";
 
 /// One thing the executor does. Durations are in milliseconds in JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     /// Run a program (no shell), killing it after `timeout_ms`.
-    Exec { argv: Vec<String>, timeout_ms: u64 },
+    Exec {
+        /// The program and its arguments.
+        argv: Vec<String>,
+        /// Kill it after this long, in ms.
+        timeout_ms: u64,
+    },
     /// Send one QMP command on `socket`. Commands of one step share a connection, opened with
     /// `qmp_capabilities` (listed explicitly).
     Qmp {
+        /// The guest's QMP socket.
         socket: PathBuf,
+        /// The QMP command (`stop`, `migrate`, …).
         command: String,
+        /// Its `arguments` object.
         args: serde_json::Value,
         /// For `migrate` / `migrate-incoming` to or from a state file: on QEMU ≥ 8.2 (`query-version`) the
         /// `exec:cat` URI in `args` is replaced by `file:` this path, which needs no `cat` process and no shell.
@@ -40,18 +47,31 @@ pub enum Action {
     },
     /// Repeat a QMP query until `field` of its reply equals `until`; fail after `timeout_ms`.
     QmpWait {
+        /// The guest's QMP socket.
         socket: PathBuf,
+        /// The query (`query-migrate`, `query-status`).
         command: String,
+        /// The reply field compared, such as `status`.
         field: String,
+        /// The value that ends the wait, such as `completed`.
         until: String,
+        /// Give up after this long, in ms.
         timeout_ms: u64,
     },
     /// Wait until a unix socket accepts connections.
-    WaitForSocket { path: PathBuf, timeout_ms: u64 },
+    WaitForSocket {
+        /// The socket.
+        path: PathBuf,
+        /// Give up after this long, in ms.
+        timeout_ms: u64,
+    },
     /// `kexec_file_load(kernel_fd, initrd_fd, cmdline)`; no initrd means `KEXEC_FILE_NO_INITRAMFS`.
     KexecFileLoad {
+        /// The new kernel's image (bzImage).
         kernel: PathBuf,
+        /// Its initramfs, if any.
         initrd: Option<PathBuf>,
+        /// Its whole command line.
         cmdline: String,
     },
     /// `kexec_file_load(-1, -1, "", KEXEC_FILE_UNLOAD)`.
@@ -66,64 +86,107 @@ pub enum Action {
     CheckKexecEnabled,
     /// Check that a file exists and, when pinned, has this SHA-256.
     CheckFile {
+        /// The file.
         path: PathBuf,
+        /// The pinned SHA-256, hex.
         sha256: Option<String>,
     },
     /// Check that a kernel image is a bzImage and, when the plan names one, that its header's release (what
     /// `uname -r` will show) is `release`.
     CheckKernelImage {
+        /// The image.
         path: PathBuf,
+        /// The release the plan expects, if it names one.
         release: Option<String>,
     },
     /// Check the kernel the kexec will boot: its release's modules under `/lib/modules`, an initrd built for that
     /// release, and (from its build configuration, when installed) the options the command line relies on; the
     /// command line is linted against the release (warnings only). `release` is the plan's pin, else the image's.
     CheckTargetKernel {
+        /// The kernel image the kexec will boot.
         image: PathBuf,
+        /// The plan's `kernel.version`, else read from the image.
         release: Option<String>,
+        /// The initrd it will boot with.
         initrd: Option<PathBuf>,
+        /// The new kernel's whole command line.
         cmdline: String,
     },
     /// Check that the host name matches one of the plan's globs.
-    CheckHostname { globs: Vec<String> },
-    /// `criu dump` / `criu restore`: `argv` holds [`PID_PLACEHOLDER`] where the PID read from `pidfile` goes.
+    CheckHostname {
+        /// The plan's `hosts` globs.
+        globs: Vec<String>,
+    },
+    /// `criu dump` / `criu restore`: `argv` holds `{pid}` (`PID_PLACEHOLDER`) where the PID read from `pidfile` goes.
     Criu {
+        /// The `criu` command line.
         argv: Vec<String>,
+        /// Where the app's PID is read from.
         pidfile: PathBuf,
+        /// Kill it after this long, in ms.
         timeout_ms: u64,
     },
     /// Make a finished state file durable under its final name: fsync `from`, rename it to `to`, fsync the
     /// directory. A `to` left by an earlier run is first renamed aside (`to.kept-N`), never overwritten.
-    CommitFile { from: PathBuf, to: PathBuf },
+    CommitFile {
+        /// The finished file (`*.partial`).
+        from: PathBuf,
+        /// Its final name.
+        to: PathBuf,
+    },
     /// Rename a file an earlier run left at `path` to `path.kept-N` (first free N); nothing if there is none.
-    KeepAside { path: PathBuf },
+    KeepAside {
+        /// The file to move aside.
+        path: PathBuf,
+    },
     /// For `memory = "shared"`: the guest's RAM must be a `memory-backend-file` with `share=on` on a file system
     /// that survives a kexec (not tmpfs, ramfs or hugetlbfs); otherwise the RAM is lost, so refuse.
-    CheckSharedRam { socket: PathBuf },
+    CheckSharedRam {
+        /// The guest's QMP socket.
+        socket: PathBuf,
+    },
     /// Send `quit` to a QEMU that still answers on `socket` (a rehearsal, or a retried restore) and wait for it
     /// to close its socket, not for its process to end. After a real kexec nothing answers and nothing is done.
     /// A guest found running is refused: it has moved on since its state file was written.
-    QmpQuit { socket: PathBuf, timeout_ms: u64 },
+    QmpQuit {
+        /// The guest's QMP socket.
+        socket: PathBuf,
+        /// How long to wait for the socket to close, in ms.
+        timeout_ms: u64,
+    },
     /// A PCI device under `/sys/bus/pci/devices/ADDRESS`: bound to `driver` and, when `iommu`, in an IOMMU group
     /// (the IOMMU is on), as VFIO needs.
     CheckPci {
+        /// PCI address, `DDDD:BB:DD.F`.
         address: String,
+        /// The driver it must be bound to (`vfio-pci`).
         driver: String,
+        /// Whether it must be in an IOMMU group.
         iommu: bool,
     },
     /// Run a program and compare its trimmed stdout with one of `expect`, whatever its exit status
     /// (`systemctl is-active` exits 3 when it prints `inactive`).
     CheckOutput {
+        /// The program and its arguments.
         argv: Vec<String>,
+        /// Accepted outputs, trimmed.
         expect: Vec<String>,
+        /// Kill it after this long, in ms.
         timeout_ms: u64,
     },
     /// Create a directory (and its parents, mode 0700) unless it exists.
-    EnsureDir { path: PathBuf },
+    EnsureDir {
+        /// The directory.
+        path: PathBuf,
+    },
     /// Delete a state file once the guest it belongs to runs again and was verified.
-    RemoveFile { path: PathBuf },
+    RemoveFile {
+        /// The state file.
+        path: PathBuf,
+    },
 }
 
+/// How the kexec reboot is done (`policy.kexec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RebootMode {

@@ -94,11 +94,11 @@ pub enum ActionOutput {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FileCommitted {
     /// Its final name.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Its size in bytes.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Where an earlier file of that name went.
-    pub kept_aside: Option<PathBuf>,
+    pub(crate) kept_aside: Option<PathBuf>,
 }
 
 /// What [`crate::action::Action::CheckTargetKernel`] found.
@@ -118,22 +118,22 @@ pub struct TargetKernel {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemoryBackend {
     /// The backend's QOM id.
-    pub id: String,
+    pub(crate) id: String,
     /// The file holding the RAM.
-    pub mem_path: String,
+    pub(crate) mem_path: String,
     /// Its size in bytes, as QEMU reports it.
-    pub size: Option<u64>,
+    pub(crate) size: Option<u64>,
 }
 
 /// A PCI device checked by [`crate::action::Action::CheckPci`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PciDevice {
     /// Its address, `0000:3b:00.0`.
-    pub address: String,
+    pub(crate) address: String,
     /// `vendor:device`.
     pub id: String,
     /// The driver it is bound to.
-    pub driver: String,
+    pub(crate) driver: String,
     /// Its IOMMU group, when it has one.
     pub iommu_group: Option<String>,
 }

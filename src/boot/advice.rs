@@ -11,28 +11,28 @@ use super::report::{Arch, Clock, Recommendation, RecommendationCode};
 /// What the host can tell beyond its log. Only filled in when the live host's log is analysed: a log file
 /// may come from another machine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HostFacts {
-    pub kernel_config: Option<KernelConfig>,
+pub(crate) struct HostFacts {
+    pub(crate) kernel_config: Option<KernelConfig>,
 }
 
 /// The running kernel's build configuration, as far as the advice needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelConfig {
+pub(crate) struct KernelConfig {
     /// Where it was read from, for the message (e.g. `/boot/config-6.1.0-27-amd64`).
-    pub path: String,
-    pub deferred_struct_page_init: bool,
+    pub(crate) path: String,
+    pub(crate) deferred_struct_page_init: bool,
 }
 
 /// Memory above which deferred struct-page init saves visible time. 48 GiB rather than 64 so that a machine
 /// with 64 GiB installed, which reports a little less after firmware reservations, is included.
-pub const LARGE_MEMORY_KIB: u64 = 48 * 1024 * 1024;
+pub(crate) const LARGE_MEMORY_KIB: u64 = 48 * 1024 * 1024;
 /// Serial bring-up costs from 0.35 to several ms per CPU (INIT/SIPI wait, microcode load); parallel bring-up
 /// brings that to well under a millisecond. Above this per-CPU figure a parallel-capable kernel looks serial.
-pub const SERIAL_BRINGUP_PER_CPU: Micros = Micros(1_000);
+pub(crate) const SERIAL_BRINGUP_PER_CPU: Micros = Micros(1_000);
 /// Below this total the question is not worth an operator's time.
-pub const SLOW_BRINGUP_TOTAL: Micros = Micros(100_000);
+pub(crate) const SLOW_BRINGUP_TOTAL: Micros = Micros(100_000);
 /// A kernel taking longer than this to reach init is worth an `initcall_debug` boot.
-pub const SLOW_TIME_TO_INIT: Micros = Micros(2_000_000);
+pub(crate) const SLOW_TIME_TO_INIT: Micros = Micros(2_000_000);
 
 /// One kernel command-line parameter: `key=value` or a bare flag.
 fn params(cmdline: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
@@ -71,7 +71,7 @@ pub(super) fn serial_console(cmdline: &str) -> Option<&str> {
 }
 
 /// "6.6.10-arch1-1" → (6, 6).
-pub fn major_minor(release: &str) -> Option<(u32, u32)> {
+pub(crate) fn major_minor(release: &str) -> Option<(u32, u32)> {
     crate::kparams::KernelRelease::parse(release).map(|r| (r.major, r.minor))
 }
 
@@ -80,7 +80,7 @@ fn ms(m: Micros) -> String {
 }
 
 // Long by design: one block per recommendation, in the order the report lists them.
-pub fn recommend(
+pub(crate) fn recommend(
     ev: &Events<'_>,
     timing: &Timing,
     clock: Clock,

@@ -13,40 +13,42 @@ use serde::{Deserialize, Serialize};
 use super::report::{BootReport, PhaseName};
 
 /// Bumped only if a field changes meaning or disappears.
-pub const COMPARE_VERSION: u32 = 1;
+pub(crate) const COMPARE_VERSION: u32 = 1;
 
 /// What the comparison needs of one boot report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BootSummary {
     /// Where the report came from: a file name, `-`, or `journal: before` / `journal: after`.
     #[serde(default)]
-    pub source: String,
-    pub kernel: Option<String>,
-    pub cpus: Option<u32>,
+    pub(crate) source: String,
+    pub(crate) kernel: Option<String>,
+    pub(crate) cpus: Option<u32>,
     #[serde(default)]
-    pub cmdline: Option<String>,
+    pub(crate) cmdline: Option<String>,
     /// `monotonic`, `wall` or `none`, as in the report.
-    pub clock: String,
-    pub time_to_init_s: Option<f64>,
-    pub smp_bringup_s: Option<f64>,
+    pub(crate) clock: String,
+    pub(crate) time_to_init_s: Option<f64>,
+    pub(crate) smp_bringup_s: Option<f64>,
     #[serde(default)]
-    pub phases: Vec<SummaryPhase>,
+    pub(crate) phases: Vec<SummaryPhase>,
     #[serde(default)]
-    pub recommendations: Vec<SummaryRecommendation>,
+    pub(crate) recommendations: Vec<SummaryRecommendation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SummaryPhase {
-    pub name: String,
-    pub present: bool,
-    pub duration_s: Option<f64>,
+pub(crate) struct SummaryPhase {
+    pub(crate) name: String,
+    pub(crate) present: bool,
+    pub(crate) duration_s: Option<f64>,
 }
 
+/// A recommendation as a stored report holds it: its code is text, so codes a newer kup adds still compare.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SummaryRecommendation {
+    /// The kebab-case code (`parallel-bringup-off`, …).
     pub code: String,
-    pub message: String,
-    pub evidence: String,
+    pub(crate) message: String,
+    pub(crate) evidence: String,
 }
 
 impl BootSummary {
@@ -88,7 +90,10 @@ impl BootSummary {
 
     /// The summary of a report as JSON (`kup boot-time --format json`, or a journal's `boot-report` record).
     /// Fields it does not use are ignored, so reports with more fields still compare.
-    pub fn from_json(value: &serde_json::Value, source: impl Into<String>) -> Result<Self, String> {
+    pub(crate) fn from_json(
+        value: &serde_json::Value,
+        source: impl Into<String>,
+    ) -> Result<Self, String> {
         let mut summary: BootSummary = serde_json::from_value(value.clone())
             .map_err(|e| format!("not a kup boot report: {e}"))?;
         summary.source = source.into();
@@ -99,12 +104,12 @@ impl BootSummary {
 /// One figure before and after.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Delta {
-    pub before_s: Option<f64>,
-    pub after_s: Option<f64>,
+    pub(crate) before_s: Option<f64>,
+    pub(crate) after_s: Option<f64>,
     /// `after - before` in milliseconds (to the microsecond); null when either is unknown.
     pub delta_ms: Option<f64>,
     /// `delta` relative to `before`, in percent (one decimal); null when either is unknown or `before` is 0.
-    pub delta_pct: Option<f64>,
+    pub(crate) delta_pct: Option<f64>,
 }
 
 impl Delta {
@@ -122,11 +127,14 @@ impl Delta {
     }
 }
 
+/// One boot phase's duration before and after.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PhaseDelta {
+    /// The phase (`smp_bringup`, …).
     pub name: String,
-    pub before_present: bool,
-    pub after_present: bool,
+    pub(crate) before_present: bool,
+    pub(crate) after_present: bool,
+    /// Its duration before, after and the difference.
     #[serde(flatten)]
     pub duration: Delta,
 }
@@ -135,33 +143,40 @@ pub struct PhaseDelta {
 /// report's wording and evidence).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RecommendationChanges {
-    pub appeared: Vec<SummaryRecommendation>,
-    pub disappeared: Vec<SummaryRecommendation>,
+    pub(crate) appeared: Vec<SummaryRecommendation>,
+    pub(crate) disappeared: Vec<SummaryRecommendation>,
+    /// Advice both boots got.
     pub stayed: Vec<SummaryRecommendation>,
 }
 
+/// What identifies one of the two boots compared.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Side {
-    pub source: String,
-    pub kernel: Option<String>,
+    pub(crate) source: String,
+    pub(crate) kernel: Option<String>,
+    /// CPUs online after SMP bring-up: a different count makes phase durations hard to compare.
     pub cpus: Option<u32>,
-    pub clock: String,
+    pub(crate) clock: String,
     /// The kernel command line of that boot: what changed between the two is often the point of the comparison.
-    pub cmdline: Option<String>,
+    pub(crate) cmdline: Option<String>,
 }
 
+/// Two boots side by side (`kup boot-time --compare`, or the boots before and after an apply).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BootComparison {
+    /// The older boot (the kernel kexec'd from).
     pub before: Side,
+    /// The newer boot.
     pub after: Side,
-    pub time_to_init: Delta,
-    pub smp_bringup: Delta,
+    pub(crate) time_to_init: Delta,
+    pub(crate) smp_bringup: Delta,
     /// The five phases in boot order, durations before and after.
     pub phases: Vec<PhaseDelta>,
+    /// How the advice changed.
     pub recommendations: RecommendationChanges,
     /// Why figures may not be like for like (different clocks, CPU counts, missing data).
     pub notes: Vec<String>,
-    pub compare_version: u32,
+    pub(crate) compare_version: u32,
 }
 
 fn phase<'a>(summary: &'a BootSummary, name: &str) -> Option<&'a SummaryPhase> {

@@ -3,7 +3,7 @@
 use super::advice::KernelConfig;
 
 /// The configuration in `text` (read from `path`), reduced to what the advice needs.
-pub fn kernel_config(path: String, text: &[u8]) -> KernelConfig {
+pub(crate) fn kernel_config(path: String, text: &[u8]) -> KernelConfig {
     KernelConfig {
         deferred_struct_page_init: config_enabled(text, "CONFIG_DEFERRED_STRUCT_PAGE_INIT"),
         path,
@@ -11,7 +11,7 @@ pub fn kernel_config(path: String, text: &[u8]) -> KernelConfig {
 }
 
 /// `CONFIG_X=y` means on; `# CONFIG_X is not set` or no line at all means off.
-pub fn config_enabled(config: &[u8], option: &str) -> bool {
+pub(crate) fn config_enabled(config: &[u8], option: &str) -> bool {
     let wanted = format!("{option}=y");
     String::from_utf8_lossy(config)
         .lines()

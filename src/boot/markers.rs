@@ -23,7 +23,7 @@ fn leading_number<T: std::str::FromStr>(s: &str) -> Option<(T, &str)> {
 }
 
 /// `Linux version 6.6.10-arch1-1 (linux@archlinux) …` → `6.6.10-arch1-1`: the start of a boot.
-pub fn kernel_release(message: &str) -> Option<&str> {
+pub(crate) fn kernel_release(message: &str) -> Option<&str> {
     message
         .strip_prefix("Linux version ")?
         .split_whitespace()
@@ -33,7 +33,7 @@ pub fn kernel_release(message: &str) -> Option<&str> {
 /// `Kernel command line: …` (all architectures) or `Command line: …` (x86 and a few others, printed earlier).
 /// Returns the command line and whether it is the `Kernel command line` form, which the kernel actually parses
 /// (it includes bootconfig and built-in additions), so it is preferred when both are present.
-pub fn cmdline(message: &str) -> Option<(&str, bool)> {
+pub(crate) fn cmdline(message: &str) -> Option<(&str, bool)> {
     if let Some(c) = message.strip_prefix("Kernel command line: ") {
         return Some((c.trim(), true));
     }
@@ -45,7 +45,7 @@ pub fn cmdline(message: &str) -> Option<(&str, bool)> {
 /// Secondary CPUs start coming up. Wordings: `smp: Bringing up secondary CPUs ...` (4.12+, all arches);
 /// `x86: Booting SMP configuration:` (3.13+), `smpboot: x86: Booting SMP configuration:` (6.5 and backports);
 /// `smpboot: Booting Node   0, Processors  #1 …` and bare `Booting Node …` (older x86).
-pub fn is_smp_start(message: &str) -> bool {
+pub(crate) fn is_smp_start(message: &str) -> bool {
     let m = message.strip_prefix("smpboot: ").unwrap_or(message);
     m.starts_with("smp: Bringing up secondary CPUs")
         || m.starts_with("Bringing up secondary CPUs")
@@ -56,20 +56,20 @@ pub fn is_smp_start(message: &str) -> bool {
 /// The 6.5-era x86 SMP boot code prints its start line with both prefixes; older code with `x86:` only.
 /// Its presence means the kernel carries the parallel bring-up rework, whatever its version number says
 /// (RHEL 9 backported it to 5.14).
-pub fn is_parallel_capable_smp_start(message: &str) -> bool {
+pub(crate) fn is_parallel_capable_smp_start(message: &str) -> bool {
     message.starts_with("smpboot: x86: Booting SMP configuration")
 }
 
 /// The end of SMP bring-up, with what it reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SmpDone {
-    pub nodes: Option<u32>,
-    pub cpus: u32,
+pub(crate) struct SmpDone {
+    pub(crate) nodes: Option<u32>,
+    pub(crate) cpus: u32,
 }
 
 /// `smp: Brought up 2 nodes, 384 CPUs` (4.12+), `x86: Booted up 1 node, 4 CPUs` (3.13–4.11),
 /// `Brought up 4 CPUs` / `Brought up 1 CPU` (older x86, arm64 before 4.12), optionally behind `smpboot: `.
-pub fn smp_done(message: &str) -> Option<SmpDone> {
+pub(crate) fn smp_done(message: &str) -> Option<SmpDone> {
     let mut m = message;
     for prefix in ["smpboot: ", "smp: ", "x86: ", "SMP: "] {
         m = m.strip_prefix(prefix).unwrap_or(m);
@@ -97,7 +97,7 @@ pub fn smp_done(message: &str) -> Option<SmpDone> {
 
 /// `smpboot: Total of 4 processors activated (…)`, `SMP: Total of 6 processors activated.`: a CPU count for
 /// logs whose bring-up line has none of the wordings above.
-pub fn processors_activated(message: &str) -> Option<u32> {
+pub(crate) fn processors_activated(message: &str) -> Option<u32> {
     let at = message.find("Total of ")?;
     let (cpus, rest) = leading_number(message.get(at + "Total of ".len()..)?)?;
     rest.starts_with(" processors activated").then_some(cpus)
@@ -105,7 +105,7 @@ pub fn processors_activated(message: &str) -> Option<u32> {
 
 /// One NUMA node's deferred struct-page initialisation: `node 0 deferred pages initialised in 178ms`
 /// (5.x+), `node 0 initialised, 1234 pages in 12ms` (4.2–4.x). Returns the node and milliseconds.
-pub fn deferred_pages(message: &str) -> Option<(u32, u64)> {
+pub(crate) fn deferred_pages(message: &str) -> Option<(u32, u64)> {
     let (node, rest): (u32, &str) = leading_number(message.strip_prefix("node ")?)?;
     let ms = if let Some(r) = rest.strip_prefix(" deferred pages initialised in ") {
         r
@@ -119,19 +119,19 @@ pub fn deferred_pages(message: &str) -> Option<(u32, u64)> {
 }
 
 /// `Run /init as init process`, `Run /sbin/init as init process`: the kernel starts user space.
-pub fn is_run_init(message: &str) -> bool {
+pub(crate) fn is_run_init(message: &str) -> bool {
     message.starts_with("Run ") && message.trim_end().ends_with(" as init process")
 }
 
 /// `Freeing unused kernel memory: …`, `Freeing unused kernel image (initmem) memory: …`: free_initmem(), the
 /// last thing the kernel does before starting init. Older kernels print no `Run … as init process` line, so
 /// the last of these stands in for it.
-pub fn is_freeing_init_memory(message: &str) -> bool {
+pub(crate) fn is_freeing_init_memory(message: &str) -> bool {
     message.starts_with("Freeing unused kernel")
 }
 
 /// `Memory: 7889240K/8228928K available (…)` → (available KiB, total KiB).
-pub fn memory(message: &str) -> Option<(u64, u64)> {
+pub(crate) fn memory(message: &str) -> Option<(u64, u64)> {
     let rest = message.strip_prefix("Memory: ")?;
     let (available, rest): (u64, &str) = leading_number(rest)?;
     let rest = rest
@@ -144,7 +144,7 @@ pub fn memory(message: &str) -> Option<(u64, u64)> {
 
 /// With `initcall_debug`: `initcall pci_init+0x0/0x40 returned 0 after 12 usecs` (older kernels: `msecs`).
 /// Returns the function name without its offset and the duration in microseconds.
-pub fn initcall(message: &str) -> Option<(&str, u64)> {
+pub(crate) fn initcall(message: &str) -> Option<(&str, u64)> {
     let rest = message.strip_prefix("initcall ")?;
     let symbol = rest.split_whitespace().next()?;
     let name = symbol.split('+').next()?;
@@ -162,7 +162,7 @@ pub fn initcall(message: &str) -> Option<(&str, u64)> {
 }
 
 /// Messages only one architecture prints.
-pub fn arch_hint(message: &str) -> Option<Arch> {
+pub(crate) fn arch_hint(message: &str) -> Option<Arch> {
     let x86 = [
         "x86/",
         "x86: ",

@@ -8,16 +8,16 @@
 
 mod advice;
 pub mod compare;
-pub mod config;
+pub(crate) mod config;
 mod markers;
-pub mod parse;
+pub(crate) mod parse;
 mod phases;
 mod render;
 pub mod report;
-pub mod target;
+pub(crate) mod target;
 mod wallclock;
 
-pub use advice::{HostFacts, KernelConfig};
+pub(crate) use advice::HostFacts;
 pub use render::human;
 pub use report::BootReport;
 
@@ -34,7 +34,7 @@ pub fn analyse(text: &[u8]) -> BootReport {
 }
 
 /// Like `analyse`, with facts about the host the log came from (for the live host only).
-pub fn analyse_with(text: &[u8], facts: &HostFacts) -> BootReport {
+pub(crate) fn analyse_with(text: &[u8], facts: &HostFacts) -> BootReport {
     let text = String::from_utf8_lossy(text);
     let lines = parse::lines(&text);
     let format = dominant_format(&lines);

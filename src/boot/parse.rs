@@ -13,22 +13,22 @@ use super::wallclock;
 /// A point in time in microseconds. For monotonic stamps: since the kernel's clock started (≈ kernel start).
 /// For wall-clock stamps: since an arbitrary epoch; only differences between lines of one log mean something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Micros(pub i64);
+pub(crate) struct Micros(pub i64);
 
 impl Micros {
-    pub fn seconds(self) -> f64 {
+    pub(crate) fn seconds(self) -> f64 {
         self.0 as f64 / 1e6
     }
 
     /// Time from `earlier` to `self`; `None` when `self` is earlier (out-of-order stamps) or when absurd stamps
     /// would overflow. Durations are therefore never negative.
-    pub fn since(self, earlier: Micros) -> Option<Micros> {
+    pub(crate) fn since(self, earlier: Micros) -> Option<Micros> {
         let d = self.0.checked_sub(earlier.0)?;
         (d >= 0).then_some(Micros(d))
     }
 
     /// `self` minus a number of milliseconds printed in the log (which may be any size).
-    pub fn minus_ms(self, ms: u64) -> Option<Micros> {
+    pub(crate) fn minus_ms(self, ms: u64) -> Option<Micros> {
         let us = i64::try_from(ms).ok()?.checked_mul(1000)?;
         self.0.checked_sub(us).map(Micros)
     }
@@ -36,7 +36,7 @@ impl Micros {
 
 /// Where a line's time comes from. Kept apart because the two cannot be compared with each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stamp {
+pub(crate) enum Stamp {
     /// The printk clock (`[    1.234567]`, kmsg's microseconds): fine-grained, starts near 0 at kernel start.
     Monotonic(Micros),
     /// A date printed by dmesg -T, syslog or journald: one second resolution in most formats.
@@ -80,7 +80,7 @@ pub enum LogFormat {
 
 impl LogFormat {
     /// The same name as in JSON.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Kmsg => "kmsg",
             Self::Dmesg => "dmesg",
@@ -98,22 +98,22 @@ impl LogFormat {
 
 /// One line of the input, with the kernel's message separated from the prefixes around it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LogLine<'a> {
+pub(crate) struct LogLine<'a> {
     /// 1-based, as an editor shows it.
-    pub number: usize,
+    pub(crate) number: usize,
     /// The line as it was read, without its line ending: this is what evidence quotes.
-    pub raw: &'a str,
+    pub(crate) raw: &'a str,
     /// The kernel's text, all prefixes removed.
-    pub message: &'a str,
-    pub stamp: Option<Stamp>,
+    pub(crate) message: &'a str,
+    pub(crate) stamp: Option<Stamp>,
     /// False for lines that journald or syslog interleaved from user space (`systemd[1]: …`), or kmsg records
     /// written by user space (facility ≠ kernel): those must not match kernel markers.
-    pub kernel: bool,
-    pub format: LogFormat,
+    pub(crate) kernel: bool,
+    pub(crate) format: LogFormat,
 }
 
 /// Splits the text into lines (LF or CRLF) and parses each one.
-pub fn lines(text: &str) -> Vec<LogLine<'_>> {
+pub(crate) fn lines(text: &str) -> Vec<LogLine<'_>> {
     let mut out = Vec::new();
     let mut pieces = text.split('\n').peekable();
     let mut number = 0;
@@ -129,7 +129,7 @@ pub fn lines(text: &str) -> Vec<LogLine<'_>> {
 }
 
 /// Parses one line (without its line ending).
-pub fn parse_line(number: usize, raw: &str) -> LogLine<'_> {
+pub(crate) fn parse_line(number: usize, raw: &str) -> LogLine<'_> {
     let line = |message, stamp, kernel, format| LogLine {
         number,
         raw,

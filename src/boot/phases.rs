@@ -18,14 +18,14 @@ use super::report::{Arch, Clock, Initcall, Phase, PhaseName};
 
 /// The lines of one boot, and its 1-based position among the boots of the log.
 #[derive(Debug, Clone, Copy)]
-pub struct Boot<'l, 'a> {
-    pub lines: &'l [LogLine<'a>],
-    pub number: usize,
+pub(crate) struct Boot<'l, 'a> {
+    pub(crate) lines: &'l [LogLine<'a>],
+    pub(crate) number: usize,
 }
 
 /// Splits the log at `Linux version` lines. Lines before the first one (boot-loader text, early microcode
 /// messages) belong to the first boot. A log without any is one boot whose start is missing.
-pub fn split_boots<'l, 'a>(lines: &'l [LogLine<'a>]) -> (Vec<Boot<'l, 'a>>, usize) {
+pub(crate) fn split_boots<'l, 'a>(lines: &'l [LogLine<'a>]) -> (Vec<Boot<'l, 'a>>, usize) {
     let starts: Vec<usize> = lines
         .iter()
         .enumerate()
@@ -56,7 +56,7 @@ fn reached_init(boot: &Boot<'_, '_>) -> bool {
 }
 
 /// The boot to analyse (see the module documentation), plus notes explaining the choice.
-pub fn choose<'l, 'a>(boots: &[Boot<'l, 'a>]) -> (Option<Boot<'l, 'a>>, Vec<String>) {
+pub(crate) fn choose<'l, 'a>(boots: &[Boot<'l, 'a>]) -> (Option<Boot<'l, 'a>>, Vec<String>) {
     let mut notes = Vec::new();
     let last = boots.last().copied();
     let chosen = boots
@@ -85,35 +85,35 @@ pub fn choose<'l, 'a>(boots: &[Boot<'l, 'a>]) -> (Option<Boot<'l, 'a>>, Vec<Stri
 
 /// The milestone lines of one boot, as found in the log (no times yet).
 #[derive(Debug, Clone, Default)]
-pub struct Events<'a> {
-    pub kernel_start: Option<LogLine<'a>>,
-    pub release: Option<&'a str>,
-    pub cmdline: Option<(&'a str, LogLine<'a>)>,
-    pub arch: Option<Arch>,
-    pub smp_start: Option<LogLine<'a>>,
+pub(crate) struct Events<'a> {
+    pub(crate) kernel_start: Option<LogLine<'a>>,
+    pub(crate) release: Option<&'a str>,
+    pub(crate) cmdline: Option<(&'a str, LogLine<'a>)>,
+    pub(crate) arch: Option<Arch>,
+    pub(crate) smp_start: Option<LogLine<'a>>,
     /// The boot printed the 6.5-era `smpboot: x86: Booting SMP configuration` line.
-    pub parallel_capable_smp: bool,
-    pub smp_done: Option<(SmpDone, LogLine<'a>)>,
-    pub processors_activated: Option<u32>,
+    pub(crate) parallel_capable_smp: bool,
+    pub(crate) smp_done: Option<(SmpDone, LogLine<'a>)>,
+    pub(crate) processors_activated: Option<u32>,
     /// First line per NUMA node: (node, milliseconds, line).
-    pub deferred: Vec<(u32, u64, LogLine<'a>)>,
-    pub freeing_first: Option<LogLine<'a>>,
-    pub freeing_last: Option<LogLine<'a>>,
-    pub run_init: Option<LogLine<'a>>,
-    pub memory: Option<(u64, LogLine<'a>)>,
-    pub initcalls: Vec<(&'a str, u64, LogLine<'a>)>,
+    pub(crate) deferred: Vec<(u32, u64, LogLine<'a>)>,
+    pub(crate) freeing_first: Option<LogLine<'a>>,
+    pub(crate) freeing_last: Option<LogLine<'a>>,
+    pub(crate) run_init: Option<LogLine<'a>>,
+    pub(crate) memory: Option<(u64, LogLine<'a>)>,
+    pub(crate) initcalls: Vec<(&'a str, u64, LogLine<'a>)>,
 }
 
 impl<'a> Events<'a> {
     /// The line at which the kernel handed over to user space: `Run … as init process`, or on kernels that do
     /// not print it, the last `Freeing unused kernel …` line before it.
-    pub fn init_line(&self) -> Option<&LogLine<'a>> {
+    pub(crate) fn init_line(&self) -> Option<&LogLine<'a>> {
         self.run_init.as_ref().or(self.freeing_last.as_ref())
     }
 }
 
 /// Finds the milestones of one boot.
-pub fn gather<'a>(boot: &[LogLine<'a>]) -> Events<'a> {
+pub(crate) fn gather<'a>(boot: &[LogLine<'a>]) -> Events<'a> {
     let mut ev = Events::default();
     let mut kernel_cmdline_seen = false;
     for line in boot.iter().filter(|l| l.kernel) {
@@ -192,8 +192,8 @@ pub fn gather<'a>(boot: &[LogLine<'a>]) -> Events<'a> {
 
 /// How to read times off one boot's lines.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeline {
-    pub clock: Clock,
+pub(crate) struct Timeline {
+    pub(crate) clock: Clock,
     /// Subtracted from wall-clock stamps so that times count from the kernel start.
     origin: Micros,
 }
@@ -201,7 +201,7 @@ pub struct Timeline {
 impl Timeline {
     /// Monotonic stamps when the boot has any (they are precise and count from the kernel start); otherwise
     /// wall-clock dates, counted from the `Linux version` line (or the first dated line); otherwise none.
-    pub fn for_boot(boot: &[LogLine<'_>], kernel_start: Option<&LogLine<'_>>) -> Timeline {
+    pub(crate) fn for_boot(boot: &[LogLine<'_>], kernel_start: Option<&LogLine<'_>>) -> Timeline {
         let kernel_lines = || boot.iter().filter(|l| l.kernel);
         if kernel_lines().any(|l| matches!(l.stamp, Some(Stamp::Monotonic(_)))) {
             return Timeline {
@@ -228,7 +228,7 @@ impl Timeline {
         }
     }
 
-    pub fn at(&self, line: &LogLine<'_>) -> Option<Micros> {
+    pub(crate) fn at(&self, line: &LogLine<'_>) -> Option<Micros> {
         match (self.clock, line.stamp) {
             (Clock::Monotonic, Some(Stamp::Monotonic(m))) => Some(m),
             // A date before the kernel start (clock set back, New Year in a year-less syslog date) stays negative,
@@ -239,7 +239,7 @@ impl Timeline {
     }
 
     /// Lines stamped earlier than a line before them, on this timeline.
-    pub fn out_of_order(&self, boot: &[LogLine<'_>]) -> usize {
+    pub(crate) fn out_of_order(&self, boot: &[LogLine<'_>]) -> usize {
         let mut latest: Option<Micros> = None;
         let mut count = 0;
         for t in boot.iter().filter_map(|l| self.at(l)) {
@@ -268,11 +268,11 @@ fn point<'a>(tl: &Timeline, line: Option<&LogLine<'a>>) -> Option<Point<'a>> {
 
 /// Phases and headline figures of one boot.
 #[derive(Debug, Clone)]
-pub struct Timing {
-    pub phases: Vec<Phase>,
-    pub time_to_init: Option<Micros>,
-    pub smp_bringup: Option<Micros>,
-    pub notes: Vec<String>,
+pub(crate) struct Timing {
+    pub(crate) phases: Vec<Phase>,
+    pub(crate) time_to_init: Option<Micros>,
+    pub(crate) smp_bringup: Option<Micros>,
+    pub(crate) notes: Vec<String>,
 }
 
 /// A phase is present when the log holds at least one of its boundary lines.
@@ -314,7 +314,7 @@ fn span(
 
 // Long by design: each boot phase's start and end, in boot order.
 /// Places the milestones on the timeline and derives the five phases.
-pub fn timing(ev: &Events<'_>, tl: &Timeline) -> Timing {
+pub(crate) fn timing(ev: &Events<'_>, tl: &Timeline) -> Timing {
     let mut notes = Vec::new();
     let kernel_start = point(tl, ev.kernel_start.as_ref());
     let smp_start = point(tl, ev.smp_start.as_ref());
@@ -400,7 +400,7 @@ pub fn timing(ev: &Events<'_>, tl: &Timeline) -> Timing {
 }
 
 /// The slowest initcalls, slowest first; ties keep log order.
-pub fn slowest_initcalls(ev: &Events<'_>, n: usize) -> Vec<Initcall> {
+pub(crate) fn slowest_initcalls(ev: &Events<'_>, n: usize) -> Vec<Initcall> {
     let mut calls: Vec<&(&str, u64, LogLine<'_>)> = ev.initcalls.iter().collect();
     calls.sort_by_key(|c| std::cmp::Reverse(c.1));
     calls

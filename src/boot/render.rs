@@ -96,6 +96,7 @@ fn bar(start: Option<f64>, end: Option<f64>, scale: f64) -> String {
 }
 
 // Long by design: the report's sections, top to bottom, as the operator reads them.
+/// `kup boot-time`'s human output: headline figures, one bar per phase on a common time axis, then the advice.
 pub fn human(report: &BootReport, colour: bool) -> String {
     let p = Paint { on: colour };
     let precision = Precision::of(report);

@@ -7,24 +7,32 @@ use serde::Serialize;
 use super::parse::LogFormat;
 
 /// Bumped only if a field changes meaning or disappears.
-pub const REPORT_VERSION: u32 = 1;
+pub(crate) const REPORT_VERSION: u32 = 1;
 
+/// What one kernel boot's log says about its phases and timing, with advice (`kup boot-time`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BootReport {
     /// Kernel release: the first word after `Linux version`.
     pub kernel: Option<String>,
+    /// CPUs online after SMP bring-up, from its summary line (`smp: Brought up N nodes, M CPUs` and older forms).
     pub cpus: Option<u32>,
+    /// NUMA nodes, from the same line when it names them.
     pub nodes: Option<u32>,
+    /// The kernel's command line as logged (`Command line:` / `Kernel command line:`).
     pub cmdline: Option<String>,
     /// Always the five phases, in boot order; absent ones have `present: false`.
     pub phases: Vec<Phase>,
     /// From `Linux version` to the kernel handing over to init (`Run /init as init process`).
     pub time_to_init_s: Option<f64>,
+    /// Duration of SMP bring-up in seconds, the phase that parallel bring-up shortens.
     pub smp_bringup_s: Option<f64>,
+    /// Tuning advice, each with the log line it rests on.
     pub recommendations: Vec<Recommendation>,
     /// The dominant format of the log's lines.
     pub format: LogFormat,
+    /// What the times are measured on.
     pub clock: Clock,
+    /// The architecture, when the log gives it away.
     pub arch: Option<Arch>,
     /// Total memory from `Memory: NNNK/MMMK available` (the MMM).
     pub memory_kib: Option<u64>,
@@ -36,7 +44,7 @@ pub struct BootReport {
     pub slowest_initcalls: Vec<Initcall>,
     /// What the reader should know about the input: out-of-order stamps, other boots, missing stamps.
     pub notes: Vec<String>,
-    pub report_version: u32,
+    pub(crate) report_version: u32,
 }
 
 /// Which clock the times in a report come from.
@@ -52,15 +60,18 @@ pub enum Clock {
     None,
 }
 
+/// CPU architecture of the logged kernel: some advice (parallel bring-up) is x86-only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Arch {
+    /// x86-64 (or 32-bit x86).
     X86,
+    /// AArch64.
     Arm64,
 }
 
 impl Arch {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::X86 => "x86",
             Self::Arm64 => "arm64",
@@ -85,6 +96,7 @@ pub enum PhaseName {
 }
 
 impl PhaseName {
+    /// Every phase, in boot order: the order of [`BootReport::phases`].
     pub const ALL: [PhaseName; 5] = [
         Self::EarlySetup,
         Self::SmpBringup,
@@ -93,7 +105,7 @@ impl PhaseName {
         Self::Init,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::EarlySetup => "early_setup",
             Self::SmpBringup => "smp_bringup",
@@ -104,18 +116,21 @@ impl PhaseName {
     }
 }
 
+/// One phase of a boot, with its bounds and the log lines they came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Phase {
-    pub name: PhaseName,
+    pub(crate) name: PhaseName,
     /// The log holds at least one of the lines its start or end is read from.
     pub present: bool,
+    /// Start, in seconds on the report's [`Clock`].
     pub start_s: Option<f64>,
+    /// End, in seconds on the report's [`Clock`].
     pub end_s: Option<f64>,
     /// `end_s - start_s`; null when either is unknown or when the end is stamped before the start.
     pub duration_s: Option<f64>,
     /// The log line the start was taken from (for deferred pages, the line it was computed from).
-    pub start_evidence: Option<String>,
-    pub end_evidence: Option<String>,
+    pub(crate) start_evidence: Option<String>,
+    pub(crate) end_evidence: Option<String>,
 }
 
 /// A stable identifier for each kind of advice, for scripts and docs.
@@ -133,6 +148,7 @@ pub enum RecommendationCode {
 }
 
 impl RecommendationCode {
+    /// The kebab-case code, as in JSON and docs/boot-time.md.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ParallelBringupOff => "parallel-bringup-off",
@@ -143,18 +159,21 @@ impl RecommendationCode {
     }
 }
 
+/// One piece of boot-time tuning advice.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Recommendation {
+    /// What kind of advice.
     pub code: RecommendationCode,
-    pub message: String,
+    pub(crate) message: String,
     /// The exact log line the advice rests on.
     pub evidence: String,
 }
 
+/// One initcall and how long it took (`initcall_debug` lines).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Initcall {
     /// The function, without its `+0x0/0x…` offset.
     pub name: String,
-    pub usecs: u64,
-    pub evidence: String,
+    pub(crate) usecs: u64,
+    pub(crate) evidence: String,
 }

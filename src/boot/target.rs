@@ -7,6 +7,9 @@
 //! from the image's header and the computed command line; the recommendations reuse the codes of the log advice
 //! ([`RecommendationCode`]), and their `evidence` is the parameter on the new command line, not a log line.
 
+// Nothing calls `advise_target` yet (the dry-run and preflight are meant to); kept, with its unit tests, for them.
+#![cfg_attr(not(test), allow(dead_code))]
+
 use super::advice::{
     SERIAL_BRINGUP_PER_CPU, SLOW_BRINGUP_TOTAL, console_loglevel, is_false, serial_console,
 };
@@ -15,17 +18,17 @@ use super::report::{Arch, BootReport, Clock, Recommendation, RecommendationCode}
 use crate::kparams::KernelRelease;
 
 /// Parallel CPU bring-up (`cpuhp.parallel`, x86) is in mainline from this release.
-pub const PARALLEL_BRINGUP_SINCE: KernelRelease = KernelRelease::new(6, 5);
+pub(crate) const PARALLEL_BRINGUP_SINCE: KernelRelease = KernelRelease::new(6, 5);
 
 /// The kernel an update will boot: its release (`uname -r` form), when known, and its whole command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TargetKernel<'a> {
-    pub release: Option<&'a str>,
-    pub cmdline: &'a str,
+pub(crate) struct TargetKernel<'a> {
+    pub(crate) release: Option<&'a str>,
+    pub(crate) cmdline: &'a str,
 }
 
 /// Recommendations about `target`; `current` is the report of the running kernel's boot, when there is one.
-pub fn advise_target(
+pub(crate) fn advise_target(
     target: &TargetKernel<'_>,
     current: Option<&BootReport>,
 ) -> Vec<Recommendation> {

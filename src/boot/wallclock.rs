@@ -13,7 +13,7 @@ const MONTHS: [&[u8; 3]; 12] = [
 const WEEKDAYS: [&[u8; 3]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
-pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -106,7 +106,7 @@ fn month_day_time(b: &[u8]) -> Option<(u32, u32, i64, i64, usize)> {
 /// The year is not printed, so the date is placed in a fixed year: differences within one boot stay right,
 /// and a boot spanning New Year shows up as out-of-order stamps rather than as a wrong duration.
 /// Returns the stamp and the index just after it.
-pub fn syslog_prefix(b: &[u8]) -> Option<(Micros, usize)> {
+pub(crate) fn syslog_prefix(b: &[u8]) -> Option<(Micros, usize)> {
     let (month, day, seconds, micros, end) = month_day_time(b)?;
     Some((
         to_micros(days_from_civil(2001, month, day), seconds, micros),
@@ -115,7 +115,7 @@ pub fn syslog_prefix(b: &[u8]) -> Option<(Micros, usize)> {
 }
 
 /// `dmesg -T` date, the inside of `[Mon Nov  3 10:00:00 2025]`: returns the stamp and the index after the year.
-pub fn ctime(b: &[u8]) -> Option<(Micros, usize)> {
+pub(crate) fn ctime(b: &[u8]) -> Option<(Micros, usize)> {
     let weekday = b.get(..3)?;
     if !WEEKDAYS.iter().any(|w| w.as_slice() == weekday) || b.get(3) != Some(&b' ') {
         return None;
@@ -139,7 +139,7 @@ pub fn ctime(b: &[u8]) -> Option<(Micros, usize)> {
 /// ISO 8601 date-time at the start of a line (`dmesg --time-format iso`, `journalctl -o short-iso`, rsyslog's
 /// RFC 3339): `2025-11-03T10:00:00[.,ffffff][Z|±HH:MM|±HHMM]`. The offset is applied so that a DST change
 /// within a log does not look like an hour of boot time. Returns the stamp (UTC) and the index after it.
-pub fn iso_prefix(b: &[u8]) -> Option<(Micros, usize)> {
+pub(crate) fn iso_prefix(b: &[u8]) -> Option<(Micros, usize)> {
     let year = digits(b, 0, 4)?;
     let month = digits(b, 5, 2)?;
     let day = digits(b, 8, 2)?;

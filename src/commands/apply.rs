@@ -13,17 +13,17 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 /// `kup plan apply` without `--dry-run`.
-pub struct ApplyArgs<'a> {
+pub(crate) struct ApplyArgs<'a> {
     /// The plan file.
-    pub plan: &'a Path,
+    pub(crate) plan: &'a Path,
     /// Do not ask.
-    pub yes: bool,
+    pub(crate) yes: bool,
     /// Everything but the kexec.
-    pub rehearse: bool,
+    pub(crate) rehearse: bool,
     /// With `rehearse`: leave the kernel alone.
-    pub no_kernel_load: bool,
+    pub(crate) no_kernel_load: bool,
     /// Journal root instead of the plan's.
-    pub journal: Option<&'a Path>,
+    pub(crate) journal: Option<&'a Path>,
 }
 
 /// A plan needs root unless it is a rehearsal touching nothing privileged: no kernel load, no apps, no PCI, no
@@ -172,7 +172,7 @@ pub(crate) fn before_kexec(root: &Path) -> Result<(), crate::host::HostError> {
 }
 
 /// `kup plan apply PLAN` (real or rehearsed).
-pub fn run(args: &ApplyArgs) -> CommandResult {
+pub(crate) fn run(args: &ApplyArgs) -> CommandResult {
     let bytes = std::fs::read(args.plan)
         .map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", args.plan.display())))?;
     if let Some(mode) = files::loosely_writable(args.plan) {

@@ -12,7 +12,7 @@ use crate::exec::journal::{self, Event};
 
 /// Runs the comparison modes: 0 with the comparison on stdout; 2 when a log or the journal cannot be read, or the
 /// journal lacks one of the two reports.
-pub fn run(args: &BootTimeArgs) -> CommandResult {
+pub(crate) fn run(args: &BootTimeArgs) -> CommandResult {
     let sides = match (&args.compare, &args.journal) {
         (Some(paths), _) => from_logs(paths),
         (None, Some(dir)) => from_journal(dir),

@@ -11,32 +11,32 @@ use crate::boot::{HostFacts, analyse_with, config};
 use crate::host::{kmsg, machine};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     Human,
     Json,
 }
 
 #[derive(Debug, Args)]
-pub struct BootTimeArgs {
+pub(crate) struct BootTimeArgs {
     /// Kernel log to analyse (dmesg, dmesg -T/-x/-r, /dev/kmsg, journalctl -k, kern.log, serial capture);
     /// `-` reads standard input. Without it, the running kernel's log is read from /dev/kmsg (or dmesg).
     #[arg(long, value_name = "FILE|-")]
-    pub dmesg: Option<PathBuf>,
+    pub(crate) dmesg: Option<PathBuf>,
     /// Compare two kernel logs: phases side by side with deltas, and which recommendations appeared, disappeared
     /// or stayed. One of them may be `-` (standard input).
     #[arg(long, num_args = 2, value_names = ["BEFORE", "AFTER"], conflicts_with_all = ["dmesg", "journal"])]
-    pub compare: Option<Vec<PathBuf>>,
+    pub(crate) compare: Option<Vec<PathBuf>>,
     /// Compare the boots before and after the apply journaled under DIR (a journal root such as /var/lib/kup, or
     /// one apply's directory).
     #[arg(long, value_name = "DIR", conflicts_with = "dmesg")]
-    pub journal: Option<PathBuf>,
+    pub(crate) journal: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
-    pub format: OutputFormat,
+    pub(crate) format: OutputFormat,
 }
 
 /// Runs `kup boot-time`: 0 with a report on stdout; 2 when the log cannot be read.
-pub fn run(args: &BootTimeArgs) -> CommandResult {
+pub(crate) fn run(args: &BootTimeArgs) -> CommandResult {
     if args.compare.is_some() || args.journal.is_some() {
         return super::boot_compare::run(args);
     }

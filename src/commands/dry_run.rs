@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// Numbered steps with their actions and rollbacks.
     Human,
     /// JSON: the compiled program (shape in docs/graph.md).
@@ -59,7 +59,7 @@ fn cmdline_warnings(plan: &crate::plan::Plan, cmdline: &str) -> Vec<String> {
 }
 
 /// `kup plan apply --dry-run`.
-pub fn run(path: &Path, format: Format, current_cmdline: &Path) -> CommandResult {
+pub(crate) fn run(path: &Path, format: Format, current_cmdline: &Path) -> CommandResult {
     let (plan, graph) = super::graph::load_valid(path)?;
     let inherits = matches!(plan.kernel.cmdline, CmdlineSpec::Edit { inherit: true, .. });
     let running = if inherits {

@@ -6,7 +6,7 @@ use std::fmt;
 
 /// Why a command did not succeed. Every variant but [`CommandError::Reported`] carries the message to print.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommandError {
+pub(crate) enum CommandError {
     /// Bad usage or an I/O error (exit 2).
     Usage(String),
     /// `apply` / `resume` refused to start; nothing was changed (exit 3).
@@ -24,7 +24,7 @@ pub enum CommandError {
 
 impl CommandError {
     /// The process exit code for this error.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             CommandError::Usage(_) => exit::USAGE_OR_IO,
             CommandError::Refused(_) => exit::REFUSED,
@@ -36,13 +36,13 @@ impl CommandError {
     }
 
     /// An invalid plan whose diagnostics were printed.
-    pub fn invalid_plan() -> Self {
+    pub(crate) fn invalid_plan() -> Self {
         CommandError::Reported(exit::INVALID_PLAN)
     }
 
     /// Prints the error on stderr, once. Writing cannot panic: with `policy.isolate`, the terminal kup was started
     /// from may be gone.
-    pub fn report(&self) {
+    pub(crate) fn report(&self) {
         use std::io::Write as _;
         if !matches!(self, CommandError::Reported(_)) {
             let _ = writeln!(std::io::stderr(), "{self}");
@@ -66,4 +66,4 @@ impl fmt::Display for CommandError {
 impl std::error::Error for CommandError {}
 
 /// What a command returns.
-pub type CommandResult = Result<(), CommandError>;
+pub(crate) type CommandResult = Result<(), CommandError>;

@@ -8,7 +8,7 @@ use clap::ValueEnum;
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// Ordered listing with phases, parallel groups, the critical path and the estimate.
     Text,
     /// Graphviz DOT (`| dot -Tsvg`).
@@ -20,7 +20,7 @@ pub enum Format {
 }
 
 /// Renders the graph of a loaded, valid plan in `format`.
-pub fn render(plan: &plan::Plan, graph: &StepGraph, format: Format) -> String {
+pub(crate) fn render(plan: &plan::Plan, graph: &StepGraph, format: Format) -> String {
     let schedule = graph.schedule();
     match format {
         Format::Text => render::text(plan, graph, &schedule),
@@ -36,7 +36,7 @@ pub fn render(plan: &plan::Plan, graph: &StepGraph, format: Format) -> String {
 
 /// Loads and checks a plan file; on any error prints its diagnostics (stderr). Warnings do not stop a valid plan,
 /// but the operator still sees them.
-pub fn load_valid(path: &Path) -> Result<(plan::Plan, StepGraph), CommandError> {
+pub(crate) fn load_valid(path: &Path) -> Result<(plan::Plan, StepGraph), CommandError> {
     let bytes = std::fs::read(path)
         .map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", path.display())))?;
     let checked = crate::check::check(&path.display().to_string(), &bytes);
@@ -50,7 +50,7 @@ pub fn load_valid(path: &Path) -> Result<(plan::Plan, StepGraph), CommandError> 
 }
 
 /// `kup plan graph`.
-pub fn run(path: &Path, format: Format) -> CommandResult {
+pub(crate) fn run(path: &Path, format: Format) -> CommandResult {
     let (plan, graph) = load_valid(path)?;
     print!("{}", render(&plan, &graph, format));
     Ok(())

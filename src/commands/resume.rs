@@ -12,17 +12,17 @@ use crate::plan::Plan;
 use std::path::Path;
 
 /// `kup plan resume`'s arguments.
-pub struct ResumeArgs<'a> {
+pub(crate) struct ResumeArgs<'a> {
     /// Journal root.
-    pub journal: &'a Path,
+    pub(crate) journal: &'a Path,
     /// Interrupted steps to run again although they are not idempotent.
-    pub rerun: &'a [String],
+    pub(crate) rerun: &'a [String],
     /// Interrupted steps to record as done.
-    pub mark_done: &'a [String],
+    pub(crate) mark_done: &'a [String],
 }
 
 /// `kup plan resume`.
-pub fn run(args: &ResumeArgs) -> CommandResult {
+pub(crate) fn run(args: &ResumeArgs) -> CommandResult {
     let root = args.journal;
     if !files::is_dir(root) {
         // Nothing was ever applied with this journal root: do not create it.

@@ -8,7 +8,7 @@ pub fn render() -> String {
 }
 
 /// `kup schema`.
-pub fn run() -> super::CommandResult {
+pub(crate) fn run() -> super::CommandResult {
     print!("{}", render());
     Ok(())
 }

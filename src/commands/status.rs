@@ -17,7 +17,7 @@ fn lock_holder_alive(root: &Path) -> bool {
 }
 
 /// The status of the pending apply under `root`, else of the latest.
-pub fn load(root: &Path) -> Result<Status, CommandError> {
+pub(crate) fn load(root: &Path) -> Result<Status, CommandError> {
     let dir = journal::pending(root)
         .or_else(|| journal::latest(root))
         .ok_or_else(|| {
@@ -52,7 +52,7 @@ pub fn load(root: &Path) -> Result<Status, CommandError> {
 }
 
 /// `kup plan status`.
-pub fn run(root: &Path, json: bool) -> CommandResult {
+pub(crate) fn run(root: &Path, json: bool) -> CommandResult {
     let status = load(root)?;
     if json {
         println!(

@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// Graphical diagnostics with source snippets (stderr).
     Human,
     /// One JSON document on stdout.
@@ -19,7 +19,7 @@ pub enum Format {
 
 /// The plan files named by `paths`: files as given, directories searched recursively for `*.toml`, sorted so the
 /// output is stable.
-pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+pub(crate) fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -115,6 +115,8 @@ fn github_escape(text: &str, property: bool) -> String {
     out
 }
 
+/// One diagnostic as a GitHub Actions workflow command (`::error file=…,line=…::message`), escaped as GitHub
+/// requires.
 pub fn github_annotation(report: &PlanDiagnostics, d: &Diagnostic) -> String {
     let level = match d.severity {
         Severity::Error => "error",
@@ -164,7 +166,7 @@ fn summary(report: &PlanDiagnostics) -> String {
 }
 
 /// `kup plan validate`: every plan's diagnostics; the invalid-plan error when any plan has an error.
-pub fn run(paths: &[PathBuf], format: Format) -> CommandResult {
+pub(crate) fn run(paths: &[PathBuf], format: Format) -> CommandResult {
     let files = collect_files(paths).map_err(CommandError::Usage)?;
     let mut reports = Vec::new();
     for file in &files {

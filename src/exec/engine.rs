@@ -54,17 +54,17 @@ enum State {
 }
 
 /// Runs one program; see the module documentation.
-pub struct Engine<'a, H: Host> {
+pub(crate) struct Engine<'a, H: Host> {
     /// Where the actions are performed.
-    pub host: &'a H,
+    pub(crate) host: &'a H,
     /// What to run.
-    pub program: &'a Program,
+    pub(crate) program: &'a Program,
     /// How to run it.
-    pub options: Options,
+    pub(crate) options: Options,
     /// Runs just before the kexec executes, after its journal record is durable (installs the resume unit).
-    pub before_kexec: &'a (dyn Fn() -> Result<(), HostError> + Sync),
+    pub(crate) before_kexec: &'a (dyn Fn() -> Result<(), HostError> + Sync),
     /// Where progress goes.
-    pub progress: &'a progress::Progress,
+    pub(crate) progress: &'a progress::Progress,
 }
 
 impl<H: Host> Engine<'_, H> {
@@ -93,7 +93,7 @@ impl<H: Host> Engine<'_, H> {
     }
 
     /// Runs every step not in `done`, journaling as it goes, and finishes the journal with the outcome.
-    pub fn run(
+    pub(crate) fn run(
         &self,
         journal: &mut Journal,
         done: &BTreeSet<StepId>,

@@ -8,27 +8,26 @@
 
 use crate::graph::StepId;
 use crate::host::journal_files::{self, AppendLog};
-pub use crate::host::journal_files::{
-    LockError, RootLock, sync_dir, write_atomic, write_atomic_mode,
-};
+pub(crate) use crate::host::journal_files::{LockError, RootLock, write_atomic};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub const JOURNAL_FILE: &str = "journal.jsonl";
-pub const PLAN_FILE: &str = "plan.toml";
-pub const PLAN_SHA_FILE: &str = "plan.sha256";
-pub const PENDING_FILE: &str = "pending";
-pub const LOCK_FILE: &str = "lock";
+pub(crate) const JOURNAL_FILE: &str = "journal.jsonl";
+pub(crate) const PLAN_FILE: &str = "plan.toml";
+pub(crate) const PLAN_SHA_FILE: &str = "plan.sha256";
+pub(crate) const PENDING_FILE: &str = "pending";
+pub(crate) const LOCK_FILE: &str = "lock";
 
 /// Test hook, compiled only with the `fault-injection` feature (never into a release binary): the process SIGKILLs
 /// itself right after the record with this sequence number is durable — or, when the value is an event name such
 /// as `kexec`, right after the first record of that event. Fault injection tests use it to prove that `resume`
 /// recovers from a crash at every point.
 #[cfg(feature = "fault-injection")]
-pub const CRASH_AFTER_RECORD_ENV: &str = "KUP_FAULT_CRASH_AFTER_RECORD";
+pub(crate) const CRASH_AFTER_RECORD_ENV: &str = "KUP_FAULT_CRASH_AFTER_RECORD";
 
+/// How an apply runs, as recorded at its start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -38,11 +37,16 @@ pub enum Mode {
     Rehearse,
 }
 
+/// How an apply or resume ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FinalState {
+    /// Every step ran.
     Completed,
+    /// Something failed and was left as it is: policy `stop`, a failure after the point of no return, a failed
+    /// rollback.
     Failed,
+    /// A step failed before the kexec and every step done before it was undone.
     RolledBack,
 }
 
@@ -50,53 +54,88 @@ pub enum FinalState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
+    /// The first record of an apply: what is being applied, where, and by whom.
     ApplyStarted {
+        /// The plan's `name`; empty when it has none.
         plan: String,
+        /// Where the plan was read from.
         plan_path: String,
+        /// SHA-256 of the plan text, hex; the frozen copy (`plan.toml`) must match it.
         plan_sha256: String,
+        /// Apply or rehearse.
         mode: Mode,
+        /// Whether the new kernel is loaded (`false` for `--rehearse --no-kernel-load`).
         kernel_load: bool,
+        /// `boot_id` of the kernel the apply started on.
         boot_id: String,
+        /// `uname -r` of the kernel the apply started on.
         release: String,
+        /// The host's name.
         hostname: String,
+        /// Process id of the applying kup.
         pid: u32,
         /// The new kernel's command line as computed from the old kernel's /proc/cmdline: resume must not
         /// recompute it on the new kernel.
         kernel_cmdline: String,
     },
+    /// A step began; without a matching end record it was interrupted.
     StepStarted {
+        /// The step.
         step: StepId,
     },
+    /// A step succeeded.
     StepDone {
+        /// The step.
         step: StepId,
+        /// How long it ran, in ms.
         duration_ms: u64,
+        /// What each of its actions reported, in order (`null` for nothing): exit statuses, migrations, PCI devices,
+        /// the kernel image's release.
         #[serde(default)]
         outputs: Vec<Value>,
     },
+    /// A step failed.
     StepFailed {
+        /// The step.
         step: StepId,
+        /// How long it ran before failing, in ms.
         duration_ms: u64,
+        /// Why it failed.
         error: String,
     },
+    /// Rollback began after a failure before the point of no return.
     RollbackStarted {
+        /// The failure that caused it.
         reason: String,
     },
+    /// A step's rollback actions succeeded.
     StepRolledBack {
+        /// The step undone.
         step: StepId,
     },
+    /// A step's rollback actions failed; the host needs an operator.
     RollbackFailed {
+        /// The step that could not be undone.
         step: StepId,
+        /// Why.
         error: String,
     },
     /// Written, durable, just before the kexec is executed.
     Kexec {
+        /// `boot_id` of the kernel being left; resume compares it with the running one to prove the kexec happened.
         boot_id: String,
+        /// `uname -r` of the kernel being left.
         release: String,
+        /// The command line the new kernel was loaded with.
         kernel_cmdline: String,
     },
+    /// A resume began (on the new kernel, after a crash, or to retry).
     ResumeStarted {
+        /// `boot_id` of the kernel resume runs on.
         boot_id: String,
+        /// `uname -r` of the kernel resume runs on.
         release: String,
+        /// Process id of the resuming kup.
         pid: u32,
         /// The boot changed since the kexec record.
         rebooted: bool,
@@ -110,25 +149,33 @@ pub enum Event {
     /// A kernel's boot phases (`kup boot-time`'s report): the old kernel's, recorded by apply at its start, and the
     /// new kernel's, recorded by the first resume after the kexec (after the `kexec` record).
     BootReport {
+        /// The `kup boot-time` JSON report.
         report: Value,
     },
+    /// The last record: the apply or resume ended.
     Finished {
+        /// How it ended.
         state: FinalState,
+        /// `every step done`, or why not.
         message: String,
     },
 }
 
+/// One line of `journal.jsonl`: an event with its sequence number and time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
+    /// 1-based, one more than the previous record's.
     pub seq: u64,
     /// Wall-clock time: the monotonic clock restarts at the kexec.
     pub unix_ms: u64,
+    /// `unix_ms` as RFC 3339 UTC, for people reading the file.
     pub time: String,
+    /// What happened.
     #[serde(flatten)]
     pub event: Event,
 }
 
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -159,7 +206,7 @@ pub fn rfc3339(unix_ms: u64) -> String {
 }
 
 /// Creates `path` (and parents) as 0700 directories.
-pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
     journal_files::create_private_dir(path)
 }
 
@@ -189,14 +236,15 @@ pub enum JournalError {
 /// What reading a journal found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
+    /// The complete records, in order.
     pub records: Vec<Record>,
     /// A last line cut short by a crash mid-write: dropped, and reported.
-    pub torn_tail: Option<String>,
+    pub(crate) torn_tail: Option<String>,
 }
 
 /// Parses journal text. Only the last line may be damaged (a crash mid-append); damage anywhere else is an error,
 /// since it means the file was edited or the disk is corrupt.
-pub fn parse(text: &str) -> Result<Loaded, JournalError> {
+pub(crate) fn parse(text: &str) -> Result<Loaded, JournalError> {
     let mut records = Vec::new();
     let mut torn_tail = None;
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
@@ -220,8 +268,7 @@ pub fn parse(text: &str) -> Result<Loaded, JournalError> {
 
 /// An open journal, appended to record by record.
 #[derive(Debug)]
-pub struct Journal {
-    dir: PathBuf,
+pub(crate) struct Journal {
     log: AppendLog,
     next_seq: u64,
     #[cfg(feature = "fault-injection")]
@@ -230,15 +277,14 @@ pub struct Journal {
 
 impl Journal {
     /// Creates `dir` with an empty journal.
-    pub fn create(dir: &Path) -> std::io::Result<Self> {
+    pub(crate) fn create(dir: &Path) -> std::io::Result<Self> {
         create_private_dir(dir)?;
         let log = AppendLog::create(&dir.join(JOURNAL_FILE))?;
-        Ok(Self::with_log(dir, log, 1))
+        Ok(Self::with_log(log, 1))
     }
 
-    fn with_log(dir: &Path, log: AppendLog, next_seq: u64) -> Self {
+    fn with_log(log: AppendLog, next_seq: u64) -> Self {
         Self {
-            dir: dir.to_path_buf(),
             log,
             next_seq,
             #[cfg(feature = "fault-injection")]
@@ -247,7 +293,7 @@ impl Journal {
     }
 
     /// Opens an existing journal for appending, dropping a torn last line first.
-    pub fn open(dir: &Path) -> Result<(Self, Loaded), JournalError> {
+    pub(crate) fn open(dir: &Path) -> Result<(Self, Loaded), JournalError> {
         let path = dir.join(JOURNAL_FILE);
         let io = |what, source| JournalError::Io {
             what,
@@ -262,16 +308,11 @@ impl Journal {
                 .map_err(|e| io("drop the torn last line of", e))?;
         }
         let next_seq = loaded.records.last().map_or(1, |r| r.seq + 1);
-        Ok((Self::with_log(dir, log, next_seq), loaded))
-    }
-
-    /// The apply directory this journal is in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+        Ok((Self::with_log(log, next_seq), loaded))
     }
 
     /// Appends one record and makes it durable before returning.
-    pub fn append(&mut self, event: Event) -> Result<Record, JournalError> {
+    pub(crate) fn append(&mut self, event: Event) -> Result<Record, JournalError> {
         let unix_ms = now_ms();
         let record = Record {
             seq: self.next_seq,
@@ -316,25 +357,25 @@ pub fn read(dir: &Path) -> Result<Loaded, JournalError> {
 }
 
 /// Takes the exclusive lock on a journal root, or says who holds it.
-pub fn lock(root: &Path) -> Result<RootLock, LockError> {
+pub(crate) fn lock(root: &Path) -> Result<RootLock, LockError> {
     RootLock::acquire(root, LOCK_FILE)
 }
 
 /// What an apply's first record says about how to run it again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Started<'a> {
+pub(crate) struct Started<'a> {
     /// The plan file as applied.
-    pub plan_path: &'a str,
+    pub(crate) plan_path: &'a str,
     /// The new kernel's command line, computed from the old kernel's.
-    pub kernel_cmdline: &'a str,
+    pub(crate) kernel_cmdline: &'a str,
     /// Apply or rehearse.
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// Whether a rehearsal loads the kernel.
-    pub kernel_load: bool,
+    pub(crate) kernel_load: bool,
 }
 
 /// The apply record that starts `records`, if it does.
-pub fn started(records: &[Record]) -> Option<Started<'_>> {
+pub(crate) fn started(records: &[Record]) -> Option<Started<'_>> {
     records.first().and_then(|r| match &r.event {
         Event::ApplyStarted {
             plan_path,
@@ -361,7 +402,7 @@ pub fn has_new_kernel_boot_report(records: &[Record]) -> bool {
 }
 
 /// Marks `dir` as the apply with work left (what the resume unit's `ConditionPathExists=` tests).
-pub fn set_pending(root: &Path, dir: &Path) -> std::io::Result<()> {
+pub(crate) fn set_pending(root: &Path, dir: &Path) -> std::io::Result<()> {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -370,12 +411,12 @@ pub fn set_pending(root: &Path, dir: &Path) -> std::io::Result<()> {
 }
 
 /// Clears the pending mark once nothing is left to do.
-pub fn clear_pending(root: &Path) {
+pub(crate) fn clear_pending(root: &Path) {
     journal_files::remove_durably(&root.join(PENDING_FILE));
 }
 
 /// The frozen plan of an apply directory and its digest, checked against the recorded one.
-pub fn frozen_plan(dir: &Path) -> Result<(Vec<u8>, String), FrozenPlanError> {
+pub(crate) fn frozen_plan(dir: &Path) -> Result<(Vec<u8>, String), FrozenPlanError> {
     let bytes = journal_files::read_bytes(&dir.join(PLAN_FILE)).map_err(FrozenPlanError::Plan)?;
     let recorded =
         journal_files::read_bytes(&dir.join(PLAN_SHA_FILE)).map_err(FrozenPlanError::Digest)?;
@@ -393,7 +434,7 @@ pub fn frozen_plan(dir: &Path) -> Result<(Vec<u8>, String), FrozenPlanError> {
 
 /// Why an apply's frozen plan cannot be trusted.
 #[derive(Debug, thiserror::Error)]
-pub enum FrozenPlanError {
+pub(crate) enum FrozenPlanError {
     /// `plan.toml` is unreadable.
     #[error("cannot read the frozen plan: {0}")]
     Plan(std::io::Error),
@@ -417,14 +458,14 @@ pub enum FrozenPlanError {
 }
 
 /// The apply directory named by `<root>/pending`, if any.
-pub fn pending(root: &Path) -> Option<PathBuf> {
+pub(crate) fn pending(root: &Path) -> Option<PathBuf> {
     let name = journal_files::read_text(&root.join(PENDING_FILE))?;
     let name = name.trim();
     (!name.is_empty() && !name.contains('/')).then(|| root.join(name))
 }
 
 /// The most recent apply directory under `root` (names sort by start time).
-pub fn latest(root: &Path) -> Option<PathBuf> {
+pub(crate) fn latest(root: &Path) -> Option<PathBuf> {
     journal_files::dirs_holding(root, JOURNAL_FILE).pop()
 }
 

@@ -7,12 +7,12 @@
 
 mod engine;
 pub mod journal;
-pub mod progress;
+pub(crate) mod progress;
 mod rehearsal;
-pub mod resume;
-pub mod status;
+pub(crate) mod resume;
+pub(crate) mod status;
 
-pub use engine::Engine;
+pub(crate) use engine::Engine;
 
 use crate::host::HostError;
 use crate::plan::OnFailure;
@@ -23,7 +23,7 @@ use std::sync::atomic::AtomicBool;
 /// Why the engine could not run a program to an outcome (the outcome itself, a failed step included, is not an
 /// error: it is recorded and returned).
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     /// A record could not be made durable: the engine stops rather than act without a journal.
     #[error("cannot write the journal: {0}")]
     Journal(#[from] JournalError),
@@ -37,24 +37,24 @@ pub enum EngineError {
 
 /// How the engine runs a program.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// Apply or rehearse.
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// In a rehearsal: load (and unload) the kernel for real.
-    pub kernel_load: bool,
+    pub(crate) kernel_load: bool,
     /// How many steps may run at once.
-    pub parallelism: usize,
+    pub(crate) parallelism: usize,
     /// What a failure before the kexec does.
-    pub on_failure: OnFailure,
+    pub(crate) on_failure: OnFailure,
     /// Set by Ctrl-C: launch nothing new, let running steps finish, roll back if before the kexec.
-    pub interrupted: Arc<AtomicBool>,
+    pub(crate) interrupted: Arc<AtomicBool>,
     /// The update already failed (resume found the old kernel): a run whose steps all succeed still ends failed.
-    pub update_failed: Option<String>,
+    pub(crate) update_failed: Option<String>,
 }
 
 /// How a run ended (the process does not return from a real kexec).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Every step done.
     Completed,
     /// A step before the kexec failed and everything done was undone.

@@ -7,14 +7,14 @@ use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub struct Progress {
+pub(crate) struct Progress {
     started: Instant,
     live: Option<(MultiProgress, Mutex<HashMap<String, ProgressBar>>)>,
 }
 
 impl Progress {
     /// Live lines when stderr is a terminal (and `NO_COLOR`/`TERM=dumb` do not ask for plain output).
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let plain = !std::io::stderr().is_terminal()
             || crate::host::machine::env("TERM").is_some_and(|t| t == "dumb")
             || crate::host::machine::env("KUP_PLAIN_PROGRESS").is_some();
@@ -31,7 +31,8 @@ impl Progress {
     }
 
     /// Plain lines whatever stderr is (tests, and engines run inside other commands).
-    pub fn plain() -> Self {
+    #[cfg(test)] // only the unit tests use it
+    pub(crate) fn plain() -> Self {
         Self {
             started: Instant::now(),
             live: None,
@@ -55,11 +56,11 @@ impl Progress {
         }
     }
 
-    pub fn note(&self, text: &str) {
+    pub(crate) fn note(&self, text: &str) {
         self.line(text);
     }
 
-    pub fn start(&self, step: &str) {
+    pub(crate) fn start(&self, step: &str) {
         match &self.live {
             Some((multi, bars)) => {
                 let bar = multi.add(ProgressBar::new_spinner());
@@ -87,11 +88,11 @@ impl Progress {
         self.line(text);
     }
 
-    pub fn done(&self, step: &str, took: Duration) {
+    pub(crate) fn done(&self, step: &str, took: Duration) {
         self.finish(step, &format!("done  {step} ({} ms)", took.as_millis()));
     }
 
-    pub fn failed(&self, step: &str, error: &str) {
+    pub(crate) fn failed(&self, step: &str, error: &str) {
         self.finish(step, &format!("FAIL  {step}: {error}"));
     }
 }

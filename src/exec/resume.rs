@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Why `resume` will not go on by itself; each says what the operator should check or run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ResumeError {
+pub(crate) enum ResumeError {
     /// Nothing was ever recorded.
     #[error("the journal is empty")]
     EmptyJournal,
@@ -35,29 +35,29 @@ pub enum ResumeError {
 
 /// Facts about the machine `resume` runs on.
 #[derive(Debug, Clone)]
-pub struct Now {
-    pub boot_id: String,
-    pub release: String,
-    pub proc_cmdline: String,
+pub(crate) struct Now {
+    pub(crate) boot_id: String,
+    pub(crate) release: String,
+    pub(crate) proc_cmdline: String,
 }
 
 /// What `resume` will do.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// Steps that count as done for scheduling.
-    pub done: BTreeSet<StepId>,
+    pub(crate) done: BTreeSet<StepId>,
     /// Records to write before running (the kexec's outcome, learnt only now).
-    pub record: Vec<Event>,
+    pub(crate) record: Vec<Event>,
     /// The boot changed since the apply (or last resume) last wrote.
-    pub rebooted: bool,
-    pub on_new_kernel: bool,
+    pub(crate) rebooted: bool,
+    pub(crate) on_new_kernel: bool,
     /// Set when the update itself failed (old kernel came back, host rebooted before the kexec): the VMs are
     /// restored anyway and the run ends failed with this message.
-    pub update_failed: Option<String>,
+    pub(crate) update_failed: Option<String>,
 }
 
 /// The last thing the journal says about each step.
-pub fn step_states(records: &[Record]) -> BTreeMap<StepId, &Event> {
+pub(crate) fn step_states(records: &[Record]) -> BTreeMap<StepId, &Event> {
     let mut states = BTreeMap::new();
     for r in records {
         match &r.event {
@@ -81,7 +81,7 @@ fn same_cmdline(a: &str, b: &str) -> bool {
 // Long by design: the resume decision reads as one table of cases (done, interrupted, kexec proven, kexec failed, host rebooted early); splitting it would hide which case wins.
 /// Decides how to continue the apply of `records` on the machine `now`, re-running the `rerun` steps although
 /// they are not idempotent (the operator checked them).
-pub fn decide(
+pub(crate) fn decide(
     records: &[Record],
     program: &Program,
     now: &Now,

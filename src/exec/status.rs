@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum ApplyState {
+pub(crate) enum ApplyState {
     Running,
     Completed,
     Failed,
@@ -19,7 +19,7 @@ pub enum ApplyState {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum StepState {
+pub(crate) enum StepState {
     Pending,
     Running,
     Done,
@@ -28,51 +28,51 @@ pub enum StepState {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct StepStatus {
-    pub id: StepId,
-    pub phase: crate::graph::Phase,
-    pub state: StepState,
-    pub started: Option<String>,
-    pub finished: Option<String>,
-    pub duration_ms: Option<u64>,
-    pub error: Option<String>,
+pub(crate) struct StepStatus {
+    pub(crate) id: StepId,
+    pub(crate) phase: crate::graph::Phase,
+    pub(crate) state: StepState,
+    pub(crate) started: Option<String>,
+    pub(crate) finished: Option<String>,
+    pub(crate) duration_ms: Option<u64>,
+    pub(crate) error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct KexecStatus {
-    pub from_release: String,
-    pub to_release: Option<String>,
-    pub cmdline: String,
+pub(crate) struct KexecStatus {
+    pub(crate) from_release: String,
+    pub(crate) to_release: Option<String>,
+    pub(crate) cmdline: String,
     /// Wall-clock seconds from the durable kexec record to the first resume on the new kernel.
-    pub gap_s: Option<f64>,
-    pub on_new_kernel: Option<bool>,
+    pub(crate) gap_s: Option<f64>,
+    pub(crate) on_new_kernel: Option<bool>,
     /// The new kernel's boot phases (`kup boot-time`'s report), when resume recorded them.
-    pub boot: Option<Value>,
+    pub(crate) boot: Option<Value>,
     /// How long the new kernel had been up when resume started (CLOCK_BOOTTIME; precise, unlike `gap_s`, whose
     /// clocks are the old kernel's and the new kernel's wall clocks, the latter read from a one-second RTC).
-    pub new_kernel_uptime_s: Option<f64>,
+    pub(crate) new_kernel_uptime_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    pub plan: String,
-    pub journal: String,
-    pub mode: Mode,
-    pub state: ApplyState,
-    pub message: Option<String>,
-    pub started: Option<String>,
-    pub finished: Option<String>,
-    pub steps: Vec<StepStatus>,
-    pub vm_downtime_ms: BTreeMap<String, u64>,
-    pub kexec: Option<KexecStatus>,
+pub(crate) struct Status {
+    pub(crate) plan: String,
+    pub(crate) journal: String,
+    pub(crate) mode: Mode,
+    pub(crate) state: ApplyState,
+    pub(crate) message: Option<String>,
+    pub(crate) started: Option<String>,
+    pub(crate) finished: Option<String>,
+    pub(crate) steps: Vec<StepStatus>,
+    pub(crate) vm_downtime_ms: BTreeMap<String, u64>,
+    pub(crate) kexec: Option<KexecStatus>,
     /// A last journal line cut short by a crash (dropped when reading).
-    pub torn_tail: bool,
+    pub(crate) torn_tail: bool,
 }
 
 // Long by design: one pass over the journal, one arm per record kind, all sharing the state being folded.
 /// Folds `records` (of the apply in `journal`) over `program`'s steps. `holder_alive`: whether the process holding
 /// the journal lock is alive, which tells "running" from "crashed, resume needed".
-pub fn fold(
+pub(crate) fn fold(
     journal: &str,
     records: &[Record],
     program: &Program,

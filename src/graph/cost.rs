@@ -13,58 +13,58 @@ const fn ms(n: u64) -> Duration {
 }
 
 /// Host checks before anything changes: plan against host, files present, sockets answering.
-pub const PREFLIGHT: Duration = ms(100);
+pub(crate) const PREFLIGHT: Duration = ms(100);
 /// Reading and loading the new kernel and initrd (`kexec_file_load`); measured 1.3–2.3 s.
-pub const KERNEL_LOAD: Duration = ms(2_000);
+pub(crate) const KERNEL_LOAD: Duration = ms(2_000);
 /// QMP `stop` (measured < 1 ms) plus the QMP round trip.
-pub const QMP_STOP: Duration = ms(5);
+pub(crate) const QMP_STOP: Duration = ms(5);
 /// QMP `cont` plus the QMP round trip.
-pub const QMP_CONT: Duration = ms(5);
+pub(crate) const QMP_CONT: Duration = ms(5);
 /// Saving a shared-RAM guest: only device state is written (measured 10–20 ms).
-pub const SHARED_RAM_SAVE: Duration = ms(50);
+pub(crate) const SHARED_RAM_SAVE: Duration = ms(50);
 /// Loading a shared-RAM guest's device state (measured 10 ms).
-pub const SHARED_RAM_LOAD: Duration = ms(50);
+pub(crate) const SHARED_RAM_LOAD: Duration = ms(50);
 /// Starting QEMU again with `-incoming defer` until its QMP socket answers (measured ~60 ms).
-pub const QEMU_START: Duration = ms(100);
+pub(crate) const QEMU_START: Duration = ms(100);
 /// Write bandwidth for guest RAM copied into a state file (migration uncapped: 1.5 GiB in ~1.4 s measured).
-pub const SAVE_BANDWIDTH: u64 = 1 << 30;
+pub(crate) const SAVE_BANDWIDTH: u64 = 1 << 30;
 /// Read bandwidth for loading copied guest RAM back (1.5 GiB in ~1.5 s measured).
-pub const RESTORE_BANDWIDTH: u64 = 1 << 30;
+pub(crate) const RESTORE_BANDWIDTH: u64 = 1 << 30;
 /// Guest RAM assumed when a copied VM does not state `memory_size`: the estimate says so in its note.
-pub const UNKNOWN_MEMORY_SIZE: u64 = 4 << 30;
+pub(crate) const UNKNOWN_MEMORY_SIZE: u64 = 4 << 30;
 /// `virsh save` / `virsh restore` on top of moving the RAM: libvirt's own bookkeeping.
-pub const LIBVIRT_OVERHEAD: Duration = ms(500);
+pub(crate) const LIBVIRT_OVERHEAD: Duration = ms(500);
 /// `virsh resume`-free libvirt restore needs no separate resume; the resume step is a state check.
-pub const LIBVIRT_RESUME: Duration = ms(50);
+pub(crate) const LIBVIRT_RESUME: Duration = ms(50);
 /// Reading a PCI device's driver binding from sysfs.
-pub const PCI_CHECK: Duration = ms(10);
+pub(crate) const PCI_CHECK: Duration = ms(10);
 /// `sync(2)` after the state files were written; they were written with the page cache, so this flushes them.
-pub const SYNC: Duration = ms(500);
+pub(crate) const SYNC: Duration = ms(500);
 /// `systemctl isolate` (measured ~2.3 s to rescue.target).
-pub const ISOLATE: Duration = ms(2_500);
+pub(crate) const ISOLATE: Duration = ms(2_500);
 /// The kexec hand-over and the new kernel's boot until kup's resume unit runs (measured ~4 s under emulation;
 /// real hardware skips the firmware either way).
-pub const KEXEC: Duration = ms(5_000);
+pub(crate) const KEXEC: Duration = ms(5_000);
 /// `systemctl stop` of an app unit.
-pub const SYSTEMD_STOP: Duration = ms(2_000);
+pub(crate) const SYSTEMD_STOP: Duration = ms(2_000);
 /// `systemctl start` of an app unit.
-pub const SYSTEMD_START: Duration = ms(2_000);
+pub(crate) const SYSTEMD_START: Duration = ms(2_000);
 /// `criu dump` of one process tree (depends on its memory, which the plan does not state).
-pub const CRIU_DUMP: Duration = ms(1_000);
+pub(crate) const CRIU_DUMP: Duration = ms(1_000);
 /// `criu restore` of one process tree.
-pub const CRIU_RESTORE: Duration = ms(1_000);
+pub(crate) const CRIU_RESTORE: Duration = ms(1_000);
 /// An app's own save or restore hook.
-pub const APP_HOOK: Duration = ms(1_000);
+pub(crate) const APP_HOOK: Duration = ms(1_000);
 /// A custom `[[step]]`: its `timeout` is a limit, not an estimate, so a fixed default is used.
-pub const CUSTOM_STEP: Duration = ms(1_000);
+pub(crate) const CUSTOM_STEP: Duration = ms(1_000);
 /// Final checks after every guest runs again: guests running, PCI bindings as planned.
-pub const VERIFY: Duration = ms(100);
+pub(crate) const VERIFY: Duration = ms(100);
 
 /// A step's estimate and, when it rests on an assumption the plan could remove, a note saying which.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Estimate {
-    pub duration: Duration,
-    pub note: Option<String>,
+pub(crate) struct Estimate {
+    pub(crate) duration: Duration,
+    pub(crate) note: Option<String>,
 }
 
 impl Estimate {
@@ -97,7 +97,7 @@ fn guest_ram(size: Option<u64>, name: &str) -> (u64, Option<String>) {
 }
 
 /// The estimate of one step of `plan`.
-pub fn estimate(plan: &Plan, kind: &StepKind) -> Estimate {
+pub(crate) fn estimate(plan: &Plan, kind: &StepKind) -> Estimate {
     match kind {
         StepKind::Preflight => Estimate::fixed(PREFLIGHT),
         StepKind::KernelLoad => Estimate::fixed(KERNEL_LOAD),

@@ -4,15 +4,15 @@
 //! edges that encode what must precede what (a guest is paused before it is saved, everything is saved before
 //! `kexec`), and the custom `[[step]]`s placed by their `before` / `after`. `kup plan validate`, `kup plan graph`
 //! and the dry-run all read the same graph, so what review sees is what the executor will schedule.
-//! docs/graph.md describes the model; [`cost`] holds the estimate's numbers, [`schedule`] the arithmetic.
+//! docs/graph.md describes the model; `cost` holds the estimate's numbers, `schedule` the arithmetic.
 
 mod build;
-pub mod compile;
-pub mod cost;
+pub(crate) mod compile;
+pub(crate) mod cost;
 mod cycles;
-pub mod render;
-pub mod schedule;
-pub mod step_id;
+pub(crate) mod render;
+pub(crate) mod schedule;
+pub(crate) mod step_id;
 
 use crate::plan::{Diagnostic, Plan};
 use petgraph::Direction;
@@ -25,15 +25,18 @@ use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
-pub use compile::{CompiledStep, Program, compile, kernel_cmdline};
-pub use schedule::Schedule;
+pub(crate) use compile::kernel_cmdline;
+pub use compile::{CompiledStep, Program, compile};
+pub(crate) use schedule::Schedule;
 pub use step_id::{StepId, StepKey};
 
 /// Stable diagnostic codes of the graph checks.
 pub mod code {
+    /// A `before` / `after` names a step that does not exist.
     pub const UNKNOWN_STEP: &str = "kup::plan::unknown-step";
+    /// The steps' order has a cycle: no step of it could ever start.
     pub const STEP_CYCLE: &str = "kup::plan::step-cycle";
-    pub const DOWNTIME_BUDGET: &str = "kup::plan::downtime-budget";
+    pub(crate) const DOWNTIME_BUDGET: &str = "kup::plan::downtime-budget";
 }
 
 /// Above this many steps the graph keeps implied edges rather than spend V²/8 bytes on dropping them.
@@ -63,7 +66,7 @@ impl fmt::Display for Phase {
 
 /// What a step does; indices point into the plan's `vms`, `apps`, `pci` and `steps`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StepKind {
+pub(crate) enum StepKind {
     Preflight,
     KernelLoad,
     VmPause { vm: usize },
@@ -82,7 +85,7 @@ pub enum StepKind {
 
 impl StepKind {
     /// The id of the step of this kind in `plan` (kinds point into the plan's tables by index).
-    pub fn id(&self, plan: &Plan) -> StepId {
+    pub(crate) fn id(&self, plan: &Plan) -> StepId {
         let vm = |i: usize| plan.vms.get(i).map(|v| v.name.clone()).unwrap_or_default();
         let app = |i: usize| plan.apps.get(i).map(|a| a.name.clone()).unwrap_or_default();
         match *self {
@@ -117,7 +120,7 @@ impl StepKind {
 
     /// The side of the kexec a step of this kind is on; a custom step starts before it and is placed once the
     /// graph is built (docs/graph.md, "Placing custom steps").
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         match self {
             StepKind::Kexec => Phase::Kexec,
             StepKind::AppRestore { .. }
@@ -134,16 +137,18 @@ impl StepKind {
 pub struct Step {
     /// Stable id, as custom steps and the journal name it.
     pub id: StepId,
-    pub kind: StepKind,
+    pub(crate) kind: StepKind,
+    /// Where the step runs relative to the kexec.
     pub phase: Phase,
+    /// How long it is expected to take, for the critical path and the downtime estimate.
     pub estimate: Duration,
     /// The assumption behind the estimate, when the plan could state the real figure.
-    pub estimate_note: Option<String>,
+    pub(crate) estimate_note: Option<String>,
 }
 
 /// Why an edge exists: built in, or written in a custom step's `before` / `after` (which diagnostics point at).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EdgeOrigin {
+pub(crate) enum EdgeOrigin {
     Builtin,
     Declared {
         span: Range<usize>,
@@ -168,10 +173,12 @@ impl StepGraph {
         self.graph.node_weights()
     }
 
+    /// The number of steps.
     pub fn len(&self) -> usize {
         self.graph.node_count()
     }
 
+    /// No steps at all.
     pub fn is_empty(&self) -> bool {
         self.graph.node_count() == 0
     }
@@ -211,11 +218,11 @@ impl StepGraph {
     }
 
     /// The underlying petgraph graph, for callers that want its algorithms.
-    pub fn graph(&self) -> &DiGraph<Step, EdgeOrigin> {
+    pub(crate) fn graph(&self) -> &DiGraph<Step, EdgeOrigin> {
         &self.graph
     }
 
-    /// The earliest-start schedule of this graph (see [`Schedule`]).
+    /// The earliest-start schedule of this graph (see `Schedule`).
     pub fn schedule(&self) -> Schedule {
         Schedule::of(self)
     }
@@ -223,7 +230,7 @@ impl StepGraph {
 
 /// The graph checks `kup plan validate` runs on a plan that passed every other check: unknown step ids, cycles,
 /// and the downtime estimate against `policy.max_downtime`. Returns the graph when no error was added.
-pub fn check(plan: &Plan, out: &mut Vec<Diagnostic>) -> Option<StepGraph> {
+pub(crate) fn check(plan: &Plan, out: &mut Vec<Diagnostic>) -> Option<StepGraph> {
     match StepGraph::build(plan) {
         Err(errors) => {
             out.extend(errors);

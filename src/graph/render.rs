@@ -28,7 +28,7 @@ fn groups(schedule: &Schedule) -> Vec<Vec<&Slot>> {
 
 // Long by design: the listing's lines, top to bottom.
 /// The human listing: phases, parallel groups, the critical path and the estimate.
-pub fn text(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> String {
+pub(crate) fn text(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> String {
     let mut out = String::new();
     if let Some(name) = &plan.name {
         let _ = writeln!(out, "plan: {name}");
@@ -123,7 +123,7 @@ fn dot_escape(s: &str) -> String {
 
 // Long by design: the DOT document top to bottom: clusters by phase, then edges.
 /// Graphviz DOT: one cluster per phase, the critical path in bold red.
-pub fn dot(plan: &Plan, schedule: &Schedule) -> String {
+pub(crate) fn dot(plan: &Plan, schedule: &Schedule) -> String {
     let mut out = String::from("digraph kup {\n");
     if let Some(name) = &plan.name {
         let _ = writeln!(out, "  label=\"{}\";\n  labelloc=t;", dot_escape(name));
@@ -175,7 +175,7 @@ fn mermaid_escape(s: &str) -> String {
 }
 
 /// A Mermaid flowchart: GitHub renders it inside a ```mermaid block.
-pub fn mermaid(schedule: &Schedule) -> String {
+pub(crate) fn mermaid(schedule: &Schedule) -> String {
     let node: BTreeMap<&StepId, usize> = schedule
         .slots
         .iter()
@@ -220,24 +220,24 @@ pub fn mermaid(schedule: &Schedule) -> String {
 
 /// The JSON shape of `kup plan graph --format json` (documented in docs/graph.md).
 #[derive(Debug, Serialize)]
-pub struct JsonGraph {
-    pub steps: Vec<JsonStep>,
-    pub critical_path: Vec<StepId>,
+pub(crate) struct JsonGraph {
+    pub(crate) steps: Vec<JsonStep>,
+    pub(crate) critical_path: Vec<StepId>,
     /// The host's downtime (see [`Schedule::host_downtime`]).
-    pub estimated_downtime_ms: u64,
-    pub vm_downtime_ms: BTreeMap<String, u64>,
+    pub(crate) estimated_downtime_ms: u64,
+    pub(crate) vm_downtime_ms: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct JsonStep {
-    pub id: StepId,
-    pub phase: Phase,
-    pub after: Vec<StepId>,
-    pub estimate_ms: u64,
-    pub critical: bool,
+pub(crate) struct JsonStep {
+    pub(crate) id: StepId,
+    pub(crate) phase: Phase,
+    pub(crate) after: Vec<StepId>,
+    pub(crate) estimate_ms: u64,
+    pub(crate) critical: bool,
 }
 
-pub fn json(schedule: &Schedule) -> JsonGraph {
+pub(crate) fn json(schedule: &Schedule) -> JsonGraph {
     JsonGraph {
         steps: schedule
             .slots

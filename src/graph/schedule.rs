@@ -21,16 +21,16 @@ use std::time::Duration;
 pub struct Slot {
     /// The step.
     pub id: StepId,
-    pub phase: Phase,
+    pub(crate) phase: Phase,
     /// Earliest start, from the start of the plan.
     pub start: Duration,
-    pub estimate: Duration,
+    pub(crate) estimate: Duration,
     pub end: Duration,
     /// Length of the longest chain of steps before this one: steps of one level never wait for each other, so
     /// each level is a group that can run at once.
-    pub level: usize,
+    pub(crate) level: usize,
     /// On the critical path.
-    pub critical: bool,
+    pub(crate) critical: bool,
     /// Ids of the steps this one waits for directly, in schedule order.
     pub after: Vec<StepId>,
 }
@@ -47,12 +47,12 @@ pub struct Schedule {
     /// Per VM, in plan order: from its pause's start to its resume's end.
     pub vm_downtime: Vec<(String, Duration)>,
     /// See the module documentation.
-    pub host_downtime: Duration,
+    pub(crate) host_downtime: Duration,
 }
 
 impl Schedule {
     // Long by design: one topological pass computing starts, ends, levels, the critical path and the downtimes together.
-    pub fn of(graph: &StepGraph) -> Self {
+    pub(crate) fn of(graph: &StepGraph) -> Self {
         let g = graph.graph();
         let n = g.node_count();
         let mut start = vec![Duration::ZERO; n];
@@ -179,7 +179,7 @@ impl Schedule {
     }
 
     /// The most steps running at the same moment (steps that take no time do not count).
-    pub fn max_overlap(&self) -> usize {
+    pub(crate) fn max_overlap(&self) -> usize {
         let mut events: Vec<(Duration, bool)> = self
             .slots
             .iter()
@@ -201,12 +201,12 @@ impl Schedule {
     }
 
     /// The slot of step `id`.
-    pub fn slot(&self, id: &StepId) -> Option<&Slot> {
+    pub(crate) fn slot(&self, id: &StepId) -> Option<&Slot> {
         self.slots.iter().find(|s| s.id == *id)
     }
 
     /// The VM that is down longest, with its downtime (the first in plan order on a tie).
-    pub fn worst_vm(&self) -> Option<(&str, Duration)> {
+    pub(crate) fn worst_vm(&self) -> Option<(&str, Duration)> {
         self.vm_downtime
             .iter()
             .rev()
@@ -221,7 +221,7 @@ impl Schedule {
 
     /// The steps that account for most of the window from `from` to `to`: the chain of steps that ends last at
     /// `last`, each clipped to the window, longest first.
-    pub fn contributors(&self, last: &StepId, from: Duration) -> Vec<(StepId, Duration)> {
+    pub(crate) fn contributors(&self, last: &StepId, from: Duration) -> Vec<(StepId, Duration)> {
         let mut out = Vec::new();
         let mut at = self.slot(last);
         while let Some(slot) = at {
@@ -244,7 +244,7 @@ impl Schedule {
 }
 
 /// Human form of a duration: milliseconds below a second, else seconds with up to three decimals.
-pub fn human(d: Duration) -> String {
+pub(crate) fn human(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         return format!("{ms} ms");
@@ -260,7 +260,7 @@ pub fn human(d: Duration) -> String {
 }
 
 /// Step ids joined with `separator`, for messages and listings.
-pub fn join_ids(ids: &[StepId], separator: &str) -> String {
+pub(crate) fn join_ids(ids: &[StepId], separator: &str) -> String {
     ids.iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
@@ -268,13 +268,13 @@ pub fn join_ids(ids: &[StepId], separator: &str) -> String {
 }
 
 /// Milliseconds as a JSON-friendly integer, saturating.
-pub fn millis(d: Duration) -> u64 {
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 // Long by design: the downtime-budget diagnostic with its contributors and remedies.
 /// The `downtime-budget` finding, when the estimate exceeds `policy.max_downtime`.
-pub fn budget(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> Option<Diagnostic> {
+pub(crate) fn budget(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> Option<Diagnostic> {
     let limit = plan.policy.max_downtime?;
     let downtime = schedule.downtime();
     if downtime <= limit {

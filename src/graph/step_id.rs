@@ -70,7 +70,7 @@ impl StepId {
     /// Whether a built-in step may run again after an interruption; `None` for a custom step, whose plan says.
     /// A save writes a temporary file and renames it, so repeating a guest's save overwrites nothing that matters;
     /// an app's save (a stopped unit, a CRIU dump) and every restore are not safe to repeat blindly.
-    pub fn builtin_idempotent(&self) -> Option<bool> {
+    pub(crate) fn builtin_idempotent(&self) -> Option<bool> {
         use StepId::*;
         match self {
             Preflight | KernelLoad | PciCheck { .. } | Sync | Isolate | Verify => Some(true),
@@ -81,7 +81,7 @@ impl StepId {
     }
 
     /// The guest a step is about.
-    pub fn vm(&self) -> Option<&str> {
+    pub(crate) fn vm(&self) -> Option<&str> {
         match self {
             StepId::VmPause { vm }
             | StepId::VmSave { vm }

@@ -44,7 +44,7 @@ pub enum HostError {
 
 impl HostError {
     /// An I/O error with its context.
-    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
             context: context.into(),
             source,
@@ -52,7 +52,7 @@ impl HostError {
     }
 
     /// A check that found the host otherwise than planned.
-    pub fn check(message: impl Into<String>) -> Self {
+    pub(crate) fn check(message: impl Into<String>) -> Self {
         Self::Check(message.into())
     }
 }

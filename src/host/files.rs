@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const MAX_KEPT: u32 = 1000;
 
 /// fsync `from`, move an existing `to` aside, rename `from` to `to`, fsync the directory.
-pub fn commit(from: &Path, to: &Path) -> Result<FileCommitted, HostError> {
+pub(crate) fn commit(from: &Path, to: &Path) -> Result<FileCommitted, HostError> {
     let file = File::open(from).map_err(|e| {
         HostError::check(format!(
             "the state was not written to {}: {e} (did the save fail?)",
@@ -53,7 +53,7 @@ pub fn commit(from: &Path, to: &Path) -> Result<FileCommitted, HostError> {
 }
 
 /// Renames an existing `path` to the first free `path.kept-N`; returns where it went.
-pub fn keep_aside(path: &Path) -> Result<Option<PathBuf>, HostError> {
+pub(crate) fn keep_aside(path: &Path) -> Result<Option<PathBuf>, HostError> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(None);
     }
@@ -83,19 +83,19 @@ pub fn keep_aside(path: &Path) -> Result<Option<PathBuf>, HostError> {
 
 /// The permission bits of `path` when group or others may write it: someone but the owner could then change
 /// what a root process will do.
-pub fn loosely_writable(path: &Path) -> Option<u32> {
+pub(crate) fn loosely_writable(path: &Path) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
     (mode & 0o022 != 0).then_some(mode & 0o777)
 }
 
 /// Whether `path` is a directory.
-pub fn is_dir(path: &Path) -> bool {
+pub(crate) fn is_dir(path: &Path) -> bool {
     path.is_dir()
 }
 
 /// `path` made absolute and free of symlinks, or as given when that fails.
-pub fn canonical(path: &Path) -> PathBuf {
+pub(crate) fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 

@@ -7,7 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Creates `path` (and parents) as 0700 directories.
-pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -15,17 +15,17 @@ pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
 }
 
 /// fsync of a directory, so a rename or a new file in it survives a crash.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Writes a file atomically: temp file, fsync, rename, fsync of the directory. 0600.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic_mode(path, bytes, 0o600)
 }
 
 /// [`write_atomic`] with another mode, for files others must read (a systemd unit).
-pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -47,7 +47,7 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Resul
 }
 
 /// Removes a file and makes the removal durable; a file already gone is fine.
-pub fn remove_durably(path: &Path) {
+pub(crate) fn remove_durably(path: &Path) {
     let _ = std::fs::remove_file(path);
     if let Some(dir) = path.parent() {
         let _ = sync_dir(dir);
@@ -55,19 +55,19 @@ pub fn remove_durably(path: &Path) {
 }
 
 /// A file's text, `None` when it cannot be read.
-pub fn read_text(path: &Path) -> Option<String> {
+pub(crate) fn read_text(path: &Path) -> Option<String> {
     std::fs::read(path)
         .ok()
         .map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 /// A file's bytes.
-pub fn read_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
     std::fs::read(path)
 }
 
 /// The directories under `root` that hold a file named `marker`, sorted by name.
-pub fn dirs_holding(root: &Path, marker: &str) -> Vec<PathBuf> {
+pub(crate) fn dirs_holding(root: &Path, marker: &str) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
         .map(|entries| {
             entries
@@ -83,14 +83,14 @@ pub fn dirs_holding(root: &Path, marker: &str) -> Vec<PathBuf> {
 
 /// An append-only file whose every append is durable (`fdatasync`) before it returns.
 #[derive(Debug)]
-pub struct AppendLog {
+pub(crate) struct AppendLog {
     file: File,
     path: PathBuf,
 }
 
 impl AppendLog {
     /// Creates a new, empty log (0600) and makes its directory entry durable.
-    pub fn create(path: &Path) -> std::io::Result<Self> {
+    pub(crate) fn create(path: &Path) -> std::io::Result<Self> {
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)
@@ -106,7 +106,7 @@ impl AppendLog {
     }
 
     /// Opens an existing log for appending and returns its text.
-    pub fn open(path: &Path) -> std::io::Result<(Self, String)> {
+    pub(crate) fn open(path: &Path) -> std::io::Result<(Self, String)> {
         let mut file = OpenOptions::new().read(true).append(true).open(path)?;
         let mut text = String::new();
         file.read_to_string(&mut text)?;
@@ -120,33 +120,33 @@ impl AppendLog {
     }
 
     /// Cuts the log to its first `len` bytes, durably (a torn last line dropped).
-    pub fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+    pub(crate) fn truncate(&mut self, len: u64) -> std::io::Result<()> {
         self.file.set_len(len)?;
         self.file.sync_all()?;
         self.file.seek(SeekFrom::End(0)).map(drop)
     }
 
     /// Appends `bytes` and returns once they are on disk.
-    pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.file.write_all(bytes)?;
         self.file.sync_data()
     }
 
     /// Where the log is.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }
 
 /// The exclusive lock on a journal root, held for a whole apply or resume; the lock file names its holder's pid.
 #[derive(Debug)]
-pub struct RootLock {
+pub(crate) struct RootLock {
     _lock: nix::fcntl::Flock<File>,
 }
 
 impl RootLock {
     /// Takes the lock on `root` (creating it, 0700) through the file `name` in it, or says who holds it.
-    pub fn acquire(root: &Path, name: &str) -> Result<Self, LockError> {
+    pub(crate) fn acquire(root: &Path, name: &str) -> Result<Self, LockError> {
         create_private_dir(root)
             .map_err(|e| LockError::Io(format!("cannot create {}: {e}", root.display())))?;
         let path = root.join(name);
@@ -182,7 +182,7 @@ impl RootLock {
 
 /// Why the journal root could not be locked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     /// Another apply or resume holds it.
     #[error("another kup apply or resume is already running{}", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Held {

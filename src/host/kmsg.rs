@@ -13,7 +13,7 @@ const KMSG_RECORD_MAX: usize = 16 * 1024;
 
 /// The kernel log of the running kernel, in kmsg record format, or from `dmesg` if /dev/kmsg is unreadable.
 /// Returns the bytes and a name for where they came from.
-pub fn kernel_log() -> io::Result<(Vec<u8>, &'static str)> {
+pub(crate) fn kernel_log() -> io::Result<(Vec<u8>, &'static str)> {
     match read_kmsg() {
         Ok(bytes) if !bytes.is_empty() => Ok((bytes, "/dev/kmsg")),
         Ok(_) | Err(_) => run_dmesg().map(|b| (b, "dmesg")),

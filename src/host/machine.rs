@@ -5,10 +5,10 @@ use super::{BootIdentity, HostError, SysfsRoot};
 use std::path::Path;
 
 /// Where the running kernel's command line is.
-pub const PROC_CMDLINE: &str = "/proc/cmdline";
+pub(crate) const PROC_CMDLINE: &str = "/proc/cmdline";
 
 /// `gethostname(2)`.
-pub fn hostname() -> Result<String, HostError> {
+pub(crate) fn hostname() -> Result<String, HostError> {
     nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .map_err(|e| HostError::io("cannot read the host name", e.into()))
@@ -20,14 +20,14 @@ pub fn systemd_is_pid1() -> bool {
 }
 
 /// The running kernel's boot id: it changes at every boot, kexec included, which is how `resume` proves a kexec.
-pub fn boot_id() -> Result<String, HostError> {
+pub(crate) fn boot_id() -> Result<String, HostError> {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_owned())
         .map_err(|e| HostError::io("cannot read the boot id", e))
 }
 
 /// Milliseconds since this kernel started (CLOCK_BOOTTIME, which counts suspend too).
-pub fn uptime_ms() -> Option<u64> {
+pub(crate) fn uptime_ms() -> Option<u64> {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
     u64::try_from(t.tv_sec())
         .ok()?
@@ -43,7 +43,7 @@ pub fn kernel_release() -> Result<String, HostError> {
 }
 
 /// The boot id and release together, as the kexec record keeps them.
-pub fn identity() -> Result<BootIdentity, HostError> {
+pub(crate) fn identity() -> Result<BootIdentity, HostError> {
     Ok(BootIdentity {
         boot_id: boot_id()?,
         release: kernel_release()?,
@@ -51,28 +51,28 @@ pub fn identity() -> Result<BootIdentity, HostError> {
 }
 
 /// The running kernel's command line (`/proc/cmdline`).
-pub fn proc_cmdline() -> Result<String, HostError> {
+pub(crate) fn proc_cmdline() -> Result<String, HostError> {
     std::fs::read_to_string(PROC_CMDLINE)
         .map_err(|e| HostError::io(format!("cannot read {PROC_CMDLINE}"), e))
 }
 
 /// Whether kup runs as root (effective uid 0).
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
 /// This process's id.
-pub fn pid() -> u32 {
+pub(crate) fn pid() -> u32 {
     std::process::id()
 }
 
 /// Whether process `pid` exists and is not this one.
-pub fn other_process_alive(pid: u32) -> bool {
+pub(crate) fn other_process_alive(pid: u32) -> bool {
     pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// `kernel.kexec_load_disabled` is 0: once set to 1 it stays so until the next boot, and every load would fail.
-pub fn check_kexec_enabled(sysfs: &SysfsRoot) -> Result<(), HostError> {
+pub(crate) fn check_kexec_enabled(sysfs: &SysfsRoot) -> Result<(), HostError> {
     let path = Path::new("/proc/sys/kernel/kexec_load_disabled");
     let found = super::sysfs::read_attribute(&sysfs.resolve(path))?;
     if found == "0" {
@@ -87,7 +87,7 @@ pub fn check_kexec_enabled(sysfs: &SysfsRoot) -> Result<(), HostError> {
 
 /// `/boot/config-$(uname -r)` of the running kernel: its path and text, if present. A missing file is not an
 /// error: many hosts (containers, custom kernels) have none.
-pub fn running_kernel_config() -> Option<(String, Vec<u8>)> {
+pub(crate) fn running_kernel_config() -> Option<(String, Vec<u8>)> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
     let path = format!("/boot/config-{}", release.trim());
     let text = std::fs::read(&path).ok()?;
@@ -96,12 +96,12 @@ pub fn running_kernel_config() -> Option<(String, Vec<u8>)> {
 
 /// Kills this process with SIGKILL, as a crash would (the fault-injection hook).
 #[cfg(feature = "fault-injection")]
-pub fn crash_now() {
+pub(crate) fn crash_now() {
     let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
 }
 
 /// A flag set by SIGINT or SIGTERM: the engine then launches nothing new and rolls back if before the kexec.
-pub fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+pub(crate) fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register(signal, std::sync::Arc::clone(&flag));
@@ -115,6 +115,6 @@ pub fn env(name: &str) -> Option<String> {
 }
 
 /// This process's arguments, without the program name.
-pub fn own_args() -> Vec<String> {
+pub(crate) fn own_args() -> Vec<String> {
     std::env::args().skip(1).collect()
 }

@@ -3,22 +3,22 @@
 //! that a dry run and code review see exactly what this module will be asked to do. It imports the action
 //! vocabulary and nothing of the plan or the graph: it performs what it is told.
 
-pub mod error;
-pub mod files;
-pub mod journal_files;
+pub(crate) mod error;
+pub(crate) mod files;
+pub(crate) mod journal_files;
 pub mod kernel_file;
-pub mod kexec;
-pub mod kmsg;
+pub(crate) mod kexec;
+pub(crate) mod kmsg;
 pub mod machine;
 mod perform;
-pub mod process;
+pub(crate) mod process;
 pub mod qmp;
 pub mod sysfs;
-pub mod systemd;
+pub(crate) mod systemd;
 mod target;
-pub mod vm;
+pub(crate) mod vm;
 
-pub use error::HostError;
+pub(crate) use error::HostError;
 pub use sysfs::SysfsRoot;
 
 use crate::action::{Action, ActionFailure, ActionOutput};
@@ -29,9 +29,9 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootIdentity {
     /// `/proc/sys/kernel/random/boot_id`: new at every boot, kexec included.
-    pub boot_id: String,
+    pub(crate) boot_id: String,
     /// `uname -r`.
-    pub release: String,
+    pub(crate) release: String,
 }
 
 /// Performs actions. The engine owns ordering, journaling and rollback; a `Host` only does what it is told, so the
@@ -56,7 +56,7 @@ pub struct RealHost;
 #[derive(Debug, Default, Clone)]
 pub struct RealHostAt {
     /// Where `/sys` is.
-    pub sysfs: SysfsRoot,
+    pub(crate) sysfs: SysfsRoot,
 }
 
 impl RealHostAt {

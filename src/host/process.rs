@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 const TAIL: usize = 2048;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub status: i32,
-    pub duration_ms: u64,
+pub(crate) struct Outcome {
+    pub(crate) status: i32,
+    pub(crate) duration_ms: u64,
 }
 
 fn tail(bytes: &[u8]) -> String {
@@ -22,11 +22,11 @@ fn tail(bytes: &[u8]) -> String {
 
 /// What a finished program left: its exit code (`None`: killed by a signal), stdout, and the tail of both streams.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Captured {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub tail: String,
-    pub duration_ms: u64,
+pub(crate) struct Captured {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) tail: String,
+    pub(crate) duration_ms: u64,
 }
 
 /// Why a program did not run to a zero exit status; each message names the command as it would be typed.
@@ -90,7 +90,7 @@ pub enum ProcessError {
 }
 
 /// Runs `argv` to completion or until `timeout`; a non-zero exit or a timeout is an error naming the command.
-pub fn run(argv: &[String], timeout: Duration) -> Result<Outcome, ProcessError> {
+pub(crate) fn run(argv: &[String], timeout: Duration) -> Result<Outcome, ProcessError> {
     let shown = argv.join(" ");
     let captured = capture(argv, timeout)?;
     match captured.code {
@@ -113,7 +113,7 @@ pub fn run(argv: &[String], timeout: Duration) -> Result<Outcome, ProcessError> 
 // Long by design: spawn, drain both pipes, wait with a deadline, kill the group: one lifetime of a child process.
 /// Runs `argv` to completion or until `timeout` and returns what it printed, whatever its exit status; only a
 /// program that cannot start or does not finish is an error.
-pub fn capture(argv: &[String], timeout: Duration) -> Result<Captured, ProcessError> {
+pub(crate) fn capture(argv: &[String], timeout: Duration) -> Result<Captured, ProcessError> {
     let (program, args) = argv.split_first().ok_or(ProcessError::Empty)?;
     let shown = argv.join(" ");
     let started = Instant::now();

@@ -10,11 +10,12 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Time allowed for one QMP reply; long-running work (migration) is polled, never waited on in one read.
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Events kept for the caller; older ones are dropped so a chatty guest cannot grow a session without bound.
 const MAX_EVENTS: usize = 256;
 
+/// A QMP session failed: connecting, a malformed or missing reply, or QEMU's own `error` reply, as a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QmpError(pub String);
 
@@ -28,10 +29,10 @@ impl std::fmt::Display for QmpError {
 
 /// QEMU's version as `query-version` (and the greeting) report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct QemuVersion {
-    pub major: u64,
-    pub minor: u64,
-    pub micro: u64,
+pub(crate) struct QemuVersion {
+    pub(crate) major: u64,
+    pub(crate) minor: u64,
+    pub(crate) micro: u64,
 }
 
 impl QemuVersion {
@@ -46,7 +47,7 @@ impl QemuVersion {
 
     /// Whether migration takes a `file:PATH` URI (QEMU 8.2 and later). Older QEMUs are given `exec:cat > PATH`,
     /// which costs a `cat` process and a pipe but works back to QEMU 2.x.
-    pub fn has_file_migration(&self) -> bool {
+    pub(crate) fn has_file_migration(&self) -> bool {
         (self.major, self.minor) >= (8, 2)
     }
 }
@@ -73,7 +74,7 @@ impl QmpClient {
     }
 
     /// [`QmpClient::connect`] with another limit for each read.
-    pub fn connect_with_timeout(path: &Path, timeout: Duration) -> Result<Self, QmpError> {
+    pub(crate) fn connect_with_timeout(path: &Path, timeout: Duration) -> Result<Self, QmpError> {
         let socket = path.display().to_string();
         let stream = UnixStream::connect(path).map_err(|e| {
             QmpError(match e.kind() {
@@ -129,7 +130,7 @@ impl QmpClient {
     }
 
     /// The socket this client talks to, as shown in messages.
-    pub fn socket(&self) -> &str {
+    pub(crate) fn socket(&self) -> &str {
         &self.socket
     }
 
@@ -191,12 +192,13 @@ impl QmpClient {
 
     /// Asynchronous events (`STOP`, `RESUME`, `MIGRATION`, `SHUTDOWN`, …) received so far, oldest first; taking
     /// them empties the list.
-    pub fn take_events(&mut self) -> Vec<Value> {
+    #[cfg(test)] // only the unit tests use it
+    pub(crate) fn take_events(&mut self) -> Vec<Value> {
         std::mem::take(&mut self.events)
     }
 
     /// Sends one command and returns its `return` value; asynchronous events in between are kept (see
-    /// [`QmpClient::take_events`]).
+    /// `QmpClient::take_events`).
     pub fn execute(&mut self, command: &str, args: &Value) -> Result<Value, QmpError> {
         let mut message = json!({ "execute": command });
         if args.as_object().is_some_and(|a| !a.is_empty()) {
@@ -243,7 +245,7 @@ impl QmpClient {
     }
 
     /// QEMU's version: from the greeting, else from `query-version`.
-    pub fn version(&mut self) -> Result<QemuVersion, QmpError> {
+    pub(crate) fn version(&mut self) -> Result<QemuVersion, QmpError> {
         if let Some(v) = self.greeting_version {
             return Ok(v);
         }
@@ -261,7 +263,7 @@ impl QmpClient {
     /// Sends `quit` and waits until QEMU closes this connection (it does so early in its exit, after unlinking its
     /// QMP socket and pidfile) — not until the process is gone, which for a big guest takes seconds while the kernel
     /// frees its memory.
-    pub fn quit(mut self, timeout: Duration) -> Result<(), QmpError> {
+    pub(crate) fn quit(mut self, timeout: Duration) -> Result<(), QmpError> {
         self.execute("quit", &json!({}))?;
         let _ = self.reader.get_ref().set_read_timeout(Some(timeout));
         loop {
@@ -277,7 +279,7 @@ impl QmpClient {
 }
 
 /// The migration URI that writes a state file, for this QEMU. `exec:` URIs go through `/bin/sh`, hence the quoting.
-pub fn outgoing_uri(version: QemuVersion, path: &Path) -> String {
+pub(crate) fn outgoing_uri(version: QemuVersion, path: &Path) -> String {
     let text = path.to_string_lossy();
     // `file:` takes options after a comma, so a path with a comma goes the exec way.
     if version.has_file_migration() && !text.contains(',') {
@@ -288,7 +290,7 @@ pub fn outgoing_uri(version: QemuVersion, path: &Path) -> String {
 }
 
 /// The migration URI that reads a state file back, for this QEMU.
-pub fn incoming_uri(version: QemuVersion, path: &Path) -> String {
+pub(crate) fn incoming_uri(version: QemuVersion, path: &Path) -> String {
     let text = path.to_string_lossy();
     if version.has_file_migration() && !text.contains(',') {
         format!("file:{text}")

@@ -16,12 +16,13 @@ impl Default for SysfsRoot {
 }
 
 impl SysfsRoot {
+    /// Looks `/sys` and `/proc` up under `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self(root.into())
     }
 
     /// `path` (absolute, as a plan or an action names it) under this root.
-    pub fn resolve(&self, path: &Path) -> PathBuf {
+    pub(crate) fn resolve(&self, path: &Path) -> PathBuf {
         match path.strip_prefix("/") {
             Ok(relative) => self.0.join(relative),
             Err(_) => self.0.join(path),
@@ -29,14 +30,14 @@ impl SysfsRoot {
     }
 
     /// `/sys/bus/pci/devices/ADDRESS` under this root.
-    pub fn pci_device(&self, address: &str) -> PathBuf {
+    pub(crate) fn pci_device(&self, address: &str) -> PathBuf {
         self.resolve(Path::new("/sys/bus/pci/devices"))
             .join(address)
     }
 }
 
 /// A sysfs attribute, trimmed; for a symlink (a device's `driver`), the last component of its target.
-pub fn read_attribute(path: &Path) -> Result<String, HostError> {
+pub(crate) fn read_attribute(path: &Path) -> Result<String, HostError> {
     match std::fs::read_link(path) {
         Ok(target) => Ok(target
             .file_name()

@@ -10,10 +10,10 @@ const UNIT_DIR: &str = "/etc/systemd/system";
 const UNIT_NAME: &str = "kup-resume.service";
 const UNIT_WANTS: &str = "multi-user.target.wants";
 /// Set in the environment of the transient unit apply re-runs itself in, so it does not do so again.
-pub const IN_UNIT_ENV: &str = "KUP_IN_UNIT";
+pub(crate) const IN_UNIT_ENV: &str = "KUP_IN_UNIT";
 
 /// The unit that runs `kup plan resume` on the new kernel while `pending` exists; removed when the plan completes.
-pub fn resume_unit(exe: &Path, root: &Path, pending: &Path) -> String {
+pub(crate) fn resume_unit(exe: &Path, root: &Path, pending: &Path) -> String {
     format!(
         "# Written by kup before a kexec; removed when the plan completes.\n\
          [Unit]\n\
@@ -38,12 +38,12 @@ pub fn resume_unit(exe: &Path, root: &Path, pending: &Path) -> String {
 }
 
 /// This program's own path, for units that run it again.
-pub fn own_exe() -> Result<std::path::PathBuf, HostError> {
+pub(crate) fn own_exe() -> Result<std::path::PathBuf, HostError> {
     std::env::current_exe().map_err(|e| HostError::io("cannot find kup's own path", e))
 }
 
 /// Writes and enables [`resume_unit`] (0644, like every unit file: systemd warns about world-inaccessible units).
-pub fn install_resume_unit(root: &Path, pending: &Path) -> Result<(), HostError> {
+pub(crate) fn install_resume_unit(root: &Path, pending: &Path) -> Result<(), HostError> {
     let exe = own_exe()?;
     let unit = Path::new(UNIT_DIR).join(UNIT_NAME);
     write_atomic_mode(&unit, resume_unit(&exe, root, pending).as_bytes(), 0o644)
@@ -59,18 +59,18 @@ pub fn install_resume_unit(root: &Path, pending: &Path) -> Result<(), HostError>
 }
 
 /// Removes the resume unit, if it is there.
-pub fn remove_resume_unit() {
+pub(crate) fn remove_resume_unit() {
     let _ = std::fs::remove_file(Path::new(UNIT_DIR).join(UNIT_WANTS).join(UNIT_NAME));
     let _ = std::fs::remove_file(Path::new(UNIT_DIR).join(UNIT_NAME));
 }
 
 /// Whether this process runs in the transient unit of [`transient_unit_argv`].
-pub fn in_transient_unit() -> bool {
+pub(crate) fn in_transient_unit() -> bool {
     std::env::var_os(IN_UNIT_ENV).is_some()
 }
 
 /// The argv that re-runs kup with `args` in a transient unit that survives the isolate.
-pub fn transient_unit_argv(exe: &Path, args: &[String]) -> Vec<String> {
+pub(crate) fn transient_unit_argv(exe: &Path, args: &[String]) -> Vec<String> {
     let mut argv = vec![
         "systemd-run".to_owned(),
         "--unit=kup-apply".to_owned(),
@@ -87,7 +87,7 @@ pub fn transient_unit_argv(exe: &Path, args: &[String]) -> Vec<String> {
 }
 
 /// Runs `argv` (a [`transient_unit_argv`]) with this terminal, and returns its exit code (`None`: killed).
-pub fn run_attached(argv: &[String]) -> Result<Option<i32>, HostError> {
+pub(crate) fn run_attached(argv: &[String]) -> Result<Option<i32>, HostError> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| HostError::check("empty command"))?;

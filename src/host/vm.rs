@@ -25,7 +25,7 @@ const HOW: &str = "start QEMU with `-object memory-backend-file,id=mem,size=SIZE
 // Long by design: each way a guest's RAM can fail to survive the kexec, checked in turn with its own message.
 /// Checks that the guest's RAM is a `share=on` `memory-backend-file` whose file sits on a file system that
 /// survives a kexec; with anything else x-ignore-shared would skip RAM that is then lost.
-pub fn check_shared_ram(client: &mut QmpClient) -> Result<Vec<MemoryBackend>, HostError> {
+pub(crate) fn check_shared_ram(client: &mut QmpClient) -> Result<Vec<MemoryBackend>, HostError> {
     let socket = client.socket().to_owned();
     let memdevs = client.execute("query-memdev", &json!({}))?;
     let memdevs = memdevs.as_array().cloned().unwrap_or_default();
@@ -116,7 +116,7 @@ pub fn check_shared_ram(client: &mut QmpClient) -> Result<Vec<MemoryBackend>, Ho
 /// Sends `quit` to the QEMU behind `socket` if one answers, and waits until it has let go of the socket path — not
 /// until its process ends, which for a large guest takes seconds while the kernel frees its memory. A QEMU that
 /// left the path behind (killed, or gone with the old kernel) is a no-op.
-pub fn quit_if_running(socket: &Path, timeout: Duration) -> Result<ActionOutput, HostError> {
+pub(crate) fn quit_if_running(socket: &Path, timeout: Duration) -> Result<ActionOutput, HostError> {
     let started = Instant::now();
     let mut client = match QmpClient::connect_with_timeout(socket, timeout) {
         Ok(client) => client,

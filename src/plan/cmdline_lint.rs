@@ -13,11 +13,11 @@ use std::ops::Range;
 use toml::Spanned;
 
 /// Stable codes of the kernel-parameter warnings (listed in docs/plan-format.md).
-pub mod code {
-    pub const PARAM_TOO_NEW: &str = "kup::plan::cmdline-param-too-new";
-    pub const PARAM_UNKNOWN: &str = "kup::plan::cmdline-param-unknown";
-    pub const PARAM_DUPLICATE: &str = "kup::plan::cmdline-param-duplicate";
-    pub const PARAM_VALUE: &str = "kup::plan::cmdline-param-value";
+pub(crate) mod code {
+    pub(crate) const PARAM_TOO_NEW: &str = "kup::plan::cmdline-param-too-new";
+    pub(crate) const PARAM_UNKNOWN: &str = "kup::plan::cmdline-param-unknown";
+    pub(crate) const PARAM_DUPLICATE: &str = "kup::plan::cmdline-param-duplicate";
+    pub(crate) const PARAM_VALUE: &str = "kup::plan::cmdline-param-value";
 }
 
 /// Where a parameter the plan writes came from, for the spans of its findings.
@@ -32,7 +32,7 @@ struct Written {
 }
 
 /// Warns about the parameters `kernel.cmdline` writes, judged against `kernel.version` when it is a release.
-pub fn check(kernel: &RawKernel, out: &mut Vec<Diagnostic>) {
+pub(crate) fn check(kernel: &RawKernel, out: &mut Vec<Diagnostic>) {
     let Some(cmdline) = kernel.cmdline.as_ref().map(Spanned::get_ref) else {
         return;
     };

@@ -9,7 +9,7 @@ use std::ops::Range;
 /// How bad a finding is: errors make the plan invalid, warnings flag legal but risky choices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Severity {
+pub(crate) enum Severity {
     Error,
     Warning,
 }
@@ -17,25 +17,25 @@ pub enum Severity {
 /// One finding about a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
-    pub severity: Severity,
+    pub(crate) severity: Severity,
     /// Stable identifier (`kup::plan::unknown-key`); listed in docs/plan-format.md.
     pub code: &'static str,
     pub message: String,
     /// Byte range of the offending text; `None` when the finding is about the file as a whole.
     pub span: Option<Range<usize>>,
     /// Short text drawn under the span.
-    pub label: Option<String>,
+    pub(crate) label: Option<String>,
     pub help: Option<String>,
     /// Other places that explain the finding (the first definition of a duplicate, …).
     pub related: Vec<(Range<usize>, String)>,
 }
 
 impl Diagnostic {
-    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn error(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(Severity::Error, code, message)
     }
 
-    pub fn warning(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn warning(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(Severity::Warning, code, message)
     }
 
@@ -51,23 +51,23 @@ impl Diagnostic {
         }
     }
 
-    pub fn at(mut self, span: Range<usize>, label: impl Into<String>) -> Self {
+    pub(crate) fn at(mut self, span: Range<usize>, label: impl Into<String>) -> Self {
         self.span = Some(span);
         self.label = Some(label.into());
         self
     }
 
-    pub fn help(mut self, help: impl Into<String>) -> Self {
+    pub(crate) fn help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
     }
 
-    pub fn related(mut self, span: Range<usize>, label: impl Into<String>) -> Self {
+    pub(crate) fn related(mut self, span: Range<usize>, label: impl Into<String>) -> Self {
         self.related.push((span, label.into()));
         self
     }
 
-    pub fn is_error(&self) -> bool {
+    pub(crate) fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
 }
@@ -76,14 +76,14 @@ impl Diagnostic {
 #[derive(Debug, Clone)]
 pub struct PlanDiagnostics {
     /// The file name as the user gave it; shown in every rendering.
-    pub file: String,
-    pub source: String,
+    pub(crate) file: String,
+    pub(crate) source: String,
     pub diagnostics: Vec<Diagnostic>,
 }
 
 /// 1-based line and column (in characters) of a byte offset; offsets past the end or inside a UTF-8 sequence are
 /// clamped so that a bad span can never panic a renderer.
-pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_column(source: &str, offset: usize) -> (usize, usize) {
     let mut offset = offset.min(source.len());
     while !source.is_char_boundary(offset) {
         offset -= 1;
@@ -97,7 +97,7 @@ pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
 
 impl PlanDiagnostics {
     /// Puts the diagnostics in source order, file-wide ones first (stable: equal positions keep their order).
-    pub fn sort(&mut self) {
+    pub(crate) fn sort(&mut self) {
         self.diagnostics
             .sort_by_key(|d| d.span.as_ref().map_or(0, |s| s.start));
     }

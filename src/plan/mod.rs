@@ -2,26 +2,27 @@
 //!
 //! Pure: it reads nothing but the text it is given, so `kup plan validate` gives the same answer on a laptop, in CI
 //! and on the host. Three passes, each reporting everything it finds: TOML syntax, structure against the JSON
-//! Schema (unknown keys, types, required keys), then meaning ([`validate`]).
+//! Schema (unknown keys, types, required keys), then meaning (`validate`).
 
-pub mod cmdline_lint;
-pub mod diagnostic;
-pub mod model;
-pub mod raw;
-pub mod structure;
-pub mod units;
-pub mod validate;
+pub(crate) mod cmdline_lint;
+pub(crate) mod diagnostic;
+pub(crate) mod model;
+pub(crate) mod raw;
+pub(crate) mod structure;
+pub(crate) mod units;
+pub(crate) mod validate;
 
-pub use diagnostic::{Diagnostic, PlanDiagnostics, Severity};
+pub(crate) use diagnostic::{Diagnostic, PlanDiagnostics, Severity};
 pub use model::*;
 
 use serde::Deserialize;
 
-pub const SYNTAX: &str = "kup::plan::syntax";
-pub const ENCODING: &str = "kup::plan::encoding";
+pub(crate) const SYNTAX: &str = "kup::plan::syntax";
+pub(crate) const ENCODING: &str = "kup::plan::encoding";
+/// Diagnostic code for a plan file that is empty or only whitespace and comments.
 pub const EMPTY_FILE: &str = "kup::plan::empty-file";
 
-/// The JSON Schema of the plan format, generated from [`raw::RawPlan`].
+/// The JSON Schema of the plan format, generated from `raw::RawPlan`.
 pub fn schema() -> serde_json::Value {
     let schema = schemars::schema_for!(raw::RawPlan);
     schema.to_value()
@@ -36,15 +37,15 @@ fn cached_schema() -> &'static serde_json::Value {
 
 /// The result of loading one plan file.
 #[derive(Debug, Clone)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// Present only when there is no error.
-    pub plan: Option<Plan>,
-    pub report: PlanDiagnostics,
+    pub(crate) plan: Option<Plan>,
+    pub(crate) report: PlanDiagnostics,
 }
 
 // Long by design: the three passes (syntax, structure, meaning) in order, each stopping what cannot follow.
 /// Loads a plan from raw bytes (`file` is how the user named it, used in every message).
-pub fn load(file: &str, bytes: &[u8]) -> Loaded {
+pub(crate) fn load(file: &str, bytes: &[u8]) -> Loaded {
     let text = match std::str::from_utf8(bytes) {
         Ok(text) => text,
         Err(e) => {

@@ -2,7 +2,7 @@
 //! validation, so later stages never re-check syntax; spans survive only where a later stage reports on them
 //! (custom step ordering, which the graph checks for unknown ids and cycles).
 
-pub use super::raw::{KexecMethod, Loader, MemoryMode, OnFailure};
+pub(crate) use super::raw::{KexecMethod, Loader, MemoryMode, OnFailure};
 use crate::hostglob::HostGlob;
 use serde::Serialize;
 use std::fmt;
@@ -11,40 +11,45 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Journal root used when the plan does not set `policy.journal`.
-pub const DEFAULT_JOURNAL: &str = "/var/lib/kup";
+pub(crate) const DEFAULT_JOURNAL: &str = "/var/lib/kup";
 /// Steps run at once when the plan does not set `policy.parallelism`.
-pub const DEFAULT_PARALLELISM: u32 = 4;
+pub(crate) const DEFAULT_PARALLELISM: u32 = 4;
 /// Time limit of a custom step without `timeout`.
-pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
 /// Driver a `[[pci]]` device is expected to be bound to without `driver`.
-pub const DEFAULT_PCI_DRIVER: &str = "vfio-pci";
+pub(crate) const DEFAULT_PCI_DRIVER: &str = "vfio-pci";
 
+/// A checked plan: what to update to, which guests and apps to carry over, and how.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub name: Option<String>,
-    pub hosts: Vec<HostGlob>,
-    pub kernel: Kernel,
+    pub(crate) name: Option<String>,
+    pub(crate) hosts: Vec<HostGlob>,
+    pub(crate) kernel: Kernel,
+    /// The guests paused and saved before the kexec and restored after it (`[[vm]]`).
     pub vms: Vec<Vm>,
-    pub pci: Vec<PciDevice>,
+    pub(crate) pci: Vec<PciDevice>,
+    /// Host apps stopped or checkpointed before the kexec and brought back after it (`[[app]]`).
     pub apps: Vec<App>,
+    /// The plan's own steps (`[[step]]`), placed among the built-in ones by `before` / `after`.
     pub steps: Vec<CustomStep>,
+    /// How the update runs (`[policy]`).
     pub policy: Policy,
 }
 
 #[derive(Debug, Clone)]
-pub struct Kernel {
-    pub image: PathBuf,
-    pub initrd: Option<PathBuf>,
-    pub version: Option<String>,
+pub(crate) struct Kernel {
+    pub(crate) image: PathBuf,
+    pub(crate) initrd: Option<PathBuf>,
+    pub(crate) version: Option<String>,
     /// Lower-case hex.
-    pub sha256: Option<String>,
-    pub loader: Loader,
-    pub cmdline: CmdlineSpec,
+    pub(crate) sha256: Option<String>,
+    pub(crate) loader: Loader,
+    pub(crate) cmdline: CmdlineSpec,
 }
 
 /// How the new kernel's command line is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CmdlineSpec {
+pub(crate) enum CmdlineSpec {
     /// Start from the running kernel's (or an empty) command line, then remove, set, append — in that order.
     Edit {
         inherit: bool,
@@ -56,19 +61,21 @@ pub enum CmdlineSpec {
     Replace(String),
 }
 
+/// A guest kept across the kexec (`[[vm]]`).
 #[derive(Debug, Clone)]
 pub struct Vm {
+    /// Unique among the plan's VMs; step ids use it (`vm:NAME:pause`).
     pub name: String,
-    pub driver: VmDriver,
-    pub state: PathBuf,
-    pub memory: MemoryMode,
+    pub(crate) driver: VmDriver,
+    pub(crate) state: PathBuf,
+    pub(crate) memory: MemoryMode,
     /// Guest RAM in bytes when the plan states it.
-    pub memory_size: Option<u64>,
-    pub devices: Vec<PciAddress>,
+    pub(crate) memory_size: Option<u64>,
+    pub(crate) devices: Vec<PciAddress>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VmDriver {
+pub(crate) enum VmDriver {
     Qmp {
         socket: PathBuf,
         restart: Vec<String>,
@@ -81,11 +88,11 @@ pub enum VmDriver {
 /// A PCI address `DDDD:BB:DD.F`, normalised to lower case as sysfs spells it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
-pub struct PciAddress(String);
+pub(crate) struct PciAddress(String);
 
 impl PciAddress {
     /// Parses `DDDD:BB:DD.F` (hex; device ≤ 0x1f, function ≤ 7), the form sysfs uses under /sys/bus/pci/devices.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let bad = || {
             format!(
                 "`{text}` is not a PCI address of the form DDDD:BB:DD.F (for example 0000:3b:00.0)"
@@ -110,10 +117,6 @@ impl PciAddress {
         }
         Ok(Self(text.to_ascii_lowercase()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl fmt::Display for PciAddress {
@@ -123,19 +126,21 @@ impl fmt::Display for PciAddress {
 }
 
 #[derive(Debug, Clone)]
-pub struct PciDevice {
-    pub address: PciAddress,
-    pub driver: String,
+pub(crate) struct PciDevice {
+    pub(crate) address: PciAddress,
+    pub(crate) driver: String,
 }
 
+/// A host app carried across the kexec (`[[app]]`): a systemd unit, a CRIU-checkpointed process or hooks.
 #[derive(Debug, Clone)]
 pub struct App {
+    /// Unique among the plan's apps; step ids use it (`app:NAME:save`).
     pub name: String,
-    pub kind: AppKind,
+    pub(crate) kind: AppKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AppKind {
+pub(crate) enum AppKind {
     Systemd {
         unit: String,
     },
@@ -152,33 +157,39 @@ pub enum AppKind {
 /// An id in a custom step's `before` / `after`, with where it was written so the graph can point at it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepRef {
+    /// The step id as written (`vm:db-1:pause`, `step:drain-lb`).
     pub id: String,
-    pub span: Range<usize>,
+    pub(crate) span: Range<usize>,
 }
 
+/// A step the plan adds (`[[step]]`): a command run at a point it chooses in the update.
 #[derive(Debug, Clone)]
 pub struct CustomStep {
+    /// Its name; its id is `step:NAME`.
     pub name: String,
-    pub run: Vec<String>,
+    pub(crate) run: Vec<String>,
+    /// Steps that must wait for this one.
     pub before: Vec<StepRef>,
+    /// Steps this one waits for.
     pub after: Vec<StepRef>,
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Argv that undoes the step before the point of no return.
-    pub undo: Option<Vec<String>>,
+    pub(crate) undo: Option<Vec<String>>,
     /// Safe to run again after a crash interrupted it.
-    pub idempotent: bool,
-    /// Span of the step's `name` value, for diagnostics about the step as a whole.
-    pub span: Range<usize>,
+    pub(crate) idempotent: bool,
 }
 
+/// How the update runs (`[policy]`).
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// The systemd target to `systemctl isolate` just before the kexec (`rescue.target`).
     pub isolate: Option<String>,
+    /// The longest acceptable guest downtime: `validate` fails when the estimate exceeds it.
     pub max_downtime: Option<Duration>,
     /// Span of `max_downtime`, so an estimate over budget can point at it.
-    pub max_downtime_span: Option<Range<usize>>,
-    pub parallelism: u32,
-    pub on_failure: OnFailure,
-    pub journal: PathBuf,
-    pub kexec: KexecMethod,
+    pub(crate) max_downtime_span: Option<Range<usize>>,
+    pub(crate) parallelism: u32,
+    pub(crate) on_failure: OnFailure,
+    pub(crate) journal: PathBuf,
+    pub(crate) kexec: KexecMethod,
 }

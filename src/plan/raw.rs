@@ -14,73 +14,73 @@ use toml::Spanned;
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "kup plan", extend("$id" = "https://kup.invalid/schemas/kup-plan.schema.json"))]
-pub struct RawPlan {
+pub(crate) struct RawPlan {
     /// Plan format version. Must be `1`.
     #[schemars(with = "u32")]
-    pub kup: Spanned<i64>,
+    pub(crate) kup: Spanned<i64>,
     /// A human name for the update, shown in reports and the journal.
     #[schemars(with = "Option<String>")]
-    pub name: Option<Spanned<String>>,
+    pub(crate) name: Option<Spanned<String>>,
     /// Hostname globs (`*`, `?`, `[a-z]`) this plan may be applied on; apply refuses any other host. Omit to allow
     /// any host.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
-    pub hosts: Vec<Spanned<String>>,
+    pub(crate) hosts: Vec<Spanned<String>>,
     /// The kernel to kexec into.
     #[schemars(with = "RawKernel")]
-    pub kernel: Spanned<RawKernel>,
+    pub(crate) kernel: Spanned<RawKernel>,
     /// Virtual machines to pause, save and restore across the kexec.
     #[serde(default, rename = "vm")]
     #[schemars(rename = "vm", with = "Vec<RawVm>")]
-    pub vms: Vec<Spanned<RawVm>>,
+    pub(crate) vms: Vec<Spanned<RawVm>>,
     /// PCI devices (typically VFIO pass-through) whose driver binding is checked before and after the kexec.
     #[serde(default)]
     #[schemars(with = "Vec<RawPci>")]
-    pub pci: Vec<Spanned<RawPci>>,
+    pub(crate) pci: Vec<Spanned<RawPci>>,
     /// Host applications to stop or checkpoint before the kexec and bring back after it.
     #[serde(default, rename = "app")]
     #[schemars(rename = "app", with = "Vec<RawApp>")]
-    pub apps: Vec<Spanned<RawApp>>,
+    pub(crate) apps: Vec<Spanned<RawApp>>,
     /// Custom steps (argv commands) placed in the step graph with `before` / `after`.
     #[serde(default, rename = "step")]
     #[schemars(rename = "step", with = "Vec<RawStep>")]
-    pub steps: Vec<Spanned<RawStep>>,
+    pub(crate) steps: Vec<Spanned<RawStep>>,
     /// How the update is carried out: isolation, downtime budget, parallelism, failure handling, journal.
     #[schemars(with = "Option<RawPolicy>")]
-    pub policy: Option<Spanned<RawPolicy>>,
+    pub(crate) policy: Option<Spanned<RawPolicy>>,
 }
 
 /// The kernel to kexec into.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Kernel")]
-pub struct RawKernel {
+pub(crate) struct RawKernel {
     /// Absolute path of the kernel image (bzImage) to load.
     #[schemars(with = "String")]
-    pub image: Spanned<String>,
+    pub(crate) image: Spanned<String>,
     /// Absolute path of the initramfs to load with it. Omit to boot without one.
     #[schemars(with = "Option<String>")]
-    pub initrd: Option<Spanned<String>>,
+    pub(crate) initrd: Option<Spanned<String>>,
     /// Expected kernel release (what `uname -r` will show), checked against the image's header before loading and
     /// against `uname -r` after the kexec.
     #[schemars(with = "Option<String>")]
-    pub version: Option<Spanned<String>>,
+    pub(crate) version: Option<Spanned<String>>,
     /// Expected SHA-256 of the image (64 hex digits). Pins the exact artifact.
     #[schemars(with = "Option<String>")]
-    pub sha256: Option<Spanned<String>>,
+    pub(crate) sha256: Option<Spanned<String>>,
     /// How the kernel is loaded: `file` (kexec_file_load, the default; works under Secure Boot with a signed image)
     /// or `legacy` (kexec-tools `kexec -l`).
     #[schemars(with = "Option<Loader>")]
-    pub loader: Option<Spanned<Loader>>,
+    pub(crate) loader: Option<Spanned<Loader>>,
     /// The new kernel's command line. Omit to inherit the running kernel's unchanged.
     #[schemars(with = "Option<RawCmdline>")]
-    pub cmdline: Option<Spanned<RawCmdline>>,
+    pub(crate) cmdline: Option<Spanned<RawCmdline>>,
 }
 
 /// How the kernel image is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Loader {
+pub(crate) enum Loader {
     /// `kexec_file_load(2)`: no kexec-tools needed; the kernel verifies signatures under lockdown.
     File,
     /// `kexec -l` from kexec-tools (`kexec_load(2)`), for kernels without `CONFIG_KEXEC_FILE`.
@@ -91,67 +91,67 @@ pub enum Loader {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Cmdline")]
-pub struct RawCmdline {
+pub(crate) struct RawCmdline {
     /// Start from the running kernel's `/proc/cmdline` (default `true`). With `false`, start from an empty line.
     #[schemars(with = "Option<bool>")]
-    pub inherit: Option<Spanned<bool>>,
+    pub(crate) inherit: Option<Spanned<bool>>,
     /// Parameters to drop, whatever their value (`quiet`, `console`, …).
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
-    pub remove: Vec<Spanned<String>>,
+    pub(crate) remove: Vec<Spanned<String>>,
     /// Parameters to add or replace, as `key = "value"`.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
-    pub set: BTreeMap<Spanned<String>, Spanned<String>>,
+    pub(crate) set: BTreeMap<Spanned<String>, Spanned<String>>,
     /// Parameters to add verbatim at the end (bare flags such as `nosmt`, or `key=value`).
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
-    pub append: Vec<Spanned<String>>,
+    pub(crate) append: Vec<Spanned<String>>,
     /// The complete command line, used as is. Excludes `inherit`, `remove`, `set` and `append`.
     #[schemars(with = "Option<String>")]
-    pub value: Option<Spanned<String>>,
+    pub(crate) value: Option<Spanned<String>>,
 }
 
 /// A virtual machine kept alive across the kexec.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Vm")]
-pub struct RawVm {
+pub(crate) struct RawVm {
     /// Unique name; used in step ids (`vm:NAME:pause`). Letters, digits, `.`, `_`, `-`.
     #[schemars(with = "String")]
-    pub name: Spanned<String>,
+    pub(crate) name: Spanned<String>,
     /// QEMU driver: absolute path of the running QEMU's QMP unix socket. Exactly one of `qmp` and `libvirt`.
     #[schemars(with = "Option<String>")]
-    pub qmp: Option<Spanned<String>>,
+    pub(crate) qmp: Option<Spanned<String>>,
     /// libvirt driver: the domain name (`virsh save` / `virsh restore`). Exactly one of `qmp` and `libvirt`.
     #[schemars(with = "Option<String>")]
-    pub libvirt: Option<Spanned<String>>,
+    pub(crate) libvirt: Option<Spanned<String>>,
     /// Directory for the saved state. Must survive the kexec: not tmpfs (`/run`, `/dev/shm`). Default
     /// `<policy.journal>/state/<name>`.
     #[schemars(with = "Option<String>")]
-    pub state: Option<Spanned<String>>,
+    pub(crate) state: Option<Spanned<String>>,
     /// `shared`: guest RAM lives in a `share=on` file backend that survives the kexec and is not copied
     /// (x-ignore-shared); `copy` (default): RAM is written into the state file.
     #[schemars(with = "Option<MemoryMode>")]
-    pub memory: Option<Spanned<MemoryMode>>,
+    pub(crate) memory: Option<Spanned<MemoryMode>>,
     /// Guest RAM size (`"2GiB"`, `"512MiB"`), used for the downtime estimate. Read over QMP at apply time when
     /// omitted.
     #[schemars(with = "Option<String>")]
-    pub memory_size: Option<Spanned<String>>,
+    pub(crate) memory_size: Option<Spanned<String>>,
     /// QEMU driver: argv that starts QEMU again after the kexec, with `-incoming defer` (for example
     /// `["systemctl", "start", "qemu@db-1"]`). Required with `qmp`.
     #[schemars(with = "Option<Vec<String>>")]
-    pub restart: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) restart: Option<Spanned<Vec<Spanned<String>>>>,
     /// PCI addresses (`DDDD:BB:DD.F`) of devices this VM owns; each must be declared in a `[[pci]]` table.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
-    pub devices: Vec<Spanned<String>>,
+    pub(crate) devices: Vec<Spanned<String>>,
 }
 
 /// Where a VM's RAM goes across the kexec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum MemoryMode {
+pub(crate) enum MemoryMode {
     /// RAM is in a shared file backend that survives the kexec; only device state is saved.
     Shared,
     /// RAM is copied into the state file.
@@ -162,114 +162,114 @@ pub enum MemoryMode {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Pci")]
-pub struct RawPci {
+pub(crate) struct RawPci {
     /// PCI address in `DDDD:BB:DD.F` form (domain, bus, device, function; hex).
     #[schemars(with = "String")]
-    pub address: Spanned<String>,
+    pub(crate) address: Spanned<String>,
     /// Expected driver binding (default `vfio-pci`).
     #[schemars(with = "Option<String>")]
-    pub driver: Option<Spanned<String>>,
+    pub(crate) driver: Option<Spanned<String>>,
 }
 
 /// A host application brought across the kexec. Exactly one of `systemd`, `criu`, or `save`/`restore` hooks.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "App")]
-pub struct RawApp {
+pub(crate) struct RawApp {
     /// Unique name; used in step ids (`app:NAME:save`). Letters, digits, `.`, `_`, `-`.
     #[schemars(with = "String")]
-    pub name: Spanned<String>,
+    pub(crate) name: Spanned<String>,
     /// A systemd unit stopped before the kexec and started after it.
     #[schemars(with = "Option<String>")]
-    pub systemd: Option<Spanned<String>>,
+    pub(crate) systemd: Option<Spanned<String>>,
     /// A process checkpointed with CRIU before the kexec and restored after it.
     #[schemars(with = "Option<RawCriu>")]
-    pub criu: Option<Spanned<RawCriu>>,
+    pub(crate) criu: Option<Spanned<RawCriu>>,
     /// Hook argv run to save the app before the kexec.
     #[schemars(with = "Option<Vec<String>>")]
-    pub save: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) save: Option<Spanned<Vec<Spanned<String>>>>,
     /// Hook argv run to restore the app after the kexec.
     #[schemars(with = "Option<Vec<String>>")]
-    pub restore: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) restore: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// CRIU checkpoint of one process tree.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Criu")]
-pub struct RawCriu {
+pub(crate) struct RawCriu {
     /// Absolute path of a file holding the PID of the process tree's root.
     #[schemars(with = "String")]
-    pub pidfile: Spanned<String>,
+    pub(crate) pidfile: Spanned<String>,
     /// Absolute path of the CRIU images directory; must survive the kexec.
     #[schemars(with = "String")]
-    pub images: Spanned<String>,
+    pub(crate) images: Spanned<String>,
 }
 
 /// A custom step: an argv command placed in the step graph.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Step")]
-pub struct RawStep {
+pub(crate) struct RawStep {
     /// Unique name; the step's id is `step:NAME`. Letters, digits, `.`, `_`, `-`.
     #[schemars(with = "String")]
-    pub name: Spanned<String>,
+    pub(crate) name: Spanned<String>,
     /// The argv to run (no shell: `["/usr/local/bin/lb", "drain", "hv-7"]`).
     #[schemars(with = "Vec<String>")]
-    pub run: Spanned<Vec<Spanned<String>>>,
+    pub(crate) run: Spanned<Vec<Spanned<String>>>,
     /// Step ids this step must run before (for example `"vm:db-1:pause"`, `"kexec"`).
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
-    pub before: Vec<Spanned<String>>,
+    pub(crate) before: Vec<Spanned<String>>,
     /// Step ids this step must run after (for example `"vm:db-1:resume"`).
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
-    pub after: Vec<Spanned<String>>,
+    pub(crate) after: Vec<Spanned<String>>,
     /// Time limit (`"30s"`, `"1m 30s"`); the step fails when it runs longer. Default `"5m"`.
     #[schemars(with = "Option<String>")]
-    pub timeout: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<String>>,
     /// The argv that undoes this step, run when a later step fails before the kexec (`policy.on_failure =
     /// "rollback"`). Omit when there is nothing to undo.
     #[schemars(with = "Option<Vec<String>>")]
-    pub undo: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) undo: Option<Spanned<Vec<Spanned<String>>>>,
     /// Whether running the step twice is harmless (default `false`). After a crash, `kup plan resume` re-runs an
     /// interrupted idempotent step; an interrupted non-idempotent one stops the resume for an operator to check.
     #[schemars(with = "Option<bool>")]
-    pub idempotent: Option<Spanned<bool>>,
+    pub(crate) idempotent: Option<Spanned<bool>>,
 }
 
 /// How the update is carried out.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Policy")]
-pub struct RawPolicy {
+pub(crate) struct RawPolicy {
     /// systemd target to isolate just before the kexec (for example `rescue.target`). Omit to skip.
     #[schemars(with = "Option<String>")]
-    pub isolate: Option<Spanned<String>>,
+    pub(crate) isolate: Option<Spanned<String>>,
     /// Longest acceptable guest downtime (`"3s"`); validation fails when the estimate exceeds it.
     #[schemars(with = "Option<String>")]
-    pub max_downtime: Option<Spanned<String>>,
+    pub(crate) max_downtime: Option<Spanned<String>>,
     /// How many steps may run at once (default 4). At least 1.
     #[schemars(with = "Option<u32>")]
-    pub parallelism: Option<Spanned<i64>>,
+    pub(crate) parallelism: Option<Spanned<i64>>,
     /// On a failure before the kexec: `rollback` (default: resume VMs, restart apps, unload the kernel) or `stop`
     /// (leave everything as it is for an operator).
     #[schemars(with = "Option<OnFailure>")]
-    pub on_failure: Option<Spanned<OnFailure>>,
+    pub(crate) on_failure: Option<Spanned<OnFailure>>,
     /// Directory for checkpoint journals (default `/var/lib/kup`). Must survive the kexec.
     #[schemars(with = "Option<String>")]
-    pub journal: Option<Spanned<String>>,
+    pub(crate) journal: Option<Spanned<String>>,
     /// How the kexec is executed: `auto` (default: `systemd` when systemd runs the host, else `direct`),
     /// `systemd` (`systemctl kexec`: services stop and file systems unmount cleanly) or `direct` (`sync()` then
     /// `reboot(LINUX_REBOOT_CMD_KEXEC)`: faster to start the new kernel, but file systems stay mounted).
     #[schemars(with = "Option<KexecMethod>")]
-    pub kexec: Option<Spanned<KexecMethod>>,
+    pub(crate) kexec: Option<Spanned<KexecMethod>>,
 }
 
 /// How the kexec is executed once the kernel is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum KexecMethod {
+pub(crate) enum KexecMethod {
     /// `systemd` when systemd is PID 1, else `direct`.
     Auto,
     /// `systemctl kexec`: a clean shutdown into the loaded kernel.
@@ -281,7 +281,7 @@ pub enum KexecMethod {
 /// What to do when a step fails before the point of no return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
-pub enum OnFailure {
+pub(crate) enum OnFailure {
     /// Undo every completed step in reverse order: resume VMs, restart apps, unload the kernel.
     Rollback,
     /// Leave the host as it is for an operator.

@@ -10,11 +10,11 @@ use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeArray, DeTable, DeValue};
 
-pub const UNKNOWN_KEY: &str = "kup::plan::unknown-key";
-pub const WRONG_TYPE: &str = "kup::plan::wrong-type";
-pub const MISSING_KEY: &str = "kup::plan::missing-key";
-pub const UNKNOWN_VARIANT: &str = "kup::plan::unknown-variant";
-pub const OUT_OF_RANGE: &str = "kup::plan::out-of-range";
+pub(crate) const UNKNOWN_KEY: &str = "kup::plan::unknown-key";
+pub(crate) const WRONG_TYPE: &str = "kup::plan::wrong-type";
+pub(crate) const MISSING_KEY: &str = "kup::plan::missing-key";
+pub(crate) const UNKNOWN_VARIANT: &str = "kup::plan::unknown-variant";
+pub(crate) const OUT_OF_RANGE: &str = "kup::plan::out-of-range";
 
 /// Checks `root` against `schema` (the plan's JSON Schema), appending one diagnostic per problem.
 ///
@@ -24,7 +24,7 @@ pub const OUT_OF_RANGE: &str = "kup::plan::out-of-range";
 ///
 /// Returns the spans of the tables that lost an entry, so that findings which are mere consequences of the pruning
 /// ("no restart command" after a `restart` of the wrong type was removed) can be dropped.
-pub fn check(
+pub(crate) fn check(
     root: &mut Spanned<DeTable<'_>>,
     schema: &Json,
     out: &mut Vec<Diagnostic>,
@@ -85,7 +85,7 @@ fn join_path(path: &str, key: &str) -> String {
 }
 
 /// The closest known name to `unknown`, if it is close enough to be a plausible typo.
-pub fn did_you_mean<'a>(
+pub(crate) fn did_you_mean<'a>(
     unknown: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {

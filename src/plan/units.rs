@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// Parses `"30s"`, `"1m 30s"`, `"1m30s"`, `"500ms"`, `"1.5s"`, `"2h"`. Units: `ms`, `s`, `m`, `h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err("empty duration".to_owned());
@@ -44,7 +44,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Parses `"2GiB"`, `"512MiB"`, `"2G"` (binary, as QEMU's `-m` reads it) into bytes. Decimal units (`GB`) are refused
 /// because their meaning differs between tools.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
     let number_len = trimmed
         .find(|c: char| !c.is_ascii_digit())
@@ -78,7 +78,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// Renders a duration the way reports show it: `850ms`, `1.25s`, `2m 5s`.
-pub fn format_duration(d: Duration) -> String {
+#[cfg(test)] // only the unit tests use it
+pub(crate) fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         format!("{ms}ms")

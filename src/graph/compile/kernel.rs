@@ -8,7 +8,7 @@ use crate::plan::{CmdlineSpec, Kernel, KexecMethod, Loader};
 
 /// The new kernel's command line from the plan and the running kernel's (`/proc/cmdline`), via [`crate::cmdline`];
 /// an inherited `BOOT_IMAGE=` is dropped.
-pub fn kernel_cmdline(spec: &CmdlineSpec, running: &str) -> Result<String, CmdlineError> {
+pub(crate) fn kernel_cmdline(spec: &CmdlineSpec, running: &str) -> Result<String, CmdlineError> {
     match spec {
         CmdlineSpec::Replace(text) => Ok(text.trim().to_owned()),
         CmdlineSpec::Edit {

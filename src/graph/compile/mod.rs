@@ -11,7 +11,7 @@ mod host_steps;
 mod kernel;
 mod vm;
 
-pub use kernel::kernel_cmdline;
+pub(crate) use kernel::kernel_cmdline;
 
 use super::schedule::millis as ms;
 use super::{Phase, StepGraph, StepId, StepKind};
@@ -24,27 +24,27 @@ use std::time::Duration;
 
 /// Migration bandwidth set before saving: QEMU 7.2 caps migration at 128 MiB/s by default, which turns a 1.4 s
 /// save into 12 s. 100 GiB/s is "unlimited" for any disk and well inside QEMU's accepted range.
-pub const MIGRATION_MAX_BANDWIDTH: u64 = 100 << 30;
+pub(crate) const MIGRATION_MAX_BANDWIDTH: u64 = 100 << 30;
 /// File in a VM's `state` directory that holds its migration stream (QMP driver).
-pub const QMP_STATE_FILE: &str = "vmstate";
+pub(crate) const QMP_STATE_FILE: &str = "vmstate";
 /// File in a VM's `state` directory that holds `virsh save`'s image (libvirt driver).
-pub const LIBVIRT_STATE_FILE: &str = "libvirt.save";
+pub(crate) const LIBVIRT_STATE_FILE: &str = "libvirt.save";
 /// Suffix of a state file while it is being written: a crash or a failed save never leaves a truncated file
 /// under the name the restore reads.
-pub const PARTIAL_SUFFIX: &str = ".partial";
+pub(crate) const PARTIAL_SUFFIX: &str = ".partial";
 /// How long the old QEMU may take to close its QMP socket after `quit` (its process may live on for seconds
 /// while the kernel frees its memory; that is not waited for).
-pub const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Limit for a QEMU restart command (`systemctl start qemu@…`).
-pub const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const RESTART_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a restarted QEMU may take to open its QMP socket.
-pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lower bound for waiting on a migration or an incoming state: ten times the estimate, at least this.
-pub const MIN_MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const MIN_MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Limit for systemctl, virsh and CRIU commands.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// The target `isolate` is undone with.
-pub const ISOLATE_ROLLBACK_TARGET: &str = "default.target";
+pub(crate) const ISOLATE_ROLLBACK_TARGET: &str = "default.target";
 
 /// A step's actions and, for a step before `kexec`, the actions that undo it. Actions run in order and the first
 /// that fails fails the step, so `verify` removes state files only after every check passed.
@@ -53,33 +53,33 @@ pub struct CompiledStep {
     /// The step.
     pub id: StepId,
     /// Its side of the point of no return.
-    pub phase: Phase,
+    pub(crate) phase: Phase,
     /// The steps it waits for.
     pub after: Vec<StepId>,
     /// The cost model's estimate.
-    pub estimate_ms: u64,
+    pub(crate) estimate_ms: u64,
     /// What it does, in order.
     pub actions: Vec<Action>,
     /// Run in reverse step order when a later step before `kexec` fails (`policy.on_failure = "rollback"`).
     pub rollback: Vec<Action>,
     /// Whether it may run again after an interruption (built-in steps by kind, custom steps as the plan says).
     #[serde(skip)]
-    pub idempotent: bool,
+    pub(crate) idempotent: bool,
 }
 
 /// The whole plan as actions, in an order that respects every edge.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Program {
     /// The new kernel's command line, exactly as handed to `kexec_file_load`.
-    pub kernel_cmdline: String,
+    pub(crate) kernel_cmdline: String,
     /// Every step, in an order that respects every edge.
     pub steps: Vec<CompiledStep>,
     /// The release the plan pins (`kernel.version`): what `uname -r` must say after the kexec.
     #[serde(skip)]
-    pub target_release: Option<String>,
+    pub(crate) target_release: Option<String>,
 }
 
-/// Compiles every step of `graph` in schedule order. `kernel_cmdline` is the result of [`kernel_cmdline`].
+/// Compiles every step of `graph` in schedule order. `kernel_cmdline` is the result of `kernel_cmdline`.
 pub fn compile(plan: &Plan, graph: &StepGraph, kernel_cmdline: &str) -> Program {
     let schedule = graph.schedule();
     let steps = schedule

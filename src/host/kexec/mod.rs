@@ -13,7 +13,7 @@
 
 mod refusal;
 
-pub use refusal::*;
+pub(crate) use refusal::*;
 
 use nix::errno::Errno;
 use std::convert::Infallible;
@@ -23,12 +23,12 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 /// x86's COMMAND_LINE_SIZE: the kernel's buffer for its command line, NUL included.
-pub const COMMAND_LINE_SIZE: usize = 2048;
+pub(crate) const COMMAND_LINE_SIZE: usize = 2048;
 
 /// Room the x86-64 kexec_file_load loader keeps free in every command line for the `elfcorehdr=0x…` it appends
 /// for crash kernels (MAX_ELFCOREHDR_STR_LEN in arch/x86/kernel/kexec-bzimage64.c); it reserves it for normal
 /// loads too, and answers EINVAL when it does not fit.
-pub const ELFCOREHDR_RESERVE: usize = 30;
+pub(crate) const ELFCOREHDR_RESERVE: usize = 30;
 
 /// Load without an initrd; the initrd fd is then ignored (include/uapi/linux/kexec.h).
 const KEXEC_FILE_NO_INITRAMFS: libc::c_ulong = 0x4;
@@ -41,7 +41,7 @@ const LOCKDOWN: &str = "/sys/kernel/security/lockdown";
 
 impl HostFacts {
     /// Reads the facts from this host. Only reads: /proc/self/status, /proc/sys and securityfs.
-    pub fn probe() -> HostFacts {
+    pub(crate) fn probe() -> HostFacts {
         let read = |path: &str| std::fs::read_to_string(path).ok();
         HostFacts {
             euid: nix::unistd::geteuid().as_raw(),
@@ -54,13 +54,16 @@ impl HostFacts {
 
 /// The longest command line, NUL excluded, that x86-64 `kexec_file_load` accepts for a kernel whose setup header
 /// says `cmdline_size` (COMMAND_LINE_SIZE − 1 when unknown): the loader needs `len + 1 + 30 <= cmdline_size`.
-pub fn max_cmdline_len(cmdline_size: Option<u32>) -> usize {
+pub(crate) fn max_cmdline_len(cmdline_size: Option<u32>) -> usize {
     let size = cmdline_size.map_or(COMMAND_LINE_SIZE - 1, |size| size as usize);
     size.saturating_sub(ELFCOREHDR_RESERVE + 1)
 }
 
 /// The command line as the syscall wants it (NUL-terminated), or why the kernel would refuse it.
-pub fn prepare_cmdline(cmdline: &str, cmdline_size: Option<u32>) -> Result<CString, KexecError> {
+pub(crate) fn prepare_cmdline(
+    cmdline: &str,
+    cmdline_size: Option<u32>,
+) -> Result<CString, KexecError> {
     let limit = max_cmdline_len(cmdline_size);
     if cmdline.len() > limit {
         return Err(KexecError::CmdlineTooLong {
@@ -83,7 +86,11 @@ fn open(role: ImageRole, path: &Path) -> Result<File, KexecError> {
 
 /// Loads `kernel` (and `initrd`) with `cmdline` for a later kexec, replacing any kernel loaded before. The kernel
 /// verifies the image's signature when lockdown or KEXEC_SIG_FORCE demands it.
-pub fn load_file(kernel: &Path, initrd: Option<&Path>, cmdline: &str) -> Result<(), KexecError> {
+pub(crate) fn load_file(
+    kernel: &Path,
+    initrd: Option<&Path>,
+    cmdline: &str,
+) -> Result<(), KexecError> {
     // The exact limit comes from the new kernel's own header; a file that is no bzImage is left for the kernel to
     // refuse (ENOEXEC), which explains it better than a length check could.
     let cmdline_size = super::kernel_file::read_image(kernel)
@@ -122,7 +129,7 @@ pub fn load_file(kernel: &Path, initrd: Option<&Path>, cmdline: &str) -> Result<
 
 /// Unloads the kernel loaded by [`load_file`] (rollback before the point of no return). Unloading when nothing is
 /// loaded succeeds.
-pub fn unload() -> Result<(), KexecError> {
+pub(crate) fn unload() -> Result<(), KexecError> {
     let no_fd: libc::c_int = -1;
     let no_cmdline_len: libc::c_ulong = 0;
     // SAFETY: with KEXEC_FILE_UNLOAD the kernel ignores both fds and the command line (kernel/kexec_file.c goes
@@ -144,13 +151,13 @@ pub fn unload() -> Result<(), KexecError> {
 }
 
 /// Whether a kexec kernel is loaded, from sysfs.
-pub fn is_loaded() -> Result<bool, KexecError> {
+pub(crate) fn is_loaded() -> Result<bool, KexecError> {
     let paths: Vec<&Path> = KEXEC_LOADED.iter().map(Path::new).collect();
     is_loaded_from(&paths)
 }
 
 /// [`is_loaded`] reading the first of `paths` that exists (newer kernels moved the file; tests pass temp files).
-pub fn is_loaded_from(paths: &[&Path]) -> Result<bool, KexecError> {
+pub(crate) fn is_loaded_from(paths: &[&Path]) -> Result<bool, KexecError> {
     for path in paths {
         match std::fs::read_to_string(path) {
             Ok(content) => {
@@ -169,7 +176,7 @@ pub fn is_loaded_from(paths: &[&Path]) -> Result<bool, KexecError> {
 
 /// Starts the loaded kernel at once: `sync`, then `reboot(RB_KEXEC)`. File systems stay mounted and services are
 /// not stopped (the fast path; `systemctl kexec` is the clean one). Returns only on failure.
-pub fn execute_direct() -> Result<Infallible, KexecError> {
+pub(crate) fn execute_direct() -> Result<Infallible, KexecError> {
     if !is_loaded()? {
         return Err(KexecError::NothingLoaded);
     }

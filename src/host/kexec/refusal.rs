@@ -33,17 +33,17 @@ impl fmt::Display for Lockdown {
 /// What [`diagnose`] needs to know about the host to explain a refusal. `None` means the fact could not be read
 /// (no such file on this kernel, or not permitted): the diagnosis then does not rely on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostFacts {
-    pub euid: u32,
+pub(crate) struct HostFacts {
+    pub(crate) euid: u32,
     /// CAP_SYS_BOOT in the effective set, from /proc/self/status (root in a container may lack it).
-    pub cap_sys_boot: Option<bool>,
+    pub(crate) cap_sys_boot: Option<bool>,
     /// `kernel.kexec_load_disabled`: once 1, no kexec load is possible until the next reboot.
-    pub kexec_load_disabled: Option<bool>,
-    pub lockdown: Option<Lockdown>,
+    pub(crate) kexec_load_disabled: Option<bool>,
+    pub(crate) lockdown: Option<Lockdown>,
 }
 
 /// `0` or `1` with optional whitespace, as sysfs and procfs print booleans.
-pub fn parse_flag(text: &str) -> Option<bool> {
+pub(crate) fn parse_flag(text: &str) -> Option<bool> {
     match text.trim() {
         "0" => Some(false),
         "1" => Some(true),
@@ -52,7 +52,7 @@ pub fn parse_flag(text: &str) -> Option<bool> {
 }
 
 /// The active mode in securityfs's `none [integrity] confidentiality`.
-pub fn parse_lockdown(text: &str) -> Option<Lockdown> {
+pub(crate) fn parse_lockdown(text: &str) -> Option<Lockdown> {
     let active = text
         .split_whitespace()
         .find_map(|word| word.strip_prefix('[')?.strip_suffix(']'))?;
@@ -65,7 +65,7 @@ pub fn parse_lockdown(text: &str) -> Option<Lockdown> {
 }
 
 /// Whether the `CapEff:` line of a /proc/PID/status includes CAP_SYS_BOOT.
-pub fn parse_cap_sys_boot(status: &str) -> Option<bool> {
+pub(crate) fn parse_cap_sys_boot(status: &str) -> Option<bool> {
     let hex = status
         .lines()
         .find_map(|line| line.strip_prefix("CapEff:"))?
@@ -160,7 +160,7 @@ pub enum KexecError {
 
 impl KexecError {
     /// What went wrong, in one sentence.
-    pub fn cause(&self) -> String {
+    pub(crate) fn cause(&self) -> String {
         use KexecError::*;
         match self {
             CmdlineTooLong { len, limit } => format!(
@@ -230,7 +230,7 @@ impl KexecError {
     }
 
     /// What to do about it, when there is something to do.
-    pub fn fix(&self) -> Option<String> {
+    pub(crate) fn fix(&self) -> Option<String> {
         use KexecError::*;
         let fix = match self {
             CmdlineTooLong { .. } => {
@@ -301,7 +301,7 @@ impl KexecError {
     }
 
     /// Cause and fix together, for a terminal or a journal record.
-    pub fn explain(&self) -> String {
+    pub(crate) fn explain(&self) -> String {
         match self.fix() {
             Some(fix) => format!("{}\nfix: {fix}", self.cause()),
             None => self.cause(),
@@ -343,7 +343,7 @@ impl miette::Diagnostic for KexecError {
 }
 
 /// Turns the errno of a failed `kexec_file_load` into its likely cause, given what is known about the host.
-pub fn diagnose(errno: Errno, facts: &HostFacts) -> KexecError {
+pub(crate) fn diagnose(errno: Errno, facts: &HostFacts) -> KexecError {
     match errno {
         Errno::EPERM => {
             // The kernel checks CAP_SYS_BOOT and kexec_load_disabled first (kexec_load_permitted), the signature

@@ -130,7 +130,6 @@ impl Validator<'_> {
                     timeout,
                     undo: undo.flatten(),
                     idempotent: step.idempotent.as_ref().is_some_and(|i| *i.get_ref()),
-                    span: step.name.span(),
                 });
             }
         }

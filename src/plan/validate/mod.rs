@@ -15,48 +15,48 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 /// Stable diagnostic codes of the semantic checks (the structural ones live in [`super::structure`]).
-pub mod code {
-    pub const VERSION: &str = "kup::plan::version";
-    pub const RELATIVE_PATH: &str = "kup::plan::relative-path";
-    pub const VOLATILE_PATH: &str = "kup::plan::volatile-path";
-    pub const TMP_PATH: &str = "kup::plan::tmp-path";
-    pub const DUPLICATE_NAME: &str = "kup::plan::duplicate-name";
-    pub const INVALID_NAME: &str = "kup::plan::invalid-name";
-    pub const VM_DRIVER: &str = "kup::plan::vm-driver";
-    pub const DRIVER_KEY: &str = "kup::plan::driver-key";
-    pub const PCI_ADDRESS: &str = "kup::plan::pci-address";
-    pub const DEVICE_CONFLICT: &str = "kup::plan::device-conflict";
-    pub const UNDECLARED_DEVICE: &str = "kup::plan::undeclared-device";
-    pub const DUPLICATE_DEVICE: &str = "kup::plan::duplicate-device";
-    pub const SHA256: &str = "kup::plan::sha256";
-    pub const DURATION: &str = "kup::plan::duration";
-    pub const SIZE: &str = "kup::plan::size";
-    pub const PARALLELISM: &str = "kup::plan::parallelism";
-    pub const EMPTY_ARGV: &str = "kup::plan::empty-argv";
-    pub const ARGV_SHELL_STRING: &str = "kup::plan::argv-shell-string";
-    pub const CMDLINE_CONFLICT: &str = "kup::plan::cmdline-conflict";
-    pub const CMDLINE_PARAM: &str = "kup::plan::cmdline-param";
-    pub const EMPTY_CMDLINE: &str = "kup::plan::empty-cmdline";
-    pub const HOST_GLOB: &str = "kup::plan::host-glob";
-    pub const APP_KIND: &str = "kup::plan::app-kind";
-    pub const KERNEL_VERSION: &str = "kup::plan::kernel-version";
-    pub const UNPINNED_KERNEL: &str = "kup::plan::unpinned-kernel";
-    pub const ISOLATE_TARGET: &str = "kup::plan::isolate-target";
-    pub const SYSTEMD_UNIT: &str = "kup::plan::systemd-unit";
-    pub const ON_FAILURE_STOP: &str = "kup::plan::on-failure-stop";
-    pub const DIRECT_KEXEC: &str = "kup::plan::direct-kexec";
-    pub const EMPTY_VALUE: &str = "kup::plan::empty-value";
+pub(crate) mod code {
+    pub(crate) const VERSION: &str = "kup::plan::version";
+    pub(crate) const RELATIVE_PATH: &str = "kup::plan::relative-path";
+    pub(crate) const VOLATILE_PATH: &str = "kup::plan::volatile-path";
+    pub(crate) const TMP_PATH: &str = "kup::plan::tmp-path";
+    pub(crate) const DUPLICATE_NAME: &str = "kup::plan::duplicate-name";
+    pub(crate) const INVALID_NAME: &str = "kup::plan::invalid-name";
+    pub(crate) const VM_DRIVER: &str = "kup::plan::vm-driver";
+    pub(crate) const DRIVER_KEY: &str = "kup::plan::driver-key";
+    pub(crate) const PCI_ADDRESS: &str = "kup::plan::pci-address";
+    pub(crate) const DEVICE_CONFLICT: &str = "kup::plan::device-conflict";
+    pub(crate) const UNDECLARED_DEVICE: &str = "kup::plan::undeclared-device";
+    pub(crate) const DUPLICATE_DEVICE: &str = "kup::plan::duplicate-device";
+    pub(crate) const SHA256: &str = "kup::plan::sha256";
+    pub(crate) const DURATION: &str = "kup::plan::duration";
+    pub(crate) const SIZE: &str = "kup::plan::size";
+    pub(crate) const PARALLELISM: &str = "kup::plan::parallelism";
+    pub(crate) const EMPTY_ARGV: &str = "kup::plan::empty-argv";
+    pub(crate) const ARGV_SHELL_STRING: &str = "kup::plan::argv-shell-string";
+    pub(crate) const CMDLINE_CONFLICT: &str = "kup::plan::cmdline-conflict";
+    pub(crate) const CMDLINE_PARAM: &str = "kup::plan::cmdline-param";
+    pub(crate) const EMPTY_CMDLINE: &str = "kup::plan::empty-cmdline";
+    pub(crate) const HOST_GLOB: &str = "kup::plan::host-glob";
+    pub(crate) const APP_KIND: &str = "kup::plan::app-kind";
+    pub(crate) const KERNEL_VERSION: &str = "kup::plan::kernel-version";
+    pub(crate) const UNPINNED_KERNEL: &str = "kup::plan::unpinned-kernel";
+    pub(crate) const ISOLATE_TARGET: &str = "kup::plan::isolate-target";
+    pub(crate) const SYSTEMD_UNIT: &str = "kup::plan::systemd-unit";
+    pub(crate) const ON_FAILURE_STOP: &str = "kup::plan::on-failure-stop";
+    pub(crate) const DIRECT_KEXEC: &str = "kup::plan::direct-kexec";
+    pub(crate) const EMPTY_VALUE: &str = "kup::plan::empty-value";
 
     /// Codes that report something absent: after the structural pass removed a badly typed key, these would only
     /// repeat its finding.
-    pub const ABSENCE: &[&str] = &[VM_DRIVER, DRIVER_KEY, APP_KIND, EMPTY_ARGV];
+    pub(crate) const ABSENCE: &[&str] = &[VM_DRIVER, DRIVER_KEY, APP_KIND, EMPTY_ARGV];
 }
 
 /// File systems whose contents are gone after a kexec (tmpfs, or not files at all).
 const VOLATILE_ROOTS: &[&str] = &["/run", "/var/run", "/dev/shm", "/dev", "/proc", "/sys"];
 
 /// Checks a structurally sound raw plan. Returns the plan only when there is no error.
-pub fn validate(raw: &RawPlan, out: &mut Vec<Diagnostic>) -> Option<Plan> {
+pub(crate) fn validate(raw: &RawPlan, out: &mut Vec<Diagnostic>) -> Option<Plan> {
     let errors_before = out.iter().filter(|d| d.is_error()).count();
     let mut v = Validator { out };
     let plan = v.plan(raw);
