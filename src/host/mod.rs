@@ -10,6 +10,7 @@ pub mod kernel_file;
 pub mod kexec;
 pub mod kmsg;
 pub mod machine;
+pub mod migration;
 mod perform;
 pub mod process;
 pub mod qmp;

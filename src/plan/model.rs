@@ -178,6 +178,8 @@ pub struct Policy {
     /// Span of `max_downtime`, so an estimate over budget can point at it.
     pub max_downtime_span: Option<Range<usize>>,
     pub parallelism: u32,
+    /// `multifd-channels` for a copied-RAM save on QEMU ≥ 9.0; `None`: the host's cores, at most 4.
+    pub save_channels: Option<u32>,
     pub on_failure: OnFailure,
     pub journal: PathBuf,
     pub kexec: KexecMethod,
