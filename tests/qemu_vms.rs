@@ -682,6 +682,148 @@ fn missing_state_directory(qemu: Qemu) {
     assert_eq!(g.status(), "prelaunch");
 }
 
+/// A guest with a device QEMU cannot migrate (ivshmem in peer mode: `migrate_add_blocker`, on QEMU 7.2 and 10
+/// alike) is refused by preflight, naming the reason, and nothing is paused.
+#[test]
+fn a_guest_qemu_cannot_migrate_is_refused_at_preflight() {
+    on_each_qemu(blocked_guest);
+}
+
+fn blocked_guest(qemu: Qemu) {
+    let f = Fixture::new(qemu);
+    let extra = [
+        "-object",
+        "memory-backend-ram,id=ivmem,size=1M",
+        "-device",
+        "ivshmem-plain,memdev=ivmem",
+    ];
+    let g = f.guest(Spec {
+        extra: extra.map(String::from).to_vec(),
+        ..Spec::new("blocked", Ram::SharedFile)
+    });
+    let program = f.program(&[&g], "shared");
+    let preflight = step(&program, "preflight");
+    let actions: Vec<Action> = preflight
+        .actions
+        .iter()
+        .filter(|a| {
+            !matches!(
+                a,
+                Action::CheckKexecEnabled | Action::CheckTargetKernel { .. }
+            )
+        })
+        .cloned()
+        .collect();
+    let failure = RealHost.perform(&actions).unwrap_err();
+    assert!(
+        matches!(actions[failure.index], Action::CheckMigratable { .. }),
+        "{failure:?}"
+    );
+    for part in ["cannot be saved", "ivshmem", &g.qmp.display().to_string()] {
+        assert!(failure.message.contains(part), "{}", failure.message);
+    }
+    if qemu == Qemu::V10 {
+        assert!(
+            failure.message.contains("in mode cpr-reboot"),
+            "{}",
+            failure.message
+        );
+        // The mode is set back: preflight changes nothing.
+        let params = g
+            .client()
+            .execute("query-migrate-parameters", &serde_json::json!({}))
+            .unwrap();
+        assert_eq!(params["mode"], "normal");
+    }
+    assert_eq!(g.status(), "running");
+    eprintln!("refused: {}", failure.message);
+}
+
+/// A state saved by QEMU 10 in cpr-reboot mode cannot be loaded by QEMU 7.2 (no `mode`): the restore refuses before
+/// `migrate-incoming`, naming both QEMUs, and the right QEMU then restores the guest intact.
+#[test]
+fn a_restore_on_a_qemu_lacking_the_saves_mode_is_refused_naming_both() {
+    if Qemu::under_test().len() < 2 {
+        eprintln!("needs both QEMUs (KUP_TEST_QEMU unset)");
+        return;
+    }
+    let f = Fixture::new(Qemu::V10);
+    let (g, program) = f.patterned("mixed", Ram::SharedFile, 5, "shared");
+    perform(&program, "preflight");
+    let old_pid = g.pid().unwrap();
+    perform(&program, "vm:mixed:pause");
+    perform(&program, "vm:mixed:save");
+    guests::kill_and_wait(old_pid);
+
+    // The same guest restarted by QEMU 7.2.
+    let downgraded: Vec<Action> = step(&program, "vm:mixed:restore")
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::Exec { timeout_ms, .. } => Action::Exec {
+                argv: g.restart_argv_on(&f.lab, &f.work(), Qemu::V7),
+                timeout_ms: *timeout_ms,
+            },
+            other => other.clone(),
+        })
+        .collect();
+    let failure = RealHost.perform(&downgraded).unwrap_err();
+    assert!(
+        matches!(downgraded[failure.index], Action::MigrationSetup { .. }),
+        "{failure:?}"
+    );
+    for part in [
+        "saved by QEMU 10.",
+        "mode cpr-reboot",
+        "new QEMU 7.2.",
+        "`mode`",
+    ] {
+        assert!(failure.message.contains(part), "{}", failure.message);
+    }
+    eprintln!("refused: {}", failure.message);
+
+    // QEMU 7.2 waits (`inmigrate`); the planned restore ends it and QEMU 10 loads the state.
+    perform(&program, "vm:mixed:restore");
+    perform(&program, "vm:mixed:resume");
+    assert_eq!(g.status(), "running");
+    check_patterns(&g, 5);
+}
+
+/// A record that does not match the stream (here: mapped-ram and multifd dropped from it) makes QEMU 10 exit while
+/// loading ("received capability is on"); the error says so, with what the save and this QEMU were given.
+#[test]
+fn a_state_qemu_refuses_to_load_is_an_error_naming_both_sides() {
+    if !Qemu::under_test().contains(&Qemu::V10) {
+        return;
+    }
+    let f = Fixture::new(Qemu::V10);
+    let (g, program) = f.patterned("refused", Ram::Anonymous, 9, "copy");
+    perform(&program, "preflight");
+    perform(&program, "vm:refused:pause");
+    perform(&program, "vm:refused:save");
+    g.kill();
+    let record = g.state.join("vmstate.migration");
+    let mut saved: MigrationChoice =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(saved.capabilities, ["mapped-ram", "multifd"]);
+    saved.capabilities.clear();
+    saved.parameters.retain(|k, _| k == "max-bandwidth");
+    std::fs::write(&record, serde_json::to_vec(&saved).unwrap()).unwrap();
+
+    let restore = step(&program, "vm:refused:restore");
+    let failure = RealHost.perform(&restore.actions).unwrap_err();
+    assert!(failure.index >= 5, "{failure:?}");
+    assert!(
+        failure.message.contains("closed the connection") || failure.message.contains("reset"),
+        "{}",
+        failure.message
+    );
+    for part in ["saved by QEMU 10.", "was given the same"] {
+        assert!(failure.message.contains(part), "{}", failure.message);
+    }
+    eprintln!("refused: {}", failure.message);
+}
+
 /// Without `lab/setup` these tests fail with the fix in the message: a VM test that quietly skips proves nothing.
 #[test]
 fn a_lab_that_is_not_set_up_is_an_error_with_the_fix() {

@@ -273,7 +273,7 @@ impl Guest {
             spec,
             base_argv: Vec::new(),
         };
-        guest.base_argv = guest.make_argv(lab, work);
+        guest.base_argv = guest.make_argv(lab, work, guest.spec.qemu);
         let status = Command::new(&guest.base_argv[0])
             .args(&guest.base_argv[1..])
             .status()
@@ -289,9 +289,9 @@ impl Guest {
         guest
     }
 
-    fn make_argv(&self, lab: &Lab, work: &Path) -> Vec<String> {
+    fn make_argv(&self, lab: &Lab, work: &Path, qemu: Qemu) -> Vec<String> {
         let s = &self.spec;
-        let mut argv = lab.qemu_argv(s.qemu);
+        let mut argv = lab.qemu_argv(qemu);
         let size = format!("{}M", s.mem_mib);
         argv.extend(
             [
@@ -357,6 +357,15 @@ impl Guest {
     }
 
     /// The plan's `restart`: the same QEMU, waiting for its state (`-incoming defer`).
+    /// [`Guest::restart_argv`] with another of the lab's QEMUs: the same guest, as after a QEMU upgrade (or
+    /// downgrade) across the kexec.
+    pub fn restart_argv_on(&self, lab: &Lab, work: &Path, qemu: Qemu) -> Vec<String> {
+        let mut argv = self.make_argv(lab, work, qemu);
+        argv.push("-incoming".into());
+        argv.push("defer".into());
+        argv
+    }
+
     pub fn restart_argv(&self) -> Vec<String> {
         let mut argv = self.base_argv.clone();
         argv.push("-incoming".into());
