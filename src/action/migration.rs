@@ -206,3 +206,88 @@ pub fn describe_save(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(choice: &MigrationChoice) -> Vec<&str> {
+        choice.capabilities.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn each_version_gets_what_it_offers() {
+        let shared = |v| choose(MigrationMemory::Shared, &representative(v, true), 4, 1).unwrap();
+        let copy = |v| choose(MigrationMemory::Copy, &representative(v, true), 4, 1).unwrap();
+
+        let s7 = shared((7, 2, 22));
+        assert_eq!(
+            (s7.mode.as_deref(), caps(&s7), s7.uri.as_str()),
+            (None, vec!["x-ignore-shared"], "exec")
+        );
+        let s10 = shared((10, 0, 2));
+        assert_eq!(
+            (s10.mode.as_deref(), caps(&s10), s10.uri.as_str()),
+            (Some("cpr-reboot"), vec!["x-ignore-shared"], "file")
+        );
+
+        let c7 = copy((7, 2, 22));
+        assert!(c7.capabilities.is_empty() && c7.uri == "exec", "{c7:?}");
+        assert_eq!(c7.parameters.keys().collect::<Vec<_>>(), ["max-bandwidth"]);
+        let c8 = copy((8, 2, 0));
+        assert!(c8.capabilities.is_empty() && c8.uri == "file", "{c8:?}");
+        let c90 = copy((9, 0, 0));
+        assert_eq!(caps(&c90), ["mapped-ram", "multifd"]);
+        assert!(
+            !c90.parameters.contains_key("direct-io"),
+            "direct-io is 9.1's"
+        );
+        let c10 = copy((10, 0, 2));
+        assert_eq!(c10.parameters["multifd-channels"], 4);
+        assert_eq!(c10.parameters["direct-io"], true);
+        assert_eq!(c10.mode, None);
+    }
+
+    #[test]
+    fn without_o_direct_or_file_uri_copied_ram_falls_back() {
+        let mut offer = representative((10, 0, 2), false);
+        let c = choose(MigrationMemory::Copy, &offer, 2, 1).unwrap();
+        assert_eq!(caps(&c), ["mapped-ram", "multifd"]);
+        assert!(!c.parameters.contains_key("direct-io"));
+        // A comma in the path: exec:cat, so no mapped-ram (it needs a seekable file: URI).
+        offer.file_path = false;
+        let c = choose(MigrationMemory::Copy, &offer, 2, 1).unwrap();
+        assert!(c.capabilities.is_empty() && c.uri == "exec", "{c:?}");
+    }
+
+    #[test]
+    fn shared_ram_without_x_ignore_shared_is_an_error() {
+        let mut offer = representative((10, 0, 2), true);
+        offer.capabilities.remove("x-ignore-shared");
+        let e = choose(MigrationMemory::Shared, &offer, 1, 1).unwrap_err();
+        assert!(e.contains("x-ignore-shared"), "{e}");
+    }
+
+    #[test]
+    fn commands_set_the_mode_first() {
+        let c = choose(
+            MigrationMemory::Shared,
+            &representative((10, 0, 2), true),
+            1,
+            7,
+        )
+        .unwrap();
+        let sent: Vec<String> = setup_commands(&c)
+            .iter()
+            .map(|(c, a)| qmp_message(c, a))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                r#"{"execute":"migrate-set-parameters","arguments":{"mode":"cpr-reboot"}}"#,
+                r#"{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"x-ignore-shared","state":true}]}}"#,
+                r#"{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":7}}"#,
+            ]
+        );
+    }
+}

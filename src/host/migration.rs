@@ -126,7 +126,7 @@ pub fn setup(
             choice
         }
         MigrationSide::Restore => {
-            let choice = restore_choice(&socket, memory, &offer, max_bandwidth, record)?;
+            let choice = restore_choice(&socket, memory, &offer, record)?;
             apply(client, &choice)?;
             choice
         }
@@ -147,12 +147,18 @@ pub fn setup(
     Ok(ActionOutput::MigrationSetup(choice))
 }
 
+fn memory_name(memory: MigrationMemory) -> &'static str {
+    match memory {
+        MigrationMemory::Shared => "shared",
+        MigrationMemory::Copy => "copy",
+    }
+}
+
 /// What the restore sets: exactly the record's choice, when this QEMU offers all of it.
 fn restore_choice(
     socket: &str,
     memory: MigrationMemory,
     offer: &QemuOffer,
-    max_bandwidth: u64,
     record: &Path,
 ) -> Result<MigrationChoice, HostError> {
     let this = format!(
@@ -181,7 +187,6 @@ fn restore_choice(
             if memory == MigrationMemory::Shared {
                 legacy.capabilities.push("x-ignore-shared".into());
             }
-            let _ = max_bandwidth;
             return Ok(legacy);
         }
         Err(e) => return Err(HostError::io(format!("cannot read {}", record.display()), e)),
@@ -198,11 +203,11 @@ fn restore_choice(
     };
     if saved.memory != memory {
         return Err(HostError::check(format!(
-            "{} says the state was saved with memory = {:?}, but the plan now says {:?}: restore with the plan that \
-             saved it",
+            "{} says the state was saved with memory = \"{}\", but the plan now says \"{}\": restore with the plan \
+             that saved it",
             record.display(),
-            saved.memory,
-            memory
+            memory_name(saved.memory),
+            memory_name(memory)
         )));
     }
     if saved.mode.is_some() && !offer.parameters.contains("mode") {
@@ -287,4 +292,68 @@ pub fn check_migratable(
         qemu: version.to_string(),
         mode,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(version: (u64, u64, u64), caps: &[&str], params: &[&str]) -> QemuOffer {
+        QemuOffer {
+            version,
+            capabilities: caps.iter().map(|c| (*c).to_owned()).collect(),
+            parameters: params.iter().map(|p| (*p).to_owned()).collect(),
+            direct_io: true,
+            file_path: true,
+        }
+    }
+
+    #[test]
+    fn the_restore_sets_the_record_or_refuses_naming_both_qemus() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("vmstate.migration");
+        let v10 = offer(
+            (10, 0, 2),
+            &["x-ignore-shared", "mapped-ram", "multifd"],
+            &["mode", "max-bandwidth", "multifd-channels", "direct-io"],
+        );
+        let v7 = offer(
+            (7, 2, 22),
+            &["x-ignore-shared", "multifd"],
+            &["max-bandwidth", "multifd-channels"],
+        );
+        // No record: what kup set before records existed.
+        let legacy = restore_choice("s", MigrationMemory::Shared, &v10, &record).unwrap();
+        assert_eq!(legacy.capabilities, ["x-ignore-shared"]);
+        assert_eq!((legacy.mode, legacy.saved_by), (None, None));
+
+        let saved = choose(MigrationMemory::Copy, &v10, 3, 1).unwrap();
+        std::fs::write(&record, serde_json::to_vec(&saved).unwrap()).unwrap();
+        let again = restore_choice("s", MigrationMemory::Copy, &v10, &record).unwrap();
+        assert_eq!(again.saved_by.as_deref(), Some("10.0.2"));
+        assert_eq!(
+            (&again.capabilities, &again.parameters),
+            (&saved.capabilities, &saved.parameters)
+        );
+        let e = restore_choice("/run/q.sock", MigrationMemory::Copy, &v7, &record)
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "saved by QEMU 10.0.2",
+            "new QEMU 7.2.22",
+            "/run/q.sock",
+            "mapped-ram",
+        ] {
+            assert!(e.contains(part), "{e}");
+        }
+        let e = restore_choice("s", MigrationMemory::Shared, &v10, &record)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("memory = \"copy\""), "{e}");
+        std::fs::write(&record, b"{not json").unwrap();
+        let e = restore_choice("s", MigrationMemory::Copy, &v10, &record)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a migration record"), "{e}");
+    }
 }
