@@ -186,6 +186,25 @@ fn assert_same_on_restore(saved: &MigrationChoice, restored: &MigrationChoice) {
     assert_eq!(restored.parameters, saved.parameters);
 }
 
+/// The capabilities a QEMU has on, and its migration parameters.
+fn migration_settings(g: &Guest) -> (Vec<String>, serde_json::Value) {
+    let mut c = g.client();
+    let caps = c
+        .execute("query-migrate-capabilities", &serde_json::json!({}))
+        .unwrap();
+    let on = caps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] == true)
+        .map(|c| c["capability"].as_str().unwrap().to_owned())
+        .collect();
+    let params = c
+        .execute("query-migrate-parameters", &serde_json::json!({}))
+        .unwrap();
+    (on, params)
+}
+
 fn memory_of(ram: Ram) -> MigrationMemory {
     match ram {
         Ram::Anonymous => MigrationMemory::Copy,
@@ -318,6 +337,15 @@ fn copied_ram_scenario(qemu: Qemu) {
     assert_eq!(g.status(), "running");
     assert_eq!(g.pid(), Some(old_pid));
     check_patterns(&g, 7);
+    // The rollback set back what the setup changed (on 10: mapped-ram, multifd, direct-io, the channels): the guest
+    // can be live-migrated as before.
+    let after = migration_settings(&g);
+    assert!(after.0.is_empty(), "capabilities left on: {:?}", after.0);
+    assert_eq!(after.1["max-bandwidth"], 128 << 20, "{:?}", after.1);
+    if qemu == Qemu::V10 {
+        assert_eq!(after.1["mode"], "normal");
+        assert_eq!(after.1["direct-io"], false);
+    }
 
     // Then the whole hand-over; the first attempt's state file is kept aside.
     let pause = perform(&program, "vm:copy:pause");

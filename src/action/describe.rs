@@ -185,6 +185,13 @@ impl Action {
                         }
                         text
                     }
+                    MigrationSide::Undo => format!(
+                        "qmp {} set back what the save's migration setup changed, as {} recorded it: the \
+                         capabilities it turned on off again, the parameters and mode to their earlier values \
+                         (migrate-set-capabilities, migrate-set-parameters); nothing without a record",
+                        socket.display(),
+                        record.display()
+                    ),
                     MigrationSide::Restore => format!(
                         "qmp {} migration setup for the restore ({ram} RAM): {asks}; read {} and set exactly the \
                          save's mode, capabilities and parameters (same commands, same order); refuse, naming both \

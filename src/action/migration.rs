@@ -67,6 +67,7 @@ pub fn choose(
         parameters: BTreeMap::new(),
         uri: if offer.file_uri() { "file" } else { "exec" }.to_owned(),
         saved_by: None,
+        before: None,
     };
     if offer.has_param("max-bandwidth") {
         choice
@@ -126,6 +127,29 @@ pub fn setup_commands(choice: &MigrationChoice) -> Vec<(&'static str, Value)> {
     }
     if !choice.parameters.is_empty() {
         let params: serde_json::Map<String, Value> = choice
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.push(("migrate-set-parameters", Value::Object(params)));
+    }
+    out
+}
+
+/// The QMP commands that set back what a save's setup changed: its capabilities off, then the parameters (and the
+/// mode) to their earlier values.
+pub fn undo_commands(before: &super::MigrationBefore) -> Vec<(&'static str, Value)> {
+    let mut out = Vec::new();
+    if !before.capabilities_off.is_empty() {
+        let caps: Vec<Value> = before
+            .capabilities_off
+            .iter()
+            .map(|c| json!({"capability": c, "state": false}))
+            .collect();
+        out.push(("migrate-set-capabilities", json!({ "capabilities": caps })));
+    }
+    if !before.parameters.is_empty() {
+        let params: serde_json::Map<String, Value> = before
             .parameters
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))

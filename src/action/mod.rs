@@ -11,10 +11,10 @@ mod output;
 mod quote;
 
 pub use describe::qmp_message;
-pub use migration::{QemuOffer, choose, setup_commands};
+pub use migration::{QemuOffer, choose, setup_commands, undo_commands};
 pub use output::{
-    ActionFailure, ActionOutput, FileCommitted, MemoryBackend, MigrationChoice, PciDevice,
-    TargetKernel,
+    ActionFailure, ActionOutput, FileCommitted, MemoryBackend, MigrationBefore, MigrationChoice,
+    PciDevice, TargetKernel,
 };
 pub use quote::shell_quote;
 
@@ -163,6 +163,8 @@ pub enum MigrationSide {
     Save,
     /// A new QEMU started with `-incoming defer`, before `migrate-incoming`.
     Restore,
+    /// The saving QEMU again, in a rollback: what the save side changed is set back, as the record says it was.
+    Undo,
 }
 
 /// What happens to a guest's RAM: it stays in a shared file that survives the kexec, or it is copied into the

@@ -87,6 +87,11 @@ pub enum ActionOutput {
     },
     /// How a guest's state travels: what was set on its QEMU.
     MigrationSetup(MigrationChoice),
+    /// What a rollback set back on a QEMU whose save was set up (nothing without a record).
+    MigrationReset {
+        /// The capabilities turned off again and the parameters set back, by name.
+        reset: Vec<String>,
+    },
     /// A guest QEMU can migrate (no `blocked-reasons`).
     Migratable {
         /// QEMU's version.
@@ -122,6 +127,18 @@ pub struct MigrationChoice {
     /// RAM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_by: Option<String>,
+    /// On the save side: what the setup changed, as it was before, which the pause's rollback sets back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<MigrationBefore>,
+}
+
+/// What a save's migration setup found before changing it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MigrationBefore {
+    /// The capabilities it turned on, which were off.
+    pub capabilities_off: Vec<String>,
+    /// The earlier values of the parameters it set, `mode` included.
+    pub parameters: BTreeMap<String, serde_json::Value>,
 }
 
 /// A state file committed by [`crate::action::Action::CommitFile`].

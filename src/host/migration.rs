@@ -8,8 +8,8 @@ use super::HostError;
 use super::journal_files;
 use super::qmp::{QmpClient, QmpError};
 use crate::action::{
-    ActionOutput, DEFAULT_MAX_SAVE_CHANNELS, MigrationChoice, MigrationMemory, MigrationSide,
-    QemuOffer, choose, setup_commands,
+    ActionOutput, DEFAULT_MAX_SAVE_CHANNELS, MigrationBefore, MigrationChoice, MigrationMemory,
+    MigrationSide, QemuOffer, choose, setup_commands, undo_commands,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -18,6 +18,37 @@ use std::path::Path;
 
 /// What the QEMU behind `client` offers for a state file at `state`.
 pub fn offer(client: &mut QmpClient, state: &Path) -> Result<QemuOffer, HostError> {
+    Ok(query(client, state)?.0)
+}
+
+/// What `choice` changes on a QEMU whose capabilities and parameters are `caps` and `params` now.
+fn before(choice: &MigrationChoice, caps: &Value, params: &Value) -> MigrationBefore {
+    let on = |name: &str| {
+        caps.as_array().into_iter().flatten().any(|c| {
+            c.get("capability").and_then(Value::as_str) == Some(name)
+                && c.get("state").and_then(Value::as_bool) == Some(true)
+        })
+    };
+    let mut keys: Vec<&str> = choice.parameters.keys().map(String::as_str).collect();
+    if choice.mode.is_some() {
+        keys.push("mode");
+    }
+    MigrationBefore {
+        capabilities_off: choice
+            .capabilities
+            .iter()
+            .filter(|c| !on(c))
+            .cloned()
+            .collect(),
+        parameters: keys
+            .into_iter()
+            .filter_map(|k| params.get(k).map(|v| (k.to_owned(), v.clone())))
+            .collect(),
+    }
+}
+
+/// The offer, and the replies of `query-migrate-capabilities` and `query-migrate-parameters` it was read from.
+fn query(client: &mut QmpClient, state: &Path) -> Result<(QemuOffer, Value, Value), HostError> {
     let version = client.version()?;
     let caps = client.execute("query-migrate-capabilities", &json!({}))?;
     let capabilities: BTreeSet<String> = caps
@@ -37,13 +68,14 @@ pub fn offer(client: &mut QmpClient, state: &Path) -> Result<QemuOffer, HostErro
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    Ok(QemuOffer {
+    let offer = QemuOffer {
         version: (version.major, version.minor, version.micro),
         capabilities,
         parameters,
         direct_io: takes_direct_io(dir),
         file_path: !state.to_string_lossy().contains(','),
-    })
+    };
+    Ok((offer, caps, params))
 }
 
 /// Whether a file created in `dir` can be opened with `O_DIRECT` (tmpfs before 6.6, some FUSE and network file
@@ -112,12 +144,17 @@ pub fn setup(
     record: &Path,
 ) -> Result<ActionOutput, HostError> {
     let socket = client.socket().to_owned();
-    let offer = offer(client, state)?;
+    if side == MigrationSide::Undo {
+        return undo(client, record);
+    }
+    let (offer, caps_now, params_now) = query(client, state)?;
     let choice = match side {
+        MigrationSide::Undo => unreachable!("handled above"),
         MigrationSide::Save => {
             let channels = channels.unwrap_or_else(default_channels);
-            let choice = choose(memory, &offer, channels, max_bandwidth)
+            let mut choice = choose(memory, &offer, channels, max_bandwidth)
                 .map_err(|why| HostError::check(format!("QMP {socket}: {why}")))?;
+            choice.before = Some(before(&choice, &caps_now, &params_now));
             apply(client, &choice)?;
             // Durable before the guest pauses: the restore after the kexec must set the same.
             let text = serde_json::to_vec_pretty(&choice).unwrap_or_default();
@@ -154,6 +191,30 @@ fn memory_name(memory: MigrationMemory) -> &'static str {
     }
 }
 
+/// A rollback's half of a save's setup: the record's `before` set back on the QEMU that saved.
+fn undo(client: &mut QmpClient, record: &Path) -> Result<ActionOutput, HostError> {
+    let saved: MigrationChoice = match std::fs::read(record) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            HostError::check(format!(
+                "{} is not a migration record kup wrote ({e}): check the guest's migration settings by hand \
+                 (query-migrate-capabilities, query-migrate-parameters)",
+                record.display()
+            ))
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(ActionOutput::MigrationReset { reset: Vec::new() });
+        }
+        Err(e) => return Err(HostError::io(format!("cannot read {}", record.display()), e)),
+    };
+    let before = saved.before.unwrap_or_default();
+    for (command, args) in undo_commands(&before) {
+        client.execute(command, &args)?;
+    }
+    let mut reset = before.capabilities_off;
+    reset.extend(before.parameters.into_keys());
+    Ok(ActionOutput::MigrationReset { reset })
+}
+
 /// What the restore sets: exactly the record's choice, when this QEMU offers all of it.
 fn restore_choice(
     socket: &str,
@@ -183,6 +244,7 @@ fn restore_choice(
                 parameters: Default::default(),
                 uri: if offer.file_uri() { "file" } else { "exec" }.to_owned(),
                 saved_by: None,
+                before: None,
             };
             if memory == MigrationMemory::Shared {
                 legacy.capabilities.push("x-ignore-shared".into());
@@ -239,6 +301,7 @@ fn restore_choice(
         qemu: this,
         uri: if offer.file_uri() { "file" } else { "exec" }.to_owned(),
         saved_by: Some(saved.qemu.clone()),
+        before: None,
         ..saved
     })
 }
@@ -355,5 +418,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a migration record"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod before_tests {
+    use super::*;
+
+    #[test]
+    fn before_keeps_what_the_setup_changes_as_it_was() {
+        let v10 = QemuOffer {
+            version: (10, 0, 2),
+            capabilities: ["x-ignore-shared", "mapped-ram", "multifd"]
+                .map(String::from)
+                .into(),
+            parameters: ["mode", "max-bandwidth"].map(String::from).into(),
+            direct_io: false,
+            file_path: true,
+        };
+        let choice = choose(MigrationMemory::Shared, &v10, 1, 5).unwrap();
+        let caps = json!([{"capability": "x-ignore-shared", "state": false}, {"capability": "multifd", "state": true}]);
+        let params = json!({"mode": "normal", "max-bandwidth": 134217728, "tls-creds": ""});
+        let b = before(&choice, &caps, &params);
+        assert_eq!(b.capabilities_off, ["x-ignore-shared"]);
+        assert_eq!(
+            serde_json::to_value(&b.parameters).unwrap(),
+            json!({"mode": "normal", "max-bandwidth": 134217728})
+        );
+        let undo: Vec<String> = undo_commands(&b)
+            .iter()
+            .map(|(c, a)| crate::action::qmp_message(c, a))
+            .collect();
+        assert_eq!(
+            undo,
+            [
+                r#"{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"x-ignore-shared","state":false}]}}"#,
+                r#"{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":134217728,"mode":"normal"}}"#,
+            ]
+        );
     }
 }

@@ -105,7 +105,12 @@ pub(super) fn pause(vm: Option<&Vm>, channels: Option<u32>) -> Compiled {
     ];
     (
         actions,
-        vec![handshake(socket), qmp(socket, "cont", json!({}))],
+        vec![
+            handshake(socket),
+            qmp(socket, "cont", json!({})),
+            // A guest left in cpr-reboot mode, or with mapped-ram on, could not be live-migrated later.
+            setup(v, socket, MigrationSide::Undo, channels),
+        ],
     )
 }
 
