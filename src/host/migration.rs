@@ -144,13 +144,10 @@ pub fn setup(
     record: &Path,
 ) -> Result<ActionOutput, HostError> {
     let socket = client.socket().to_owned();
-    if side == MigrationSide::Undo {
-        return undo(client, record);
-    }
-    let (offer, caps_now, params_now) = query(client, state)?;
     let choice = match side {
-        MigrationSide::Undo => unreachable!("handled above"),
+        MigrationSide::Undo => return undo(client, record),
         MigrationSide::Save => {
+            let (offer, caps_now, params_now) = query(client, state)?;
             let channels = channels.unwrap_or_else(default_channels);
             let mut choice = choose(memory, &offer, channels, max_bandwidth)
                 .map_err(|why| HostError::check(format!("QMP {socket}: {why}")))?;
@@ -163,6 +160,7 @@ pub fn setup(
             choice
         }
         MigrationSide::Restore => {
+            let (offer, _, _) = query(client, state)?;
             let choice = restore_choice(&socket, memory, &offer, record)?;
             apply(client, &choice)?;
             choice
