@@ -504,7 +504,7 @@ fn poll_probe(lab: &Lab, work: &Path, dir: &Path, config: &Config) {
             .push(ms(t.elapsed()));
         perform(&save.actions[3..]);
         nix::unistd::sync();
-        // restore = quit, restart, socket, handshake, x-ignore-shared, migrate-incoming, QmpWait query-status
+        // restore = quit, restart, socket, handshake, migration setup, migrate-incoming, QmpWait query-status
         let n = restore.actions.len();
         perform(&restore.actions[..n - 1]);
         let t = Instant::now();

@@ -1,20 +1,22 @@
-//! kup's QEMU driver against real QEMU 7.2 guests from the lab: the steps `kup plan apply` compiles for a VM are
-//! performed by the real host (QMP sessions, the restart argv, state files) on running guests whose RAM holds known
-//! patterns, which must read back byte for byte after the save, the end of the old QEMU and the restore.
+//! kup's QEMU driver against real QEMU 7.2 and 10.x guests from the lab: the steps `kup plan apply` compiles for a
+//! VM are performed by the real host (QMP sessions, the restart argv, state files) on running guests whose RAM holds
+//! known patterns, which must read back byte for byte after the save, the end of the old QEMU and the restore. Every
+//! scenario runs on each QEMU (`KUP_TEST_QEMU=7` or `10` picks one) and checks from the actions' outputs which
+//! migration mode that QEMU was given: `exec:cat` on 7.2; on 10.x `cpr-reboot` + `file:` for shared RAM and
+//! `mapped-ram` + `multifd` for copied RAM.
 //!
-//! Needs `lab/setup` (QEMU 7.2, the lab kernel, busybox) and root (to write guest RAM through /proc/PID/mem). Without
-//! the lab these tests fail and say so.
+//! Needs `lab/setup` (QEMU 7.2, the lab kernel, busybox), `lab/fetch-qemu10` (QEMU 10) and root (to write guest RAM
+//! through /proc/PID/mem). Without the lab these tests fail and say so.
 
 mod support;
 
-use kup::action::Action;
+use kup::action::{Action, ActionOutput, MigrationChoice, MigrationMemory, MigrationSide};
 use kup::graph::Program;
 use kup::host::{Host, RealHost};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::Kup;
-use support::guests::{self, Guest, Lab, RESERVED_START, Ram, Spec};
+use support::guests::{self, Guest, Lab, Qemu, RESERVED_START, Ram, Spec};
 use support::plans::{self, step};
 
 /// Bytes written per guest: two 1 MiB runs, one at each end of the reserved range.
@@ -23,17 +25,18 @@ const RUN: usize = 1 << 20;
 struct Fixture {
     lab: Lab,
     tmp: tempfile::TempDir,
+    qemu: Qemu,
 }
 
 impl Fixture {
-    fn new() -> Fixture {
+    fn new(qemu: Qemu) -> Fixture {
         let lab = Lab::get();
         // Under target/, not /tmp: the state and RAM files must be on a disk file system (kup refuses tmpfs).
         let tmp = tempfile::Builder::new()
-            .prefix("qemu_vms-")
+            .prefix(&format!("qemu_vms-{}-", qemu.label()))
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
-        Fixture { lab, tmp }
+        Fixture { lab, tmp, qemu }
     }
 
     fn work(&self) -> PathBuf {
@@ -42,6 +45,10 @@ impl Fixture {
 
     fn guest(&self, spec: Spec) -> Guest {
         let dir = self.tmp.path().join(&spec.name);
+        let spec = Spec {
+            qemu: self.qemu,
+            ..spec
+        };
         Guest::start(&self.lab, &self.work(), &dir, spec)
     }
 
@@ -71,9 +78,15 @@ impl Fixture {
     }
 }
 
+/// What performing a step gave: how long it took and each action's output.
+struct Done {
+    took: Duration,
+    outputs: Vec<ActionOutput>,
+}
+
 /// Performs the named step with the real host, minus what concerns the kexec itself (this machine must never load
 /// or run a kernel; and this host has no /proc/sys/kernel/kexec_load_disabled).
-fn perform(program: &Program, id: &str) -> Duration {
+fn perform(program: &Program, id: &str) -> Done {
     let actions: Vec<Action> = step(program, id)
         .actions
         .iter()
@@ -81,6 +94,7 @@ fn perform(program: &Program, id: &str) -> Duration {
             !matches!(
                 a,
                 Action::CheckKexecEnabled
+                    | Action::CheckTargetKernel { .. }
                     | Action::KexecFileLoad { .. }
                     | Action::KexecUnload
                     | Action::Reboot(_)
@@ -89,14 +103,113 @@ fn perform(program: &Program, id: &str) -> Duration {
         .cloned()
         .collect();
     let started = Instant::now();
-    if let Err(f) = RealHost.perform(&actions) {
-        panic!(
+    match RealHost.perform(&actions) {
+        Ok(outputs) => Done {
+            took: started.elapsed(),
+            outputs,
+        },
+        Err(f) => panic!(
             "step {id} failed at `{}`: {}",
             actions[f.index].describe(),
             f.message
-        );
+        ),
     }
-    started.elapsed()
+}
+
+/// Runs `scenario` once on each QEMU under test.
+fn on_each_qemu(scenario: impl Fn(Qemu)) {
+    for qemu in Qemu::under_test() {
+        eprintln!("--- QEMU {}", qemu.label());
+        scenario(qemu);
+    }
+}
+
+/// The migration choice among a step's outputs.
+fn choice(outputs: &[ActionOutput]) -> &MigrationChoice {
+    outputs
+        .iter()
+        .find_map(|o| match o {
+            ActionOutput::MigrationSetup(c) => Some(c),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no migration setup among {outputs:?}"))
+}
+
+/// The URI a step's `migrate` / `migrate-incoming` was given.
+fn uri(outputs: &[ActionOutput]) -> &str {
+    outputs
+        .iter()
+        .find_map(|o| match o {
+            ActionOutput::Migration { uri, .. } => Some(uri.as_str()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no migration among {outputs:?}"))
+}
+
+/// What each QEMU must have been given for `memory`: exec:cat on 7.2; on 10.x cpr-reboot for shared RAM and
+/// mapped-ram + multifd for copied RAM, through file:.
+fn assert_mode(qemu: Qemu, memory: MigrationMemory, saved: &MigrationChoice, save_uri: &str) {
+    let caps: Vec<&str> = saved.capabilities.iter().map(String::as_str).collect();
+    match (qemu, memory) {
+        (Qemu::V7, _) => {
+            assert!(saved.qemu.starts_with("7.2"), "{saved:?}");
+            assert!(save_uri.starts_with("exec:cat > "), "{save_uri}");
+            assert_eq!(saved.mode, None, "{saved:?}");
+            let want: &[&str] = match memory {
+                MigrationMemory::Shared => &["x-ignore-shared"],
+                MigrationMemory::Copy => &[],
+            };
+            assert_eq!(caps, want, "{saved:?}");
+        }
+        (Qemu::V10, MigrationMemory::Shared) => {
+            assert!(saved.qemu.starts_with("10."), "{saved:?}");
+            assert!(save_uri.starts_with("file:"), "{save_uri}");
+            assert_eq!(saved.mode.as_deref(), Some("cpr-reboot"), "{saved:?}");
+            assert_eq!(caps, ["x-ignore-shared"], "{saved:?}");
+        }
+        (Qemu::V10, MigrationMemory::Copy) => {
+            assert!(saved.qemu.starts_with("10."), "{saved:?}");
+            assert!(save_uri.starts_with("file:"), "{save_uri}");
+            assert_eq!(saved.mode, None, "{saved:?}");
+            assert_eq!(caps, ["mapped-ram", "multifd"], "{saved:?}");
+            let channels = saved.parameters["multifd-channels"].as_u64().unwrap();
+            assert!((1..=4).contains(&channels), "{saved:?}");
+        }
+    }
+}
+
+/// The restore set exactly what the save set, and says which QEMU saved.
+fn assert_same_on_restore(saved: &MigrationChoice, restored: &MigrationChoice) {
+    assert_eq!(restored.saved_by.as_deref(), Some(saved.qemu.as_str()));
+    assert_eq!(restored.mode, saved.mode);
+    assert_eq!(restored.capabilities, saved.capabilities);
+    assert_eq!(restored.parameters, saved.parameters);
+}
+
+/// The capabilities a QEMU has on, and its migration parameters.
+fn migration_settings(g: &Guest) -> (Vec<String>, serde_json::Value) {
+    let mut c = g.client();
+    let caps = c
+        .execute("query-migrate-capabilities", &serde_json::json!({}))
+        .unwrap();
+    let on = caps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] == true)
+        .map(|c| c["capability"].as_str().unwrap().to_owned())
+        .collect();
+    let params = c
+        .execute("query-migrate-parameters", &serde_json::json!({}))
+        .unwrap();
+    (on, params)
+}
+
+fn memory_of(ram: Ram) -> MigrationMemory {
+    match ram {
+        Ram::Anonymous => MigrationMemory::Copy,
+        _ => MigrationMemory::Shared,
+    }
 }
 
 fn rollback(program: &Program, id: &str) {
@@ -146,7 +259,11 @@ fn file_size(path: &Path) -> u64 {
 /// A kexec ends the old QEMU without asking: here SIGKILL stands in for it, between `sync` and the restore.
 #[test]
 fn shared_ram_guest_survives_save_kill_and_restore() {
-    let f = Fixture::new();
+    on_each_qemu(shared_ram_scenario);
+}
+
+fn shared_ram_scenario(qemu: Qemu) {
+    let f = Fixture::new(qemu);
     let (g, program) = f.patterned("shared", Ram::SharedFile, 1, "shared");
     // A state file from an earlier run: preflight moves it aside (vmstate.kept-1); it is never overwritten.
     std::fs::create_dir_all(&g.state).unwrap();
@@ -154,9 +271,15 @@ fn shared_ram_guest_survives_save_kill_and_restore() {
 
     perform(&program, "preflight");
     let old_pid = g.pid().unwrap();
-    perform(&program, "vm:shared:pause");
+    let pause = perform(&program, "vm:shared:pause");
     assert_eq!(g.status(), "paused");
     let save = perform(&program, "vm:shared:save");
+    let saved = choice(&pause.outputs).clone();
+    assert_mode(qemu, MigrationMemory::Shared, &saved, uri(&save.outputs));
+    // The choice is recorded beside the state, for the restore after the kexec.
+    let record: MigrationChoice =
+        serde_json::from_slice(&std::fs::read(g.state.join("vmstate.migration")).unwrap()).unwrap();
+    assert_eq!(record, saved);
     perform(&program, "sync");
     let state = g.state.join("vmstate");
     assert!(!g.state.join("vmstate.partial").exists());
@@ -173,6 +296,7 @@ fn shared_ram_guest_survives_save_kill_and_restore() {
 
     guests::kill_and_wait(old_pid);
     let restore = perform(&program, "vm:shared:restore");
+    assert_same_on_restore(&saved, choice(&restore.outputs));
     let new_pid = g.pid().unwrap();
     assert_ne!(new_pid, old_pid);
     assert_eq!(g.status(), "paused");
@@ -181,14 +305,25 @@ fn shared_ram_guest_survives_save_kill_and_restore() {
     check_patterns(&g, 1);
     perform(&program, "verify");
     assert!(!state.exists(), "verify removes the state file");
-    eprintln!("shared: save {save:?}, restore {restore:?}, state file {size} bytes");
+    assert!(
+        !g.state.join("vmstate.migration").exists(),
+        "and the record"
+    );
+    eprintln!(
+        "shared on QEMU {}: save {:?}, restore {:?}, state file {size} bytes",
+        saved.qemu, save.took, restore.took
+    );
 }
 
 /// A rehearsal: no kexec, so the old QEMU is still alive when the restore starts; the restore ends it (`quit`,
 /// without waiting for its exit) and starts the new one.
 #[test]
 fn copied_ram_guest_survives_save_and_restore_with_the_old_qemu_alive() {
-    let f = Fixture::new();
+    on_each_qemu(copied_ram_scenario);
+}
+
+fn copied_ram_scenario(qemu: Qemu) {
+    let f = Fixture::new(qemu);
     let (g, program) = f.patterned("copy", Ram::Anonymous, 7, "copy");
 
     perform(&program, "preflight");
@@ -202,10 +337,21 @@ fn copied_ram_guest_survives_save_and_restore_with_the_old_qemu_alive() {
     assert_eq!(g.status(), "running");
     assert_eq!(g.pid(), Some(old_pid));
     check_patterns(&g, 7);
+    // The rollback set back what the setup changed (on 10: mapped-ram, multifd, direct-io, the channels): the guest
+    // can be live-migrated as before.
+    let after = migration_settings(&g);
+    assert!(after.0.is_empty(), "capabilities left on: {:?}", after.0);
+    assert_eq!(after.1["max-bandwidth"], 128 << 20, "{:?}", after.1);
+    if qemu == Qemu::V10 {
+        assert_eq!(after.1["mode"], "normal");
+        assert_eq!(after.1["direct-io"], false);
+    }
 
     // Then the whole hand-over; the first attempt's state file is kept aside.
-    perform(&program, "vm:copy:pause");
+    let pause = perform(&program, "vm:copy:pause");
     let save = perform(&program, "vm:copy:save");
+    let saved = choice(&pause.outputs).clone();
+    assert_mode(qemu, MigrationMemory::Copy, &saved, uri(&save.outputs));
     assert!(g.state.join("vmstate.kept-1").exists());
     let state = g.state.join("vmstate");
     let size = file_size(&state);
@@ -217,19 +363,27 @@ fn copied_ram_guest_survives_save_and_restore_with_the_old_qemu_alive() {
     assert!(guests::alive(old_pid));
 
     let restore = perform(&program, "vm:copy:restore");
+    assert_same_on_restore(&saved, choice(&restore.outputs));
     let new_pid = g.pid().unwrap();
     assert_ne!(new_pid, old_pid);
     perform(&program, "vm:copy:resume");
     assert_eq!(g.status(), "running");
     check_patterns(&g, 7);
     perform(&program, "verify");
-    eprintln!("copy: save {save:?}, restore {restore:?}, state file {size} bytes");
+    eprintln!(
+        "copy on QEMU {}: save {:?}, restore {:?}, state file {size} bytes, {saved:?}",
+        saved.qemu, save.took, restore.took
+    );
 }
 
 /// Four guests, two with shared and two with copied RAM, saved and restored concurrently as the engine would.
 #[test]
 fn four_guests_saved_and_restored_in_parallel() {
-    let f = Fixture::new();
+    on_each_qemu(four_guests_scenario);
+}
+
+fn four_guests_scenario(qemu: Qemu) {
+    let f = Fixture::new(qemu);
     let specs = [
         ("p1", Ram::SharedFile),
         ("p2", Ram::SharedFile),
@@ -269,14 +423,22 @@ fn four_guests_saved_and_restored_in_parallel() {
         .collect();
     perform(&shared_program, "preflight");
     perform(&copy_program, "preflight");
-    in_parallel(&programs, ["pause", "save"]);
+    let saves = in_parallel(&programs, ["pause", "save"]);
     for g in &all {
         g.kill();
     }
-    in_parallel(&programs, ["restore", "resume"]);
+    let restores = in_parallel(&programs, ["restore", "resume"]);
     for (i, g) in all.iter().enumerate() {
         assert_eq!(g.status(), "running", "{}", g.spec.name);
         check_patterns(g, 100 + 10 * i as u64);
+        let saved = choice(&saves[i][0].outputs);
+        assert_mode(
+            qemu,
+            memory_of(g.spec.ram),
+            saved,
+            uri(&saves[i][1].outputs),
+        );
+        assert_same_on_restore(saved, choice(&restores[i][0].outputs));
     }
 }
 
@@ -290,17 +452,23 @@ fn handshake(g: &Guest) -> Action {
     }
 }
 
-/// Performs each guest's steps `vm:NAME:KIND` of `kinds`, in order, every guest in a thread of its own.
-fn in_parallel(programs: &[(&Program, &Guest)], kinds: [&str; 2]) {
+/// Performs each guest's steps `vm:NAME:KIND` of `kinds`, in order, every guest in a thread of its own; returns what
+/// each step gave, by guest.
+fn in_parallel(programs: &[(&Program, &Guest)], kinds: [&str; 2]) -> Vec<Vec<Done>> {
     std::thread::scope(|s| {
-        for (program, g) in programs {
-            s.spawn(move || {
-                for kind in kinds {
-                    perform(program, &format!("vm:{}:{kind}", g.spec.name));
-                }
-            });
-        }
-    });
+        let handles: Vec<_> = programs
+            .iter()
+            .map(|(program, g)| {
+                s.spawn(move || {
+                    kinds
+                        .iter()
+                        .map(|kind| perform(program, &format!("vm:{}:{kind}", g.spec.name)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
 }
 
 fn shared_ram_check(g: &Guest) -> Result<(), String> {
@@ -319,7 +487,11 @@ fn shared_ram_check(g: &Guest) -> Result<(), String> {
 /// `memory = "shared"` is refused before anything pauses unless the RAM really survives a kexec.
 #[test]
 fn shared_memory_is_refused_unless_the_ram_survives_kexec() {
-    let f = Fixture::new();
+    on_each_qemu(shared_memory_refusals);
+}
+
+fn shared_memory_refusals(qemu: Qemu) {
+    let f = Fixture::new(qemu);
     let good = f.unbooted("good", Ram::SharedFile);
     shared_ram_check(&good).unwrap();
 
@@ -342,7 +514,12 @@ fn shared_memory_is_refused_unless_the_ram_survives_kexec() {
     let actions: Vec<Action> = preflight
         .actions
         .iter()
-        .filter(|a| !matches!(a, Action::CheckKexecEnabled))
+        .filter(|a| {
+            !matches!(
+                a,
+                Action::CheckKexecEnabled | Action::CheckTargetKernel { .. }
+            )
+        })
         .cloned()
         .collect();
     // `-S` guests are not running: skip the running check, keep the memory check.
@@ -361,11 +538,21 @@ fn shared_memory_is_refused_unless_the_ram_survives_kexec() {
 /// A QEMU that dies while its state is being written is an error within a poll, not a hang until the timeout.
 #[test]
 fn qemu_killed_mid_save_fails_the_save() {
-    let f = Fixture::new();
+    on_each_qemu(killed_mid_save);
+}
+
+/// The save as the compiled steps make it (setup, `migrate`, wait), throttled to 1 MiB/s so that 32 MiB of random
+/// guest RAM keeps it active for half a minute; QEMU is killed 1.5 s in.
+fn killed_mid_save(qemu: Qemu) {
+    let f = Fixture::new(qemu);
     let g = f.unbooted("dying", Ram::Anonymous);
-    // Nobody reads this FIFO: `cat > FIFO` blocks on open, so the migration stays active until QEMU dies.
-    let fifo = g.dir.join("stuck.fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for i in 0..2u64 {
+        g.write(
+            RESERVED_START + (i << 24),
+            &guests::pattern(50 + i, 16 << 20),
+        );
+    }
+    let partial = g.dir.join("vmstate.partial");
     let pid = g.pid().unwrap();
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(1500));
@@ -373,11 +560,20 @@ fn qemu_killed_mid_save_fails_the_save() {
     });
     let actions = [
         handshake(&g),
+        Action::MigrationSetup {
+            socket: g.qmp.clone(),
+            side: MigrationSide::Save,
+            memory: MigrationMemory::Copy,
+            channels: Some(2),
+            max_bandwidth: 1 << 20,
+            state: partial.clone(),
+            record: g.dir.join("vmstate.migration"),
+        },
         Action::Qmp {
             socket: g.qmp.clone(),
             command: "migrate".into(),
-            args: serde_json::json!({ "uri": format!("exec:cat > {}", fifo.display()) }),
-            file_uri: Some(fifo.clone()),
+            args: serde_json::json!({ "uri": format!("exec:cat > {}", partial.display()) }),
+            file_uri: Some(partial.clone()),
         },
         Action::QmpWait {
             socket: g.qmp.clone(),
@@ -390,19 +586,15 @@ fn qemu_killed_mid_save_fails_the_save() {
     let started = Instant::now();
     let failure = RealHost.perform(&actions).unwrap_err();
     killer.join().unwrap();
-    assert_eq!(failure.index, 2, "{failure:?}");
+    assert_eq!(failure.index, 3, "{failure:?}");
     assert!(
         failure.message.contains("closed the connection") || failure.message.contains("reset"),
         "{failure:?}"
     );
+    // The message says what this QEMU was given.
+    assert!(failure.message.contains("was given"), "{failure:?}");
     assert!(started.elapsed() < Duration::from_secs(20));
-    // Unblock the orphaned `cat` so it does not outlive the test.
-    drop(
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&fifo),
-    );
+    eprintln!("killed mid-save: {}", failure.message);
 }
 
 /// The whole command as an operator runs it: `kup plan apply --rehearse --yes --no-kernel-load PLAN` on two guests,
@@ -410,7 +602,41 @@ fn qemu_killed_mid_save_fails_the_save() {
 /// the old QEMUs alive and end them.
 #[test]
 fn kup_plan_apply_rehearse_hands_over_real_guests() {
-    let f = Fixture::new();
+    on_each_qemu(rehearsal);
+}
+
+/// The outputs the journal under `journal` recorded for step `id`'s `kind` of output.
+fn journaled(journal: &Path, id: &str) -> Vec<serde_json::Value> {
+    let mut found = Vec::new();
+    for apply in std::fs::read_dir(journal).unwrap().flatten() {
+        let Ok(text) = std::fs::read_to_string(apply.path().join("journal.jsonl")) else {
+            continue;
+        };
+        for line in text.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            if record["event"] == "step-done" && record["step"] == id {
+                found.extend(record["outputs"].as_array().cloned().unwrap_or_default());
+            }
+        }
+    }
+    found
+}
+
+/// The migration choice and the migration URI the journal recorded for step `id`.
+fn journaled_choice(journal: &Path, id: &str) -> (MigrationChoice, Option<String>) {
+    let outputs = journaled(journal, id);
+    let choice = outputs
+        .iter()
+        .find_map(|o| serde_json::from_value::<MigrationChoice>(o.clone()).ok())
+        .unwrap_or_else(|| panic!("no migration choice journaled for {id}: {outputs:?}"));
+    let uri = outputs
+        .iter()
+        .find_map(|o| o.get("uri").and_then(|u| u.as_str()).map(str::to_owned));
+    (choice, uri)
+}
+
+fn rehearsal(qemu: Qemu) {
+    let f = Fixture::new(qemu);
     let (shared, copied) = std::thread::scope(|s| {
         let a = s.spawn(|| f.guest(Spec::new("rs", Ram::SharedFile)));
         let b = s.spawn(|| f.guest(Spec::new("rc", Ram::Anonymous)));
@@ -437,24 +663,43 @@ fn kup_plan_apply_rehearse_hands_over_real_guests() {
         check_patterns(g, seed);
         // verify removed the state file once the guest ran again.
         assert!(!g.state.join("vmstate").exists(), "{}", g.spec.name);
+        // The journal says what each QEMU was given, on both sides.
+        let name = &g.spec.name;
+        let (saved, _) = journaled_choice(&journal, &format!("vm:{name}:pause"));
+        let save_uri = journaled(&journal, &format!("vm:{name}:save"))
+            .iter()
+            .find_map(|o| o.get("uri").and_then(|u| u.as_str()).map(str::to_owned))
+            .expect("the save's migrate output");
+        assert_mode(qemu, memory_of(g.spec.ram), &saved, &save_uri);
+        let (restored, _) = journaled_choice(&journal, &format!("vm:{name}:restore"));
+        assert_same_on_restore(&saved, &restored);
     }
     assert!(journal.is_dir());
 }
 
-/// QEMU 7.2 reports a state file it cannot create only as a broken pipe to `cat`; kup says what to check.
+/// QEMU 7.2 reports a state file it cannot create only as a broken pipe to `cat`, QEMU 10 as a file it cannot open;
+/// kup says what to check.
 #[test]
 fn a_missing_state_directory_fails_the_save_clearly() {
-    let f = Fixture::new();
+    on_each_qemu(missing_state_directory);
+}
+
+fn missing_state_directory(qemu: Qemu) {
+    let f = Fixture::new(qemu);
     let g = f.unbooted("nodir", Ram::Anonymous);
     let program = f.program(&[&g], "copy");
     // The save step without the preflight that would have created the directory.
     assert!(!g.state.exists());
     let save = step(&program, "vm:nodir:save");
     let failure = RealHost.perform(&save.actions).unwrap_err();
-    assert!(
-        matches!(save.actions[failure.index], Action::QmpWait { .. }),
-        "{failure:?}"
-    );
+    // QEMU 7.2's `cat` fails after `migrate` returned; QEMU 10 refuses the `file:` URI in `migrate` itself.
+    let failed_at = match qemu {
+        Qemu::V7 => matches!(save.actions[failure.index], Action::QmpWait { .. }),
+        Qemu::V10 => {
+            matches!(&save.actions[failure.index], Action::Qmp { command, .. } if command == "migrate")
+        }
+    };
+    assert!(failed_at, "{failure:?}");
     assert!(
         failure.message.contains("could not be written"),
         "{}",
@@ -463,6 +708,148 @@ fn a_missing_state_directory_fails_the_save_clearly() {
     // Nothing was committed, and the guest can still be resumed by the rollback.
     assert!(!g.state.join("vmstate").exists());
     assert_eq!(g.status(), "prelaunch");
+}
+
+/// A guest with a device QEMU cannot migrate (ivshmem in peer mode: `migrate_add_blocker`, on QEMU 7.2 and 10
+/// alike) is refused by preflight, naming the reason, and nothing is paused.
+#[test]
+fn a_guest_qemu_cannot_migrate_is_refused_at_preflight() {
+    on_each_qemu(blocked_guest);
+}
+
+fn blocked_guest(qemu: Qemu) {
+    let f = Fixture::new(qemu);
+    let extra = [
+        "-object",
+        "memory-backend-ram,id=ivmem,size=1M",
+        "-device",
+        "ivshmem-plain,memdev=ivmem",
+    ];
+    let g = f.guest(Spec {
+        extra: extra.map(String::from).to_vec(),
+        ..Spec::new("blocked", Ram::SharedFile)
+    });
+    let program = f.program(&[&g], "shared");
+    let preflight = step(&program, "preflight");
+    let actions: Vec<Action> = preflight
+        .actions
+        .iter()
+        .filter(|a| {
+            !matches!(
+                a,
+                Action::CheckKexecEnabled | Action::CheckTargetKernel { .. }
+            )
+        })
+        .cloned()
+        .collect();
+    let failure = RealHost.perform(&actions).unwrap_err();
+    assert!(
+        matches!(actions[failure.index], Action::CheckMigratable { .. }),
+        "{failure:?}"
+    );
+    for part in ["cannot be saved", "ivshmem", &g.qmp.display().to_string()] {
+        assert!(failure.message.contains(part), "{}", failure.message);
+    }
+    if qemu == Qemu::V10 {
+        assert!(
+            failure.message.contains("in mode cpr-reboot"),
+            "{}",
+            failure.message
+        );
+        // The mode is set back: preflight changes nothing.
+        let params = g
+            .client()
+            .execute("query-migrate-parameters", &serde_json::json!({}))
+            .unwrap();
+        assert_eq!(params["mode"], "normal");
+    }
+    assert_eq!(g.status(), "running");
+    eprintln!("refused: {}", failure.message);
+}
+
+/// A state saved by QEMU 10 in cpr-reboot mode cannot be loaded by QEMU 7.2 (no `mode`): the restore refuses before
+/// `migrate-incoming`, naming both QEMUs, and the right QEMU then restores the guest intact.
+#[test]
+fn a_restore_on_a_qemu_lacking_the_saves_mode_is_refused_naming_both() {
+    if Qemu::under_test().len() < 2 {
+        eprintln!("needs both QEMUs (KUP_TEST_QEMU unset)");
+        return;
+    }
+    let f = Fixture::new(Qemu::V10);
+    let (g, program) = f.patterned("mixed", Ram::SharedFile, 5, "shared");
+    perform(&program, "preflight");
+    let old_pid = g.pid().unwrap();
+    perform(&program, "vm:mixed:pause");
+    perform(&program, "vm:mixed:save");
+    guests::kill_and_wait(old_pid);
+
+    // The same guest restarted by QEMU 7.2.
+    let downgraded: Vec<Action> = step(&program, "vm:mixed:restore")
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::Exec { timeout_ms, .. } => Action::Exec {
+                argv: g.restart_argv_on(&f.lab, &f.work(), Qemu::V7),
+                timeout_ms: *timeout_ms,
+            },
+            other => other.clone(),
+        })
+        .collect();
+    let failure = RealHost.perform(&downgraded).unwrap_err();
+    assert!(
+        matches!(downgraded[failure.index], Action::MigrationSetup { .. }),
+        "{failure:?}"
+    );
+    for part in [
+        "saved by QEMU 10.",
+        "mode cpr-reboot",
+        "new QEMU 7.2.",
+        "`mode`",
+    ] {
+        assert!(failure.message.contains(part), "{}", failure.message);
+    }
+    eprintln!("refused: {}", failure.message);
+
+    // QEMU 7.2 waits (`inmigrate`); the planned restore ends it and QEMU 10 loads the state.
+    perform(&program, "vm:mixed:restore");
+    perform(&program, "vm:mixed:resume");
+    assert_eq!(g.status(), "running");
+    check_patterns(&g, 5);
+}
+
+/// A record that does not match the stream (here: mapped-ram and multifd dropped from it) makes QEMU 10 exit while
+/// loading ("received capability is on"); the error says so, with what the save and this QEMU were given.
+#[test]
+fn a_state_qemu_refuses_to_load_is_an_error_naming_both_sides() {
+    if !Qemu::under_test().contains(&Qemu::V10) {
+        return;
+    }
+    let f = Fixture::new(Qemu::V10);
+    let (g, program) = f.patterned("refused", Ram::Anonymous, 9, "copy");
+    perform(&program, "preflight");
+    perform(&program, "vm:refused:pause");
+    perform(&program, "vm:refused:save");
+    g.kill();
+    let record = g.state.join("vmstate.migration");
+    let mut saved: MigrationChoice =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(saved.capabilities, ["mapped-ram", "multifd"]);
+    saved.capabilities.clear();
+    saved.parameters.retain(|k, _| k == "max-bandwidth");
+    std::fs::write(&record, serde_json::to_vec(&saved).unwrap()).unwrap();
+
+    let restore = step(&program, "vm:refused:restore");
+    let failure = RealHost.perform(&restore.actions).unwrap_err();
+    assert!(failure.index >= 5, "{failure:?}");
+    assert!(
+        failure.message.contains("closed the connection") || failure.message.contains("reset"),
+        "{}",
+        failure.message
+    );
+    for part in ["saved by QEMU 10.", "was given the same"] {
+        assert!(failure.message.contains(part), "{}", failure.message);
+    }
+    eprintln!("refused: {}", failure.message);
 }
 
 /// Without `lab/setup` these tests fail with the fix in the message: a VM test that quietly skips proves nothing.
@@ -478,7 +865,7 @@ fn a_lab_that_is_not_set_up_is_an_error_with_the_fix() {
 /// The restore's `quit` is for an old QEMU whose guest was saved; a running guest behind the socket is left alone.
 #[test]
 fn the_restore_never_quits_a_running_guest() {
-    let f = Fixture::new();
+    let f = Fixture::new(Qemu::under_test()[0]);
     let g = f.unbooted("live", Ram::Anonymous);
     g.client().execute("cont", &serde_json::json!({})).unwrap();
     assert_eq!(g.status(), "running");

@@ -1,7 +1,8 @@
 //! How actions read to people: one line each, the exact argv, QMP message or syscall, as the dry-run prints them.
 
+use super::migration::describe_save;
 use super::quote::shell_words;
-use super::{Action, PID_PLACEHOLDER, RebootMode};
+use super::{Action, MigrationMemory, MigrationSide, PID_PLACEHOLDER, RebootMode};
 use serde_json::json;
 
 impl Action {
@@ -153,6 +154,66 @@ impl Action {
                 format!("create directory {} unless it exists", path.display())
             }
             Action::RemoveFile { path } => format!("remove {}", path.display()),
+            Action::MigrationSetup {
+                socket,
+                side,
+                memory,
+                channels,
+                max_bandwidth,
+                state,
+                record,
+            } => {
+                let asks = "query-version, query-migrate-capabilities, query-migrate-parameters";
+                let ram = match memory {
+                    MigrationMemory::Shared => "shared",
+                    MigrationMemory::Copy => "copied",
+                };
+                match side {
+                    MigrationSide::Save => {
+                        let dir = state
+                            .parent()
+                            .map(|d| d.display().to_string())
+                            .unwrap_or_default();
+                        let mut text = format!(
+                            "qmp {} migration setup for the save ({ram} RAM): {asks}; set what this QEMU's version \
+                             offers, and record it durably in {}:",
+                            socket.display(),
+                            record.display()
+                        );
+                        for line in describe_save(*memory, *channels, *max_bandwidth, &dir) {
+                            text.push_str("\n       ");
+                            text.push_str(&line);
+                        }
+                        text
+                    }
+                    MigrationSide::Undo => format!(
+                        "qmp {} set back what the save's migration setup changed, as {} recorded it: the \
+                         capabilities it turned on off again, the parameters and mode to their earlier values \
+                         (migrate-set-capabilities, migrate-set-parameters); nothing without a record",
+                        socket.display(),
+                        record.display()
+                    ),
+                    MigrationSide::Restore => format!(
+                        "qmp {} migration setup for the restore ({ram} RAM): {asks}; read {} and set exactly the \
+                         save's mode, capabilities and parameters (same commands, same order); refuse, naming both \
+                         QEMUs, when this one lacks any; without a record, what kup set before records existed \
+                         (x-ignore-shared for shared RAM)",
+                        socket.display(),
+                        record.display()
+                    ),
+                }
+            }
+            Action::CheckMigratable { socket, memory } => format!(
+                "qmp {} {}: no blocked-reasons (a device or feature QEMU cannot migrate){}",
+                socket.display(),
+                qmp_message("query-migrate", &json!({})),
+                match memory {
+                    MigrationMemory::Shared => {
+                        ", asked in mode cpr-reboot on QEMU >= 8.2 (the mode set back afterwards)"
+                    }
+                    MigrationMemory::Copy => "",
+                }
+            ),
         }
     }
 }

@@ -6,15 +6,19 @@
 //! between the pure layers and the one with side effects.
 
 mod describe;
+mod migration;
 mod output;
 mod quote;
 
+pub(crate) use describe::qmp_message;
+pub use migration::{QemuOffer, choose, setup_commands, undo_commands};
 pub use output::{
-    ActionFailure, ActionOutput, FileCommitted, MemoryBackend, PciDevice, TargetKernel,
+    ActionFailure, ActionOutput, FileCommitted, MemoryBackend, MigrationBefore, MigrationChoice,
+    PciDevice, TargetKernel,
 };
 pub use quote::shell_quote;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Placeholder in a CRIU argv for the PID read from the app's pidfile when the action runs.
@@ -184,6 +188,62 @@ pub enum Action {
         /// The state file.
         path: PathBuf,
     },
+    /// Choose and set how a guest's state travels, by what its QEMU is (`query-version`) and offers
+    /// (`query-migrate-capabilities`, `query-migrate-parameters`); never by guessing. On the save side the choice
+    /// depends on `memory` and the version (see [`Action::describe`]) and is written durably to `record` beside
+    /// the state file; on the restore side `record` is read and exactly its capabilities and parameters are set
+    /// on the new QEMU, or the restore is refused, naming both QEMUs, when the new one lacks one of them.
+    MigrationSetup {
+        /// The guest's QMP socket.
+        socket: PathBuf,
+        /// Which end of the migration this prepares.
+        side: MigrationSide,
+        /// Whether the guest's RAM is shared (survives the kexec) or copied into the state file.
+        memory: MigrationMemory,
+        /// multifd channels for copied RAM on QEMU ≥ 9.0 (`policy.save_channels`); `None`: the host's cores, at
+        /// most [`DEFAULT_MAX_SAVE_CHANNELS`].
+        channels: Option<u32>,
+        /// `max-bandwidth` for the save (QEMU 7.2 caps migration at 128 MiB/s by default).
+        max_bandwidth: u64,
+        /// The state file the migration writes: its directory is probed for `O_DIRECT` (`direct-io`).
+        state: PathBuf,
+        /// The save's choice, as JSON ([`MigrationChoice`]), written with the state and read by the restore.
+        record: PathBuf,
+    },
+    /// Refuse a guest that QEMU cannot migrate (a device without migration support, a `migrate_add_blocker`):
+    /// `query-migrate`'s `blocked-reasons` (QEMU ≥ 6.0), asked in the mode the save will use.
+    CheckMigratable {
+        /// The guest's QMP socket.
+        socket: PathBuf,
+        /// The guest's memory mode, which decides the migration mode asked about.
+        memory: MigrationMemory,
+    },
+}
+
+/// At most this many multifd channels unless the plan says otherwise (`policy.save_channels`).
+pub const DEFAULT_MAX_SAVE_CHANNELS: u32 = 4;
+
+/// Which end of a migration a [`Action::MigrationSetup`] prepares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationSide {
+    /// The running QEMU, before `stop` and `migrate`.
+    Save,
+    /// A new QEMU started with `-incoming defer`, before `migrate-incoming`.
+    Restore,
+    /// The saving QEMU again, in a rollback: what the save side changed is set back, as the record says it was.
+    Undo,
+}
+
+/// What happens to a guest's RAM: it stays in a shared file that survives the kexec, or it is copied into the
+/// state file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrationMemory {
+    /// RAM in a `share=on` file backend: only device state is saved (`x-ignore-shared`, cpr-reboot).
+    Shared,
+    /// RAM copied into the state file.
+    Copy,
 }
 
 /// How the kexec reboot is done (`policy.kexec`).

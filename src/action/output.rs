@@ -1,7 +1,9 @@
 //! What performing an action reports: typed, so the host and the engine agree on it, and serialised as is into the
 //! journal (`outputs` of a `step-done` record), where operators read it.
 
-use serde::Serialize;
+use super::MigrationMemory;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// What one action reports for the journal. Serialised untagged: each variant is the JSON object operators see
@@ -83,11 +85,60 @@ pub enum ActionOutput {
         /// Whether there was one.
         removed: bool,
     },
+    /// How a guest's state travels: what was set on its QEMU.
+    MigrationSetup(MigrationChoice),
+    /// What a rollback set back on a QEMU whose save was set up (nothing without a record).
+    MigrationReset {
+        /// The capabilities turned off again and the parameters set back, by name.
+        reset: Vec<String>,
+    },
+    /// A guest QEMU can migrate (no `blocked-reasons`).
+    Migratable {
+        /// QEMU's version.
+        qemu: String,
+        /// The migration mode the question was asked in (`None`: QEMU < 8.2 has none).
+        mode: Option<String>,
+    },
     /// A rehearsal skipped the action (the kexec, or the kernel load with `--no-kernel-load`).
     Skipped {
         /// Always `"skipped"`.
         rehearsal: &'static str,
     },
+}
+
+/// The migration capabilities and parameters set on one QEMU, by [`crate::action::Action::MigrationSetup`]: on the
+/// save side also written (as JSON) beside the state file, so that the restore after the kexec sets the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationChoice {
+    /// The QEMU it was set on (`query-version`).
+    pub qemu: String,
+    /// RAM shared or copied.
+    pub memory: MigrationMemory,
+    /// `mode` (`cpr-reboot`), when set; QEMU < 8.2 has no modes.
+    pub mode: Option<String>,
+    /// The capabilities turned on, in the order they were set.
+    pub capabilities: Vec<String>,
+    /// The parameters set (`max-bandwidth`, `multifd-channels`, `direct-io`, …), except `mode`.
+    pub parameters: BTreeMap<String, serde_json::Value>,
+    /// How the state file is written and read: `file` (QEMU ≥ 8.2) or `exec` (`exec:cat`).
+    pub uri: String,
+    /// On the restore side: the QEMU that wrote the state (from the record), `None` for a save, or for a state
+    /// without a record (then the restore sets what kup set before records existed: `x-ignore-shared` for shared
+    /// RAM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_by: Option<String>,
+    /// On the save side: what the setup changed, as it was before, which the pause's rollback sets back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<MigrationBefore>,
+}
+
+/// What a save's migration setup found before changing it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MigrationBefore {
+    /// The capabilities it turned on, which were off.
+    pub capabilities_off: Vec<String>,
+    /// The earlier values of the parameters it set, `mode` included.
+    pub parameters: BTreeMap<String, serde_json::Value>,
 }
 
 /// A state file committed by [`crate::action::Action::CommitFile`].

@@ -10,6 +10,7 @@ pub mod kernel_file;
 pub(crate) mod kexec;
 pub(crate) mod kmsg;
 pub mod machine;
+pub mod migration;
 mod perform;
 pub(crate) mod process;
 pub mod qmp;

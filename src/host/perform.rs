@@ -1,8 +1,8 @@
 //! Performing one action: a dispatch over small functions, one per kind of action.
 
 use super::{
-    HostError, SysfsRoot, files, journal_files, kernel_file, kexec, machine, process, qmp, sysfs,
-    target, vm,
+    HostError, SysfsRoot, files, journal_files, kernel_file, kexec, machine, migration, process,
+    qmp, sysfs, target, vm,
 };
 use crate::action::{Action, ActionOutput, PID_PLACEHOLDER, RebootMode};
 use crate::hostglob::HostGlob;
@@ -132,6 +132,26 @@ pub(super) fn one(
         Action::EnsureDir { path } => journal_files::create_private_dir(path)
             .map(|()| ActionOutput::None)
             .map_err(|e| HostError::io(format!("cannot create {}", path.display()), e)),
+        Action::MigrationSetup {
+            socket,
+            side,
+            memory,
+            channels,
+            max_bandwidth,
+            state,
+            record,
+        } => migration::setup(
+            session(sessions, socket)?,
+            *side,
+            *memory,
+            *channels,
+            *max_bandwidth,
+            state,
+            record,
+        ),
+        Action::CheckMigratable { socket, memory } => {
+            migration::check_migratable(session(sessions, socket)?, *memory)
+        }
         Action::RemoveFile { path } => match std::fs::remove_file(path) {
             Ok(()) => Ok(ActionOutput::Removed { removed: true }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -191,7 +211,19 @@ fn migrate(
             qmp::outgoing_uri(version, path)
         });
     }
-    client.execute(command, &args)?;
+    let note = client.note().map(|n| format!(" ({n})")).unwrap_or_default();
+    client.execute(command, &args).map_err(|e| {
+        // QEMU ≥ 8.2 opens a `file:` state file in `migrate` itself and fails there.
+        let hint = if !incoming && ["No such file", "Permission denied", "Read-only", "No space"]
+            .iter()
+            .any(|m| e.0.contains(m))
+        {
+            " (the state file could not be written: does its directory exist, is it writable, is the disk full?)"
+        } else {
+            ""
+        };
+        HostError::Qmp(qmp::QmpError(format!("{e}{hint}{note}")))
+    })?;
     Ok(ActionOutput::Migration {
         uri: args["uri"].as_str().unwrap_or_default().to_owned(),
         qemu: version.to_string(),
@@ -209,8 +241,12 @@ fn qmp_wait(
 ) -> Result<ActionOutput, HostError> {
     let deadline = Instant::now() + ms(timeout_ms);
     let mut backoff = Backoff::new();
+    // What a migration setup of this session set, so that a QEMU refusing the state names both sides.
+    let note = client.note().map(|n| format!(" ({n})")).unwrap_or_default();
     loop {
-        let reply = client.execute(command, &json!({}))?;
+        let reply = client
+            .execute(command, &json!({}))
+            .map_err(|e| HostError::Qmp(qmp::QmpError(format!("{e}{note}"))))?;
         let value = reply.get(field).and_then(Value::as_str).unwrap_or("");
         if value == until {
             return Ok(ActionOutput::Reply(reply));
@@ -232,7 +268,7 @@ fn qmp_wait(
                 ""
             };
             return Err(HostError::check(format!(
-                "{command}: {field} is \"{value}\", waiting for \"{until}\"{why}{hint}"
+                "{command}: {field} is \"{value}\", waiting for \"{until}\"{why}{hint}{note}"
             )));
         }
         if Instant::now() >= deadline {

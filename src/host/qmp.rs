@@ -65,6 +65,7 @@ pub struct QmpClient {
     socket: String,
     greeting_version: Option<QemuVersion>,
     events: Vec<Value>,
+    note: Option<String>,
 }
 
 impl QmpClient {
@@ -100,6 +101,7 @@ impl QmpClient {
             socket,
             greeting_version: None,
             events: Vec::new(),
+            note: None,
         };
         // QEMU serves one QMP client per socket at a time: a second one is accepted by the kernel but greeted only
         // when the first leaves, so a missing greeting usually means someone else holds the monitor.
@@ -127,6 +129,17 @@ impl QmpClient {
             }
         }
         Ok(client)
+    }
+
+    /// Context for the errors of later commands of this session: what a migration setup set on this QEMU (and
+    /// what the state was saved with), so a QEMU that exits loading the state is reported with both sides.
+    pub fn set_note(&mut self, note: String) {
+        self.note = Some(note);
+    }
+
+    /// The context set by [`QmpClient::set_note`].
+    pub fn note(&self) -> Option<&str> {
+        self.note.as_deref()
     }
 
     /// The socket this client talks to, as shown in messages.

@@ -189,6 +189,8 @@ pub struct Policy {
     /// Span of `max_downtime`, so an estimate over budget can point at it.
     pub(crate) max_downtime_span: Option<Range<usize>>,
     pub(crate) parallelism: u32,
+    /// `multifd-channels` for a copied-RAM save on QEMU ≥ 9.0; `None`: the host's cores, at most 4.
+    pub(crate) save_channels: Option<u32>,
     pub(crate) on_failure: OnFailure,
     pub(crate) journal: PathBuf,
     pub(crate) kexec: KexecMethod,

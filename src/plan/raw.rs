@@ -252,6 +252,10 @@ pub(crate) struct RawPolicy {
     /// How many steps may run at once (default 4). At least 1.
     #[schemars(with = "Option<u32>")]
     pub(crate) parallelism: Option<Spanned<i64>>,
+    /// Parallel channels (`multifd-channels`) for saving copied guest RAM on QEMU ≥ 9.0 (`mapped-ram` +
+    /// `multifd`), 1 to 255; default: the host's cores, at most 4. QEMU < 9.0 saves through one stream.
+    #[schemars(with = "Option<u32>", range(min = 1, max = 255))]
+    pub(crate) save_channels: Option<Spanned<i64>>,
     /// On a failure before the kexec: `rollback` (default: resume VMs, restart apps, unload the kernel) or `stop`
     /// (leave everything as it is for an operator).
     #[schemars(with = "Option<OnFailure>")]

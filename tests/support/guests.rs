@@ -1,4 +1,4 @@
-//! Throw-away QEMU 7.2 guests from the lab (`lab/setup`), for the VM tests and the save benchmark: each runs the lab
+//! Throw-away QEMU 7.2 or 10.x guests from the lab (`lab/setup`; QEMU 10 from `lab/fetch-qemu10`), for the VM tests and the save benchmark: each runs the lab
 //! kernel with a busybox initramfs that only sleeps, has its own QMP socket, pidfile and serial log in a directory
 //! of its own, and is daemonized by QEMU itself (`-daemonize -pidfile`) so the plan's `restart` argv needs no
 //! shell. Guest RAM is read and written from the host: HMP `gpa2hva` gives the host address, `/proc/PID/mem` the
@@ -23,15 +23,70 @@ pub const RESERVED_START: u64 = 128 << 20;
 const READY: &str = "KUP-GUEST-READY";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Which of the lab's QEMUs runs a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qemu {
+    /// QEMU 7.2 (`LAB_QEMU`, bookworm): `exec:cat`, no migration modes.
+    V7,
+    /// QEMU 10.x (`LAB_QEMU10`, bookworm-backports): `file:`, cpr-reboot, mapped-ram, multifd.
+    V10,
+}
+
+impl Qemu {
+    /// The QEMUs the VM tests run every scenario against: both, or the one `KUP_TEST_QEMU=7|10` names.
+    pub fn under_test() -> Vec<Qemu> {
+        match std::env::var("KUP_TEST_QEMU").as_deref() {
+            Ok("7") | Ok("7.2") => vec![Qemu::V7],
+            Ok("10") => vec![Qemu::V10],
+            Ok("") | Err(_) => vec![Qemu::V7, Qemu::V10],
+            Ok(other) => panic!("KUP_TEST_QEMU={other}: use 7 or 10 (unset: both)"),
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Qemu::V7 => "7.2",
+            Qemu::V10 => "10",
+        }
+    }
+}
+
+/// One unpacked QEMU: the binary, the libraries it lacks on this host, its modules and firmware.
+struct QemuBuild {
+    bin: PathBuf,
+    ld_library_path: String,
+    module_dir: PathBuf,
+    data_dirs: Vec<PathBuf>,
+}
+
+impl QemuBuild {
+    /// The layout `lab/env.sh` gives `LAB_QEMU` (root `qemu`) and `LAB_QEMU10` (root `qemu10`).
+    fn at(root: &Path) -> QemuBuild {
+        QemuBuild {
+            bin: root.join("usr/bin/qemu-system-x86_64"),
+            ld_library_path: format!(
+                "{}:{}",
+                root.join("usr/lib/x86_64-linux-gnu").display(),
+                root.join("lib/x86_64-linux-gnu").display()
+            ),
+            module_dir: root.join("usr/lib/x86_64-linux-gnu/qemu"),
+            data_dirs: vec![
+                root.join("usr/share/qemu"),
+                root.join("usr/share/seabios"),
+                root.join("usr/lib/ipxe/qemu"),
+            ],
+        }
+    }
+}
+
 /// The lab cache, as `lab/env.sh` finds it.
 pub struct Lab {
     pub repo: PathBuf,
     pub dir: PathBuf,
     pub qemu: PathBuf,
     pub kernel: PathBuf,
-    ld_library_path: String,
-    module_dir: PathBuf,
-    data_dirs: Vec<PathBuf>,
+    qemu7: QemuBuild,
+    qemu10: QemuBuild,
     busybox: PathBuf,
 }
 
@@ -48,23 +103,14 @@ impl Lab {
 
     pub fn locate(repo: &Path, dir: &Path) -> Result<Lab, String> {
         let version = fs::read_to_string(dir.join("kernel/version")).unwrap_or_default();
-        let root = dir.join("qemu");
+        let qemu7 = QemuBuild::at(&dir.join("qemu"));
         let lab = Lab {
             repo: repo.to_path_buf(),
             dir: dir.to_path_buf(),
-            qemu: root.join("usr/bin/qemu-system-x86_64"),
+            qemu: qemu7.bin.clone(),
             kernel: dir.join(format!("kernel/boot/vmlinuz-{}", version.trim())),
-            ld_library_path: format!(
-                "{}:{}",
-                root.join("usr/lib/x86_64-linux-gnu").display(),
-                root.join("lib/x86_64-linux-gnu").display()
-            ),
-            module_dir: root.join("usr/lib/x86_64-linux-gnu/qemu"),
-            data_dirs: vec![
-                root.join("usr/share/qemu"),
-                root.join("usr/share/seabios"),
-                root.join("usr/lib/ipxe/qemu"),
-            ],
+            qemu7,
+            qemu10: QemuBuild::at(&dir.join("qemu10")),
             busybox: dir.join("busybox/bin/busybox"),
         };
         if !dir.join("ready").is_file()
@@ -81,15 +127,31 @@ impl Lab {
         Ok(lab)
     }
 
+    fn build(&self, qemu: Qemu) -> &QemuBuild {
+        match qemu {
+            Qemu::V7 => &self.qemu7,
+            Qemu::V10 => {
+                assert!(
+                    self.qemu10.bin.is_file(),
+                    "QEMU 10 is not in {}: run `lab/fetch-qemu10` (it unpacks QEMU 10 from bookworm-backports \
+                     into target/lab/qemu10), or KUP_TEST_QEMU=7 to test QEMU 7.2 alone",
+                    self.qemu10.bin.display()
+                );
+                &self.qemu10
+            }
+        }
+    }
+
     /// The argv prefix that runs the lab's QEMU: `env` sets its library path, so the argv works without a shell.
-    fn qemu_argv(&self) -> Vec<String> {
+    fn qemu_argv(&self, qemu: Qemu) -> Vec<String> {
+        let build = self.build(qemu);
         let mut argv = vec![
             "env".to_owned(),
-            format!("LD_LIBRARY_PATH={}", self.ld_library_path),
-            format!("QEMU_MODULE_DIR={}", self.module_dir.display()),
-            self.qemu.display().to_string(),
+            format!("LD_LIBRARY_PATH={}", build.ld_library_path),
+            format!("QEMU_MODULE_DIR={}", build.module_dir.display()),
+            build.bin.display().to_string(),
         ];
-        for d in &self.data_dirs {
+        for d in &build.data_dirs {
             argv.push("-L".into());
             argv.push(d.display().to_string());
         }
@@ -157,6 +219,10 @@ pub struct Spec {
     pub ram: Ram,
     /// Boot the lab kernel; without it QEMU starts paused (`-S`) with nothing to run, enough for QMP checks.
     pub boot: bool,
+    /// Which QEMU runs it (the restart too).
+    pub qemu: Qemu,
+    /// More QEMU arguments (a device, an object).
+    pub extra: Vec<String>,
 }
 
 impl Spec {
@@ -167,6 +233,8 @@ impl Spec {
             reserved_mib: 16,
             ram,
             boot: true,
+            qemu: Qemu::V7,
+            extra: Vec::new(),
         }
     }
 }
@@ -205,7 +273,7 @@ impl Guest {
             spec,
             base_argv: Vec::new(),
         };
-        guest.base_argv = guest.make_argv(lab, work);
+        guest.base_argv = guest.make_argv(lab, work, guest.spec.qemu);
         let status = Command::new(&guest.base_argv[0])
             .args(&guest.base_argv[1..])
             .status()
@@ -221,9 +289,9 @@ impl Guest {
         guest
     }
 
-    fn make_argv(&self, lab: &Lab, work: &Path) -> Vec<String> {
+    fn make_argv(&self, lab: &Lab, work: &Path, qemu: Qemu) -> Vec<String> {
         let s = &self.spec;
-        let mut argv = lab.qemu_argv();
+        let mut argv = lab.qemu_argv(qemu);
         let size = format!("{}M", s.mem_mib);
         argv.extend(
             [
@@ -270,6 +338,7 @@ impl Guest {
             }
             Ram::Anonymous => {}
         }
+        argv.extend(s.extra.iter().cloned());
         if s.boot {
             argv.push("-kernel".into());
             argv.push(lab.kernel.display().to_string());
@@ -288,6 +357,15 @@ impl Guest {
     }
 
     /// The plan's `restart`: the same QEMU, waiting for its state (`-incoming defer`).
+    /// [`Guest::restart_argv`] with another of the lab's QEMUs: the same guest, as after a QEMU upgrade (or
+    /// downgrade) across the kexec.
+    pub fn restart_argv_on(&self, lab: &Lab, work: &Path, qemu: Qemu) -> Vec<String> {
+        let mut argv = self.make_argv(lab, work, qemu);
+        argv.push("-incoming".into());
+        argv.push("defer".into());
+        argv
+    }
+
     pub fn restart_argv(&self) -> Vec<String> {
         let mut argv = self.base_argv.clone();
         argv.push("-incoming".into());

@@ -78,6 +78,13 @@ pub(super) fn preflight(plan: &Plan, cmdline: &str) -> Vec<Action> {
                 socket: socket.clone(),
             });
         }
+        // A guest QEMU cannot migrate would fail its save paused: refused now.
+        if let VmDriver::Qmp { socket, .. } = &vm.driver {
+            actions.push(Action::CheckMigratable {
+                socket: socket.clone(),
+                memory: vm::memory(vm),
+            });
+        }
     }
     actions
 }
@@ -92,6 +99,11 @@ pub(super) fn verify(plan: &Plan) -> Vec<Action> {
         actions.push(Action::RemoveFile {
             path: vm::state_file(vm),
         });
+        if let VmDriver::Qmp { .. } = vm.driver {
+            actions.push(Action::RemoveFile {
+                path: vm::migration_record(vm),
+            });
+        }
     }
     actions
 }

@@ -27,6 +27,9 @@ use std::time::Duration;
 pub(crate) const MIGRATION_MAX_BANDWIDTH: u64 = 100 << 30;
 /// File in a VM's `state` directory that holds its migration stream (QMP driver).
 pub(crate) const QMP_STATE_FILE: &str = "vmstate";
+/// File in a VM's `state` directory that records how the state was saved (QMP driver): capabilities and parameters
+/// the restore must set again, as JSON.
+pub const MIGRATION_RECORD: &str = "vmstate.migration";
 /// File in a VM's `state` directory that holds `virsh save`'s image (libvirt driver).
 pub(crate) const LIBVIRT_STATE_FILE: &str = "libvirt.save";
 /// Suffix of a state file while it is being written: a crash or a failed save never leaves a truncated file
@@ -126,7 +129,7 @@ fn step_actions(plan: &Plan, kind: StepKind, estimate: Duration, cmdline: &str) 
         StepKind::Preflight => (checks::preflight(plan, cmdline), Vec::new()),
         StepKind::KernelLoad => kernel::load(&plan.kernel, cmdline),
         StepKind::PciCheck { pci } => checks::pci(plan.pci.get(pci)),
-        StepKind::VmPause { vm: i } => vm::pause(vm(i)),
+        StepKind::VmPause { vm: i } => vm::pause(vm(i), plan.policy.save_channels),
         StepKind::VmSave { vm: i } => vm::save(vm(i), migration_timeout),
         StepKind::AppSave { app: i } => app::save(app(i)),
         StepKind::Sync => host_steps::sync(),
@@ -240,6 +243,7 @@ mod tests {
             .iter()
             .filter_map(|a| match a {
                 Action::Qmp { command, .. } => Some(command.clone()),
+                Action::MigrationSetup { side, .. } => Some(format!("setup:{side:?}")),
                 _ => None,
             })
             .collect()
@@ -258,25 +262,34 @@ restart = ["systemctl", "start", "qemu@db.service"]
 "#;
 
     #[test]
-    fn shared_ram_sets_ignore_shared_on_both_sides() {
+    fn shared_ram_sets_up_the_migration_on_both_sides() {
         let p = program(SHARED);
         assert_eq!(
             commands(&p, "vm:db:pause"),
-            [
-                "qmp_capabilities",
-                "migrate-set-parameters",
-                "migrate-set-capabilities",
-                "stop"
-            ]
+            ["qmp_capabilities", "setup:Save", "stop"]
         );
         assert_eq!(
             commands(&p, "vm:db:restore"),
-            [
-                "qmp_capabilities",
-                "migrate-set-capabilities",
-                "migrate-incoming"
-            ]
+            ["qmp_capabilities", "setup:Restore", "migrate-incoming"]
         );
+        let dir = Path::new("/var/lib/kup/state/my db");
+        let pause = p.steps.iter().find(|s| s.id == "vm:db:pause").unwrap();
+        assert_eq!(
+            pause.actions[1],
+            Action::MigrationSetup {
+                socket: "/run/qemu/db.qmp".into(),
+                side: crate::action::MigrationSide::Save,
+                memory: crate::action::MigrationMemory::Shared,
+                channels: None,
+                max_bandwidth: MIGRATION_MAX_BANDWIDTH,
+                state: dir.join("vmstate.partial"),
+                record: dir.join("vmstate.migration"),
+            }
+        );
+        // The dry run shows what each QEMU version gets.
+        let shown = pause.actions[1].describe();
+        assert!(shown.contains(r#"on QEMU >= 8.2: {"execute":"migrate-set-parameters","arguments":{"mode":"cpr-reboot"}}"#), "{shown}");
+        assert!(shown.contains("on QEMU < 8.2: "), "{shown}");
         let restore = p.steps.iter().find(|s| s.id == "vm:db:restore").unwrap();
         assert!(matches!(restore.actions[0], Action::QmpQuit { .. }));
         assert!(
@@ -284,7 +297,6 @@ restart = ["systemctl", "start", "qemu@db.service"]
         );
         let save = p.steps.iter().find(|s| s.id == "vm:db:save").unwrap();
         // Written under a temporary name, renamed once complete; the old QEMU is not waited for.
-        let dir = Path::new("/var/lib/kup/state/my db");
         assert!(save.actions.iter().any(|a| matches!(a,
             Action::Qmp { file_uri: Some(path), .. } if path == &dir.join("vmstate.partial"))));
         assert_eq!(
@@ -313,9 +325,58 @@ restart = ["systemctl", "start", "qemu@db.service"]
                 .iter()
                 .any(|a| matches!(a, Action::CheckSharedRam { .. }))
         );
+        assert!(
+            preflight
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::CheckMigratable { .. }))
+        );
         assert!(preflight.actions.contains(&Action::KeepAside {
             path: dir.join("vmstate")
         }));
+    }
+
+    #[test]
+    fn policy_save_channels_reaches_the_copied_ram_setup_and_is_bounded() {
+        let copy = SHARED.replace("memory = \"shared\"", "memory = \"copy\"");
+        let channels = |program: &Program| {
+            let pause = program
+                .steps
+                .iter()
+                .find(|s| s.id == "vm:db:pause")
+                .unwrap();
+            match &pause.actions[1] {
+                Action::MigrationSetup {
+                    channels, memory, ..
+                } => (*channels, *memory),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            channels(&program(&copy)),
+            (None, crate::action::MigrationMemory::Copy)
+        );
+        let three = format!("{copy}[policy]\nsave_channels = 3\n");
+        assert_eq!(channels(&program(&three)).0, Some(3));
+        let shown = program(&three)
+            .steps
+            .iter()
+            .find(|s| s.id == "vm:db:pause")
+            .unwrap()
+            .actions[1]
+            .describe();
+        assert!(shown.contains(r#""multifd-channels":3"#), "{shown}");
+        assert!(shown.contains("on QEMU >= 9.1: "), "{shown}");
+        for bad in ["0", "256", "-1"] {
+            let text = format!("{copy}[policy]\nsave_channels = {bad}\n");
+            let report = crate::check::check("t.toml", text.as_bytes())
+                .valid()
+                .err()
+                .unwrap_or_else(|| panic!("save_channels = {bad} accepted"));
+            let rendered = report.render(false, 100);
+            assert!(rendered.contains("out-of-range"), "{rendered}");
+            assert!(rendered.contains("between 1 and 255"), "{rendered}");
+        }
     }
 
     #[test]

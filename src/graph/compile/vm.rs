@@ -2,11 +2,11 @@
 //! state file, `x-ignore-shared` for RAM that survives the kexec) and libvirt (`virsh save` / `restore`).
 
 use super::{
-    COMMAND_TIMEOUT, Compiled, LIBVIRT_STATE_FILE, MIGRATION_MAX_BANDWIDTH, PARTIAL_SUFFIX,
-    QMP_STATE_FILE, QUIT_TIMEOUT, RESTART_TIMEOUT, SOCKET_TIMEOUT, exec, handshake, ms, path_str,
-    qmp,
+    COMMAND_TIMEOUT, Compiled, LIBVIRT_STATE_FILE, MIGRATION_MAX_BANDWIDTH, MIGRATION_RECORD,
+    PARTIAL_SUFFIX, QMP_STATE_FILE, QUIT_TIMEOUT, RESTART_TIMEOUT, SOCKET_TIMEOUT, exec, handshake,
+    ms, path_str, qmp,
 };
-use crate::action::{Action, shell_quote};
+use crate::action::{Action, MigrationMemory, MigrationSide, shell_quote};
 use crate::plan::{MemoryMode, Vm, VmDriver};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -30,12 +30,29 @@ fn migrate_from(socket: &Path, path: &Path) -> Action {
     migration(socket, "migrate-incoming", "", path)
 }
 
-pub(super) fn ignore_shared(socket: &Path) -> Action {
-    qmp(
-        socket,
-        "migrate-set-capabilities",
-        json!({"capabilities": [{"capability": "x-ignore-shared", "state": true}]}),
-    )
+pub(super) fn memory(vm: &Vm) -> MigrationMemory {
+    match vm.memory {
+        MemoryMode::Shared => MigrationMemory::Shared,
+        MemoryMode::Copy => MigrationMemory::Copy,
+    }
+}
+
+/// Beside the state file: the save's migration choice, which the restore sets again.
+pub(super) fn migration_record(vm: &Vm) -> PathBuf {
+    vm.state.join(MIGRATION_RECORD)
+}
+
+/// The capabilities and parameters of a save or a restore, chosen on the host by the QEMU's version and offer.
+fn setup(vm: &Vm, socket: &Path, side: MigrationSide, channels: Option<u32>) -> Action {
+    Action::MigrationSetup {
+        socket: socket.to_owned(),
+        side,
+        memory: memory(vm),
+        channels,
+        max_bandwidth: MIGRATION_MAX_BANDWIDTH,
+        state: partial(&state_file(vm)),
+        record: migration_record(vm),
+    }
 }
 
 pub(super) fn state_file(vm: &Vm) -> PathBuf {
@@ -75,27 +92,25 @@ pub(super) fn domstate(domain: &str, states: &[&str]) -> Action {
     }
 }
 
-/// `vm:NAME:pause`: `stop` over QMP (`virsh save` pauses a libvirt domain itself).
-pub(super) fn pause(vm: Option<&Vm>) -> Compiled {
+/// `vm:NAME:pause`: the migration set up, then `stop` over QMP (`virsh save` pauses a libvirt domain itself).
+pub(super) fn pause(vm: Option<&Vm>, channels: Option<u32>) -> Compiled {
     let Some((v, VmDriver::Qmp { socket, .. })) = vm.map(|v| (v, &v.driver)) else {
         return (Vec::new(), Vec::new());
     };
-    let mut actions = vec![
+    let actions = vec![
         handshake(socket),
         // Set before `stop` so that nothing but the stop itself happens while the guest is paused.
-        qmp(
-            socket,
-            "migrate-set-parameters",
-            json!({"max-bandwidth": MIGRATION_MAX_BANDWIDTH}),
-        ),
+        setup(v, socket, MigrationSide::Save, channels),
+        qmp(socket, "stop", json!({})),
     ];
-    if v.memory == MemoryMode::Shared {
-        actions.push(ignore_shared(socket));
-    }
-    actions.push(qmp(socket, "stop", json!({})));
     (
         actions,
-        vec![handshake(socket), qmp(socket, "cont", json!({}))],
+        vec![
+            handshake(socket),
+            qmp(socket, "cont", json!({})),
+            // A guest left in cpr-reboot mode, or with mapped-ram on, could not be live-migrated later.
+            setup(v, socket, MigrationSide::Undo, channels),
+        ],
     )
 }
 
@@ -171,9 +186,7 @@ pub(super) fn restore(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
                 handshake(socket),
             ];
             // The destination must agree with the stream, or QEMU exits.
-            if v.memory == MemoryMode::Shared {
-                actions.push(ignore_shared(socket));
-            }
+            actions.push(setup(v, socket, MigrationSide::Restore, None));
             actions.push(migrate_from(socket, &state_file(v)));
             actions.push(Action::QmpWait {
                 socket: socket.clone(),

@@ -14,6 +14,7 @@ impl Validator<'_> {
             max_downtime: None,
             max_downtime_span: None,
             parallelism: DEFAULT_PARALLELISM,
+            save_channels: None,
             on_failure: OnFailure::Rollback,
             journal: PathBuf::from(DEFAULT_JOURNAL),
             kexec: KexecMethod::Auto,
@@ -50,6 +51,12 @@ impl Validator<'_> {
                 ),
                 Ok(n) => policy.parallelism = n,
             }
+        }
+        // Out of 1..=255 the structural pass has already reported it (`out-of-range`, from the schema's bounds).
+        if let Some(channels) = &raw.save_channels {
+            policy.save_channels = u32::try_from(*channels.get_ref())
+                .ok()
+                .filter(|n| (1..=255).contains(n));
         }
         if let Some(on_failure) = &raw.on_failure {
             policy.on_failure = *on_failure.get_ref();
