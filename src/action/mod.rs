@@ -11,7 +11,8 @@ mod quote;
 
 pub use describe::qmp_message;
 pub use output::{
-    ActionFailure, ActionOutput, FileCommitted, MemoryBackend, PciDevice, TargetKernel,
+    ActionFailure, ActionOutput, FileCommitted, LivepatchModule, LivepatchState, MemoryBackend,
+    PciDevice, TargetKernel,
 };
 pub use quote::shell_quote;
 
@@ -122,6 +123,26 @@ pub enum Action {
     EnsureDir { path: PathBuf },
     /// Delete a state file once the guest it belongs to runs again and was verified.
     RemoveFile { path: PathBuf },
+    /// The running kernel can be live-patched: `/sys/kernel/livepatch` exists (`CONFIG_LIVEPATCH`).
+    CheckLivepatchSupport,
+    /// A live patch module fit to load into the running kernel: its `.modinfo` says `livepatch=Y` and names
+    /// `name`, its `vermagic` release is the running release (`uname -r`), no patch of that name is loaded, and
+    /// lockdown or `module.sig_enforce` would not refuse it for want of a signature.
+    CheckLivepatchModule { path: PathBuf, name: String },
+    /// `finit_module(fd, "", 0)` of a module file (no insmod).
+    LoadModule { path: PathBuf },
+    /// Wait until `/sys/kernel/livepatch/NAME/transition` reads 0 (every task switched), then check that `enabled`
+    /// reads 1; on a timeout, name the tasks still in the old state (`/proc/*/task/*/patch_state`).
+    WaitLivepatchTransition { name: String, timeout_ms: u64 },
+    /// `/sys/kernel/livepatch/NAME`: with `loaded`, enabled and not in transition; without, gone, and no module
+    /// of that name loaded.
+    CheckLivepatch { name: String, loaded: bool },
+    /// Write 0 to `/sys/kernel/livepatch/NAME/enabled` and wait until the patch is gone (its transition back done);
+    /// nothing when no such patch is loaded.
+    DisableLivepatch { name: String, timeout_ms: u64 },
+    /// `delete_module(name, O_NONBLOCK)`, retried while the module is busy (a disabled patch is freed a moment
+    /// after its transition); nothing when no such module is loaded.
+    UnloadModule { name: String, timeout_ms: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -39,10 +39,13 @@ struct JsonDryRun<'a> {
 /// The new command line linted against the release the kexec will boot: the image's own (its setup header), when
 /// the image is readable here, else the plan's `kernel.version`.
 fn cmdline_warnings(plan: &crate::plan::Plan, cmdline: &str) -> Vec<String> {
-    let from_image = crate::host::kernel_file::read_image(&plan.kernel.image)
+    let Some(kernel) = &plan.kernel else {
+        return Vec::new();
+    };
+    let from_image = crate::host::kernel_file::read_image(&kernel.image)
         .ok()
         .map(|image| image.release().to_owned());
-    let release = from_image.or_else(|| plan.kernel.version.clone());
+    let release = from_image.or_else(|| kernel.version.clone());
     crate::kparams::lint_cmdline(cmdline, release.as_deref())
         .into_iter()
         .map(|f| format!("{} ({})", f.message, f.help))
@@ -52,7 +55,8 @@ fn cmdline_warnings(plan: &crate::plan::Plan, cmdline: &str) -> Vec<String> {
 /// `kup plan apply --dry-run`.
 pub fn run(path: &Path, format: Format, current_cmdline: &Path) -> CommandResult {
     let (plan, graph) = super::graph::load_valid(path)?;
-    let inherits = matches!(plan.kernel.cmdline, CmdlineSpec::Edit { inherit: true, .. });
+    let spec = plan.kernel.as_ref().map(|k| &k.cmdline);
+    let inherits = matches!(spec, Some(CmdlineSpec::Edit { inherit: true, .. }));
     let running = if inherits {
         std::fs::read_to_string(current_cmdline).map_err(|e| {
             CommandError::Usage(format!(
@@ -63,9 +67,13 @@ pub fn run(path: &Path, format: Format, current_cmdline: &Path) -> CommandResult
     } else {
         String::new()
     };
-    let cmdline = graph::kernel_cmdline(&plan.kernel.cmdline, &running).map_err(|e| {
-        CommandError::Usage(format!("cannot build the new kernel command line: {e}"))
-    })?;
+    // A live patch plan boots no kernel: its command line is empty.
+    let cmdline = match spec {
+        Some(spec) => graph::kernel_cmdline(spec, &running).map_err(|e| {
+            CommandError::Usage(format!("cannot build the new kernel command line: {e}"))
+        })?,
+        None => String::new(),
+    };
     let program = graph::compile(&plan, &graph, &cmdline);
     let warnings = cmdline_warnings(&plan, &cmdline);
     let schedule = graph.schedule();

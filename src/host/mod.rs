@@ -9,6 +9,7 @@ pub mod journal_files;
 pub mod kernel_file;
 pub mod kexec;
 pub mod kmsg;
+pub mod livepatch;
 pub mod machine;
 mod perform;
 pub mod process;

@@ -2,7 +2,7 @@
 //! validation, so later stages never re-check syntax; spans survive only where a later stage reports on them
 //! (custom step ordering, which the graph checks for unknown ids and cycles).
 
-pub use super::raw::{KexecMethod, Loader, MemoryMode, OnFailure};
+pub use super::raw::{KexecMethod, LivepatchAction, Loader, MemoryMode, OnFailure};
 use crate::hostglob::HostGlob;
 use serde::Serialize;
 use std::fmt;
@@ -16,6 +16,8 @@ pub const DEFAULT_JOURNAL: &str = "/var/lib/kup";
 pub const DEFAULT_PARALLELISM: u32 = 4;
 /// Time limit of a custom step without `timeout`.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
+/// Time limit of a live patch's transition without `livepatch.timeout`.
+pub const DEFAULT_LIVEPATCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Driver a `[[pci]]` device is expected to be bound to without `driver`.
 pub const DEFAULT_PCI_DRIVER: &str = "vfio-pci";
 
@@ -23,7 +25,10 @@ pub const DEFAULT_PCI_DRIVER: &str = "vfio-pci";
 pub struct Plan {
     pub name: Option<String>,
     pub hosts: Vec<HostGlob>,
-    pub kernel: Kernel,
+    /// The kernel to kexec into; `None` in a live patch plan (validation allows exactly one of the two).
+    pub kernel: Option<Kernel>,
+    /// The live patch to load or remove instead of a kexec.
+    pub livepatch: Option<Livepatch>,
     pub vms: Vec<Vm>,
     pub pci: Vec<PciDevice>,
     pub apps: Vec<App>,
@@ -40,6 +45,27 @@ pub struct Kernel {
     pub sha256: Option<String>,
     pub loader: Loader,
     pub cmdline: CmdlineSpec,
+}
+
+/// A live patch: loaded into the running kernel (or removed from it), no kexec, no guest touched.
+#[derive(Debug, Clone)]
+pub struct Livepatch {
+    /// The module file; `None` only with `action = Remove`.
+    pub module: Option<PathBuf>,
+    /// The name under `/sys/kernel/livepatch`.
+    pub name: String,
+    /// Lower-case hex.
+    pub sha256: Option<String>,
+    /// Longest wait for a transition.
+    pub timeout: Duration,
+    pub action: LivepatchAction,
+}
+
+impl Plan {
+    /// Whether this plan live-patches the running kernel rather than kexecs a new one.
+    pub fn is_livepatch(&self) -> bool {
+        self.livepatch.is_some()
+    }
 }
 
 /// How the new kernel's command line is made.
