@@ -120,6 +120,16 @@ fn human_status(s: &Status) -> String {
             let _ = writeln!(out, "{:<28} error: {e}", "");
         }
     }
+    if let Some(l) = &s.livepatch {
+        let what = match (l.loaded, l.enabled, l.transition) {
+            (false, _, _) => "not loaded",
+            (true, true, false) => "enabled",
+            (true, true, true) => "enabled, in transition",
+            (true, false, true) => "disabling, in transition",
+            (true, false, false) => "loaded, disabled",
+        };
+        let _ = writeln!(out, "\nlivepatch {}: {what}", l.name);
+    }
     for (vm, ms) in &s.vm_downtime_ms {
         let _ = writeln!(out, "\nvm {vm} downtime: {ms} ms");
     }

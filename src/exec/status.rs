@@ -36,6 +36,38 @@ pub struct StepStatus {
     pub finished: Option<String>,
     pub duration_ms: Option<u64>,
     pub error: Option<String>,
+    /// What a live patch step's actions reported (`{"name", "loaded", "enabled", "transition"}`, …), as journaled.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<Value>,
+}
+
+/// A live patch's state as the journal last saw it: the latest action output of a live patch plan that names it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LivepatchStatus {
+    pub name: String,
+    pub loaded: bool,
+    pub enabled: bool,
+    pub transition: bool,
+}
+
+impl LivepatchStatus {
+    fn of(output: &Value) -> Option<Self> {
+        Some(Self {
+            name: output.get("name")?.as_str()?.to_owned(),
+            loaded: output.get("loaded")?.as_bool()?,
+            enabled: output.get("enabled")?.as_bool()?,
+            transition: output.get("transition")?.as_bool()?,
+        })
+    }
+}
+
+fn is_livepatch_step(id: &StepId) -> bool {
+    matches!(
+        id,
+        StepId::LivepatchLoad { .. }
+            | StepId::LivepatchTransition { .. }
+            | StepId::LivepatchRemove { .. }
+    )
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +97,9 @@ pub struct Status {
     pub steps: Vec<StepStatus>,
     pub vm_downtime_ms: BTreeMap<String, u64>,
     pub kexec: Option<KexecStatus>,
+    /// A live patch plan's patch, as its last journaled check saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub livepatch: Option<LivepatchStatus>,
     /// A last journal line cut short by a crash (dropped when reading).
     pub torn_tail: bool,
 }
@@ -93,8 +128,11 @@ pub fn fold(
             finished: None,
             duration_ms: None,
             error: None,
+            outputs: Vec::new(),
         })
         .collect();
+    let livepatch_plan = program.steps.iter().any(|s| is_livepatch_step(&s.id));
+    let mut livepatch = None;
     let position: BTreeMap<StepId, usize> = steps
         .iter()
         .enumerate()
@@ -128,12 +166,20 @@ pub fn fold(
                 started_ms.entry(step.clone()).or_insert(r.unix_ms);
             }
             Event::StepDone {
-                step, duration_ms, ..
+                step,
+                duration_ms,
+                outputs,
             } => {
                 if let Some(&i) = position.get(step) {
                     steps[i].state = StepState::Done;
                     steps[i].finished = Some(r.time.clone());
                     steps[i].duration_ms = Some(*duration_ms);
+                    if is_livepatch_step(step) {
+                        steps[i].outputs = outputs.clone();
+                    }
+                }
+                if livepatch_plan {
+                    livepatch = outputs.iter().filter_map(LivepatchStatus::of).last().or(livepatch);
                 }
                 done_ms.insert(step.clone(), r.unix_ms);
             }
@@ -221,6 +267,7 @@ pub fn fold(
         steps,
         vm_downtime_ms,
         kexec,
+        livepatch,
         torn_tail,
     }
 }
