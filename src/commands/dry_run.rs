@@ -91,7 +91,9 @@ pub fn run(path: &Path, format: Format, current_cmdline: &Path) -> CommandResult
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
         Format::Human => {
-            let source = if inherits {
+            let source = if plan.is_livepatch() {
+                "none: a live patch boots no kernel".to_owned()
+            } else if inherits {
                 format!("{} with the plan's edits", current_cmdline.display())
             } else {
                 "from the plan".to_owned()
