@@ -380,9 +380,16 @@ state = "/var/lib/kup/state/web-1"
 name = "notify"
 run = ["/usr/local/bin/notify", "patching"]
 "#;
-    let run = Kup::new().args(["plan", "graph"]).plan(plan).run().status(0);
+    let run = Kup::new()
+        .args(["plan", "graph"])
+        .plan(plan)
+        .run()
+        .status(0);
     let stdout = run.stdout();
-    assert!(stdout.contains("guest downtime: 0 ms (2 guest(s)"), "{stdout}");
+    assert!(
+        stdout.contains("guest downtime: 0 ms (2 guest(s)"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("vm:"), "{stdout}");
     insta::assert_snapshot!("livepatch-with-guests.text", stdout);
     let json = Kup::new()

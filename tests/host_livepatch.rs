@@ -103,13 +103,25 @@ impl Fake {
 
     /// The patch as sysfs shows it.
     fn patch(&self, enabled: u8, transition: u8) -> &Self {
-        self.write(&format!("/sys/kernel/livepatch/{NAME}/enabled"), &format!("{enabled}\n"))
-            .write(&format!("/sys/kernel/livepatch/{NAME}/transition"), &format!("{transition}\n"))
+        self.write(
+            &format!("/sys/kernel/livepatch/{NAME}/enabled"),
+            &format!("{enabled}\n"),
+        )
+        .write(
+            &format!("/sys/kernel/livepatch/{NAME}/transition"),
+            &format!("{transition}\n"),
+        )
     }
 
     fn task(&self, pid: u32, tid: u32, comm: &str, state: i32) -> &Self {
-        self.write(&format!("/proc/{pid}/task/{tid}/comm"), &format!("{comm}\n"))
-            .write(&format!("/proc/{pid}/task/{tid}/patch_state"), &format!("{state}\n"))
+        self.write(
+            &format!("/proc/{pid}/task/{tid}/comm"),
+            &format!("{comm}\n"),
+        )
+        .write(
+            &format!("/proc/{pid}/task/{tid}/patch_state"),
+            &format!("{state}\n"),
+        )
     }
 }
 
@@ -131,14 +143,20 @@ fn a_module_built_for_another_release_is_refused_naming_both() {
             && message.contains("the running kernel is 6.1.0-57-cloud-amd64"),
         "{message}"
     );
-    assert!(matches!(livepatch_error(e), LivepatchError::WrongRelease { .. }));
+    assert!(matches!(
+        livepatch_error(e),
+        LivepatchError::WrongRelease { .. }
+    ));
 }
 
 #[test]
 fn a_fit_unsigned_module_passes_without_lockdown() {
     let fake = Fake::new();
-    fake.write("/sys/kernel/security/lockdown", "[none] integrity confidentiality\n")
-        .write("/sys/module/module/parameters/sig_enforce", "N\n");
+    fake.write(
+        "/sys/kernel/security/lockdown",
+        "[none] integrity confidentiality\n",
+    )
+    .write("/sys/module/module/parameters/sig_enforce", "N\n");
     let ko = fake.module(&modinfo(true, NAME, RUNNING));
     let found = livepatch::check_module(&fake.root(), &ko, NAME).unwrap();
     assert_eq!(found.name, NAME);
@@ -174,7 +192,10 @@ fn what_is_not_a_fit_live_patch_is_refused_with_the_reason() {
 fn lockdown_or_sig_enforce_refuse_an_unsigned_module_and_say_which() {
     let fake = Fake::new();
     let ko = fake.module(&modinfo(true, NAME, RUNNING));
-    fake.write("/sys/kernel/security/lockdown", "none [integrity] confidentiality\n");
+    fake.write(
+        "/sys/kernel/security/lockdown",
+        "none [integrity] confidentiality\n",
+    );
     let e = livepatch::check_module(&fake.root(), &ko, NAME).unwrap_err();
     assert!(e.to_string().contains("is [integrity]"), "{e}");
     assert!(e.to_string().contains("not signed"), "{e}");
@@ -183,13 +204,20 @@ fn lockdown_or_sig_enforce_refuse_an_unsigned_module_and_say_which() {
     let ko = fake.module(&modinfo(true, NAME, RUNNING));
     fake.write("/sys/module/module/parameters/sig_enforce", "Y\n");
     let e = livepatch::check_module(&fake.root(), &ko, NAME).unwrap_err();
-    assert!(e.to_string().contains("module signatures are enforced"), "{e}");
+    assert!(
+        e.to_string().contains("module signatures are enforced"),
+        "{e}"
+    );
 
     // Signed: the kernel checks the signature itself.
     let mut signed = modinfo(true, NAME, RUNNING);
     signed.extend_from_slice(b"SIGNATURE BYTES~Module signature appended~\n");
     let ko = fake.module(&signed);
-    assert!(livepatch::check_module(&fake.root(), &ko, NAME).unwrap().signed);
+    assert!(
+        livepatch::check_module(&fake.root(), &ko, NAME)
+            .unwrap()
+            .signed
+    );
 }
 
 #[test]
@@ -218,7 +246,10 @@ fn a_settled_transition_is_reported_and_a_stuck_one_names_its_tasks() {
         message.contains("42/42 (qemu-system-x86), 42/43 (CPU 0/KVM)"),
         "{message}"
     );
-    assert!(!message.contains("init") && !message.contains("kthreadd"), "{message}");
+    assert!(
+        !message.contains("init") && !message.contains("kthreadd"),
+        "{message}"
+    );
     assert!(message.contains("did not finish in 100 ms"), "{message}");
 }
 
@@ -241,7 +272,9 @@ fn a_patch_loaded_but_disabled_is_not_enabled() {
     let fake = Fake::new();
     fake.patch(0, 0);
     assert!(matches!(
-        livepatch_error(livepatch::wait_transition(&fake.root(), NAME, Duration::from_secs(1)).unwrap_err()),
+        livepatch_error(
+            livepatch::wait_transition(&fake.root(), NAME, Duration::from_secs(1)).unwrap_err()
+        ),
         LivepatchError::NotEnabled { .. }
     ));
 }
@@ -266,7 +299,11 @@ fn disabling_writes_zero_and_waits_until_the_kernel_frees_the_patch() {
     assert!(kernel.join().unwrap(), "kup never wrote 0 to enabled");
     assert!(!state.loaded);
     // Nothing loaded: nothing to do.
-    assert!(!livepatch::disable(&fake.root(), NAME, Duration::from_secs(1)).unwrap().loaded);
+    assert!(
+        !livepatch::disable(&fake.root(), NAME, Duration::from_secs(1))
+            .unwrap()
+            .loaded
+    );
 }
 
 #[test]
@@ -301,6 +338,10 @@ fn the_preflight_actions_refuse_the_wrong_release_through_the_host() {
         ])
         .unwrap_err();
     assert_eq!(failure.index, 2);
-    assert!(failure.message.contains("6.1.0-58-cloud-amd64"), "{}", failure.message);
+    assert!(
+        failure.message.contains("6.1.0-58-cloud-amd64"),
+        "{}",
+        failure.message
+    );
     assert!(failure.message.contains(RUNNING), "{}", failure.message);
 }

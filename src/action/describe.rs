@@ -170,7 +170,10 @@ impl Action {
             Action::CheckLivepatch { name, loaded: true } => {
                 format!("check /sys/kernel/livepatch/{name}: enabled = 1, transition = 0")
             }
-            Action::CheckLivepatch { name, loaded: false } => format!(
+            Action::CheckLivepatch {
+                name,
+                loaded: false,
+            } => format!(
                 "check that live patch {name} is gone: no /sys/kernel/livepatch/{name}, no /sys/module/{name}"
             ),
             Action::DisableLivepatch { name, timeout_ms } => format!(

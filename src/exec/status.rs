@@ -179,7 +179,11 @@ pub fn fold(
                     }
                 }
                 if livepatch_plan {
-                    livepatch = outputs.iter().filter_map(LivepatchStatus::of).last().or(livepatch);
+                    livepatch = outputs
+                        .iter()
+                        .filter_map(LivepatchStatus::of)
+                        .last()
+                        .or(livepatch);
                 }
                 done_ms.insert(step.clone(), r.unix_ms);
             }

@@ -232,16 +232,16 @@ impl StepGraph {
     /// Custom steps of a plan without a kexec (a live patch): all in phase before, after `preflight` and before
     /// `verify` unless they asked to run before the one or after the other.
     fn place_without_kexec(&mut self, customs: &[NodeIndex]) {
-        let (Some(preflight), Some(verify)) = (
-            self.node(&StepId::Preflight),
-            self.node(&StepId::Verify),
-        ) else {
+        let (Some(preflight), Some(verify)) =
+            (self.node(&StepId::Preflight), self.node(&StepId::Verify))
+        else {
             return;
         };
         for &node in customs {
             self.graph[node].phase = Phase::Before;
             let connected = |g: &Self, a, b| {
-                has_path_connecting(&g.graph, a, b, None) || has_path_connecting(&g.graph, b, a, None)
+                has_path_connecting(&g.graph, a, b, None)
+                    || has_path_connecting(&g.graph, b, a, None)
             };
             if !connected(self, preflight, node) {
                 self.graph.add_edge(preflight, node, EdgeOrigin::Placement);

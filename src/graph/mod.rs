@@ -66,18 +66,34 @@ impl fmt::Display for Phase {
 pub enum StepKind {
     Preflight,
     KernelLoad,
-    VmPause { vm: usize },
-    VmSave { vm: usize },
-    AppSave { app: usize },
-    PciCheck { pci: usize },
+    VmPause {
+        vm: usize,
+    },
+    VmSave {
+        vm: usize,
+    },
+    AppSave {
+        app: usize,
+    },
+    PciCheck {
+        pci: usize,
+    },
     Sync,
     Isolate,
     Kexec,
-    AppRestore { app: usize },
-    VmRestore { vm: usize },
-    VmResume { vm: usize },
+    AppRestore {
+        app: usize,
+    },
+    VmRestore {
+        vm: usize,
+    },
+    VmResume {
+        vm: usize,
+    },
     Verify,
-    Custom { step: usize },
+    Custom {
+        step: usize,
+    },
     /// `livepatch:NAME:load`: the plan's live patch module loaded (`finit_module`).
     LivepatchLoad,
     /// `livepatch:NAME:transition`: every task switched to the patched code.

@@ -28,10 +28,7 @@ pub enum LivepatchError {
     )]
     Unsupported { path: PathBuf },
     #[error("{}: not a kernel module whose .modinfo kup can read: {source}", .path.display())]
-    Modinfo {
-        path: PathBuf,
-        source: ModInfoError,
-    },
+    Modinfo { path: PathBuf, source: ModInfoError },
     #[error(
         "{} is not a live patch: its .modinfo has no `livepatch=Y` (a kpatch or klp module declares \
          MODULE_INFO(livepatch, \"Y\"))",
@@ -124,7 +121,9 @@ fn explain_load(errno: Errno) -> &'static str {
             "the kernel refused the module (a vermagic or symbol version mismatch, or the live patch could not be \
              enabled — another patch it conflicts with; see dmesg)"
         }
-        Errno::ENOENT => "the module needs a symbol or an object the running kernel does not have (see dmesg)",
+        Errno::ENOENT => {
+            "the module needs a symbol or an object the running kernel does not have (see dmesg)"
+        }
         Errno::EBUSY => "another live patch is in transition: wait for it, then try again",
         _ => "see dmesg for the kernel's reason",
     }
@@ -203,8 +202,8 @@ pub fn check_module(
     path: &Path,
     name: &str,
 ) -> Result<LivepatchModule, HostError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| HostError::io(format!("cannot read {}", path.display()), e))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| HostError::io(format!("cannot read {}", path.display()), e))?;
     let info = modinfo(&bytes).map_err(|source| LivepatchError::Modinfo {
         path: path.to_owned(),
         source,
@@ -415,7 +414,11 @@ pub fn check(root: &SysfsRoot, name: &str, loaded: bool) -> Result<LivepatchStat
 }
 
 /// Disables the patch (write 0 to `enabled`) and waits until the kernel has freed it (its directory gone).
-pub fn disable(root: &SysfsRoot, name: &str, timeout: Duration) -> Result<LivepatchState, HostError> {
+pub fn disable(
+    root: &SysfsRoot,
+    name: &str,
+    timeout: Duration,
+) -> Result<LivepatchState, HostError> {
     let t0 = Instant::now();
     let dir = patch_dir(root, name);
     if !dir.exists() {
@@ -449,7 +452,9 @@ pub fn disable(root: &SysfsRoot, name: &str, timeout: Duration) -> Result<Livepa
 /// `delete_module(name, O_NONBLOCK)`, retried while the module is busy; nothing when it is not loaded.
 pub fn unload(name: &str, timeout: Duration) -> Result<(), HostError> {
     let c_name = CString::new(name).map_err(|_| {
-        HostError::check(format!("{name:?} is not a module name (it holds a NUL byte)"))
+        HostError::check(format!(
+            "{name:?} is not a module name (it holds a NUL byte)"
+        ))
     })?;
     let t0 = Instant::now();
     let mut pause = Duration::from_millis(1);

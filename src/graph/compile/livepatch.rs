@@ -168,14 +168,21 @@ timeout = "5s"
 
     #[test]
     fn a_removal_is_one_step_that_nothing_undoes() {
-        let p = program(
-            "kup = 1\n[livepatch]\nname = \"kup_lab_livepatch\"\naction = \"remove\"\n",
-        );
+        let p =
+            program("kup = 1\n[livepatch]\nname = \"kup_lab_livepatch\"\naction = \"remove\"\n");
         let ids: Vec<&StepId> = p.steps.iter().map(|s| &s.id).collect();
         assert_eq!(ids.len(), 3);
-        assert_eq!(*ids[1], StepId::LivepatchRemove { name: "kup_lab_livepatch".into() });
+        assert_eq!(
+            *ids[1],
+            StepId::LivepatchRemove {
+                name: "kup_lab_livepatch".into()
+            }
+        );
         assert!(p.steps[1].rollback.is_empty());
-        assert!(matches!(p.steps[2].actions[0], Action::CheckLivepatch { loaded: false, .. }));
+        assert!(matches!(
+            p.steps[2].actions[0],
+            Action::CheckLivepatch { loaded: false, .. }
+        ));
     }
 
     #[test]
