@@ -96,9 +96,17 @@ fn human_status(s: &Status) -> String {
             "note    the journal's last line was cut short by a crash"
         );
     }
+    // Wide enough for the longest id (`livepatch:NAME:transition` can be long), at least 28 as before.
+    let width = s
+        .steps
+        .iter()
+        .map(|step| step.id.to_string().chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(28);
     let _ = writeln!(
         out,
-        "\n{:<28} {:<12} {:>10}  started",
+        "\n{:<width$} {:<12} {:>10}  started",
         "step", "state", "duration"
     );
     for step in &s.steps {
@@ -108,7 +116,7 @@ fn human_status(s: &Status) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:<28} {:<12} {:>10}  {}",
+            "{:<width$} {:<12} {:>10}  {}",
             step.id,
             st,
             step.duration_ms
@@ -117,7 +125,7 @@ fn human_status(s: &Status) -> String {
             step.started.as_deref().unwrap_or("")
         );
         if let Some(e) = &step.error {
-            let _ = writeln!(out, "{:<28} error: {e}", "");
+            let _ = writeln!(out, "{:<width$} error: {e}", "");
         }
     }
     if let Some(l) = &s.livepatch {
