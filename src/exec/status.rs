@@ -181,8 +181,8 @@ pub fn fold(
                 if livepatch_plan {
                     livepatch = outputs
                         .iter()
-                        .filter_map(LivepatchStatus::of)
-                        .last()
+                        .rev()
+                        .find_map(LivepatchStatus::of)
                         .or(livepatch);
                 }
                 done_ms.insert(step.clone(), r.unix_ms);
