@@ -11,6 +11,15 @@ use toml::Spanned;
 /// Longest module name the kernel accepts (`MODULE_NAME_LEN` is 64 − sizeof(unsigned long), NUL included).
 pub const MAX_MODULE_NAME: usize = 55;
 
+/// "a", "a and b", "a, b and c".
+fn and_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
 impl Validator<'_> {
     /// Exactly one of `[kernel]` and `[livepatch]`.
     pub(super) fn update_kind(&mut self, raw: &RawPlan) {
@@ -165,10 +174,7 @@ impl Validator<'_> {
         self.push(
             Diagnostic::warning(
                 code::LIVEPATCH_UNTOUCHED,
-                format!(
-                    "a live patch plan leaves its {} alone",
-                    untouched.join(", ")
-                ),
+                format!("a live patch plan leaves its {} alone", and_list(&untouched)),
             )
             .at(livepatch.span(), "the running kernel is patched under them")
             .help(
