@@ -214,6 +214,37 @@ impl Action {
                     MigrationMemory::Copy => "",
                 }
             ),
+            Action::CheckLivepatchSupport => {
+                "check that the running kernel can be live-patched (/sys/kernel/livepatch)".into()
+            }
+            Action::CheckLivepatchModule { path, name } => format!(
+                "check live patch module {}: livepatch=Y, name {name}, vermagic release = uname -r, not loaded, \
+                 signature as lockdown and module.sig_enforce require",
+                path.display()
+            ),
+            Action::LoadModule { path } => {
+                format!("finit_module(fd of {}, \"\", 0)", path.display())
+            }
+            Action::WaitLivepatchTransition { name, timeout_ms } => format!(
+                "wait until /sys/kernel/livepatch/{name}/transition = 0, then check enabled = 1 (timeout \
+                 {timeout_ms} ms)"
+            ),
+            Action::CheckLivepatch { name, loaded: true } => {
+                format!("check /sys/kernel/livepatch/{name}: enabled = 1, transition = 0")
+            }
+            Action::CheckLivepatch {
+                name,
+                loaded: false,
+            } => format!(
+                "check that live patch {name} is gone: no /sys/kernel/livepatch/{name}, no /sys/module/{name}"
+            ),
+            Action::DisableLivepatch { name, timeout_ms } => format!(
+                "echo 0 > /sys/kernel/livepatch/{name}/enabled, wait until the patch is gone (timeout \
+                 {timeout_ms} ms)"
+            ),
+            Action::UnloadModule { name, timeout_ms } => format!(
+                "delete_module({name:?}, O_NONBLOCK), retried while busy (timeout {timeout_ms} ms)"
+            ),
         }
     }
 }

@@ -13,8 +13,8 @@ mod quote;
 pub(crate) use describe::qmp_message;
 pub use migration::{QemuOffer, choose, setup_commands, undo_commands};
 pub use output::{
-    ActionFailure, ActionOutput, FileCommitted, MemoryBackend, MigrationBefore, MigrationChoice,
-    PciDevice, TargetKernel,
+    ActionFailure, ActionOutput, FileCommitted, LivepatchModule, LivepatchState, MemoryBackend,
+    MigrationBefore, MigrationChoice, PciDevice, TargetKernel,
 };
 pub use quote::shell_quote;
 
@@ -217,6 +217,54 @@ pub enum Action {
         socket: PathBuf,
         /// The guest's memory mode, which decides the migration mode asked about.
         memory: MigrationMemory,
+    },
+    /// The running kernel can be live-patched: `/sys/kernel/livepatch` exists (`CONFIG_LIVEPATCH`).
+    CheckLivepatchSupport,
+    /// A live patch module fit to load into the running kernel: its `.modinfo` says `livepatch=Y` and names
+    /// `name`, its `vermagic` release is the running release (`uname -r`), no patch of that name is loaded, and
+    /// lockdown or `module.sig_enforce` would not refuse it for want of a signature.
+    CheckLivepatchModule {
+        /// The module file.
+        path: PathBuf,
+        /// The live patch name the plan expects (`livepatch.name`).
+        name: String,
+    },
+    /// `finit_module(fd, "", 0)` of a module file (no insmod).
+    LoadModule {
+        /// The module file.
+        path: PathBuf,
+    },
+    /// Wait until `/sys/kernel/livepatch/NAME/transition` reads 0 (every task switched), then check that `enabled`
+    /// reads 1; on a timeout, name the tasks still in the old state (`/proc/*/task/*/patch_state`).
+    WaitLivepatchTransition {
+        /// The live patch.
+        name: String,
+        /// How long the transition may take.
+        timeout_ms: u64,
+    },
+    /// `/sys/kernel/livepatch/NAME`: with `loaded`, enabled and not in transition; without, gone, and no module
+    /// of that name loaded.
+    CheckLivepatch {
+        /// The live patch.
+        name: String,
+        /// Whether it must be loaded (and enabled) or gone.
+        loaded: bool,
+    },
+    /// Write 0 to `/sys/kernel/livepatch/NAME/enabled` and wait until the patch is gone (its transition back done);
+    /// nothing when no such patch is loaded.
+    DisableLivepatch {
+        /// The live patch.
+        name: String,
+        /// How long the transition back may take.
+        timeout_ms: u64,
+    },
+    /// `delete_module(name, O_NONBLOCK)`, retried while the module is busy (a disabled patch is freed a moment
+    /// after its transition); nothing when no such module is loaded.
+    UnloadModule {
+        /// The module's name.
+        name: String,
+        /// How long to retry while it is busy.
+        timeout_ms: u64,
     },
 }
 

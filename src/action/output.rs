@@ -99,6 +99,10 @@ pub enum ActionOutput {
         /// The migration mode the question was asked in (`None`: QEMU < 8.2 has none).
         mode: Option<String>,
     },
+    /// A live patch module checked before its load.
+    LivepatchModule(LivepatchModule),
+    /// A live patch's state in sysfs.
+    Livepatch(LivepatchState),
     /// A rehearsal skipped the action (the kexec, or the kernel load with `--no-kernel-load`).
     Skipped {
         /// Always `"skipped"`.
@@ -139,6 +143,35 @@ pub struct MigrationBefore {
     pub capabilities_off: Vec<String>,
     /// The earlier values of the parameters it set, `mode` included.
     pub parameters: BTreeMap<String, serde_json::Value>,
+}
+
+/// What [`crate::action::Action::CheckLivepatchModule`] found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LivepatchModule {
+    /// The module's name (`.modinfo` `name`).
+    pub name: String,
+    /// The release its `vermagic` names: the running one.
+    pub release: String,
+    /// Whether a module signature is appended.
+    pub signed: bool,
+    /// The file's size in bytes.
+    pub size: u64,
+}
+
+/// A live patch as `/sys/kernel/livepatch/NAME` showed it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LivepatchState {
+    /// The patch's name.
+    pub name: String,
+    /// Whether it is loaded (its sysfs directory exists).
+    pub loaded: bool,
+    /// `enabled` read 1.
+    pub enabled: bool,
+    /// `transition` read 1 (tasks still switching).
+    pub transition: bool,
+    /// How long the action waited for the transition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waited_ms: Option<u64>,
 }
 
 /// A state file committed by [`crate::action::Action::CommitFile`].

@@ -31,6 +31,7 @@ pub(crate) struct ApplyArgs<'a> {
 fn needs_privilege(plan: &Plan, rehearse: bool, kernel_load: bool) -> bool {
     !rehearse
         || kernel_load
+        || plan.is_livepatch()
         || !plan.apps.is_empty()
         || !plan.pci.is_empty()
         || plan.policy.isolate.is_some()
@@ -42,6 +43,23 @@ fn confirm(plan: &Plan, rehearse: bool) -> bool {
     } else {
         "Apply"
     };
+    if let Some(l) = &plan.livepatch {
+        let _ = write!(
+            std::io::stderr(),
+            "{what} plan \"{}\" on this host: {} live patch {} in the running kernel (no guest is paused, nothing \
+             reboots). Type 'yes' to continue: ",
+            plan.name.as_deref().unwrap_or("(unnamed)"),
+            if l.action == crate::plan::LivepatchAction::Remove {
+                "removes"
+            } else {
+                "loads"
+            },
+            l.name
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        return std::io::stdin().lock().read_line(&mut answer).is_ok() && answer.trim() == "yes";
+    }
     let _ = write!(
         std::io::stderr(),
         "{what} plan \"{}\" on this host: pauses {} VM(s), stops {} app(s){}. Type 'yes' to continue: ",
@@ -122,12 +140,16 @@ fn rerun_in_unit() -> CommandResult {
 
 /// The new kernel's command line, from the running kernel's when the plan inherits it.
 fn new_cmdline(plan: &Plan) -> Result<String, CommandError> {
-    let running = if matches!(plan.kernel.cmdline, CmdlineSpec::Edit { inherit: true, .. }) {
+    // A live patch plan boots no kernel: no command line to build.
+    let Some(kernel) = &plan.kernel else {
+        return Ok(String::new());
+    };
+    let running = if matches!(kernel.cmdline, CmdlineSpec::Edit { inherit: true, .. }) {
         machine::proc_cmdline().map_err(|e| CommandError::Usage(e.to_string()))?
     } else {
         String::new()
     };
-    crate::graph::kernel_cmdline(&plan.kernel.cmdline, &running)
+    crate::graph::kernel_cmdline(&kernel.cmdline, &running)
         .map_err(|e| CommandError::Usage(format!("cannot build the new kernel command line: {e}")))
 }
 

@@ -39,10 +39,13 @@ struct JsonDryRun<'a> {
 /// The new command line linted against the release the kexec will boot: the image's own (its setup header), when
 /// the image is readable here, else the plan's `kernel.version`.
 fn cmdline_warnings(plan: &crate::plan::Plan, cmdline: &str) -> Vec<String> {
-    let from_image = crate::host::kernel_file::read_image(&plan.kernel.image)
+    let Some(kernel) = &plan.kernel else {
+        return Vec::new();
+    };
+    let from_image = crate::host::kernel_file::read_image(&kernel.image)
         .ok()
         .map(|image| image.release().to_owned());
-    let release = from_image.or_else(|| plan.kernel.version.clone());
+    let release = from_image.or_else(|| kernel.version.clone());
     let lint = crate::kparams::lint_cmdline(cmdline, release.as_deref())
         .into_iter()
         .map(|f| format!("{} ({})", f.message, f.help));
@@ -61,7 +64,8 @@ fn cmdline_warnings(plan: &crate::plan::Plan, cmdline: &str) -> Vec<String> {
 /// `kup plan apply --dry-run`.
 pub(crate) fn run(path: &Path, format: Format, current_cmdline: &Path) -> CommandResult {
     let (plan, graph) = super::graph::load_valid(path)?;
-    let inherits = matches!(plan.kernel.cmdline, CmdlineSpec::Edit { inherit: true, .. });
+    let spec = plan.kernel.as_ref().map(|k| &k.cmdline);
+    let inherits = matches!(spec, Some(CmdlineSpec::Edit { inherit: true, .. }));
     let running = if inherits {
         std::fs::read_to_string(current_cmdline).map_err(|e| {
             CommandError::Usage(format!(
@@ -72,9 +76,13 @@ pub(crate) fn run(path: &Path, format: Format, current_cmdline: &Path) -> Comman
     } else {
         String::new()
     };
-    let cmdline = graph::kernel_cmdline(&plan.kernel.cmdline, &running).map_err(|e| {
-        CommandError::Usage(format!("cannot build the new kernel command line: {e}"))
-    })?;
+    // A live patch plan boots no kernel: its command line is empty.
+    let cmdline = match spec {
+        Some(spec) => graph::kernel_cmdline(spec, &running).map_err(|e| {
+            CommandError::Usage(format!("cannot build the new kernel command line: {e}"))
+        })?,
+        None => String::new(),
+    };
     let program = graph::compile(&plan, &graph, &cmdline);
     let warnings = cmdline_warnings(&plan, &cmdline);
     let schedule = graph.schedule();
@@ -92,7 +100,9 @@ pub(crate) fn run(path: &Path, format: Format, current_cmdline: &Path) -> Comman
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
         Format::Human => {
-            let source = if inherits {
+            let source = if plan.is_livepatch() {
+                "none: a live patch boots no kernel".to_owned()
+            } else if inherits {
                 format!("{} with the plan's edits", current_cmdline.display())
             } else {
                 "from the plan".to_owned()

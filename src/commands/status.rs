@@ -97,9 +97,17 @@ fn human_status(s: &Status) -> String {
             "note    the journal's last line was cut short by a crash"
         );
     }
+    // Wide enough for the longest id (`livepatch:NAME:transition` can be long), at least 28 as before.
+    let width = s
+        .steps
+        .iter()
+        .map(|step| step.id.to_string().chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(28);
     let _ = writeln!(
         out,
-        "\n{:<28} {:<12} {:>10}  started",
+        "\n{:<width$} {:<12} {:>10}  started",
         "step", "state", "duration"
     );
     for step in &s.steps {
@@ -109,7 +117,7 @@ fn human_status(s: &Status) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:<28} {:<12} {:>10}  {}",
+            "{:<width$} {:<12} {:>10}  {}",
             step.id,
             st,
             step.duration_ms
@@ -118,8 +126,18 @@ fn human_status(s: &Status) -> String {
             step.started.as_deref().unwrap_or("")
         );
         if let Some(e) = &step.error {
-            let _ = writeln!(out, "{:<28} error: {e}", "");
+            let _ = writeln!(out, "{:<width$} error: {e}", "");
         }
+    }
+    if let Some(l) = &s.livepatch {
+        let what = match (l.loaded, l.enabled, l.transition) {
+            (false, _, _) => "not loaded",
+            (true, true, false) => "enabled",
+            (true, true, true) => "enabled, in transition",
+            (true, false, true) => "disabling, in transition",
+            (true, false, false) => "loaded, disabled",
+        };
+        let _ = writeln!(out, "\nlivepatch {}: {what}", l.name);
     }
     for (vm, ms) in &s.vm_downtime_ms {
         let _ = writeln!(out, "\nvm {vm} downtime: {ms} ms");

@@ -206,4 +206,41 @@ mod tests {
             flat.last()
         );
     }
+
+    #[test]
+    fn a_stuck_live_patch_transition_disables_and_removes_the_patch() {
+        let program = program("plans/livepatch.toml");
+        let host = RecordingHost {
+            calls: Mutex::new(Vec::new()),
+            fail: Some(|a| matches!(a, Action::WaitLivepatchTransition { .. })),
+        };
+        let outcome = run(&program, &host, OnFailure::Rollback);
+        assert!(
+            matches!(&outcome, Outcome::RolledBack { reason }
+                if reason.contains("livepatch:livepatch_cmdline_fix:transition")),
+            "{outcome:?}"
+        );
+        let calls = host.calls.into_inner().unwrap();
+        let flat: Vec<&Action> = calls.iter().flatten().collect();
+        assert!(!flat.iter().any(|a| matches!(
+            a,
+            Action::Reboot(_) | Action::KexecFileLoad { .. } | Action::KexecUnload
+        )));
+        let load = flat
+            .iter()
+            .position(|a| matches!(a, Action::LoadModule { .. }))
+            .expect("the module was loaded");
+        // After the failed wait: the load's undo, disable then delete_module, and nothing else.
+        let after: Vec<&&Action> = flat[load + 1..]
+            .iter()
+            .filter(|a| !matches!(a, Action::WaitLivepatchTransition { .. }))
+            .collect();
+        assert!(
+            matches!(
+                after.as_slice(),
+                [Action::DisableLivepatch { .. }, Action::UnloadModule { .. }]
+            ),
+            "{after:?}"
+        );
+    }
 }

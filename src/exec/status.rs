@@ -36,6 +36,38 @@ pub(crate) struct StepStatus {
     pub(crate) finished: Option<String>,
     pub(crate) duration_ms: Option<u64>,
     pub(crate) error: Option<String>,
+    /// What a live patch step's actions reported (`{"name", "loaded", "enabled", "transition"}`, …), as journaled.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) outputs: Vec<Value>,
+}
+
+/// A live patch's state as the journal last saw it: the latest action output of a live patch plan that names it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct LivepatchStatus {
+    pub(crate) name: String,
+    pub(crate) loaded: bool,
+    pub(crate) enabled: bool,
+    pub(crate) transition: bool,
+}
+
+impl LivepatchStatus {
+    fn of(output: &Value) -> Option<Self> {
+        Some(Self {
+            name: output.get("name")?.as_str()?.to_owned(),
+            loaded: output.get("loaded")?.as_bool()?,
+            enabled: output.get("enabled")?.as_bool()?,
+            transition: output.get("transition")?.as_bool()?,
+        })
+    }
+}
+
+fn is_livepatch_step(id: &StepId) -> bool {
+    matches!(
+        id,
+        StepId::LivepatchLoad { .. }
+            | StepId::LivepatchTransition { .. }
+            | StepId::LivepatchRemove { .. }
+    )
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +97,9 @@ pub(crate) struct Status {
     pub(crate) steps: Vec<StepStatus>,
     pub(crate) vm_downtime_ms: BTreeMap<String, u64>,
     pub(crate) kexec: Option<KexecStatus>,
+    /// A live patch plan's patch, as its last journaled check saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) livepatch: Option<LivepatchStatus>,
     /// A last journal line cut short by a crash (dropped when reading).
     pub(crate) torn_tail: bool,
 }
@@ -94,8 +129,11 @@ pub(crate) fn fold(
             finished: None,
             duration_ms: None,
             error: None,
+            outputs: Vec::new(),
         })
         .collect();
+    let livepatch_plan = program.steps.iter().any(|s| is_livepatch_step(&s.id));
+    let mut livepatch = None;
     let position: BTreeMap<StepId, usize> = steps
         .iter()
         .enumerate()
@@ -129,12 +167,24 @@ pub(crate) fn fold(
                 started_ms.entry(step.clone()).or_insert(r.unix_ms);
             }
             Event::StepDone {
-                step, duration_ms, ..
+                step,
+                duration_ms,
+                outputs,
             } => {
                 if let Some(&i) = position.get(step) {
                     steps[i].state = StepState::Done;
                     steps[i].finished = Some(r.time.clone());
                     steps[i].duration_ms = Some(*duration_ms);
+                    if is_livepatch_step(step) {
+                        steps[i].outputs = outputs.clone();
+                    }
+                }
+                if livepatch_plan {
+                    livepatch = outputs
+                        .iter()
+                        .rev()
+                        .find_map(LivepatchStatus::of)
+                        .or(livepatch);
                 }
                 done_ms.insert(step.clone(), r.unix_ms);
             }
@@ -222,6 +272,7 @@ pub(crate) fn fold(
         steps,
         vm_downtime_ms,
         kexec,
+        livepatch,
         torn_tail,
     }
 }

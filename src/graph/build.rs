@@ -130,6 +130,9 @@ impl StepGraph {
 
     /// The built-in steps and edges; see docs/graph.md for why each edge exists.
     pub(super) fn builtin(&mut self, plan: &Plan) {
+        if plan.is_livepatch() {
+            return self.builtin_livepatch(plan);
+        }
         let preflight = self.add(plan, StepKind::Preflight);
         let load = self.add(plan, StepKind::KernelLoad);
         self.edge(preflight, load);
@@ -201,11 +204,62 @@ impl StepGraph {
         }
     }
 
+    /// A live patch plan's steps: `preflight`, then `livepatch:NAME:load` and `livepatch:NAME:transition` (or
+    /// `livepatch:NAME:remove`), then `verify`. No guest, app or device step: the running kernel is patched under
+    /// them. There is no kexec, so every step is in phase before, `verify` included: any failure rolls back.
+    fn builtin_livepatch(&mut self, plan: &Plan) {
+        let preflight = self.add(plan, StepKind::Preflight);
+        let remove = plan
+            .livepatch
+            .as_ref()
+            .is_some_and(|l| l.action == crate::plan::LivepatchAction::Remove);
+        let last = if remove {
+            let remove = self.add(plan, StepKind::LivepatchRemove);
+            self.edge(preflight, remove);
+            remove
+        } else {
+            let load = self.add(plan, StepKind::LivepatchLoad);
+            self.edge(preflight, load);
+            let transition = self.add(plan, StepKind::LivepatchTransition);
+            self.edge(load, transition);
+            transition
+        };
+        let verify = self.add(plan, StepKind::Verify);
+        self.graph[verify].phase = Phase::Before;
+        self.edge(last, verify);
+    }
+
+    /// Custom steps of a plan without a kexec (a live patch): all in phase before, after `preflight` and before
+    /// `verify` unless they asked to run before the one or after the other.
+    fn place_without_kexec(&mut self, customs: &[NodeIndex]) {
+        let (Some(preflight), Some(verify)) =
+            (self.node(&StepId::Preflight), self.node(&StepId::Verify))
+        else {
+            return;
+        };
+        for &node in customs {
+            self.graph[node].phase = Phase::Before;
+            let connected = |g: &Self, a, b| {
+                has_path_connecting(&g.graph, a, b, None)
+                    || has_path_connecting(&g.graph, b, a, None)
+            };
+            if !connected(self, preflight, node) {
+                self.graph.add_edge(preflight, node, EdgeOrigin::Placement);
+            }
+            if !connected(self, node, verify) {
+                self.graph.add_edge(node, verify, EdgeOrigin::Placement);
+            }
+        }
+    }
+
     /// Gives every custom step its phase and ties it into the graph: a step that must run before `kexec` is in
     /// phase before, one that must run after it in phase after. A step constrained neither way runs after the
     /// steps it names if any of those is in phase after, else in phase before, after `preflight` — before the
     /// point of no return, where its failure can still be rolled back.
     pub(super) fn place(&mut self, plan: &Plan, customs: &[NodeIndex]) {
+        if self.node(&StepId::Kexec).is_none() {
+            return self.place_without_kexec(customs);
+        }
         let (Some(kexec), Some(preflight), Some(verify)) = (
             self.node(&StepId::Kexec),
             self.node(&StepId::Preflight),

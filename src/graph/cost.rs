@@ -60,6 +60,14 @@ pub(crate) const CUSTOM_STEP: Duration = ms(1_000);
 /// Final checks after every guest runs again: guests running, PCI bindings as planned.
 pub(crate) const VERIFY: Duration = ms(100);
 
+/// `finit_module` of a live patch (the lab's: 0.04–0.10 s, the first transition attempt included).
+pub const LIVEPATCH_LOAD: Duration = ms(200);
+/// A live patch's transition when no task sleeps in a patched function (the lab's: done inside the load; on a busy
+/// host the kernel retries every second, so this is a typical figure, not a bound: `livepatch.timeout` is that).
+pub const LIVEPATCH_TRANSITION: Duration = ms(100);
+/// Disabling a live patch, its transition back and `delete_module` (the lab's: 0.1–0.3 s).
+pub const LIVEPATCH_REMOVE: Duration = ms(500);
+
 /// A step's estimate and, when it rests on an assumption the plan could remove, a note saying which.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Estimate {
@@ -107,6 +115,9 @@ pub(crate) fn estimate(plan: &Plan, kind: &StepKind) -> Estimate {
         StepKind::Kexec => Estimate::fixed(KEXEC),
         StepKind::Verify => Estimate::fixed(VERIFY),
         StepKind::Custom { .. } => Estimate::fixed(CUSTOM_STEP),
+        StepKind::LivepatchLoad => Estimate::fixed(LIVEPATCH_LOAD),
+        StepKind::LivepatchTransition => Estimate::fixed(LIVEPATCH_TRANSITION),
+        StepKind::LivepatchRemove => Estimate::fixed(LIVEPATCH_REMOVE),
         StepKind::VmPause { vm } => match plan.vms.get(*vm).map(|v| &v.driver) {
             // `virsh save` pauses on its own; the pause step only records the moment.
             Some(VmDriver::Libvirt { .. }) => Estimate::fixed(Duration::ZERO),

@@ -69,18 +69,40 @@ impl fmt::Display for Phase {
 pub(crate) enum StepKind {
     Preflight,
     KernelLoad,
-    VmPause { vm: usize },
-    VmSave { vm: usize },
-    AppSave { app: usize },
-    PciCheck { pci: usize },
+    VmPause {
+        vm: usize,
+    },
+    VmSave {
+        vm: usize,
+    },
+    AppSave {
+        app: usize,
+    },
+    PciCheck {
+        pci: usize,
+    },
     Sync,
     Isolate,
     Kexec,
-    AppRestore { app: usize },
-    VmRestore { vm: usize },
-    VmResume { vm: usize },
+    AppRestore {
+        app: usize,
+    },
+    VmRestore {
+        vm: usize,
+    },
+    VmResume {
+        vm: usize,
+    },
     Verify,
-    Custom { step: usize },
+    Custom {
+        step: usize,
+    },
+    /// `livepatch:NAME:load`: the plan's live patch module loaded (`finit_module`).
+    LivepatchLoad,
+    /// `livepatch:NAME:transition`: every task switched to the patched code.
+    LivepatchTransition,
+    /// `livepatch:NAME:remove`: the patch disabled, its transition back finished, the module removed.
+    LivepatchRemove,
 }
 
 impl StepKind {
@@ -88,6 +110,12 @@ impl StepKind {
     pub(crate) fn id(&self, plan: &Plan) -> StepId {
         let vm = |i: usize| plan.vms.get(i).map(|v| v.name.clone()).unwrap_or_default();
         let app = |i: usize| plan.apps.get(i).map(|a| a.name.clone()).unwrap_or_default();
+        let patch = || {
+            plan.livepatch
+                .as_ref()
+                .map(|l| l.name.clone())
+                .unwrap_or_default()
+        };
         match *self {
             StepKind::Preflight => StepId::Preflight,
             StepKind::KernelLoad => StepId::KernelLoad,
@@ -115,11 +143,15 @@ impl StepKind {
                     .map(|s| s.name.clone())
                     .unwrap_or_default(),
             },
+            StepKind::LivepatchLoad => StepId::LivepatchLoad { name: patch() },
+            StepKind::LivepatchTransition => StepId::LivepatchTransition { name: patch() },
+            StepKind::LivepatchRemove => StepId::LivepatchRemove { name: patch() },
         }
     }
 
     /// The side of the kexec a step of this kind is on; a custom step starts before it and is placed once the
-    /// graph is built (docs/graph.md, "Placing custom steps").
+    /// graph is built (docs/graph.md, "Placing custom steps"). A live patch plan has no kexec: its builder puts
+    /// every step, `verify` included, before the (absent) point of no return.
     pub(crate) fn phase(&self) -> Phase {
         match self {
             StepKind::Kexec => Phase::Kexec,

@@ -51,7 +51,12 @@ pub(crate) fn text(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> Strin
         };
         if phase != Some(first.phase) {
             phase = Some(first.phase);
-            let _ = writeln!(out, "\n{}", phase_title(first.phase));
+            let title = if plan.is_livepatch() {
+                "no kexec (a live patch of the running kernel): every step rolled back on failure"
+            } else {
+                phase_title(first.phase)
+            };
+            let _ = writeln!(out, "\n{title}");
         }
         let parallel = if group.len() > 1 {
             format!(" ({} in parallel)", group.len())
@@ -86,6 +91,13 @@ pub(crate) fn text(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> Strin
     );
     for (vm, down) in &schedule.vm_downtime {
         let _ = writeln!(out, "vm {vm} downtime: {}", human(*down));
+    }
+    if plan.is_livepatch() {
+        let _ = writeln!(
+            out,
+            "guest downtime: 0 ms ({} guest(s) in the plan, none paused: the running kernel is patched under them)",
+            plan.vms.len()
+        );
     }
     if let Some(limit) = plan.policy.max_downtime {
         let verdict = if schedule.downtime() <= limit {

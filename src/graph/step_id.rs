@@ -64,6 +64,21 @@ pub enum StepId {
         /// The step's plan name.
         name: String,
     },
+    /// `livepatch:NAME:load`: the live patch module loaded into the running kernel.
+    LivepatchLoad {
+        /// The patch's name (`/sys/kernel/livepatch/NAME`).
+        name: String,
+    },
+    /// `livepatch:NAME:transition`: every task runs the patched code.
+    LivepatchTransition {
+        /// The patch's name.
+        name: String,
+    },
+    /// `livepatch:NAME:remove`: the patch disabled and its module removed.
+    LivepatchRemove {
+        /// The patch's name.
+        name: String,
+    },
 }
 
 impl StepId {
@@ -76,6 +91,10 @@ impl StepId {
             Preflight | KernelLoad | PciCheck { .. } | Sync | Isolate | Verify => Some(true),
             VmPause { .. } | VmResume { .. } | VmSave { .. } => Some(true),
             AppSave { .. } | AppRestore { .. } | VmRestore { .. } | Kexec => Some(false),
+            // Waiting for a transition and checking `enabled` changes nothing; a load or a removal interrupted
+            // half-way needs an operator's look at /sys/kernel/livepatch.
+            LivepatchTransition { .. } => Some(true),
+            LivepatchLoad { .. } | LivepatchRemove { .. } => Some(false),
             Custom { .. } => None,
         }
     }
@@ -111,6 +130,9 @@ impl StepId {
             StepId::VmResume { vm } => Owned(format!("vm:{vm}:resume")),
             StepId::Verify => Borrowed("verify"),
             StepId::Custom { name } => Owned(format!("step:{name}")),
+            StepId::LivepatchLoad { name } => Owned(format!("livepatch:{name}:load")),
+            StepId::LivepatchTransition { name } => Owned(format!("livepatch:{name}:transition")),
+            StepId::LivepatchRemove { name } => Owned(format!("livepatch:{name}:remove")),
         }
     }
 }
@@ -174,6 +196,12 @@ impl FromStr for StepId {
             app(":save")
                 .map(|app| StepId::AppSave { app })
                 .or_else(|| app(":restore").map(|app| StepId::AppRestore { app }))
+        } else if let Some(rest) = named("livepatch:") {
+            let name = |suffix| subject(rest, suffix).filter(|n| !n.contains(':'));
+            name(":load")
+                .map(|name| StepId::LivepatchLoad { name })
+                .or_else(|| name(":transition").map(|name| StepId::LivepatchTransition { name }))
+                .or_else(|| name(":remove").map(|name| StepId::LivepatchRemove { name }))
         } else {
             None
         };

@@ -37,6 +37,9 @@ pub enum HostError {
     /// what was expected and, where kup knows it, the fix.
     #[error("{0}")]
     Check(String),
+    /// A live patch could not be checked, loaded, settled or removed (boxed: its variants carry paths and lists).
+    #[error(transparent)]
+    Livepatch(Box<super::livepatch::LivepatchError>),
     /// Something did not happen in time.
     #[error("{0}")]
     Timeout(String),

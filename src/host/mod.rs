@@ -9,6 +9,7 @@ pub(crate) mod journal_files;
 pub mod kernel_file;
 pub(crate) mod kexec;
 pub(crate) mod kmsg;
+pub mod livepatch;
 pub mod machine;
 pub mod migration;
 mod perform;
@@ -19,7 +20,7 @@ pub(crate) mod systemd;
 mod target;
 pub(crate) mod vm;
 
-pub(crate) use error::HostError;
+pub use error::HostError;
 pub use sysfs::SysfsRoot;
 
 use crate::action::{Action, ActionFailure, ActionOutput};

@@ -1,8 +1,8 @@
 //! Performing one action: a dispatch over small functions, one per kind of action.
 
 use super::{
-    HostError, SysfsRoot, files, journal_files, kernel_file, kexec, machine, migration, process,
-    qmp, sysfs, target, vm,
+    HostError, SysfsRoot, files, journal_files, kernel_file, kexec, livepatch, machine, migration,
+    process, qmp, sysfs, target, vm,
 };
 use crate::action::{Action, ActionOutput, PID_PLACEHOLDER, RebootMode};
 use crate::hostglob::HostGlob;
@@ -162,6 +162,25 @@ pub(super) fn one(
                 e,
             )),
         },
+        Action::CheckLivepatchSupport => {
+            livepatch::check_support(sysfs).map(|()| ActionOutput::None)
+        }
+        Action::CheckLivepatchModule { path, name } => {
+            livepatch::check_module(sysfs, path, name).map(ActionOutput::LivepatchModule)
+        }
+        Action::LoadModule { path } => livepatch::load(path).map(|()| ActionOutput::None),
+        Action::WaitLivepatchTransition { name, timeout_ms } => {
+            livepatch::wait_transition(sysfs, name, ms(*timeout_ms)).map(ActionOutput::Livepatch)
+        }
+        Action::CheckLivepatch { name, loaded } => {
+            livepatch::check(sysfs, name, *loaded).map(ActionOutput::Livepatch)
+        }
+        Action::DisableLivepatch { name, timeout_ms } => {
+            livepatch::disable(sysfs, name, ms(*timeout_ms)).map(ActionOutput::Livepatch)
+        }
+        Action::UnloadModule { name, timeout_ms } => {
+            livepatch::unload(name, ms(*timeout_ms)).map(|()| ActionOutput::None)
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! validation, so later stages never re-check syntax; spans survive only where a later stage reports on them
 //! (custom step ordering, which the graph checks for unknown ids and cycles).
 
-pub(crate) use super::raw::{KexecMethod, Loader, MemoryMode, OnFailure};
+pub(crate) use super::raw::{KexecMethod, LivepatchAction, Loader, MemoryMode, OnFailure};
 use crate::hostglob::HostGlob;
 use serde::Serialize;
 use std::fmt;
@@ -16,6 +16,8 @@ pub(crate) const DEFAULT_JOURNAL: &str = "/var/lib/kup";
 pub(crate) const DEFAULT_PARALLELISM: u32 = 4;
 /// Time limit of a custom step without `timeout`.
 pub(crate) const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
+/// Time limit of a live patch's transition without `livepatch.timeout`.
+pub(crate) const DEFAULT_LIVEPATCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Driver a `[[pci]]` device is expected to be bound to without `driver`.
 pub(crate) const DEFAULT_PCI_DRIVER: &str = "vfio-pci";
 
@@ -24,7 +26,10 @@ pub(crate) const DEFAULT_PCI_DRIVER: &str = "vfio-pci";
 pub struct Plan {
     pub(crate) name: Option<String>,
     pub(crate) hosts: Vec<HostGlob>,
-    pub(crate) kernel: Kernel,
+    /// The kernel to kexec into; `None` in a live patch plan (validation allows exactly one of the two).
+    pub(crate) kernel: Option<Kernel>,
+    /// The live patch to load or remove instead of a kexec.
+    pub(crate) livepatch: Option<Livepatch>,
     /// The guests paused and saved before the kexec and restored after it (`[[vm]]`).
     pub vms: Vec<Vm>,
     pub(crate) pci: Vec<PciDevice>,
@@ -45,6 +50,28 @@ pub(crate) struct Kernel {
     pub(crate) sha256: Option<String>,
     pub(crate) loader: Loader,
     pub(crate) cmdline: CmdlineSpec,
+}
+
+/// A live patch: loaded into the running kernel (or removed from it), no kexec, no guest touched.
+#[derive(Debug, Clone)]
+pub struct Livepatch {
+    /// The module file; `None` only with `action = Remove`.
+    pub module: Option<PathBuf>,
+    /// The name under `/sys/kernel/livepatch`.
+    pub name: String,
+    /// Lower-case hex.
+    pub sha256: Option<String>,
+    /// Longest wait for a transition.
+    pub timeout: Duration,
+    /// Load the patch, or remove it.
+    pub action: LivepatchAction,
+}
+
+impl Plan {
+    /// Whether this plan live-patches the running kernel rather than kexecs a new one.
+    pub fn is_livepatch(&self) -> bool {
+        self.livepatch.is_some()
+    }
 }
 
 /// How the new kernel's command line is made.

@@ -26,9 +26,14 @@ pub(crate) struct RawPlan {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub(crate) hosts: Vec<Spanned<String>>,
-    /// The kernel to kexec into.
-    #[schemars(with = "RawKernel")]
-    pub(crate) kernel: Spanned<RawKernel>,
+    /// The kernel to kexec into. Required unless the plan has a `[livepatch]` table instead (a plan may not have
+    /// both: patch now and kexec later are two plans).
+    #[schemars(with = "Option<RawKernel>")]
+    pub(crate) kernel: Option<Spanned<RawKernel>>,
+    /// A live patch to load into the running kernel (or to remove from it) instead of a kexec: no guest is paused,
+    /// nothing reboots. Excludes `[kernel]`.
+    #[schemars(with = "Option<RawLivepatch>")]
+    pub(crate) livepatch: Option<Spanned<RawLivepatch>>,
     /// Virtual machines to pause, save and restore across the kexec.
     #[serde(default, rename = "vm")]
     #[schemars(rename = "vm", with = "Vec<RawVm>")]
@@ -75,6 +80,40 @@ pub(crate) struct RawKernel {
     /// The new kernel's command line. Omit to inherit the running kernel's unchanged.
     #[schemars(with = "Option<RawCmdline>")]
     pub(crate) cmdline: Option<Spanned<RawCmdline>>,
+}
+
+/// A live patch module (kpatch or any `MODULE_INFO(livepatch, "Y")` module) loaded into the running kernel, its
+/// transition supervised; or, with `action = "remove"`, a loaded one disabled and removed.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Livepatch")]
+pub struct RawLivepatch {
+    /// Absolute path of the live patch module (`.ko`, uncompressed). Required with `action = "apply"`.
+    #[schemars(with = "Option<String>")]
+    pub module: Option<Spanned<String>>,
+    /// The live patch's name: the module's name as `/sys/kernel/livepatch/NAME` shows it (letters, digits, `_`).
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// Expected SHA-256 of the module file (64 hex digits). Pins the exact artifact.
+    #[schemars(with = "Option<String>")]
+    pub sha256: Option<Spanned<String>>,
+    /// How long the patch's transition (every task switched to the new code) may take (`"60s"`, the default).
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Spanned<String>>,
+    /// `apply` (default: load the module, wait for the transition) or `remove` (disable the loaded patch, wait for
+    /// the transition back, remove the module).
+    #[schemars(with = "Option<LivepatchAction>")]
+    pub action: Option<Spanned<LivepatchAction>>,
+}
+
+/// What a `[livepatch]` plan does with its patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LivepatchAction {
+    /// Load the module and wait until every task runs the patched code.
+    Apply,
+    /// Disable the loaded patch, wait until every task runs the original code, remove the module.
+    Remove,
 }
 
 /// How the kernel image is loaded.

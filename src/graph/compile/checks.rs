@@ -27,25 +27,27 @@ pub(super) fn preflight(plan: &Plan, cmdline: &str) -> Vec<Action> {
         });
     }
     actions.push(Action::CheckKexecEnabled);
-    actions.push(Action::CheckFile {
-        path: plan.kernel.image.clone(),
-        sha256: plan.kernel.sha256.clone(),
-    });
-    actions.push(Action::CheckKernelImage {
-        path: plan.kernel.image.clone(),
-        release: plan.kernel.version.clone(),
-    });
-    actions.push(Action::CheckTargetKernel {
-        image: plan.kernel.image.clone(),
-        release: plan.kernel.version.clone(),
-        initrd: plan.kernel.initrd.clone(),
-        cmdline: cmdline.to_owned(),
-    });
-    if let Some(initrd) = &plan.kernel.initrd {
+    if let Some(kernel) = &plan.kernel {
         actions.push(Action::CheckFile {
-            path: initrd.clone(),
-            sha256: None,
+            path: kernel.image.clone(),
+            sha256: kernel.sha256.clone(),
         });
+        actions.push(Action::CheckKernelImage {
+            path: kernel.image.clone(),
+            release: kernel.version.clone(),
+        });
+        actions.push(Action::CheckTargetKernel {
+            image: kernel.image.clone(),
+            release: kernel.version.clone(),
+            initrd: kernel.initrd.clone(),
+            cmdline: cmdline.to_owned(),
+        });
+        if let Some(initrd) = &kernel.initrd {
+            actions.push(Action::CheckFile {
+                path: initrd.clone(),
+                sha256: None,
+            });
+        }
     }
     // Created here, not when saving: a missing or read-only directory then fails before any guest is paused.
     for vm in &plan.vms {

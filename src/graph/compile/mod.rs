@@ -9,6 +9,7 @@ mod app;
 mod checks;
 mod host_steps;
 mod kernel;
+mod livepatch;
 mod vm;
 
 pub(crate) use kernel::kernel_cmdline;
@@ -113,7 +114,7 @@ pub fn compile(plan: &Plan, graph: &StepGraph, kernel_cmdline: &str) -> Program 
     Program {
         kernel_cmdline: kernel_cmdline.to_owned(),
         steps,
-        target_release: plan.kernel.version.clone(),
+        target_release: plan.kernel.as_ref().and_then(|k| k.version.clone()),
     }
 }
 
@@ -125,9 +126,17 @@ fn step_actions(plan: &Plan, kind: StepKind, estimate: Duration, cmdline: &str) 
     let migration_timeout = ms(estimate.saturating_mul(10).max(MIN_MIGRATION_TIMEOUT));
     let vm = |i: usize| plan.vms.get(i);
     let app = |i: usize| plan.apps.get(i);
+    let patch = plan.livepatch.as_ref();
     match kind {
-        StepKind::Preflight => (checks::preflight(plan, cmdline), Vec::new()),
-        StepKind::KernelLoad => kernel::load(&plan.kernel, cmdline),
+        StepKind::Preflight => match patch {
+            Some(l) => (livepatch::preflight(plan, l), Vec::new()),
+            None => (checks::preflight(plan, cmdline), Vec::new()),
+        },
+        StepKind::KernelLoad => plan
+            .kernel
+            .as_ref()
+            .map(|k| kernel::load(k, cmdline))
+            .unwrap_or_default(),
         StepKind::PciCheck { pci } => checks::pci(plan.pci.get(pci)),
         StepKind::VmPause { vm: i } => vm::pause(vm(i), plan.policy.save_channels),
         StepKind::VmSave { vm: i } => vm::save(vm(i), migration_timeout),
@@ -138,8 +147,14 @@ fn step_actions(plan: &Plan, kind: StepKind, estimate: Duration, cmdline: &str) 
         StepKind::AppRestore { app: i } => app::restore(app(i)),
         StepKind::VmRestore { vm: i } => vm::restore(vm(i), migration_timeout),
         StepKind::VmResume { vm: i } => vm::resume(vm(i)),
-        StepKind::Verify => (checks::verify(plan), Vec::new()),
+        StepKind::Verify => match patch {
+            Some(l) => (livepatch::verify(l), Vec::new()),
+            None => (checks::verify(plan), Vec::new()),
+        },
         StepKind::Custom { step } => host_steps::custom(plan.steps.get(step)),
+        StepKind::LivepatchLoad => patch.map(livepatch::load).unwrap_or_default(),
+        StepKind::LivepatchTransition => patch.map(livepatch::transition).unwrap_or_default(),
+        StepKind::LivepatchRemove => patch.map(livepatch::remove).unwrap_or_default(),
     }
 }
 

@@ -4,6 +4,7 @@
 mod apps;
 mod fields;
 mod kernel;
+mod livepatch;
 mod pci;
 mod policy;
 mod vms;
@@ -46,6 +47,10 @@ pub(crate) mod code {
     pub(crate) const ON_FAILURE_STOP: &str = "kup::plan::on-failure-stop";
     pub(crate) const DIRECT_KEXEC: &str = "kup::plan::direct-kexec";
     pub(crate) const EMPTY_VALUE: &str = "kup::plan::empty-value";
+    pub(crate) const LIVEPATCH_WITH_KERNEL: &str = "kup::plan::livepatch-with-kernel";
+    pub(crate) const LIVEPATCH_MODULE: &str = "kup::plan::livepatch-module";
+    pub(crate) const LIVEPATCH_NAME: &str = "kup::plan::livepatch-name";
+    pub(crate) const LIVEPATCH_UNTOUCHED: &str = "kup::plan::livepatch-untouched";
 
     /// Codes that report something absent: after the structural pass removed a badly typed key, these would only
     /// repeat its finding.
@@ -102,7 +107,10 @@ impl Validator<'_> {
         }
         let hosts = raw.hosts.iter().filter_map(|h| self.host_glob(h)).collect();
         let policy = self.policy(raw.policy.as_ref());
-        let kernel = self.kernel(raw.kernel.get_ref());
+        self.update_kind(raw);
+        let kernel = raw.kernel.as_ref().map(|k| self.kernel(k.get_ref()));
+        let livepatch = raw.livepatch.as_ref().map(|l| self.livepatch(l.get_ref()));
+        self.livepatch_untouched(raw);
         let pci = self.pci(&raw.pci);
         let vms = self.vms(&raw.vms, &raw.pci, &policy);
         let apps = self.apps(&raw.apps);
@@ -111,6 +119,7 @@ impl Validator<'_> {
             name: raw.name.as_ref().map(|n| n.get_ref().clone()),
             hosts,
             kernel,
+            livepatch,
             vms,
             pci,
             apps,
