@@ -75,6 +75,8 @@ pub enum VmDriver {
     },
     Libvirt {
         domain: String,
+        /// `virsh -c URI`; `None`: virsh's default connection.
+        uri: Option<String>,
     },
 }
 

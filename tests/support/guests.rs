@@ -82,7 +82,7 @@ impl Lab {
     }
 
     /// The argv prefix that runs the lab's QEMU: `env` sets its library path, so the argv works without a shell.
-    fn qemu_argv(&self) -> Vec<String> {
+    pub fn qemu_argv(&self) -> Vec<String> {
         let mut argv = vec![
             "env".to_owned(),
             format!("LD_LIBRARY_PATH={}", self.ld_library_path),

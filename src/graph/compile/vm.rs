@@ -3,8 +3,7 @@
 
 use super::{
     COMMAND_TIMEOUT, Compiled, LIBVIRT_STATE_FILE, MIGRATION_MAX_BANDWIDTH, PARTIAL_SUFFIX,
-    QMP_STATE_FILE, QUIT_TIMEOUT, RESTART_TIMEOUT, SOCKET_TIMEOUT, exec, handshake, ms, path_str,
-    qmp,
+    QMP_STATE_FILE, QUIT_TIMEOUT, RESTART_TIMEOUT, SOCKET_TIMEOUT, handshake, ms, path_str, qmp,
 };
 use crate::action::{Action, shell_quote};
 use crate::plan::{MemoryMode, Vm, VmDriver};
@@ -60,16 +59,27 @@ pub(super) fn commit(vm: &Vm) -> Action {
     }
 }
 
-pub(super) fn virsh(args: &[&str], timeout_ms: u64) -> Action {
-    let mut argv = vec!["virsh".to_owned()];
-    argv.extend(args.iter().map(|s| (*s).to_owned()));
-    Action::Exec { argv, timeout_ms }
+/// `virsh [-c URI] ARGS…`: the plan's `libvirt_uri`, else virsh's default connection.
+pub(super) fn virsh(uri: Option<&str>, args: &[&str], timeout_ms: u64) -> Action {
+    Action::Exec {
+        argv: virsh_argv(uri, args),
+        timeout_ms,
+    }
 }
 
-/// `virsh domstate DOMAIN` printing one of `states`.
-pub(super) fn domstate(domain: &str, states: &[&str]) -> Action {
+fn virsh_argv(uri: Option<&str>, args: &[&str]) -> Vec<String> {
+    let mut argv = vec!["virsh".to_owned()];
+    if let Some(uri) = uri {
+        argv.extend(["-c".to_owned(), uri.to_owned()]);
+    }
+    argv.extend(args.iter().map(|s| (*s).to_owned()));
+    argv
+}
+
+/// `virsh [-c URI] domstate DOMAIN` printing one of `states`.
+pub(super) fn domstate(uri: Option<&str>, domain: &str, states: &[&str]) -> Action {
     Action::CheckOutput {
-        argv: vec!["virsh".into(), "domstate".into(), domain.to_owned()],
+        argv: virsh_argv(uri, &["domstate", domain]),
         expect: states.iter().map(|s| (*s).to_owned()).collect(),
         timeout_ms: ms(COMMAND_TIMEOUT),
     }
@@ -127,7 +137,8 @@ pub(super) fn save(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
                 },
             ],
         ),
-        Some((v, VmDriver::Libvirt { domain })) => {
+        Some((v, VmDriver::Libvirt { domain, uri })) => {
+            let uri = uri.as_deref();
             let file = path_str(&state_file(v));
             let part = path_str(&partial(&state_file(v)));
             (
@@ -135,14 +146,19 @@ pub(super) fn save(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
                     // Its exit status is the whole truth: afterwards a persistent domain is "shut off" and a
                     // transient one is gone, so there is no state worth checking.
                     virsh(
+                        uri,
                         &["save", "--bypass-cache", domain, &part],
                         migration_timeout,
                     ),
                     commit(v),
                 ],
                 vec![
-                    virsh(&["restore", "--bypass-cache", &file], migration_timeout),
-                    domstate(domain, &["running"]),
+                    virsh(
+                        uri,
+                        &["restore", "--bypass-cache", &file],
+                        migration_timeout,
+                    ),
+                    domstate(uri, domain, &["running"]),
                 ],
             )
         }
@@ -184,9 +200,10 @@ pub(super) fn restore(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
             });
             (actions, Vec::new())
         }
-        Some((v, VmDriver::Libvirt { domain })) => (
+        Some((v, VmDriver::Libvirt { domain, uri })) => (
             vec![
                 virsh(
+                    uri.as_deref(),
                     &[
                         "restore",
                         "--bypass-cache",
@@ -195,7 +212,7 @@ pub(super) fn restore(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
                     ],
                     migration_timeout,
                 ),
-                domstate(domain, &["paused"]),
+                domstate(uri.as_deref(), domain, &["paused"]),
             ],
             Vec::new(),
         ),
@@ -220,10 +237,10 @@ pub(super) fn resume(vm: Option<&Vm>) -> Compiled {
             ],
             Vec::new(),
         ),
-        Some(VmDriver::Libvirt { domain }) => (
+        Some(VmDriver::Libvirt { domain, uri }) => (
             vec![
-                exec(&["virsh", "resume", domain], COMMAND_TIMEOUT),
-                domstate(domain, &["running"]),
+                virsh(uri.as_deref(), &["resume", domain], ms(COMMAND_TIMEOUT)),
+                domstate(uri.as_deref(), domain, &["running"]),
             ],
             Vec::new(),
         ),
@@ -244,6 +261,6 @@ pub(super) fn running(vm: &Vm) -> Vec<Action> {
                 timeout_ms: ms(SOCKET_TIMEOUT),
             },
         ],
-        VmDriver::Libvirt { domain } => vec![domstate(domain, &["running"])],
+        VmDriver::Libvirt { domain, uri } => vec![domstate(uri.as_deref(), domain, &["running"])],
     }
 }
