@@ -89,7 +89,10 @@ impl Libvirtd {
             .expect("unshare (util-linux)");
         let d = Libvirtd {
             root: root.to_owned(),
-            uri: format!("qemu+unix:///system?socket={}", sock.join("libvirt-sock").display()),
+            uri: format!(
+                "qemu+unix:///system?socket={}",
+                sock.join("libvirt-sock").display()
+            ),
             daemon,
         };
         let started = Instant::now();
@@ -210,7 +213,11 @@ fn emulator(lab: &Lab, dir: &Path) -> PathBuf {
         .iter()
         .map(|a| shell_quote(Path::new(a)))
         .collect();
-    fs::write(&path, format!("#!/bin/sh\nexec {} \"$@\"\n", argv.join(" "))).unwrap();
+    fs::write(
+        &path,
+        format!("#!/bin/sh\nexec {} \"$@\"\n", argv.join(" ")),
+    )
+    .unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
     path
 }
@@ -361,7 +368,8 @@ fn libvirt_guest_survives_kup_rehearsal_and_bad_domains_are_refused_first() {
     let run = rehearse(&shut_off).status(5);
     let err = run.stderr();
     assert!(
-        err.contains("domstate kup-off") && err.contains("printed \"shut off\", expected \"running\""),
+        err.contains("domstate kup-off")
+            && err.contains("printed \"shut off\", expected \"running\""),
         "{err}"
     );
     assert_eq!(libvirtd.domstate("kup-guest"), "running");
