@@ -312,9 +312,9 @@ fn rehearse(text: &str) -> support::cli::Run {
 
 /// One daemon for the whole story, since starting one and probing the emulator takes seconds: first two plans
 /// that the preflight refuses (a domain that does not exist, one that is defined but shut off) while a patterned
-/// guest runs on untouched, then the hand-over of that guest.
+/// guest runs on untouched, then a rehearsal rolled back after the save, then the hand-over of that guest.
 #[test]
-fn libvirt_guest_survives_kup_rehearsal_and_bad_domains_are_refused_first() {
+fn libvirt_guest_survives_rollback_and_rehearsal_and_bad_domains_are_refused_first() {
     let lab = Lab::get();
     let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let tmp = tempfile::Builder::new()
@@ -378,8 +378,32 @@ fn libvirt_guest_survives_kup_rehearsal_and_bad_domains_are_refused_first() {
     assert!(!dir.join("state/guest/libvirt.save.partial").exists());
     eprintln!("refusals done after {:?}", started.elapsed());
 
-    // The hand-over: save, (no kexec), restore paused, resume, verify.
+    // A step after the save fails before the kexec: the rollback restores the saved image (`virsh restore`, not
+    // paused), in a new QEMU; the image stays where it is.
     let handover = plan(&lab, dir, &uri, &[("guest", "kup-guest")]);
+    let failing = format!(
+        "{handover}\n[[step]]\nname = \"fails\"\nrun = [\"false\"]\nafter = [\"vm:guest:save\"]\nbefore = [\"kexec\"]\n"
+    );
+    let t = Instant::now();
+    let run = rehearse(&failing).status(5);
+    eprintln!("rolled back in {:?}:\n{}", t.elapsed(), run.stderr());
+    assert!(
+        run.stderr().contains("undone vm:guest:save"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(libvirtd.domstate("kup-guest"), "running");
+    let rolled_back_pid = libvirtd.pid("kup-guest");
+    assert_ne!(rolled_back_pid, old_pid);
+    assert_eq!(
+        sha256(&libvirtd.read("kup-guest", RESERVED_START, PATTERN)),
+        digest,
+        "the guest's RAM after the rollback"
+    );
+    assert!(dir.join("state/guest/libvirt.save").exists());
+    let old_pid = rolled_back_pid;
+
+    // The hand-over: save, (no kexec), restore paused, resume, verify.
     let t = Instant::now();
     let run = rehearse(&handover).success();
     eprintln!(
@@ -397,8 +421,9 @@ fn libvirt_guest_survives_kup_rehearsal_and_bad_domains_are_refused_first() {
         digest,
         "the guest's RAM after the restore"
     );
-    // verify removed the state file once the guest ran again.
+    // verify removed the state file once the guest ran again; the preflight had kept the rollback's aside.
     assert!(!dir.join("state/guest/libvirt.save").exists());
+    assert!(dir.join("state/guest/libvirt.save.kept-1").exists());
     assert!(!dir.join("state/guest/libvirt.save.partial").exists());
     eprintln!("test took {:?}", started.elapsed());
 }
