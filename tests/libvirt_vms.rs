@@ -355,6 +355,7 @@ fn libvirt_guest_survives_rollback_and_rehearsal_and_bad_domains_are_refused_fir
     );
     let run = rehearse(&missing).status(5);
     let err = run.stderr();
+    eprintln!("refused:\n{err}");
     assert!(
         err.contains("domstate kup-no-such-domain") && err.contains("failed to get domain"),
         "{err}"
@@ -367,6 +368,7 @@ fn libvirt_guest_survives_rollback_and_rehearsal_and_bad_domains_are_refused_fir
     );
     let run = rehearse(&shut_off).status(5);
     let err = run.stderr();
+    eprintln!("refused:\n{err}");
     assert!(
         err.contains("domstate kup-off")
             && err.contains("printed \"shut off\", expected \"running\""),
@@ -425,5 +427,15 @@ fn libvirt_guest_survives_rollback_and_rehearsal_and_bad_domains_are_refused_fir
     assert!(!dir.join("state/guest/libvirt.save").exists());
     assert!(dir.join("state/guest/libvirt.save.kept-1").exists());
     assert!(!dir.join("state/guest/libvirt.save.partial").exists());
+    // `virsh resume` of a running domain is an error, not a no-op: a resume step run again after an interruption
+    // fails (docs/drivers.md).
+    let again = libvirtd.virsh(&["resume", "kup-guest"]);
+    eprintln!(
+        "virsh resume of a running domain: {}, {}",
+        again.status,
+        String::from_utf8_lossy(&again.stderr).trim()
+    );
+    assert!(!again.status.success());
+    assert_eq!(libvirtd.domstate("kup-guest"), "running");
     eprintln!("test took {:?}", started.elapsed());
 }

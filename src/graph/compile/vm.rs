@@ -44,6 +44,10 @@ pub(super) fn state_file(vm: &Vm) -> PathBuf {
     }
 }
 
+pub(super) fn is_libvirt(vm: &Vm) -> bool {
+    matches!(vm.driver, VmDriver::Libvirt { .. })
+}
+
 /// Where a state file is written before [`Action::CommitFile`] gives it its name.
 pub(super) fn partial(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
