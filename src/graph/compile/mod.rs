@@ -244,7 +244,7 @@ mod tests {
             program
                 .steps
                 .iter()
-                .find(|s| s.id.to_string() == id)
+                .find(|s| s.id == id)
                 .expect(id)
                 .idempotent
         };
