@@ -1,7 +1,8 @@
 //! The libvirt, systemd, CRIU, hook and PCI drivers, as compiled from plans and performed by the real host on this
-//! machine. This host has no libvirt, systemd is not PID 1 and CRIU 3.17 cannot run on its 6.18 kernel (see
-//! DESIGN.md), so here the tests pin the exact argv and what an operator reads when a tool is missing or fails;
-//! their end-to-end behaviour is tested inside the lab guest, which boots systemd and has CRIU.
+//! machine. systemd is not PID 1 here and CRIU 3.17 cannot run on its 6.18 kernel (see DESIGN.md), so here the tests
+//! pin the exact argv and what an operator reads when a tool is missing or fails; their end-to-end behaviour is
+//! tested inside the lab guest, which boots systemd and has CRIU. libvirt's end to end test, against a libvirtd of
+//! its own, is tests/libvirt_vms.rs.
 
 mod support;
 
@@ -101,6 +102,36 @@ fn libvirt_saves_and_restores_with_virsh_bypassing_the_cache() {
             }
         }
     }
+}
+
+/// `libvirt_uri` goes before the subcommand of every virsh call, the rollback's too.
+#[test]
+fn libvirt_uri_is_passed_to_every_virsh_call() {
+    let uri = "qemu+unix:///system?socket=/srv/libvirt-sock";
+    let p = program(&format!("{KERNEL}{LIBVIRT}libvirt_uri = \"{uri}\"\n"));
+    let mut seen = 0;
+    for s in &p.steps {
+        for argv in argvs(&s.actions).iter().chain(&argvs(&s.rollback)) {
+            if argv[0] == "virsh" {
+                assert_eq!(argv[1..3], words(&["-c", uri]), "{argv:?}");
+                seen += 1;
+            }
+        }
+    }
+    // preflight, save + its rollback (restore, domstate), restore (2), resume (2), verify.
+    assert_eq!(seen, 9);
+    assert_eq!(
+        argvs(&step(&p, "vm:web:save").actions)[0],
+        words(&[
+            "virsh",
+            "-c",
+            uri,
+            "save",
+            "--bypass-cache",
+            "web-dom",
+            "/var/lib/kup/state/web/libvirt.save.partial"
+        ])
+    );
 }
 
 #[test]

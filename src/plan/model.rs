@@ -109,6 +109,8 @@ pub(crate) enum VmDriver {
     },
     Libvirt {
         domain: String,
+        /// `virsh -c URI`; `None`: virsh's default connection.
+        uri: Option<String>,
     },
 }
 

@@ -165,6 +165,10 @@ pub(crate) struct RawVm {
     /// libvirt driver: the domain name (`virsh save` / `virsh restore`). Exactly one of `qmp` and `libvirt`.
     #[schemars(with = "Option<String>")]
     pub(crate) libvirt: Option<Spanned<String>>,
+    /// libvirt driver: the connection URI, passed as `virsh -c URI` (for example `qemu:///system`). Default:
+    /// virsh's own choice (`LIBVIRT_DEFAULT_URI`, else `qemu:///system` for root).
+    #[schemars(with = "Option<String>")]
+    pub(crate) libvirt_uri: Option<Spanned<String>>,
     /// Directory for the saved state. Must survive the kexec: not tmpfs (`/run`, `/dev/shm`). Default
     /// `<policy.journal>/state/<name>`.
     #[schemars(with = "Option<String>")]

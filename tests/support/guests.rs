@@ -143,7 +143,7 @@ impl Lab {
     }
 
     /// The argv prefix that runs the lab's QEMU: `env` sets its library path, so the argv works without a shell.
-    fn qemu_argv(&self, qemu: Qemu) -> Vec<String> {
+    pub fn qemu_argv(&self, qemu: Qemu) -> Vec<String> {
         let build = self.build(qemu);
         let mut argv = vec![
             "env".to_owned(),

@@ -94,6 +94,9 @@ pub fn compile(plan: &Plan, graph: &StepGraph, kernel_cmdline: &str) -> Program 
             let (actions, rollback) = step_actions(plan, step.kind, step.estimate, kernel_cmdline);
             let idempotent = match step.kind {
                 StepKind::Custom { step } => plan.steps.get(step).is_some_and(|s| s.idempotent),
+                // `virsh resume` of a domain that already runs fails ("domain is already running"): run again
+                // after an interruption, a libvirt guest's resume would fail a hand-over that worked.
+                StepKind::VmResume { vm } if plan.vms.get(vm).is_some_and(vm::is_libvirt) => false,
                 _ => step.id.builtin_idempotent().unwrap_or(false),
             };
             Some(CompiledStep {
@@ -243,6 +246,29 @@ mod tests {
         assert_eq!(kernel_cmdline(&fresh, "ignored").unwrap(), "console=ttyS0");
         let replace = CmdlineSpec::Replace(" root=/dev/vda ".into());
         assert_eq!(kernel_cmdline(&replace, "x").unwrap(), "root=/dev/vda");
+    }
+
+    #[test]
+    fn a_libvirt_resume_is_not_run_twice() {
+        let text = "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\n\
+                    [[vm]]\nname = \"web\"\nlibvirt = \"web\"\nstate = \"/var/lib/kup/web\"\n\
+                    [[vm]]\nname = \"db\"\nqmp = \"/run/db.qmp\"\nrestart = [\"true\"]\n\
+                    state = \"/var/lib/kup/db\"\n";
+        let (plan, graph) = crate::check::check("p.toml", text.as_bytes())
+            .valid()
+            .expect("valid");
+        let program = compile(&plan, &graph, "root=/dev/sda1");
+        let idempotent = |id: &str| {
+            program
+                .steps
+                .iter()
+                .find(|s| s.id == id)
+                .expect(id)
+                .idempotent
+        };
+        assert!(!idempotent("vm:web:resume"));
+        assert!(idempotent("vm:db:resume"));
+        assert!(idempotent("vm:web:save"));
     }
 
     fn program(text: &str) -> Program {

@@ -3,8 +3,8 @@
 
 use super::{
     COMMAND_TIMEOUT, Compiled, LIBVIRT_STATE_FILE, MIGRATION_MAX_BANDWIDTH, MIGRATION_RECORD,
-    PARTIAL_SUFFIX, QMP_STATE_FILE, QUIT_TIMEOUT, RESTART_TIMEOUT, SOCKET_TIMEOUT, exec, handshake,
-    ms, path_str, qmp,
+    PARTIAL_SUFFIX, QMP_STATE_FILE, QUIT_TIMEOUT, RESTART_TIMEOUT, SOCKET_TIMEOUT, handshake, ms,
+    path_str, qmp,
 };
 use crate::action::{Action, MigrationMemory, MigrationSide, shell_quote};
 use crate::plan::{MemoryMode, Vm, VmDriver};
@@ -62,6 +62,10 @@ pub(super) fn state_file(vm: &Vm) -> PathBuf {
     }
 }
 
+pub(super) fn is_libvirt(vm: &Vm) -> bool {
+    matches!(vm.driver, VmDriver::Libvirt { .. })
+}
+
 /// Where a state file is written before [`Action::CommitFile`] gives it its name.
 pub(super) fn partial(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -77,16 +81,27 @@ pub(super) fn commit(vm: &Vm) -> Action {
     }
 }
 
-pub(super) fn virsh(args: &[&str], timeout_ms: u64) -> Action {
-    let mut argv = vec!["virsh".to_owned()];
-    argv.extend(args.iter().map(|s| (*s).to_owned()));
-    Action::Exec { argv, timeout_ms }
+/// `virsh [-c URI] ARGS…`: the plan's `libvirt_uri`, else virsh's default connection.
+pub(super) fn virsh(uri: Option<&str>, args: &[&str], timeout_ms: u64) -> Action {
+    Action::Exec {
+        argv: virsh_argv(uri, args),
+        timeout_ms,
+    }
 }
 
-/// `virsh domstate DOMAIN` printing one of `states`.
-pub(super) fn domstate(domain: &str, states: &[&str]) -> Action {
+fn virsh_argv(uri: Option<&str>, args: &[&str]) -> Vec<String> {
+    let mut argv = vec!["virsh".to_owned()];
+    if let Some(uri) = uri {
+        argv.extend(["-c".to_owned(), uri.to_owned()]);
+    }
+    argv.extend(args.iter().map(|s| (*s).to_owned()));
+    argv
+}
+
+/// `virsh [-c URI] domstate DOMAIN` printing one of `states`.
+pub(super) fn domstate(uri: Option<&str>, domain: &str, states: &[&str]) -> Action {
     Action::CheckOutput {
-        argv: vec!["virsh".into(), "domstate".into(), domain.to_owned()],
+        argv: virsh_argv(uri, &["domstate", domain]),
         expect: states.iter().map(|s| (*s).to_owned()).collect(),
         timeout_ms: ms(COMMAND_TIMEOUT),
     }
@@ -142,7 +157,8 @@ pub(super) fn save(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
                 },
             ],
         ),
-        Some((v, VmDriver::Libvirt { domain })) => {
+        Some((v, VmDriver::Libvirt { domain, uri })) => {
+            let uri = uri.as_deref();
             let file = path_str(&state_file(v));
             let part = path_str(&partial(&state_file(v)));
             (
@@ -150,14 +166,19 @@ pub(super) fn save(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
                     // Its exit status is the whole truth: afterwards a persistent domain is "shut off" and a
                     // transient one is gone, so there is no state worth checking.
                     virsh(
+                        uri,
                         &["save", "--bypass-cache", domain, &part],
                         migration_timeout,
                     ),
                     commit(v),
                 ],
                 vec![
-                    virsh(&["restore", "--bypass-cache", &file], migration_timeout),
-                    domstate(domain, &["running"]),
+                    virsh(
+                        uri,
+                        &["restore", "--bypass-cache", &file],
+                        migration_timeout,
+                    ),
+                    domstate(uri, domain, &["running"]),
                 ],
             )
         }
@@ -197,9 +218,10 @@ pub(super) fn restore(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
             });
             (actions, Vec::new())
         }
-        Some((v, VmDriver::Libvirt { domain })) => (
+        Some((v, VmDriver::Libvirt { domain, uri })) => (
             vec![
                 virsh(
+                    uri.as_deref(),
                     &[
                         "restore",
                         "--bypass-cache",
@@ -208,7 +230,7 @@ pub(super) fn restore(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
                     ],
                     migration_timeout,
                 ),
-                domstate(domain, &["paused"]),
+                domstate(uri.as_deref(), domain, &["paused"]),
             ],
             Vec::new(),
         ),
@@ -233,10 +255,10 @@ pub(super) fn resume(vm: Option<&Vm>) -> Compiled {
             ],
             Vec::new(),
         ),
-        Some(VmDriver::Libvirt { domain }) => (
+        Some(VmDriver::Libvirt { domain, uri }) => (
             vec![
-                exec(&["virsh", "resume", domain], COMMAND_TIMEOUT),
-                domstate(domain, &["running"]),
+                virsh(uri.as_deref(), &["resume", domain], ms(COMMAND_TIMEOUT)),
+                domstate(uri.as_deref(), domain, &["running"]),
             ],
             Vec::new(),
         ),
@@ -257,6 +279,6 @@ pub(super) fn running(vm: &Vm) -> Vec<Action> {
                 timeout_ms: ms(SOCKET_TIMEOUT),
             },
         ],
-        VmDriver::Libvirt { domain } => vec![domstate(domain, &["running"])],
+        VmDriver::Libvirt { domain, uri } => vec![domstate(uri.as_deref(), domain, &["running"])],
     }
 }

@@ -78,6 +78,16 @@ impl Validator<'_> {
                 None
             }
             (Some(qmp), None) => {
+                if let Some(uri) = &vm.libvirt_uri {
+                    self.push(
+                        Diagnostic::error(
+                            code::DRIVER_KEY,
+                            "`libvirt_uri` is for libvirt VMs; this one is driven over QMP",
+                        )
+                        .at(uri.span(), "not used with qmp")
+                        .help("remove `libvirt_uri`, or drive this VM through `libvirt`"),
+                    );
+                }
                 let socket = self.absolute(qmp, "vm.qmp");
                 let restart = match &vm.restart {
                     Some(argv) => self.argv(argv, "vm.restart"),
@@ -125,10 +135,14 @@ impl Validator<'_> {
                     .help("remove `memory` or drive this VM over `qmp`"),
                 );
                 }
-                self.not_blank(domain, "vm.libvirt")
-                    .then(|| VmDriver::Libvirt {
-                        domain: domain.get_ref().clone(),
-                    })
+                let uri_ok = vm
+                    .libvirt_uri
+                    .as_ref()
+                    .is_none_or(|uri| self.not_blank(uri, "vm.libvirt_uri"));
+                (self.not_blank(domain, "vm.libvirt") && uri_ok).then(|| VmDriver::Libvirt {
+                    domain: domain.get_ref().clone(),
+                    uri: vm.libvirt_uri.as_ref().map(|u| u.get_ref().clone()),
+                })
             }
         }
     }

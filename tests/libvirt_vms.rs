@@ -1,0 +1,441 @@
+//! kup's libvirt driver against a real libvirtd (Debian bookworm's libvirt 9.0, installed by `lab/setup`) managing a
+//! QEMU 7.2 guest from the lab: `kup plan apply --rehearse --no-kernel-load` runs `virsh save --bypass-cache`,
+//! `virsh restore --bypass-cache --paused` and `virsh resume` for real, and the guest's RAM must read back byte for
+//! byte in a new QEMU process.
+//!
+//! The test starts its own libvirtd, as root, in a mount namespace of its own (`unshare --mount`): its
+//! `/etc/libvirt`, `/run/libvirt`, `/var/lib/libvirt`, `/var/log/libvirt` and `/var/cache/libvirt` are bind mounts of
+//! directories in the test's temporary directory, and it listens on a socket there (`unix_sock_dir`), which the plan
+//! names with `libvirt_uri = "qemu+unix:///system?socket=…"`. No system service is started or configured; when the
+//! daemon ends, its mounts go with its namespace. The domain's `<emulator>` is a wrapper script that runs the lab's
+//! QEMU with its libraries and `-L` directories (no system QEMU package: installing one would remove the host's
+//! qemu-utils 10.0). docs/drivers.md says what this showed.
+//!
+//! Needs `lab/setup` (QEMU, the lab kernel, busybox, libvirt's packages and the `libvirt-qemu` user) and root.
+
+mod support;
+
+use kup::action::shell_quote;
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use support::Kup;
+use support::guests::{self, Lab, RESERVED_START};
+
+/// Random bytes written into the guest's reserved RAM.
+const PATTERN: usize = 16 << 20;
+const READY: &str = "KUP-GUEST-READY";
+
+/// The directories the daemon sees in place of the system's (mount point, directory under the test's root).
+const MOUNTS: [(&str, &str); 5] = [
+    ("/etc/libvirt", "etc"),
+    ("/run/libvirt", "run"),
+    ("/var/lib/libvirt", "lib"),
+    ("/var/log/libvirt", "log"),
+    ("/var/cache/libvirt", "cache"),
+];
+
+/// A libvirtd of the test's own; on drop, its guests' QEMUs are killed and then the daemon.
+struct Libvirtd {
+    root: PathBuf,
+    uri: String,
+    daemon: Child,
+}
+
+impl Libvirtd {
+    fn start(root: &Path) -> Libvirtd {
+        for (mount_point, dir) in MOUNTS {
+            // Empty mount points; an installed libvirt-daemon-system would have made them.
+            fs::create_dir_all(mount_point).unwrap();
+            fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        let sock = root.join("sock");
+        fs::create_dir_all(&sock).unwrap();
+        fs::write(
+            root.join("etc/libvirtd.conf"),
+            format!(
+                "unix_sock_dir = \"{}\"\nauth_unix_rw = \"none\"\nauth_unix_ro = \"none\"\n",
+                sock.display()
+            ),
+        )
+        .unwrap();
+        // QEMU runs as root (the domain's files are the test's); its stdout and stderr go to a file, not to
+        // virtlogd, which is not running.
+        fs::write(
+            root.join("etc/qemu.conf"),
+            "user = \"root\"\ngroup = \"root\"\nstdio_handler = \"file\"\n",
+        )
+        .unwrap();
+        let mut script = String::from("set -e\n");
+        for (mount_point, dir) in MOUNTS {
+            let from = shell_quote(&root.join(dir));
+            script.push_str(&format!("mount --bind {from} {mount_point}\n"));
+        }
+        script.push_str(&format!(
+            "exec libvirtd --config {} --pid-file {}\n",
+            shell_quote(&root.join("etc/libvirtd.conf")),
+            shell_quote(&root.join("libvirtd.pid"))
+        ));
+        let log = fs::File::create(root.join("libvirtd.log")).unwrap();
+        let daemon = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("unshare (util-linux)");
+        let d = Libvirtd {
+            root: root.to_owned(),
+            uri: format!(
+                "qemu+unix:///system?socket={}",
+                sock.join("libvirt-sock").display()
+            ),
+            daemon,
+        };
+        let started = Instant::now();
+        while !d.virsh(&["list"]).status.success() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "libvirtd did not answer on {} within 30 s; its log:\n{}",
+                d.uri,
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("libvirtd answered after {:?}", started.elapsed());
+        d
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.root.join("libvirtd.log")).unwrap_or_default()
+    }
+
+    fn virsh(&self, args: &[&str]) -> Output {
+        Command::new("virsh")
+            .args(["-c", &self.uri])
+            .args(args)
+            .output()
+            .expect("virsh (libvirt-clients; run lab/setup)")
+    }
+
+    /// `virsh ARGS…`, which must succeed; its standard output.
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.virsh(args);
+        assert!(
+            out.status.success(),
+            "virsh {args:?}: {}\n{}\nlibvirtd's log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn domstate(&self, domain: &str) -> String {
+        self.ok(&["domstate", domain])
+    }
+
+    /// The domain's QEMU, from the pidfile libvirt keeps in its run directory.
+    fn pid(&self, domain: &str) -> u32 {
+        let path = self.root.join(format!("run/qemu/{domain}.pid"));
+        fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// The host address of guest-physical `gpa` in the domain's QEMU (HMP `gpa2hva` through libvirt).
+    fn hva(&self, domain: &str, gpa: u64) -> u64 {
+        let text = self.ok(&[
+            "qemu-monitor-command",
+            "--hmp",
+            domain,
+            &format!("gpa2hva {gpa:#x}"),
+        ]);
+        let hex = text
+            .rsplit(" is ")
+            .next()
+            .and_then(|h| h.trim().strip_prefix("0x"))
+            .unwrap_or_else(|| panic!("unexpected gpa2hva reply {text:?}"));
+        u64::from_str_radix(hex, 16).unwrap()
+    }
+
+    fn mem(&self, domain: &str) -> fs::File {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{}/mem", self.pid(domain)))
+            .expect("open /proc/PID/mem (needs root)")
+    }
+
+    fn write(&self, domain: &str, gpa: u64, bytes: &[u8]) {
+        let hva = self.hva(domain, gpa);
+        self.mem(domain).write_all_at(bytes, hva).unwrap();
+    }
+
+    fn read(&self, domain: &str, gpa: u64, len: usize) -> Vec<u8> {
+        let hva = self.hva(domain, gpa);
+        let mut buf = vec![0; len];
+        self.mem(domain).read_exact_at(&mut buf, hva).unwrap();
+        buf
+    }
+}
+
+impl Drop for Libvirtd {
+    fn drop(&mut self) {
+        // libvirtd leaves its guests running when it ends: kill their QEMUs first.
+        if let Ok(dir) = fs::read_dir(self.root.join("run/qemu")) {
+            for entry in dir.flatten() {
+                if entry.path().extension().is_some_and(|e| e == "pid")
+                    && let Some(pid) = fs::read_to_string(entry.path())
+                        .ok()
+                        .and_then(|t| t.trim().parse().ok())
+                {
+                    guests::kill_and_wait(pid);
+                }
+            }
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// The wrapper named as the domain's `<emulator>`: the lab's QEMU with its environment and `-L` directories.
+fn emulator(lab: &Lab, dir: &Path) -> PathBuf {
+    let path = dir.join("qemu-system-x86_64");
+    let argv: Vec<String> = lab
+        .qemu_argv(support::guests::Qemu::V7)
+        .iter()
+        .map(|a| shell_quote(Path::new(a)))
+        .collect();
+    fs::write(
+        &path,
+        format!("#!/bin/sh\nexec {} \"$@\"\n", argv.join(" ")),
+    )
+    .unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A TCG domain with no disk that boots the lab kernel into a shell that sleeps; RAM above
+/// [`RESERVED_START`] is reserved (`memmap=`) so the guest never touches the pattern.
+fn domain_xml(lab: &Lab, work: &Path, dir: &Path, name: &str) -> String {
+    let x = |p: &Path| {
+        p.display()
+            .to_string()
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+    };
+    format!(
+        "<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>console=ttyS0 panic=-1 memmap={reserved}M${start}M</cmdline>
+  </os>
+  <devices>
+    <emulator>{emulator}</emulator>
+    <serial type='file'><source path='{serial}' append='on'/></serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+",
+        kernel = x(&lab.kernel),
+        initrd = x(&lab.initramfs(work)),
+        reserved = PATTERN >> 20,
+        start = RESERVED_START >> 20,
+        emulator = x(&emulator(lab, dir)),
+        serial = x(&dir.join(format!("{name}.serial"))),
+    )
+}
+
+fn wait_ready(serial: &Path) {
+    let started = Instant::now();
+    while !fs::read_to_string(serial).is_ok_and(|t| t.contains(READY)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the guest did not reach /init within 90 s; console:\n{}",
+            fs::read_to_string(serial).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A plan with one libvirt VM per `(name, domain)`, each with its state under `dir`.
+fn plan(lab: &Lab, dir: &Path, uri: &str, vms: &[(&str, &str)]) -> String {
+    let s = |t: &str| toml::Value::String(t.to_owned()).to_string();
+    let p = |t: &Path| s(&t.display().to_string());
+    let mut text = format!(
+        "kup = 1\nname = \"libvirt_vms test\"\n\n[kernel]\nimage = {}\n\n[kernel.cmdline]\ninherit = false\n\
+         append = [\"console=ttyS0\"]\n\n",
+        p(&lab.kernel)
+    );
+    for (name, domain) in vms {
+        text.push_str(&format!(
+            "[[vm]]\nname = {}\nlibvirt = {}\nlibvirt_uri = {}\nstate = {}\nmemory_size = \"256MiB\"\n\n",
+            s(name),
+            s(domain),
+            s(uri),
+            p(&dir.join("state").join(name))
+        ));
+    }
+    text.push_str(&format!(
+        "[policy]\njournal = {}\n",
+        p(&dir.join("journal"))
+    ));
+    text
+}
+
+fn rehearse(text: &str) -> support::cli::Run {
+    Kup::new()
+        .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
+        .plan(text)
+        .timeout(Duration::from_secs(180))
+        .run()
+}
+
+/// One daemon for the whole story, since starting one and probing the emulator takes seconds: first two plans
+/// that the preflight refuses (a domain that does not exist, one that is defined but shut off) while a patterned
+/// guest runs on untouched, then a rehearsal rolled back after the save, then the hand-over of that guest.
+#[test]
+fn libvirt_guest_survives_rollback_and_rehearsal_and_bad_domains_are_refused_first() {
+    let lab = Lab::get();
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let tmp = tempfile::Builder::new()
+        .prefix("libvirt_vms-")
+        .tempdir_in(&work)
+        .unwrap();
+    let dir = tmp.path();
+    let started = Instant::now();
+    let libvirtd = Libvirtd::start(&dir.join("libvirt"));
+
+    // A transient domain (`virsh create`), running; a persistent one (`virsh define`), shut off.
+    let xml = dir.join("guest.xml");
+    fs::write(&xml, domain_xml(&lab, &work, dir, "kup-guest")).unwrap();
+    libvirtd.ok(&["create", &xml.display().to_string()]);
+    let off = dir.join("off.xml");
+    fs::write(&off, domain_xml(&lab, &work, dir, "kup-off")).unwrap();
+    libvirtd.ok(&["define", &off.display().to_string()]);
+    wait_ready(&dir.join("kup-guest.serial"));
+    eprintln!("guest ready after {:?}", started.elapsed());
+
+    let seed = u64::from(std::process::id()) ^ started.elapsed().as_nanos() as u64;
+    let pattern = guests::pattern(seed, PATTERN);
+    let digest = sha256(&pattern);
+    libvirtd.write("kup-guest", RESERVED_START, &pattern);
+    assert_eq!(
+        sha256(&libvirtd.read("kup-guest", RESERVED_START, PATTERN)),
+        digest
+    );
+    let old_pid = libvirtd.pid("kup-guest");
+    let uri = libvirtd.uri.clone();
+
+    // Refused at preflight, before anything pauses: the guest keeps running in the same QEMU, and no state is saved.
+    let missing = plan(
+        &lab,
+        dir,
+        &uri,
+        &[("guest", "kup-guest"), ("ghost", "kup-no-such-domain")],
+    );
+    let run = rehearse(&missing).status(5);
+    let err = run.stderr();
+    eprintln!("refused:\n{err}");
+    assert!(
+        err.contains("domstate kup-no-such-domain") && err.contains("failed to get domain"),
+        "{err}"
+    );
+    let shut_off = plan(
+        &lab,
+        dir,
+        &uri,
+        &[("guest", "kup-guest"), ("off", "kup-off")],
+    );
+    let run = rehearse(&shut_off).status(5);
+    let err = run.stderr();
+    eprintln!("refused:\n{err}");
+    assert!(
+        err.contains("domstate kup-off")
+            && err.contains("printed \"shut off\", expected \"running\""),
+        "{err}"
+    );
+    assert_eq!(libvirtd.domstate("kup-guest"), "running");
+    assert_eq!(libvirtd.pid("kup-guest"), old_pid);
+    assert!(!dir.join("state/guest/libvirt.save").exists());
+    assert!(!dir.join("state/guest/libvirt.save.partial").exists());
+    eprintln!("refusals done after {:?}", started.elapsed());
+
+    // A step after the save fails before the kexec: the rollback restores the saved image (`virsh restore`, not
+    // paused), in a new QEMU; the image stays where it is.
+    let handover = plan(&lab, dir, &uri, &[("guest", "kup-guest")]);
+    let failing = format!(
+        "{handover}\n[[step]]\nname = \"fails\"\nrun = [\"false\"]\nafter = [\"vm:guest:save\"]\nbefore = [\"kexec\"]\n"
+    );
+    let t = Instant::now();
+    let run = rehearse(&failing).status(5);
+    eprintln!("rolled back in {:?}:\n{}", t.elapsed(), run.stderr());
+    assert!(
+        run.stderr().contains("undone vm:guest:save"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(libvirtd.domstate("kup-guest"), "running");
+    let rolled_back_pid = libvirtd.pid("kup-guest");
+    assert_ne!(rolled_back_pid, old_pid);
+    assert_eq!(
+        sha256(&libvirtd.read("kup-guest", RESERVED_START, PATTERN)),
+        digest,
+        "the guest's RAM after the rollback"
+    );
+    assert!(dir.join("state/guest/libvirt.save").exists());
+    let old_pid = rolled_back_pid;
+
+    // The hand-over: save, (no kexec), restore paused, resume, verify.
+    let t = Instant::now();
+    let run = rehearse(&handover).success();
+    eprintln!(
+        "rehearsal took {:?} (test at {:?}):\n{}",
+        t.elapsed(),
+        started.elapsed(),
+        run.stderr()
+    );
+    assert_eq!(libvirtd.domstate("kup-guest"), "running");
+    let new_pid = libvirtd.pid("kup-guest");
+    assert_ne!(new_pid, old_pid, "the guest runs in a new QEMU");
+    assert!(!guests::alive(old_pid), "virsh save ended the old QEMU");
+    assert_eq!(
+        sha256(&libvirtd.read("kup-guest", RESERVED_START, PATTERN)),
+        digest,
+        "the guest's RAM after the restore"
+    );
+    // verify removed the state file once the guest ran again; the preflight had kept the rollback's aside.
+    assert!(!dir.join("state/guest/libvirt.save").exists());
+    assert!(dir.join("state/guest/libvirt.save.kept-1").exists());
+    assert!(!dir.join("state/guest/libvirt.save.partial").exists());
+    // `virsh resume` of a running domain is an error, not a no-op: a resume step run again after an interruption
+    // fails (docs/drivers.md).
+    let again = libvirtd.virsh(&["resume", "kup-guest"]);
+    eprintln!(
+        "virsh resume of a running domain: {}, {}",
+        again.status,
+        String::from_utf8_lossy(&again.stderr).trim()
+    );
+    assert!(!again.status.success());
+    assert_eq!(libvirtd.domstate("kup-guest"), "running");
+    eprintln!("test took {:?}", started.elapsed());
+}
