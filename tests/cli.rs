@@ -247,3 +247,16 @@ fn inherit_false_agrees_with_a_whole_command_line_value() {
         .status(1)
         .stderr_has("kup::plan::cmdline-conflict");
 }
+
+/// Regression: a plan without `[kernel]` reported only the missing table and hid every other semantic error.
+#[test]
+fn a_plan_without_a_kernel_table_still_reports_its_other_errors() {
+    Kup::new()
+        .args(["plan", "validate"])
+        .plan("kup = 1\n[[vm]]\nname = \"db 1\"\nqmp = \"relative.sock\"\nrestart = [\"true\"]\n")
+        .run()
+        .status(1)
+        .stderr_has("kup::plan::missing-key")
+        .stderr_has("kup::plan::invalid-name")
+        .stderr_has("kup::plan::relative-path");
+}
