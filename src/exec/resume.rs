@@ -233,7 +233,7 @@ pub(crate) fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::journal::{Mode, Record, rfc3339};
+    use crate::exec::journal::{Mode, Record};
 
     const PLAN: &str = r#"
 kup = 1
@@ -265,14 +265,7 @@ after = ["kexec"]
         text.parse().unwrap()
     }
 
-    fn rec(seq: u64, event: Event) -> Record {
-        Record {
-            seq,
-            unix_ms: seq,
-            time: rfc3339(seq),
-            event,
-        }
-    }
+    use crate::exec::test_support::rec;
 
     /// The journal of an apply that got as far as executing the kexec.
     fn up_to_kexec(program: &Program, mode: Mode) -> Vec<Record> {
