@@ -159,8 +159,9 @@ fn side_effects_happen_only_in_host() {
         "hostglob",
         "kmod",
     ];
-    let found = offences(&pure, |l| {
-        [
+    assert_no_names(
+        &pure,
+        &[
             "std::process",
             "nix::",
             "libc::",
@@ -169,32 +170,27 @@ fn side_effects_happen_only_in_host() {
             "\"/proc/",
             "\"/sys/",
             "std::env::var",
-        ]
-        .iter()
-        .any(|s| l.contains(s))
-    });
-    assert!(
-        found.is_empty(),
-        "side effects outside src/host:\n{}",
-        found.join("\n")
+        ],
+        "side effects outside src/host",
     );
-    let cli = ["commands", "cli", "main", "exit"];
-    let found = offences(&cli, |l| {
-        [
+    assert_no_names(
+        &["commands", "cli", "main", "exit"],
+        &[
             "nix::",
             "libc::",
             "\"/proc/",
             "\"/sys/",
             "std::process::Command",
-        ]
-        .iter()
-        .any(|s| l.contains(s))
-    });
-    assert!(
-        found.is_empty(),
-        "host access in the CLI layer:\n{}",
-        found.join("\n")
+        ],
+        "host access in the CLI layer",
     );
+}
+
+/// No line of a file of a module in `modules` names any of `names`; `what` heads the offences.
+#[track_caller]
+fn assert_no_names(modules: &[&str], names: &[&str], what: &str) {
+    let found = offences(modules, |l| names.iter().any(|s| l.contains(s)));
+    assert!(found.is_empty(), "{what}:\n{}", found.join("\n"));
 }
 
 #[test]
