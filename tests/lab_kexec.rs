@@ -952,25 +952,29 @@ fn assert_systemd_update(lab: &Lab, run: &Run, kexec: Kexec) -> Value {
     status
 }
 
+/// The lines `N BOOT_ID_PREFIX` of the guest's `file`, as (N, prefix); a panic names the `file` and what N is.
+fn numbered_lines<'a>(text: &'a str, file: &str, what: &str) -> Vec<(u64, &'a str)> {
+    text.lines()
+        .map(
+            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                [n, boot] => (
+                    n.parse()
+                        .unwrap_or_else(|e| panic!("{file}: bad {what} {line:?}: {e}")),
+                    boot,
+                ),
+                _ => panic!("{file}: bad line {line:?}"),
+            },
+        )
+        .collect()
+}
+
 /// The plan's systemd app, `kup-lab-app.service` (no `[Install]`: the stage 1 driver starts it before kup applies,
 /// nothing but kup starts it on the new kernel), appends `EPOCH BOOT_ID_PREFIX` to `app.log` every second. It ran in
 /// boot 1, was stopped across the kexec (a gap), ran again in boot 2, started by the resume unit; the apply journal
 /// has its save and restore done once each. With `criu`, the same for the CRIU'd counter.
 fn assert_systemd_app(run: &Run, boot1: &str, boot2: &str, criu: bool) {
     let log = run.must("/var/lib/kup-lab/app.log");
-    let entries: Vec<(u64, &str)> = log
-        .lines()
-        .map(
-            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
-                [time, boot] => (
-                    time.parse()
-                        .unwrap_or_else(|e| panic!("app.log: bad time {line:?}: {e}")),
-                    boot,
-                ),
-                _ => panic!("app.log: bad line {line:?}"),
-            },
-        )
-        .collect();
+    let entries = numbered_lines(&log, "app.log", "time");
     let in_boot = |id: &str| -> Vec<u64> {
         entries
             .iter()
@@ -1037,19 +1041,7 @@ fn assert_systemd_app(run: &Run, boot1: &str, boot2: &str, criu: bool) {
     // second) was dumped before the kexec and restored by kup-resume.service: it carries on counting in boot 2,
     // from where it was, never starting again at 1.
     let counter = run.must("/var/lib/kup-lab/counter.log");
-    let counts: Vec<(u64, &str)> = counter
-        .lines()
-        .map(
-            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
-                [n, boot] => (
-                    n.parse()
-                        .unwrap_or_else(|e| panic!("counter.log: bad count {line:?}: {e}")),
-                    boot,
-                ),
-                _ => panic!("counter.log: bad line {line:?}"),
-            },
-        )
-        .collect();
+    let counts = numbered_lines(&counter, "counter.log", "count");
     assert!(
         counts.windows(2).all(|w| w[1].0 == w[0].0 + 1),
         "the counter did not count on by one (a reset or a second counter):\n{counter}"
