@@ -227,32 +227,31 @@ fn unsafe_code_is_only_the_kexec_syscall_module() {
     );
 }
 
+/// What `finding` says of each file under src/ (path and text) that it finds fault with.
+fn source_files_where(finding: impl Fn(&Path, &str) -> Option<String>) -> Vec<String> {
+    rust_files(Path::new("src"))
+        .iter()
+        .filter_map(|path| finding(path, &std::fs::read_to_string(path).unwrap()))
+        .collect()
+}
+
 #[test]
 fn no_source_file_is_over_600_lines_before_its_tests() {
-    let long: Vec<String> = rust_files(Path::new("src"))
-        .iter()
-        .filter_map(|path| {
-            let text = std::fs::read_to_string(path).unwrap();
-            let lines = text
-                .lines()
-                .take_while(|l| !l.starts_with("#[cfg(test)]"))
-                .count();
-            (lines > 600).then(|| format!("{} ({lines} lines)", path.display()))
-        })
-        .collect();
+    let long = source_files_where(|path, text| {
+        let lines = text
+            .lines()
+            .take_while(|l| !l.starts_with("#[cfg(test)]"))
+            .count();
+        (lines > 600).then(|| format!("{} ({lines} lines)", path.display()))
+    });
     assert!(long.is_empty(), "split these by responsibility: {long:?}");
 }
 
 #[test]
 fn every_module_says_why_it_exists() {
-    let silent: Vec<String> = rust_files(Path::new("src"))
-        .iter()
-        .filter(|path| {
-            let text = std::fs::read_to_string(path).unwrap();
-            !text.trim_start().starts_with("//!")
-        })
-        .map(|p| p.display().to_string())
-        .collect();
+    let silent = source_files_where(|path, text| {
+        (!text.trim_start().starts_with("//!")).then(|| path.display().to_string())
+    });
     assert!(silent.is_empty(), "no `//!` line: {silent:?}");
 }
 

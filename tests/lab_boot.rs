@@ -6,53 +6,12 @@
 //! these tests fail and say so: a lab that is silently skipped proves nothing.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-/// The lab cache, as `lab/env.sh` finds it.
-struct Lab {
-    repo: PathBuf,
-    dir: PathBuf,
-}
-
-impl Lab {
-    /// The lab of this repository, or a panic that tells how to set it up.
-    fn get() -> Lab {
-        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let dir = std::env::var_os("KUP_LAB_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo.join("target/lab"));
-        Lab::locate(&repo, &dir).unwrap_or_else(|message| panic!("{message}"))
-    }
-
-    fn locate(repo: &Path, dir: &Path) -> Result<Lab, String> {
-        if !dir.join("ready").is_file() || !dir.join("kernel/version").is_file() {
-            return Err(format!(
-                "the lab is not set up in {}: run `lab/setup` (as root; it fetches QEMU, the Debian cloud kernel \
-                 and busybox into target/lab/), then run the tests again",
-                dir.display()
-            ));
-        }
-        Ok(Lab {
-            repo: repo.to_path_buf(),
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    /// A lab script (`lab/NAME`) with the lab directory this test uses.
-    fn script(&self, name: &str) -> Command {
-        let mut command = Command::new(self.repo.join("lab").join(name));
-        command.env("KUP_LAB_DIR", &self.dir);
-        command
-    }
-
-    fn kernel_version(&self) -> String {
-        fs::read_to_string(self.dir.join("kernel/version"))
-            .expect("kernel/version")
-            .trim()
-            .to_string()
-    }
-}
+#[path = "support/lab.rs"]
+mod lab;
+use lab::Lab;
 
 /// Runs a command, panicking with its output unless it succeeds.
 fn run(command: &mut Command) -> Output {

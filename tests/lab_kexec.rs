@@ -14,51 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-/// The lab cache, as `lab/env.sh` finds it.
-struct Lab {
-    repo: PathBuf,
-    dir: PathBuf,
-}
+#[path = "support/lab.rs"]
+mod lab;
+use lab::Lab;
 
 impl Lab {
-    fn get() -> Lab {
-        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let dir = std::env::var_os("KUP_LAB_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo.join("target/lab"));
-        assert!(
-            dir.join("ready").is_file() && dir.join("kernel/version").is_file(),
-            "the lab is not set up in {}: run `lab/setup` (as root; it fetches QEMU, the Debian cloud kernel and \
-             busybox into target/lab/), then run the tests again",
-            dir.display()
-        );
-        Lab { repo, dir }
-    }
-
-    fn script(&self, name: &str) -> Command {
-        let mut command = Command::new(self.repo.join("lab").join(name));
-        command.env("KUP_LAB_DIR", &self.dir);
-        command
-    }
-
-    /// The release the guests boot first (bookworm's 6.1 cloud kernel).
-    fn kernel_version(&self) -> String {
-        fs::read_to_string(self.dir.join("kernel/version"))
-            .expect("kernel/version")
-            .trim()
-            .to_owned()
-    }
-
-    /// The release the plans kexec into (`$LAB_NEW_KERNEL_VERSION`).
-    fn new_kernel_version(&self) -> String {
-        let version = fs::read_to_string(self.dir.join("new-kernel/version"))
-            .expect("new-kernel/version: run lab/setup")
-            .trim()
-            .to_owned();
-        assert_ne!(version, self.kernel_version(), "the lab must upgrade");
-        version
-    }
-
     /// Runs a scenario to completion (the guest powered off) and returns what it left behind.
     fn scenario(&self, name: &str) -> Run {
         let out = self.dir.join("runs").join(name);
@@ -151,6 +111,11 @@ impl Run {
     fn must(&self, path: &str) -> String {
         self.file(path)
             .unwrap_or_else(|| panic!("the guest did not write {path} on its disk"))
+    }
+
+    /// The lines of [`Run::must`]'s file.
+    fn must_lines(&self, path: &str) -> Vec<String> {
+        self.must(path).lines().map(str::to_owned).collect()
     }
 
     /// A JSON file the guest must have written.
@@ -393,13 +358,11 @@ fn kexec_update_runs_every_step_once_and_boots_the_new_command_line() {
 
     // Each custom step ran once, in its own boot.
     assert_eq!(
-        run.must("/lab/before-kexec.log")
-            .lines()
-            .collect::<Vec<_>>(),
+        run.must_lines("/lab/before-kexec.log"),
         [boots[0].0.as_str()]
     );
     assert_eq!(
-        run.must("/lab/after-kexec.log").lines().collect::<Vec<_>>(),
+        run.must_lines("/lab/after-kexec.log"),
         [boots[1].0.as_str()]
     );
 
@@ -684,9 +647,7 @@ fn a_crash_right_after_the_kexec_record_keeps_what_the_journal_calls_done() {
     );
     assert_eq!(journal.count("step-done", "step:before-kexec"), 1);
     assert_eq!(
-        run.must("/lab/before-kexec.log")
-            .lines()
-            .collect::<Vec<_>>(),
+        run.must_lines("/lab/before-kexec.log"),
         [boots[0].0.as_str()],
         "the journal says step:before-kexec is done, so what it wrote must be on the disk"
     );
@@ -736,13 +697,11 @@ fn after_a_power_cut_at_the_kexec_resume_on_the_old_kernel_reports_the_failed_up
     assert!(resume_log.contains("THE UPDATE FAILED"), "{resume_log}");
 
     assert_eq!(
-        run.must("/lab/before-kexec.log")
-            .lines()
-            .collect::<Vec<_>>(),
+        run.must_lines("/lab/before-kexec.log"),
         [boots[0].0.as_str()]
     );
     assert_eq!(
-        run.must("/lab/after-kexec.log").lines().collect::<Vec<_>>(),
+        run.must_lines("/lab/after-kexec.log"),
         [boots[1].0.as_str()],
         "the after-kexec steps run on the old kernel too"
     );

@@ -322,17 +322,16 @@ after = ["kexec"]
         }
     }
 
-    #[test]
-    fn the_new_kernel_with_our_cmdline_proves_the_kexec() {
+    /// What resume decides after an apply's durable kexec record, in another boot of `release` with `cmdline`.
+    fn resumed_in_boot_2(release: &str, cmdline: &str) -> Decision {
         let ((), program) = setup();
         let records = up_to_kexec(&program, Mode::Apply);
-        let d = decide(
-            &records,
-            &program,
-            &now("boot-2", "6.12.9", "root=/dev/sda1  cpuhp.parallel=1\n"),
-            &[],
-        )
-        .unwrap();
+        decide(&records, &program, &now("boot-2", release, cmdline), &[]).unwrap()
+    }
+
+    #[test]
+    fn the_new_kernel_with_our_cmdline_proves_the_kexec() {
+        let d = resumed_in_boot_2("6.12.9", "root=/dev/sda1  cpuhp.parallel=1\n");
         assert!(d.rebooted && d.on_new_kernel && d.update_failed.is_none());
         assert!(
             d.done.contains(&KEXEC)
@@ -344,15 +343,7 @@ after = ["kexec"]
 
     #[test]
     fn the_old_kernel_coming_back_is_a_failed_update_that_still_restores() {
-        let ((), program) = setup();
-        let records = up_to_kexec(&program, Mode::Apply);
-        let d = decide(
-            &records,
-            &program,
-            &now("boot-2", "6.1.0", "root=/dev/sda1 quiet"),
-            &[],
-        )
-        .unwrap();
+        let d = resumed_in_boot_2("6.1.0", "root=/dev/sda1 quiet");
         assert!(d.rebooted && !d.on_new_kernel);
         let message = d.update_failed.expect("a failed update");
         assert!(
@@ -366,15 +357,7 @@ after = ["kexec"]
 
     #[test]
     fn the_right_release_with_another_cmdline_is_not_our_kexec() {
-        let ((), program) = setup();
-        let records = up_to_kexec(&program, Mode::Apply);
-        let d = decide(
-            &records,
-            &program,
-            &now("boot-2", "6.12.9", "root=/dev/sda1"),
-            &[],
-        )
-        .unwrap();
+        let d = resumed_in_boot_2("6.12.9", "root=/dev/sda1");
         assert!(!d.on_new_kernel && d.update_failed.is_some());
     }
 
