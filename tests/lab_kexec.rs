@@ -40,14 +40,20 @@ impl Lab {
             started.elapsed().as_secs_f64(),
             output.status
         );
-        assert!(
-            output.status.success(),
-            "lab/scenario/run {name} failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert_succeeded(&output, &format!("lab/scenario/run {name}"));
         run
     }
+}
+
+/// `what` (a lab script) exited 0, or a panic with its standard error.
+#[track_caller]
+fn assert_succeeded(output: &std::process::Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Whatever fails while a run is in scope (an assertion, a missing file), the guest's console is printed with it.
@@ -766,12 +772,7 @@ fn run_systemd_on(lab: &Lab, suite: &str, name: &str, args: &[&str]) -> Run {
         out: out.clone(),
         disk: out.join("disk.img"),
     };
-    assert!(
-        output.status.success(),
-        "lab/scenario/run-systemd failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output, "lab/scenario/run-systemd");
     run
 }
 

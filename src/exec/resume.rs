@@ -365,20 +365,13 @@ after = ["kexec"]
     fn a_kexec_that_did_not_happen_in_the_same_boot_needs_an_operator() {
         let ((), program) = setup();
         let records = up_to_kexec(&program, Mode::Apply);
-        let err = decide(&records, &program, &now("boot-1", "6.1.0", "x"), &[]).unwrap_err();
+        let same_boot = now("boot-1", "6.1.0", "x");
+        let err = decide(&records, &program, &same_boot, &[]).unwrap_err();
         assert!(err.to_string().contains("--rerun kexec"), "{err}");
         // The operator may ask for it again; a rehearsal's no-op kexec is simply run again.
-        assert!(
-            decide(
-                &records,
-                &program,
-                &now("boot-1", "6.1.0", "x"),
-                &["kexec".into()]
-            )
-            .is_ok()
-        );
+        assert!(decide(&records, &program, &same_boot, &["kexec".into()]).is_ok());
         let rehearsal = up_to_kexec(&program, Mode::Rehearse);
-        let d = decide(&rehearsal, &program, &now("boot-1", "6.1.0", "x"), &[]).unwrap();
+        let d = decide(&rehearsal, &program, &same_boot, &[]).unwrap();
         assert!(!d.done.contains(&KEXEC));
     }
 
@@ -415,14 +408,7 @@ after = ["kexec"]
     fn unknown_rerun_ids_are_rejected() {
         let ((), program) = setup();
         let records = up_to_kexec(&program, Mode::Apply);
-        assert!(
-            decide(
-                &records,
-                &program,
-                &now("boot-1", "x", "x"),
-                &["nope".into()]
-            )
-            .is_err()
-        );
+        let same_boot = now("boot-1", "x", "x");
+        assert!(decide(&records, &program, &same_boot, &["nope".into()]).is_err());
     }
 }
