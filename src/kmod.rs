@@ -215,23 +215,26 @@ impl<'a> Elf<'a> {
         if (bytes.len() as u64) < EHDR_LEN {
             return Err(truncated("ELF header", EHDR_LEN, bytes));
         }
-        match bytes[EI_CLASS] {
-            ELFCLASS64 => {}
-            1 => {
-                return Err(unsupported(
-                    "a 32-bit ELF file (kernel modules here are ELF64)",
-                ));
+        // (identification byte, the value read, the other known value and what it means, the field's name)
+        for (at, read, (known, means), field) in [
+            (
+                EI_CLASS,
+                ELFCLASS64,
+                (1, "a 32-bit ELF file (kernel modules here are ELF64)"),
+                "ELF class",
+            ),
+            (
+                EI_DATA,
+                ELFDATA2LSB,
+                (2, "a big-endian ELF file (only little-endian is read)"),
+                "ELF data encoding",
+            ),
+        ] {
+            match bytes[at] {
+                v if v == read => {}
+                v if v == known => return Err(unsupported(means)),
+                other => return Err(unsupported(format!("{field} {other}"))),
             }
-            other => return Err(unsupported(format!("ELF class {other}"))),
-        }
-        match bytes[EI_DATA] {
-            ELFDATA2LSB => {}
-            2 => {
-                return Err(unsupported(
-                    "a big-endian ELF file (only little-endian is read)",
-                ));
-            }
-            other => return Err(unsupported(format!("ELF data encoding {other}"))),
         }
         let e_type = u16_at(bytes, E_TYPE);
         if e_type != ET_REL {

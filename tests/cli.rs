@@ -234,16 +234,11 @@ fn inherit_false_agrees_with_a_whole_command_line_value() {
              value = \"root=/dev/vda ro console=ttyS0\"\n"
         )
     };
-    Kup::new()
-        .args(["plan", "validate"])
-        .plan(&plan(false))
-        .run()
+    let validate = |plan: &str| Kup::new().args(["plan", "validate"]).plan(plan).run();
+    validate(&plan(false))
         .status(0)
         .stderr_lacks("cmdline-conflict");
-    Kup::new()
-        .args(["plan", "validate"])
-        .plan(&plan(true))
-        .run()
+    validate(&plan(true))
         .status(1)
         .stderr_has("kup::plan::cmdline-conflict");
 }

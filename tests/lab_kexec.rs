@@ -508,13 +508,7 @@ fn a_failing_step_before_the_kexec_rolls_back_without_a_kexec() {
     let lab = Lab::get();
     let run = lab.scenario("step-fails");
 
-    assert_eq!(run.boots().len(), 1, "no kexec may happen");
-    assert_eq!(
-        run.must("/lab/apply.rc").trim(),
-        "5",
-        "exit code 5: rolled back\n{}",
-        run.must("/lab/apply.log")
-    );
+    assert_rolled_back_in_one_boot(&run);
     assert!(run.must("/lab/apply.log").contains("rolled back"));
     assert_eq!(run.must("/lab/before-kexec.log").lines().count(), 1);
     assert!(run.file("/lab/after-kexec.log").is_none());
@@ -573,16 +567,22 @@ fn a_failing_step_before_the_kexec_rolls_back_without_a_kexec() {
     assert!(run.file("/kup/journal/pending").is_none());
 }
 
-/// A run refused at preflight: one boot, apply exit 5, status rolled back with only `preflight` started (and
-/// failed); returns the preflight's error.
-fn refused_at_preflight(run: &Run) -> String {
+/// One boot (no kexec), and apply exited 5 (rolled back).
+#[track_caller]
+fn assert_rolled_back_in_one_boot(run: &Run) {
     assert_eq!(run.boots().len(), 1, "no kexec may happen");
     assert_eq!(
         run.must("/lab/apply.rc").trim(),
         "5",
-        "{}",
+        "exit code 5: rolled back\n{}",
         run.must("/lab/apply.log")
     );
+}
+
+/// A run refused at preflight: one boot, apply exit 5, status rolled back with only `preflight` started (and
+/// failed); returns the preflight's error.
+fn refused_at_preflight(run: &Run) -> String {
+    assert_rolled_back_in_one_boot(run);
     assert!(run.file("/lab/before-kexec.log").is_none());
     let status = run.json("/lab/status.json");
     assert_eq!(status["state"], "rolled-back", "{status:#}");

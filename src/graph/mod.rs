@@ -269,6 +269,10 @@ state = "/var/lib/kup/state/db"
         StepGraph::build(&plan).unwrap()
     }
 
+    fn phase(g: &StepGraph, id: &str) -> Phase {
+        g.step(id).unwrap_or_else(|| panic!("no step {id}")).phase
+    }
+
     fn custom(name: &str, keys: &str) -> String {
         format!("[[step]]\nname = \"{name}\"\nrun = [\"/bin/true\"]\n{keys}\n")
     }
@@ -276,7 +280,7 @@ state = "/var/lib/kup/state/db"
     #[test]
     fn an_unplaced_custom_step_runs_before_kexec_after_preflight() {
         let g = graph(&custom("note", ""));
-        assert_eq!(g.step("step:note").unwrap().phase, Phase::Before);
+        assert_eq!(phase(&g, "step:note"), Phase::Before);
         assert!(g.depends_on("step:note", "preflight"));
         assert!(g.depends_on("kexec", "step:note"));
     }
@@ -284,7 +288,7 @@ state = "/var/lib/kup/state/db"
     #[test]
     fn a_step_naming_only_after_phase_steps_runs_after_kexec() {
         let g = graph(&custom("smoke", "before = [\"verify\"]"));
-        assert_eq!(g.step("step:smoke").unwrap().phase, Phase::After);
+        assert_eq!(phase(&g, "step:smoke"), Phase::After);
         assert!(g.depends_on("step:smoke", "kexec"));
         assert!(g.depends_on("verify", "step:smoke"));
     }
@@ -296,9 +300,9 @@ state = "/var/lib/kup/state/db"
             custom("report", "after = [\"verify\"]"),
             custom("announce", "before = [\"preflight\"]")
         ));
-        assert_eq!(g.step("step:report").unwrap().phase, Phase::After);
+        assert_eq!(phase(&g, "step:report"), Phase::After);
         assert!(g.depends_on("step:report", "verify"));
-        assert_eq!(g.step("step:announce").unwrap().phase, Phase::Before);
+        assert_eq!(phase(&g, "step:announce"), Phase::Before);
         assert!(g.depends_on("preflight", "step:announce"));
         let schedule = g.schedule();
         assert_eq!(schedule.slots[0].id, "step:announce");
@@ -312,7 +316,7 @@ state = "/var/lib/kup/state/db"
             custom("a", "after = [\"vm:db:resume\"]"),
             custom("b", "after = [\"step:a\"]")
         ));
-        assert_eq!(g.step("step:b").unwrap().phase, Phase::After);
+        assert_eq!(phase(&g, "step:b"), Phase::After);
         assert!(g.depends_on("step:b", "step:a"));
     }
 
