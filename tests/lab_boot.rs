@@ -28,12 +28,44 @@ fn run(command: &mut Command) -> Output {
     output
 }
 
+/// The lab, and a scratch directory for a test's images and logs.
+fn lab_and_scratch() -> (Lab, tempfile::TempDir) {
+    (Lab::get(), tempfile::tempdir().unwrap())
+}
+
+/// Boots a guest: `run_qemu` (`what`, a `lab/run-qemu` command with its first options) with `--initrd`, `--disk`
+/// and `--log` as given, then `rest`. Returns the console log; panics with it, and run-qemu's stderr, on a failure.
+fn boot(
+    what: &str,
+    run_qemu: &mut Command,
+    (initrd, disk, log): (&Path, &Path, &Path),
+    rest: &[&str],
+) -> String {
+    let output = run_qemu
+        .arg("--initrd")
+        .arg(initrd)
+        .arg("--disk")
+        .arg(disk)
+        .arg("--log")
+        .arg(log)
+        .args(rest)
+        .output()
+        .unwrap();
+    let console = fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\nconsole:\n{console}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    console
+}
+
 /// QEMU 10 (`$LAB_QEMU10`, unpacked from bookworm-backports beside 7.2) runs, and boots the lab's new kernel on a q35
 /// machine under TCG: `lab/run-qemu --qemu 10` picks it, with its own libraries and firmware.
 #[test]
 fn qemu_10_boots_the_new_kernel_on_q35() {
-    let lab = Lab::get();
-    let tmp = tempfile::tempdir().unwrap();
+    let (lab, tmp) = lab_and_scratch();
     let t = tmp.path();
     let version = |what: &str| {
         let output = run(Command::new("bash").arg("-c").arg(format!(
@@ -60,33 +92,20 @@ fn qemu_10_boots_the_new_kernel_on_q35() {
         .arg(lab.repo.join("lab/guest/smoke-init")));
     let disk = t.join("disk.img");
     run(lab.script("mkdisk").arg(&disk).arg("16M"));
-    let log = t.join("console.log");
-    let output = lab
-        .script("run-qemu")
-        .args(["--quiet", "--qemu", "10", "--timeout", "90", "--retry", "1"])
-        .arg("--kernel")
-        .arg(&image)
-        .arg("--initrd")
-        .arg(&initrd)
-        .arg("--disk")
-        .arg(&disk)
-        .arg("--log")
-        .arg(&log)
-        .args([
+    let console = boot(
+        "lab/run-qemu --qemu 10",
+        lab.script("run-qemu")
+            .args(["--quiet", "--qemu", "10", "--timeout", "90", "--retry", "1"])
+            .arg("--kernel")
+            .arg(&image),
+        (&initrd, &disk, &t.join("console.log")),
+        &[
             "--expect",
             "LAB-SMOKE: wrote /hello.txt",
             "--",
             "-machine",
             "q35",
-        ])
-        .output()
-        .unwrap();
-    let console = fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        output.status.success(),
-        "lab/run-qemu --qemu 10 failed ({}):\n{}\nconsole:\n{console}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+        ],
     );
     assert!(
         console.contains(&format!("LAB-SMOKE: init on {new_kernel}, 1 cpu(s)")),
@@ -101,8 +120,7 @@ fn qemu_10_boots_the_new_kernel_on_q35() {
 
 #[test]
 fn smoke_guest_boots_and_writes_to_its_nvme_disk() {
-    let lab = Lab::get();
-    let tmp = tempfile::tempdir().unwrap();
+    let (lab, tmp) = lab_and_scratch();
     let t = tmp.path();
     let nonce = format!("lab-smoke-{}", std::process::id());
 
@@ -128,23 +146,12 @@ fn smoke_guest_boots_and_writes_to_its_nvme_disk() {
 
     // Boot: -smp 1, a hard timeout, one retry after a hang.
     let log = t.join("console.log");
-    let output = lab
-        .script("run-qemu")
-        .args(["--quiet", "--smp", "1", "--timeout", "60", "--retry", "1"])
-        .arg("--initrd")
-        .arg(&initrd)
-        .arg("--disk")
-        .arg(&disk)
-        .arg("--log")
-        .arg(&log)
-        .output()
-        .unwrap();
-    let console = fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        output.status.success(),
-        "lab/run-qemu failed ({}):\n{}\nconsole:\n{console}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+    let console = boot(
+        "lab/run-qemu",
+        lab.script("run-qemu")
+            .args(["--quiet", "--smp", "1", "--timeout", "60", "--retry", "1"]),
+        (&initrd, &disk, &log),
+        &[],
     );
 
     // The console: every line stamped with the host's elapsed time, the kernel ran our /init, which saw the extra
@@ -192,8 +199,7 @@ fn smoke_guest_boots_and_writes_to_its_nvme_disk() {
 
 #[test]
 fn mkdisk_and_readdisk_round_trip_files_and_report_missing_ones() {
-    let lab = Lab::get();
-    let tmp = tempfile::tempdir().unwrap();
+    let (lab, tmp) = lab_and_scratch();
     let t = tmp.path();
     fs::create_dir_all(t.join("root/sub")).unwrap();
     fs::write(t.join("root/sub/a.txt"), "alpha\n").unwrap();
@@ -229,8 +235,7 @@ fn mkdisk_and_readdisk_round_trip_files_and_report_missing_ones() {
 
 #[test]
 fn mkinitramfs_holds_init_busybox_applets_and_extras() {
-    let lab = Lab::get();
-    let tmp = tempfile::tempdir().unwrap();
+    let (lab, tmp) = lab_and_scratch();
     let t = tmp.path();
     fs::write(t.join("init"), "#!/bin/sh\npoweroff -f\n").unwrap();
     fs::create_dir(t.join("plans")).unwrap();
@@ -284,8 +289,7 @@ fn a_missing_lab_is_an_error_that_says_to_run_lab_setup() {
 /// journal unreplayed; `lab/readdisk` still reads what the guest wrote, and leaves the image as it was.
 #[test]
 fn readdisk_reads_a_disk_the_guest_left_mounted() {
-    let lab = Lab::get();
-    let tmp = tempfile::tempdir().unwrap();
+    let (lab, tmp) = lab_and_scratch();
     let t = tmp.path();
     fs::write(
         t.join("init"),
