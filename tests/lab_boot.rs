@@ -33,6 +33,27 @@ fn lab_and_scratch() -> (Lab, tempfile::TempDir) {
     (Lab::get(), tempfile::tempdir().unwrap())
 }
 
+/// `lab/mkinitramfs`: an initramfs at `out` with `init` as /init and the `extras` (`HOST:GUEST` files or trees).
+fn mkinitramfs(lab: &Lab, out: &Path, init: &Path, extras: &[String]) {
+    run(lab
+        .script("mkinitramfs")
+        .arg("-o")
+        .arg(out)
+        .arg("-i")
+        .arg(init)
+        .args(extras));
+}
+
+/// `lab/mkdisk`: an ext4 image of `size` at `disk`, holding a copy of `seed` when given.
+fn mkdisk(lab: &Lab, disk: &Path, size: &str, seed: Option<&Path>) {
+    let mut command = lab.script("mkdisk");
+    command.arg(disk).arg(size);
+    if let Some(seed) = seed {
+        command.arg(seed);
+    }
+    run(&mut command);
+}
+
 /// Boots a guest: `run_qemu` (`what`, a `lab/run-qemu` command with its first options) with `--initrd`, `--disk`
 /// and `--log` as given, then `rest`. Returns the console log; panics with it, and run-qemu's stderr, on a failure.
 fn boot(
@@ -84,14 +105,9 @@ fn qemu_10_boots_the_new_kernel_on_q35() {
     let image = version("echo \"$LAB_NEW_KERNEL\"");
 
     let initrd = t.join("initrd.cpio.gz");
-    run(lab
-        .script("mkinitramfs")
-        .arg("-o")
-        .arg(&initrd)
-        .arg("-i")
-        .arg(lab.repo.join("lab/guest/smoke-init")));
+    mkinitramfs(&lab, &initrd, &lab.repo.join("lab/guest/smoke-init"), &[]);
     let disk = t.join("disk.img");
-    run(lab.script("mkdisk").arg(&disk).arg("16M"));
+    mkdisk(&lab, &disk, "16M", None);
     let console = boot(
         "lab/run-qemu --qemu 10",
         lab.script("run-qemu")
@@ -130,19 +146,14 @@ fn smoke_guest_boots_and_writes_to_its_nvme_disk() {
     fs::write(t.join("disk/seed.txt"), &nonce).unwrap();
     let initrd = t.join("initrd.cpio.gz");
     let extra = format!("{}:/etc/lab-smoke.conf", t.join("extra.conf").display());
-    run(lab
-        .script("mkinitramfs")
-        .arg("-o")
-        .arg(&initrd)
-        .arg("-i")
-        .arg(lab.repo.join("lab/guest/smoke-init"))
-        .arg(&extra));
+    mkinitramfs(
+        &lab,
+        &initrd,
+        &lab.repo.join("lab/guest/smoke-init"),
+        &[extra],
+    );
     let disk = t.join("disk.img");
-    run(lab
-        .script("mkdisk")
-        .arg(&disk)
-        .arg("64M")
-        .arg(t.join("disk")));
+    mkdisk(&lab, &disk, "64M", Some(&t.join("disk")));
 
     // Boot: -smp 1, a hard timeout, one retry after a hang.
     let log = t.join("console.log");
@@ -204,11 +215,7 @@ fn mkdisk_and_readdisk_round_trip_files_and_report_missing_ones() {
     fs::create_dir_all(t.join("root/sub")).unwrap();
     fs::write(t.join("root/sub/a.txt"), "alpha\n").unwrap();
     let img = t.join("d.img");
-    run(lab
-        .script("mkdisk")
-        .arg(&img)
-        .arg("16M")
-        .arg(t.join("root")));
+    mkdisk(&lab, &img, "16M", Some(&t.join("root")));
 
     let out = run(lab.script("readdisk").arg(&img).arg("/sub/a.txt"));
     assert_eq!(out.stdout, b"alpha\n");
@@ -241,13 +248,12 @@ fn mkinitramfs_holds_init_busybox_applets_and_extras() {
     fs::create_dir(t.join("plans")).unwrap();
     fs::write(t.join("plans/p.toml"), "kup = 1\n").unwrap();
     let initrd = t.join("i.cpio.gz");
-    run(lab
-        .script("mkinitramfs")
-        .arg("-o")
-        .arg(&initrd)
-        .arg("-i")
-        .arg(t.join("init"))
-        .arg(format!("{}:/etc/kup/plans", t.join("plans").display())));
+    mkinitramfs(
+        &lab,
+        &initrd,
+        &t.join("init"),
+        &[format!("{}:/etc/kup/plans", t.join("plans").display())],
+    );
 
     let busybox = lab.dir.join("busybox/bin/busybox");
     let listing = run(Command::new("sh").arg("-c").arg(format!(
@@ -302,14 +308,9 @@ fn readdisk_reads_a_disk_the_guest_left_mounted() {
     )
     .unwrap();
     let initrd = t.join("i.cpio.gz");
-    run(lab
-        .script("mkinitramfs")
-        .arg("-o")
-        .arg(&initrd)
-        .arg("-i")
-        .arg(t.join("init")));
+    mkinitramfs(&lab, &initrd, &t.join("init"), &[]);
     let disk = t.join("d.img");
-    run(lab.script("mkdisk").arg(&disk).arg("32M"));
+    mkdisk(&lab, &disk, "32M", None);
     run(lab
         .script("run-qemu")
         .args(["--quiet", "--timeout", "60", "--retry", "1"])
