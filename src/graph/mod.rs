@@ -318,10 +318,16 @@ state = "/var/lib/kup/state/db"
             custom("report", "after = [\"verify\"]"),
             custom("announce", "before = [\"preflight\"]")
         ));
-        assert_eq!(phase(&g, "step:report"), Phase::After);
-        assert!(g.depends_on("step:report", "verify"));
-        assert_eq!(phase(&g, "step:announce"), Phase::Before);
-        assert!(g.depends_on("preflight", "step:announce"));
+        assert_placed(
+            &g,
+            ("step:report", Phase::After),
+            &[("step:report", "verify")],
+        );
+        assert_placed(
+            &g,
+            ("step:announce", Phase::Before),
+            &[("preflight", "step:announce")],
+        );
         let schedule = g.schedule();
         assert_eq!(schedule.slots[0].id, "step:announce");
         assert_eq!(schedule.slots.last().unwrap().id, "step:report");
@@ -334,8 +340,7 @@ state = "/var/lib/kup/state/db"
             custom("a", "after = [\"vm:db:resume\"]"),
             custom("b", "after = [\"step:a\"]")
         ));
-        assert_eq!(phase(&g, "step:b"), Phase::After);
-        assert!(g.depends_on("step:b", "step:a"));
+        assert_placed(&g, ("step:b", Phase::After), &[("step:b", "step:a")]);
     }
 
     #[test]
