@@ -571,21 +571,24 @@ mod tests {
         assert_eq!(keys(&c).last(), Some(&"quiet"));
     }
 
+    /// `text` parses to `params` and renders as `rendered`.
+    #[track_caller]
+    fn round_trip(text: &str, params: &[Param], rendered: &str) -> Cmdline {
+        let c = Cmdline::parse(text);
+        assert_eq!(c.params(), params);
+        assert_eq!(c.render().unwrap(), rendered);
+        c
+    }
+
     #[test]
     fn quoted_value_keeps_its_spaces_and_loses_its_quotes() {
-        let c = Cmdline::parse("quiet dyndbg=\"file drivers/usb/* +p\" loglevel=7");
-        assert_eq!(
-            c.params(),
-            [
-                flag("quiet"),
-                kv("dyndbg", "file drivers/usb/* +p"),
-                kv("loglevel", "7")
-            ]
-        );
-        assert_eq!(
-            c.render().unwrap(),
-            "quiet dyndbg=\"file drivers/usb/* +p\" loglevel=7"
-        );
+        let text = "quiet dyndbg=\"file drivers/usb/* +p\" loglevel=7";
+        let params = [
+            flag("quiet"),
+            kv("dyndbg", "file drivers/usb/* +p"),
+            kv("loglevel", "7"),
+        ];
+        round_trip(text, &params, text);
     }
 
     #[test]
@@ -599,14 +602,13 @@ mod tests {
 
     #[test]
     fn double_dash_hands_the_rest_to_init() {
-        let c = Cmdline::parse("root=/dev/sda1 ro -- single  emergency=1\n");
-        assert_eq!(c.params(), [kv("root", "/dev/sda1"), flag("ro")]);
+        let c = round_trip(
+            "root=/dev/sda1 ro -- single  emergency=1\n",
+            &[kv("root", "/dev/sda1"), flag("ro")],
+            "root=/dev/sda1 ro -- single emergency=1",
+        );
         assert_eq!(c.init_args(), [flag("single"), kv("emergency", "1")]);
         assert_eq!(c.init_argv(), ["single", "emergency=1"]);
-        assert_eq!(
-            c.render().unwrap(),
-            "root=/dev/sda1 ro -- single emergency=1"
-        );
     }
 
     #[test]
@@ -761,50 +763,52 @@ mod tests {
         assert_eq!(c.render().unwrap(), "panic=-1");
     }
 
+    /// `text` parsed, each `(key, value)` set in turn, rendered.
+    fn after_setting(text: &str, set: &[(&str, &str)]) -> String {
+        let mut c = Cmdline::parse(text);
+        for (key, value) in set {
+            c.set(key, value).unwrap();
+        }
+        c.render().unwrap()
+    }
+
     #[test]
     fn set_replaces_first_in_place_and_drops_the_rest() {
-        let mut c = Cmdline::parse("console=tty0 ro console=ttyS0,115200n8 quiet");
-        c.set("console", "ttyS1").unwrap();
-        assert_eq!(c.render().unwrap(), "console=ttyS1 ro quiet");
+        assert_eq!(
+            after_setting(
+                "console=tty0 ro console=ttyS0,115200n8 quiet",
+                &[("console", "ttyS1")]
+            ),
+            "console=ttyS1 ro quiet"
+        );
     }
 
     #[test]
     fn set_appends_when_absent_and_quotes_spaces() {
-        let mut c = Cmdline::parse("ro quiet -- single");
-        c.set("cpuhp.parallel", "1").unwrap();
-        c.set("dyndbg", "file kexec.c +p").unwrap();
+        let set = [("cpuhp.parallel", "1"), ("dyndbg", "file kexec.c +p")];
         assert_eq!(
-            c.render().unwrap(),
+            after_setting("ro quiet -- single", &set),
             "ro quiet cpuhp.parallel=1 dyndbg=\"file kexec.c +p\" -- single"
         );
     }
 
     #[test]
     fn set_replaces_a_bare_flag_and_takes_the_new_spelling() {
-        let mut c = Cmdline::parse("a cpuhp_parallel b");
-        c.set("cpuhp-parallel", "0").unwrap();
-        assert_eq!(c.render().unwrap(), "a cpuhp-parallel=0 b");
+        assert_eq!(
+            after_setting("a cpuhp_parallel b", &[("cpuhp-parallel", "0")]),
+            "a cpuhp-parallel=0 b"
+        );
     }
 
     #[test]
     fn set_refuses_what_cannot_be_written() {
         let mut c = Cmdline::default();
-        assert!(matches!(
-            c.set("a b", "1"),
-            Err(CmdlineError::InvalidKey { .. })
-        ));
-        assert!(matches!(
-            c.set("a=b", "1"),
-            Err(CmdlineError::InvalidKey { .. })
-        ));
-        assert!(matches!(
-            c.set("", "1"),
-            Err(CmdlineError::InvalidKey { .. })
-        ));
-        assert!(matches!(
-            c.set("--", "1"),
-            Err(CmdlineError::InvalidKey { .. })
-        ));
+        for key in ["a b", "a=b", "", "--"] {
+            assert!(
+                matches!(c.set(key, "1"), Err(CmdlineError::InvalidKey { .. })),
+                "{key:?}"
+            );
+        }
         assert!(matches!(
             c.set("x", "a\"b c"),
             Err(CmdlineError::Unrepresentable { .. })

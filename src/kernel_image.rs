@@ -529,49 +529,38 @@ mod tests {
         assert!(err.to_string().contains("48 64 72 54 (\"HdrT\")"), "{err}");
     }
 
+    /// `image(syssize)` with its `kernel_version` field set to `pointer`, parsed.
+    fn with_version_pointer(syssize: u32, pointer: u16) -> Result<KernelImage, KernelImageError> {
+        let mut bytes = image(syssize);
+        bytes[KERNEL_VERSION..KERNEL_VERSION + 2].copy_from_slice(&pointer.to_le_bytes());
+        parse(&bytes)
+    }
+
     #[test]
     fn version_pointer_zero_means_no_version() {
-        let mut bytes = image(10);
-        bytes[KERNEL_VERSION..KERNEL_VERSION + 2].fill(0);
         assert!(matches!(
-            parse(&bytes),
+            with_version_pointer(10, 0),
             Err(KernelImageError::NoVersionString)
         ));
     }
 
+    /// Where `with_version_pointer` says the version string would start, and where the setup code ends.
+    fn out_of_range(syssize: u32, pointer: u16) -> (u64, u64) {
+        match with_version_pointer(syssize, pointer) {
+            Err(KernelImageError::VersionOutOfRange { offset, limit }) => (offset, limit),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn version_pointer_beyond_the_setup_code() {
-        let mut bytes = image(10);
         // 0x0A00 + 0x200 is exactly the end of 4 setup sectors plus the boot sector.
-        bytes[KERNEL_VERSION..KERNEL_VERSION + 2].copy_from_slice(&0x0A00u16.to_le_bytes());
-        let err = parse(&bytes).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                KernelImageError::VersionOutOfRange {
-                    offset: 0xC00,
-                    limit: 0xA00
-                }
-            ),
-            "{err:?}"
-        );
+        assert_eq!(out_of_range(10, 0x0A00), (0xC00, 0xA00));
     }
 
     #[test]
     fn version_pointer_beyond_end_of_a_small_file() {
-        let mut bytes = image(0);
-        bytes[KERNEL_VERSION..KERNEL_VERSION + 2].copy_from_slice(&0xFFFFu16.to_le_bytes());
-        let err = parse(&bytes).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                KernelImageError::VersionOutOfRange {
-                    offset: 0x101FF,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert_eq!(out_of_range(0, 0xFFFF).0, 0x101FF);
     }
 
     #[test]

@@ -215,23 +215,26 @@ impl<'a> Elf<'a> {
         if (bytes.len() as u64) < EHDR_LEN {
             return Err(truncated("ELF header", EHDR_LEN, bytes));
         }
-        match bytes[EI_CLASS] {
-            ELFCLASS64 => {}
-            1 => {
-                return Err(unsupported(
-                    "a 32-bit ELF file (kernel modules here are ELF64)",
-                ));
+        // (identification byte, the value read, the other known value and what it means, the field's name)
+        for (at, read, (known, means), field) in [
+            (
+                EI_CLASS,
+                ELFCLASS64,
+                (1, "a 32-bit ELF file (kernel modules here are ELF64)"),
+                "ELF class",
+            ),
+            (
+                EI_DATA,
+                ELFDATA2LSB,
+                (2, "a big-endian ELF file (only little-endian is read)"),
+                "ELF data encoding",
+            ),
+        ] {
+            match bytes[at] {
+                v if v == read => {}
+                v if v == known => return Err(unsupported(means)),
+                other => return Err(unsupported(format!("{field} {other}"))),
             }
-            other => return Err(unsupported(format!("ELF class {other}"))),
-        }
-        match bytes[EI_DATA] {
-            ELFDATA2LSB => {}
-            2 => {
-                return Err(unsupported(
-                    "a big-endian ELF file (only little-endian is read)",
-                ));
-            }
-            other => return Err(unsupported(format!("ELF data encoding {other}"))),
         }
         let e_type = u16_at(bytes, E_TYPE);
         if e_type != ET_REL {
@@ -626,11 +629,18 @@ mod tests {
         big[EI_DATA] = 2;
         let mut exec = good.clone();
         exec[E_TYPE] = 2;
-        for (bytes, says) in [(elf32, "32-bit"), (big, "big-endian"), (exec, "executable")] {
+        assert_refused(
+            vec![(elf32, "32-bit"), (big, "big-endian"), (exec, "executable")],
+            |e| matches!(e, ModInfoError::Unsupported { .. }),
+        );
+    }
+
+    /// `modinfo` refuses each case with an error of the `kind` that says the case's text.
+    #[track_caller]
+    fn assert_refused(cases: Vec<(Vec<u8>, &str)>, kind: impl Fn(&ModInfoError) -> bool) {
+        for (bytes, says) in cases {
             match modinfo(&bytes) {
-                Err(err @ ModInfoError::Unsupported { .. }) => {
-                    assert!(err.to_string().contains(says), "{err}")
-                }
+                Err(err) if kind(&err) => assert!(err.to_string().contains(says), "{says}: {err}"),
                 other => panic!("{says}: {other:?}"),
             }
         }
@@ -673,14 +683,7 @@ mod tests {
         let size = u64_at(&b, size_at);
         b[size_at..size_at + 8].copy_from_slice(&(size - 1).to_le_bytes());
         cases.push((b, "runs off the end"));
-        for (bytes, says) in cases {
-            match modinfo(&bytes) {
-                Err(err @ ModInfoError::Malformed { .. }) => {
-                    assert!(err.to_string().contains(says), "{says}: {err}")
-                }
-                other => panic!("{says}: {other:?}"),
-            }
-        }
+        assert_refused(cases, |e| matches!(e, ModInfoError::Malformed { .. }));
     }
 
     #[test]

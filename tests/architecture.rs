@@ -159,8 +159,9 @@ fn side_effects_happen_only_in_host() {
         "hostglob",
         "kmod",
     ];
-    let found = offences(&pure, |l| {
-        [
+    assert_no_names(
+        &pure,
+        &[
             "std::process",
             "nix::",
             "libc::",
@@ -169,32 +170,27 @@ fn side_effects_happen_only_in_host() {
             "\"/proc/",
             "\"/sys/",
             "std::env::var",
-        ]
-        .iter()
-        .any(|s| l.contains(s))
-    });
-    assert!(
-        found.is_empty(),
-        "side effects outside src/host:\n{}",
-        found.join("\n")
+        ],
+        "side effects outside src/host",
     );
-    let cli = ["commands", "cli", "main", "exit"];
-    let found = offences(&cli, |l| {
-        [
+    assert_no_names(
+        &["commands", "cli", "main", "exit"],
+        &[
             "nix::",
             "libc::",
             "\"/proc/",
             "\"/sys/",
             "std::process::Command",
-        ]
-        .iter()
-        .any(|s| l.contains(s))
-    });
-    assert!(
-        found.is_empty(),
-        "host access in the CLI layer:\n{}",
-        found.join("\n")
+        ],
+        "host access in the CLI layer",
     );
+}
+
+/// No line of a file of a module in `modules` names any of `names`; `what` heads the offences.
+#[track_caller]
+fn assert_no_names(modules: &[&str], names: &[&str], what: &str) {
+    let found = offences(modules, |l| names.iter().any(|s| l.contains(s)));
+    assert!(found.is_empty(), "{what}:\n{}", found.join("\n"));
 }
 
 #[test]
@@ -231,32 +227,31 @@ fn unsafe_code_is_only_the_kexec_syscall_module() {
     );
 }
 
+/// What `finding` says of each file under src/ (path and text) that it finds fault with.
+fn source_files_where(finding: impl Fn(&Path, &str) -> Option<String>) -> Vec<String> {
+    rust_files(Path::new("src"))
+        .iter()
+        .filter_map(|path| finding(path, &std::fs::read_to_string(path).unwrap()))
+        .collect()
+}
+
 #[test]
 fn no_source_file_is_over_600_lines_before_its_tests() {
-    let long: Vec<String> = rust_files(Path::new("src"))
-        .iter()
-        .filter_map(|path| {
-            let text = std::fs::read_to_string(path).unwrap();
-            let lines = text
-                .lines()
-                .take_while(|l| !l.starts_with("#[cfg(test)]"))
-                .count();
-            (lines > 600).then(|| format!("{} ({lines} lines)", path.display()))
-        })
-        .collect();
+    let long = source_files_where(|path, text| {
+        let lines = text
+            .lines()
+            .take_while(|l| !l.starts_with("#[cfg(test)]"))
+            .count();
+        (lines > 600).then(|| format!("{} ({lines} lines)", path.display()))
+    });
     assert!(long.is_empty(), "split these by responsibility: {long:?}");
 }
 
 #[test]
 fn every_module_says_why_it_exists() {
-    let silent: Vec<String> = rust_files(Path::new("src"))
-        .iter()
-        .filter(|path| {
-            let text = std::fs::read_to_string(path).unwrap();
-            !text.trim_start().starts_with("//!")
-        })
-        .map(|p| p.display().to_string())
-        .collect();
+    let silent = source_files_where(|path, text| {
+        (!text.trim_start().starts_with("//!")).then(|| path.display().to_string())
+    });
     assert!(silent.is_empty(), "no `//!` line: {silent:?}");
 }
 

@@ -16,6 +16,12 @@ fn kup() -> Command {
     cmd
 }
 
+/// The JSON a successful run printed on stdout.
+fn json_stdout(assert: assert_cmd::assert::Assert) -> Value {
+    let assert = assert.success();
+    serde_json::from_slice(&assert.get_output().stdout).expect("JSON on stdout")
+}
+
 fn summary(name: &str) -> BootSummary {
     let path = format!("{}/{DMESG}/{name}", env!("CARGO_MANIFEST_DIR"));
     let bytes = std::fs::read(&path).expect("corpus log");
@@ -130,12 +136,8 @@ fn two_files_through_the_binary() {
             "json",
         ])
         .assert()
-        .success()
-        .stderr(predicate::str::is_empty())
-        .get_output()
-        .stdout
-        .clone();
-    let v: Value = serde_json::from_slice(&out).expect("JSON on stdout");
+        .stderr(predicate::str::is_empty());
+    let v = json_stdout(out);
     assert_comparison_shape(&v);
     assert_eq!(v["before"]["source"], before.as_str());
     assert_eq!(v["after"]["cpus"], 4);
@@ -170,12 +172,8 @@ fn one_side_from_standard_input() {
             "json",
         ])
         .write_stdin(log)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: Value = serde_json::from_slice(&out).unwrap();
+        .assert();
+    let v = json_stdout(out);
     assert_eq!(v["after"]["source"], "-");
     assert_eq!(v["after"]["cpus"], 4);
 }
@@ -275,12 +273,8 @@ fn a_journal_with_both_reports_compares_them() {
     let out = kup()
         .args(["boot-time", "--format", "json", "--journal"])
         .arg(root.path())
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: Value = serde_json::from_slice(&out).unwrap();
+        .assert();
+    let v = json_stdout(out);
     assert_comparison_shape(&v);
     assert_eq!(v["before"]["source"], "journal before");
     assert_eq!(v["before"]["cpus"], 1);

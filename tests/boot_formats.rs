@@ -70,6 +70,12 @@ fn figures(r: &BootReport) -> Value {
     v
 }
 
+/// One of the report's notes contains `needle`.
+#[track_caller]
+fn assert_note(r: &BootReport, needle: &str) {
+    assert!(r.notes.iter().any(|n| n.contains(needle)), "{:?}", r.notes);
+}
+
 #[test]
 fn every_monotonic_format_gives_the_same_figures() {
     let formats: Vec<(&str, String)> = vec![
@@ -189,11 +195,7 @@ fn the_new_kernel_is_analysed_after_a_kexec() {
     assert_eq!(r.kernel.as_deref(), Some("6.8.0-31-generic"));
     assert_eq!((r.boots_in_log, r.boot_analysed), (2, Some(2)));
     assert_eq!(r.time_to_init_s, Some(5.0));
-    assert!(
-        r.notes.iter().any(|n| n.contains("2 boots")),
-        "{:?}",
-        r.notes
-    );
+    assert_note(&r, "2 boots");
 }
 
 /// A new kernel that hung before init: the last boot that reached init is analysed, and the notes say that
@@ -205,10 +207,6 @@ fn a_boot_that_never_reached_init_is_reported_in_the_notes() {
     let r = analyse(format!("{complete}{hung}").as_bytes());
     assert_eq!(r.kernel.as_deref(), Some("6.8.0-31-generic"));
     assert_eq!((r.boots_in_log, r.boot_analysed), (2, Some(1)));
-    assert!(
-        r.notes.iter().any(|n| n.contains("did not reach init")),
-        "{:?}",
-        r.notes
-    );
+    assert_note(&r, "did not reach init");
     assert!(phase(&r, PhaseName::Init).is_some_and(|p| p.present));
 }

@@ -173,16 +173,20 @@ fn a_reader_closing_stdout_early_does_not_change_the_exit_code() {
     }
 }
 
-#[test]
-fn dry_run_lints_the_new_command_line_against_the_new_kernels_release() {
-    let plan = "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz-x\"\nversion = \"6.1.0-27-cloud-amd64\"\n\
-                [kernel.cmdline]\ninherit = false\nappend = [\"console=ttyS0\", \"cpuhp.parallel=1\"]\n";
+/// `kup plan apply --dry-run` of `plan`, exited 0.
+fn dry_run(plan: &str) -> Run {
     Kup::new()
         .args(["plan", "apply", "--dry-run"])
         .plan(plan)
         .run()
         .status(0)
-        .stderr_has("warning: new kernel command line: `cpuhp.parallel` needs Linux 6.5");
+}
+
+#[test]
+fn dry_run_lints_the_new_command_line_against_the_new_kernels_release() {
+    let plan = "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz-x\"\nversion = \"6.1.0-27-cloud-amd64\"\n\
+                [kernel.cmdline]\ninherit = false\nappend = [\"console=ttyS0\", \"cpuhp.parallel=1\"]\n";
+    dry_run(plan).stderr_has("warning: new kernel command line: `cpuhp.parallel` needs Linux 6.5");
     let json = Kup::new()
         .args(["plan", "apply", "--dry-run", "--format", "json"])
         .plan(plan)
@@ -201,11 +205,7 @@ fn dry_run_lints_the_new_command_line_against_the_new_kernels_release() {
 fn dry_run_advises_on_the_new_kernel_parallel_bring_up_turned_off() {
     let plan = "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz-x\"\nversion = \"6.12.9-lts\"\n\
                 [kernel.cmdline]\ninherit = false\nappend = [\"console=ttyS0\", \"quiet\", \"cpuhp.parallel=0\"]\n";
-    Kup::new()
-        .args(["plan", "apply", "--dry-run"])
-        .plan(plan)
-        .run()
-        .status(0)
+    dry_run(plan)
         .stderr_has(
             "brings CPUs up in parallel, but its command line turns that off with cpuhp.parallel=0",
         )
@@ -234,16 +234,11 @@ fn inherit_false_agrees_with_a_whole_command_line_value() {
              value = \"root=/dev/vda ro console=ttyS0\"\n"
         )
     };
-    Kup::new()
-        .args(["plan", "validate"])
-        .plan(&plan(false))
-        .run()
+    let validate = |plan: &str| Kup::new().args(["plan", "validate"]).plan(plan).run();
+    validate(&plan(false))
         .status(0)
         .stderr_lacks("cmdline-conflict");
-    Kup::new()
-        .args(["plan", "validate"])
-        .plan(&plan(true))
-        .run()
+    validate(&plan(true))
         .status(1)
         .stderr_has("kup::plan::cmdline-conflict");
 }

@@ -459,48 +459,41 @@ fn a_vfio_device_in_an_iommu_group_passes() {
     assert_eq!(out.id, "8086:0a54");
 }
 
+/// `check_pci` of `address` for vfio-pci, with VFIO, fails saying `says`.
+#[track_caller]
+fn assert_vfio_check_says(fake: &FakeSysfs, address: &str, says: &str) {
+    let e = sysfs::check_pci(&fake.root(), address, "vfio-pci", true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(says), "{e}");
+}
+
 #[test]
 fn wrong_or_missing_driver_and_missing_device_are_named() {
     let fake = FakeSysfs::new();
     fake.device("0000:3b:00.0", Some("nvme"), Some(12));
     fake.device("0000:3c:00.0", None, Some(13));
-    let e = sysfs::check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("bound to \"nvme\", expected \"vfio-pci\""),
-        "{e}"
+    assert_vfio_check_says(
+        &fake,
+        "0000:3b:00.0",
+        "bound to \"nvme\", expected \"vfio-pci\"",
     );
-    let e = sysfs::check_pci(&fake.root(), "0000:3c:00.0", "vfio-pci", true)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("bound to no driver"), "{e}");
-    let e = sysfs::check_pci(&fake.root(), "0000:99:00.0", "vfio-pci", true)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("does not exist"), "{e}");
-    let e = sysfs::check_pci(&fake.root(), "../../etc", "vfio-pci", true)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("not a PCI address"), "{e}");
+    assert_vfio_check_says(&fake, "0000:3c:00.0", "bound to no driver");
+    assert_vfio_check_says(&fake, "0000:99:00.0", "does not exist");
+    assert_vfio_check_says(&fake, "../../etc", "not a PCI address");
 }
 
 #[test]
 fn iommu_off_is_told_apart_from_a_device_without_a_group() {
     let fake = FakeSysfs::new();
     fake.device("0000:3b:00.0", Some("vfio-pci"), None);
-    let e = sysfs::check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("the IOMMU is off"), "{e}");
+    assert_vfio_check_says(&fake, "0000:3b:00.0", "the IOMMU is off");
     // Without VFIO no group is needed.
     sysfs::check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", false).unwrap();
     fake.device("0000:3c:00.0", Some("vfio-pci"), Some(4));
-    let e = sysfs::check_pci(&fake.root(), "0000:3b:00.0", "vfio-pci", true)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("in no IOMMU group although the IOMMU is on"),
-        "{e}"
+    assert_vfio_check_says(
+        &fake,
+        "0000:3b:00.0",
+        "in no IOMMU group although the IOMMU is on",
     );
 }

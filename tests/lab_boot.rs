@@ -6,53 +6,12 @@
 //! these tests fail and say so: a lab that is silently skipped proves nothing.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-/// The lab cache, as `lab/env.sh` finds it.
-struct Lab {
-    repo: PathBuf,
-    dir: PathBuf,
-}
-
-impl Lab {
-    /// The lab of this repository, or a panic that tells how to set it up.
-    fn get() -> Lab {
-        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let dir = std::env::var_os("KUP_LAB_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo.join("target/lab"));
-        Lab::locate(&repo, &dir).unwrap_or_else(|message| panic!("{message}"))
-    }
-
-    fn locate(repo: &Path, dir: &Path) -> Result<Lab, String> {
-        if !dir.join("ready").is_file() || !dir.join("kernel/version").is_file() {
-            return Err(format!(
-                "the lab is not set up in {}: run `lab/setup` (as root; it fetches QEMU, the Debian cloud kernel \
-                 and busybox into target/lab/), then run the tests again",
-                dir.display()
-            ));
-        }
-        Ok(Lab {
-            repo: repo.to_path_buf(),
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    /// A lab script (`lab/NAME`) with the lab directory this test uses.
-    fn script(&self, name: &str) -> Command {
-        let mut command = Command::new(self.repo.join("lab").join(name));
-        command.env("KUP_LAB_DIR", &self.dir);
-        command
-    }
-
-    fn kernel_version(&self) -> String {
-        fs::read_to_string(self.dir.join("kernel/version"))
-            .expect("kernel/version")
-            .trim()
-            .to_string()
-    }
-}
+#[path = "support/lab.rs"]
+mod lab;
+use lab::Lab;
 
 /// Runs a command, panicking with its output unless it succeeds.
 fn run(command: &mut Command) -> Output {
@@ -69,12 +28,65 @@ fn run(command: &mut Command) -> Output {
     output
 }
 
+/// The lab, and a scratch directory for a test's images and logs.
+fn lab_and_scratch() -> (Lab, tempfile::TempDir) {
+    (Lab::get(), tempfile::tempdir().unwrap())
+}
+
+/// `lab/mkinitramfs`: an initramfs at `out` with `init` as /init and the `extras` (`HOST:GUEST` files or trees).
+fn mkinitramfs(lab: &Lab, out: &Path, init: &Path, extras: &[String]) {
+    run(lab
+        .script("mkinitramfs")
+        .arg("-o")
+        .arg(out)
+        .arg("-i")
+        .arg(init)
+        .args(extras));
+}
+
+/// `lab/mkdisk`: an ext4 image of `size` at `disk`, holding a copy of `seed` when given.
+fn mkdisk(lab: &Lab, disk: &Path, size: &str, seed: Option<&Path>) {
+    let mut command = lab.script("mkdisk");
+    command.arg(disk).arg(size);
+    if let Some(seed) = seed {
+        command.arg(seed);
+    }
+    run(&mut command);
+}
+
+/// Boots a guest: `run_qemu` (`what`, a `lab/run-qemu` command with its first options) with `--initrd`, `--disk`
+/// and `--log` as given, then `rest`. Returns the console log; panics with it, and run-qemu's stderr, on a failure.
+fn boot(
+    what: &str,
+    run_qemu: &mut Command,
+    (initrd, disk, log): (&Path, &Path, &Path),
+    rest: &[&str],
+) -> String {
+    let output = run_qemu
+        .arg("--initrd")
+        .arg(initrd)
+        .arg("--disk")
+        .arg(disk)
+        .arg("--log")
+        .arg(log)
+        .args(rest)
+        .output()
+        .unwrap();
+    let console = fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\nconsole:\n{console}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    console
+}
+
 /// QEMU 10 (`$LAB_QEMU10`, unpacked from bookworm-backports beside 7.2) runs, and boots the lab's new kernel on a q35
 /// machine under TCG: `lab/run-qemu --qemu 10` picks it, with its own libraries and firmware.
 #[test]
 fn qemu_10_boots_the_new_kernel_on_q35() {
-    let lab = Lab::get();
-    let tmp = tempfile::tempdir().unwrap();
+    let (lab, tmp) = lab_and_scratch();
     let t = tmp.path();
     let version = |what: &str| {
         let output = run(Command::new("bash").arg("-c").arg(format!(
@@ -93,41 +105,23 @@ fn qemu_10_boots_the_new_kernel_on_q35() {
     let image = version("echo \"$LAB_NEW_KERNEL\"");
 
     let initrd = t.join("initrd.cpio.gz");
-    run(lab
-        .script("mkinitramfs")
-        .arg("-o")
-        .arg(&initrd)
-        .arg("-i")
-        .arg(lab.repo.join("lab/guest/smoke-init")));
+    mkinitramfs(&lab, &initrd, &lab.repo.join("lab/guest/smoke-init"), &[]);
     let disk = t.join("disk.img");
-    run(lab.script("mkdisk").arg(&disk).arg("16M"));
-    let log = t.join("console.log");
-    let output = lab
-        .script("run-qemu")
-        .args(["--quiet", "--qemu", "10", "--timeout", "90", "--retry", "1"])
-        .arg("--kernel")
-        .arg(&image)
-        .arg("--initrd")
-        .arg(&initrd)
-        .arg("--disk")
-        .arg(&disk)
-        .arg("--log")
-        .arg(&log)
-        .args([
+    mkdisk(&lab, &disk, "16M", None);
+    let console = boot(
+        "lab/run-qemu --qemu 10",
+        lab.script("run-qemu")
+            .args(["--quiet", "--qemu", "10", "--timeout", "90", "--retry", "1"])
+            .arg("--kernel")
+            .arg(&image),
+        (&initrd, &disk, &t.join("console.log")),
+        &[
             "--expect",
             "LAB-SMOKE: wrote /hello.txt",
             "--",
             "-machine",
             "q35",
-        ])
-        .output()
-        .unwrap();
-    let console = fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        output.status.success(),
-        "lab/run-qemu --qemu 10 failed ({}):\n{}\nconsole:\n{console}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+        ],
     );
     assert!(
         console.contains(&format!("LAB-SMOKE: init on {new_kernel}, 1 cpu(s)")),
@@ -142,8 +136,7 @@ fn qemu_10_boots_the_new_kernel_on_q35() {
 
 #[test]
 fn smoke_guest_boots_and_writes_to_its_nvme_disk() {
-    let lab = Lab::get();
-    let tmp = tempfile::tempdir().unwrap();
+    let (lab, tmp) = lab_and_scratch();
     let t = tmp.path();
     let nonce = format!("lab-smoke-{}", std::process::id());
 
@@ -153,39 +146,23 @@ fn smoke_guest_boots_and_writes_to_its_nvme_disk() {
     fs::write(t.join("disk/seed.txt"), &nonce).unwrap();
     let initrd = t.join("initrd.cpio.gz");
     let extra = format!("{}:/etc/lab-smoke.conf", t.join("extra.conf").display());
-    run(lab
-        .script("mkinitramfs")
-        .arg("-o")
-        .arg(&initrd)
-        .arg("-i")
-        .arg(lab.repo.join("lab/guest/smoke-init"))
-        .arg(&extra));
+    mkinitramfs(
+        &lab,
+        &initrd,
+        &lab.repo.join("lab/guest/smoke-init"),
+        &[extra],
+    );
     let disk = t.join("disk.img");
-    run(lab
-        .script("mkdisk")
-        .arg(&disk)
-        .arg("64M")
-        .arg(t.join("disk")));
+    mkdisk(&lab, &disk, "64M", Some(&t.join("disk")));
 
     // Boot: -smp 1, a hard timeout, one retry after a hang.
     let log = t.join("console.log");
-    let output = lab
-        .script("run-qemu")
-        .args(["--quiet", "--smp", "1", "--timeout", "60", "--retry", "1"])
-        .arg("--initrd")
-        .arg(&initrd)
-        .arg("--disk")
-        .arg(&disk)
-        .arg("--log")
-        .arg(&log)
-        .output()
-        .unwrap();
-    let console = fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        output.status.success(),
-        "lab/run-qemu failed ({}):\n{}\nconsole:\n{console}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
+    let console = boot(
+        "lab/run-qemu",
+        lab.script("run-qemu")
+            .args(["--quiet", "--smp", "1", "--timeout", "60", "--retry", "1"]),
+        (&initrd, &disk, &log),
+        &[],
     );
 
     // The console: every line stamped with the host's elapsed time, the kernel ran our /init, which saw the extra
@@ -233,17 +210,12 @@ fn smoke_guest_boots_and_writes_to_its_nvme_disk() {
 
 #[test]
 fn mkdisk_and_readdisk_round_trip_files_and_report_missing_ones() {
-    let lab = Lab::get();
-    let tmp = tempfile::tempdir().unwrap();
+    let (lab, tmp) = lab_and_scratch();
     let t = tmp.path();
     fs::create_dir_all(t.join("root/sub")).unwrap();
     fs::write(t.join("root/sub/a.txt"), "alpha\n").unwrap();
     let img = t.join("d.img");
-    run(lab
-        .script("mkdisk")
-        .arg(&img)
-        .arg("16M")
-        .arg(t.join("root")));
+    mkdisk(&lab, &img, "16M", Some(&t.join("root")));
 
     let out = run(lab.script("readdisk").arg(&img).arg("/sub/a.txt"));
     assert_eq!(out.stdout, b"alpha\n");
@@ -270,20 +242,18 @@ fn mkdisk_and_readdisk_round_trip_files_and_report_missing_ones() {
 
 #[test]
 fn mkinitramfs_holds_init_busybox_applets_and_extras() {
-    let lab = Lab::get();
-    let tmp = tempfile::tempdir().unwrap();
+    let (lab, tmp) = lab_and_scratch();
     let t = tmp.path();
     fs::write(t.join("init"), "#!/bin/sh\npoweroff -f\n").unwrap();
     fs::create_dir(t.join("plans")).unwrap();
     fs::write(t.join("plans/p.toml"), "kup = 1\n").unwrap();
     let initrd = t.join("i.cpio.gz");
-    run(lab
-        .script("mkinitramfs")
-        .arg("-o")
-        .arg(&initrd)
-        .arg("-i")
-        .arg(t.join("init"))
-        .arg(format!("{}:/etc/kup/plans", t.join("plans").display())));
+    mkinitramfs(
+        &lab,
+        &initrd,
+        &t.join("init"),
+        &[format!("{}:/etc/kup/plans", t.join("plans").display())],
+    );
 
     let busybox = lab.dir.join("busybox/bin/busybox");
     let listing = run(Command::new("sh").arg("-c").arg(format!(
@@ -325,8 +295,7 @@ fn a_missing_lab_is_an_error_that_says_to_run_lab_setup() {
 /// journal unreplayed; `lab/readdisk` still reads what the guest wrote, and leaves the image as it was.
 #[test]
 fn readdisk_reads_a_disk_the_guest_left_mounted() {
-    let lab = Lab::get();
-    let tmp = tempfile::tempdir().unwrap();
+    let (lab, tmp) = lab_and_scratch();
     let t = tmp.path();
     fs::write(
         t.join("init"),
@@ -339,14 +308,9 @@ fn readdisk_reads_a_disk_the_guest_left_mounted() {
     )
     .unwrap();
     let initrd = t.join("i.cpio.gz");
-    run(lab
-        .script("mkinitramfs")
-        .arg("-o")
-        .arg(&initrd)
-        .arg("-i")
-        .arg(t.join("init")));
+    mkinitramfs(&lab, &initrd, &t.join("init"), &[]);
     let disk = t.join("d.img");
-    run(lab.script("mkdisk").arg(&disk).arg("32M"));
+    mkdisk(&lab, &disk, "32M", None);
     run(lab
         .script("run-qemu")
         .args(["--quiet", "--timeout", "60", "--retry", "1"])

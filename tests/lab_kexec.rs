@@ -14,51 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-/// The lab cache, as `lab/env.sh` finds it.
-struct Lab {
-    repo: PathBuf,
-    dir: PathBuf,
-}
+#[path = "support/lab.rs"]
+mod lab;
+use lab::Lab;
 
 impl Lab {
-    fn get() -> Lab {
-        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let dir = std::env::var_os("KUP_LAB_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo.join("target/lab"));
-        assert!(
-            dir.join("ready").is_file() && dir.join("kernel/version").is_file(),
-            "the lab is not set up in {}: run `lab/setup` (as root; it fetches QEMU, the Debian cloud kernel and \
-             busybox into target/lab/), then run the tests again",
-            dir.display()
-        );
-        Lab { repo, dir }
-    }
-
-    fn script(&self, name: &str) -> Command {
-        let mut command = Command::new(self.repo.join("lab").join(name));
-        command.env("KUP_LAB_DIR", &self.dir);
-        command
-    }
-
-    /// The release the guests boot first (bookworm's 6.1 cloud kernel).
-    fn kernel_version(&self) -> String {
-        fs::read_to_string(self.dir.join("kernel/version"))
-            .expect("kernel/version")
-            .trim()
-            .to_owned()
-    }
-
-    /// The release the plans kexec into (`$LAB_NEW_KERNEL_VERSION`).
-    fn new_kernel_version(&self) -> String {
-        let version = fs::read_to_string(self.dir.join("new-kernel/version"))
-            .expect("new-kernel/version: run lab/setup")
-            .trim()
-            .to_owned();
-        assert_ne!(version, self.kernel_version(), "the lab must upgrade");
-        version
-    }
-
     /// Runs a scenario to completion (the guest powered off) and returns what it left behind.
     fn scenario(&self, name: &str) -> Run {
         let out = self.dir.join("runs").join(name);
@@ -80,14 +40,20 @@ impl Lab {
             started.elapsed().as_secs_f64(),
             output.status
         );
-        assert!(
-            output.status.success(),
-            "lab/scenario/run {name} failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert_succeeded(&output, &format!("lab/scenario/run {name}"));
         run
     }
+}
+
+/// `what` (a lab script) exited 0, or a panic with its standard error.
+#[track_caller]
+fn assert_succeeded(output: &std::process::Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Whatever fails while a run is in scope (an assertion, a missing file), the guest's console is printed with it.
@@ -151,6 +117,11 @@ impl Run {
     fn must(&self, path: &str) -> String {
         self.file(path)
             .unwrap_or_else(|| panic!("the guest did not write {path} on its disk"))
+    }
+
+    /// The lines of [`Run::must`]'s file.
+    fn must_lines(&self, path: &str) -> Vec<String> {
+        self.must(path).lines().map(str::to_owned).collect()
     }
 
     /// A JSON file the guest must have written.
@@ -393,13 +364,11 @@ fn kexec_update_runs_every_step_once_and_boots_the_new_command_line() {
 
     // Each custom step ran once, in its own boot.
     assert_eq!(
-        run.must("/lab/before-kexec.log")
-            .lines()
-            .collect::<Vec<_>>(),
+        run.must_lines("/lab/before-kexec.log"),
         [boots[0].0.as_str()]
     );
     assert_eq!(
-        run.must("/lab/after-kexec.log").lines().collect::<Vec<_>>(),
+        run.must_lines("/lab/after-kexec.log"),
         [boots[1].0.as_str()]
     );
 
@@ -539,13 +508,7 @@ fn a_failing_step_before_the_kexec_rolls_back_without_a_kexec() {
     let lab = Lab::get();
     let run = lab.scenario("step-fails");
 
-    assert_eq!(run.boots().len(), 1, "no kexec may happen");
-    assert_eq!(
-        run.must("/lab/apply.rc").trim(),
-        "5",
-        "exit code 5: rolled back\n{}",
-        run.must("/lab/apply.log")
-    );
+    assert_rolled_back_in_one_boot(&run);
     assert!(run.must("/lab/apply.log").contains("rolled back"));
     assert_eq!(run.must("/lab/before-kexec.log").lines().count(), 1);
     assert!(run.file("/lab/after-kexec.log").is_none());
@@ -604,16 +567,22 @@ fn a_failing_step_before_the_kexec_rolls_back_without_a_kexec() {
     assert!(run.file("/kup/journal/pending").is_none());
 }
 
-/// A run refused at preflight: one boot, apply exit 5, status rolled back with only `preflight` started (and
-/// failed); returns the preflight's error.
-fn refused_at_preflight(run: &Run) -> String {
+/// One boot (no kexec), and apply exited 5 (rolled back).
+#[track_caller]
+fn assert_rolled_back_in_one_boot(run: &Run) {
     assert_eq!(run.boots().len(), 1, "no kexec may happen");
     assert_eq!(
         run.must("/lab/apply.rc").trim(),
         "5",
-        "{}",
+        "exit code 5: rolled back\n{}",
         run.must("/lab/apply.log")
     );
+}
+
+/// A run refused at preflight: one boot, apply exit 5, status rolled back with only `preflight` started (and
+/// failed); returns the preflight's error.
+fn refused_at_preflight(run: &Run) -> String {
+    assert_rolled_back_in_one_boot(run);
     assert!(run.file("/lab/before-kexec.log").is_none());
     let status = run.json("/lab/status.json");
     assert_eq!(status["state"], "rolled-back", "{status:#}");
@@ -684,9 +653,7 @@ fn a_crash_right_after_the_kexec_record_keeps_what_the_journal_calls_done() {
     );
     assert_eq!(journal.count("step-done", "step:before-kexec"), 1);
     assert_eq!(
-        run.must("/lab/before-kexec.log")
-            .lines()
-            .collect::<Vec<_>>(),
+        run.must_lines("/lab/before-kexec.log"),
         [boots[0].0.as_str()],
         "the journal says step:before-kexec is done, so what it wrote must be on the disk"
     );
@@ -736,13 +703,11 @@ fn after_a_power_cut_at_the_kexec_resume_on_the_old_kernel_reports_the_failed_up
     assert!(resume_log.contains("THE UPDATE FAILED"), "{resume_log}");
 
     assert_eq!(
-        run.must("/lab/before-kexec.log")
-            .lines()
-            .collect::<Vec<_>>(),
+        run.must_lines("/lab/before-kexec.log"),
         [boots[0].0.as_str()]
     );
     assert_eq!(
-        run.must("/lab/after-kexec.log").lines().collect::<Vec<_>>(),
+        run.must_lines("/lab/after-kexec.log"),
         [boots[1].0.as_str()],
         "the after-kexec steps run on the old kernel too"
     );
@@ -807,12 +772,7 @@ fn run_systemd_on(lab: &Lab, suite: &str, name: &str, args: &[&str]) -> Run {
         out: out.clone(),
         disk: out.join("disk.img"),
     };
-    assert!(
-        output.status.success(),
-        "lab/scenario/run-systemd failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output, "lab/scenario/run-systemd");
     run
 }
 
@@ -952,25 +912,29 @@ fn assert_systemd_update(lab: &Lab, run: &Run, kexec: Kexec) -> Value {
     status
 }
 
+/// The lines `N BOOT_ID_PREFIX` of the guest's `file`, as (N, prefix); a panic names the `file` and what N is.
+fn numbered_lines<'a>(text: &'a str, file: &str, what: &str) -> Vec<(u64, &'a str)> {
+    text.lines()
+        .map(
+            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                [n, boot] => (
+                    n.parse()
+                        .unwrap_or_else(|e| panic!("{file}: bad {what} {line:?}: {e}")),
+                    boot,
+                ),
+                _ => panic!("{file}: bad line {line:?}"),
+            },
+        )
+        .collect()
+}
+
 /// The plan's systemd app, `kup-lab-app.service` (no `[Install]`: the stage 1 driver starts it before kup applies,
 /// nothing but kup starts it on the new kernel), appends `EPOCH BOOT_ID_PREFIX` to `app.log` every second. It ran in
 /// boot 1, was stopped across the kexec (a gap), ran again in boot 2, started by the resume unit; the apply journal
 /// has its save and restore done once each. With `criu`, the same for the CRIU'd counter.
 fn assert_systemd_app(run: &Run, boot1: &str, boot2: &str, criu: bool) {
     let log = run.must("/var/lib/kup-lab/app.log");
-    let entries: Vec<(u64, &str)> = log
-        .lines()
-        .map(
-            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
-                [time, boot] => (
-                    time.parse()
-                        .unwrap_or_else(|e| panic!("app.log: bad time {line:?}: {e}")),
-                    boot,
-                ),
-                _ => panic!("app.log: bad line {line:?}"),
-            },
-        )
-        .collect();
+    let entries = numbered_lines(&log, "app.log", "time");
     let in_boot = |id: &str| -> Vec<u64> {
         entries
             .iter()
@@ -1037,19 +1001,7 @@ fn assert_systemd_app(run: &Run, boot1: &str, boot2: &str, criu: bool) {
     // second) was dumped before the kexec and restored by kup-resume.service: it carries on counting in boot 2,
     // from where it was, never starting again at 1.
     let counter = run.must("/var/lib/kup-lab/counter.log");
-    let counts: Vec<(u64, &str)> = counter
-        .lines()
-        .map(
-            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
-                [n, boot] => (
-                    n.parse()
-                        .unwrap_or_else(|e| panic!("counter.log: bad count {line:?}: {e}")),
-                    boot,
-                ),
-                _ => panic!("counter.log: bad line {line:?}"),
-            },
-        )
-        .collect();
+    let counts = numbered_lines(&counter, "counter.log", "count");
     assert!(
         counts.windows(2).all(|w| w[1].0 == w[0].0 + 1),
         "the counter did not count on by one (a reset or a second counter):\n{counter}"

@@ -209,6 +209,11 @@ mod tests {
     use super::super::phases::{Timeline, gather, timing};
     use super::*;
 
+    /// The advice for a log from a host whose facts are unknown.
+    fn advise_plain(text: &str) -> Vec<RecommendationCode> {
+        advise(text, &HostFacts::default())
+    }
+
     fn advise(text: &str, facts: &HostFacts) -> Vec<RecommendationCode> {
         let parsed = lines(text);
         let ev = gather(&parsed);
@@ -229,47 +234,28 @@ mod tests {
     #[test]
     fn slow_bring_up_on_a_parallel_capable_kernel() {
         assert_eq!(
-            advise(X86_SLOW_SMP, &HostFacts::default()),
+            advise_plain(X86_SLOW_SMP),
             [RecommendationCode::ParallelBringupOff]
         );
         // The same figures on 6.4, before parallel bring-up existed: nothing to switch on.
-        assert!(
-            advise(
-                &X86_SLOW_SMP.replace("6.8.0", "6.4.0"),
-                &HostFacts::default()
-            )
-            .is_empty()
-        );
+        assert!(advise_plain(&X86_SLOW_SMP.replace("6.8.0", "6.4.0")).is_empty());
         // Parallel bring-up asked for explicitly: the slowness has another cause (found in the lab, where TCG's
         // delay-loop calibration takes ~100 ms per CPU with cpuhp.parallel=1).
-        assert!(
-            advise(
-                &X86_SLOW_SMP.replace("quiet", "quiet cpuhp.parallel=1"),
-                &HostFacts::default()
-            )
-            .is_empty()
-        );
+        assert!(advise_plain(&X86_SLOW_SMP.replace("quiet", "quiet cpuhp.parallel=1")).is_empty());
         // 128 CPUs in 40 ms is parallel already.
-        assert!(
-            advise(
-                &X86_SLOW_SMP.replace("0.700000", "0.340000"),
-                &HostFacts::default()
-            )
-            .is_empty()
-        );
+        assert!(advise_plain(&X86_SLOW_SMP.replace("0.700000", "0.340000")).is_empty());
     }
 
     #[test]
     fn explicit_cpuhp_parallel_off() {
         let text = X86_SLOW_SMP.replace("quiet", "quiet cpuhp.parallel=0");
-        let recs = advise(&text, &HostFacts::default());
+        let recs = advise_plain(&text);
         assert_eq!(recs, [RecommendationCode::ParallelBringupOff]);
         assert!(
-            advise(
+            advise_plain(
                 &X86_SLOW_SMP
                     .replace("quiet", "quiet cpuhp.parallel=1")
-                    .replace("0.700000", "0.31"),
-                &HostFacts::default()
+                    .replace("0.700000", "0.31")
             )
             .is_empty()
         );
@@ -285,16 +271,16 @@ mod tests {
     #[test]
     fn deferred_pages_missing_on_a_large_machine() {
         assert_eq!(
-            advise(BIG_MEMORY, &HostFacts::default()),
+            advise_plain(BIG_MEMORY),
             [RecommendationCode::DeferredPagesOff]
         );
         let with_deferred = BIG_MEMORY.replace(
             "[    1.000000] Run",
             "[    0.400000] node 0 deferred pages initialised in 90ms\n[    1.000000] Run",
         );
-        assert!(advise(&with_deferred, &HostFacts::default()).is_empty());
+        assert!(advise_plain(&with_deferred).is_empty());
         let small = BIG_MEMORY.replace("131000000K/134217728K", "8000000K/8388608K");
-        assert!(advise(&small, &HostFacts::default()).is_empty());
+        assert!(advise_plain(&small).is_empty());
     }
 
     #[test]
@@ -327,21 +313,15 @@ mod tests {
         let text = "[    0.000000] Linux version 5.4.0 (x)\n\
                     [    0.000000] Command line: root=/dev/sda console=tty1 console=ttyS0,115200\n";
         assert_eq!(
-            advise(text, &HostFacts::default()),
+            advise_plain(text),
             [RecommendationCode::SerialConsoleNotQuiet]
         );
-        assert!(advise(&text.replace("root=", "quiet root="), &HostFacts::default()).is_empty());
-        assert!(
-            advise(
-                &text.replace("root=", "loglevel=3 root="),
-                &HostFacts::default()
-            )
-            .is_empty()
-        );
+        assert!(advise_plain(&text.replace("root=", "quiet root=")).is_empty());
+        assert!(advise_plain(&text.replace("root=", "loglevel=3 root=")).is_empty());
         // The last of quiet / loglevel wins, as in the kernel.
         let loud = text.replace("root=", "quiet loglevel=7 root=");
         assert_eq!(
-            advise(&loud, &HostFacts::default()),
+            advise_plain(&loud),
             [RecommendationCode::SerialConsoleNotQuiet]
         );
     }
@@ -352,17 +332,11 @@ mod tests {
                     [    0.000000] Command line: quiet\n\
                     [    2.500000] Run /init as init process\n";
         assert_eq!(
-            advise(text, &HostFacts::default()),
+            advise_plain(text),
             [RecommendationCode::EnableInitcallDebug]
         );
-        assert!(
-            advise(
-                &text.replace("quiet", "quiet initcall_debug"),
-                &HostFacts::default()
-            )
-            .is_empty()
-        );
-        assert!(advise(&text.replace("2.500000", "1.500000"), &HostFacts::default()).is_empty());
+        assert!(advise_plain(&text.replace("quiet", "quiet initcall_debug")).is_empty());
+        assert!(advise_plain(&text.replace("2.500000", "1.500000")).is_empty());
     }
 
     #[test]

@@ -339,24 +339,23 @@ pub fn human(c: &BootComparison, colour: bool) -> String {
         );
     }
     let r = &c.recommendations;
-    if !(r.appeared.is_empty() && r.disappeared.is_empty() && r.stayed.is_empty()) {
-        let _ = writeln!(out, "\nrecommendations");
-        for (label, list) in [
-            ("appeared", &r.appeared),
-            ("disappeared", &r.disappeared),
-            ("stayed", &r.stayed),
-        ] {
-            for rec in list {
-                let _ = writeln!(out, "  {label:<12} [{}] {}", rec.code, rec.message);
-            }
-        }
-    }
-    if !c.notes.is_empty() {
-        let _ = writeln!(out, "\nnotes");
-        for n in &c.notes {
-            let _ = writeln!(out, "  - {n}");
-        }
-    }
+    let recommendations: Vec<_> = [
+        ("appeared", &r.appeared),
+        ("disappeared", &r.disappeared),
+        ("stayed", &r.stayed),
+    ]
+    .into_iter()
+    .flat_map(|(label, list)| list.iter().map(move |rec| (label, rec)))
+    .collect();
+    super::render::section(
+        &mut out,
+        "recommendations",
+        &recommendations,
+        |out, (label, rec)| {
+            let _ = writeln!(out, "  {label:<12} [{}] {}", rec.code, rec.message);
+        },
+    );
+    super::render::notes(&mut out, &c.notes);
     out
 }
 

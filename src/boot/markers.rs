@@ -181,158 +181,192 @@ pub(crate) fn arch_hint(message: &str) -> Option<Arch> {
 mod tests {
     use super::*;
 
+    /// Each line, given to `marker`, reads as its expected value.
+    #[track_caller]
+    fn reads<T: PartialEq + std::fmt::Debug>(
+        marker: impl Fn(&'static str) -> T,
+        cases: &[(&'static str, T)],
+    ) {
+        for (line, expected) in cases {
+            assert_eq!(&marker(line), expected, "{line:?}");
+        }
+    }
+
     #[test]
     fn releases() {
-        assert_eq!(
-            kernel_release("Linux version 6.6.10-arch1-1 (linux@archlinux) (gcc)"),
-            Some("6.6.10-arch1-1")
+        reads(
+            kernel_release,
+            &[
+                (
+                    "Linux version 6.6.10-arch1-1 (linux@archlinux) (gcc)",
+                    Some("6.6.10-arch1-1"),
+                ),
+                ("Linux version", None),
+                ("Booting Linux on physical CPU 0x0", None),
+            ],
         );
-        assert_eq!(kernel_release("Linux version"), None);
-        assert_eq!(kernel_release("Booting Linux on physical CPU 0x0"), None);
     }
 
     #[test]
     fn command_lines() {
-        assert_eq!(
-            cmdline("Command line: root=/dev/sda2 quiet "),
-            Some(("root=/dev/sda2 quiet", false))
+        reads(
+            cmdline,
+            &[
+                (
+                    "Command line: root=/dev/sda2 quiet ",
+                    Some(("root=/dev/sda2 quiet", false)),
+                ),
+                ("Kernel command line: quiet", Some(("quiet", true))),
+            ],
         );
-        assert_eq!(cmdline("Kernel command line: quiet"), Some(("quiet", true)));
     }
 
     #[test]
     fn smp_start_wordings() {
-        for m in [
-            "smp: Bringing up secondary CPUs ...",
-            "x86: Booting SMP configuration:",
-            "smpboot: x86: Booting SMP configuration:",
-            "smpboot: Booting Node   0, Processors  #1 #2 #3 OK",
-            "Booting Node   0, Processors  #1 Ok.",
-        ] {
-            assert!(is_smp_start(m), "{m}");
-        }
-        assert!(!is_smp_start("smpboot: CPU0: Intel(R) Core(TM) i5"));
-        assert!(is_parallel_capable_smp_start(
-            "smpboot: x86: Booting SMP configuration:"
-        ));
-        assert!(!is_parallel_capable_smp_start(
-            "x86: Booting SMP configuration:"
-        ));
+        reads(
+            is_smp_start,
+            &[
+                ("smp: Bringing up secondary CPUs ...", true),
+                ("x86: Booting SMP configuration:", true),
+                ("smpboot: x86: Booting SMP configuration:", true),
+                ("smpboot: Booting Node   0, Processors  #1 #2 #3 OK", true),
+                ("Booting Node   0, Processors  #1 Ok.", true),
+                ("smpboot: CPU0: Intel(R) Core(TM) i5", false),
+            ],
+        );
+        reads(
+            is_parallel_capable_smp_start,
+            &[
+                ("smpboot: x86: Booting SMP configuration:", true),
+                ("x86: Booting SMP configuration:", false),
+            ],
+        );
     }
 
     #[test]
     fn smp_done_wordings() {
         let done = |nodes, cpus| Some(SmpDone { nodes, cpus });
-        assert_eq!(
-            smp_done("smp: Brought up 2 nodes, 384 CPUs"),
-            done(Some(2), 384)
+        reads(
+            smp_done,
+            &[
+                ("smp: Brought up 2 nodes, 384 CPUs", done(Some(2), 384)),
+                ("smp: Brought up 1 node, 1 CPU", done(Some(1), 1)),
+                ("x86: Booted up 1 node, 4 CPUs", done(Some(1), 4)),
+                ("Brought up 6 CPUs", done(None, 6)),
+                ("smpboot: Brought up 1 node, 8 CPUs", done(Some(1), 8)),
+                ("Brought up the house", None),
+                ("smp: Brought up 2 nodes, lots of CPUs", None),
+            ],
         );
-        assert_eq!(smp_done("smp: Brought up 1 node, 1 CPU"), done(Some(1), 1));
-        assert_eq!(smp_done("x86: Booted up 1 node, 4 CPUs"), done(Some(1), 4));
-        assert_eq!(smp_done("Brought up 6 CPUs"), done(None, 6));
-        assert_eq!(
-            smp_done("smpboot: Brought up 1 node, 8 CPUs"),
-            done(Some(1), 8)
-        );
-        assert_eq!(smp_done("Brought up the house"), None);
-        assert_eq!(smp_done("smp: Brought up 2 nodes, lots of CPUs"), None);
     }
 
     #[test]
     fn cpu_totals() {
-        assert_eq!(
-            processors_activated(
-                "smpboot: Total of 384 processors activated (1843241.47 BogoMIPS)"
-            ),
-            Some(384)
-        );
-        assert_eq!(
-            processors_activated("SMP: Total of 6 processors activated."),
-            Some(6)
-        );
-        assert_eq!(
-            processors_activated("Total of 2 processors activated (7183.53 BogoMIPS)."),
-            Some(2)
+        reads(
+            processors_activated,
+            &[
+                (
+                    "smpboot: Total of 384 processors activated (1843241.47 BogoMIPS)",
+                    Some(384),
+                ),
+                ("SMP: Total of 6 processors activated.", Some(6)),
+                (
+                    "Total of 2 processors activated (7183.53 BogoMIPS).",
+                    Some(2),
+                ),
+            ],
         );
     }
 
     #[test]
     fn deferred_page_wordings() {
-        assert_eq!(
-            deferred_pages("node 1 deferred pages initialised in 172ms"),
-            Some((1, 172))
-        );
-        assert_eq!(
-            deferred_pages("node 0 initialised, 3932160 pages in 16ms"),
-            Some((0, 16))
-        );
-        assert_eq!(
-            deferred_pages("node 0 deferred pages initialised in 172s"),
-            None
+        reads(
+            deferred_pages,
+            &[
+                ("node 1 deferred pages initialised in 172ms", Some((1, 172))),
+                ("node 0 initialised, 3932160 pages in 16ms", Some((0, 16))),
+                ("node 0 deferred pages initialised in 172s", None),
+            ],
         );
     }
 
     #[test]
     fn init_markers() {
-        assert!(is_run_init("Run /init as init process"));
-        assert!(is_run_init("Run /sbin/init as init process"));
-        assert!(!is_run_init("Run /init"));
-        assert!(is_freeing_init_memory(
-            "Freeing unused kernel image (initmem) memory: 4048K"
-        ));
-        assert!(is_freeing_init_memory(
-            "Freeing unused kernel memory: 1032k freed"
-        ));
-        assert!(!is_freeing_init_memory(
-            "Freeing SMP alternatives memory: 40K"
-        ));
-        assert!(!is_freeing_init_memory("Freeing initrd memory: 1234K"));
+        reads(
+            is_run_init,
+            &[
+                ("Run /init as init process", true),
+                ("Run /sbin/init as init process", true),
+                ("Run /init", false),
+            ],
+        );
+        reads(
+            is_freeing_init_memory,
+            &[
+                ("Freeing unused kernel image (initmem) memory: 4048K", true),
+                ("Freeing unused kernel memory: 1032k freed", true),
+                ("Freeing SMP alternatives memory: 40K", false),
+                ("Freeing initrd memory: 1234K", false),
+            ],
+        );
     }
 
     #[test]
     fn memory_lines() {
-        assert_eq!(
-            memory("Memory: 2007276K/1610305216K available (16384K kernel code, 5766K rwdata)"),
-            Some((2_007_276, 1_610_305_216))
+        reads(
+            memory,
+            &[
+                (
+                    "Memory: 2007276K/1610305216K available (16384K kernel code, 5766K rwdata)",
+                    Some((2_007_276, 1_610_305_216)),
+                ),
+                (
+                    "Memory: 8118844k/8388152k available (5270k kernel code)",
+                    Some((8_118_844, 8_388_152)),
+                ),
+                ("Memory: 7972328K/8204288K", None),
+            ],
         );
-        assert_eq!(
-            memory("Memory: 8118844k/8388152k available (5270k kernel code)"),
-            Some((8_118_844, 8_388_152))
-        );
-        assert_eq!(memory("Memory: 7972328K/8204288K"), None);
     }
 
     #[test]
     fn initcall_lines() {
-        assert_eq!(
-            initcall("initcall pci_init+0x0/0x40 returned 0 after 12 usecs"),
-            Some(("pci_init", 12))
+        reads(
+            initcall,
+            &[
+                (
+                    "initcall pci_init+0x0/0x40 returned 0 after 12 usecs",
+                    Some(("pci_init", 12)),
+                ),
+                (
+                    "initcall ahci_init+0x0/0x1000 [ahci] returned 0 after 301 usecs",
+                    Some(("ahci_init", 301)),
+                ),
+                (
+                    "initcall foo+0x0/0x10 returned 0 after 3 msecs",
+                    Some(("foo", 3000)),
+                ),
+                (
+                    "initcall foo+0x0/0x10 returned -19 after 0 usecs",
+                    Some(("foo", 0)),
+                ),
+                ("calling  pci_init+0x0/0x40 @ 1", None),
+            ],
         );
-        assert_eq!(
-            initcall("initcall ahci_init+0x0/0x1000 [ahci] returned 0 after 301 usecs"),
-            Some(("ahci_init", 301))
-        );
-        assert_eq!(
-            initcall("initcall foo+0x0/0x10 returned 0 after 3 msecs"),
-            Some(("foo", 3000))
-        );
-        assert_eq!(
-            initcall("initcall foo+0x0/0x10 returned -19 after 0 usecs"),
-            Some(("foo", 0))
-        );
-        assert_eq!(initcall("calling  pci_init+0x0/0x40 @ 1"), None);
     }
 
     #[test]
     fn arch_hints() {
-        assert_eq!(
-            arch_hint("x86/fpu: Supporting XSAVE feature 0x001"),
-            Some(Arch::X86)
+        reads(
+            arch_hint,
+            &[
+                ("x86/fpu: Supporting XSAVE feature 0x001", Some(Arch::X86)),
+                (
+                    "CPU features: detected: 32-bit EL0 Support",
+                    Some(Arch::Arm64),
+                ),
+                ("Machine model: SolidRun ClearFog GT 8K", None),
+            ],
         );
-        assert_eq!(
-            arch_hint("CPU features: detected: 32-bit EL0 Support"),
-            Some(Arch::Arm64)
-        );
-        assert_eq!(arch_hint("Machine model: SolidRun ClearFog GT 8K"), None);
     }
 }

@@ -361,6 +361,15 @@ fn ctime_bracket(s: &str) -> Option<(Micros, &str)> {
 mod tests {
     use super::*;
 
+    /// Line `number` of a log, `raw`, parsed: its message and format are as expected.
+    #[track_caller]
+    fn reads_as<'a>(number: usize, raw: &'a str, message: &str, format: LogFormat) -> LogLine<'a> {
+        let l = parse_line(number, raw);
+        assert_eq!(l.message, message, "{raw}");
+        assert_eq!(l.format, format, "{raw}");
+        l
+    }
+
     fn mono(s: f64) -> Option<Stamp> {
         Some(Stamp::Monotonic(Micros((s * 1e6).round() as i64)))
     }
@@ -376,10 +385,13 @@ mod tests {
 
     #[test]
     fn dmesg_line() {
-        let l = parse_line(1, "[    1.234567] smp: Brought up 1 node, 4 CPUs");
-        assert_eq!(l.message, "smp: Brought up 1 node, 4 CPUs");
+        let l = reads_as(
+            1,
+            "[    1.234567] smp: Brought up 1 node, 4 CPUs",
+            "smp: Brought up 1 node, 4 CPUs",
+            LogFormat::Dmesg,
+        );
         assert_eq!(l.stamp, mono(1.234567));
-        assert_eq!(l.format, LogFormat::Dmesg);
         assert!(l.kernel);
     }
 
@@ -419,13 +431,13 @@ mod tests {
 
     #[test]
     fn dmesg_x_levels() {
-        let l = parse_line(
+        let l = reads_as(
             1,
             "kern  :info  : [    1.230000] smp: Brought up 1 node, 2 CPUs",
+            "smp: Brought up 1 node, 2 CPUs",
+            LogFormat::DmesgX,
         );
-        assert_eq!(l.message, "smp: Brought up 1 node, 2 CPUs");
         assert_eq!(l.stamp, mono(1.23));
-        assert_eq!(l.format, LogFormat::DmesgX);
         let l = parse_line(2, "daemon:info  : [    3.000000] systemd[1]: Started");
         assert!(!l.kernel);
         // A kernel message that merely contains colons is not a -x prefix.
@@ -435,31 +447,34 @@ mod tests {
 
     #[test]
     fn priority_prefix_lines() {
-        let l = parse_line(1, "<5>[    0.000000] Linux version 6.6.1 (x)");
-        assert_eq!(l.message, "Linux version 6.6.1 (x)");
-        assert_eq!(l.format, LogFormat::DmesgRaw);
+        let l = reads_as(
+            1,
+            "<5>[    0.000000] Linux version 6.6.1 (x)",
+            "Linux version 6.6.1 (x)",
+            LogFormat::DmesgRaw,
+        );
         assert!(l.kernel);
     }
 
     #[test]
     fn journal_monotonic_and_ubuntu_var_log_dmesg() {
-        let l = parse_line(
+        reads_as(
             1,
             "[    1.656887] lit.home.arpa kernel: smp: Bringing up secondary CPUs ...",
+            "smp: Bringing up secondary CPUs ...",
+            LogFormat::JournalMonotonic,
         );
-        assert_eq!(l.message, "smp: Bringing up secondary CPUs ...");
-        assert_eq!(l.format, LogFormat::JournalMonotonic);
         let l = parse_line(
             2,
             "[    2.874599] lit.home.arpa systemd[1]: Failed to find module 'autofs4'",
         );
         assert!(!l.kernel);
-        let l = parse_line(
+        reads_as(
             3,
             "[    0.160715] kernel: Memory: 65536948K/67017052K available (x)",
+            "Memory: 65536948K/67017052K available (x)",
+            LogFormat::JournalMonotonic,
         );
-        assert_eq!(l.message, "Memory: 65536948K/67017052K available (x)");
-        assert_eq!(l.format, LogFormat::JournalMonotonic);
         // Kernel messages shaped like "word word: text" stay kernel messages.
         let l = parse_line(
             4,
@@ -471,13 +486,13 @@ mod tests {
 
     #[test]
     fn syslog_kern_log_prefers_the_monotonic_stamp() {
-        let l = parse_line(
+        let l = reads_as(
             1,
             "Nov  3 10:00:00 host kernel: [    1.234000] Run /init as init process",
+            "Run /init as init process",
+            LogFormat::Syslog,
         );
-        assert_eq!(l.message, "Run /init as init process");
         assert_eq!(l.stamp, mono(1.234));
-        assert_eq!(l.format, LogFormat::Syslog);
         let l = parse_line(
             2,
             "2025-11-03T10:00:00.123456+01:00 host kernel: [    2.000000] x",
@@ -487,12 +502,12 @@ mod tests {
 
     #[test]
     fn journalctl_default_is_wall_clock() {
-        let l = parse_line(
+        let l = reads_as(
             1,
             "Oct 31 20:09:02 BlackLightSpeed kernel: Linux version 5.3.8 (x)",
+            "Linux version 5.3.8 (x)",
+            LogFormat::Journal,
         );
-        assert_eq!(l.message, "Linux version 5.3.8 (x)");
-        assert_eq!(l.format, LogFormat::Journal);
         assert!(matches!(l.stamp, Some(Stamp::Wall(_))));
         let l = parse_line(
             2,
@@ -503,12 +518,12 @@ mod tests {
 
     #[test]
     fn dmesg_iso_lines() {
-        let l = parse_line(
+        reads_as(
             1,
             "2025-11-03T10:00:00,123456+00:00 Linux version 6.12.0 (x)",
+            "Linux version 6.12.0 (x)",
+            LogFormat::DmesgIso,
         );
-        assert_eq!(l.message, "Linux version 6.12.0 (x)");
-        assert_eq!(l.format, LogFormat::DmesgIso);
     }
 
     #[test]

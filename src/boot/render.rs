@@ -95,6 +95,29 @@ fn bar(start: Option<f64>, end: Option<f64>, scale: f64) -> String {
     )
 }
 
+/// A section of a human report: a blank line, its title, and each item's lines; nothing at all without items.
+pub(super) fn section<T>(
+    out: &mut String,
+    title: &str,
+    items: &[T],
+    mut item: impl FnMut(&mut String, &T),
+) {
+    if items.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{title}");
+    for i in items {
+        item(out, i);
+    }
+}
+
+/// The `notes` section of a human report.
+pub(super) fn notes(out: &mut String, notes: &[String]) {
+    section(out, "notes", notes, |out, n| {
+        let _ = writeln!(out, "  - {n}");
+    });
+}
+
 // Long by design: the report's sections, top to bottom, as the operator reads them.
 /// `kup boot-time`'s human output: headline figures, one bar per phase on a common time axis, then the advice.
 pub fn human(report: &BootReport, colour: bool) -> String {
@@ -172,20 +195,24 @@ pub fn human(report: &BootReport, colour: bool) -> String {
         );
     }
 
-    if !report.slowest_initcalls.is_empty() {
-        let _ = writeln!(out, "\nslowest initcalls");
-        for call in &report.slowest_initcalls {
+    section(
+        &mut out,
+        "slowest initcalls",
+        &report.slowest_initcalls,
+        |out, call| {
             let _ = writeln!(
                 out,
                 "  {:>10}  {}",
                 duration(Some(call.usecs as f64 / 1e6), Precision::Fine),
                 call.name
             );
-        }
-    }
-    if !report.recommendations.is_empty() {
-        let _ = writeln!(out, "\nrecommendations");
-        for r in &report.recommendations {
+        },
+    );
+    section(
+        &mut out,
+        "recommendations",
+        &report.recommendations,
+        |out, r| {
             let _ = writeln!(
                 out,
                 "  {} {}",
@@ -193,14 +220,9 @@ pub fn human(report: &BootReport, colour: bool) -> String {
                 r.message
             );
             let _ = writeln!(out, "      evidence: {}", r.evidence);
-        }
-    }
-    if !report.notes.is_empty() {
-        let _ = writeln!(out, "\nnotes");
-        for n in &report.notes {
-            let _ = writeln!(out, "  - {n}");
-        }
-    }
+        },
+    );
+    notes(&mut out, &report.notes);
     out
 }
 

@@ -2,10 +2,9 @@
 //! kernel logs, or the boot reports an apply's journal recorded), and how the comparison is printed. The
 //! comparison itself is pure ([`crate::boot::compare`]).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::boot_time::{BootTimeArgs, OutputFormat};
+use super::boot_time::BootTimeArgs;
 use super::{CommandError, CommandResult};
 use crate::boot::compare::{BootSummary, compare, human};
 use crate::exec::journal::{self, Event};
@@ -18,19 +17,8 @@ pub(crate) fn run(args: &BootTimeArgs) -> CommandResult {
         (None, Some(dir)) => from_journal(dir),
         (None, None) => Err("nothing to compare".to_owned()),
     };
-    let (before, after) = match sides {
-        Ok(sides) => sides,
-        Err(message) => return Err(CommandError::Usage(message)),
-    };
-    let comparison = compare(&before, &after);
-    let text = match args.format {
-        OutputFormat::Json => super::pretty_json(&comparison)?,
-        OutputFormat::Human => {
-            let colour = super::stdout_color();
-            human(&comparison, colour)
-        }
-    };
-    super::write_stdout(&text)
+    let (before, after) = sides.map_err(CommandError::Usage)?;
+    super::boot_time::print(args.format, &compare(&before, &after), human)
 }
 
 /// Two kernel logs; at most one of them may be `-` (standard input).
@@ -44,12 +32,7 @@ fn from_logs(paths: &[PathBuf]) -> Result<(BootSummary, BootSummary), String> {
     }
     let read = |path: &Path| -> Result<BootSummary, String> {
         let bytes = if stdin(path) {
-            let mut bytes = Vec::new();
-            std::io::stdin()
-                .lock()
-                .read_to_end(&mut bytes)
-                .map_err(|e| format!("cannot read standard input: {e}"))?;
-            bytes
+            super::boot_time::read_stdin()?
         } else {
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
         };
@@ -116,16 +99,7 @@ fn reports(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::journal::{Record, rfc3339};
-
-    fn rec(seq: u64, event: Event) -> Record {
-        Record {
-            seq,
-            unix_ms: seq,
-            time: rfc3339(seq),
-            event,
-        }
-    }
+    use crate::exec::test_support::rec;
 
     fn kexec() -> Event {
         Event::Kexec {

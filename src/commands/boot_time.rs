@@ -40,32 +40,38 @@ pub(crate) fn run(args: &BootTimeArgs) -> CommandResult {
     if args.compare.is_some() || args.journal.is_some() {
         return super::boot_compare::run(args);
     }
-    let (bytes, facts) = match read_input(args) {
-        Ok(input) => input,
-        Err(message) => return Err(CommandError::Usage(message)),
-    };
+    let (bytes, facts) = read_input(args).map_err(CommandError::Usage)?;
     let report = analyse_with(&bytes, &facts);
-    let text = match args.format {
-        OutputFormat::Json => super::pretty_json(&report)?,
-        OutputFormat::Human => {
-            let colour = super::stdout_color();
-            crate::boot::human(&report, colour)
-        }
+    print(args.format, &report, crate::boot::human)
+}
+
+/// Writes `value` to stdout in `format`: pretty JSON, or `human`'s text (coloured when stdout is a terminal).
+pub(super) fn print<T: serde::Serialize>(
+    format: OutputFormat,
+    value: &T,
+    human: impl FnOnce(&T, bool) -> String,
+) -> CommandResult {
+    let text = match format {
+        OutputFormat::Json => super::pretty_json(value)?,
+        OutputFormat::Human => human(value, super::stdout_color()),
     };
     super::write_stdout(&text)
+}
+
+/// All of standard input.
+pub(super) fn read_stdin() -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    Ok(bytes)
 }
 
 /// The log bytes, and host facts when (and only when) the log is the live host's own.
 fn read_input(args: &BootTimeArgs) -> Result<(Vec<u8>, HostFacts), String> {
     match &args.dmesg {
-        Some(path) if path.as_os_str() == "-" => {
-            let mut bytes = Vec::new();
-            std::io::stdin()
-                .lock()
-                .read_to_end(&mut bytes)
-                .map_err(|e| format!("cannot read standard input: {e}"))?;
-            Ok((bytes, HostFacts::default()))
-        }
+        Some(path) if path.as_os_str() == "-" => Ok((read_stdin()?, HostFacts::default())),
         Some(path) => std::fs::read(path)
             .map(|b| (b, HostFacts::default()))
             .map_err(|e| format!("cannot read {}: {e}", path.display())),

@@ -65,14 +65,19 @@ pub(crate) fn run(root: &Path, json: bool) -> CommandResult {
     Ok(())
 }
 
+/// A state as the JSON status spells it (`"rolled-back"`), for the human report.
+fn wire_name(state: impl serde::Serialize) -> String {
+    serde_json::to_value(state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 // Long by design: the status report's sections, top to bottom.
 fn human_status(s: &Status) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let state = serde_json::to_value(s.state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let state = wire_name(s.state);
     let _ = writeln!(
         out,
         "plan    {}",
@@ -111,10 +116,7 @@ fn human_status(s: &Status) -> String {
         "step", "state", "duration"
     );
     for step in &s.steps {
-        let st = serde_json::to_value(step.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let st = wire_name(step.state);
         let _ = writeln!(
             out,
             "{:<width$} {:<12} {:>10}  {}",

@@ -14,6 +14,22 @@ pub(crate) mod status;
 
 pub(crate) use engine::Engine;
 
+/// Fixtures for the tests of code that reads journals.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::journal::{Event, Record, rfc3339};
+
+    /// Record `seq`, stamped `seq` ms after the epoch.
+    pub(crate) fn rec(seq: u64, event: Event) -> Record {
+        Record {
+            seq,
+            unix_ms: seq,
+            time: rfc3339(seq),
+            event,
+        }
+    }
+}
+
 use crate::host::HostError;
 use crate::plan::OnFailure;
 use journal::{JournalError, Mode};

@@ -233,7 +233,7 @@ pub(crate) fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::journal::{Mode, Record, rfc3339};
+    use crate::exec::journal::{Mode, Record};
 
     const PLAN: &str = r#"
 kup = 1
@@ -265,14 +265,7 @@ after = ["kexec"]
         text.parse().unwrap()
     }
 
-    fn rec(seq: u64, event: Event) -> Record {
-        Record {
-            seq,
-            unix_ms: seq,
-            time: rfc3339(seq),
-            event,
-        }
-    }
+    use crate::exec::test_support::rec;
 
     /// The journal of an apply that got as far as executing the kexec.
     fn up_to_kexec(program: &Program, mode: Mode) -> Vec<Record> {
@@ -329,17 +322,16 @@ after = ["kexec"]
         }
     }
 
-    #[test]
-    fn the_new_kernel_with_our_cmdline_proves_the_kexec() {
+    /// What resume decides after an apply's durable kexec record, in another boot of `release` with `cmdline`.
+    fn resumed_in_boot_2(release: &str, cmdline: &str) -> Decision {
         let ((), program) = setup();
         let records = up_to_kexec(&program, Mode::Apply);
-        let d = decide(
-            &records,
-            &program,
-            &now("boot-2", "6.12.9", "root=/dev/sda1  cpuhp.parallel=1\n"),
-            &[],
-        )
-        .unwrap();
+        decide(&records, &program, &now("boot-2", release, cmdline), &[]).unwrap()
+    }
+
+    #[test]
+    fn the_new_kernel_with_our_cmdline_proves_the_kexec() {
+        let d = resumed_in_boot_2("6.12.9", "root=/dev/sda1  cpuhp.parallel=1\n");
         assert!(d.rebooted && d.on_new_kernel && d.update_failed.is_none());
         assert!(
             d.done.contains(&KEXEC)
@@ -351,15 +343,7 @@ after = ["kexec"]
 
     #[test]
     fn the_old_kernel_coming_back_is_a_failed_update_that_still_restores() {
-        let ((), program) = setup();
-        let records = up_to_kexec(&program, Mode::Apply);
-        let d = decide(
-            &records,
-            &program,
-            &now("boot-2", "6.1.0", "root=/dev/sda1 quiet"),
-            &[],
-        )
-        .unwrap();
+        let d = resumed_in_boot_2("6.1.0", "root=/dev/sda1 quiet");
         assert!(d.rebooted && !d.on_new_kernel);
         let message = d.update_failed.expect("a failed update");
         assert!(
@@ -373,15 +357,7 @@ after = ["kexec"]
 
     #[test]
     fn the_right_release_with_another_cmdline_is_not_our_kexec() {
-        let ((), program) = setup();
-        let records = up_to_kexec(&program, Mode::Apply);
-        let d = decide(
-            &records,
-            &program,
-            &now("boot-2", "6.12.9", "root=/dev/sda1"),
-            &[],
-        )
-        .unwrap();
+        let d = resumed_in_boot_2("6.12.9", "root=/dev/sda1");
         assert!(!d.on_new_kernel && d.update_failed.is_some());
     }
 
@@ -389,20 +365,13 @@ after = ["kexec"]
     fn a_kexec_that_did_not_happen_in_the_same_boot_needs_an_operator() {
         let ((), program) = setup();
         let records = up_to_kexec(&program, Mode::Apply);
-        let err = decide(&records, &program, &now("boot-1", "6.1.0", "x"), &[]).unwrap_err();
+        let same_boot = now("boot-1", "6.1.0", "x");
+        let err = decide(&records, &program, &same_boot, &[]).unwrap_err();
         assert!(err.to_string().contains("--rerun kexec"), "{err}");
         // The operator may ask for it again; a rehearsal's no-op kexec is simply run again.
-        assert!(
-            decide(
-                &records,
-                &program,
-                &now("boot-1", "6.1.0", "x"),
-                &["kexec".into()]
-            )
-            .is_ok()
-        );
+        assert!(decide(&records, &program, &same_boot, &["kexec".into()]).is_ok());
         let rehearsal = up_to_kexec(&program, Mode::Rehearse);
-        let d = decide(&rehearsal, &program, &now("boot-1", "6.1.0", "x"), &[]).unwrap();
+        let d = decide(&rehearsal, &program, &same_boot, &[]).unwrap();
         assert!(!d.done.contains(&KEXEC));
     }
 
@@ -439,14 +408,7 @@ after = ["kexec"]
     fn unknown_rerun_ids_are_rejected() {
         let ((), program) = setup();
         let records = up_to_kexec(&program, Mode::Apply);
-        assert!(
-            decide(
-                &records,
-                &program,
-                &now("boot-1", "x", "x"),
-                &["nope".into()]
-            )
-            .is_err()
-        );
+        let same_boot = now("boot-1", "x", "x");
+        assert!(decide(&records, &program, &same_boot, &["nope".into()]).is_err());
     }
 }

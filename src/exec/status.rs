@@ -280,16 +280,7 @@ pub(crate) fn fold(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::journal::rfc3339;
-
-    fn rec(unix_ms: u64, event: Event) -> Record {
-        Record {
-            seq: unix_ms,
-            unix_ms,
-            time: rfc3339(unix_ms),
-            event,
-        }
-    }
+    use crate::exec::test_support::rec;
 
     #[test]
     fn status_reports_vm_downtime_the_kexec_gap_and_the_new_kernels_boot() {

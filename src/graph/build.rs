@@ -128,80 +128,58 @@ impl StepGraph {
         self.graph.update_edge(from, to, EdgeOrigin::Builtin);
     }
 
+    /// Adds a step of `kind` that runs after each of `first`.
+    fn add_after(&mut self, plan: &Plan, kind: StepKind, first: &[NodeIndex]) -> NodeIndex {
+        let node = self.add(plan, kind);
+        for &f in first {
+            self.edge(f, node);
+        }
+        node
+    }
+
     /// The built-in steps and edges; see docs/graph.md for why each edge exists.
     pub(super) fn builtin(&mut self, plan: &Plan) {
         if plan.is_livepatch() {
             return self.builtin_livepatch(plan);
         }
         let preflight = self.add(plan, StepKind::Preflight);
-        let load = self.add(plan, StepKind::KernelLoad);
-        self.edge(preflight, load);
+        let load = self.add_after(plan, StepKind::KernelLoad, &[preflight]);
         let checks: Vec<NodeIndex> = (0..plan.pci.len())
-            .map(|pci| {
-                let n = self.add(plan, StepKind::PciCheck { pci });
-                self.edge(preflight, n);
-                n
-            })
+            .map(|pci| self.add_after(plan, StepKind::PciCheck { pci }, &[preflight]))
             .collect();
         let mut saves = Vec::new();
         for (vm, guest) in plan.vms.iter().enumerate() {
-            let pause = self.add(plan, StepKind::VmPause { vm });
             // A kernel that fails to load (signature, size) or a device bound to the wrong driver stops the plan
             // before this guest loses a millisecond; and a paused guest does not wait out the kernel load.
-            self.edge(load, pause);
+            let pause = self.add_after(plan, StepKind::VmPause { vm }, &[load]);
             for address in &guest.devices {
                 if let Some(j) = plan.pci.iter().position(|d| &d.address == address) {
                     self.edge(checks[j], pause);
                 }
             }
-            let save = self.add(plan, StepKind::VmSave { vm });
-            self.edge(pause, save);
-            saves.push(save);
+            saves.push(self.add_after(plan, StepKind::VmSave { vm }, &[pause]));
         }
         for app in 0..plan.apps.len() {
-            let save = self.add(plan, StepKind::AppSave { app });
-            self.edge(load, save);
-            saves.push(save);
+            saves.push(self.add_after(plan, StepKind::AppSave { app }, &[load]));
         }
-        let sync = self.add(plan, StepKind::Sync);
-        if saves.is_empty() {
-            self.edge(preflight, sync);
-        }
-        for &s in &saves {
-            self.edge(s, sync);
-        }
+        let sync = self.add_after(plan, StepKind::Sync, or(&saves, &[preflight]));
         let mut last = sync;
         if plan.policy.isolate.is_some() {
-            let isolate = self.add(plan, StepKind::Isolate);
-            self.edge(sync, isolate);
-            last = isolate;
+            last = self.add_after(plan, StepKind::Isolate, &[sync]);
         }
-        let kexec = self.add(plan, StepKind::Kexec);
-        self.edge(last, kexec);
-        self.edge(load, kexec);
+        let kexec = self.add_after(plan, StepKind::Kexec, &[last, load]);
         for &c in &checks {
             self.edge(c, kexec);
         }
         let mut finals = Vec::new();
         for app in 0..plan.apps.len() {
-            let restore = self.add(plan, StepKind::AppRestore { app });
-            self.edge(kexec, restore);
-            finals.push(restore);
+            finals.push(self.add_after(plan, StepKind::AppRestore { app }, &[kexec]));
         }
         for vm in 0..plan.vms.len() {
-            let restore = self.add(plan, StepKind::VmRestore { vm });
-            self.edge(kexec, restore);
-            let resume = self.add(plan, StepKind::VmResume { vm });
-            self.edge(restore, resume);
-            finals.push(resume);
+            let restore = self.add_after(plan, StepKind::VmRestore { vm }, &[kexec]);
+            finals.push(self.add_after(plan, StepKind::VmResume { vm }, &[restore]));
         }
-        let verify = self.add(plan, StepKind::Verify);
-        if finals.is_empty() {
-            self.edge(kexec, verify);
-        }
-        for f in finals {
-            self.edge(f, verify);
-        }
+        self.add_after(plan, StepKind::Verify, or(&finals, &[kexec]));
     }
 
     /// A live patch plan's steps: `preflight`, then `livepatch:NAME:load` and `livepatch:NAME:transition` (or
@@ -308,4 +286,9 @@ impl StepGraph {
             }
         }
     }
+}
+
+/// `steps`, or `otherwise` when there are none: what a step joining them waits for.
+fn or<'a>(steps: &'a [NodeIndex], otherwise: &'a [NodeIndex]) -> &'a [NodeIndex] {
+    if steps.is_empty() { otherwise } else { steps }
 }

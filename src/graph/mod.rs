@@ -301,24 +301,46 @@ state = "/var/lib/kup/state/db"
         StepGraph::build(&plan).unwrap()
     }
 
+    fn phase(g: &StepGraph, id: &str) -> Phase {
+        g.step(id).unwrap_or_else(|| panic!("no step {id}")).phase
+    }
+
+    /// `id` is in `phase`, and each `(later, earlier)` pair is an edge of the graph.
+    #[track_caller]
+    fn assert_placed(g: &StepGraph, (id, phase_): (&str, Phase), edges: &[(&str, &str)]) {
+        assert_eq!(phase(g, id), phase_);
+        for &(later, earlier) in edges {
+            assert!(g.depends_on(later, earlier), "{later} after {earlier}");
+        }
+    }
+
     fn custom(name: &str, keys: &str) -> String {
         format!("[[step]]\nname = \"{name}\"\nrun = [\"/bin/true\"]\n{keys}\n")
     }
 
     #[test]
-    fn an_unplaced_custom_step_runs_before_kexec_after_preflight() {
-        let g = graph(&custom("note", ""));
-        assert_eq!(g.step("step:note").unwrap().phase, Phase::Before);
-        assert!(g.depends_on("step:note", "preflight"));
-        assert!(g.depends_on("kexec", "step:note"));
-    }
-
-    #[test]
-    fn a_step_naming_only_after_phase_steps_runs_after_kexec() {
-        let g = graph(&custom("smoke", "before = [\"verify\"]"));
-        assert_eq!(g.step("step:smoke").unwrap().phase, Phase::After);
-        assert!(g.depends_on("step:smoke", "kexec"));
-        assert!(g.depends_on("verify", "step:smoke"));
+    fn a_lone_custom_step_runs_before_kexec_unless_it_names_only_after_phase_steps() {
+        // (the step, its keys, its phase, (later, earlier) edges)
+        let cases = [
+            // Unplaced: before the kexec, after preflight.
+            (
+                "note",
+                "",
+                Phase::Before,
+                [("step:note", "preflight"), ("kexec", "step:note")],
+            ),
+            // Naming only after-phase steps: after the kexec.
+            (
+                "smoke",
+                "before = [\"verify\"]",
+                Phase::After,
+                [("step:smoke", "kexec"), ("verify", "step:smoke")],
+            ),
+        ];
+        for (name, keys, phase_, edges) in cases {
+            let g = graph(&custom(name, keys));
+            assert_placed(&g, (&format!("step:{name}"), phase_), &edges);
+        }
     }
 
     #[test]
@@ -328,10 +350,16 @@ state = "/var/lib/kup/state/db"
             custom("report", "after = [\"verify\"]"),
             custom("announce", "before = [\"preflight\"]")
         ));
-        assert_eq!(g.step("step:report").unwrap().phase, Phase::After);
-        assert!(g.depends_on("step:report", "verify"));
-        assert_eq!(g.step("step:announce").unwrap().phase, Phase::Before);
-        assert!(g.depends_on("preflight", "step:announce"));
+        assert_placed(
+            &g,
+            ("step:report", Phase::After),
+            &[("step:report", "verify")],
+        );
+        assert_placed(
+            &g,
+            ("step:announce", Phase::Before),
+            &[("preflight", "step:announce")],
+        );
         let schedule = g.schedule();
         assert_eq!(schedule.slots[0].id, "step:announce");
         assert_eq!(schedule.slots.last().unwrap().id, "step:report");
@@ -344,8 +372,7 @@ state = "/var/lib/kup/state/db"
             custom("a", "after = [\"vm:db:resume\"]"),
             custom("b", "after = [\"step:a\"]")
         ));
-        assert_eq!(g.step("step:b").unwrap().phase, Phase::After);
-        assert!(g.depends_on("step:b", "step:a"));
+        assert_placed(&g, ("step:b", Phase::After), &[("step:b", "step:a")]);
     }
 
     #[test]

@@ -391,9 +391,13 @@ mod tests {
 
     #[test]
     fn human_durations() {
-        assert_eq!(human(Duration::from_millis(5)), "5 ms");
-        assert_eq!(human(Duration::from_millis(2000)), "2 s");
-        assert_eq!(human(Duration::from_millis(2500)), "2.5 s");
-        assert_eq!(human(Duration::from_millis(2105)), "2.105 s");
+        for (ms, text) in [
+            (5, "5 ms"),
+            (2000, "2 s"),
+            (2500, "2.5 s"),
+            (2105, "2.105 s"),
+        ] {
+            assert_eq!(human(Duration::from_millis(ms)), text);
+        }
     }
 }

@@ -103,11 +103,19 @@ pub(crate) fn canonical(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    /// A temporary directory, and in it the paths of a partial save and of the state file it is committed to.
+    fn vmstate() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (
+            dir.path().join("vmstate.partial"),
+            dir.path().join("vmstate"),
+        );
+        (dir, from, to)
+    }
+
     #[test]
     fn commit_renames_and_keeps_earlier_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let to = dir.path().join("vmstate");
-        let from = dir.path().join("vmstate.partial");
+        let (dir, from, to) = vmstate();
         std::fs::write(&from, b"first").unwrap();
         let out = commit(&from, &to).unwrap();
         assert_eq!(out.size, 5);
@@ -134,9 +142,7 @@ mod tests {
 
     #[test]
     fn a_missing_or_empty_partial_file_is_an_error_and_keeps_the_old_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let to = dir.path().join("vmstate");
-        let from = dir.path().join("vmstate.partial");
+        let (_dir, from, to) = vmstate();
         std::fs::write(&to, b"old").unwrap();
         let e = commit(&from, &to).unwrap_err().to_string();
         assert!(e.contains("did the save fail"), "{e}");

@@ -221,6 +221,20 @@ impl std::ops::DerefMut for Background {
     }
 }
 
+/// `Run`'s assertions on one stream: each `name => Stream, Holds;` is a method `name(self, text) -> Run` that
+/// [`Run::check`]s it.
+macro_rules! stream_checks {
+    ($($(#[$doc:meta])* $name:ident => $stream:ident, $holds:ident;)*) => {
+        $(
+            $(#[$doc])*
+            #[track_caller]
+            pub fn $name(self, text: impl AsRef<str>) -> Run {
+                self.check(Stream::$stream, Holds::$holds, text.as_ref())
+            }
+        )*
+    };
+}
+
 /// A finished `kup`: its exit status and output, and assertions on them that chain.
 pub struct Run {
     shown: String,
@@ -250,41 +264,21 @@ impl Run {
         self
     }
 
-    #[track_caller]
-    pub fn stdout_has(self, needle: impl AsRef<str>) -> Run {
-        self.check(Stream::Stdout, Holds::Contains, needle.as_ref())
-    }
-
-    #[track_caller]
-    pub fn stdout_lacks(self, needle: impl AsRef<str>) -> Run {
-        self.check(Stream::Stdout, Holds::Lacks, needle.as_ref())
-    }
-
-    #[track_caller]
-    pub fn stdout_starts_with(self, prefix: impl AsRef<str>) -> Run {
-        self.check(Stream::Stdout, Holds::StartsWith, prefix.as_ref())
-    }
-
-    /// Standard output is exactly `expected` (`""`: nothing at all).
-    #[track_caller]
-    pub fn stdout_is(self, expected: impl AsRef<str>) -> Run {
-        self.check(Stream::Stdout, Holds::Is, expected.as_ref())
-    }
-
-    #[track_caller]
-    pub fn stderr_has(self, needle: impl AsRef<str>) -> Run {
-        self.check(Stream::Stderr, Holds::Contains, needle.as_ref())
-    }
-
-    #[track_caller]
-    pub fn stderr_lacks(self, needle: impl AsRef<str>) -> Run {
-        self.check(Stream::Stderr, Holds::Lacks, needle.as_ref())
-    }
-
-    /// Standard error is exactly `expected` (`""`: nothing at all).
-    #[track_caller]
-    pub fn stderr_is(self, expected: impl AsRef<str>) -> Run {
-        self.check(Stream::Stderr, Holds::Is, expected.as_ref())
+    stream_checks! {
+        /// Standard output contains the text.
+        stdout_has => Stdout, Contains;
+        /// Standard output does not contain the text.
+        stdout_lacks => Stdout, Lacks;
+        /// Standard output starts with the text.
+        stdout_starts_with => Stdout, StartsWith;
+        /// Standard output is exactly the text (`""`: nothing at all).
+        stdout_is => Stdout, Is;
+        /// Standard error contains the text.
+        stderr_has => Stderr, Contains;
+        /// Standard error does not contain the text.
+        stderr_lacks => Stderr, Lacks;
+        /// Standard error is exactly the text (`""`: nothing at all).
+        stderr_is => Stderr, Is;
     }
 
     #[track_caller]

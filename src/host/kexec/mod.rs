@@ -193,6 +193,11 @@ mod tests {
 
     use super::*;
 
+    /// Why the kernel refused a load with EPERM on a host with these facts.
+    fn eperm(facts: &HostFacts) -> KexecError {
+        diagnose(Errno::EPERM, facts)
+    }
+
     fn root() -> HostFacts {
         HostFacts {
             euid: 0,
@@ -204,12 +209,11 @@ mod tests {
 
     #[test]
     fn eperm_as_a_user_is_not_root() {
-        let facts = HostFacts {
+        let err = eperm(&HostFacts {
             euid: 1000,
             cap_sys_boot: Some(false),
             ..root()
-        };
-        let err = diagnose(Errno::EPERM, &facts);
+        });
         assert!(matches!(err, KexecError::NotRoot { euid: 1000 }), "{err:?}");
         assert!(
             err.explain().contains("run kup as root"),
@@ -222,19 +226,15 @@ mod tests {
             cap_sys_boot: None,
             ..root()
         };
-        assert!(matches!(
-            diagnose(Errno::EPERM, &unknown),
-            KexecError::NotRoot { .. }
-        ));
+        assert!(matches!(eperm(&unknown), KexecError::NotRoot { .. }));
     }
 
     #[test]
     fn eperm_as_root_without_cap_sys_boot() {
-        let facts = HostFacts {
+        let err = eperm(&HostFacts {
             cap_sys_boot: Some(false),
             ..root()
-        };
-        let err = diagnose(Errno::EPERM, &facts);
+        });
         assert!(matches!(err, KexecError::MissingCapSysBoot), "{err:?}");
         assert!(err.explain().contains("AmbientCapabilities=CAP_SYS_BOOT"));
     }
@@ -247,20 +247,16 @@ mod tests {
             kexec_load_disabled: Some(true),
             ..root()
         };
-        assert!(matches!(
-            diagnose(Errno::EPERM, &facts),
-            KexecError::LoadDisabled
-        ));
+        assert!(matches!(eperm(&facts), KexecError::LoadDisabled));
     }
 
     #[test]
     fn eperm_with_kexec_load_disabled() {
-        let facts = HostFacts {
+        let err = eperm(&HostFacts {
             kexec_load_disabled: Some(true),
             lockdown: Some(Lockdown::Integrity),
             ..root()
-        };
-        let err = diagnose(Errno::EPERM, &facts);
+        });
         assert!(matches!(err, KexecError::LoadDisabled), "{err:?}");
         let text = err.explain();
         assert!(
@@ -272,11 +268,10 @@ mod tests {
     #[test]
     fn eperm_under_lockdown_asks_for_a_signed_kernel() {
         for mode in [Lockdown::Integrity, Lockdown::Confidentiality] {
-            let facts = HostFacts {
+            let err = eperm(&HostFacts {
                 lockdown: Some(mode),
                 ..root()
-            };
-            let err = diagnose(Errno::EPERM, &facts);
+            });
             assert!(
                 matches!(err, KexecError::LockdownRefusedImage { mode: m } if m == mode),
                 "{err:?}"
@@ -299,7 +294,7 @@ mod tests {
                 ..root()
             },
         ] {
-            let err = diagnose(Errno::EPERM, &facts);
+            let err = eperm(&facts);
             assert!(matches!(err, KexecError::PermissionDenied), "{err:?}");
             assert!(err.explain().contains("kexec_load_limit_reboot"));
         }
