@@ -14,8 +14,9 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
-#[test]
-fn the_lab_live_patch_marks_proc_cmdline_until_it_is_disabled_and_removed() {
+/// Runs `lab/SCRIPT` (a live patch guest) in the lab and returns the lab kernel's release and the guest console;
+/// fails, showing the console, unless the script succeeded.
+fn run_guest(script: &str) -> (String, String) {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = std::env::var_os("KUP_LAB_DIR")
         .map(PathBuf::from)
@@ -30,7 +31,7 @@ fn the_lab_live_patch_marks_proc_cmdline_until_it_is_disabled_and_removed() {
         .trim()
         .to_string();
     let tmp = tempfile::tempdir().unwrap();
-    let output = Command::new(repo.join("lab/run-livepatch"))
+    let output = Command::new(repo.join("lab").join(script))
         .arg(tmp.path())
         .env("KUP_LAB_DIR", &dir)
         .output()
@@ -38,20 +39,41 @@ fn the_lab_live_patch_marks_proc_cmdline_until_it_is_disabled_and_removed() {
     let console = fs::read_to_string(tmp.path().join("console.log")).unwrap_or_default();
     assert!(
         output.status.success(),
-        "lab/run-livepatch failed ({}):\n{}\nconsole:\n{console}",
+        "lab/{script} failed ({}):\n{}\nconsole:\n{console}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
+    (release, console)
+}
+
+/// Where the guest printed the line starting with `wanted`; a panic showing the console when it did not.
+fn position_of(lines: &[&str], wanted: &str, console: &str) -> usize {
+    lines
+        .iter()
+        .position(|line| line.starts_with(wanted))
+        .unwrap_or_else(|| panic!("no {wanted:?} in the guest's lines:\n{console}"))
+}
+
+/// The guest printed lines starting with each of `order`, in that order.
+fn assert_in_order(lines: &[&str], order: &[String], console: &str) {
+    let positions: Vec<usize> = order
+        .iter()
+        .map(|m| position_of(lines, m, console))
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {order:?} at {positions:?}:\n{console}"
+    );
+}
+
+#[test]
+fn the_lab_live_patch_marks_proc_cmdline_until_it_is_disabled_and_removed() {
+    let (release, console) = run_guest("run-livepatch");
     let lines: Vec<&str> = console
         .lines()
         .filter_map(|line| line.split_once("LAB-LIVEPATCH: ").map(|(_, rest)| rest))
         .collect();
-    let position = |wanted: &str| {
-        lines
-            .iter()
-            .position(|line| line.starts_with(wanted))
-            .unwrap_or_else(|| panic!("no {wanted:?} in the guest's lines:\n{console}"))
-    };
+    let position = |wanted: &str| position_of(&lines, wanted, &console);
     // In this order: loaded, patched, marker; disabled, removed, marker gone; the wrong-release copy loads.
     let order = [
         format!("init on {release}"),
@@ -67,11 +89,7 @@ fn the_lab_live_patch_marks_proc_cmdline_until_it_is_disabled_and_removed() {
         "wrong-release insmod rc=0".to_string(),
         "PASS".to_string(),
     ];
-    let positions: Vec<usize> = order.iter().map(|m| position(m)).collect();
-    assert!(
-        positions.windows(2).all(|w| w[0] < w[1]),
-        "out of order: {order:?} at {positions:?}:\n{console}"
-    );
+    assert_in_order(&lines, &order, &console);
     assert!(
         lines[position("transition 0 after")].ends_with("enabled=1"),
         "{console}"
@@ -109,39 +127,9 @@ fn kup_lines(console: &str) -> Vec<&str> {
 /// another release is refused at preflight with both releases named: exit 5, nothing loaded.
 #[test]
 fn kup_applies_removes_and_refuses_live_patches_in_a_lab_guest() {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = std::env::var_os("KUP_LAB_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("target/lab"));
-    assert!(
-        dir.join("ready").is_file(),
-        "the lab is not set up in {}: run `lab/setup` (as root), then run the tests again",
-        dir.display()
-    );
-    let release = fs::read_to_string(dir.join("kernel/version"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let tmp = tempfile::tempdir().unwrap();
-    let output = Command::new(repo.join("lab/run-livepatch-kup"))
-        .arg(tmp.path())
-        .env("KUP_LAB_DIR", &dir)
-        .output()
-        .unwrap();
-    let console = fs::read_to_string(tmp.path().join("console.log")).unwrap_or_default();
-    assert!(
-        output.status.success(),
-        "lab/run-livepatch-kup failed ({}):\n{}\nconsole:\n{console}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (release, console) = run_guest("run-livepatch-kup");
     let lines = kup_lines(&console);
-    let position = |wanted: &str| {
-        lines
-            .iter()
-            .position(|line| line.starts_with(wanted))
-            .unwrap_or_else(|| panic!("no {wanted:?} in the guest's lines:\n{console}"))
-    };
+    let position = |wanted: &str| position_of(&lines, wanted, &console);
     let order = [
         format!("init on {release}"),
         "cmdline before: console=ttyS0 panic=-1".to_string(),
@@ -158,11 +146,7 @@ fn kup_applies_removes_and_refuses_live_patches_in_a_lab_guest() {
         "wrong-release nothing loaded".to_string(),
         "PASS".to_string(),
     ];
-    let positions: Vec<usize> = order.iter().map(|m| position(m)).collect();
-    assert!(
-        positions.windows(2).all(|w| w[0] < w[1]),
-        "out of order: {order:?} at {positions:?}:\n{console}"
-    );
+    assert_in_order(&lines, &order, &console);
     assert!(!lines.iter().any(|l| l.starts_with("FAIL")), "{console}");
 
     let status = |prefix: &str| -> serde_json::Value {

@@ -110,6 +110,30 @@ pub fn choose(
     Ok(choice)
 }
 
+/// `migrate-set-capabilities` turning `names` to `state`, and `migrate-set-parameters` of `parameters`, each only
+/// when there is something to set.
+fn capabilities_then_parameters(
+    out: &mut Vec<(&'static str, Value)>,
+    names: &[String],
+    state: bool,
+    parameters: &std::collections::BTreeMap<String, Value>,
+) {
+    if !names.is_empty() {
+        let caps: Vec<Value> = names
+            .iter()
+            .map(|c| json!({"capability": c, "state": state}))
+            .collect();
+        out.push(("migrate-set-capabilities", json!({ "capabilities": caps })));
+    }
+    if !parameters.is_empty() {
+        let params: serde_json::Map<String, Value> = parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.push(("migrate-set-parameters", Value::Object(params)));
+    }
+}
+
 /// The QMP commands that set `choice`, in order: the mode first (CPR.rst sets it before the capabilities), then
 /// the capabilities, then the other parameters.
 pub fn setup_commands(choice: &MigrationChoice) -> Vec<(&'static str, Value)> {
@@ -117,22 +141,7 @@ pub fn setup_commands(choice: &MigrationChoice) -> Vec<(&'static str, Value)> {
     if let Some(mode) = &choice.mode {
         out.push(("migrate-set-parameters", json!({ "mode": mode })));
     }
-    if !choice.capabilities.is_empty() {
-        let caps: Vec<Value> = choice
-            .capabilities
-            .iter()
-            .map(|c| json!({"capability": c, "state": true}))
-            .collect();
-        out.push(("migrate-set-capabilities", json!({ "capabilities": caps })));
-    }
-    if !choice.parameters.is_empty() {
-        let params: serde_json::Map<String, Value> = choice
-            .parameters
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        out.push(("migrate-set-parameters", Value::Object(params)));
-    }
+    capabilities_then_parameters(&mut out, &choice.capabilities, true, &choice.parameters);
     out
 }
 
@@ -140,22 +149,12 @@ pub fn setup_commands(choice: &MigrationChoice) -> Vec<(&'static str, Value)> {
 /// mode) to their earlier values.
 pub fn undo_commands(before: &super::MigrationBefore) -> Vec<(&'static str, Value)> {
     let mut out = Vec::new();
-    if !before.capabilities_off.is_empty() {
-        let caps: Vec<Value> = before
-            .capabilities_off
-            .iter()
-            .map(|c| json!({"capability": c, "state": false}))
-            .collect();
-        out.push(("migrate-set-capabilities", json!({ "capabilities": caps })));
-    }
-    if !before.parameters.is_empty() {
-        let params: serde_json::Map<String, Value> = before
-            .parameters
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        out.push(("migrate-set-parameters", Value::Object(params)));
-    }
+    capabilities_then_parameters(
+        &mut out,
+        &before.capabilities_off,
+        false,
+        &before.parameters,
+    );
     out
 }
 

@@ -245,13 +245,7 @@ pub(super) fn resume(vm: Option<&Vm>) -> Compiled {
             vec![
                 handshake(socket),
                 qmp(socket, "cont", json!({})),
-                Action::QmpWait {
-                    socket: socket.clone(),
-                    command: "query-status".into(),
-                    field: "status".into(),
-                    until: "running".into(),
-                    timeout_ms: ms(SOCKET_TIMEOUT),
-                },
+                wait_running(socket),
             ],
             Vec::new(),
         ),
@@ -266,19 +260,21 @@ pub(super) fn resume(vm: Option<&Vm>) -> Compiled {
     }
 }
 
+/// Waits until QEMU reports the guest `running`.
+fn wait_running(socket: &Path) -> Action {
+    Action::QmpWait {
+        socket: socket.to_owned(),
+        command: "query-status".into(),
+        field: "status".into(),
+        until: "running".into(),
+        timeout_ms: ms(SOCKET_TIMEOUT),
+    }
+}
+
 /// The checks that a guest runs, as `preflight` and `verify` make them.
 pub(super) fn running(vm: &Vm) -> Vec<Action> {
     match &vm.driver {
-        VmDriver::Qmp { socket, .. } => vec![
-            handshake(socket),
-            Action::QmpWait {
-                socket: socket.clone(),
-                command: "query-status".into(),
-                field: "status".into(),
-                until: "running".into(),
-                timeout_ms: ms(SOCKET_TIMEOUT),
-            },
-        ],
+        VmDriver::Qmp { socket, .. } => vec![handshake(socket), wait_running(socket)],
         VmDriver::Libvirt { domain, uri } => vec![domstate(uri.as_deref(), domain, &["running"])],
     }
 }

@@ -200,4 +200,31 @@ impl Validator<'_> {
         seen.first.insert(text.clone(), name.span());
         valid
     }
+
+    /// A pinned SHA-256 (`key`, of `file`): 64 hex digits, lower-cased.
+    pub(super) fn sha256(
+        &mut self,
+        sum: &Spanned<String>,
+        key: &str,
+        file: &str,
+    ) -> Option<String> {
+        let text = sum.get_ref();
+        if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Some(text.to_ascii_lowercase());
+        }
+        self.push(
+            Diagnostic::error(code::SHA256, format!("`{key}` is not a SHA-256 digest"))
+                .at(
+                    sum.span(),
+                    format!(
+                        "{} characters; a digest is 64 hex digits",
+                        text.chars().count()
+                    ),
+                )
+                .help(format!(
+                    "compute it with `sha256sum {file}` and paste the first field"
+                )),
+        );
+        None
+    }
 }

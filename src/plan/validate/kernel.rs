@@ -28,28 +28,7 @@ impl Validator<'_> {
             }
         }
         let sha256 = match &raw.sha256 {
-            Some(sum) => {
-                let text = sum.get_ref();
-                if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
-                    Some(text.to_ascii_lowercase())
-                } else {
-                    self.push(
-                        Diagnostic::error(code::SHA256, "`kernel.sha256` is not a SHA-256 digest")
-                            .at(
-                                sum.span(),
-                                format!(
-                                    "{} characters; a digest is 64 hex digits",
-                                    text.chars().count()
-                                ),
-                            )
-                            .help(format!(
-                                "compute it with `sha256sum {}` and paste the first field",
-                                raw.image.get_ref()
-                            )),
-                    );
-                    None
-                }
-            }
+            Some(sum) => self.sha256(sum, "kernel.sha256", raw.image.get_ref()),
             None => {
                 self.push(
                     Diagnostic::warning(code::UNPINNED_KERNEL, "the kernel image is not pinned by `sha256`")
