@@ -29,19 +29,22 @@
 
 #[path = "../tests/support/guests.rs"]
 mod guests;
+#[path = "../tests/support/libvirt.rs"]
+mod libvirt;
 #[path = "../tests/support/plans.rs"]
 mod plans;
 
+use libvirt::{Libvirtd, emulator};
+
 use guests::{Guest, Lab, Qemu, RESERVED_START, Ram, Spec};
-use kup::action::{Action, MigrationBefore, MigrationChoice, MigrationMemory, shell_quote};
+use kup::action::{Action, MigrationBefore, MigrationChoice, MigrationMemory};
 use kup::host::qmp::QmpClient;
 use kup::host::{Host, RealHost};
 use plans::step;
 use serde_json::json;
 use std::fs;
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The unit the guest's RAM is written and checked in; each chunk has bytes of its own.
@@ -577,171 +580,6 @@ fn size_text(sizes: &[(u64, u64)]) -> String {
     v.sort();
     let (len, blocks) = v[v.len() / 2];
     format!("{} / {}", bytes(len), bytes(blocks))
-}
-
-// A libvirtd of the bench's own, as tests/libvirt_vms.rs starts one: a private mount namespace whose libvirt
-// directories are bind mounts of directories under `root`, a socket there, QEMU run as root.
-
-const MOUNTS: [(&str, &str); 5] = [
-    ("/etc/libvirt", "etc"),
-    ("/run/libvirt", "run"),
-    ("/var/lib/libvirt", "lib"),
-    ("/var/log/libvirt", "log"),
-    ("/var/cache/libvirt", "cache"),
-];
-
-struct Libvirtd {
-    root: PathBuf,
-    uri: String,
-    daemon: Child,
-}
-
-impl Libvirtd {
-    fn start(root: &Path) -> Libvirtd {
-        for (mount_point, dir) in MOUNTS {
-            fs::create_dir_all(mount_point).unwrap();
-            fs::create_dir_all(root.join(dir)).unwrap();
-        }
-        let sock = root.join("sock");
-        fs::create_dir_all(&sock).unwrap();
-        fs::write(
-            root.join("etc/libvirtd.conf"),
-            format!(
-                "unix_sock_dir = \"{}\"\nauth_unix_rw = \"none\"\nauth_unix_ro = \"none\"\n",
-                sock.display()
-            ),
-        )
-        .unwrap();
-        fs::write(
-            root.join("etc/qemu.conf"),
-            "user = \"root\"\ngroup = \"root\"\nstdio_handler = \"file\"\n",
-        )
-        .unwrap();
-        let mut script = String::from("set -e\n");
-        for (mount_point, dir) in MOUNTS {
-            let from = shell_quote(&root.join(dir));
-            script.push_str(&format!("mount --bind {from} {mount_point}\n"));
-        }
-        script.push_str(&format!(
-            "exec libvirtd --config {} --pid-file {}\n",
-            shell_quote(&root.join("etc/libvirtd.conf")),
-            shell_quote(&root.join("libvirtd.pid"))
-        ));
-        let log = fs::File::create(root.join("libvirtd.log")).unwrap();
-        let daemon = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("unshare (util-linux)");
-        let d = Libvirtd {
-            root: root.to_owned(),
-            uri: format!(
-                "qemu+unix:///system?socket={}",
-                sock.join("libvirt-sock").display()
-            ),
-            daemon,
-        };
-        let started = Instant::now();
-        while !d.virsh(&["list"]).status.success() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "libvirtd did not answer on {} within 30 s; its log:\n{}",
-                d.uri,
-                fs::read_to_string(d.root.join("libvirtd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        d
-    }
-
-    fn virsh(&self, args: &[&str]) -> Output {
-        Command::new("virsh")
-            .args(["-c", &self.uri])
-            .args(args)
-            .output()
-            .expect("virsh (libvirt-clients; run lab/setup)")
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.virsh(args);
-        assert!(
-            out.status.success(),
-            "virsh {args:?}: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    fn pid(&self, domain: &str) -> u32 {
-        let path = self.root.join(format!("run/qemu/{domain}.pid"));
-        fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    fn hva(&self, domain: &str, gpa: u64) -> u64 {
-        let text = self.ok(&[
-            "qemu-monitor-command",
-            "--hmp",
-            domain,
-            &format!("gpa2hva {gpa:#x}"),
-        ]);
-        let hex = text
-            .rsplit(" is ")
-            .next()
-            .and_then(|h| h.trim().strip_prefix("0x"))
-            .unwrap_or_else(|| panic!("unexpected gpa2hva reply {text:?}"));
-        u64::from_str_radix(hex, 16).unwrap()
-    }
-
-    fn mem(&self, domain: &str) -> fs::File {
-        fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(format!("/proc/{}/mem", self.pid(domain)))
-            .expect("open /proc/PID/mem (needs root)")
-    }
-}
-
-impl Drop for Libvirtd {
-    fn drop(&mut self) {
-        if let Ok(dir) = fs::read_dir(self.root.join("run/qemu")) {
-            for entry in dir.flatten() {
-                if entry.path().extension().is_some_and(|e| e == "pid")
-                    && let Some(pid) = fs::read_to_string(entry.path())
-                        .ok()
-                        .and_then(|t| t.trim().parse().ok())
-                {
-                    guests::kill_and_wait(pid);
-                }
-            }
-        }
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-    }
-}
-
-/// The wrapper named as the domain's `<emulator>`: the lab's QEMU 7.2 with its environment and `-L` directories.
-fn emulator(lab: &Lab, dir: &Path) -> PathBuf {
-    let path = dir.join("qemu-system-x86_64");
-    let argv: Vec<String> = lab
-        .qemu_argv(Qemu::V7)
-        .iter()
-        .map(|a| shell_quote(Path::new(a)))
-        .collect();
-    fs::write(
-        &path,
-        format!("#!/bin/sh\nexec {} \"$@\"\n", argv.join(" ")),
-    )
-    .unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-    path
 }
 
 /// The same guest as the QMP rows' (TCG, one vCPU, the lab kernel, the written range reserved), as a domain.

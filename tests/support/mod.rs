@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod guests;
+pub mod libvirt;
 pub mod plans;
 pub mod sysfs;
 
