@@ -89,8 +89,15 @@ fn kexec_waits_for_every_save_and_sync_and_every_resume_waits_for_kexec() {
         assert!(graph.depends_on("kexec", "sync"), "{name}");
         assert!(graph.depends_on("kexec", "kernel:load"), "{name}");
         for vm in &plan.vms {
-            let save = format!("vm:{}:save", vm.name);
-            let resume = format!("vm:{}:resume", vm.name);
+            // A guest the plan reboots (`handover = "restart"`) is shut down and booted instead.
+            let restarted = graph.step(&format!("vm:{}:shutdown", vm.name)).is_some();
+            let (down, up) = if restarted {
+                ("shutdown", "boot")
+            } else {
+                ("save", "resume")
+            };
+            let save = format!("vm:{}:{down}", vm.name);
+            let resume = format!("vm:{}:{up}", vm.name);
             assert!(graph.depends_on("kexec", &save), "{name}: {save}");
             assert!(graph.depends_on(&resume, "kexec"), "{name}: {resume}");
         }

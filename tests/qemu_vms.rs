@@ -677,6 +677,70 @@ fn rehearsal(qemu: Qemu) {
     assert!(journal.is_dir());
 }
 
+/// A guest the plan reboots instead of saving (`handover = "restart"`, for a device QEMU cannot migrate), rehearsed
+/// beside a saved one: kup presses its ACPI power button, quits QEMU when the guest ignores it (busybox has no ACPI
+/// daemon; `shutdown_timeout = "1s"`), and boots it again with its `restart` after the (no-op) kexec: a new QEMU
+/// with fresh RAM. The saved guest keeps its memory as always.
+#[test]
+fn a_restarted_guest_is_shut_down_and_booted_again_beside_a_saved_one() {
+    on_each_qemu(restarted_guest);
+}
+
+fn restarted_guest(qemu: Qemu) {
+    let f = Fixture::new(qemu);
+    let (kept, rebooted) = std::thread::scope(|s| {
+        let a = s.spawn(|| f.guest(Spec::new("kept", Ram::Anonymous)));
+        let b = s.spawn(|| f.guest(Spec::new("reboot", Ram::Anonymous)));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    write_patterns(&kept, 61);
+    write_patterns(&rebooted, 71);
+    let old = [kept.pid().unwrap(), rebooted.pid().unwrap()];
+    let journal = f.tmp.path().join("journal");
+    let text = guests::plan_with(&f.lab, &journal, &[(&kept, "copy"), (&rebooted, "restart")]);
+    let run = Kup::new()
+        .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
+        .plan(&text)
+        .timeout(Duration::from_secs(120))
+        .run()
+        .success();
+    eprintln!("{}", run.stderr());
+
+    assert_eq!(kept.status(), "running");
+    assert_ne!(kept.pid(), Some(old[0]));
+    check_patterns(&kept, 61);
+
+    assert_eq!(
+        rebooted.status(),
+        "running",
+        "the rebooted guest runs again"
+    );
+    assert_ne!(rebooted.pid(), Some(old[1]), "in a new QEMU");
+    assert!(!guests::alive(old[1]), "the old QEMU was ended");
+    assert_ne!(
+        rebooted.read(RESERVED_START, RUN),
+        guests::pattern(71, RUN),
+        "a rebooted guest starts with fresh RAM"
+    );
+    let shutdown = journaled(&journal, "vm:reboot:shutdown");
+    assert_eq!(
+        shutdown[0],
+        serde_json::json!({"answered": true, "by_guest": false, "ms": shutdown[0]["ms"]}),
+        "busybox ignores the power button: kup quit QEMU after the timeout"
+    );
+    assert!(shutdown[0]["ms"].as_u64().unwrap() >= 1000, "{shutdown:?}");
+    assert_eq!(
+        journaled(&journal, "vm:reboot:boot").len(),
+        4,
+        "exec, socket, handshake, running"
+    );
+    assert!(
+        journaled(&journal, "vm:reboot:save").is_empty(),
+        "nothing is saved"
+    );
+    assert!(!rebooted.state.join("vmstate").exists());
+}
+
 /// QEMU 7.2 reports a state file it cannot create only as a broken pipe to `cat`, QEMU 10 as a file it cannot open;
 /// kup says what to check.
 #[test]

@@ -129,6 +129,12 @@ impl Action {
                 socket.display(),
                 qmp_message("quit", &json!({}))
             ),
+            Action::QmpPowerdown { socket, timeout_ms } => format!(
+                "qmp {} {} (the ACPI power button); wait up to {timeout_ms} ms for QEMU to exit, then {} and wait for it to close the socket",
+                socket.display(),
+                qmp_message("system_powerdown", &json!({})),
+                qmp_message("quit", &json!({}))
+            ),
             Action::CheckPci {
                 address,
                 driver,

@@ -158,6 +158,15 @@ pub enum Action {
         /// How long to wait for the socket to close, in ms.
         timeout_ms: u64,
     },
+    /// A guest shut down for a reboot across the kexec (`handover = "restart"`): QMP `system_powerdown` (the ACPI
+    /// power button), QEMU's exit awaited up to `timeout_ms`, then `quit` if the guest OS did not power off. A QEMU
+    /// already gone is a no-op.
+    QmpPowerdown {
+        /// The guest's QMP socket.
+        socket: PathBuf,
+        /// How long the guest OS gets to power off, in ms.
+        timeout_ms: u64,
+    },
     /// A PCI device under `/sys/bus/pci/devices/ADDRESS`: bound to `driver` and, when `iommu`, in an IOMMU group
     /// (the IOMMU is on), as VFIO needs.
     CheckPci {

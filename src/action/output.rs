@@ -70,6 +70,15 @@ pub enum ActionOutput {
         /// Each backend checked.
         backends: Vec<MemoryBackend>,
     },
+    /// What [`crate::action::Action::QmpPowerdown`] did.
+    PoweredDown {
+        /// Whether a QEMU answered at all.
+        answered: bool,
+        /// Whether the guest OS powered off by itself; `false`: kup quit QEMU after the timeout.
+        by_guest: bool,
+        /// How long until QEMU let go of its socket.
+        ms: u64,
+    },
     /// An old QEMU asked to quit.
     Quit {
         /// Whether a QEMU answered (after a real kexec none does).

@@ -33,7 +33,7 @@ pub(crate) fn load(root: &Path) -> Result<Status, CommandError> {
         .steps
         .iter()
         .filter_map(|s| match &s.id {
-            StepId::VmPause { vm } => Some(vm.clone()),
+            StepId::VmPause { vm } | StepId::VmShutdown { vm } => Some(vm.clone()),
             _ => None,
         })
         .collect();

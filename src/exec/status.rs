@@ -242,8 +242,13 @@ pub(crate) fn fold(
     let vm_downtime_ms = vm_names
         .iter()
         .filter_map(|vm| {
-            let paused = started_ms.get(&StepId::VmPause { vm: vm.clone() })?;
-            let resumed = done_ms.get(&StepId::VmResume { vm: vm.clone() })?;
+            // A restarted guest is down from its shutdown until its new QEMU runs.
+            let paused = started_ms
+                .get(&StepId::VmPause { vm: vm.clone() })
+                .or_else(|| started_ms.get(&StepId::VmShutdown { vm: vm.clone() }))?;
+            let resumed = done_ms
+                .get(&StepId::VmResume { vm: vm.clone() })
+                .or_else(|| done_ms.get(&StepId::VmBoot { vm: vm.clone() }))?;
             Some((vm.clone(), resumed.saturating_sub(*paused)))
         })
         .collect();

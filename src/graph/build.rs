@@ -151,13 +151,22 @@ impl StepGraph {
         for (vm, guest) in plan.vms.iter().enumerate() {
             // A kernel that fails to load (signature, size) or a device bound to the wrong driver stops the plan
             // before this guest loses a millisecond; and a paused guest does not wait out the kernel load.
-            let pause = self.add_after(plan, StepKind::VmPause { vm }, &[load]);
+            let down = if guest.restarts() {
+                StepKind::VmShutdown { vm }
+            } else {
+                StepKind::VmPause { vm }
+            };
+            let down = self.add_after(plan, down, &[load]);
             for address in &guest.devices {
                 if let Some(j) = plan.pci.iter().position(|d| &d.address == address) {
-                    self.edge(checks[j], pause);
+                    self.edge(checks[j], down);
                 }
             }
-            saves.push(self.add_after(plan, StepKind::VmSave { vm }, &[pause]));
+            saves.push(if guest.restarts() {
+                down
+            } else {
+                self.add_after(plan, StepKind::VmSave { vm }, &[down])
+            });
         }
         for app in 0..plan.apps.len() {
             saves.push(self.add_after(plan, StepKind::AppSave { app }, &[load]));
@@ -175,7 +184,11 @@ impl StepGraph {
         for app in 0..plan.apps.len() {
             finals.push(self.add_after(plan, StepKind::AppRestore { app }, &[kexec]));
         }
-        for vm in 0..plan.vms.len() {
+        for (vm, guest) in plan.vms.iter().enumerate() {
+            if guest.restarts() {
+                finals.push(self.add_after(plan, StepKind::VmBoot { vm }, &[kexec]));
+                continue;
+            }
             let restore = self.add_after(plan, StepKind::VmRestore { vm }, &[kexec]);
             finals.push(self.add_after(plan, StepKind::VmResume { vm }, &[restore]));
         }

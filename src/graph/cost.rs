@@ -5,7 +5,7 @@
 //! up, so an estimate errs on the long side: a plan that passes its budget here should pass it on a host too.
 
 use super::StepKind;
-use crate::plan::{AppKind, MemoryMode, Plan, VmDriver};
+use crate::plan::{AppKind, Handover, MemoryMode, Plan, VmDriver};
 use std::time::Duration;
 
 const fn ms(n: u64) -> Duration {
@@ -26,6 +26,9 @@ pub(crate) const SHARED_RAM_SAVE: Duration = ms(50);
 pub(crate) const SHARED_RAM_LOAD: Duration = ms(50);
 /// Starting QEMU again with `-incoming defer` until its QMP socket answers (measured ~60 ms).
 pub(crate) const QEMU_START: Duration = ms(100);
+/// A guest OS's power-off after the ACPI power button (a typical Linux guest: a few seconds; capped by the
+/// plan's `shutdown_timeout`, after which kup quits QEMU).
+pub(crate) const GUEST_SHUTDOWN: Duration = ms(10_000);
 /// Write bandwidth for guest RAM copied into a state file (migration uncapped: 1.5 GiB in ~1.4 s measured).
 pub(crate) const SAVE_BANDWIDTH: u64 = 1 << 30;
 /// Read bandwidth for loading copied guest RAM back (1.5 GiB in ~1.5 s measured).
@@ -123,6 +126,18 @@ pub(crate) fn estimate(plan: &Plan, kind: &StepKind) -> Estimate {
             Some(VmDriver::Libvirt { .. }) => Estimate::fixed(Duration::ZERO),
             _ => Estimate::fixed(QMP_STOP),
         },
+        StepKind::VmShutdown { vm } => match plan.vms.get(*vm).map(|v| (v.handover, &v.name)) {
+            Some((Handover::Restart { shutdown_timeout }, name)) => Estimate {
+                duration: GUEST_SHUTDOWN.min(shutdown_timeout),
+                note: Some(format!(
+                    "vm {name} is restarted: its OS's power-off is assumed to take at most {} s, and its boot \
+                     after the kexec is not in the estimate",
+                    GUEST_SHUTDOWN.min(shutdown_timeout).as_secs()
+                )),
+            },
+            _ => Estimate::fixed(Duration::ZERO),
+        },
+        StepKind::VmBoot { .. } => Estimate::fixed(QEMU_START),
         StepKind::VmResume { vm } => match plan.vms.get(*vm).map(|v| &v.driver) {
             Some(VmDriver::Libvirt { .. }) => Estimate::fixed(LIBVIRT_RESUME),
             _ => Estimate::fixed(QMP_CONT),

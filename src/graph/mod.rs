@@ -75,6 +75,10 @@ pub(crate) enum StepKind {
     VmSave {
         vm: usize,
     },
+    /// `vm:NAME:shutdown`: a `handover = "restart"` guest powered off.
+    VmShutdown {
+        vm: usize,
+    },
     AppSave {
         app: usize,
     },
@@ -91,6 +95,10 @@ pub(crate) enum StepKind {
         vm: usize,
     },
     VmResume {
+        vm: usize,
+    },
+    /// `vm:NAME:boot`: a `handover = "restart"` guest started again.
+    VmBoot {
         vm: usize,
     },
     Verify,
@@ -135,6 +143,8 @@ impl StepKind {
             StepKind::AppRestore { app: i } => StepId::AppRestore { app: app(i) },
             StepKind::VmRestore { vm: i } => StepId::VmRestore { vm: vm(i) },
             StepKind::VmResume { vm: i } => StepId::VmResume { vm: vm(i) },
+            StepKind::VmShutdown { vm: i } => StepId::VmShutdown { vm: vm(i) },
+            StepKind::VmBoot { vm: i } => StepId::VmBoot { vm: vm(i) },
             StepKind::Verify => StepId::Verify,
             StepKind::Custom { step } => StepId::Custom {
                 name: plan
@@ -158,6 +168,7 @@ impl StepKind {
             StepKind::AppRestore { .. }
             | StepKind::VmRestore { .. }
             | StepKind::VmResume { .. }
+            | StepKind::VmBoot { .. }
             | StepKind::Verify => Phase::After,
             _ => Phase::Before,
         }

@@ -132,8 +132,10 @@ impl Schedule {
         for node in g.node_indices() {
             let i = node.index();
             match g[node].kind {
-                StepKind::VmPause { vm } => pauses.push((vm, start[i])),
-                StepKind::VmResume { vm } => {
+                StepKind::VmPause { vm } | StepKind::VmShutdown { vm } => {
+                    pauses.push((vm, start[i]))
+                }
+                StepKind::VmResume { vm } | StepKind::VmBoot { vm } => {
                     let name = g[node].id.vm().unwrap_or_default().to_owned();
                     resumes.push((vm, end[i], name));
                 }
@@ -142,13 +144,17 @@ impl Schedule {
             let stops = matches!(
                 g[node].kind,
                 StepKind::VmPause { .. }
+                    | StepKind::VmShutdown { .. }
                     | StepKind::AppSave { .. }
                     | StepKind::Isolate
                     | StepKind::Kexec
             );
             let restarts = matches!(
                 g[node].kind,
-                StepKind::VmResume { .. } | StepKind::AppRestore { .. } | StepKind::Kexec
+                StepKind::VmResume { .. }
+                    | StepKind::VmBoot { .. }
+                    | StepKind::AppRestore { .. }
+                    | StepKind::Kexec
             );
             if stops {
                 down_from = Some(down_from.map_or(start[i], |d| d.min(start[i])));
@@ -282,14 +288,13 @@ pub(crate) fn budget(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> Opt
     }
     let (whose, from, last) = match schedule.worst_vm() {
         Some((name, _)) => {
-            let pause = StepId::VmPause {
-                vm: name.to_owned(),
+            let vm = name.to_owned();
+            let (down, up) = match schedule.slot(&StepId::VmShutdown { vm: vm.clone() }) {
+                Some(_) => (StepId::VmShutdown { vm: vm.clone() }, StepId::VmBoot { vm }),
+                None => (StepId::VmPause { vm: vm.clone() }, StepId::VmResume { vm }),
             };
-            let from = schedule.slot(&pause).map_or(Duration::ZERO, |s| s.start);
-            let resume = StepId::VmResume {
-                vm: name.to_owned(),
-            };
-            (format!("vm {name}"), from, resume)
+            let from = schedule.slot(&down).map_or(Duration::ZERO, |s| s.start);
+            (format!("vm {name}"), from, up)
         }
         None => (
             "the host".to_owned(),

@@ -31,6 +31,11 @@ pub enum StepId {
         /// The guest's plan name.
         vm: String,
     },
+    /// `vm:NAME:shutdown`: a `handover = "restart"` guest powered off before the kexec.
+    VmShutdown {
+        /// The guest's plan name.
+        vm: String,
+    },
     /// `app:NAME:save`.
     AppSave {
         /// The app's plan name.
@@ -54,6 +59,11 @@ pub enum StepId {
     },
     /// `vm:NAME:resume`.
     VmResume {
+        /// The guest's plan name.
+        vm: String,
+    },
+    /// `vm:NAME:boot`: a `handover = "restart"` guest started again after the kexec.
+    VmBoot {
         /// The guest's plan name.
         vm: String,
     },
@@ -90,7 +100,11 @@ impl StepId {
         match self {
             Preflight | KernelLoad | PciCheck { .. } | Sync | Isolate | Verify => Some(true),
             VmPause { .. } | VmResume { .. } | VmSave { .. } => Some(true),
-            AppSave { .. } | AppRestore { .. } | VmRestore { .. } | Kexec => Some(false),
+            // A shutdown of a guest that is already gone is a no-op; a boot repeated would start a second QEMU.
+            VmShutdown { .. } => Some(true),
+            AppSave { .. } | AppRestore { .. } | VmRestore { .. } | VmBoot { .. } | Kexec => {
+                Some(false)
+            }
             // Waiting for a transition and checking `enabled` changes nothing; a load or a removal interrupted
             // half-way needs an operator's look at /sys/kernel/livepatch.
             LivepatchTransition { .. } => Some(true),
@@ -105,7 +119,9 @@ impl StepId {
             StepId::VmPause { vm }
             | StepId::VmSave { vm }
             | StepId::VmRestore { vm }
-            | StepId::VmResume { vm } => Some(vm),
+            | StepId::VmResume { vm }
+            | StepId::VmShutdown { vm }
+            | StepId::VmBoot { vm } => Some(vm),
             _ => None,
         }
     }
@@ -121,6 +137,8 @@ impl StepId {
             StepId::PciCheck { address } => Owned(format!("pci:{address}:check")),
             StepId::VmPause { vm } => Owned(format!("vm:{vm}:pause")),
             StepId::VmSave { vm } => Owned(format!("vm:{vm}:save")),
+            StepId::VmShutdown { vm } => Owned(format!("vm:{vm}:shutdown")),
+            StepId::VmBoot { vm } => Owned(format!("vm:{vm}:boot")),
             StepId::AppSave { app } => Owned(format!("app:{app}:save")),
             StepId::Sync => Borrowed("sync"),
             StepId::Isolate => Borrowed("isolate"),
@@ -191,6 +209,8 @@ impl FromStr for StepId {
                 .or_else(|| vm(":save").map(|vm| StepId::VmSave { vm }))
                 .or_else(|| vm(":restore").map(|vm| StepId::VmRestore { vm }))
                 .or_else(|| vm(":resume").map(|vm| StepId::VmResume { vm }))
+                .or_else(|| vm(":shutdown").map(|vm| StepId::VmShutdown { vm }))
+                .or_else(|| vm(":boot").map(|vm| StepId::VmBoot { vm }))
         } else if let Some(rest) = named("app:") {
             let app = |suffix| subject(rest, suffix).filter(|n| !n.contains(':'));
             app(":save")

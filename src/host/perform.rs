@@ -119,6 +119,10 @@ pub(super) fn one(
             sessions.remove(socket);
             vm::quit_if_running(socket, ms(*timeout_ms))
         }
+        Action::QmpPowerdown { socket, timeout_ms } => {
+            sessions.remove(socket);
+            vm::power_down(socket, ms(*timeout_ms))
+        }
         Action::CheckPci {
             address,
             driver,

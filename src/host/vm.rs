@@ -113,6 +113,89 @@ pub(crate) fn check_shared_ram(client: &mut QmpClient) -> Result<Vec<MemoryBacke
     Ok(checked)
 }
 
+/// Whether a connection error means that no QEMU is there (any more): the socket is gone, left behind, or was
+/// just reset by a QEMU on its way out.
+fn nobody_there(e: &QmpError) -> bool {
+    [
+        "no such socket",
+        "nothing listens",
+        "reset",
+        "closed the connection",
+    ]
+    .iter()
+    .any(|m| e.0.contains(m))
+}
+
+/// Waits until nothing accepts connections on `socket` any more (QEMU removes the path while it exits), so a new
+/// QEMU can bind it.
+fn wait_socket_released(socket: &Path, deadline: Instant, what: &str) -> Result<(), HostError> {
+    while std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        if Instant::now() >= deadline {
+            return Err(HostError::Timeout(format!(
+                "QEMU behind {} {what}",
+                socket.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Presses the ACPI power button of the guest behind `socket` (`system_powerdown`) and gives its OS `timeout` to
+/// power off, which ends QEMU; a guest that does not (no OS, no ACPI daemon, hung) is ended with `quit`. Only for
+/// guests the plan restarts across the kexec: nothing of their running state is kept.
+pub(crate) fn power_down(socket: &Path, timeout: Duration) -> Result<ActionOutput, HostError> {
+    let started = Instant::now();
+    let elapsed_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut client =
+        match QmpClient::connect_with_timeout(socket, timeout.max(Duration::from_secs(1))) {
+            Ok(client) => client,
+            Err(e) if nobody_there(&e) => {
+                return Ok(ActionOutput::PoweredDown {
+                    answered: false,
+                    by_guest: false,
+                    ms: elapsed_ms(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+    client.execute("qmp_capabilities", &json!({}))?;
+    client.execute("system_powerdown", &json!({}))?;
+    let deadline = started + timeout;
+    // QEMU exits when its guest powers off (unless started with -no-shutdown: then it reports `shutdown`).
+    let by_guest = loop {
+        match client.execute("query-status", &json!({})) {
+            Ok(status) if status.get("status").and_then(Value::as_str) == Some("shutdown") => {
+                break false;
+            }
+            Ok(_) => {}
+            Err(e) if nobody_there(&e) => break true,
+            Err(e) => return Err(e.into()),
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if !by_guest {
+        match client.quit(Duration::from_secs(10)) {
+            Ok(()) => {}
+            Err(e) if nobody_there(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    wait_socket_released(
+        socket,
+        Instant::now() + Duration::from_secs(10),
+        "was shut down but still listens after 10 s",
+    )?;
+    Ok(ActionOutput::PoweredDown {
+        answered: true,
+        by_guest,
+        ms: elapsed_ms(),
+    })
+}
+
 /// Sends `quit` to the QEMU behind `socket` if one answers, and waits until it has let go of the socket path — not
 /// until its process ends, which for a large guest takes seconds while the kernel frees its memory. A QEMU that
 /// left the path behind (killed, or gone with the old kernel) is a no-op.
@@ -121,16 +204,7 @@ pub(crate) fn quit_if_running(socket: &Path, timeout: Duration) -> Result<Action
     let mut client = match QmpClient::connect_with_timeout(socket, timeout) {
         Ok(client) => client,
         // Gone, or going: a QEMU killed a moment ago may still accept and then reset the connection.
-        Err(e)
-            if [
-                "no such socket",
-                "nothing listens",
-                "reset",
-                "closed the connection",
-            ]
-            .iter()
-            .any(|m| e.0.contains(m)) =>
-        {
+        Err(e) if nobody_there(&e) => {
             return Ok(ActionOutput::Quit {
                 quit: false,
                 ms: None,
@@ -157,17 +231,14 @@ pub(crate) fn quit_if_running(socket: &Path, timeout: Duration) -> Result<Action
     }
     client.quit(timeout)?;
     // QEMU removes its socket path while exiting; a new QEMU bound to the same path before that would lose it.
-    let deadline = started + timeout;
-    while std::os::unix::net::UnixStream::connect(socket).is_ok() {
-        if Instant::now() >= deadline {
-            return Err(HostError::Timeout(format!(
-                "QEMU behind {} accepted `quit` but still listens after {} ms",
-                socket.display(),
-                timeout.as_millis()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_socket_released(
+        socket,
+        started + timeout,
+        &format!(
+            "accepted `quit` but still listens after {} ms",
+            timeout.as_millis()
+        ),
+    )?;
     Ok(ActionOutput::Quit {
         quit: true,
         ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),

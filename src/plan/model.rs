@@ -3,6 +3,9 @@
 //! (custom step ordering, which the graph checks for unknown ids and cycles).
 
 pub(crate) use super::raw::{KexecMethod, LivepatchAction, Loader, MemoryMode, OnFailure};
+
+/// Time the guest OS of a `handover = "restart"` VM gets to power off without `shutdown_timeout`.
+pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 use crate::hostglob::HostGlob;
 use serde::Serialize;
 use std::fmt;
@@ -99,6 +102,26 @@ pub struct Vm {
     /// Guest RAM in bytes when the plan states it.
     pub(crate) memory_size: Option<u64>,
     pub(crate) devices: Vec<PciAddress>,
+    pub(crate) handover: Handover,
+}
+
+/// How a guest crosses the kexec (`vm.handover`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handover {
+    /// Paused, saved, restored, resumed: `vm:NAME:pause` … `vm:NAME:resume`.
+    Save,
+    /// Shut down before the kexec and booted again after it: `vm:NAME:shutdown`, `vm:NAME:boot`.
+    Restart {
+        /// How long the guest OS gets to power off before QEMU is quit.
+        shutdown_timeout: Duration,
+    },
+}
+
+impl Vm {
+    /// Whether the guest is rebooted across the kexec rather than saved.
+    pub(crate) fn restarts(&self) -> bool {
+        matches!(self.handover, Handover::Restart { .. })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

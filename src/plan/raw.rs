@@ -189,6 +189,27 @@ pub(crate) struct RawVm {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub(crate) devices: Vec<Spanned<String>>,
+    /// `save` (default): the guest is paused, saved and restored, its OS never noticing the kexec. `restart`: the
+    /// guest cannot be saved (a passed-through device without migration support, such as most VFIO devices) and
+    /// its owner accepts a reboot: kup shuts it down before the kexec (ACPI power button, then `quit` after
+    /// `shutdown_timeout`) and starts it again afterwards with `restart` (which then must not add
+    /// `-incoming defer`). QMP driver only.
+    #[schemars(with = "Option<Handover>")]
+    pub(crate) handover: Option<Spanned<Handover>>,
+    /// With `handover = "restart"`: how long the guest OS gets to power off after the ACPI power button before
+    /// kup quits QEMU (default `"60s"`).
+    #[schemars(with = "Option<String>")]
+    pub(crate) shutdown_timeout: Option<Spanned<String>>,
+}
+
+/// How a guest crosses the kexec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Handover {
+    /// Paused, saved, restored and resumed: the guest keeps running state.
+    Save,
+    /// Shut down before the kexec and booted again after it.
+    Restart,
 }
 
 /// Where a VM's RAM goes across the kexec.

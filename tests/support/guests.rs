@@ -366,6 +366,11 @@ impl Guest {
         argv
     }
 
+    /// The argv that started this guest: a plan's `restart` for a guest it reboots (`handover = "restart"`).
+    pub fn start_argv(&self) -> Vec<String> {
+        self.base_argv.clone()
+    }
+
     pub fn restart_argv(&self) -> Vec<String> {
         let mut argv = self.base_argv.clone();
         argv.push("-incoming".into());
@@ -668,7 +673,8 @@ pub fn plan(lab: &Lab, journal: &Path, guests: &[&Guest], memory: &str) -> Strin
     plan_with(lab, journal, &with)
 }
 
-/// A plan naming each guest with its own `memory` mode, in TOML.
+/// A plan naming each guest with its own `memory` mode, in TOML; `"restart"` instead of a mode makes the guest one
+/// the plan reboots (`handover = "restart"`, 1 s to power off, started again by the argv that started it).
 pub fn plan_with(lab: &Lab, journal: &Path, guests: &[(&Guest, &str)]) -> String {
     let s = |t: &str| toml::Value::String(t.to_owned()).to_string();
     let p = |t: &Path| s(&t.display().to_string());
@@ -677,13 +683,19 @@ pub fn plan_with(lab: &Lab, journal: &Path, guests: &[(&Guest, &str)]) -> String
         p(&lab.kernel)
     );
     for (g, memory) in guests {
-        let restart: Vec<String> = g.restart_argv().iter().map(|a| s(a)).collect();
+        let (argv, handover) = match *memory {
+            "restart" => (
+                g.start_argv(),
+                "handover = \"restart\"\nshutdown_timeout = \"1s\"".to_owned(),
+            ),
+            mode => (g.restart_argv(), format!("memory = {}", s(mode))),
+        };
+        let restart: Vec<String> = argv.iter().map(|a| s(a)).collect();
         text.push_str(&format!(
-            "[[vm]]\nname = {}\nqmp = {}\nstate = {}\nmemory = {}\nmemory_size = \"{}MiB\"\nrestart = [{}]\n\n",
+            "[[vm]]\nname = {}\nqmp = {}\nstate = {}\n{handover}\nmemory_size = \"{}MiB\"\nrestart = [{}]\n\n",
             s(&g.spec.name),
             p(&g.qmp),
             p(&g.state),
-            s(memory),
             g.spec.mem_mib,
             restart.join(", ")
         ));

@@ -50,14 +50,16 @@ pub(super) fn preflight(plan: &Plan, cmdline: &str) -> Vec<Action> {
         }
     }
     // Created here, not when saving: a missing or read-only directory then fails before any guest is paused.
-    for vm in &plan.vms {
+    // A restarted guest keeps no state.
+    let saved = || plan.vms.iter().filter(|vm| !vm.restarts());
+    for vm in saved() {
         actions.push(Action::EnsureDir {
             path: vm.state.clone(),
         });
     }
     // A state file under the name a restore or a rollback reads must be this run's: an earlier run's is moved
     // aside now, before anything pauses, rather than restored by mistake after a failed save.
-    for vm in &plan.vms {
+    for vm in saved() {
         actions.push(Action::KeepAside {
             path: vm::state_file(vm),
         });
@@ -74,6 +76,10 @@ pub(super) fn preflight(plan: &Plan, cmdline: &str) -> Vec<Action> {
     }
     for vm in &plan.vms {
         actions.extend(vm::running(vm));
+        // Rebooted, not saved: whatever blocks a migration (a VFIO device) does not matter.
+        if vm.restarts() {
+            continue;
+        }
         // Checked before anything pauses: with RAM that does not survive the kexec, "shared" would lose the guest.
         if let (VmDriver::Qmp { socket, .. }, MemoryMode::Shared) = (&vm.driver, vm.memory) {
             actions.push(Action::CheckSharedRam {
@@ -97,7 +103,7 @@ pub(super) fn verify(plan: &Plan) -> Vec<Action> {
     for d in &plan.pci {
         actions.push(pci_check(d));
     }
-    for vm in &plan.vms {
+    for vm in plan.vms.iter().filter(|vm| !vm.restarts()) {
         actions.push(Action::RemoveFile {
             path: vm::state_file(vm),
         });

@@ -150,6 +150,8 @@ fn step_actions(plan: &Plan, kind: StepKind, estimate: Duration, cmdline: &str) 
         StepKind::AppRestore { app: i } => app::restore(app(i)),
         StepKind::VmRestore { vm: i } => vm::restore(vm(i), migration_timeout),
         StepKind::VmResume { vm: i } => vm::resume(vm(i)),
+        StepKind::VmShutdown { vm: i } => vm::shutdown(vm(i)),
+        StepKind::VmBoot { vm: i } => vm::boot(vm(i)),
         StepKind::Verify => match patch {
             Some(l) => (livepatch::verify(l), Vec::new()),
             None => (checks::verify(plan), Vec::new()),

@@ -7,7 +7,7 @@ use super::{
     path_str, qmp,
 };
 use crate::action::{Action, MigrationMemory, MigrationSide, shell_quote};
-use crate::plan::{MemoryMode, Vm, VmDriver};
+use crate::plan::{Handover, MemoryMode, Vm, VmDriver};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -256,6 +256,54 @@ pub(super) fn resume(vm: Option<&Vm>) -> Compiled {
             ],
             Vec::new(),
         ),
+        None => (Vec::new(), Vec::new()),
+    }
+}
+
+/// The socket, `restart` and shutdown timeout of a guest the plan restarts across the kexec.
+fn restarted(vm: Option<&Vm>) -> Option<(&Path, &[String], std::time::Duration)> {
+    match vm.map(|v| (&v.driver, v.handover)) {
+        Some((VmDriver::Qmp { socket, restart }, Handover::Restart { shutdown_timeout })) => {
+            Some((socket, restart, shutdown_timeout))
+        }
+        _ => None,
+    }
+}
+
+/// A fresh QEMU from the plan's `restart`, its socket answering and its guest running.
+fn cold_start(socket: &Path, restart: &[String]) -> Vec<Action> {
+    vec![
+        Action::Exec {
+            argv: restart.to_vec(),
+            timeout_ms: ms(RESTART_TIMEOUT),
+        },
+        Action::WaitForSocket {
+            path: socket.to_owned(),
+            timeout_ms: ms(SOCKET_TIMEOUT),
+        },
+        handshake(socket),
+        wait_running(socket),
+    ]
+}
+
+/// `vm:NAME:shutdown`: the guest powered off (ACPI, then `quit`); undone by starting it again.
+pub(super) fn shutdown(vm: Option<&Vm>) -> Compiled {
+    let Some((socket, restart, timeout)) = restarted(vm) else {
+        return (Vec::new(), Vec::new());
+    };
+    (
+        vec![Action::QmpPowerdown {
+            socket: socket.to_owned(),
+            timeout_ms: ms(timeout),
+        }],
+        cold_start(socket, restart),
+    )
+}
+
+/// `vm:NAME:boot`: the guest started again from scratch by its `restart`.
+pub(super) fn boot(vm: Option<&Vm>) -> Compiled {
+    match restarted(vm) {
+        Some((socket, restart, _)) => (cold_start(socket, restart), Vec::new()),
         None => (Vec::new(), Vec::new()),
     }
 }

@@ -34,7 +34,10 @@ impl Validator<'_> {
             };
             let memory_size = self.vm_memory_size(vm);
             let devices = self.vm_devices(vm, &name, &declared, &mut owners);
-            if let (true, Some(driver), Some(state)) = (name_ok, driver, state) {
+            let handover = self.vm_handover(vm, &name);
+            if let (true, Some(driver), Some(state), Some(handover)) =
+                (name_ok, driver, state, handover)
+            {
                 vms.push(Vm {
                     name,
                     driver,
@@ -45,6 +48,7 @@ impl Validator<'_> {
                         .map_or(MemoryMode::Copy, |m| *m.get_ref()),
                     memory_size,
                     devices,
+                    handover,
                 });
             }
         }
@@ -145,6 +149,55 @@ impl Validator<'_> {
                 })
             }
         }
+    }
+
+    /// `handover` and its `shutdown_timeout`: a restarted guest has no RAM to keep and needs QMP to be shut down.
+    fn vm_handover(&mut self, vm: &raw::RawVm, name: &str) -> Option<Handover> {
+        let restart = vm
+            .handover
+            .as_ref()
+            .filter(|h| *h.get_ref() == raw::Handover::Restart);
+        let Some(restart) = restart else {
+            if let Some(timeout) = &vm.shutdown_timeout {
+                self.push(
+                    Diagnostic::error(
+                        code::DRIVER_KEY,
+                        format!("vm \"{name}\" has `shutdown_timeout` but is saved, not restarted"),
+                    )
+                    .at(timeout.span(), "only used with handover = \"restart\"")
+                    .help("remove `shutdown_timeout`, or set `handover = \"restart\"`"),
+                );
+            }
+            return Some(Handover::Save);
+        };
+        let mut ok = true;
+        if vm.libvirt.is_some() {
+            self.push(
+                Diagnostic::error(
+                    code::DRIVER_KEY,
+                    "`handover = \"restart\"` needs the QMP driver",
+                )
+                .at(restart.span(), "not supported with libvirt")
+                .help("drive this VM over `qmp`, or let libvirt save it (remove `handover`)"),
+            );
+            ok = false;
+        }
+        if let Some(memory) = &vm.memory {
+            self.push(
+                Diagnostic::error(
+                    code::DRIVER_KEY,
+                    format!("vm \"{name}\" is restarted, so its RAM is not kept: `memory` has no meaning"),
+                )
+                .at(memory.span(), "a restarted guest boots with fresh RAM")
+                .help("remove `memory`, or remove `handover = \"restart\"` to save the guest"),
+            );
+            ok = false;
+        }
+        let shutdown_timeout = match &vm.shutdown_timeout {
+            Some(t) => self.duration(t, "vm.shutdown_timeout")?,
+            None => DEFAULT_SHUTDOWN_TIMEOUT,
+        };
+        ok.then_some(Handover::Restart { shutdown_timeout })
     }
 
     /// `memory_size`, which the downtime estimate uses.
