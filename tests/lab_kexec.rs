@@ -10,13 +10,13 @@
 
 use serde_json::Value;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 #[path = "support/lab.rs"]
 mod lab;
-use lab::Lab;
+use lab::{Journal, Lab, Run, assert_succeeded, console_time, read_lossy};
 
 impl Lab {
     /// Runs a scenario to completion (the guest powered off) and returns what it left behind.
@@ -29,12 +29,7 @@ impl Lab {
             .arg(&out)
             .output()
             .unwrap_or_else(|e| panic!("cannot run lab/scenario/run: {e}"));
-        let run = Run {
-            lab_dir: self.dir.clone(),
-            repo: self.repo.clone(),
-            out: out.clone(),
-            disk: out.join("disk.img"),
-        };
+        let run = Run::at(self, &out);
         eprintln!(
             "lab/scenario/run {name}: {:.1} s, {}",
             started.elapsed().as_secs_f64(),
@@ -42,104 +37,6 @@ impl Lab {
         );
         assert_succeeded(&output, &format!("lab/scenario/run {name}"));
         run
-    }
-}
-
-/// `what` (a lab script) exited 0, or a panic with its standard error.
-#[track_caller]
-fn assert_succeeded(output: &std::process::Output, what: &str) {
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Whatever fails while a run is in scope (an assertion, a missing file), the guest's console is printed with it.
-impl Drop for Run {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{}", self.consoles());
-        }
-    }
-}
-
-/// A console log as text: the serial console may carry bytes that are not UTF-8 (firmware output, a character cut
-/// in two by systemd's line truncation).
-fn read_lossy(path: &Path) -> Option<String> {
-    fs::read(path)
-        .ok()
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// One scenario's outputs: its directory, the guest's disk image, the console logs.
-struct Run {
-    lab_dir: PathBuf,
-    repo: PathBuf,
-    out: PathBuf,
-    disk: PathBuf,
-}
-
-impl Run {
-    /// The console logs of every boot of this run, for failure messages.
-    fn consoles(&self) -> String {
-        ["console.log", "console-2.log"]
-            .iter()
-            .filter_map(|name| {
-                let text = read_lossy(&self.out.join(name))?;
-                Some(format!("--- guest console {name}:\n{text}"))
-            })
-            .collect()
-    }
-
-    /// A file from the guest's disk; `None` when it does not exist.
-    fn file(&self, path: &str) -> Option<String> {
-        let output = Command::new(self.repo.join("lab/readdisk"))
-            .env("KUP_LAB_DIR", &self.lab_dir)
-            .arg(&self.disk)
-            .arg(path)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run lab/readdisk: {e}"));
-        match output.status.code() {
-            Some(0) => Some(String::from_utf8_lossy(&output.stdout).into_owned()),
-            Some(1) if String::from_utf8_lossy(&output.stderr).contains(path) => None,
-            _ => panic!(
-                "lab/readdisk {} {path} failed ({}): {}",
-                self.disk.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        }
-    }
-
-    /// A file the guest must have written.
-    fn must(&self, path: &str) -> String {
-        self.file(path)
-            .unwrap_or_else(|| panic!("the guest did not write {path} on its disk"))
-    }
-
-    /// The lines of [`Run::must`]'s file.
-    fn must_lines(&self, path: &str) -> Vec<String> {
-        self.must(path).lines().map(str::to_owned).collect()
-    }
-
-    /// A JSON file the guest must have written.
-    fn json(&self, path: &str) -> Value {
-        let text = self.must(path);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not JSON ({e}):\n{text}"))
-    }
-
-    /// The boots the guest recorded: (boot_id, kernel release) per boot, in order.
-    fn boots(&self) -> Vec<(String, String)> {
-        self.must("/lab/boots.log")
-            .lines()
-            .map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                assert_eq!(fields.len(), 3, "bad boots.log line {line:?}");
-                (fields[1].to_owned(), fields[2].to_owned())
-            })
-            .collect()
     }
 }
 
@@ -210,86 +107,6 @@ fn guest_validates_and_dry_runs_the_lab_plan() {
     );
     assert!(run.file("/lab/before-kexec.log").is_none());
     assert!(!Path::new(&run.out).join("console-2.log").exists());
-}
-
-/// An apply's journal (`<root>/<apply dir>/journal.jsonl`) as read back from the guest's disk.
-struct Journal {
-    records: Vec<Value>,
-}
-
-impl Journal {
-    /// The only apply journal under `/kup/journal` on the run's disk.
-    fn read(run: &Run) -> Journal {
-        Journal::read_from(run, "/kup/journal")
-    }
-
-    /// The only apply journal under `root` (`policy.journal`) on the run's disk.
-    fn read_from(run: &Run, root: &str) -> Journal {
-        let copy = run.out.join("journal-copy");
-        let _ = fs::remove_dir_all(&copy);
-        let output = Command::new(run.repo.join("lab/readdisk"))
-            .env("KUP_LAB_DIR", &run.lab_dir)
-            .arg(&run.disk)
-            .arg(root)
-            .arg(&copy)
-            .output()
-            .expect("lab/readdisk");
-        assert!(output.status.success(), "{output:?}");
-        let applies: Vec<PathBuf> = fs::read_dir(copy.join(Path::new(root).file_name().unwrap()))
-            .expect("the journal root was copied")
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.join("journal.jsonl").is_file())
-            .collect();
-        assert_eq!(
-            applies.len(),
-            1,
-            "expected exactly one apply journal, found {applies:?}"
-        );
-        let text = fs::read_to_string(applies[0].join("journal.jsonl")).unwrap();
-        let records = text
-            .lines()
-            .map(|line| {
-                serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("bad journal line ({e}): {line}"))
-            })
-            .collect();
-        Journal { records }
-    }
-
-    fn events(&self, event: &str) -> Vec<&Value> {
-        self.records
-            .iter()
-            .filter(|r| r["event"] == event)
-            .collect()
-    }
-
-    /// How many records of `event` name `step`.
-    fn count(&self, event: &str, step: &str) -> usize {
-        self.events(event)
-            .iter()
-            .filter(|r| r["step"] == step)
-            .count()
-    }
-
-    fn text(&self) -> String {
-        self.records
-            .iter()
-            .map(|r| format!("{r}\n"))
-            .collect::<String>()
-    }
-}
-
-/// The host's time stamp (seconds since QEMU started) of the first line of the run's console that contains `text`.
-fn console_time(run: &Run, text: &str) -> f64 {
-    let console = read_lossy(&run.out.join("console.log")).expect("console.log");
-    let line = console
-        .lines()
-        .find(|line| line.contains(text))
-        .unwrap_or_else(|| panic!("the console never showed {text:?}:\n{console}"));
-    line.strip_prefix("[+")
-        .and_then(|rest| rest.split_once(']'))
-        .and_then(|(stamp, _)| stamp.parse().ok())
-        .unwrap_or_else(|| panic!("no time stamp on {line:?}"))
 }
 
 /// The status JSON's steps as (id, state).
@@ -766,12 +583,7 @@ fn run_systemd_on(lab: &Lab, suite: &str, name: &str, args: &[&str]) -> Run {
         started.elapsed().as_secs_f64(),
         output.status
     );
-    let run = Run {
-        lab_dir: lab.dir.clone(),
-        repo: lab.repo.clone(),
-        out: out.clone(),
-        disk: out.join("disk.img"),
-    };
+    let run = Run::at(lab, &out);
     assert_succeeded(&output, "lab/scenario/run-systemd");
     run
 }

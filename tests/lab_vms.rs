@@ -1,0 +1,216 @@
+//! The whole promise in one test: real QEMU guests inside a lab host survive its kexec into a newer kernel. The lab
+//! host (`lab/scenario/run-vmhost`: a q35 QEMU 10 machine with an emulated IOMMU, persistent memory carved by
+//! `memmap=`, a spare PCI device, systemd and QEMU 10 in its root file system) runs two guests in
+//! `qemu@NAME.service`: `dax` with its RAM in a `share=on` file on ext4 `-o dax` on `/dev/pmem0` (saved with
+//! cpr-reboot: device state only), `copy` with plain RAM (copied into its state file). Each holds a 64 MiB random
+//! pattern made on this machine; `kup plan apply` in the lab host kexecs it from 6.1 into the new kernel, and
+//! `kup-resume.service` restores both guests, whose RAM is then read back and compared with the pattern's digest
+//! kept here.
+//!
+//! Needs `lab/setup` (and root for the root file system's debootstrap, cached under `target/lab/rootfs/`). A lab
+//! that is not set up fails these tests: a silently skipped lab proves nothing.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+#[path = "support/lab.rs"]
+mod lab;
+use lab::{Journal, Lab, Run, assert_succeeded};
+
+/// The guests of the lab host, as its plan names them.
+const GUESTS: [&str; 2] = ["dax", "copy"];
+/// The spare PCI device the plan hands to vfio-pci.
+const SPARE: &str = "0000:00:06.0";
+
+/// Runs `lab/scenario/run-vmhost` with `args` into `target/lab/runs/NAME`.
+fn run_vmhost(lab: &Lab, name: &str, args: &[&str]) -> Run {
+    let out = lab.dir.join("runs").join(name);
+    let started = Instant::now();
+    let output = lab
+        .script("scenario/run-vmhost")
+        .args(["--quiet", "--retry", "1"])
+        .args(args)
+        .arg(&out)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run lab/scenario/run-vmhost: {e}"));
+    eprintln!(
+        "lab/scenario/run-vmhost {args:?}: {:.1} s, {}",
+        started.elapsed().as_secs_f64(),
+        output.status
+    );
+    let run = Run::at(lab, &out);
+    assert_succeeded(&output, "lab/scenario/run-vmhost");
+    run
+}
+
+/// A `KEY VALUE…` file the lab host's driver wrote (`/var/lib/kup-lab/NAME`), as a map.
+fn fields(run: &Run, name: &str) -> BTreeMap<String, String> {
+    run.must(&format!("/var/lib/kup-lab/{name}"))
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// The patterns' digests, as this machine computed them when it made them.
+fn patterns(run: &Run) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(run.out.join("patterns.sha256")).expect("patterns.sha256");
+    text.lines()
+        .filter_map(|line| line.split_once("  "))
+        .map(|(sum, file)| {
+            let guest = file.trim_start_matches("pattern-").trim_end_matches(".bin");
+            (guest.to_owned(), sum.to_owned())
+        })
+        .collect()
+}
+
+/// The lab host's boots: (boot_id, release) in order.
+fn boots(run: &Run) -> Vec<(String, String)> {
+    run.must_lines("/var/lib/kup-lab/boots.log")
+        .iter()
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(f.len(), 3, "bad boots.log line {line:?}");
+            (f[1].to_owned(), f[2].to_owned())
+        })
+        .collect()
+}
+
+/// The status JSON's state of step `id`.
+fn step_state<'a>(status: &'a Value, id: &str) -> &'a Value {
+    status["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["id"] == id))
+        .map(|s| &s["state"])
+        .unwrap_or_else(|| panic!("no step {id} in {status:#}"))
+}
+
+/// The size the journal recorded for the state file `vm:NAME:save` committed.
+fn committed_bytes(journal: &Journal, guest: &str) -> u64 {
+    let done = journal.events("step-done");
+    let save = done
+        .iter()
+        .find(|r| r["step"] == format!("vm:{guest}:save"))
+        .unwrap_or_else(|| panic!("vm:{guest}:save never finished:\n{}", journal.text()));
+    save["outputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|o| {
+            let path = o.get("path")?.as_str()?;
+            path.ends_with("/vmstate")
+                .then(|| o.get("size")?.as_u64())?
+        })
+        .unwrap_or_else(|| panic!("vm:{guest}:save committed no state file: {save}"))
+}
+
+/// The flagship: two guests, one with its RAM in persistent memory, carried across a real kexec from 6.1 into the
+/// new kernel; both come back in new QEMU processes with their RAM byte-identical, and the dax guest's RAM was
+/// never copied.
+#[test]
+fn guests_inside_the_lab_host_survive_its_kexec_into_the_new_kernel() {
+    let lab = Lab::get();
+    let run = run_vmhost(&lab, "vmhost", &[]);
+    let boots = boots(&run);
+    assert_eq!(boots.len(), 2, "two boots of the lab host: {boots:?}");
+    assert_ne!(boots[0].0, boots[1].0, "the kexec started a new boot");
+    assert_eq!(boots[0].1, lab.kernel_version());
+    assert_eq!(boots[1].1, lab.new_kernel_version());
+    let cmdline = run.must("/var/lib/kup-lab/cmdline.2");
+    for kept in ["memmap=256M!1536M", "intel_iommu=on", "cpuhp.parallel=1"] {
+        assert!(
+            cmdline.contains(kept),
+            "new command line lacks {kept}: {cmdline}"
+        );
+    }
+    // The pmem file system came back, mounted with DAX, on the new kernel.
+    let pmem = run.must("/var/lib/kup-lab/pmem.2");
+    assert!(
+        pmem.contains("/dev/pmem0 /mnt/pmem ext4") && pmem.contains("dax"),
+        "{pmem}"
+    );
+
+    let status = run.json("/var/lib/kup-lab/status.json");
+    let sums = patterns(&run);
+    for guest in GUESTS {
+        let before = fields(&run, &format!("guest-{guest}.1"));
+        let after = fields(&run, &format!("guest-{guest}.2"));
+        assert_eq!(
+            before["sha256"], sums[guest],
+            "{guest}: the pattern was written"
+        );
+        assert_eq!(
+            after["sha256"], sums[guest],
+            "{guest}: RAM byte-identical after the kexec"
+        );
+        assert_eq!(after["status"], "running", "{guest} runs on the new kernel");
+        assert!(after["unit"].ends_with("active"), "{guest}: {after:?}");
+        for step in ["restore", "resume"] {
+            assert_eq!(*step_state(&status, &format!("vm:{guest}:{step}")), "done");
+        }
+    }
+    assert_eq!(status["state"], "completed", "{status:#}");
+    assert_eq!(
+        status["kexec"]["to_release"],
+        lab.new_kernel_version().as_str()
+    );
+
+    // cpr-reboot: the dax guest's state is its devices only; the copy guest's holds its RAM.
+    let journal = Journal::read_from(&run, "/var/lib/kup");
+    let dax = committed_bytes(&journal, "dax");
+    let copy = committed_bytes(&journal, "copy");
+    assert!(
+        dax < 4 << 20,
+        "the dax guest's state file holds device state only: {dax} bytes"
+    );
+    assert!(
+        copy > 64 << 20,
+        "the copy guest's state file holds its RAM: {copy} bytes"
+    );
+
+    // The spare device: bound to vfio-pci before the update, to nvme again by the new kernel, rebound by kup.
+    let pci = fields(&run, "pci.1");
+    assert_eq!(pci["before-bind"], "nvme");
+    assert_eq!(pci["after-bind"], "vfio-pci");
+    assert_eq!(
+        fields(&run, "pci.2")["now"],
+        "vfio-pci",
+        "kup rebound {SPARE}"
+    );
+}
+
+/// A power cut right after the kexec record: the lab host boots cold, its pmem region blank. `kup plan resume`
+/// restores the copy guest from its state file and refuses the dax guest, whose RAM is gone, keeping its state.
+#[test]
+fn after_a_power_cut_the_dax_guest_is_refused_and_the_copy_guest_restored() {
+    let lab = Lab::get();
+    let run = run_vmhost(&lab, "vmhost-power-cut", &["--power-cut"]);
+    let boots = boots(&run);
+    assert_eq!(boots.len(), 2, "{boots:?}");
+    assert_eq!(
+        boots[1].1,
+        lab.kernel_version(),
+        "the cold boot is the old kernel"
+    );
+    assert_eq!(run.must("/var/lib/kup-lab/pmem.2").trim(), "unmounted");
+
+    let status = run.json("/var/lib/kup-lab/status.json");
+    assert_eq!(status["state"], "failed", "{status:#}");
+    assert_eq!(*step_state(&status, "kexec"), "failed");
+    assert_eq!(*step_state(&status, "vm:copy:restore"), "done");
+    assert_eq!(*step_state(&status, "vm:copy:resume"), "done");
+    assert_eq!(*step_state(&status, "vm:dax:restore"), "failed");
+    let copy = fields(&run, "guest-copy.2");
+    assert_eq!(copy["sha256"], patterns(&run)["copy"], "copy guest intact");
+    assert_eq!(copy["status"], "running");
+    let dax = fields(&run, "guest-dax.2");
+    assert_ne!(
+        dax["status"], "running",
+        "the dax guest must not run on garbage: {dax:?}"
+    );
+    assert!(
+        run.file("/var/lib/kup/vms/dax/vmstate").is_some(),
+        "the dax guest's state file is kept"
+    );
+}
