@@ -12,31 +12,16 @@ use serde_json::Value;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 
 #[path = "support/lab.rs"]
 mod lab;
-use lab::{Journal, Lab, Run, assert_succeeded, console_time, read_lossy};
+use lab::{Journal, Lab, Run, console_time, read_lossy};
 
 impl Lab {
     /// Runs a scenario to completion (the guest powered off) and returns what it left behind.
     fn scenario(&self, name: &str) -> Run {
-        let out = self.dir.join("runs").join(name);
-        let started = Instant::now();
-        let output = self
-            .script("scenario/run")
-            .args(["--quiet", "--timeout", "120", "--retry", "1", name])
-            .arg(&out)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run lab/scenario/run: {e}"));
-        let run = Run::at(self, &out);
-        eprintln!(
-            "lab/scenario/run {name}: {:.1} s, {}",
-            started.elapsed().as_secs_f64(),
-            output.status
-        );
-        assert_succeeded(&output, &format!("lab/scenario/run {name}"));
-        run
+        let args = ["--quiet", "--timeout", "120", "--retry", "1", name];
+        self.run_into("scenario/run", &[], &args, name)
     }
 }
 
@@ -568,24 +553,14 @@ fn run_systemd(lab: &Lab, name: &str, args: &[&str]) -> Run {
 /// `run_systemd` with a root file system of the Debian `suite` (`KUP_LAB_ROOTFS_SUITE`, built and cached by
 /// `lab/mkrootfs` on first use).
 fn run_systemd_on(lab: &Lab, suite: &str, name: &str, args: &[&str]) -> Run {
-    let out = lab.dir.join("runs").join(name);
-    let started = Instant::now();
-    let output = lab
-        .script("scenario/run-systemd")
-        .env("KUP_LAB_ROOTFS_SUITE", suite)
-        .args(["--quiet", "--timeout", "300", "--retry", "1"])
-        .args(args)
-        .arg(&out)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run lab/scenario/run-systemd: {e}"));
-    eprintln!(
-        "lab/scenario/run-systemd {args:?}: {:.1} s, {}",
-        started.elapsed().as_secs_f64(),
-        output.status
-    );
-    let run = Run::at(lab, &out);
-    assert_succeeded(&output, "lab/scenario/run-systemd");
-    run
+    let mut all = vec!["--quiet", "--timeout", "300", "--retry", "1"];
+    all.extend_from_slice(args);
+    lab.run_into(
+        "scenario/run-systemd",
+        &[("KUP_LAB_ROOTFS_SUITE", suite)],
+        &all,
+        name,
+    )
 }
 
 /// How the systemd guest's kexec was to execute (`policy.kexec`).

@@ -12,11 +12,10 @@
 
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 #[path = "support/lab.rs"]
 mod lab;
-use lab::{Journal, Lab, Run, assert_succeeded};
+use lab::{Journal, Lab, Run};
 
 /// The guests of the lab host, as its plan names them.
 const GUESTS: [&str; 2] = ["dax", "copy"];
@@ -25,23 +24,9 @@ const SPARE: &str = "0000:00:06.0";
 
 /// Runs `lab/scenario/run-vmhost` with `args` into `target/lab/runs/NAME`.
 fn run_vmhost(lab: &Lab, name: &str, args: &[&str]) -> Run {
-    let out = lab.dir.join("runs").join(name);
-    let started = Instant::now();
-    let output = lab
-        .script("scenario/run-vmhost")
-        .args(["--quiet", "--retry", "1"])
-        .args(args)
-        .arg(&out)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run lab/scenario/run-vmhost: {e}"));
-    eprintln!(
-        "lab/scenario/run-vmhost {args:?}: {:.1} s, {}",
-        started.elapsed().as_secs_f64(),
-        output.status
-    );
-    let run = Run::at(lab, &out);
-    assert_succeeded(&output, "lab/scenario/run-vmhost");
-    run
+    let mut all = vec!["--quiet", "--retry", "1"];
+    all.extend_from_slice(args);
+    lab.run_into("scenario/run-vmhost", &[], &all, name)
 }
 
 /// A `KEY VALUE…` file the lab host's driver wrote (`/var/lib/kup-lab/NAME`), as a map.
@@ -61,18 +46,6 @@ fn patterns(run: &Run) -> BTreeMap<String, String> {
         .map(|(sum, file)| {
             let guest = file.trim_start_matches("pattern-").trim_end_matches(".bin");
             (guest.to_owned(), sum.to_owned())
-        })
-        .collect()
-}
-
-/// The lab host's boots: (boot_id, release) in order.
-fn boots(run: &Run) -> Vec<(String, String)> {
-    run.must_lines("/var/lib/kup-lab/boots.log")
-        .iter()
-        .map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            assert_eq!(f.len(), 3, "bad boots.log line {line:?}");
-            (f[1].to_owned(), f[2].to_owned())
         })
         .collect()
 }
@@ -112,7 +85,7 @@ fn committed_bytes(journal: &Journal, guest: &str) -> u64 {
 fn guests_inside_the_lab_host_survive_its_kexec_into_the_new_kernel() {
     let lab = Lab::get();
     let run = run_vmhost(&lab, "vmhost", &[]);
-    let boots = boots(&run);
+    let boots = run.boots_in("/var/lib/kup-lab/boots.log");
     assert_eq!(boots.len(), 2, "two boots of the lab host: {boots:?}");
     assert_ne!(boots[0].0, boots[1].0, "the kexec started a new boot");
     assert_eq!(boots[0].1, lab.kernel_version());
@@ -186,7 +159,7 @@ fn guests_inside_the_lab_host_survive_its_kexec_into_the_new_kernel() {
 fn after_a_power_cut_the_dax_guest_is_refused_and_the_copy_guest_restored() {
     let lab = Lab::get();
     let run = run_vmhost(&lab, "vmhost-power-cut", &["--power-cut"]);
-    let boots = boots(&run);
+    let boots = run.boots_in("/var/lib/kup-lab/boots.log");
     assert_eq!(boots.len(), 2, "{boots:?}");
     assert_eq!(
         boots[1].1,

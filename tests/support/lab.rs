@@ -163,7 +163,12 @@ impl Run {
 
     /// The boots the guest recorded: (boot_id, kernel release) per boot, in order.
     pub fn boots(&self) -> Vec<(String, String)> {
-        self.must("/lab/boots.log")
+        self.boots_in("/lab/boots.log")
+    }
+
+    /// [`Run::boots`] from the `boots.log` at `path` (the systemd guests keep theirs in `/var/lib/kup-lab/`).
+    pub fn boots_in(&self, path: &str) -> Vec<(String, String)> {
+        self.must(path)
             .lines()
             .map(|line| {
                 let fields: Vec<&str> = line.split_whitespace().collect();
@@ -171,6 +176,30 @@ impl Run {
                 (fields[1].to_owned(), fields[2].to_owned())
             })
             .collect()
+    }
+}
+
+impl Lab {
+    /// Runs the lab script `script` (`scenario/run-systemd`, …) with `env`, `args` and `runs/NAME` as its output
+    /// directory, and returns what it left there; a script that fails fails the test with its standard error.
+    pub fn run_into(&self, script: &str, env: &[(&str, &str)], args: &[&str], name: &str) -> Run {
+        let out = self.dir.join("runs").join(name);
+        let started = std::time::Instant::now();
+        let output = self
+            .script(script)
+            .envs(env.iter().copied())
+            .args(args)
+            .arg(&out)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run lab/{script}: {e}"));
+        eprintln!(
+            "lab/{script} {args:?}: {:.1} s, {}",
+            started.elapsed().as_secs_f64(),
+            output.status
+        );
+        let run = Run::at(self, &out);
+        assert_succeeded(&output, &format!("lab/{script}"));
+        run
     }
 }
 
