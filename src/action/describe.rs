@@ -266,7 +266,8 @@ fn describe_bind(
     peers: &[String],
     timeout_ms: u64,
 ) -> String {
-    // Spelt out on every line (not a `/sys/…` string of its own): only `host` names sysfs paths as paths.
+    // Each path is spelt out inside its line, never a string of its own: outside `host`, tests/architecture.rs
+    // allows no string that starts with a sysfs path.
     let mut lines = vec![
         format!(
             "bind PCI device {address} to {driver:?}; nothing is written when its driver is {driver:?} already:"
@@ -294,8 +295,9 @@ fn describe_bind(
             )
         };
         lines.push(format!(
-            "check its IOMMU group: /sys/bus/pci/devices/{address}/iommu_group exists, so does /dev/vfio/GROUP, and every other device of \
-             the group is bound to vfio-pci, pci-stub or pcieport, or to no driver{except}"
+            "check its IOMMU group: /sys/bus/pci/devices/{address}/iommu_group exists, so does \
+             /dev/vfio/GROUP, and every other device of the group is bound to vfio-pci, pci-stub or pcieport, \
+             or to no driver{except}"
         ));
     }
     lines.join("\n       ")
