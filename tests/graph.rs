@@ -133,6 +133,53 @@ fn custom_steps_of_the_shipped_plans_sit_where_they_say() {
 }
 
 #[test]
+fn a_vfio_device_is_bound_after_the_kexec_before_its_guest_is_restored() {
+    let (plan, graph) = load(&PathBuf::from("plans/multi-vm-vfio-spdk.toml"));
+    let bind = "pci:0000:3b:00.0:bind";
+    assert_eq!(graph.step(bind).unwrap().phase, Phase::After);
+    assert_eq!(graph.after(bind), ["kexec"]);
+    // db-1 owns the device: its QEMU opens it, so its restore waits for the bind; the other guests do not.
+    assert_eq!(graph.after("vm:db-1:restore"), [bind]);
+    assert!(!graph.depends_on("vm:db-2:restore", bind));
+    assert!(!graph.depends_on("vm:monitor:restore", bind));
+    assert!(graph.depends_on("verify", bind));
+    // db-1's downtime includes the bind: db-2, alike but for the device, is that much shorter.
+    let schedule = graph.schedule();
+    let down = |vm: &str| {
+        schedule
+            .vm_downtime
+            .iter()
+            .find(|(n, _)| n == vm)
+            .unwrap()
+            .1
+    };
+    assert_eq!(
+        down("db-1") - down("db-2"),
+        graph.step(bind).unwrap().estimate
+    );
+    // The dry run shows the exact writes, in order.
+    let program = kup::graph::compile(&plan, &graph, "root=/dev/sda1");
+    let step = program.steps.iter().find(|s| s.id == bind).unwrap();
+    let shown = step.actions[0].describe();
+    let order = [
+        "echo vfio-pci > /sys/bus/pci/devices/0000:3b:00.0/driver_override",
+        "echo 0000:3b:00.0 > /sys/bus/pci/devices/0000:3b:00.0/driver/unbind",
+        "echo 0000:3b:00.0 > /sys/bus/pci/drivers_probe",
+        "wait until /sys/bus/pci/devices/0000:3b:00.0/driver names vfio-pci",
+        "check its IOMMU group",
+    ];
+    let at: Vec<usize> = order
+        .iter()
+        .map(|line| {
+            shown
+                .find(line)
+                .unwrap_or_else(|| panic!("{line}: {shown}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{shown}");
+}
+
+#[test]
 fn shipped_plans_are_within_their_budgets() {
     for path in shipped_plans() {
         let (plan, graph) = load(&path);
@@ -210,6 +257,9 @@ impl Gen {
         let mut out = vec![("preflight".to_owned(), 1), ("kernel:load".to_owned(), 3)];
         for p in 0..self.pci {
             out.push((format!("pci:0000:0{p}:00.0:check"), 3));
+        }
+        for p in 0..self.pci {
+            out.push((format!("pci:0000:0{p}:00.0:bind"), 15));
         }
         for v in 0..self.vms.len() {
             out.push((format!("vm:v{v}:pause"), 5));

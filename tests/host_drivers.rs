@@ -397,7 +397,7 @@ fn a_failing_or_hanging_hook_fails_its_step() {
 const PCI: &str = "[[pci]]\naddress = \"0000:3B:00.0\"\n";
 
 #[test]
-fn pci_devices_are_checked_in_preflight_after_kexec_and_in_verify() {
+fn pci_devices_are_checked_in_preflight_before_the_kexec_and_in_verify() {
     let p = program(&format!("{KERNEL}{PCI}"));
     let expected = Action::CheckPci {
         address: "0000:3b:00.0".into(),

@@ -143,6 +143,14 @@ impl Action {
                 "check /sys/bus/pci/devices/{address}: driver is {driver:?}{}",
                 if *iommu { ", in an IOMMU group" } else { "" }
             ),
+            Action::BindPci {
+                address,
+                driver,
+                load,
+                iommu,
+                peers,
+                timeout_ms,
+            } => describe_bind(address, driver, load, *iommu, peers, *timeout_ms),
             Action::CheckOutput {
                 argv,
                 expect,
@@ -253,6 +261,52 @@ impl Action {
             ),
         }
     }
+}
+
+/// The exact sysfs writes of a [`Action::BindPci`], one per line, in the order they are made.
+fn describe_bind(
+    address: &str,
+    driver: &str,
+    load: &[String],
+    iommu: bool,
+    peers: &[String],
+    timeout_ms: u64,
+) -> String {
+    // Each path is spelt out inside its line, never a string of its own: outside `host`, tests/architecture.rs
+    // allows no string that starts with a sysfs path.
+    let mut lines = vec![
+        format!(
+            "bind PCI device {address} to {driver:?}; nothing is written when its driver is {driver:?} already:"
+        ),
+        format!(
+            "if /sys/bus/pci/drivers/{driver} is missing: exec {} (timeout {timeout_ms} ms)",
+            shell_words(load)
+        ),
+        format!("echo {driver} > /sys/bus/pci/devices/{address}/driver_override"),
+        format!(
+            "echo {address} > /sys/bus/pci/devices/{address}/driver/unbind (only when bound to another driver)"
+        ),
+        format!("echo {address} > /sys/bus/pci/drivers_probe"),
+        format!(
+            "wait until /sys/bus/pci/devices/{address}/driver names {driver} (timeout {timeout_ms} ms)"
+        ),
+    ];
+    if iommu {
+        let except = if peers.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} excepted: their own steps bind them)",
+                peers.join(", ")
+            )
+        };
+        lines.push(format!(
+            "check its IOMMU group: /sys/bus/pci/devices/{address}/iommu_group exists, so does \
+             /dev/vfio/GROUP, and every other device of the group is bound to vfio-pci, pci-stub or pcieport, \
+             or to no driver{except}"
+        ));
+    }
+    lines.join("\n       ")
 }
 
 /// The QMP message as it goes on the wire, `execute` first as in QEMU's documentation.

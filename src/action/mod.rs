@@ -14,7 +14,7 @@ pub(crate) use describe::qmp_message;
 pub use migration::{QemuOffer, choose, setup_commands, undo_commands};
 pub use output::{
     ActionFailure, ActionOutput, FileCommitted, LivepatchModule, LivepatchState, MemoryBackend,
-    MigrationBefore, MigrationChoice, PciDevice, TargetKernel,
+    MigrationBefore, MigrationChoice, PciBinding, PciDevice, SysfsWrite, TargetKernel,
 };
 pub use quote::shell_quote;
 
@@ -176,6 +176,28 @@ pub enum Action {
         driver: String,
         /// Whether it must be in an IOMMU group.
         iommu: bool,
+    },
+    /// Bind a PCI device to `driver` the way the kernel documents it (Documentation/ABI/testing/sysfs-bus-pci,
+    /// `driver_override`), for a device the new kernel gave to its default driver: nothing is written when it is
+    /// bound to `driver` already; else `load` runs when `/sys/bus/pci/drivers/DRIVER` is missing, then
+    /// `driver_override` ← `driver`, `driver/unbind` ← `address` when it is bound elsewhere,
+    /// `/sys/bus/pci/drivers_probe` ← `address`, and a wait until its `driver` link names `driver`. With `iommu`
+    /// (vfio-pci), then its IOMMU group: `/dev/vfio/GROUP` exists and no other device of the group is bound to a
+    /// driver VFIO cannot share a group with.
+    BindPci {
+        /// PCI address, `DDDD:BB:DD.F`.
+        address: String,
+        /// The driver it must end up bound to (`vfio-pci`).
+        driver: String,
+        /// What loads the driver when it is not registered: `modprobe DRIVER`.
+        load: Vec<String>,
+        /// Whether its IOMMU group must be usable by VFIO.
+        iommu: bool,
+        /// The other vfio-pci devices of the guest that owns this one: bound by their own steps (which check the
+        /// group again), so not offenders in this device's group while still bound elsewhere.
+        peers: Vec<String>,
+        /// Limit for `load`, and for the driver to take the device after `drivers_probe`, in ms.
+        timeout_ms: u64,
     },
     /// Run a program and compare its trimmed stdout with one of `expect`, whatever its exit status
     /// (`systemctl is-active` exits 3 when it prints `inactive`).

@@ -89,6 +89,8 @@ pub enum ActionOutput {
     },
     /// A PCI device as found.
     Pci(PciDevice),
+    /// A PCI device bound to the plan's driver (or found bound to it).
+    PciBound(PciBinding),
     /// A state file deleted once its guest ran again.
     Removed {
         /// Whether there was one.
@@ -229,6 +231,37 @@ pub struct PciDevice {
     pub(crate) driver: String,
     /// Its IOMMU group, when it has one.
     pub iommu_group: Option<String>,
+}
+
+/// A PCI device as [`crate::action::Action::BindPci`] left it: after a kexec, `driver_before` is what the new
+/// kernel bound it to and `driver_after` what the guest's restore finds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PciBinding {
+    /// Its address, `0000:3b:00.0`.
+    pub address: String,
+    /// `vendor:device`.
+    pub id: String,
+    /// The driver it was bound to when the action began; `None`: no driver.
+    pub driver_before: Option<String>,
+    /// The driver it is bound to now: the plan's.
+    pub driver_after: String,
+    /// Its IOMMU group, when it has one (always, for vfio-pci).
+    pub iommu_group: Option<String>,
+    /// Whether the driver's module had to be loaded first.
+    pub loaded_module: bool,
+    /// The sysfs writes made, in order; none when it was bound as planned already.
+    pub writes: Vec<SysfsWrite>,
+    /// How long the driver took to take the device after `drivers_probe` was written.
+    pub waited_ms: u64,
+}
+
+/// One write to a sysfs attribute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SysfsWrite {
+    /// The attribute, as on the host (`/sys/bus/pci/drivers_probe`).
+    pub path: String,
+    /// What was written (no newline).
+    pub value: String,
 }
 
 /// Why a step's actions stopped: which action, and what went wrong, in words an operator can act on.

@@ -180,16 +180,32 @@ impl StepGraph {
         for &c in &checks {
             self.edge(c, kexec);
         }
-        let mut finals = Vec::new();
+        // The new kernel bound each device to its default driver at boot: it is bound as planned again before the
+        // guest that owns it is restored (its QEMU opens the device), and before `verify` checks it.
+        let binds: Vec<NodeIndex> = (0..plan.pci.len())
+            .map(|pci| self.add_after(plan, StepKind::PciBind { pci }, &[kexec]))
+            .collect();
+        let mut finals = binds.clone();
         for app in 0..plan.apps.len() {
             finals.push(self.add_after(plan, StepKind::AppRestore { app }, &[kexec]));
         }
         for (vm, guest) in plan.vms.iter().enumerate() {
+            // A device goes back to its planned driver before the guest that owns it comes back.
+            let after_binds = |this: &mut Self, node| {
+                for address in &guest.devices {
+                    if let Some(j) = plan.pci.iter().position(|d| &d.address == address) {
+                        this.edge(binds[j], node);
+                    }
+                }
+            };
             if guest.restarts() {
-                finals.push(self.add_after(plan, StepKind::VmBoot { vm }, &[kexec]));
+                let boot = self.add_after(plan, StepKind::VmBoot { vm }, &[kexec]);
+                after_binds(self, boot);
+                finals.push(boot);
                 continue;
             }
             let restore = self.add_after(plan, StepKind::VmRestore { vm }, &[kexec]);
+            after_binds(self, restore);
             finals.push(self.add_after(plan, StepKind::VmResume { vm }, &[restore]));
         }
         self.add_after(plan, StepKind::Verify, or(&finals, &[kexec]));

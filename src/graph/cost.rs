@@ -41,6 +41,10 @@ pub(crate) const LIBVIRT_OVERHEAD: Duration = ms(500);
 pub(crate) const LIBVIRT_RESUME: Duration = ms(50);
 /// Reading a PCI device's driver binding from sysfs.
 pub(crate) const PCI_CHECK: Duration = ms(10);
+/// Binding a device to its driver again on the new kernel: the old driver's unbind (an NVMe controller's
+/// shutdown), `modprobe vfio-pci`, the probe. Not measured yet (the lab has no device to pass through), so rounded
+/// up generously: an unbind that flushes a drive can take hundreds of ms.
+pub(crate) const PCI_BIND: Duration = ms(500);
 /// `sync(2)` after the state files were written; they were written with the page cache, so this flushes them.
 pub(crate) const SYNC: Duration = ms(500);
 /// `systemctl isolate` (measured ~2.3 s to rescue.target).
@@ -113,6 +117,7 @@ pub(crate) fn estimate(plan: &Plan, kind: &StepKind) -> Estimate {
         StepKind::Preflight => Estimate::fixed(PREFLIGHT),
         StepKind::KernelLoad => Estimate::fixed(KERNEL_LOAD),
         StepKind::PciCheck { .. } => Estimate::fixed(PCI_CHECK),
+        StepKind::PciBind { .. } => Estimate::fixed(PCI_BIND),
         StepKind::Sync => Estimate::fixed(SYNC),
         StepKind::Isolate => Estimate::fixed(ISOLATE),
         StepKind::Kexec => Estimate::fixed(KEXEC),

@@ -85,6 +85,10 @@ pub(crate) enum StepKind {
     PciCheck {
         pci: usize,
     },
+    /// `pci:ADDR:bind`: after the kexec, before the restore of the guest that owns the device.
+    PciBind {
+        pci: usize,
+    },
     Sync,
     Isolate,
     Kexec,
@@ -124,6 +128,12 @@ impl StepKind {
                 .map(|l| l.name.clone())
                 .unwrap_or_default()
         };
+        let address = |i: usize| {
+            plan.pci
+                .get(i)
+                .map(|d| d.address.to_string())
+                .unwrap_or_default()
+        };
         match *self {
             StepKind::Preflight => StepId::Preflight,
             StepKind::KernelLoad => StepId::KernelLoad,
@@ -131,11 +141,10 @@ impl StepKind {
             StepKind::VmSave { vm: i } => StepId::VmSave { vm: vm(i) },
             StepKind::AppSave { app: i } => StepId::AppSave { app: app(i) },
             StepKind::PciCheck { pci } => StepId::PciCheck {
-                address: plan
-                    .pci
-                    .get(pci)
-                    .map(|d| d.address.to_string())
-                    .unwrap_or_default(),
+                address: address(pci),
+            },
+            StepKind::PciBind { pci } => StepId::PciBind {
+                address: address(pci),
             },
             StepKind::Sync => StepId::Sync,
             StepKind::Isolate => StepId::Isolate,
@@ -166,6 +175,7 @@ impl StepKind {
         match self {
             StepKind::Kexec => Phase::Kexec,
             StepKind::AppRestore { .. }
+            | StepKind::PciBind { .. }
             | StepKind::VmRestore { .. }
             | StepKind::VmResume { .. }
             | StepKind::VmBoot { .. }
@@ -415,6 +425,44 @@ state = "/var/lib/kup/state/db"
             g.after("vm:db:pause"),
             ["kernel:load", "pci:0000:3b:00.0:check"]
         );
+    }
+
+    #[test]
+    fn a_device_is_bound_after_the_kexec_before_its_guest_is_restored() {
+        let text = format!(
+            "{HEAD}devices = [\"0000:3b:00.0\"]\n\
+             [[vm]]\nname = \"web\"\nlibvirt = \"web\"\nstate = \"/var/lib/kup/state/web\"\n\
+             [[pci]]\naddress = \"0000:3b:00.0\"\n[[pci]]\naddress = \"0000:af:00.0\"\ndriver = \"nvme\"\n"
+        );
+        let loaded = crate::check::check("t.toml", text.as_bytes());
+        let g = StepGraph::build(&loaded.plan.unwrap()).unwrap();
+        assert_placed(
+            &g,
+            ("pci:0000:3b:00.0:bind", Phase::After),
+            &[("pci:0000:3b:00.0:bind", "kexec")],
+        );
+        assert_eq!(g.after("pci:0000:3b:00.0:bind"), ["kexec"]);
+        // (kexec → vm:db:restore is implied through the bind, and dropped.)
+        assert_eq!(g.after("vm:db:restore"), ["pci:0000:3b:00.0:bind"]);
+        // Another guest does not wait for a device it does not own.
+        assert_eq!(g.after("vm:web:restore"), ["kexec"]);
+        // A device no guest owns is still bound, and checked by verify after its bind.
+        assert_eq!(g.after("pci:0000:af:00.0:bind"), ["kexec"]);
+        assert!(g.after("verify").contains(&&StepId::PciBind {
+            address: "0000:af:00.0".into()
+        }));
+        assert!(g.depends_on("verify", "pci:0000:3b:00.0:bind"));
+        // The guest's downtime includes the bind; the other guest's does not.
+        let schedule = g.schedule();
+        let down = |vm: &str| {
+            schedule
+                .vm_downtime
+                .iter()
+                .find(|(n, _)| n == vm)
+                .unwrap()
+                .1
+        };
+        assert_eq!(down("db") - down("web"), cost::PCI_BIND);
     }
 
     #[test]

@@ -21,6 +21,11 @@ pub enum StepId {
         /// The device's PCI address.
         address: String,
     },
+    /// `pci:ADDRESS:bind`: after the kexec, the device bound to the plan's driver again.
+    PciBind {
+        /// The device's PCI address.
+        address: String,
+    },
     /// `vm:NAME:pause`.
     VmPause {
         /// The guest's plan name.
@@ -99,6 +104,8 @@ impl StepId {
         use StepId::*;
         match self {
             Preflight | KernelLoad | PciCheck { .. } | Sync | Isolate | Verify => Some(true),
+            // A device bound as planned is left alone: nothing is written the second time.
+            PciBind { .. } => Some(true),
             VmPause { .. } | VmResume { .. } | VmSave { .. } => Some(true),
             // A shutdown of a guest that is already gone is a no-op; a boot repeated would start a second QEMU.
             VmShutdown { .. } => Some(true),
@@ -135,6 +142,7 @@ impl StepId {
             StepId::Preflight => Borrowed("preflight"),
             StepId::KernelLoad => Borrowed("kernel:load"),
             StepId::PciCheck { address } => Owned(format!("pci:{address}:check")),
+            StepId::PciBind { address } => Owned(format!("pci:{address}:bind")),
             StepId::VmPause { vm } => Owned(format!("vm:{vm}:pause")),
             StepId::VmSave { vm } => Owned(format!("vm:{vm}:save")),
             StepId::VmShutdown { vm } => Owned(format!("vm:{vm}:shutdown")),
@@ -201,7 +209,9 @@ impl FromStr for StepId {
                 name: name.to_owned(),
             })
         } else if let Some(rest) = named("pci:") {
-            subject(rest, ":check").map(|address| StepId::PciCheck { address })
+            subject(rest, ":check")
+                .map(|address| StepId::PciCheck { address })
+                .or_else(|| subject(rest, ":bind").map(|address| StepId::PciBind { address }))
         } else if let Some(rest) = named("vm:") {
             let vm = |suffix| subject(rest, suffix).filter(|n| !n.contains(':'));
             vm(":pause")
@@ -288,6 +298,7 @@ mod tests {
             "preflight",
             "kernel:load",
             "pci:0000:3b:00.0:check",
+            "pci:0000:3b:00.0:bind",
             "vm:db-1:pause",
             "vm:db-1:save",
             "app:spdk:save",
@@ -315,6 +326,8 @@ mod tests {
             "vm:db:stop",
             "step:",
             "pci:x",
+            "pci:0000:3b:00.0:rebind",
+            "pci::bind",
             "app:a:b:save",
             "Kexec",
         ] {
@@ -332,6 +345,10 @@ mod tests {
             Some(false)
         );
         assert_eq!(StepId::Kexec.builtin_idempotent(), Some(false));
+        let bind = StepId::PciBind {
+            address: "0000:3b:00.0".into(),
+        };
+        assert_eq!(bind.builtin_idempotent(), Some(true));
         assert_eq!(
             StepId::Custom { name: "x".into() }.builtin_idempotent(),
             None

@@ -40,6 +40,10 @@ pub enum HostError {
     /// A live patch could not be checked, loaded, settled or removed (boxed: its variants carry paths and lists).
     #[error(transparent)]
     Livepatch(Box<super::livepatch::LivepatchError>),
+    /// A PCI device could not be bound to the plan's driver, or its IOMMU group is not usable by VFIO (boxed:
+    /// its variants carry paths and lists).
+    #[error(transparent)]
+    Pci(Box<super::pci_bind::PciBindError>),
     /// Something did not happen in time.
     #[error("{0}")]
     Timeout(String),

@@ -12,6 +12,7 @@ pub(crate) mod kmsg;
 pub mod livepatch;
 pub mod machine;
 pub mod migration;
+pub mod pci_bind;
 mod perform;
 pub(crate) mod process;
 pub mod qmp;

@@ -2,7 +2,7 @@
 
 use super::{
     HostError, SysfsRoot, files, journal_files, kernel_file, kexec, livepatch, machine, migration,
-    process, qmp, sysfs, target, vm,
+    pci_bind, process, qmp, sysfs, target, vm,
 };
 use crate::action::{Action, ActionOutput, PID_PLACEHOLDER, RebootMode};
 use crate::hostglob::HostGlob;
@@ -19,14 +19,14 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Polling that starts at 1 ms and doubles up to [`POLL`]: a shared-RAM save completes a few ms after `migrate`
 /// returns, and a fixed 20 ms poll added ~15 ms per wait inside the guest's downtime (docs/benchmarks.md).
-struct Backoff(Duration);
+pub(super) struct Backoff(Duration);
 
 impl Backoff {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self(Duration::from_millis(1))
     }
 
-    fn wait(&mut self) {
+    pub(super) fn wait(&mut self) {
         std::thread::sleep(self.0);
         self.0 = (self.0 * 2).min(POLL);
     }
@@ -128,6 +128,26 @@ pub(super) fn one(
             driver,
             iommu,
         } => sysfs::check_pci(sysfs, address, driver, *iommu).map(ActionOutput::Pci),
+        Action::BindPci {
+            address,
+            driver,
+            load,
+            iommu,
+            peers,
+            timeout_ms,
+        } => pci_bind::bind_pci(
+            sysfs,
+            &pci_bind::RealKernel,
+            &pci_bind::BindRequest {
+                address,
+                driver,
+                load,
+                iommu: *iommu,
+                peers,
+                timeout: ms(*timeout_ms),
+            },
+        )
+        .map(ActionOutput::PciBound),
         Action::CheckOutput {
             argv,
             expect,

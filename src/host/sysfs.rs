@@ -5,7 +5,7 @@ use super::HostError;
 use crate::action::PciDevice;
 use std::path::{Path, PathBuf};
 
-/// Where `/sys` and `/proc` are looked up: `/` on a real host, a temporary directory in tests.
+/// Where `/sys`, `/proc` and `/dev/vfio` are looked up: `/` on a real host, a temporary directory in tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SysfsRoot(PathBuf);
 
@@ -49,6 +49,57 @@ pub(crate) fn read_attribute(path: &Path) -> Result<String, HostError> {
     }
 }
 
+/// Refuses an address that could walk out of `/sys/bus/pci/devices` (a plan comes from a person).
+pub(crate) fn valid_address(address: &str) -> Result<(), HostError> {
+    if address.is_empty() || address.contains('/') || address.starts_with('.') {
+        return Err(HostError::check(format!(
+            "{address:?} is not a PCI address"
+        )));
+    }
+    Ok(())
+}
+
+/// `vendor:device` of the device at `dev`, `?` for what cannot be read.
+pub(crate) fn device_id(dev: &Path) -> String {
+    let ids = ["vendor", "device"]
+        .map(|f| read_attribute(&dev.join(f)).unwrap_or_else(|_| "?".to_owned()));
+    format!(
+        "{}:{}",
+        ids[0].trim_start_matches("0x"),
+        ids[1].trim_start_matches("0x")
+    )
+}
+
+/// The driver the device at `dev` is bound to (the last component of its `driver` link), `None` when unbound.
+pub(crate) fn bound_driver(dev: &Path) -> Result<Option<String>, HostError> {
+    match std::fs::read_link(dev.join("driver")) {
+        Ok(target) => Ok(Some(
+            target
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(HostError::io(
+            format!("cannot read {}/driver", dev.display()),
+            e,
+        )),
+    }
+}
+
+/// The IOMMU group of the device at `dev` (the last component of its `iommu_group` link), if it has one.
+pub(crate) fn iommu_group(dev: &Path) -> Option<String> {
+    std::fs::read_link(dev.join("iommu_group"))
+        .ok()
+        .and_then(|target| target.file_name().map(|n| n.to_string_lossy().into_owned()))
+}
+
+/// Whether any IOMMU group exists: none means the IOMMU is off (or absent), not that one device lacks a group.
+pub(crate) fn iommu_is_on(root: &SysfsRoot) -> bool {
+    let groups = root.resolve(Path::new("/sys/kernel/iommu_groups"));
+    std::fs::read_dir(&groups).is_ok_and(|mut d| d.next().is_some())
+}
+
 /// Checks that PCI device `address` exists, is bound to `driver`, and (when `iommu`) sits in an IOMMU group.
 pub fn check_pci(
     root: &SysfsRoot,
@@ -56,12 +107,7 @@ pub fn check_pci(
     driver: &str,
     iommu: bool,
 ) -> Result<PciDevice, HostError> {
-    // A plan comes from a person: an address with a slash must not walk out of /sys/bus/pci/devices.
-    if address.is_empty() || address.contains('/') || address.starts_with('.') {
-        return Err(HostError::check(format!(
-            "{address:?} is not a PCI address"
-        )));
-    }
+    valid_address(address)?;
     let dev = root.pci_device(address);
     if !dev.exists() {
         return Err(HostError::check(format!(
@@ -69,45 +115,23 @@ pub fn check_pci(
             dev.display()
         )));
     }
-    let ids = ["vendor", "device"]
-        .map(|f| read_attribute(&dev.join(f)).unwrap_or_else(|_| "?".to_owned()));
-    let id = format!(
-        "{}:{}",
-        ids[0].trim_start_matches("0x"),
-        ids[1].trim_start_matches("0x")
-    );
-    let bound = match std::fs::read_link(dev.join("driver")) {
-        Ok(target) => target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(HostError::check(format!(
-                "PCI device {address} [{id}] is bound to no driver, expected {driver:?} (bind it: \
-                 `echo {driver} > {}/driver_override` then `echo {address} > /sys/bus/pci/drivers_probe`)",
-                dev.display()
-            )));
-        }
-        Err(e) => {
-            return Err(HostError::io(
-                format!("cannot read {}/driver", dev.display()),
-                e,
-            ));
-        }
+    let id = device_id(&dev);
+    let Some(bound) = bound_driver(&dev)? else {
+        return Err(HostError::check(format!(
+            "PCI device {address} [{id}] is bound to no driver, expected {driver:?} (bind it: \
+             `echo {driver} > {}/driver_override` then `echo {address} > /sys/bus/pci/drivers_probe`)",
+            dev.display()
+        )));
     };
     if bound != driver {
         return Err(HostError::check(format!(
             "PCI device {address} [{id}] is bound to {bound:?}, expected {driver:?}"
         )));
     }
-    let group = match std::fs::read_link(dev.join("iommu_group")) {
-        Ok(target) => target.file_name().map(|n| n.to_string_lossy().into_owned()),
-        Err(_) => None,
-    };
+    let group = iommu_group(&dev);
     if iommu && group.is_none() {
         let groups = root.resolve(Path::new("/sys/kernel/iommu_groups"));
-        let any = std::fs::read_dir(&groups).is_ok_and(|mut d| d.next().is_some());
-        return Err(HostError::check(if any {
+        return Err(HostError::check(if iommu_is_on(root) {
             format!(
                 "PCI device {address} [{id}] is in no IOMMU group although the IOMMU is on: VFIO cannot use it"
             )

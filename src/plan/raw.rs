@@ -38,7 +38,8 @@ pub(crate) struct RawPlan {
     #[serde(default, rename = "vm")]
     #[schemars(rename = "vm", with = "Vec<RawVm>")]
     pub(crate) vms: Vec<Spanned<RawVm>>,
-    /// PCI devices (typically VFIO pass-through) whose driver binding is checked before and after the kexec.
+    /// PCI devices (typically VFIO pass-through) whose driver binding is checked before the kexec, and bound again
+    /// after it before the guest that owns the device is restored.
     #[serde(default)]
     #[schemars(with = "Vec<RawPci>")]
     pub(crate) pci: Vec<Spanned<RawPci>>,
@@ -222,7 +223,7 @@ pub(crate) enum MemoryMode {
     Copy,
 }
 
-/// A PCI device whose driver binding must hold before and after the kexec.
+/// A PCI device whose driver binding must hold before the kexec and is made to hold again after it.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Pci")]
@@ -230,7 +231,7 @@ pub(crate) struct RawPci {
     /// PCI address in `DDDD:BB:DD.F` form (domain, bus, device, function; hex).
     #[schemars(with = "String")]
     pub(crate) address: Spanned<String>,
-    /// Expected driver binding (default `vfio-pci`).
+    /// Expected driver binding (default `vfio-pci`); after the kexec the device is bound to it again.
     #[schemars(with = "Option<String>")]
     pub(crate) driver: Option<Spanned<String>>,
 }

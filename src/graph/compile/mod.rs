@@ -10,6 +10,7 @@ mod checks;
 mod host_steps;
 mod kernel;
 mod livepatch;
+mod pci;
 mod vm;
 
 pub(crate) use kernel::kernel_cmdline;
@@ -47,6 +48,9 @@ pub(crate) const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const MIN_MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Limit for systemctl, virsh and CRIU commands.
 pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// Limit for loading a PCI driver's module, and for the driver to take a device after `drivers_probe`: a probe is
+/// synchronous on most drivers, so this bounds a driver that defers or hangs, not the normal case.
+pub(crate) const PCI_BIND_TIMEOUT: Duration = Duration::from_secs(10);
 /// The target `isolate` is undone with.
 pub(crate) const ISOLATE_ROLLBACK_TARGET: &str = "default.target";
 
@@ -141,6 +145,7 @@ fn step_actions(plan: &Plan, kind: StepKind, estimate: Duration, cmdline: &str) 
             .map(|k| kernel::load(k, cmdline))
             .unwrap_or_default(),
         StepKind::PciCheck { pci } => checks::pci(plan.pci.get(pci)),
+        StepKind::PciBind { pci } => pci::bind(plan, plan.pci.get(pci)),
         StepKind::VmPause { vm: i } => vm::pause(vm(i), plan.policy.save_channels),
         StepKind::VmSave { vm: i } => vm::save(vm(i), migration_timeout),
         StepKind::AppSave { app: i } => app::save(app(i)),
