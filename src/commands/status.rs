@@ -3,6 +3,7 @@
 
 use super::guard::program_of;
 use super::{CommandError, CommandResult};
+use crate::exec::blackout::{Blackout, Clock};
 use crate::exec::journal;
 use crate::exec::status::{self, ApplyState, Status};
 use crate::graph::StepId;
@@ -63,6 +64,57 @@ pub(crate) fn run(root: &Path, json: bool) -> CommandResult {
         print!("{}", human_status(&status));
     }
     Ok(())
+}
+
+/// What kup aims at for the part of a blackout that is not the kernel booting (pause, save, the hand-over, the
+/// restore and resume).
+const OUTSIDE_KERNEL_BOOT_GOAL_MS: i64 = 300;
+
+/// A guest's blackout as a small table: one line per part, with its clock, and what is outside the kernel's boot.
+fn human_blackout(b: &Blackout) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = match b.total_ms {
+        Some(total) => writeln!(
+            out,
+            "  blackout {total} ms, last ran → ran again, in parts that add up:"
+        ),
+        None => writeln!(out, "  blackout not over: the parts so far"),
+    };
+    for p in &b.parts {
+        let mut why = String::new();
+        if !p.covers.is_empty() {
+            let _ = write!(why, "  = {}", p.covers.join(" + "));
+        }
+        if let Some(note) = &p.note {
+            let _ = write!(why, "{}{note}", if why.is_empty() { "  " } else { "; " });
+        }
+        let _ = writeln!(
+            out,
+            "    {:<24} {:>7} ms  {:<20}{why}",
+            p.name,
+            p.ms,
+            wire_name(p.clock)
+        );
+    }
+    if let Some(outside) = b.outside_kernel_boot_ms {
+        let off = outside - OUTSIDE_KERNEL_BOOT_GOAL_MS;
+        let _ = writeln!(
+            out,
+            "  outside the kernel's boot: {outside} ms, {} ms {} the {OUTSIDE_KERNEL_BOOT_GOAL_MS} ms goal{}",
+            off.abs(),
+            if off > 0 { "over" } else { "under" },
+            if b.parts.iter().any(|p| p.clock == Clock::OldToNewRealtime) {
+                " (it holds a part on two wall clocks: ±1 s)"
+            } else {
+                ""
+            }
+        );
+    }
+    for note in &b.notes {
+        let _ = writeln!(out, "  note: {note}");
+    }
+    out
 }
 
 /// A state as the JSON status spells it (`"rolled-back"`), for the human report.
@@ -143,6 +195,18 @@ fn human_status(s: &Status) -> String {
     }
     for (vm, ms) in &s.vm_downtime_ms {
         let _ = writeln!(out, "\nvm {vm} downtime: {ms} ms");
+        if let Some(b) = s.blackout.get(vm) {
+            out.push_str(&human_blackout(b));
+        }
+    }
+    // A guest that has not run again has no downtime yet, but its blackout so far is worth seeing.
+    for (vm, b) in s
+        .blackout
+        .iter()
+        .filter(|(vm, _)| !s.vm_downtime_ms.contains_key(*vm))
+    {
+        let _ = writeln!(out, "\nvm {vm} downtime: (not running again yet)");
+        out.push_str(&human_blackout(b));
     }
     if let Some(k) = s.kexec.as_ref().filter(|k| k.on_new_kernel == Some(false)) {
         let _ = writeln!(
