@@ -82,34 +82,43 @@ fn human_blackout(b: &Blackout) -> String {
         None => writeln!(out, "  blackout not over: the parts so far"),
     };
     for p in &b.parts {
-        let mut why = String::new();
+        let mut why = Vec::new();
         if !p.covers.is_empty() {
-            let _ = write!(why, "  = {}", p.covers.join(" + "));
+            why.push(format!("= {}", p.covers.join(" + ")));
         }
-        if let Some(note) = &p.note {
-            let _ = write!(why, "{}{note}", if why.is_empty() { "  " } else { "; " });
-        }
-        let _ = writeln!(
-            out,
-            "    {:<24} {:>7} ms  {:<20}{why}",
+        why.extend(p.note.clone());
+        let line = format!(
+            "    {:<24} {:>7} ms  {:<20} {}",
             p.name,
             p.ms,
-            wire_name(p.clock)
+            wire_name(p.clock),
+            why.join("; ")
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
-    if let Some(outside) = b.outside_kernel_boot_ms {
-        let off = outside - OUTSIDE_KERNEL_BOOT_GOAL_MS;
-        let _ = writeln!(
-            out,
-            "  outside the kernel's boot: {outside} ms, {} ms {} the {OUTSIDE_KERNEL_BOOT_GOAL_MS} ms goal{}",
-            off.abs(),
-            if off > 0 { "over" } else { "under" },
-            if b.parts.iter().any(|p| p.clock == Clock::OldToNewRealtime) {
-                " (it holds a part on two wall clocks: ±1 s)"
-            } else {
-                ""
-            }
-        );
+    let two_clocks = b
+        .parts
+        .iter()
+        .find(|p| p.clock == Clock::OldToNewRealtime)
+        .map(|p| format!(" (±1 s: {} is on two wall clocks)", p.name))
+        .unwrap_or_default();
+    match (b.outside_kernel_boot_ms, b.total_ms) {
+        (Some(outside), _) => {
+            let off = outside - OUTSIDE_KERNEL_BOOT_GOAL_MS;
+            let _ = writeln!(
+                out,
+                "  outside the kernel's boot: {outside} ms, {} ms {} the {OUTSIDE_KERNEL_BOOT_GOAL_MS} ms goal{two_clocks}",
+                off.abs(),
+                if off > 0 { "over" } else { "under" },
+            );
+        }
+        (None, Some(_)) => {
+            let _ = writeln!(
+                out,
+                "  outside the kernel's boot: unknown, as kernel_to_init is ({OUTSIDE_KERNEL_BOOT_GOAL_MS} ms goal)"
+            );
+        }
+        (None, None) => {}
     }
     for note in &b.notes {
         let _ = writeln!(out, "  note: {note}");
@@ -244,4 +253,56 @@ fn human_status(s: &Status) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::blackout::fixtures::{kexec_of_one_guest, lab_boot_report};
+
+    fn program() -> crate::graph::Program {
+        let bytes = std::fs::read("plans/single-qemu-shared-ram.toml").unwrap();
+        let (plan, graph) = crate::check::check("p.toml", &bytes).valid().unwrap();
+        crate::graph::compile(&plan, &graph, "root=/dev/sda1")
+    }
+
+    fn human(records: &[journal::Record]) -> String {
+        let status = status::fold("/j", records, &program(), &["db-1".into()], false, false);
+        human_status(&status)
+    }
+
+    #[test]
+    fn each_guests_blackout_is_a_table_of_parts_with_their_clocks() {
+        let j = kexec_of_one_guest(Some(4_300), Some(lab_boot_report()));
+        insta::assert_snapshot!("blackout-kexec", human(&j.records));
+    }
+
+    #[test]
+    fn a_blackout_without_the_boot_report_names_what_is_unknown() {
+        let j = kexec_of_one_guest(Some(4_300), None);
+        insta::assert_snapshot!(
+            "blackout-kexec-no-boot-report",
+            guest_section(&human(&j.records))
+        );
+    }
+
+    #[test]
+    fn a_guest_whose_restore_failed_shows_its_blackout_so_far() {
+        let mut j = crate::exec::blackout::fixtures::Journal::new(journal::Mode::Apply, 1_000);
+        j.pause_and_save("db-1", 2_000, 2_003, 2_100)
+            .kexec(3_001)
+            .resumed(7_501, Some(4_300), Some(lab_boot_report()))
+            .started(7_510, "vm:db-1:restore")
+            .failed(7_800, "vm:db-1:restore", "QEMU exited");
+        insta::assert_snapshot!("blackout-restore-failed", guest_section(&human(&j.records)));
+    }
+
+    /// The lines about guest db-1.
+    fn guest_section(text: &str) -> String {
+        text.lines()
+            .skip_while(|l| !l.starts_with("vm db-1"))
+            .take_while(|l| !l.is_empty())
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
 }
