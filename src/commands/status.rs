@@ -1,5 +1,5 @@
 //! `kup plan status`: the last or pending apply, folded from its journal — each step's state and timing, per-VM
-//! downtime, the kexec gap and the new kernel's boot phases — for people or as JSON.
+//! downtime and blackout, the kexec gap and the new kernel's boot phases — for people or as JSON.
 
 use super::guard::program_of;
 use super::{CommandError, CommandResult};

@@ -1,5 +1,5 @@
-//! What an apply did, folded from its journal: each step's state and timing, per-VM downtime, the kexec gap and the
-//! new kernel's boot — the report operators read after an update (`kup plan status`).
+//! What an apply did, folded from its journal: each step's state and timing, per-VM downtime and blackout, the kexec
+//! gap and the new kernel's boot — the report operators read after an update (`kup plan status`).
 
 use super::blackout::{Blackout, blackouts};
 use super::journal::{Event, FinalState, Mode, Record};
