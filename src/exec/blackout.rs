@@ -194,12 +194,12 @@ impl<'a> Facts<'a> {
         // Before the kexec: stopped, saved — or stopped and run again by a rollback.
         let saved = save.done.first().map(|d| d.unix_ms);
         if let Some(saved) = saved {
-            b.to("pause_save", saved, Clock::OldRealtime);
+            b.until("pause_save", saved, Clock::OldRealtime);
         }
         // The undo that runs the guest again: the pause's `cont`, or for libvirt the save's `virsh restore`.
         let undo = if libvirt { save } else { pause };
         if let Some(at) = undo.rolled_back {
-            b.to("until_rollback", at, Clock::OldRealtime);
+            b.until("until_rollback", at, Clock::OldRealtime);
             b.note(format!(
                 "rolled back: the undo of vm:{vm}:{} ran the guest again, just before its record",
                 if libvirt { "save" } else { "pause" }
@@ -214,18 +214,18 @@ impl<'a> Facts<'a> {
                 let Some(&at) = restore.started.first() else {
                     return Some(b.open(format!("vm:{vm}:restore has not started")));
                 };
-                b.to("until_restore", at, Clock::OldRealtime);
+                b.until("until_restore", at, Clock::OldRealtime);
                 Clock::OldRealtime
             }
             Mode::Apply => {
-                if let Err(why) = self.across_the_kexec(&mut b, restore) {
-                    return Some(b.open(why.replace("NAME", vm)));
+                if let Err(why) = self.across_the_kexec(&mut b, vm, restore) {
+                    return Some(b.open(why.to_string()));
                 }
                 Clock::NewRealtime
             }
         };
         if let Some(done) = restore.done.last() {
-            b.to("restore", done.unix_ms, after);
+            b.until("restore", done.unix_ms, after);
             if restore.started.len() > 1 {
                 b.note(format!(
                     "vm:{vm}:restore ran {} times: the part spans them all",
@@ -233,7 +233,7 @@ impl<'a> Facts<'a> {
                 ));
             }
         } else if let Some(&(at, error)) = restore.failed.last() {
-            b.to_noted("restore", ms(at), after, format!("failed: {error}"));
+            b.until_noted("restore", ms(at), after, format!("failed: {error}"));
             return Some(b.open(format!(
                 "vm:{vm}:restore failed: the guest has not run again"
             )));
@@ -244,7 +244,7 @@ impl<'a> Facts<'a> {
         }
         let Some(done) = resume.done.first() else {
             if let Some(&(at, error)) = resume.failed.last() {
-                b.to_noted("resume", ms(at), after, format!("failed: {error}"));
+                b.until_noted("resume", ms(at), after, format!("failed: {error}"));
                 return Some(b.open(format!(
                     "vm:{vm}:resume failed: the guest has not run again"
                 )));
@@ -266,7 +266,7 @@ impl<'a> Facts<'a> {
             ));
             done.unix_ms
         });
-        b.to("resume", end, after);
+        b.until("resume", end, after);
         let kernel_boot = b.part("kernel_to_init");
         Some(b.closed(match self.mode {
             Mode::Rehearse => Some(0),
@@ -305,15 +305,16 @@ impl<'a> Facts<'a> {
     }
 
     /// From the save to the restore's start across a real kexec: the kexec record, the new kernel's start, its
-    /// `/init`, resume. `Err`: why the guest cannot have run again yet (`NAME` for the guest).
-    fn across_the_kexec(&self, b: &mut Builder, restore: &StepRecords) -> Result<(), String> {
-        let kexec = self
-            .kexec
-            .ok_or("no kexec record yet: the host has not reached the kexec")?;
-        b.to("until_kexec", kexec, Clock::OldRealtime);
-        let h = self
-            .handover
-            .ok_or("no resume on another boot yet: the new kernel has not resumed the plan")?;
+    /// `/init`, resume. `Err`: why guest `vm` cannot have run again yet.
+    fn across_the_kexec(
+        &self,
+        b: &mut Builder,
+        vm: &str,
+        restore: &StepRecords,
+    ) -> Result<(), Missing> {
+        let kexec = self.kexec.ok_or(Missing::Kexec)?;
+        b.until("until_kexec", kexec, Clock::OldRealtime);
+        let h = self.handover.ok_or(Missing::Handover)?;
         if !h.on_new_kernel {
             b.note(
                 "the kernel that came back is not the plan's (the update failed): the parts after the kexec are its"
@@ -324,7 +325,7 @@ impl<'a> Facts<'a> {
             Some(uptime) => {
                 // The kernel started `uptime` before resume's record, on the new kernel's wall clock.
                 let kernel_start = ms(h.unix_ms) - ms(uptime);
-                b.to_noted(
+                b.until_noted(
                     "kexec_to_kernel_start",
                     kernel_start,
                     Clock::OldToNewRealtime,
@@ -332,14 +333,14 @@ impl<'a> Facts<'a> {
                 );
                 match self.init_s() {
                     Ok(init_s) => {
-                        b.to_at(
+                        b.until_at(
                             "kernel_to_init",
                             kernel_start + (init_s * 1000.0).round() as i64,
                             Clock::NewMonotonic,
                         );
-                        b.to("init_to_resume", h.unix_ms, Clock::NewBoottime);
+                        b.until("init_to_resume", h.unix_ms, Clock::NewBoottime);
                     }
-                    Err(why) => b.to_covering(
+                    Err(why) => b.until_covering(
                         "kernel_start_to_resume",
                         h.unix_ms,
                         Clock::NewBoottime,
@@ -348,7 +349,7 @@ impl<'a> Facts<'a> {
                     ),
                 }
             }
-            None => b.to_covering(
+            None => b.until_covering(
                 "kexec_to_resume",
                 h.unix_ms,
                 Clock::OldToNewRealtime,
@@ -361,24 +362,20 @@ impl<'a> Facts<'a> {
         let &at = restore
             .started
             .first()
-            .ok_or("vm:NAME:restore has not started")?;
+            .ok_or_else(|| Missing::RestoreStart(vm.to_owned()))?;
         // Resume's own records, and whatever the restore waited for (parallelism, custom steps before it).
         if ms(at) != b.at {
-            b.to("wait_before_restore", at, Clock::NewRealtime);
+            b.until("wait_before_restore", at, Clock::NewRealtime);
         }
         Ok(())
     }
 
     /// The new kernel's `Run /init` on its printk clock, in seconds since the kernel started.
-    fn init_s(&self) -> Result<f64, String> {
-        let report = self.boot.ok_or(
-            "the journal has no boot report of the new kernel (its log could not be read)",
-        )?;
+    fn init_s(&self) -> Result<f64, Missing> {
+        let report = self.boot.ok_or(Missing::BootReport)?;
         let clock = report.get("clock").and_then(Value::as_str).unwrap_or("?");
         if clock != "monotonic" {
-            return Err(format!(
-                "the new kernel's boot report has no monotonic stamps (clock: {clock})"
-            ));
+            return Err(Missing::MonotonicStamps(clock.to_owned()));
         }
         report
             .get("phases")
@@ -386,8 +383,25 @@ impl<'a> Facts<'a> {
             .and_then(|phases| phases.iter().find(|p| p["name"] == "init"))
             .and_then(|p| p.get("end_s"))
             .and_then(Value::as_f64)
-            .ok_or_else(|| "the new kernel's log does not show /init starting".to_owned())
+            .ok_or(Missing::Init)
     }
+}
+
+/// What the journal lacks to place an instant: why a blackout is not over, or why parts are merged.
+#[derive(Debug, thiserror::Error)]
+enum Missing {
+    #[error("no kexec record yet: the host has not reached the kexec")]
+    Kexec,
+    #[error("no resume on another boot yet: the new kernel has not resumed the plan")]
+    Handover,
+    #[error("vm:{0}:restore has not started")]
+    RestoreStart(String),
+    #[error("the journal has no boot report of the new kernel (its log could not be read)")]
+    BootReport,
+    #[error("the new kernel's boot report has no monotonic stamps (clock: {0})")]
+    MonotonicStamps(String),
+    #[error("the new kernel's log does not show /init starting")]
+    Init,
 }
 
 /// The first output of `outputs` that has `key`, as a number.
@@ -458,19 +472,19 @@ impl Builder {
         self.at = at;
     }
 
-    fn to(&mut self, name: &'static str, unix_ms: u64, clock: Clock) {
+    fn until(&mut self, name: &'static str, unix_ms: u64, clock: Clock) {
         self.push(name, ms(unix_ms), clock, &[], None);
     }
 
-    fn to_at(&mut self, name: &'static str, at: i64, clock: Clock) {
+    fn until_at(&mut self, name: &'static str, at: i64, clock: Clock) {
         self.push(name, at, clock, &[], None);
     }
 
-    fn to_noted(&mut self, name: &'static str, at: i64, clock: Clock, note: String) {
+    fn until_noted(&mut self, name: &'static str, at: i64, clock: Clock, note: String) {
         self.push(name, at, clock, &[], Some(note));
     }
 
-    fn to_covering(
+    fn until_covering(
         &mut self,
         name: &'static str,
         unix_ms: u64,
