@@ -208,13 +208,14 @@ fn human_status(s: &Status) -> String {
             out.push_str(&human_blackout(b));
         }
     }
-    // A guest that has not run again has no downtime yet, but its blackout so far is worth seeing.
+    // A guest whose resume did not run (it failed, or a rollback ran the guest again) has no downtime, but its
+    // blackout, over or so far, is worth seeing.
     for (vm, b) in s
         .blackout
         .iter()
         .filter(|(vm, _)| !s.vm_downtime_ms.contains_key(*vm))
     {
-        let _ = writeln!(out, "\nvm {vm} downtime: (not running again yet)");
+        let _ = writeln!(out, "\nvm {vm}");
         out.push_str(&human_blackout(b));
     }
     if let Some(k) = s.kexec.as_ref().filter(|k| k.on_new_kernel == Some(false)) {

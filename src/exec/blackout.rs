@@ -179,18 +179,12 @@ impl<'a> Facts<'a> {
     fn blackout(&self, vm: &str, libvirt: bool) -> Option<Blackout> {
         let none = StepRecords::default();
         let get = |id: StepId| self.records(&id).unwrap_or(&none);
-        let vm_owned = vm.to_owned();
-        let pause = get(StepId::VmPause {
-            vm: vm_owned.clone(),
-        });
-        let save = get(StepId::VmSave {
-            vm: vm_owned.clone(),
-        });
-        let restore = get(StepId::VmRestore {
-            vm: vm_owned.clone(),
-        });
-        let resume = get(StepId::VmResume { vm: vm_owned });
-        let mut b = Builder::start(self.start(pause, save, libvirt)?);
+        let vm_ = || vm.to_owned();
+        let pause = get(StepId::VmPause { vm: vm_() });
+        let save = get(StepId::VmSave { vm: vm_() });
+        let restore = get(StepId::VmRestore { vm: vm_() });
+        let resume = get(StepId::VmResume { vm: vm_() });
+        let mut b = Builder::start(self.start(vm, pause, save, libvirt)?);
         // Before the kexec: stopped, saved — or stopped and run again by a rollback.
         let saved = save.done.first().map(|d| d.unix_ms);
         if let Some(saved) = saved {
@@ -276,44 +270,69 @@ impl<'a> Facts<'a> {
 
     /// The last instant the guest ran: `stop` acknowledged, or for libvirt `virsh save` starting (it pauses the
     /// domain itself, some time inside).
-    fn start(&self, pause: &StepRecords, save: &StepRecords, libvirt: bool) -> Option<Start> {
+    fn start(
+        &self,
+        vm: &str,
+        pause: &StepRecords,
+        save: &StepRecords,
+        libvirt: bool,
+    ) -> Option<Start> {
         if libvirt {
             // `virsh save`, the first action.
             let first = save.done.first().and_then(|d| d.outputs.first());
             if let Some(at) = first.and_then(|o| o.get("started_unix_ms")?.as_u64()) {
                 return Some(Start::exact(at));
             }
-            let at = save
-                .done
-                .first()
-                .map(|d| d.unix_ms.saturating_sub(d.duration_ms))
-                .or_else(|| save.started.first().copied())?;
-            return Some(Start::approximate(
-                at,
-                "the journal has no instant `virsh save` started (a journal of an older kup): the save step's start is used",
-            ));
+            return Some(match save.done.first() {
+                Some(d) => Start::approximate(
+                    d.unix_ms.saturating_sub(d.duration_ms),
+                    "the journal has no instant `virsh save` started (a journal of an older kup): the save step's \
+                     start is used"
+                        .to_owned(),
+                ),
+                None => Start::approximate(
+                    *save.started.first()?,
+                    format!("vm:{vm}:save has not completed: its start record is used as the instant it stopped"),
+                ),
+            });
         }
         let done = pause.done.first()?;
         Some(match field(done.outputs, "acked_unix_ms") {
             Some(at) => Start::exact(at),
             None => Start::approximate(
                 done.unix_ms,
-                "the journal has no instant `stop` was acknowledged (a journal of an older kup): the end of the pause step is \
-                 used",
+                "the journal has no instant `stop` was acknowledged (a journal of an older kup): the end of the \
+                 pause step is used"
+                    .to_owned(),
             ),
         })
     }
 
     /// From the save to the restore's start across a real kexec: the kexec record, the new kernel's start, its
-    /// `/init`, resume. `Err`: why guest `vm` cannot have run again yet.
+    /// `/init`, resume — or across a reboot before the kexec (no kexec record, a resume on another boot). `Err`: why
+    /// guest `vm` cannot have run again yet.
     fn across_the_kexec(
         &self,
         b: &mut Builder,
         vm: &str,
         restore: &StepRecords,
     ) -> Result<(), Missing> {
-        let kexec = self.kexec.ok_or(Missing::Kexec)?;
-        b.until("until_kexec", kexec, Clock::OldRealtime);
+        // The first part on the kernel that came back starts at the kexec record, or at the save without one.
+        let (to_kernel_start, to_resume) = match (self.kexec, self.handover) {
+            (Some(kexec), _) => {
+                b.until("until_kexec", kexec, Clock::OldRealtime);
+                ("kexec_to_kernel_start", "kexec_to_resume")
+            }
+            (None, Some(_)) => {
+                b.note(
+                    "the host went down before the kexec record (a reboot or a power cut): the hand-over is timed \
+                     from the save"
+                        .to_owned(),
+                );
+                ("until_kernel_start", "until_resume")
+            }
+            (None, None) => return Err(Missing::Kexec),
+        };
         let h = self.handover.ok_or(Missing::Handover)?;
         if !h.on_new_kernel {
             b.note(
@@ -326,7 +345,7 @@ impl<'a> Facts<'a> {
                 // The kernel started `uptime` before resume's record, on the new kernel's wall clock.
                 let kernel_start = ms(h.unix_ms) - ms(uptime);
                 b.until_noted(
-                    "kexec_to_kernel_start",
+                    to_kernel_start,
                     kernel_start,
                     Clock::OldToNewRealtime,
                     "two kernels' wall clocks, the new one read from the RTC: ±1 s".to_owned(),
@@ -350,10 +369,10 @@ impl<'a> Facts<'a> {
                 }
             }
             None => b.until_covering(
-                "kexec_to_resume",
+                to_resume,
                 h.unix_ms,
                 Clock::OldToNewRealtime,
-                &["kexec_to_kernel_start", "kernel_to_init", "init_to_resume"],
+                &[to_kernel_start, "kernel_to_init", "init_to_resume"],
                 "resume recorded no CLOCK_BOOTTIME (a journal of an older kup): when the kernel started is unknown; two \
                  kernels' wall clocks, ±1 s"
                     .to_owned(),
@@ -417,7 +436,7 @@ fn ms(unix_ms: u64) -> i64 {
 /// Where a blackout starts, and whether that instant is an approximation.
 struct Start {
     unix_ms: u64,
-    note: Option<&'static str>,
+    note: Option<String>,
 }
 
 impl Start {
@@ -428,7 +447,7 @@ impl Start {
         }
     }
 
-    fn approximate(unix_ms: u64, note: &'static str) -> Self {
+    fn approximate(unix_ms: u64, note: String) -> Self {
         Self {
             unix_ms,
             note: Some(note),
@@ -450,7 +469,7 @@ impl Builder {
             start: ms(start.unix_ms),
             at: ms(start.unix_ms),
             parts: Vec::new(),
-            notes: start.note.map(str::to_owned).into_iter().collect(),
+            notes: start.note.into_iter().collect(),
         }
     }
 
@@ -730,6 +749,12 @@ mod tests {
         b.parts.iter().map(|p| (p.name, p.ms, p.clock)).collect()
     }
 
+    impl Blackout {
+        fn part_names(&self) -> Vec<&'static str> {
+            self.parts.iter().map(|p| p.name).collect()
+        }
+    }
+
     fn sum(b: &Blackout) -> i64 {
         b.parts.iter().map(|p| p.ms).sum()
     }
@@ -971,6 +996,59 @@ mod tests {
         assert_eq!(b.total_ms, Some(1_720 - 1_010));
         assert_eq!(b.notes.len(), 2, "{:?}", b.notes);
         assert!(b.notes.iter().all(|n| n.contains("older kup")));
+    }
+
+    #[test]
+    fn a_host_that_rebooted_before_the_kexec_record_times_the_hand_over_from_the_save() {
+        let mut j = Journal::new(Mode::Apply, 1_000);
+        j.pause_and_save("db-1", 2_000, 2_003, 2_100)
+            .resumed(7_501, Some(4_300), Some(lab_boot_report()))
+            .restore_and_resume("db-1", 7_510, 7_900, 7_950);
+        let b = blackout_of(&j, &qemu_program(), "db-1").unwrap();
+        let first_new = &b.parts[1];
+        assert_eq!(
+            (first_new.name, first_new.ms, first_new.clock),
+            ("until_kernel_start", 3_201 - 2_100, Clock::OldToNewRealtime)
+        );
+        assert_eq!(
+            b.part_names(),
+            [
+                "pause_save",
+                "until_kernel_start",
+                "kernel_to_init",
+                "init_to_resume",
+                "wait_before_restore",
+                "restore",
+                "resume"
+            ]
+        );
+        assert_eq!(b.total_ms, Some(7_950 - 2_003));
+        assert!(
+            b.notes
+                .iter()
+                .any(|n| n.contains("before the kexec record")),
+            "{:?}",
+            b.notes
+        );
+    }
+
+    #[test]
+    fn a_libvirt_save_still_running_starts_the_blackout_at_its_start_record() {
+        let mut j = Journal::new(Mode::Apply, 1_000);
+        j.started(1_990, "vm:web-1:save");
+        let b = blackout_of(&j, &program("plans/libvirt-criu.toml"), "web-1").unwrap();
+        assert_eq!(b.total_ms, None);
+        assert!(b.parts.is_empty());
+        assert!(
+            b.notes[0].contains("its start record is used"),
+            "{:?}",
+            b.notes
+        );
+        assert!(
+            b.notes[1].contains("vm:web-1:save has not completed"),
+            "{:?}",
+            b.notes
+        );
     }
 
     #[test]
