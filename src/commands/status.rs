@@ -279,6 +279,13 @@ mod tests {
     }
 
     #[test]
+    fn each_guests_blackout_in_json_has_its_parts_and_clocks() {
+        let j = kexec_of_one_guest(Some(4_300), Some(lab_boot_report()));
+        let status = status::fold("/j", &j.records, &program(), &["db-1".into()], false, false);
+        insta::assert_json_snapshot!("blackout-kexec-json", status.blackout);
+    }
+
+    #[test]
     fn a_blackout_without_the_boot_report_names_what_is_unknown() {
         let j = kexec_of_one_guest(Some(4_300), None);
         insta::assert_snapshot!(
