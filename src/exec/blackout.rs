@@ -254,10 +254,17 @@ impl<'a> Facts<'a> {
             field(done.outputs, "acked_unix_ms")
         };
         let end = end.unwrap_or_else(|| {
-            b.note(format!(
-                "the journal has no instant the guest ran again (a journal of an older kup): the end of vm:{vm}:resume \
-                 is used, a few ms late"
-            ));
+            b.note(if marked(done.outputs) {
+                format!(
+                    "vm:{vm}:resume was marked done by an operator (`--mark-done`): when the guest ran again is \
+                     unknown; the mark's record is used"
+                )
+            } else {
+                format!(
+                    "the journal has no instant the guest ran again (a journal of an older kup): the end of \
+                     vm:{vm}:resume is used, a few ms late"
+                )
+            });
             done.unix_ms
         });
         b.until("resume", end, after);
@@ -421,6 +428,11 @@ enum Missing {
     MonotonicStamps(String),
     #[error("the new kernel's log does not show /init starting")]
     Init,
+}
+
+/// Whether `outputs` is an operator's `--mark-done` instead of what the step's actions reported.
+fn marked(outputs: &[Value]) -> bool {
+    outputs.iter().any(|o| o["marked_done_by_operator"] == true)
 }
 
 /// The first output of `outputs` that has `key`, as a number.
@@ -1046,6 +1058,27 @@ mod tests {
         );
         assert!(
             b.notes[1].contains("vm:web-1:save has not completed"),
+            "{:?}",
+            b.notes
+        );
+    }
+
+    #[test]
+    fn a_resume_marked_done_by_an_operator_says_so() {
+        let mut j = Journal::new(Mode::Rehearse, 1_000);
+        j.pause_and_save("db-1", 1_000, 1_008, 1_100)
+            .started(1_300, "vm:db-1:restore")
+            .done(1_700, "vm:db-1:restore", vec![])
+            .started(1_701, "vm:db-1:resume")
+            .done(
+                9_000,
+                "vm:db-1:resume",
+                vec![json!({ "marked_done_by_operator": true })],
+            );
+        let b = blackout_of(&j, &qemu_program(), "db-1").unwrap();
+        assert_eq!(b.total_ms, Some(9_000 - 1_008));
+        assert!(
+            b.notes.iter().any(|n| n.contains("--mark-done")),
             "{:?}",
             b.notes
         );
