@@ -109,6 +109,42 @@ fn step_states(status: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `kup plan status --journal DIR` on the host, of the journal read back from the guest's disk, gives the guests'
+/// blackouts the guest's own status gave, and each guest's holds every part of a kexec on its clock, adding up.
+fn assert_blackouts_on_the_host(run: &Run, guest_status: &Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kup"))
+        .args(["plan", "status", "--format", "json", "--journal"])
+        .arg(run.out.join("journal-copy/journal"))
+        .output()
+        .expect("kup plan status --journal");
+    assert!(out.status.success(), "{out:?}");
+    let host: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let blackouts = host["blackout"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no blackout object in {host:#}"));
+    assert_eq!(
+        host["blackout"], guest_status["blackout"],
+        "host and guest disagree"
+    );
+    for (vm, b) in blackouts {
+        let parts = b["parts"].as_array().unwrap();
+        let names: Vec<&str> = parts.iter().map(|p| p["name"].as_str().unwrap()).collect();
+        for part in [
+            "pause_save",
+            "until_kexec",
+            "kexec_to_kernel_start",
+            "kernel_to_init",
+            "init_to_resume",
+            "restore",
+            "resume",
+        ] {
+            assert!(names.contains(&part), "{vm}: no {part} in {b:#}");
+        }
+        let sum: i64 = parts.iter().map(|p| p["ms"].as_i64().unwrap()).sum();
+        assert_eq!(Some(sum), b["total_ms"].as_i64(), "{vm}: {b:#}");
+    }
+}
+
 /// The main scenario, at `-smp 2`: the guest applies the plan, kup kexecs from 6.1 into the new kernel with
 /// `cpuhp.parallel=1`, the new kernel's /init resumes (its modules on the disk work), and the journal shows every
 /// step done exactly once, each custom step in its own boot.
@@ -268,6 +304,7 @@ fn kexec_update_runs_every_step_once_and_boots_the_new_command_line() {
         (gap - host_gap).abs() < 1.5,
         "kexec gap {gap} s, but the host saw {host_gap} s from the kexec to the resume"
     );
+    assert_blackouts_on_the_host(&run, &status);
     let boot = &k["boot"];
     assert_eq!(
         boot["cmdline"].as_str().map(str::trim),

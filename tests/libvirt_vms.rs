@@ -107,6 +107,51 @@ fn plan(lab: &Lab, dir: &Path, uri: &str, vms: &[(&str, &str)]) -> String {
     text
 }
 
+/// Guest `guest`'s blackout in the status of the latest apply under `dir`'s journal; it must be over, and lie
+/// within `vm_downtime_ms` when the resume ran.
+fn blackout(dir: &Path) -> serde_json::Value {
+    let status = Kup::new()
+        .args(["plan", "status", "--format", "json", "--journal"])
+        .arg(dir.join("journal"))
+        .run()
+        .success()
+        .stdout_json();
+    let b = status["blackout"]["guest"].clone();
+    let total = b["total_ms"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{status:#}"));
+    if let Some(downtime) = status["vm_downtime_ms"]["guest"].as_i64() {
+        assert!(
+            total <= downtime,
+            "blackout {total} ms, downtime {downtime} ms"
+        );
+    }
+    eprintln!("blackout: {b}");
+    b
+}
+
+fn part_names(b: &serde_json::Value) -> Vec<String> {
+    b["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every part on this kernel's clock, none negative, adding up to the total.
+fn assert_adds_up(b: &serde_json::Value) {
+    let parts = b["parts"].as_array().unwrap();
+    assert!(
+        parts
+            .iter()
+            .all(|p| p["clock"] == "old-realtime" && p["ms"].as_i64() >= Some(0)),
+        "{b:#}"
+    );
+    let sum: i64 = parts.iter().map(|p| p["ms"].as_i64().unwrap()).sum();
+    assert_eq!(Some(sum), b["total_ms"].as_i64(), "{b:#}");
+}
+
 fn rehearse(text: &str) -> support::cli::Run {
     Kup::new()
         .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
@@ -200,6 +245,10 @@ fn libvirt_guest_survives_rollback_and_rehearsal_and_bad_domains_are_refused_fir
         run.stderr()
     );
     assert_eq!(libvirtd.domstate("kup-guest"), "running");
+    // Its blackout: `virsh save` starting → the save's undo (`virsh restore`) running it again.
+    let b = blackout(dir);
+    assert_eq!(part_names(&b), ["pause_save", "until_rollback"], "{b:#}");
+    assert_adds_up(&b);
     let rolled_back_pid = libvirtd.pid("kup-guest");
     assert_ne!(rolled_back_pid, old_pid);
     assert_eq!(
@@ -220,6 +269,18 @@ fn libvirt_guest_survives_rollback_and_rehearsal_and_bad_domains_are_refused_fir
         run.stderr()
     );
     assert_eq!(libvirtd.domstate("kup-guest"), "running");
+    // Its blackout: `virsh save` starting → `virsh resume` returning, on this kernel's clock, inside the downtime.
+    let b = blackout(dir);
+    assert_eq!(
+        part_names(&b),
+        ["pause_save", "until_restore", "restore", "resume"],
+        "{b:#}"
+    );
+    assert_adds_up(&b);
+    assert!(
+        b["notes"].is_null(),
+        "virsh's start and end were journaled: {b:#}"
+    );
     let new_pid = libvirtd.pid("kup-guest");
     assert_ne!(new_pid, old_pid, "the guest runs in a new QEMU");
     assert!(!guests::alive(old_pid), "virsh save ended the old QEMU");

@@ -675,6 +675,88 @@ fn rehearsal(qemu: Qemu) {
         assert_same_on_restore(&saved, &restored);
     }
     assert!(journal.is_dir());
+    let status = Kup::new()
+        .args(["plan", "status", "--format", "json", "--journal"])
+        .arg(&journal)
+        .run()
+        .success()
+        .stdout_json();
+    for g in [&shared, &copied] {
+        assert_blackout_adds_up(&status, &journal, &g.spec.name);
+    }
+}
+
+/// A rehearsed guest's blackout: `stop` acknowledged → `cont` acknowledged, in parts on the old kernel's clock that
+/// add up to it, inside kup's `vm_downtime_ms` (the pause's start → the resume's end) by exactly the pause's work
+/// before `stop` (the step-started record's fsync, the QMP handshake, the migration setup) and the resume's after
+/// `cont` (`query-status` until `running`, the step-done record).
+fn assert_blackout_adds_up(status: &serde_json::Value, journal: &Path, name: &str) {
+    let b = &status["blackout"][name];
+    let total = b["total_ms"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{status:#}"));
+    let parts = b["parts"].as_array().unwrap();
+    let names: Vec<&str> = parts.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["pause_save", "until_restore", "restore", "resume"],
+        "{b:#}"
+    );
+    assert!(
+        parts
+            .iter()
+            .all(|p| p["clock"] == "old-realtime" && p["ms"].as_i64() >= Some(0)),
+        "{b:#}"
+    );
+    let sum: i64 = parts.iter().map(|p| p["ms"].as_i64().unwrap()).sum();
+    assert_eq!(sum, total, "{b:#}");
+    assert!(b["notes"].is_null(), "the instants were journaled: {b:#}");
+    assert_eq!(
+        b["outside_kernel_boot_ms"].as_i64(),
+        Some(total),
+        "a rehearsal boots no kernel"
+    );
+    // The blackout sits inside the downtime; the difference is the journal's own brackets around stop and cont.
+    let downtime = status["vm_downtime_ms"][name].as_i64().unwrap();
+    let record = |event: &str, step: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(
+            PathBuf::from(status["journal"].as_str().unwrap()).join("journal.jsonl"),
+        )
+        .unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|r| r["event"] == event && r["step"] == step)
+            .unwrap_or_else(|| panic!("no {event} of {step} in {}", journal.display()))
+    };
+    let acked = |r: &serde_json::Value| {
+        r["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|o| o["acked_unix_ms"].as_i64())
+            .unwrap_or_else(|| panic!("no acked_unix_ms in {r}"))
+    };
+    let paused = record("step-started", &format!("vm:{name}:pause"));
+    let stop = acked(&record("step-done", &format!("vm:{name}:pause")));
+    let resumed = record("step-done", &format!("vm:{name}:resume"));
+    let cont = acked(&resumed);
+    let before = stop - paused["unix_ms"].as_i64().unwrap();
+    let after = resumed["unix_ms"].as_i64().unwrap() - cont;
+    eprintln!(
+        "{name}: blackout {total} ms = {names:?} {:?}; downtime {downtime} ms = {before} ms before stop + blackout + \
+         {after} ms after cont",
+        parts
+            .iter()
+            .map(|p| p["ms"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(total, cont - stop, "{b:#}");
+    assert_eq!(downtime, before + total + after, "{b:#}");
+    // Those brackets are a few QMP round trips and one fsync each, not a second of the guest's time.
+    assert!(
+        (0..1_000).contains(&before) && (0..1_000).contains(&after),
+        "{before} ms, {after} ms"
+    );
 }
 
 /// A guest the plan reboots instead of saving (`handover = "restart"`, for a device QEMU cannot migrate), rehearsed

@@ -20,6 +20,9 @@ pub enum ActionOutput {
         exit: i32,
         /// How long it ran.
         duration_ms: u64,
+        /// When it was started (wall clock, Unix ms): `virsh save` starting is the last instant a libvirt guest is
+        /// known to run, and `kup plan status` starts that guest's blackout there.
+        started_unix_ms: u64,
     },
     /// A program's output matched what was expected.
     Printed {
@@ -39,6 +42,12 @@ pub enum ActionOutput {
     },
     /// A QMP reply as QEMU sent it: schema-less by nature.
     Reply(serde_json::Value),
+    /// QEMU acknowledged `stop` or `cont` (whose reply is always empty): the instant the guest stopped running or
+    /// ran again, which `kup plan status` splits each guest's blackout from.
+    Acknowledged {
+        /// When the reply arrived (wall clock, Unix ms).
+        acked_unix_ms: u64,
+    },
     /// A kernel image's setup header.
     KernelImage {
         /// What `uname -r` will show.

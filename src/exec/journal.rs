@@ -12,7 +12,6 @@ pub(crate) use crate::host::journal_files::{LockError, RootLock, write_atomic};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub(crate) const JOURNAL_FILE: &str = "journal.jsonl";
 pub(crate) const PLAN_FILE: &str = "plan.toml";
@@ -175,11 +174,9 @@ pub struct Record {
     pub event: Event,
 }
 
+/// The wall clock in Unix ms: the same clock as the instants hosts put in action outputs, so they compare.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    crate::host::machine::unix_ms()
 }
 
 /// RFC 3339 UTC with milliseconds, from Unix milliseconds (civil-from-days, Howard Hinnant's algorithm).

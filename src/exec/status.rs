@@ -1,6 +1,7 @@
-//! What an apply did, folded from its journal: each step's state and timing, per-VM downtime, the kexec gap and the
-//! new kernel's boot — the report operators read after an update (`kup plan status`).
+//! What an apply did, folded from its journal: each step's state and timing, per-VM downtime and blackout, the kexec
+//! gap and the new kernel's boot — the report operators read after an update (`kup plan status`).
 
+use super::blackout::{Blackout, blackouts};
 use super::journal::{Event, FinalState, Mode, Record};
 use crate::graph::{Program, StepId};
 use serde::Serialize;
@@ -96,6 +97,8 @@ pub(crate) struct Status {
     pub(crate) finished: Option<String>,
     pub(crate) steps: Vec<StepStatus>,
     pub(crate) vm_downtime_ms: BTreeMap<String, u64>,
+    /// Each stopped guest's blackout, split into parts on the clocks they were measured with.
+    pub(crate) blackout: BTreeMap<String, Blackout>,
     pub(crate) kexec: Option<KexecStatus>,
     /// A live patch plan's patch, as its last journaled check saw it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -276,6 +279,7 @@ pub(crate) fn fold(
         finished: finish.as_ref().map(|(r, _, _)| r.time.clone()),
         steps,
         vm_downtime_ms,
+        blackout: blackouts(records, program, vm_names),
         kexec,
         livepatch,
         torn_tail,

@@ -35,6 +35,14 @@ pub(crate) fn uptime_ms() -> Option<u64> {
         .checked_add(u64::try_from(t.tv_nsec() / 1_000_000).ok()?)
 }
 
+/// The wall clock (CLOCK_REALTIME) in Unix milliseconds, as the journal stamps its records; 0 before 1970.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// `uname -r` of the running kernel.
 pub fn kernel_release() -> Result<String, HostError> {
     nix::sys::utsname::uname()

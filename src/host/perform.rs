@@ -50,9 +50,18 @@ pub(super) fn one(
             command,
             args,
             file_uri: None,
-        } => Ok(ActionOutput::Reply(
-            session(sessions, socket)?.execute(command, args)?,
-        )),
+        } => {
+            let reply = session(sessions, socket)?.execute(command, args)?;
+            // `stop` and `cont` change whether the guest runs, and their reply is always empty: what is worth
+            // keeping is when it came, the instant the guest stopped or ran again.
+            Ok(if matches!(command.as_str(), "stop" | "cont") {
+                ActionOutput::Acknowledged {
+                    acked_unix_ms: machine::unix_ms(),
+                }
+            } else {
+                ActionOutput::Reply(reply)
+            })
+        }
         Action::Qmp {
             socket,
             command,
@@ -222,10 +231,12 @@ fn session<'a>(
 }
 
 fn exec(argv: &[String], timeout_ms: u64) -> Result<ActionOutput, HostError> {
+    let started_unix_ms = machine::unix_ms();
     let outcome = process::run(argv, ms(timeout_ms))?;
     Ok(ActionOutput::Exited {
         exit: outcome.status,
         duration_ms: outcome.duration_ms,
+        started_unix_ms,
     })
 }
 
