@@ -4,7 +4,7 @@
 //! something; exit codes from `crate::exit` (clap's own usage errors also exit 2).
 
 use crate::{commands, exit};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,6 +28,18 @@ pub(crate) enum Command {
     Schema,
     /// Kernel boot phases and time to init, from a kernel log or the running kernel's.
     BootTime(commands::boot_time::BootTimeArgs),
+    /// Print the shell completion script for kup (see the README for where to install it).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: commands::completions::Shell,
+    },
+    /// Write kup's man pages (section 1: kup.1 and one page per subcommand) into a directory.
+    Man {
+        /// Where to write the pages (created if missing); existing pages are replaced.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +103,16 @@ pub(crate) enum PlanCommand {
         #[arg(long, value_name = "STEP")]
         mark_done: Vec<String>,
     },
+    /// Explain a diagnostic code (`kup::plan::…`, or without the prefix): what it means, why it matters, how to
+    /// fix it and a plan that triggers it.
+    Explain {
+        /// The code, as `kup plan validate` shows it (`kup::plan::volatile-path`) or short (`volatile-path`).
+        #[arg(value_name = "CODE", required_unless_present = "list")]
+        code: Option<String>,
+        /// List every code with its severity and a one-line summary instead.
+        #[arg(long, conflicts_with = "code")]
+        list: bool,
+    },
     /// Report the last (or pending) apply: steps, timings, VM downtime, the kexec gap and the new kernel's boot.
     Status {
         /// Journal root.
@@ -149,7 +171,12 @@ pub fn main() -> ExitCode {
         Command::Plan(PlanCommand::Status { journal, format }) => {
             commands::status::run(&journal, format == StatusFormat::Json)
         }
+        Command::Plan(PlanCommand::Explain { code, list }) => {
+            commands::explain::run(code.as_deref(), list)
+        }
         Command::Schema => commands::schema::run(),
+        Command::Completions { shell } => commands::completions::run(shell, Cli::command()),
+        Command::Man { out } => commands::man::run(&out, Cli::command()),
         Command::BootTime(args) => commands::boot_time::run(&args),
     };
     match result {
