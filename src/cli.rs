@@ -12,7 +12,10 @@ use std::process::ExitCode;
 #[command(
     name = "kup",
     version,
-    about = "Declarative live kernel updates for virtualisation hosts"
+    about = "Declarative live kernel updates for virtualisation hosts",
+    after_long_help = "Exit codes: 0 success, 1 invalid plan, 2 usage or I/O error, 3 refused, 4 locked, 5 rolled \
+                       back, 6 needs an operator (docs/exit-codes.md). `kup plan explain CODE` explains a \
+                       diagnostic code. Documentation: docs/ in the source tree."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]

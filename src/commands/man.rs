@@ -17,15 +17,32 @@ pub(crate) fn render(command: clap::Command) -> Result<Vec<(String, Vec<u8>)>, C
 }
 
 fn add(command: &clap::Command, pages: &mut Vec<(String, Vec<u8>)>) -> Result<(), CommandError> {
-    let man = clap_mangen::Man::new(command.clone());
+    // The version goes in the footer of every page, not only kup.1: clap gives subcommands none of their own.
+    let man = clap_mangen::Man::new(command.clone())
+        .source(format!("kup {}", env!("CARGO_PKG_VERSION")))
+        .manual("kup manual");
     let mut text = Vec::new();
     man.render(&mut text)
         .map_err(|e| CommandError::Usage(format!("cannot render {}: {e}", man.get_filename())))?;
-    pages.push((man.get_filename(), text));
+    pages.push((man.get_filename(), ascii_roff(&text)));
     for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
         add(sub, pages)?;
     }
     Ok(())
+}
+
+/// Non-ASCII characters of the help texts (`…`, `—`) as roff's `\[uXXXX]` escapes: groff reads its input as
+/// Latin-1 unless told otherwise, and `man` does not always tell it.
+fn ascii_roff(text: &[u8]) -> Vec<u8> {
+    let mut out = String::new();
+    for c in String::from_utf8_lossy(text).chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\[u{:04X}]", u32::from(c)));
+        }
+    }
+    out.into_bytes()
 }
 
 /// `kup man --out DIR`: writes every page into `DIR` (created if missing), each atomically, and lists them.
