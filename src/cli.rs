@@ -69,7 +69,7 @@ pub(crate) enum PlanCommand {
     /// action instead; `--rehearse` does everything but the kexec).
     Apply {
         /// Print every action instead of performing it; needs no root and changes nothing.
-        #[arg(long, conflicts_with_all = ["yes", "rehearse", "no_kernel_load", "journal"])]
+        #[arg(long, conflicts_with_all = ["yes", "rehearse", "no_kernel_load", "journal", "metrics_textfile"])]
         dry_run: bool,
         /// Do not ask for confirmation (required when standard input is not a terminal).
         #[arg(long)]
@@ -84,6 +84,10 @@ pub(crate) enum PlanCommand {
         /// Journal root (default: the plan's `policy.journal`).
         #[arg(long, value_name = "DIR")]
         journal: Option<PathBuf>,
+        /// Write the outcome as node_exporter textfile metrics to this file, atomically, when the apply ends (and
+        /// on its resume after the kexec); overrides `policy.metrics`.
+        #[arg(long, value_name = "PATH")]
+        metrics_textfile: Option<PathBuf>,
         /// Output format of --dry-run.
         #[arg(long, value_enum, default_value = "human")]
         format: commands::dry_run::Format,
@@ -105,6 +109,10 @@ pub(crate) enum PlanCommand {
         /// Record this interrupted step as done (after checking that it completed).
         #[arg(long, value_name = "STEP")]
         mark_done: Vec<String>,
+        /// Write the outcome as node_exporter textfile metrics to this file, atomically (default: the path the apply
+        /// was given, else `policy.metrics`).
+        #[arg(long, value_name = "PATH")]
+        metrics_textfile: Option<PathBuf>,
     },
     /// Explain a diagnostic code (`kup::plan::…`, or without the prefix): what it means, why it matters, how to
     /// fix it and a plan that triggers it.
@@ -153,6 +161,7 @@ pub fn main() -> ExitCode {
             rehearse,
             no_kernel_load,
             journal,
+            metrics_textfile,
             plan,
             ..
         }) => commands::apply::run(&commands::apply::ApplyArgs {
@@ -161,15 +170,18 @@ pub fn main() -> ExitCode {
             rehearse,
             no_kernel_load,
             journal: journal.as_deref(),
+            metrics_textfile: metrics_textfile.as_deref(),
         }),
         Command::Plan(PlanCommand::Resume {
             journal,
             rerun,
             mark_done,
+            metrics_textfile,
         }) => commands::resume::run(&commands::resume::ResumeArgs {
             journal: &journal,
             rerun: &rerun,
             mark_done: &mark_done,
+            metrics_textfile: metrics_textfile.as_deref(),
         }),
         Command::Plan(PlanCommand::Status { journal, format }) => {
             commands::status::run(&journal, format == StatusFormat::Json)

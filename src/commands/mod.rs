@@ -10,6 +10,7 @@ pub(crate) mod explain;
 pub(crate) mod graph;
 mod guard;
 pub(crate) mod man;
+mod metrics;
 pub(crate) mod resume;
 pub mod schema;
 pub(crate) mod status;

@@ -20,7 +20,7 @@ pub(super) const CODES: &[CodeDoc] = &[
         title: "a blank name, path or driver",
         severity: Error,
         pass: Semantics,
-        means: "A blank (empty or whitespace-only) `name`, path (`kernel.image`, `kernel.initrd`, `vm.qmp`, `vm.state`, `app.criu.pidfile`, `app.criu.images`, `policy.journal`), `vm.libvirt`, `vm.libvirt_uri` or `pci.driver`.",
+        means: "A blank (empty or whitespace-only) `name`, path (`kernel.image`, `kernel.initrd`, `vm.qmp`, `vm.state`, `app.criu.pidfile`, `app.criu.images`, `policy.journal`, `policy.metrics`), `vm.libvirt`, `vm.libvirt_uri` or `pci.driver`.",
         why: "A blank value is almost always a template placeholder left unfilled; kup will not run with an empty name, path or device driver.",
         fix: "Give it a value or remove the key.",
         examples: "`empty-value.toml` (`initrd = \"\"`)",
