@@ -4,7 +4,7 @@
 //! something; exit codes from `crate::exit` (clap's own usage errors also exit 2).
 
 use crate::{commands, exit};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,7 +12,10 @@ use std::process::ExitCode;
 #[command(
     name = "kup",
     version,
-    about = "Declarative live kernel updates for virtualisation hosts"
+    about = "Declarative live kernel updates for virtualisation hosts",
+    after_long_help = "Exit codes: 0 success, 1 invalid plan, 2 usage or I/O error, 3 refused, 4 locked, 5 rolled \
+                       back, 6 needs an operator (docs/exit-codes.md). `kup plan explain CODE` explains a \
+                       diagnostic code. Documentation: docs/ in the source tree."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -28,6 +31,18 @@ pub(crate) enum Command {
     Schema,
     /// Kernel boot phases and time to init, from a kernel log or the running kernel's.
     BootTime(commands::boot_time::BootTimeArgs),
+    /// Print the shell completion script for kup (see the README for where to install it).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: commands::completions::Shell,
+    },
+    /// Write kup's man pages (section 1: kup.1 and one page per subcommand) into a directory.
+    Man {
+        /// Where to write the pages (created if missing); existing pages are replaced.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,7 +69,7 @@ pub(crate) enum PlanCommand {
     /// action instead; `--rehearse` does everything but the kexec).
     Apply {
         /// Print every action instead of performing it; needs no root and changes nothing.
-        #[arg(long, conflicts_with_all = ["yes", "rehearse", "no_kernel_load", "journal"])]
+        #[arg(long, conflicts_with_all = ["yes", "rehearse", "no_kernel_load", "journal", "metrics_textfile"])]
         dry_run: bool,
         /// Do not ask for confirmation (required when standard input is not a terminal).
         #[arg(long)]
@@ -69,6 +84,10 @@ pub(crate) enum PlanCommand {
         /// Journal root (default: the plan's `policy.journal`).
         #[arg(long, value_name = "DIR")]
         journal: Option<PathBuf>,
+        /// Write the outcome as node_exporter textfile metrics to this file, atomically, when the apply ends (and
+        /// on its resume after the kexec); overrides `policy.metrics`.
+        #[arg(long, value_name = "PATH")]
+        metrics_textfile: Option<PathBuf>,
         /// Output format of --dry-run.
         #[arg(long, value_enum, default_value = "human")]
         format: commands::dry_run::Format,
@@ -90,6 +109,20 @@ pub(crate) enum PlanCommand {
         /// Record this interrupted step as done (after checking that it completed).
         #[arg(long, value_name = "STEP")]
         mark_done: Vec<String>,
+        /// Write the outcome as node_exporter textfile metrics to this file, atomically (default: the path the apply
+        /// was given, else `policy.metrics`).
+        #[arg(long, value_name = "PATH")]
+        metrics_textfile: Option<PathBuf>,
+    },
+    /// Explain a diagnostic code (`kup::plan::…`, or without the prefix): what it means, why it matters, how to
+    /// fix it and a plan that triggers it.
+    Explain {
+        /// The code, as `kup plan validate` shows it (`kup::plan::volatile-path`) or short (`volatile-path`).
+        #[arg(value_name = "CODE", required_unless_present = "list")]
+        code: Option<String>,
+        /// List every code with its severity and a one-line summary instead.
+        #[arg(long, conflicts_with = "code")]
+        list: bool,
     },
     /// Report the last (or pending) apply: steps, timings, VM downtime, the kexec gap and the new kernel's boot.
     Status {
@@ -128,6 +161,7 @@ pub fn main() -> ExitCode {
             rehearse,
             no_kernel_load,
             journal,
+            metrics_textfile,
             plan,
             ..
         }) => commands::apply::run(&commands::apply::ApplyArgs {
@@ -136,20 +170,28 @@ pub fn main() -> ExitCode {
             rehearse,
             no_kernel_load,
             journal: journal.as_deref(),
+            metrics_textfile: metrics_textfile.as_deref(),
         }),
         Command::Plan(PlanCommand::Resume {
             journal,
             rerun,
             mark_done,
+            metrics_textfile,
         }) => commands::resume::run(&commands::resume::ResumeArgs {
             journal: &journal,
             rerun: &rerun,
             mark_done: &mark_done,
+            metrics_textfile: metrics_textfile.as_deref(),
         }),
         Command::Plan(PlanCommand::Status { journal, format }) => {
             commands::status::run(&journal, format == StatusFormat::Json)
         }
+        Command::Plan(PlanCommand::Explain { code, list }) => {
+            commands::explain::run(code.as_deref(), list)
+        }
         Command::Schema => commands::schema::run(),
+        Command::Completions { shell } => commands::completions::run(shell, Cli::command()),
+        Command::Man { out } => commands::man::run(&out, Cli::command()),
         Command::BootTime(args) => commands::boot_time::run(&args),
     };
     match result {

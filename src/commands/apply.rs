@@ -24,6 +24,8 @@ pub(crate) struct ApplyArgs<'a> {
     pub(crate) no_kernel_load: bool,
     /// Journal root instead of the plan's.
     pub(crate) journal: Option<&'a Path>,
+    /// Where to write the metrics instead of `policy.metrics`.
+    pub(crate) metrics_textfile: Option<&'a Path>,
 }
 
 /// A plan needs root unless it is a rehearsal touching nothing privileged: no kernel load, no apps, no PCI, no
@@ -154,7 +156,11 @@ fn new_cmdline(plan: &Plan) -> Result<String, CommandError> {
 }
 
 /// The journal of this apply: its directory with the frozen plan and its digest, marked pending.
-fn create_journal(root: &Path, bytes: &[u8]) -> Result<(Journal, PathBuf, String), CommandError> {
+fn create_journal(
+    root: &Path,
+    bytes: &[u8],
+    metrics: Option<&Path>,
+) -> Result<(Journal, PathBuf, String), CommandError> {
     let dir = root.join(format!(
         "{}-{}",
         journal::rfc3339(journal::now_ms()).replace([':', '.'], ""),
@@ -168,6 +174,10 @@ fn create_journal(root: &Path, bytes: &[u8]) -> Result<(Journal, PathBuf, String
             &dir.join(journal::PLAN_SHA_FILE),
             format!("{plan_sha}\n").as_bytes(),
         )?;
+        if let Some(metrics) = metrics {
+            let text = format!("{}\n", metrics.display());
+            journal::write_atomic(&dir.join(journal::METRICS_FILE), text.as_bytes())?;
+        }
         journal::set_pending(root, &dir)?;
         Ok(journal)
     };
@@ -204,6 +214,12 @@ pub(crate) fn run(args: &ApplyArgs) -> CommandResult {
             args.plan.display()
         )));
     }
+    if let Some(path) = args.metrics_textfile.filter(|p| p.is_relative()) {
+        return Err(CommandError::Usage(format!(
+            "--metrics-textfile {}: write an absolute path (the resume after the kexec runs from `/`)",
+            path.display()
+        )));
+    }
     let (plan, graph) = check_plan(&args.plan.display().to_string(), &bytes)?;
     let hostname = machine::hostname().map_err(|e| CommandError::Usage(e.to_string()))?;
     preconditions(args, &plan, &hostname)?;
@@ -231,7 +247,7 @@ pub(crate) fn run(args: &ApplyArgs) -> CommandResult {
     let kernel_cmdline = new_cmdline(&plan)?;
     let program = crate::graph::compile(&plan, &graph, &kernel_cmdline);
     let identity = machine::identity().map_err(|e| CommandError::Usage(e.to_string()))?;
-    let (mut journal, dir, plan_sha256) = create_journal(&root, &bytes)?;
+    let (mut journal, dir, plan_sha256) = create_journal(&root, &bytes, args.metrics_textfile)?;
     let mode = if args.rehearse {
         Mode::Rehearse
     } else {
@@ -259,14 +275,18 @@ pub(crate) fn run(args: &ApplyArgs) -> CommandResult {
             .map_err(|e| CommandError::Usage(format!("cannot write the journal: {e}")))?;
     }
     say(format_args!("kup: journal {}", dir.display()));
-    execute(
+    let result = execute(
         &plan,
         &program,
         &root,
         &mut journal,
         mode,
         !args.no_kernel_load,
-    )
+    );
+    if let Some(path) = super::metrics::target(args.metrics_textfile, &dir, &plan) {
+        super::metrics::write(&path, &root, &plan);
+    }
+    result
 }
 
 /// Runs the engine over a fresh journal and clears the pending mark when nothing is left to do.

@@ -3,10 +3,14 @@
 pub(crate) mod apply;
 mod boot_compare;
 pub(crate) mod boot_time;
+pub(crate) mod completions;
 pub(crate) mod dry_run;
 mod error;
+pub(crate) mod explain;
 pub(crate) mod graph;
 mod guard;
+pub(crate) mod man;
+mod metrics;
 pub(crate) mod resume;
 pub mod schema;
 pub(crate) mod status;

@@ -19,6 +19,8 @@ pub(crate) struct ResumeArgs<'a> {
     pub(crate) rerun: &'a [String],
     /// Interrupted steps to record as done.
     pub(crate) mark_done: &'a [String],
+    /// Where to write the metrics instead of the apply's path or `policy.metrics`.
+    pub(crate) metrics_textfile: Option<&'a Path>,
 }
 
 /// `kup plan resume`.
@@ -86,14 +88,18 @@ pub(crate) fn run(args: &ResumeArgs) -> CommandResult {
         decision.done.len(),
         program.steps.len()
     ));
-    execute(
+    let result = execute(
         &plan,
         &program,
         root,
         &mut journal,
         &decision,
         (started.mode, started.kernel_load),
-    )
+    );
+    if let Some(path) = super::metrics::target(args.metrics_textfile, &dir, &plan) {
+        super::metrics::write(&path, root, &plan);
+    }
+    result
 }
 
 /// Records the operator's `--mark-done` steps as done.

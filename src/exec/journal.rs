@@ -18,6 +18,8 @@ pub(crate) const PLAN_FILE: &str = "plan.toml";
 pub(crate) const PLAN_SHA_FILE: &str = "plan.sha256";
 pub(crate) const PENDING_FILE: &str = "pending";
 pub(crate) const LOCK_FILE: &str = "lock";
+/// The `--metrics-textfile` path an apply was given, so that its resume on the new kernel writes there too.
+pub(crate) const METRICS_FILE: &str = "metrics-textfile";
 
 /// Test hook, compiled only with the `fault-injection` feature (never into a release binary): the process SIGKILLs
 /// itself right after the record with this sequence number is durable — or, when the value is an event name such

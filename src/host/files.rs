@@ -99,6 +99,18 @@ pub(crate) fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// Creates a directory and its parents (0755, before the umask), for files others read: man pages, metrics.
+pub(crate) fn create_dir_all(path: &Path) -> Result<(), HostError> {
+    std::fs::create_dir_all(path)
+        .map_err(|e| HostError::io(format!("cannot create {}", path.display()), e))
+}
+
+/// Writes a file others may read (0644) atomically: a reader sees the old content or the new, never half of it.
+pub(crate) fn write_readable(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
+    super::journal_files::write_atomic_mode(path, bytes, 0o644)
+        .map_err(|e| HostError::io(format!("cannot write {}", path.display()), e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,8 +9,10 @@ use std::ops::Range;
 /// How bad a finding is: errors make the plan invalid, warnings flag legal but risky choices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum Severity {
+pub enum Severity {
+    /// The plan is invalid.
     Error,
+    /// Legal, but risky: the plan stays valid.
     Warning,
 }
 

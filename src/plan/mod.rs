@@ -5,6 +5,7 @@
 //! Schema (unknown keys, types, required keys), then meaning (`validate`).
 
 pub(crate) mod cmdline_lint;
+pub mod codes;
 pub(crate) mod diagnostic;
 pub(crate) mod model;
 pub(crate) mod raw;
@@ -12,7 +13,8 @@ pub(crate) mod structure;
 pub(crate) mod units;
 pub(crate) mod validate;
 
-pub(crate) use diagnostic::{Diagnostic, PlanDiagnostics, Severity};
+pub use diagnostic::Severity;
+pub(crate) use diagnostic::{Diagnostic, PlanDiagnostics};
 pub use model::*;
 
 use serde::Deserialize;

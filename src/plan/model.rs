@@ -246,4 +246,6 @@ pub struct Policy {
     pub(crate) on_failure: OnFailure,
     pub(crate) journal: PathBuf,
     pub(crate) kexec: KexecMethod,
+    /// The node_exporter textfile apply and resume write their metrics to (`policy.metrics`).
+    pub(crate) metrics: Option<PathBuf>,
 }

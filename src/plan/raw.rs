@@ -328,6 +328,10 @@ pub(crate) struct RawPolicy {
     /// Directory for checkpoint journals (default `/var/lib/kup`). Must survive the kexec.
     #[schemars(with = "Option<String>")]
     pub(crate) journal: Option<Spanned<String>>,
+    /// A node_exporter textfile-collector file (`…/kup.prom`) that apply and resume rewrite, atomically, with the
+    /// last apply's metrics (docs/executor.md). Resume after the kexec writes it too.
+    #[schemars(with = "Option<String>")]
+    pub(crate) metrics: Option<Spanned<String>>,
     /// How the kexec is executed: `auto` (default: `systemd` when systemd runs the host, else `direct`),
     /// `systemd` (`systemctl kexec`: services stop and file systems unmount cleanly) or `direct` (`sync()` then
     /// `reboot(LINUX_REBOOT_CMD_KEXEC)`: faster to start the new kernel, but file systems stay mounted).

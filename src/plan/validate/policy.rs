@@ -18,6 +18,7 @@ impl Validator<'_> {
             on_failure: OnFailure::Rollback,
             journal: PathBuf::from(DEFAULT_JOURNAL),
             kexec: KexecMethod::Auto,
+            metrics: None,
         };
         let Some(raw) = raw.map(Spanned::get_ref) else {
             return policy;
@@ -88,6 +89,10 @@ impl Validator<'_> {
             && let Some(path) = self.durable(journal, "policy.journal")
         {
             policy.journal = path;
+        }
+        // Only absolute: a metrics file under /run is fine, resume on the new kernel writes it again.
+        if let Some(metrics) = &raw.metrics {
+            policy.metrics = self.absolute(metrics, "policy.metrics");
         }
         policy
     }
