@@ -476,6 +476,7 @@ fn shared_ram_check(g: &Guest) -> Result<(), String> {
         handshake(g),
         Action::CheckSharedRam {
             socket: g.qmp.clone(),
+            cmdline: None,
         },
     ];
     RealHost

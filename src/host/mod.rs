@@ -15,6 +15,8 @@ pub mod migration;
 mod perform;
 pub(crate) mod process;
 pub mod qmp;
+mod ram_backing;
+mod ram_digest;
 pub mod sysfs;
 pub(crate) mod systemd;
 mod target;
