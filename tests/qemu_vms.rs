@@ -689,6 +689,19 @@ fn rehearsal(qemu: Qemu) {
     assert_eq!(saved["sha256"], found["sha256"]);
     assert!(!shared.state.join("vmstate.ram-digest").exists());
     assert!(journaled_digest_of(&journal, "vm:rc:save").is_none());
+    // The preflight's check says where the RAM file is: on this machine a disk, neither pmem nor DAX.
+    let backends = journaled(&journal, "preflight")
+        .into_iter()
+        .find_map(|o| o.get("backends").cloned())
+        .expect("the shared-RAM check's output");
+    let backend = &backends[0];
+    assert_eq!(backend["mem_path"], shared.ram_file.display().to_string());
+    assert_eq!(
+        (&backend["pmem"], &backend["dax"]),
+        (&serde_json::json!(false), &serde_json::json!(false)),
+        "{backend}"
+    );
+    assert!(!backend["device"].as_str().unwrap().is_empty(), "{backend}");
     assert!(journal.is_dir());
 }
 
