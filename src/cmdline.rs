@@ -362,7 +362,6 @@ impl Cmdline {
     }
 
     /// Every parameter named `key`, in order.
-    #[cfg(test)] // only the unit tests use it
     pub(crate) fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a Param> + 'a {
         self.params.iter().filter(move |p| p.has_key(key))
     }

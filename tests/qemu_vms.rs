@@ -476,6 +476,7 @@ fn shared_ram_check(g: &Guest) -> Result<(), String> {
         handshake(g),
         Action::CheckSharedRam {
             socket: g.qmp.clone(),
+            cmdline: None,
         },
     ];
     RealHost
@@ -674,6 +675,33 @@ fn rehearsal(qemu: Qemu) {
         let (restored, _) = journaled_choice(&journal, &format!("vm:{name}:restore"));
         assert_same_on_restore(&saved, &restored);
     }
+    // The shared guest's RAM digest: recorded by the save, found equal by the restore, removed by verify.
+    let recorded = journaled_digest(&journal, "vm:rs:save");
+    assert_eq!(recorded["checked"], false, "{recorded}");
+    let checked = journaled_digest(&journal, "vm:rs:restore");
+    assert_eq!(checked["checked"], true, "{checked}");
+    let (saved, found) = (&recorded["ram_digest"][0], &checked["ram_digest"][0]);
+    assert_eq!(saved["mem_path"], shared.ram_file.display().to_string());
+    assert_eq!(saved["size"], 256 << 20);
+    assert_eq!(saved["pages"], 1025);
+    // A booted guest's RAM is not all zeros where it is sampled: the digest can tell a wiped file.
+    assert!(saved["nonzero_pages"].as_u64().unwrap() > 0, "{saved}");
+    assert_eq!(saved["sha256"], found["sha256"]);
+    assert!(!shared.state.join("vmstate.ram-digest").exists());
+    assert!(journaled_digest_of(&journal, "vm:rc:save").is_none());
+    // The preflight's check says where the RAM file is: on this machine a disk, neither pmem nor DAX.
+    let backends = journaled(&journal, "preflight")
+        .into_iter()
+        .find_map(|o| o.get("backends").cloned())
+        .expect("the shared-RAM check's output");
+    let backend = &backends[0];
+    assert_eq!(backend["mem_path"], shared.ram_file.display().to_string());
+    assert_eq!(
+        (&backend["pmem"], &backend["dax"]),
+        (&serde_json::json!(false), &serde_json::json!(false)),
+        "{backend}"
+    );
+    assert!(!backend["device"].as_str().unwrap().is_empty(), "{backend}");
     assert!(journal.is_dir());
     let status = Kup::new()
         .args(["plan", "status", "--format", "json", "--journal"])
@@ -821,6 +849,110 @@ fn restarted_guest(qemu: Qemu) {
         "nothing is saved"
     );
     assert!(!rebooted.state.join("vmstate").exists());
+}
+
+/// The RAM digest output journaled for step `id`, if any.
+fn journaled_digest_of(journal: &Path, id: &str) -> Option<serde_json::Value> {
+    journaled(journal, id)
+        .into_iter()
+        .find(|o| o.get("ram_digest").is_some())
+}
+
+fn journaled_digest(journal: &Path, id: &str) -> serde_json::Value {
+    journaled_digest_of(journal, id).unwrap_or_else(|| panic!("no RAM digest journaled for {id}"))
+}
+
+/// A shared guest's RAM file changed between the save and the kexec (as a power cut wiping persistent memory
+/// would leave it): its restore refuses before touching any QEMU, keeps the state file and says what to do; the
+/// copied guest is restored and resumed all the same, and `kup plan status` names the failed step.
+#[test]
+fn a_shared_guest_whose_ram_changed_is_not_restored_and_the_others_are() {
+    on_each_qemu(changed_ram);
+}
+
+fn changed_ram(qemu: Qemu) {
+    let f = Fixture::new(qemu);
+    let (shared, copied) = std::thread::scope(|s| {
+        let a = s.spawn(|| f.guest(Spec::new("ws", Ram::SharedFile)));
+        let b = s.spawn(|| f.guest(Spec::new("wc", Ram::Anonymous)));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    write_patterns(&copied, 41);
+    let old = [shared.pid().unwrap(), copied.pid().unwrap()];
+    let journal = f.tmp.path().join("journal");
+    let mut text = guests::plan_with(&f.lab, &journal, &[(&shared, "shared"), (&copied, "copy")]);
+    // Four pages at the start of the RAM file overwritten, after the save and before the kexec.
+    let dd = [
+        "dd".to_owned(),
+        "if=/dev/urandom".to_owned(),
+        format!("of={}", shared.ram_file.display()),
+        "bs=4096".to_owned(),
+        "count=4".to_owned(),
+        "conv=notrunc".to_owned(),
+    ];
+    let argv: Vec<String> = dd
+        .iter()
+        .map(|a| toml::Value::String(a.clone()).to_string())
+        .collect();
+    text.push_str(&format!(
+        "\n[[step]]\nname = \"wipe\"\nrun = [{}]\nafter = [\"vm:ws:save\"]\nbefore = [\"kexec\"]\n",
+        argv.join(", ")
+    ));
+
+    let run = Kup::new()
+        .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
+        .plan(&text)
+        .timeout(Duration::from_secs(120))
+        .run()
+        .status(6);
+    let stderr = run.stderr();
+    eprintln!("{stderr}");
+    let ram = shared.ram_file.display().to_string();
+    let state = shared.state.join("vmstate");
+    for part in [
+        "vm:ws:restore",
+        &format!("the guest's RAM in {ram} is not what was saved"),
+        "power cut or a cold boot",
+        &format!("the state file is kept at {}", state.display()),
+        "Start the guest cold from its disks",
+    ] {
+        assert!(stderr.contains(part), "{part:?} not in:\n{stderr}");
+    }
+    // Nothing deleted, and no QEMU ended or started: the old one is still there, its migration done.
+    assert!(state.exists());
+    assert!(shared.state.join("vmstate.ram-digest").exists());
+    assert_eq!(shared.pid(), Some(old[0]));
+    assert_eq!(shared.status(), "postmigrate");
+    // The other guest was restored in a new QEMU and runs, its RAM intact.
+    assert_eq!(copied.status(), "running");
+    assert_ne!(copied.pid(), Some(old[1]));
+    check_patterns(&copied, 41);
+
+    let status = Kup::new()
+        .args(["plan", "status", "--format", "json", "--journal"])
+        .arg(&journal)
+        .run()
+        .success()
+        .stdout_json();
+    let steps = status["steps"].as_array().unwrap();
+    let state_of = |id: &str| {
+        steps
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("no step {id} in {status}"))
+    };
+    let failed = state_of("vm:ws:restore");
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not what was saved"),
+        "{failed}"
+    );
+    assert_eq!(state_of("vm:wc:resume")["state"], "done");
+    assert_ne!(state_of("vm:ws:resume")["state"], "done");
+    assert_eq!(status["state"], "failed", "{status}");
 }
 
 /// QEMU 7.2 reports a state file it cannot create only as a broken pipe to `cat`, QEMU 10 as a file it cannot open;

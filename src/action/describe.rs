@@ -2,7 +2,9 @@
 
 use super::migration::describe_save;
 use super::quote::shell_words;
-use super::{Action, MigrationMemory, MigrationSide, PID_PLACEHOLDER, RebootMode};
+use super::{
+    Action, MigrationMemory, MigrationSide, PID_PLACEHOLDER, RAM_DIGEST_PAGES, RebootMode,
+};
 use serde_json::json;
 
 impl Action {
@@ -120,9 +122,26 @@ impl Action {
                 path.display(),
                 path.display()
             ),
-            Action::CheckSharedRam { socket } => format!(
-                "qmp {} query-memdev: guest RAM is a share=on memory-backend-file on a file system that survives kexec",
-                socket.display()
+            Action::CheckSharedRam { socket, cmdline } => format!(
+                "qmp {} query-memdev: guest RAM is a share=on memory-backend-file on a file system that survives kexec{}",
+                socket.display(),
+                if cmdline.is_some() {
+                    "; on a pmem device, every memmap=SIZE!OFFSET of /proc/cmdline is in the new command line"
+                } else {
+                    ""
+                }
+            ),
+            Action::RecordRamDigest { socket, record } => format!(
+                "qmp {} qom-get mem-path of each RAM backend: sha256 of its size and of {RAM_DIGEST_PAGES} \
+                 evenly spread pages plus the first and the last, written durably to {}",
+                socket.display(),
+                record.display()
+            ),
+            Action::CheckRamDigest { record, state } => format!(
+                "check each RAM file named in {} has the recorded size and sha256 of its sampled pages, before \
+                 any QEMU is ended or started; otherwise refuse, keeping {}",
+                record.display(),
+                state.display()
             ),
             Action::QmpQuit { socket, timeout_ms } => format!(
                 "qmp {} {} if a QEMU still answers there and its guest is not running; wait for it to close the socket (timeout {timeout_ms} ms), not for it to exit",

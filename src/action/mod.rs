@@ -14,7 +14,7 @@ pub(crate) use describe::qmp_message;
 pub use migration::{QemuOffer, choose, setup_commands, undo_commands};
 pub use output::{
     ActionFailure, ActionOutput, FileCommitted, LivepatchModule, LivepatchState, MemoryBackend,
-    MigrationBefore, MigrationChoice, PciBinding, PciDevice, SysfsWrite, TargetKernel,
+    MigrationBefore, MigrationChoice, PciBinding, PciDevice, RamDigest, SysfsWrite, TargetKernel,
 };
 pub use quote::shell_quote;
 
@@ -148,6 +148,28 @@ pub enum Action {
     CheckSharedRam {
         /// The guest's QMP socket.
         socket: PathBuf,
+        /// The new kernel's command line, when the plan kexecs: a backend file on a pmem block device needs every
+        /// `memmap=SIZE!OFFSET` of the running command line in it, or the region is not carved out again and the
+        /// RAM in it is gone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cmdline: Option<String>,
+    },
+    /// For `memory = "shared"`, once the save completed: a digest of sampled pages of each RAM backend file
+    /// (found as [`Action::CheckSharedRam`] finds them), written durably to `record` beside the state file, so
+    /// that the restore can tell RAM that survived from RAM that did not.
+    RecordRamDigest {
+        /// The guest's QMP socket (the backends' `mem-path` and size come from QOM).
+        socket: PathBuf,
+        /// Where the digest goes.
+        record: PathBuf,
+    },
+    /// First of a shared-RAM guest's restore, before any QEMU is ended or started: each RAM file named in `record`
+    /// has the recorded size and digest; otherwise refuse, keeping the state file `state`.
+    CheckRamDigest {
+        /// The save's digest record.
+        record: PathBuf,
+        /// The state file the restore would load (named in the refusal: it is kept).
+        state: PathBuf,
     },
     /// Send `quit` to a QEMU that still answers on `socket` (a rehearsal, or a retried restore) and wait for it
     /// to close its socket, not for its process to end. After a real kexec nothing answers and nothing is done.
@@ -298,6 +320,9 @@ pub enum Action {
         timeout_ms: u64,
     },
 }
+
+/// Pages of a RAM backend file sampled evenly for its digest, besides the first and the last (`host::ram_digest`).
+pub const RAM_DIGEST_PAGES: u64 = 1024;
 
 /// At most this many multifd channels unless the plan says otherwise (`policy.save_channels`).
 pub const DEFAULT_MAX_SAVE_CHANNELS: u32 = 4;

@@ -88,6 +88,15 @@ pub enum ActionOutput {
         /// How long until QEMU let go of its socket.
         ms: u64,
     },
+    /// The RAM digest of a shared-RAM guest: recorded by its save, or found equal to the record by its restore.
+    RamDigest {
+        /// One digest per RAM backend file.
+        ram_digest: Vec<RamDigest>,
+        /// `false` for the save (recorded), `true` for the restore (checked against the record and equal).
+        checked: bool,
+        /// How long sampling and hashing took (inside the guest's downtime).
+        ms: u64,
+    },
     /// An old QEMU asked to quit.
     Quit {
         /// Whether a QEMU answered (after a real kexec none does).
@@ -227,6 +236,35 @@ pub struct MemoryBackend {
     pub(crate) mem_path: String,
     /// Its size in bytes, as QEMU reports it.
     pub(crate) size: Option<u64>,
+    /// The block device holding the file (`pmem0`, `sda1`), or `MAJ:MIN` when it is no block device (a
+    /// virtual file system, btrfs' anonymous devices).
+    pub(crate) device: String,
+    /// Whether that device is persistent memory (`/sys/block/pmemN`, e.g. carved by `memmap=SIZE!OFFSET`).
+    pub(crate) pmem: bool,
+    /// Whether the file system is mounted with DAX (`dax` or `dax=always` in `/proc/self/mountinfo`): its pages
+    /// are the device's, with no page cache to flush. `dax=inode` (per-file DAX) counts as `false`.
+    pub(crate) dax: bool,
+}
+
+/// A digest of one RAM backend file's sampled pages, as the save records it (JSON, beside the state file) and the
+/// restore compares it: equal size and equal `sha256` mean the RAM is the one saved, as far as sampling can tell
+/// (the sampling and its limits: `host::ram_digest`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RamDigest {
+    /// The backend's QOM id.
+    pub id: String,
+    /// The file holding the RAM.
+    pub mem_path: String,
+    /// The file's size in bytes.
+    pub size: u64,
+    /// The size of a sampled page.
+    pub page_size: u64,
+    /// How many pages were sampled.
+    pub pages: u64,
+    /// How many of them held a non-zero byte: with 0, a wiped (zeroed) file reads the same and is not caught.
+    pub nonzero_pages: u64,
+    /// SHA-256 (hex) over a version tag, the size, the page size and each sampled offset with its bytes.
+    pub sha256: String,
 }
 
 /// A PCI device checked by [`crate::action::Action::CheckPci`].

@@ -225,6 +225,59 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_restore_after_the_kexec_stops_only_its_own_guest() {
+        let program = program("plans/multi-vm-vfio-spdk.toml");
+        let host = RecordingHost {
+            calls: Mutex::new(Vec::new()),
+            // db-1's RAM is not what was saved.
+            fail: Some(
+                |a| matches!(a, Action::CheckRamDigest { record, .. } if record.ends_with("db-1/vmstate.ram-digest")),
+            ),
+        };
+        let outcome = run(&program, &host, OnFailure::Rollback);
+        assert!(
+            matches!(&outcome, Outcome::Failed { reason }
+                if reason.contains("after the kexec: vm:db-1:restore: injected")),
+            "{outcome:?}"
+        );
+        let calls = host.calls.into_inner().unwrap();
+        // The recording host is handed a whole step: the failed restore's own actions after its check never ran.
+        let flat: Vec<&Action> = calls
+            .iter()
+            .filter(|c| !c.iter().any(|a| matches!(a, Action::CheckRamDigest { record, .. } if record.ends_with("db-1/vmstate.ram-digest"))))
+            .flatten()
+            .collect();
+        let cont = |vm: &str| {
+            flat.iter().any(|a| {
+                matches!(a, Action::Qmp { command, socket, .. }
+                if command == "cont" && socket.ends_with(format!("{vm}.qmp")))
+            })
+        };
+        let restarted = |vm: &str| {
+            flat.iter().any(|a| {
+                matches!(a, Action::Qmp { command, socket, .. }
+                if command == "migrate-incoming" && socket.ends_with(format!("{vm}.qmp")))
+            })
+        };
+        // The other guests are restored and resumed; db-1 is neither, and nothing was rolled back.
+        for vm in ["db-2", "monitor"] {
+            assert!(
+                restarted(vm) && cont(vm),
+                "{vm} was not restored and resumed"
+            );
+        }
+        assert!(!restarted("db-1"), "db-1 restarted");
+        assert!(!cont("db-1"), "db-1 continued");
+        assert!(!flat.iter().any(|a| matches!(a, Action::KexecUnload)));
+        // verify (which would remove the state files) waits for every guest: it did not run.
+        assert!(
+            !flat
+                .iter()
+                .any(|a| matches!(a, Action::RemoveFile { path } if path.ends_with("vmstate")))
+        );
+    }
+
+    #[test]
     fn a_stuck_live_patch_transition_disables_and_removes_the_patch() {
         let program = program("plans/livepatch.toml");
         let host = RecordingHost {

@@ -411,4 +411,55 @@ after = ["kexec"]
         let same_boot = now("boot-1", "x", "x");
         assert!(decide(&records, &program, &same_boot, &["nope".into()]).is_err());
     }
+
+    #[test]
+    fn a_restore_refused_on_its_ram_digest_runs_again_and_checks_again() {
+        let text = format!(
+            "{PLAN}[[vm]]\nname = \"db\"\nqmp = \"/run/qemu/db.qmp\"\nstate = \"/var/lib/kup/db\"\nmemory = \"shared\"\nrestart = [\"/bin/true\"]\n"
+        );
+        let (plan, graph) = crate::check::check("t.toml", text.as_bytes())
+            .valid()
+            .expect("valid plan");
+        let program = crate::graph::compile(&plan, &graph, "root=/dev/sda1 cpuhp.parallel=1");
+        let mut records = up_to_kexec(&program, Mode::Apply);
+        let n = records.len() as u64;
+        records.push(rec(
+            n + 1,
+            Event::StepDone {
+                step: KEXEC,
+                duration_ms: 0,
+                outputs: vec![],
+            },
+        ));
+        records.push(rec(
+            n + 2,
+            Event::StepStarted {
+                step: id("vm:db:restore"),
+            },
+        ));
+        records.push(rec(
+            n + 3,
+            Event::StepFailed {
+                step: id("vm:db:restore"),
+                duration_ms: 1,
+                error: "the guest's RAM in /ram is not what was saved".into(),
+            },
+        ));
+        let d = decide(&records, &program, &now("boot-2", "6.12.9", "x"), &[]).unwrap();
+        // Not done, and not an interrupted step that needs --rerun: the resume runs it again, digest check first.
+        assert!(!d.done.contains(&id("vm:db:restore")), "{d:?}");
+        let restore = program
+            .steps
+            .iter()
+            .find(|s| s.id == id("vm:db:restore"))
+            .unwrap();
+        assert!(
+            matches!(
+                restore.actions.first(),
+                Some(crate::action::Action::CheckRamDigest { .. })
+            ),
+            "{:?}",
+            restore.actions.first()
+        );
+    }
 }

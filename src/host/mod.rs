@@ -16,6 +16,8 @@ pub mod pci_bind;
 mod perform;
 pub(crate) mod process;
 pub mod qmp;
+mod ram_backing;
+mod ram_digest;
 pub mod sysfs;
 pub(crate) mod systemd;
 mod target;

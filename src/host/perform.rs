@@ -2,7 +2,7 @@
 
 use super::{
     HostError, SysfsRoot, files, journal_files, kernel_file, kexec, livepatch, machine, migration,
-    pci_bind, process, qmp, sysfs, target, vm,
+    pci_bind, process, qmp, ram_digest, sysfs, target, vm,
 };
 use crate::action::{Action, ActionOutput, PID_PLACEHOLDER, RebootMode};
 use crate::hostglob::HostGlob;
@@ -121,8 +121,14 @@ pub(super) fn one(
         Action::KeepAside { path } => {
             files::keep_aside(path).map(|kept_aside| ActionOutput::KeptAside { kept_aside })
         }
-        Action::CheckSharedRam { socket } => vm::check_shared_ram(session(sessions, socket)?)
-            .map(|backends| ActionOutput::SharedRam { backends }),
+        Action::CheckSharedRam { socket, cmdline } => {
+            vm::check_shared_ram(session(sessions, socket)?, sysfs, cmdline.as_deref())
+                .map(|backends| ActionOutput::SharedRam { backends })
+        }
+        Action::RecordRamDigest { socket, record } => {
+            ram_digest::record(session(sessions, socket)?, sysfs, record)
+        }
+        Action::CheckRamDigest { record, state } => ram_digest::check(record, state),
         Action::QmpQuit { socket, timeout_ms } => {
             // The session of this step (if any) talks to the QEMU that is about to go.
             sessions.remove(socket);

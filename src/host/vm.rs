@@ -1,8 +1,8 @@
 //! QEMU-specific checks and hand-over steps that need more than one QMP command: proving that a guest's RAM will
 //! survive the kexec before trusting `memory = "shared"`, and ending an old QEMU without waiting for its exit.
 
-use super::HostError;
 use super::qmp::{QmpClient, QmpError};
+use super::{HostError, SysfsRoot, ram_backing};
 use crate::action::{ActionOutput, MemoryBackend};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -24,8 +24,14 @@ const HOW: &str = "start QEMU with `-object memory-backend-file,id=mem,size=SIZE
 
 // Long by design: each way a guest's RAM can fail to survive the kexec, checked in turn with its own message.
 /// Checks that the guest's RAM is a `share=on` `memory-backend-file` whose file sits on a file system that
-/// survives a kexec; with anything else x-ignore-shared would skip RAM that is then lost.
-pub(crate) fn check_shared_ram(client: &mut QmpClient) -> Result<Vec<MemoryBackend>, HostError> {
+/// survives a kexec; with anything else x-ignore-shared would skip RAM that is then lost. Reports each file's
+/// device and DAX mount; with the new kernel's `cmdline`, a file on persistent memory needs every
+/// `memmap=SIZE!OFFSET` of the running command line in it.
+pub(crate) fn check_shared_ram(
+    client: &mut QmpClient,
+    sysfs: &SysfsRoot,
+    cmdline: Option<&str>,
+) -> Result<Vec<MemoryBackend>, HostError> {
     let socket = client.socket().to_owned();
     let memdevs = client.execute("query-memdev", &json!({}))?;
     let memdevs = memdevs.as_array().cloned().unwrap_or_default();
@@ -104,10 +110,17 @@ pub(crate) fn check_shared_ram(client: &mut QmpClient) -> Result<Vec<MemoryBacke
                  which a kexec wipes; put the file on a disk file system (and the state directory too)"
             )));
         }
+        let backing = ram_backing::backing(sysfs, path)?;
+        if let (true, Some(new)) = (backing.pmem, cmdline) {
+            keeps_memmap(sysfs, &socket, &mem_path, &backing.device, new)?;
+        }
         checked.push(MemoryBackend {
             id,
             mem_path,
             size: m.get("size").and_then(Value::as_u64),
+            device: backing.device,
+            pmem: backing.pmem,
+            dax: backing.dax,
         });
     }
     Ok(checked)
@@ -194,6 +207,30 @@ pub(crate) fn power_down(socket: &Path, timeout: Duration) -> Result<ActionOutpu
         by_guest,
         ms: elapsed_ms(),
     })
+}
+
+/// A RAM file on a pmem device that the running kernel carved out of RAM (`memmap=SIZE!OFFSET`): the new kernel
+/// must carve the same region, or it takes it as ordinary RAM and the guest's memory is overwritten.
+fn keeps_memmap(
+    sysfs: &SysfsRoot,
+    socket: &str,
+    mem_path: &str,
+    device: &str,
+    new: &str,
+) -> Result<(), HostError> {
+    let running = std::fs::read_to_string(sysfs.resolve(Path::new("/proc/cmdline")))
+        .map_err(|e| HostError::io("cannot read /proc/cmdline", e))?;
+    let missing = ram_backing::missing_memmaps(&running, new);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(HostError::check(format!(
+        "memory = \"shared\", but the RAM of the guest behind {socket} is in {mem_path} on persistent memory \
+         {device}, and the new kernel's command line lacks {}, which the running kernel has: the new kernel would \
+         take that region as ordinary RAM and the guest's memory with it; keep the parameter (drop it from \
+         `kernel.cmdline.remove`, or add it to `set`, `append` or `value`)",
+        missing.join(" and ")
+    )))
 }
 
 /// Sends `quit` to the QEMU behind `socket` if one answers, and waits until it has let go of the socket path — not

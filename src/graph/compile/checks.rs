@@ -84,6 +84,8 @@ pub(super) fn preflight(plan: &Plan, cmdline: &str) -> Vec<Action> {
         if let (VmDriver::Qmp { socket, .. }, MemoryMode::Shared) = (&vm.driver, vm.memory) {
             actions.push(Action::CheckSharedRam {
                 socket: socket.clone(),
+                // Without a kexec (a live patch plan has its own preflight) there is no new command line.
+                cmdline: plan.kernel.is_some().then(|| cmdline.to_owned()),
             });
         }
         // A guest QEMU cannot migrate would fail its save paused: refused now.
@@ -110,6 +112,11 @@ pub(super) fn verify(plan: &Plan) -> Vec<Action> {
         if let VmDriver::Qmp { .. } = vm.driver {
             actions.push(Action::RemoveFile {
                 path: vm::migration_record(vm),
+            });
+        }
+        if vm::shared_qmp(vm) {
+            actions.push(Action::RemoveFile {
+                path: vm::ram_digest_record(vm),
             });
         }
     }

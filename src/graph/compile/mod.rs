@@ -32,6 +32,9 @@ pub(crate) const QMP_STATE_FILE: &str = "vmstate";
 /// File in a VM's `state` directory that records how the state was saved (QMP driver): capabilities and parameters
 /// the restore must set again, as JSON.
 pub const MIGRATION_RECORD: &str = "vmstate.migration";
+/// File in a VM's `state` directory that holds the digest of a shared-RAM guest's RAM files at its save (QMP
+/// driver), which the restore checks before loading the state onto them.
+pub const RAM_DIGEST_RECORD: &str = "vmstate.ram-digest";
 /// File in a VM's `state` directory that holds `virsh save`'s image (libvirt driver).
 pub(crate) const LIBVIRT_STATE_FILE: &str = "libvirt.save";
 /// Suffix of a state file while it is being written: a crash or a failed save never leaves a truncated file
@@ -339,7 +342,15 @@ restart = ["systemctl", "start", "qemu@db.service"]
         assert!(shown.contains(r#"on QEMU >= 8.2: {"execute":"migrate-set-parameters","arguments":{"mode":"cpr-reboot"}}"#), "{shown}");
         assert!(shown.contains("on QEMU < 8.2: "), "{shown}");
         let restore = p.steps.iter().find(|s| s.id == "vm:db:restore").unwrap();
-        assert!(matches!(restore.actions[0], Action::QmpQuit { .. }));
+        // The RAM digest first, before any QEMU is ended or started; then the old QEMU's `quit`.
+        assert_eq!(
+            restore.actions[0],
+            Action::CheckRamDigest {
+                record: dir.join("vmstate.ram-digest"),
+                state: dir.join("vmstate"),
+            }
+        );
+        assert!(matches!(restore.actions[1], Action::QmpQuit { .. }));
         assert!(
             matches!(restore.actions.last(), Some(Action::QmpWait { until, .. }) if until == "paused")
         );
@@ -360,6 +371,24 @@ restart = ["systemctl", "start", "qemu@db.service"]
                 .iter()
                 .any(|a| matches!(a, Action::QmpQuit { .. }))
         );
+        // The digest is recorded once the migration completed, before the commit; the rollback drops it.
+        let n = save.actions.len();
+        assert!(
+            matches!(&save.actions[n - 3], Action::QmpWait { until, .. } if until == "completed")
+        );
+        assert!(
+            matches!(&save.actions[n - 2], Action::RecordRamDigest { record, .. } if record == &dir.join("vmstate.ram-digest"))
+        );
+        assert_eq!(
+            save.rollback.last(),
+            Some(&Action::RemoveFile {
+                path: dir.join("vmstate.ram-digest")
+            })
+        );
+        let verify = p.steps.iter().find(|s| s.id == "verify").unwrap();
+        assert!(verify.actions.contains(&Action::RemoveFile {
+            path: dir.join("vmstate.ram-digest")
+        }));
         // The state path has a space: QEMU runs the exec: URI through /bin/sh, and the dry run shows it quoted.
         let shown = save.actions[1].describe();
         assert!(
@@ -382,6 +411,34 @@ restart = ["systemctl", "start", "qemu@db.service"]
         assert!(preflight.actions.contains(&Action::KeepAside {
             path: dir.join("vmstate")
         }));
+    }
+
+    #[test]
+    fn copied_ram_has_no_digest_and_the_shared_ram_check_gets_the_new_command_line() {
+        let copy = program(&SHARED.replace("memory = \"shared\"", "memory = \"copy\""));
+        let digests = |p: &Program| {
+            p.steps
+                .iter()
+                .flat_map(|s| s.actions.iter().chain(&s.rollback))
+                .filter(|a| {
+                    matches!(a, Action::RecordRamDigest { .. } | Action::CheckRamDigest { .. })
+                        || matches!(a, Action::RemoveFile { path } if path.ends_with("vmstate.ram-digest"))
+                })
+                .count()
+        };
+        assert_eq!(digests(&copy), 0);
+        let shared = program(SHARED);
+        // Recorded, checked, removed by the save's rollback and by verify.
+        assert_eq!(digests(&shared), 4);
+        let check = shared.steps[0]
+            .actions
+            .iter()
+            .find_map(|a| match a {
+                Action::CheckSharedRam { cmdline, .. } => Some(cmdline.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(check.as_deref(), Some(shared.kernel_cmdline.as_str()));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use super::{
     COMMAND_TIMEOUT, Compiled, LIBVIRT_STATE_FILE, MIGRATION_MAX_BANDWIDTH, MIGRATION_RECORD,
-    PARTIAL_SUFFIX, QMP_STATE_FILE, QUIT_TIMEOUT, RESTART_TIMEOUT, SOCKET_TIMEOUT, handshake, ms,
-    path_str, qmp,
+    PARTIAL_SUFFIX, QMP_STATE_FILE, QUIT_TIMEOUT, RAM_DIGEST_RECORD, RESTART_TIMEOUT,
+    SOCKET_TIMEOUT, handshake, ms, path_str, qmp,
 };
 use crate::action::{Action, MigrationMemory, MigrationSide, shell_quote};
 use crate::plan::{Handover, MemoryMode, Vm, VmDriver};
@@ -40,6 +40,16 @@ pub(super) fn memory(vm: &Vm) -> MigrationMemory {
 /// Beside the state file: the save's migration choice, which the restore sets again.
 pub(super) fn migration_record(vm: &Vm) -> PathBuf {
     vm.state.join(MIGRATION_RECORD)
+}
+
+/// Beside the state file: the digest of a shared-RAM guest's RAM files at its save, which its restore checks.
+pub(super) fn ram_digest_record(vm: &Vm) -> PathBuf {
+    vm.state.join(RAM_DIGEST_RECORD)
+}
+
+/// A QMP guest whose RAM is expected to survive the kexec in its backend file, not in the state file.
+pub(super) fn shared_qmp(vm: &Vm) -> bool {
+    matches!(vm.driver, VmDriver::Qmp { .. }) && vm.memory == MemoryMode::Shared
 }
 
 /// The capabilities and parameters of a save or a restore, chosen on the host by the QEMU's version and offer.
@@ -132,8 +142,8 @@ pub(super) fn pause(vm: Option<&Vm>, channels: Option<u32>) -> Compiled {
 /// `vm:NAME:save`: the state into `NAME.partial`, committed under its name once complete.
 pub(super) fn save(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
     match vm.map(|v| (v, &v.driver)) {
-        Some((v, VmDriver::Qmp { socket, .. })) => (
-            vec![
+        Some((v, VmDriver::Qmp { socket, .. })) => {
+            let mut actions = vec![
                 handshake(socket),
                 migrate_to(socket, &partial(&state_file(v))),
                 Action::QmpWait {
@@ -143,20 +153,36 @@ pub(super) fn save(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
                     until: "completed".into(),
                     timeout_ms: migration_timeout,
                 },
-                // The old QEMU is left as it is: the kexec ends it, and waiting for its exit (1–2 s while the
-                // kernel frees its RAM) would only lengthen the downtime.
-                commit(v),
-            ],
+            ];
+            // The RAM is not in the state file: what it was at the save is recorded (the guest is paused and its
+            // migration done, so the pages no longer change), before the commit, so that a committed state file
+            // always has its digest beside it.
+            if shared_qmp(v) {
+                actions.push(Action::RecordRamDigest {
+                    socket: socket.clone(),
+                    record: ram_digest_record(v),
+                });
+            }
+            // The old QEMU is left as it is: the kexec ends it, and waiting for its exit (1–2 s while the
+            // kernel frees its RAM) would only lengthen the downtime.
+            actions.push(commit(v));
             // The source QEMU stays alive (the kexec ends it), so the pause's `cont` resumes it; a migration still
             // running is cancelled first.
-            vec![
+            let mut rollback = vec![
                 handshake(socket),
                 qmp(socket, "migrate_cancel", json!({})),
                 Action::RemoveFile {
                     path: partial(&state_file(v)),
                 },
-            ],
-        ),
+            ];
+            // The guest runs on: its RAM moves away from the digest.
+            if shared_qmp(v) {
+                rollback.push(Action::RemoveFile {
+                    path: ram_digest_record(v),
+                });
+            }
+            (actions, rollback)
+        }
         Some((v, VmDriver::Libvirt { domain, uri })) => {
             let uri = uri.as_deref();
             let file = path_str(&state_file(v));
@@ -190,7 +216,17 @@ pub(super) fn save(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
 pub(super) fn restore(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
     match vm.map(|v| (v, &v.driver)) {
         Some((v, VmDriver::Qmp { socket, restart })) => {
-            let mut actions = vec![
+            let mut actions = Vec::new();
+            // First, before any QEMU is ended or started: device state loaded onto RAM that did not survive (a
+            // power cut or a cold boot wiped the persistent memory) would run the guest on garbage. A resume that
+            // runs this step again checks again.
+            if shared_qmp(v) {
+                actions.push(Action::CheckRamDigest {
+                    record: ram_digest_record(v),
+                    state: state_file(v),
+                });
+            }
+            actions.extend([
                 // Only a rehearsal (or a restore retried after its QEMU started) finds the old QEMU alive.
                 Action::QmpQuit {
                     socket: socket.clone(),
@@ -205,7 +241,7 @@ pub(super) fn restore(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
                     timeout_ms: ms(SOCKET_TIMEOUT),
                 },
                 handshake(socket),
-            ];
+            ]);
             // The destination must agree with the stream, or QEMU exits.
             actions.push(setup(v, socket, MigrationSide::Restore, None));
             actions.push(migrate_from(socket, &state_file(v)));

@@ -170,6 +170,17 @@ pub(super) const CODES: &[CodeDoc] = &[
         example: example!("unpinned-kernel"),
     },
     CodeDoc {
+        code: "kup::plan::shared-ram-memmap",
+        title: "a shared-RAM guest while the new command line drops memmap=",
+        severity: Warning,
+        pass: Semantics,
+        means: "A `memory = \"shared\"` VM while `kernel.cmdline` drops `memmap=`: `remove` names it, `inherit = false` with no `memmap=` in `set`/`append`, or `value` without one. The span is that entry, a related label the VM's `memory`.",
+        why: "A shared guest's RAM stays in its backend file across the kexec; on legacy persistent memory that region exists only because `memmap=SIZE!OFFSET` carves it out of RAM. A new kernel booted without it takes the region as ordinary RAM and overwrites the guest's memory. A warning because offline kup cannot know whether the RAM file is on such a region; the preflight refuses when it is.",
+        fix: "Keep `memmap=SIZE!OFFSET` (inherit it, or name it in `set`/`append`/`value`) if the host's pmem is carved by it.",
+        examples: "`shared-ram-memmap.toml` (`inherit = false`), `shared-ram-memmap--remove.toml`, `shared-ram-memmap--value.toml`",
+        example: example!("shared-ram-memmap"),
+    },
+    CodeDoc {
         code: "kup::plan::kernel-version",
         title: "a kernel version that cannot be a release",
         severity: Error,

@@ -5,6 +5,7 @@ mod apps;
 mod fields;
 mod kernel;
 mod livepatch;
+mod memmap;
 mod pci;
 mod policy;
 mod vms;
@@ -51,6 +52,7 @@ pub(crate) mod code {
     pub(crate) const LIVEPATCH_MODULE: &str = "kup::plan::livepatch-module";
     pub(crate) const LIVEPATCH_NAME: &str = "kup::plan::livepatch-name";
     pub(crate) const LIVEPATCH_UNTOUCHED: &str = "kup::plan::livepatch-untouched";
+    pub(crate) const SHARED_RAM_MEMMAP: &str = "kup::plan::shared-ram-memmap";
 
     /// Codes that report something absent: after the structural pass removed a badly typed key, these would only
     /// repeat its finding.
@@ -113,6 +115,7 @@ impl Validator<'_> {
         self.livepatch_untouched(raw);
         let pci = self.pci(&raw.pci);
         let vms = self.vms(&raw.vms, &raw.pci, &policy);
+        self.shared_ram_memmap(raw);
         let apps = self.apps(&raw.apps);
         let steps = self.steps(&raw.steps);
         Plan {
