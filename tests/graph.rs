@@ -650,3 +650,20 @@ proptest! {
         }
     }
 }
+
+/// A guest the plan reboots is shut down before any saved guest pauses (its power-off would otherwise be spent in
+/// their downtime), and booted only once its device is bound again on the new kernel.
+#[test]
+fn a_restarted_guest_is_shut_down_before_the_saved_ones_pause() {
+    let (_, graph) = load(&PathBuf::from("plans/vfio-guest-restart.toml"));
+    assert!(graph.depends_on("vm:db-1:pause", "vm:nfv-1:shutdown"));
+    assert!(graph.depends_on("vm:nfv-1:boot", "pci:0000:5e:00.1:bind"));
+    for absent in [
+        "vm:nfv-1:pause",
+        "vm:nfv-1:save",
+        "vm:nfv-1:restore",
+        "vm:nfv-1:resume",
+    ] {
+        assert!(graph.step(absent).is_none(), "{absent}");
+    }
+}

@@ -148,15 +148,23 @@ impl StepGraph {
             .map(|pci| self.add_after(plan, StepKind::PciCheck { pci }, &[preflight]))
             .collect();
         let mut saves = Vec::new();
-        for (vm, guest) in plan.vms.iter().enumerate() {
+        // Guests the plan reboots are shut down first: their power-off takes seconds, which must not be spent
+        // while the saved guests are already paused.
+        let mut shutdowns = Vec::new();
+        let restarted_first = plan.vms.iter().enumerate().filter(|(_, g)| g.restarts());
+        let saved_then = plan.vms.iter().enumerate().filter(|(_, g)| !g.restarts());
+        for (vm, guest) in restarted_first.chain(saved_then) {
             // A kernel that fails to load (signature, size) or a device bound to the wrong driver stops the plan
             // before this guest loses a millisecond; and a paused guest does not wait out the kernel load.
             let down = if guest.restarts() {
-                StepKind::VmShutdown { vm }
+                let down = self.add_after(plan, StepKind::VmShutdown { vm }, &[load]);
+                shutdowns.push(down);
+                down
             } else {
-                StepKind::VmPause { vm }
+                let mut first = vec![load];
+                first.extend(&shutdowns);
+                self.add_after(plan, StepKind::VmPause { vm }, &first)
             };
-            let down = self.add_after(plan, down, &[load]);
             for address in &guest.devices {
                 if let Some(j) = plan.pci.iter().position(|d| &d.address == address) {
                     self.edge(checks[j], down);
