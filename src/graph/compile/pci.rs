@@ -91,7 +91,7 @@ driver = "nvme"
                 load: vec!["modprobe".into(), "vfio-pci".into()],
                 iommu: true,
                 peers: vec!["0000:3b:00.1".into()],
-                timeout_ms: 10_000,
+                timeout_ms: 60_000,
             }]
         );
         // Another guest's device is no peer: it cannot share the group.
