@@ -24,7 +24,7 @@ const SPARE: &str = "0000:00:06.0";
 
 /// Runs `lab/scenario/run-vmhost` with `args` into `target/lab/runs/NAME`.
 fn run_vmhost(lab: &Lab, name: &str, args: &[&str]) -> Run {
-    let mut all = vec!["--quiet", "--retry", "1"];
+    let mut all = vec!["--quiet", "--timeout", "420", "--retry", "1"];
     all.extend_from_slice(args);
     lab.run_into("scenario/run-vmhost", &[], &all, name)
 }
