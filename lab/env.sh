@@ -26,7 +26,8 @@
 #                       the same as the LAB_QEMU_* ones, for QEMU 10
 #   LAB_BUSYBOX         busybox (static)
 #   LAB_KUP_MUSL        a static kup binary (built by lab/setup)
-# and the functions lab_qemu ARGS... and lab_qemu10 ARGS..., which run QEMU 7.2 / 10 with the environment above.
+# and the functions lab_qemu ARGS... and lab_qemu10 ARGS..., which run QEMU 7.2 / 10 with the environment above
+# (lab_qemu_build NAME ROOT sets the five variables of one QEMU build).
 
 LAB_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LAB_DIR="${KUP_LAB_DIR:-$LAB_REPO/target/lab}"

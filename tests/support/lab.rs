@@ -1,4 +1,5 @@
-//! The lab cache the lab tests boot their guests from (`tests/lab_*.rs` include this file with `#[path]`).
+//! The lab cache the lab tests boot their guests from (`tests/lab_*.rs` include this file with `#[path]`, and
+//! `guests.rs` does for where the lab is).
 
 #![allow(dead_code)] // each lab test binary uses a different part
 
