@@ -420,12 +420,7 @@ fn traced(config: &Config, plan: &Path, root: &Path, dir: &Path, guests: &[&Gues
 
 /// `kup plan status --format json` of the last apply with its journal under `root`, and that journal's records.
 fn plan_status(config: &Config, root: &Path) -> (Value, Vec<Record>) {
-    let status = Kup::at(&config.kup)
-        .args(["plan", "status", "--format", "json", "--journal"])
-        .arg(root)
-        .run()
-        .success()
-        .stdout_json();
+    let status = Kup::at(&config.kup).status_json(root);
     let jdir = PathBuf::from(status["journal"].as_str().unwrap());
     let records = journal::read(&jdir).unwrap().records;
     (status, records)

@@ -34,9 +34,9 @@ mod libvirt;
 #[path = "../tests/support/plans.rs"]
 mod plans;
 
-use libvirt::{Libvirtd, emulator};
+use libvirt::{Libvirtd, domain_xml};
 
-use guests::{Guest, Lab, Qemu, RESERVED_START, Ram, Spec};
+use guests::{Guest, Lab, Qemu, RESERVED_START, Ram, Spec, bytes, median, stat};
 use kup::action::{Action, MigrationBefore, MigrationChoice, MigrationMemory};
 use kup::host::qmp::QmpClient;
 use kup::host::{Host, RealHost};
@@ -49,7 +49,6 @@ use std::time::{Duration, Instant};
 
 /// The unit the guest's RAM is written and checked in; each chunk has bytes of its own.
 const CHUNK: usize = 16 << 20;
-const READY: &str = "KUP-GUEST-READY";
 
 struct Config {
     runs: usize,
@@ -416,12 +415,7 @@ fn setup_note(pause: &[Action]) -> String {
     let Ok(c) = serde_json::from_slice::<MigrationChoice>(&bytes) else {
         return "unreadable record".into();
     };
-    let params: Vec<String> = c
-        .parameters
-        .iter()
-        .filter(|(k, _)| *k != "max-bandwidth")
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let params = c.distinctive_parameters();
     format!(
         "QEMU {} mode {} capabilities [{}] parameters [{}] via {}:",
         c.qemu,
@@ -435,9 +429,13 @@ fn setup_note(pause: &[Action]) -> String {
 fn libvirt_row(lab: &Lab, work: &Path, dir: &Path, config: &Config, d: &Libvirtd) -> Measured {
     let domain = "kup-bench";
     let xml = dir.join("guest.xml");
-    fs::write(&xml, domain_xml(lab, work, dir, domain, config)).unwrap();
+    fs::write(
+        &xml,
+        domain_xml(lab, work, dir, domain, config.mem_mib, config.written_mib),
+    )
+    .unwrap();
     d.ok(&["create", &xml.display().to_string()]);
-    wait_ready(&dir.join(format!("{domain}.serial")));
+    guests::wait_ready(&dir.join(format!("{domain}.serial")), domain);
     let seed = seed_of("libvirt");
     let chunks = (config.written_mib << 20) as usize / CHUNK;
     {
@@ -547,85 +545,7 @@ fn loadavg() -> String {
         .join(" ")
 }
 
-fn median(values: &[Duration]) -> Duration {
-    let mut v = values.to_vec();
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn show(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{} ms", d.as_millis())
-    } else {
-        format!("{:.2} s", d.as_secs_f64())
-    }
-}
-
-fn stat(values: &[Duration]) -> String {
-    let min = values.iter().min().copied().unwrap_or_default();
-    let max = values.iter().max().copied().unwrap_or_default();
-    format!("{} ({}–{})", show(median(values)), show(min), show(max))
-}
-
-fn bytes(n: u64) -> String {
-    if n >= 1 << 30 {
-        format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64)
-    } else {
-        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
-    }
-}
-
 fn size_text(sizes: &[(u64, u64)]) -> String {
-    let mut v = sizes.to_vec();
-    v.sort();
-    let (len, blocks) = v[v.len() / 2];
+    let (len, blocks) = median(sizes);
     format!("{} / {}", bytes(len), bytes(blocks))
-}
-
-/// The same guest as the QMP rows' (TCG, one vCPU, the lab kernel, the written range reserved), as a domain.
-fn domain_xml(lab: &Lab, work: &Path, dir: &Path, name: &str, config: &Config) -> String {
-    let x = |p: &Path| {
-        p.display()
-            .to_string()
-            .replace('&', "&amp;")
-            .replace('<', "&lt;")
-    };
-    format!(
-        "<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>{mem}</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{kernel}</kernel>
-    <initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 panic=-1 memmap={reserved}M${start}M</cmdline>
-  </os>
-  <devices>
-    <emulator>{emulator}</emulator>
-    <serial type='file'><source path='{serial}' append='on'/></serial>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-",
-        mem = config.mem_mib,
-        kernel = x(&lab.kernel),
-        initrd = x(&lab.initramfs(work)),
-        reserved = config.written_mib,
-        start = RESERVED_START >> 20,
-        emulator = x(&emulator(lab, dir)),
-        serial = x(&dir.join(format!("{name}.serial"))),
-    )
-}
-
-fn wait_ready(serial: &Path) {
-    let started = Instant::now();
-    while !fs::read_to_string(serial).is_ok_and(|t| t.contains(READY)) {
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "the guest did not reach /init within 90 s; console:\n{}",
-            fs::read_to_string(serial).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

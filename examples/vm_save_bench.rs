@@ -16,7 +16,7 @@ mod guests;
 #[path = "../tests/support/plans.rs"]
 mod plans;
 
-use guests::{BenchSize, Guest, Lab, Ram};
+use guests::{BenchSize, Guest, Lab, Ram, stat};
 use kup::action::Action;
 use kup::graph::Program;
 use kup::host::{Host, RealHost};
@@ -80,7 +80,7 @@ fn main() {
             stat(&migrate),
             stat(&commit),
             stat(&total),
-            sizes(&size)
+            guests::bytes(guests::median(&size))
         );
     }
 
@@ -140,7 +140,7 @@ fn main() {
             "| `{memory}` | {} | {} | {} total |",
             stat(&serial),
             stat(&parallel),
-            sizes(&size)
+            guests::bytes(guests::median(&size))
         );
     }
 }
@@ -193,37 +193,6 @@ fn reset(program: &Program, guests: &[&Guest]) {
         timed(&step(program, &format!("vm:{name}:save")).rollback);
         timed(&step(program, &format!("vm:{name}:pause")).rollback);
         let _ = std::fs::remove_file(g.state.join("vmstate"));
-    }
-}
-
-fn median(values: &[Duration]) -> Duration {
-    let mut v = values.to_vec();
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn show(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{} ms", d.as_millis())
-    } else {
-        format!("{:.2} s", d.as_secs_f64())
-    }
-}
-
-fn stat(values: &[Duration]) -> String {
-    let min = values.iter().min().copied().unwrap_or_default();
-    let max = values.iter().max().copied().unwrap_or_default();
-    format!("{} ({}–{})", show(median(values)), show(min), show(max))
-}
-
-fn sizes(values: &[u64]) -> String {
-    let mut v = values.to_vec();
-    v.sort();
-    let m = v[v.len() / 2];
-    if m >= 1 << 30 {
-        format!("{:.2} GiB", m as f64 / (1u64 << 30) as f64)
-    } else {
-        format!("{:.1} MiB", m as f64 / (1u64 << 20) as f64)
     }
 }
 

@@ -26,23 +26,27 @@
 #                       the same as the LAB_QEMU_* ones, for QEMU 10
 #   LAB_BUSYBOX         busybox (static)
 #   LAB_KUP_MUSL        a static kup binary (built by lab/setup)
-# and the functions lab_qemu ARGS... and lab_qemu10 ARGS..., which run QEMU 7.2 / 10 with the environment above.
+# and the functions lab_qemu ARGS... and lab_qemu10 ARGS..., which run QEMU 7.2 / 10 with the environment above
+# (lab_qemu_build NAME ROOT sets the five variables of one QEMU build).
 
 LAB_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LAB_DIR="${KUP_LAB_DIR:-$LAB_REPO/target/lab}"
 
+# Sets NAME, NAME_LD_LIBRARY_PATH, NAME_MODULE_DIR, NAME_DATA_DIRS and NAME_L_ARGS (see above) for the QEMU
+# unpacked from Debian's .debs under ROOT: lab_qemu_build NAME ROOT. Both QEMU builds have the same layout.
+lab_qemu_build() {
+  local -n _lab_dirs="${1}_DATA_DIRS" _lab_l_args="${1}_L_ARGS"
+  local _lab_root=$2 _lab_d
+  printf -v "$1" '%s' "$_lab_root/usr/bin/qemu-system-x86_64"
+  printf -v "${1}_LD_LIBRARY_PATH" '%s' "$_lab_root/usr/lib/x86_64-linux-gnu:$_lab_root/lib/x86_64-linux-gnu"
+  printf -v "${1}_MODULE_DIR" '%s' "$_lab_root/usr/lib/x86_64-linux-gnu/qemu"
+  _lab_dirs=("$_lab_root/usr/share/qemu" "$_lab_root/usr/share/seabios" "$_lab_root/usr/lib/ipxe/qemu")
+  _lab_l_args=()
+  for _lab_d in "${_lab_dirs[@]}"; do _lab_l_args+=(-L "$_lab_d"); done
+}
+
 LAB_QEMU_ROOT="$LAB_DIR/qemu"
-LAB_QEMU="$LAB_QEMU_ROOT/usr/bin/qemu-system-x86_64"
-LAB_QEMU_LD_LIBRARY_PATH="$LAB_QEMU_ROOT/usr/lib/x86_64-linux-gnu:$LAB_QEMU_ROOT/lib/x86_64-linux-gnu"
-LAB_QEMU_MODULE_DIR="$LAB_QEMU_ROOT/usr/lib/x86_64-linux-gnu/qemu"
-LAB_QEMU_DATA_DIRS=(
-  "$LAB_QEMU_ROOT/usr/share/qemu"
-  "$LAB_QEMU_ROOT/usr/share/seabios"
-  "$LAB_QEMU_ROOT/usr/lib/ipxe/qemu"
-)
-LAB_QEMU_L_ARGS=()
-for _lab_d in "${LAB_QEMU_DATA_DIRS[@]}"; do LAB_QEMU_L_ARGS+=(-L "$_lab_d"); done
-unset _lab_d
+lab_qemu_build LAB_QEMU "$LAB_QEMU_ROOT"
 
 LAB_KERNEL_ROOT="$LAB_DIR/kernel"
 LAB_KERNEL_VERSION=""
@@ -57,17 +61,7 @@ LAB_NEW_KERNEL="$LAB_NEW_KERNEL_ROOT/$(cat "$LAB_NEW_KERNEL_ROOT/image" 2>/dev/n
 LAB_NEW_MODULES="$LAB_NEW_KERNEL_ROOT/lib/modules/$LAB_NEW_KERNEL_VERSION"
 
 LAB_QEMU10_ROOT="$LAB_DIR/qemu10"
-LAB_QEMU10="$LAB_QEMU10_ROOT/usr/bin/qemu-system-x86_64"
-LAB_QEMU10_LD_LIBRARY_PATH="$LAB_QEMU10_ROOT/usr/lib/x86_64-linux-gnu:$LAB_QEMU10_ROOT/lib/x86_64-linux-gnu"
-LAB_QEMU10_MODULE_DIR="$LAB_QEMU10_ROOT/usr/lib/x86_64-linux-gnu/qemu"
-LAB_QEMU10_DATA_DIRS=(
-  "$LAB_QEMU10_ROOT/usr/share/qemu"
-  "$LAB_QEMU10_ROOT/usr/share/seabios"
-  "$LAB_QEMU10_ROOT/usr/lib/ipxe/qemu"
-)
-LAB_QEMU10_L_ARGS=()
-for _lab_d in "${LAB_QEMU10_DATA_DIRS[@]}"; do LAB_QEMU10_L_ARGS+=(-L "$_lab_d"); done
-unset _lab_d
+lab_qemu_build LAB_QEMU10 "$LAB_QEMU10_ROOT"
 
 LAB_BUSYBOX="$LAB_DIR/busybox/bin/busybox"
 

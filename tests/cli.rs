@@ -134,12 +134,7 @@ fn a_directory_is_searched_recursively() {
         .run()
         .status(1)
         .stdout_json();
-    let files: Vec<&str> = doc["plans"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["file"].as_str().unwrap())
-        .collect();
+    let files = support::cli::field_of_each(&doc["plans"], "file");
     assert_eq!(files.len(), 2);
     assert!(
         files[0].ends_with("bad.toml") && files[1].ends_with("site-a/hv/edge.toml"),
@@ -417,12 +412,7 @@ fn status_of_a_journal_copied_off_another_machine_gives_every_blackout_part() {
     }
     std::fs::write(apply.join("journal.jsonl"), text).unwrap();
 
-    let status = Kup::new()
-        .args(["plan", "status", "--format", "json", "--journal"])
-        .arg(&root)
-        .run()
-        .success()
-        .stdout_json();
+    let status = Kup::new().status_json(&root);
     assert_eq!(status["state"], "completed", "{status:#}");
     let b = &status["blackout"]["db-1"];
     let parts: Vec<(&str, i64, &str)> = b["parts"]

@@ -7,22 +7,24 @@ mod support;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use support::plans::Scratch;
 use support::{Kup, Run};
 
+/// The test's directory, whose `vmlinuz` is not really a kernel (never loaded: `--no-kernel-load`), with the log its
+/// steps write.
 struct Lab {
-    dir: tempfile::TempDir,
+    dir: Scratch,
 }
 
 impl Lab {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        std::fs::write(dir.path().join("vmlinuz"), b"not really a kernel").unwrap();
-        Self { dir }
+        Self {
+            dir: Scratch::with_kernel(b"not really a kernel"),
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.dir.path(name)
     }
 
     fn journal(&self) -> PathBuf {
@@ -43,10 +45,7 @@ impl Lab {
             self.path("vmlinuz").display(),
             self.journal().display()
         );
-        let plan = self.path("plan.toml");
-        std::fs::write(&plan, text).unwrap();
-        std::fs::set_permissions(&plan, std::fs::Permissions::from_mode(0o600)).unwrap();
-        plan
+        self.dir.write_plan(&text)
     }
 
     fn log(&self) -> Vec<String> {
@@ -98,12 +97,7 @@ impl Lab {
 
     /// `kup plan status --format json`, which must succeed.
     fn status(&self) -> Value {
-        self.kup()
-            .args(["plan", "status", "--format", "json", "--journal"])
-            .arg(self.journal())
-            .run()
-            .success()
-            .stdout_json()
+        self.kup().status_json(self.journal())
     }
 
     /// The directory of the apply's journal, as status reports it.

@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use support::cli::Kup;
+use support::cli::{Kup, Run};
 
 const DOC: &str = "docs/plan-format.md";
 const BEGIN: &str = "<!-- diagnostic-codes:begin";
@@ -37,6 +37,11 @@ fn literals_in(dir: &Path, out: &mut BTreeSet<String>) {
             }
         }
     }
+}
+
+/// `kup plan explain ARG`, run.
+fn explain(arg: &str) -> Run {
+    Kup::new().args(["plan", "explain", arg]).run()
 }
 
 #[test]
@@ -157,7 +162,7 @@ fn explanations() {
         "encoding",
         "cmdline-param-too-new",
     ] {
-        let run = Kup::new().args(["plan", "explain", code]).run().status(0);
+        let run = explain(code).status(0);
         let name = code.trim_start_matches("kup::plan::");
         insta::assert_snapshot!(format!("explain-{name}"), run.stdout());
         assert_eq!(run.stderr(), "", "{code}");
@@ -166,40 +171,25 @@ fn explanations() {
 
 #[test]
 fn the_short_and_full_codes_explain_alike() {
-    let short = Kup::new()
-        .args(["plan", "explain", "sha256"])
-        .run()
-        .status(0);
-    let full = Kup::new()
-        .args(["plan", "explain", "kup::plan::sha256"])
-        .run()
-        .status(0);
+    let short = explain("sha256").status(0);
+    let full = explain("kup::plan::sha256").status(0);
     assert_eq!(short.stdout(), full.stdout());
     assert!(short.stdout().starts_with("kup::plan::sha256: "));
 }
 
 #[test]
 fn an_unknown_code_is_a_usage_error_naming_the_nearest() {
-    let run = Kup::new()
-        .args(["plan", "explain", "kup::plan::volatil-path"])
-        .run()
-        .status(2);
+    let run = explain("kup::plan::volatil-path").status(2);
     assert_eq!(run.stdout(), "");
     insta::assert_snapshot!("explain-unknown", run.stderr());
-    let far = Kup::new()
-        .args(["plan", "explain", "xyzzy"])
-        .run()
-        .status(2);
+    let far = explain("xyzzy").status(2);
     assert!(!far.stderr().contains("did you mean"), "{}", far.stderr());
     assert!(far.stderr().contains("--list"), "{}", far.stderr());
 }
 
 #[test]
 fn the_list_has_every_code_once() {
-    let run = Kup::new()
-        .args(["plan", "explain", "--list"])
-        .run()
-        .status(0);
+    let run = explain("--list").status(0);
     let listed: Vec<_> = run
         .stdout()
         .lines()

@@ -6,6 +6,7 @@ mod support;
 
 use kup::graph::{Phase, StepGraph};
 use proptest::prelude::*;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use support::Kup;
 
@@ -144,17 +145,9 @@ fn a_vfio_device_is_bound_after_the_kexec_before_its_guest_is_restored() {
     assert!(!graph.depends_on("vm:monitor:restore", bind));
     assert!(graph.depends_on("verify", bind));
     // db-1's downtime includes the bind: db-2, alike but for the device, is that much shorter.
-    let schedule = graph.schedule();
-    let down = |vm: &str| {
-        schedule
-            .vm_downtime
-            .iter()
-            .find(|(n, _)| n == vm)
-            .unwrap()
-            .1
-    };
+    let down: HashMap<_, _> = graph.schedule().vm_downtime.into_iter().collect();
     assert_eq!(
-        down("db-1") - down("db-2"),
+        down["db-1"] - down["db-2"],
         graph.step(bind).unwrap().estimate
     );
     // The dry run shows the exact writes, in order.

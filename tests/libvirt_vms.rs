@@ -21,59 +21,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::Kup;
 use support::guests::{self, Lab, RESERVED_START};
-use support::libvirt::{Libvirtd, emulator};
+use support::libvirt::{Libvirtd, domain_xml};
 
 /// Random bytes written into the guest's reserved RAM.
 const PATTERN: usize = 16 << 20;
-const READY: &str = "KUP-GUEST-READY";
-
-/// A TCG domain with no disk that boots the lab kernel into a shell that sleeps; RAM above
-/// [`RESERVED_START`] is reserved (`memmap=`) so the guest never touches the pattern.
-fn domain_xml(lab: &Lab, work: &Path, dir: &Path, name: &str) -> String {
-    let x = |p: &Path| {
-        p.display()
-            .to_string()
-            .replace('&', "&amp;")
-            .replace('<', "&lt;")
-    };
-    format!(
-        "<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{kernel}</kernel>
-    <initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 panic=-1 memmap={reserved}M${start}M</cmdline>
-  </os>
-  <devices>
-    <emulator>{emulator}</emulator>
-    <serial type='file'><source path='{serial}' append='on'/></serial>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-",
-        kernel = x(&lab.kernel),
-        initrd = x(&lab.initramfs(work)),
-        reserved = PATTERN >> 20,
-        start = RESERVED_START >> 20,
-        emulator = x(&emulator(lab, dir)),
-        serial = x(&dir.join(format!("{name}.serial"))),
-    )
-}
-
-fn wait_ready(serial: &Path) {
-    let started = Instant::now();
-    while !fs::read_to_string(serial).is_ok_and(|t| t.contains(READY)) {
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "the guest did not reach /init within 90 s; console:\n{}",
-            fs::read_to_string(serial).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -110,12 +61,7 @@ fn plan(lab: &Lab, dir: &Path, uri: &str, vms: &[(&str, &str)]) -> String {
 /// Guest `guest`'s blackout in the status of the latest apply under `dir`'s journal; it must be over, and lie
 /// within `vm_downtime_ms` when the resume ran.
 fn blackout(dir: &Path) -> serde_json::Value {
-    let status = Kup::new()
-        .args(["plan", "status", "--format", "json", "--journal"])
-        .arg(dir.join("journal"))
-        .run()
-        .success()
-        .stdout_json();
+    let status = Kup::new().status_json(dir.join("journal"));
     let b = status["blackout"]["guest"].clone();
     let total = b["total_ms"]
         .as_i64()
@@ -130,34 +76,8 @@ fn blackout(dir: &Path) -> serde_json::Value {
     b
 }
 
-fn part_names(b: &serde_json::Value) -> Vec<String> {
-    b["parts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// Every part on this kernel's clock, none negative, adding up to the total.
-fn assert_adds_up(b: &serde_json::Value) {
-    let parts = b["parts"].as_array().unwrap();
-    assert!(
-        parts
-            .iter()
-            .all(|p| p["clock"] == "old-realtime" && p["ms"].as_i64() >= Some(0)),
-        "{b:#}"
-    );
-    let sum: i64 = parts.iter().map(|p| p["ms"].as_i64().unwrap()).sum();
-    assert_eq!(Some(sum), b["total_ms"].as_i64(), "{b:#}");
-}
-
 fn rehearse(text: &str) -> support::cli::Run {
-    Kup::new()
-        .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
-        .plan(text)
-        .timeout(Duration::from_secs(180))
-        .run()
+    support::cli::rehearse(text, Duration::from_secs(180))
 }
 
 /// One daemon for the whole story, since starting one and probing the emulator takes seconds: first two plans
@@ -176,13 +96,16 @@ fn libvirt_guest_survives_rollback_and_rehearsal_and_bad_domains_are_refused_fir
     let libvirtd = Libvirtd::start(&dir.join("libvirt"));
 
     // A transient domain (`virsh create`), running; a persistent one (`virsh define`), shut off.
-    let xml = dir.join("guest.xml");
-    fs::write(&xml, domain_xml(&lab, &work, dir, "kup-guest")).unwrap();
-    libvirtd.ok(&["create", &xml.display().to_string()]);
-    let off = dir.join("off.xml");
-    fs::write(&off, domain_xml(&lab, &work, dir, "kup-off")).unwrap();
-    libvirtd.ok(&["define", &off.display().to_string()]);
-    wait_ready(&dir.join("kup-guest.serial"));
+    // 256 MiB of RAM, the pattern's range reserved.
+    let xml_of = |name: &str| {
+        let xml = dir.join(format!("{name}.xml"));
+        let reserved_mib = (PATTERN >> 20) as u64;
+        fs::write(&xml, domain_xml(&lab, &work, dir, name, 256, reserved_mib)).unwrap();
+        xml.display().to_string()
+    };
+    libvirtd.ok(&["create", &xml_of("kup-guest")]);
+    libvirtd.ok(&["define", &xml_of("kup-off")]);
+    guests::wait_ready(&dir.join("kup-guest.serial"), "kup-guest");
     eprintln!("guest ready after {:?}", started.elapsed());
 
     let seed = u64::from(std::process::id()) ^ started.elapsed().as_nanos() as u64;
@@ -197,33 +120,28 @@ fn libvirt_guest_survives_rollback_and_rehearsal_and_bad_domains_are_refused_fir
     let uri = libvirtd.uri.clone();
 
     // Refused at preflight, before anything pauses: the guest keeps running in the same QEMU, and no state is saved.
-    let missing = plan(
-        &lab,
-        dir,
-        &uri,
-        &[("guest", "kup-guest"), ("ghost", "kup-no-such-domain")],
-    );
-    let run = rehearse(&missing).status(5);
-    let err = run.stderr();
-    eprintln!("refused:\n{err}");
-    assert!(
-        err.contains("domstate kup-no-such-domain") && err.contains("failed to get domain"),
-        "{err}"
-    );
-    let shut_off = plan(
-        &lab,
-        dir,
-        &uri,
-        &[("guest", "kup-guest"), ("off", "kup-off")],
-    );
-    let run = rehearse(&shut_off).status(5);
-    let err = run.stderr();
-    eprintln!("refused:\n{err}");
-    assert!(
-        err.contains("domstate kup-off")
-            && err.contains("printed \"shut off\", expected \"running\""),
-        "{err}"
-    );
+    // A domain that does not exist, and one that is defined but shut off, beside the running guest.
+    for (name, domain, says) in [
+        (
+            "ghost",
+            "kup-no-such-domain",
+            ["domstate kup-no-such-domain", "failed to get domain"],
+        ),
+        (
+            "off",
+            "kup-off",
+            [
+                "domstate kup-off",
+                "printed \"shut off\", expected \"running\"",
+            ],
+        ),
+    ] {
+        let refused = plan(&lab, dir, &uri, &[("guest", "kup-guest"), (name, domain)]);
+        let run = rehearse(&refused).status(5);
+        let err = run.stderr();
+        eprintln!("refused:\n{err}");
+        assert!(says.iter().all(|part| err.contains(part)), "{err}");
+    }
     assert_eq!(libvirtd.domstate("kup-guest"), "running");
     assert_eq!(libvirtd.pid("kup-guest"), old_pid);
     assert!(!dir.join("state/guest/libvirt.save").exists());
@@ -247,8 +165,12 @@ fn libvirt_guest_survives_rollback_and_rehearsal_and_bad_domains_are_refused_fir
     assert_eq!(libvirtd.domstate("kup-guest"), "running");
     // Its blackout: `virsh save` starting → the save's undo (`virsh restore`) running it again.
     let b = blackout(dir);
-    assert_eq!(part_names(&b), ["pause_save", "until_rollback"], "{b:#}");
-    assert_adds_up(&b);
+    assert_eq!(
+        support::cli::field_of_each(&b["parts"], "name"),
+        ["pause_save", "until_rollback"],
+        "{b:#}"
+    );
+    support::cli::assert_rehearsed_blackout_adds_up(&b);
     let rolled_back_pid = libvirtd.pid("kup-guest");
     assert_ne!(rolled_back_pid, old_pid);
     assert_eq!(
@@ -272,11 +194,11 @@ fn libvirt_guest_survives_rollback_and_rehearsal_and_bad_domains_are_refused_fir
     // Its blackout: `virsh save` starting → `virsh resume` returning, on this kernel's clock, inside the downtime.
     let b = blackout(dir);
     assert_eq!(
-        part_names(&b),
+        support::cli::field_of_each(&b["parts"], "name"),
         ["pause_save", "until_restore", "restore", "resume"],
         "{b:#}"
     );
-    assert_adds_up(&b);
+    support::cli::assert_rehearsed_blackout_adds_up(&b);
     assert!(
         b["notes"].is_null(),
         "virsh's start and end were journaled: {b:#}"

@@ -101,6 +101,17 @@ fn man_pages_render_without_warnings() {
     }
 }
 
+/// `bash ARGS...`, which must succeed.
+fn bash(args: &[&str]) -> std::process::Output {
+    let out = Command::new("bash").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "bash {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// What bash's completion offers after `words` (the last one being completed), with kup's script loaded.
 fn bash_completes(script: &Path, words: &[&str]) -> Vec<String> {
     let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
@@ -112,15 +123,7 @@ fn bash_completes(script: &Path, words: &[&str]) -> Vec<String> {
         words[words.len() - 1],
         words[words.len() - 2],
     );
-    let out = Command::new("bash")
-        .args(["--norc", "--noprofile", "-c", &program])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = bash(&["--norc", "--noprofile", "-c", &program]);
     String::from_utf8(out.stdout)
         .unwrap()
         .split_whitespace()
@@ -134,16 +137,7 @@ fn bash_completion_completes_subcommands_flags_and_values() {
     let script = dir.path().join("kup.bash");
     let run = Kup::new().args(["completions", "bash"]).run().status(0);
     std::fs::write(&script, run.stdout()).unwrap();
-    let syntax = Command::new("bash")
-        .arg("-n")
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        syntax.status.success(),
-        "{}",
-        String::from_utf8_lossy(&syntax.stderr)
-    );
+    bash(&["-n", &script.display().to_string()]);
 
     assert_eq!(bash_completes(&script, &["kup", "plan", "ex"]), ["explain"]);
     assert_eq!(

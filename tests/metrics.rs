@@ -9,7 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use support::Kup;
+use support::plans::Scratch;
+use support::{Kup, Run};
 
 /// The venv's python with `prometheus_client`, created once per target directory.
 fn python() -> &'static Path {
@@ -99,50 +100,43 @@ fn bzimage(release: &str) -> Vec<u8> {
     bytes
 }
 
-struct Lab {
-    dir: tempfile::TempDir,
+/// The test's directory, with a kernel image whose release kup can read.
+fn lab() -> Scratch {
+    Scratch::with_kernel(&bzimage("6.12.9-lts"))
 }
 
-impl Lab {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        std::fs::write(dir.path().join("vmlinuz"), bzimage("6.12.9-lts")).unwrap();
-        Lab { dir }
-    }
+/// A plan of a step before the kexec and one after it, which succeeds only once the file `ready` exists.
+fn write_plan(lab: &Scratch, policy: &str) -> PathBuf {
+    let text = format!(
+        "kup = 1\nname = \"metrics\"\n\n[kernel]\nimage = \"{vmlinuz}\"\n\n\
+         [[step]]\nname = \"early\"\nrun = [\"/bin/true\"]\nbefore = [\"kexec\"]\n\n\
+         [[step]]\nname = \"late\"\nrun = [\"/bin/sh\", \"-c\", \"test -e {ready}\"]\nidempotent = true\n\
+         after = [\"kexec\"]\n\n[policy]\njournal = \"{journal}\"\n{policy}\n",
+        vmlinuz = lab.path("vmlinuz").display(),
+        ready = lab.path("ready").display(),
+        journal = lab.path("journal").display(),
+    );
+    lab.write_plan(&text)
+}
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
+/// `kup plan resume` of the lab's journal, as kup-resume.service runs it: with no flag.
+fn resume(lab: &Scratch) -> Run {
+    Kup::new()
+        .args(["plan", "resume", "--journal"])
+        .arg(lab.path("journal"))
+        .run()
+}
 
-    /// A plan of a step before the kexec and one after it, which succeeds only once the file `ready` exists.
-    fn plan(&self, policy: &str) -> PathBuf {
-        let text = format!(
-            "kup = 1\nname = \"metrics\"\n\n[kernel]\nimage = \"{vmlinuz}\"\n\n\
-             [[step]]\nname = \"early\"\nrun = [\"/bin/true\"]\nbefore = [\"kexec\"]\n\n\
-             [[step]]\nname = \"late\"\nrun = [\"/bin/sh\", \"-c\", \"test -e {ready}\"]\nidempotent = true\n\
-             after = [\"kexec\"]\n\n[policy]\njournal = \"{journal}\"\n{policy}\n",
-            vmlinuz = self.path("vmlinuz").display(),
-            ready = self.path("ready").display(),
-            journal = self.path("journal").display(),
-        );
-        let plan = self.path("plan.toml");
-        std::fs::write(&plan, text).unwrap();
-        std::fs::set_permissions(&plan, std::fs::Permissions::from_mode(0o600)).unwrap();
-        plan
-    }
-
-    fn rehearse(&self, plan: &Path) -> Kup {
-        Kup::new()
-            .env_remove("KUP_FAULT_CRASH_AFTER_RECORD")
-            .args(["plan", "apply", "--rehearse", "--no-kernel-load", "--yes"])
-            .arg(plan)
-    }
+fn rehearse(plan: &Path) -> Kup {
+    Kup::new()
+        .env_remove("KUP_FAULT_CRASH_AFTER_RECORD")
+        .args(["plan", "apply", "--rehearse", "--no-kernel-load", "--yes"])
+        .arg(plan)
 }
 
 #[test]
 fn a_rehearsal_writes_metrics_that_a_real_parser_reads() {
-    let lab = Lab::new();
+    let lab = lab();
     std::fs::write(lab.path("ready"), "").unwrap();
     let prom = lab.path("textfile/kup.prom");
     std::fs::create_dir(lab.path("textfile")).unwrap();
@@ -150,7 +144,7 @@ fn a_rehearsal_writes_metrics_that_a_real_parser_reads() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    lab.rehearse(&lab.plan(""))
+    rehearse(&write_plan(&lab, ""))
         .arg("--metrics-textfile")
         .arg(&prom)
         .run()
@@ -204,11 +198,11 @@ fn a_rehearsal_writes_metrics_that_a_real_parser_reads() {
 
 #[test]
 fn policy_metrics_is_written_on_failure_and_the_resume_rewrites_it() {
-    let lab = Lab::new();
+    let lab = lab();
     let prom = lab.path("kup.prom");
-    let plan = lab.plan(&format!("metrics = \"{}\"", prom.display()));
+    let plan = write_plan(&lab, &format!("metrics = \"{}\"", prom.display()));
     // `late` fails after the (rehearsed) kexec: the update needs an operator.
-    lab.rehearse(&plan).run().status(6);
+    rehearse(&plan).run().status(6);
     let metrics = parse(&prom);
     let state = |m: &Value, s| value(m, "kup_apply_state", &[("state", s)]);
     assert_eq!(state(&metrics, "completed"), Some(0.0));
@@ -226,11 +220,7 @@ fn policy_metrics_is_written_on_failure_and_the_resume_rewrites_it() {
     );
 
     std::fs::write(lab.path("ready"), "").unwrap();
-    Kup::new()
-        .args(["plan", "resume", "--journal"])
-        .arg(lab.path("journal"))
-        .run()
-        .status(0);
+    resume(&lab).status(0);
     let metrics = parse(&prom);
     assert_eq!(state(&metrics, "completed"), Some(1.0), "{metrics}");
     assert_eq!(state(&metrics, "failed"), Some(0.0));
@@ -238,10 +228,10 @@ fn policy_metrics_is_written_on_failure_and_the_resume_rewrites_it() {
 
 #[test]
 fn the_applys_flag_is_where_its_resume_writes() {
-    let lab = Lab::new();
+    let lab = lab();
     let prom = lab.path("flag.prom");
-    let plan = lab.plan("");
-    lab.rehearse(&plan)
+    let plan = write_plan(&lab, "");
+    rehearse(&plan)
         .arg("--metrics-textfile")
         .arg(&prom)
         .run()
@@ -249,11 +239,7 @@ fn the_applys_flag_is_where_its_resume_writes() {
     std::fs::remove_file(&prom).unwrap();
     std::fs::write(lab.path("ready"), "").unwrap();
     // No flag: the resume after a kexec is started by kup-resume.service with none.
-    Kup::new()
-        .args(["plan", "resume", "--journal"])
-        .arg(lab.path("journal"))
-        .run()
-        .status(0);
+    resume(&lab).status(0);
     let metrics = parse(&prom);
     assert_eq!(
         value(&metrics, "kup_apply_state", &[("state", "completed")]),
@@ -263,9 +249,9 @@ fn the_applys_flag_is_where_its_resume_writes() {
 
 #[test]
 fn a_relative_metrics_path_is_refused_before_anything_runs() {
-    let lab = Lab::new();
+    let lab = lab();
     std::fs::write(lab.path("ready"), "").unwrap();
-    lab.rehearse(&lab.plan(""))
+    rehearse(&write_plan(&lab, ""))
         .args(["--metrics-textfile", "kup.prom"])
         .run()
         .status(2)
@@ -275,9 +261,9 @@ fn a_relative_metrics_path_is_refused_before_anything_runs() {
 
 #[test]
 fn an_unwritable_metrics_file_is_a_warning_not_the_outcome() {
-    let lab = Lab::new();
+    let lab = lab();
     std::fs::write(lab.path("ready"), "").unwrap();
-    lab.rehearse(&lab.plan(""))
+    rehearse(&write_plan(&lab, ""))
         .arg("--metrics-textfile")
         .arg(lab.path("no/such/dir/kup.prom"))
         .run()

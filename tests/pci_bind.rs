@@ -50,6 +50,14 @@ fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The error's message, which must contain `part`.
+#[track_caller]
+fn says(e: &HostError, part: &str) -> String {
+    let message = e.to_string();
+    assert!(message.contains(part), "{message}");
+    message
+}
+
 /// The `PciBindError` inside `e`, which must be one.
 #[track_caller]
 fn pci_error(e: &HostError) -> &PciBindError {
@@ -155,10 +163,9 @@ fn a_driver_that_is_not_registered_is_loaded_first() {
     kernel.registers = false;
     let e = bind(&fake, &kernel, A).unwrap_err();
     assert!(matches!(pci_error(&e), PciBindError::DriverMissing { .. }));
-    let message = e.to_string();
-    assert!(
-        message.contains("driver vfio-pci is not registered: `modprobe vfio-pci` ran"),
-        "{message}"
+    says(
+        &e,
+        "driver vfio-pci is not registered: `modprobe vfio-pci` ran",
     );
     assert_eq!(kernel.log().len(), 1, "only the load");
     assert_eq!(fake.bound(A).as_deref(), Some("nvme"));
@@ -171,10 +178,9 @@ fn a_driver_that_refuses_the_device_is_named_with_what_was_seen() {
     kernel.probe = Probe::Fails;
     let e = bind(&fake, &kernel, A).unwrap_err();
     assert!(matches!(pci_error(&e), PciBindError::Refused { .. }));
-    let message = e.to_string();
-    assert!(
-        message.contains("vfio-pci refused PCI device 0000:3b:00.0 [8086:0a54]: writing 0000:3b:00.0 to /sys/bus/pci/drivers_probe failed"),
-        "{message}"
+    let message = says(
+        &e,
+        "vfio-pci refused PCI device 0000:3b:00.0 [8086:0a54]: writing 0000:3b:00.0 to /sys/bus/pci/drivers_probe failed",
     );
     assert!(message.contains("see `dmesg`"), "{message}");
 
@@ -186,11 +192,7 @@ fn a_driver_that_refuses_the_device_is_named_with_what_was_seen() {
     let e = bind_pci(&fake.root(), &kernel, &request(A, &load(), &[], 150)).unwrap_err();
     assert!(started.elapsed() >= Duration::from_millis(150));
     assert!(started.elapsed() < Duration::from_secs(5));
-    let message = e.to_string();
-    assert!(
-        message.contains("150 ms after drivers_probe it is bound to no driver"),
-        "{message}"
-    );
+    says(&e, "150 ms after drivers_probe it is bound to no driver");
 }
 
 #[test]
@@ -207,12 +209,9 @@ fn the_group_check_names_the_device_that_keeps_vfio_out() {
         }
         other => panic!("{other:?}"),
     }
-    let message = e.to_string();
-    assert!(
-        message.contains(
-            "IOMMU group 42 of PCI device 0000:3b:00.0 also holds 0000:3b:00.1 (bound to nvme)"
-        ),
-        "{message}"
+    says(
+        &e,
+        "IOMMU group 42 of PCI device 0000:3b:00.0 also holds 0000:3b:00.1 (bound to nvme)",
     );
     // The device itself was bound: the check runs after the bind, and a rerun after the fix goes straight to it.
     assert_eq!(fake.bound(A).as_deref(), Some("vfio-pci"));
@@ -234,11 +233,7 @@ fn no_iommu_group_says_to_boot_the_new_kernel_with_the_iommu_on() {
     let kernel = FakeKernel::new(&fake);
     let e = bind(&fake, &kernel, A).unwrap_err();
     assert!(matches!(pci_error(&e), PciBindError::IommuOff { .. }));
-    let message = e.to_string();
-    assert!(
-        message.contains("the IOMMU is off on this kernel"),
-        "{message}"
-    );
+    let message = says(&e, "the IOMMU is off on this kernel");
     assert!(
         message.contains("boot the new kernel with intel_iommu=on / amd_iommu=on"),
         "{message}"

@@ -61,12 +61,32 @@ impl Fixture {
     }
 
     fn program(&self, guests: &[&Guest], memory: &str) -> Program {
-        plans::program(&guests::plan(
-            &self.lab,
-            &self.tmp.path().join("journal"),
-            guests,
-            memory,
-        ))
+        plans::program(&guests::plan(&self.lab, &self.journal(), guests, memory))
+    }
+
+    /// Where the plans of [`Fixture::program`] and [`Fixture::patterned_pair`] keep their journal.
+    fn journal(&self) -> PathBuf {
+        self.tmp.path().join("journal")
+    }
+
+    /// Two booted guests `(name, ram, seed, memory)`, started side by side, their patterns from `seed` written, for
+    /// one plan that hands both over (each with its `memory`, or `handover = "restart"`): the guests, their QEMUs'
+    /// PIDs, the plan's text.
+    fn patterned_pair(
+        &self,
+        a: (&str, Ram, u64, &str),
+        b: (&str, Ram, u64, &str),
+    ) -> ((Guest, Guest), [u32; 2], String) {
+        let (ga, gb) = std::thread::scope(|s| {
+            let ga = s.spawn(|| self.guest(Spec::new(a.0, a.1)));
+            let gb = s.spawn(|| self.guest(Spec::new(b.0, b.1)));
+            (ga.join().unwrap(), gb.join().unwrap())
+        });
+        write_patterns(&ga, a.2);
+        write_patterns(&gb, b.2);
+        let old = [ga.pid().unwrap(), gb.pid().unwrap()];
+        let text = guests::plan_with(&self.lab, &self.journal(), &[(&ga, a.3), (&gb, b.3)]);
+        ((ga, gb), old, text)
     }
 
     /// A booted guest `name` with `ram`, its patterns from `seed` written, and the program of a plan for it alone.
@@ -84,11 +104,10 @@ struct Done {
     outputs: Vec<ActionOutput>,
 }
 
-/// Performs the named step with the real host, minus what concerns the kexec itself (this machine must never load
-/// or run a kernel; and this host has no /proc/sys/kernel/kexec_load_disabled).
-fn perform(program: &Program, id: &str) -> Done {
-    let actions: Vec<Action> = step(program, id)
-        .actions
+/// A step's actions minus what concerns the kexec itself: this machine must never load or run a kernel, and this
+/// host has no /proc/sys/kernel/kexec_load_disabled.
+fn without_kexec(actions: &[Action]) -> Vec<Action> {
+    actions
         .iter()
         .filter(|a| {
             !matches!(
@@ -101,7 +120,12 @@ fn perform(program: &Program, id: &str) -> Done {
             )
         })
         .cloned()
-        .collect();
+        .collect()
+}
+
+/// Performs the named step with the real host, minus what concerns the kexec itself.
+fn perform(program: &Program, id: &str) -> Done {
+    let actions = without_kexec(&step(program, id).actions);
     let started = Instant::now();
     match RealHost.perform(&actions) {
         Ok(outputs) => Done {
@@ -116,11 +140,11 @@ fn perform(program: &Program, id: &str) -> Done {
     }
 }
 
-/// Runs `scenario` once on each QEMU under test.
-fn on_each_qemu(scenario: impl Fn(Qemu)) {
+/// Runs `scenario` once on each QEMU under test, with a fixture of its own.
+fn on_each_qemu(scenario: impl Fn(&Fixture)) {
     for qemu in Qemu::under_test() {
         eprintln!("--- QEMU {}", qemu.label());
-        scenario(qemu);
+        scenario(&Fixture::new(qemu));
     }
 }
 
@@ -256,14 +280,53 @@ fn file_size(path: &Path) -> u64 {
         .len()
 }
 
+/// Pauses and saves guest `g` as `program` says, and checks what its QEMU was given for `memory`: the choice made
+/// at the pause, the URI of the save. Returns the choice and what the save gave.
+fn pause_and_save(
+    f: &Fixture,
+    program: &Program,
+    g: &Guest,
+    memory: MigrationMemory,
+) -> (MigrationChoice, Done) {
+    let name = &g.spec.name;
+    let pause = perform(program, &format!("vm:{name}:pause"));
+    assert_eq!(g.status(), "paused");
+    let save = perform(program, &format!("vm:{name}:save"));
+    let saved = choice(&pause.outputs).clone();
+    assert_mode(f.qemu, memory, &saved, uri(&save.outputs));
+    (saved, save)
+}
+
+/// Restores guest `g` as `program` says, in a QEMU other than the old one (`old_pid`), with the settings of the
+/// save.
+fn restore_in_a_new_qemu(
+    program: &Program,
+    g: &Guest,
+    saved: &MigrationChoice,
+    old_pid: u32,
+) -> Done {
+    let restore = perform(program, &format!("vm:{}:restore", g.spec.name));
+    assert_same_on_restore(saved, choice(&restore.outputs));
+    let new_pid = g.pid().unwrap();
+    assert_ne!(new_pid, old_pid);
+    restore
+}
+
+/// What a hand-over of one guest took.
+fn report(what: &str, saved: &MigrationChoice, save: &Done, restore: &Done, size: u64) {
+    eprintln!(
+        "{what} on QEMU {}: save {:?}, restore {:?}, state file {size} bytes, {saved:?}",
+        saved.qemu, save.took, restore.took
+    );
+}
+
 /// A kexec ends the old QEMU without asking: here SIGKILL stands in for it, between `sync` and the restore.
 #[test]
 fn shared_ram_guest_survives_save_kill_and_restore() {
     on_each_qemu(shared_ram_scenario);
 }
 
-fn shared_ram_scenario(qemu: Qemu) {
-    let f = Fixture::new(qemu);
+fn shared_ram_scenario(f: &Fixture) {
     let (g, program) = f.patterned("shared", Ram::SharedFile, 1, "shared");
     // A state file from an earlier run: preflight moves it aside (vmstate.kept-1); it is never overwritten.
     std::fs::create_dir_all(&g.state).unwrap();
@@ -271,11 +334,7 @@ fn shared_ram_scenario(qemu: Qemu) {
 
     perform(&program, "preflight");
     let old_pid = g.pid().unwrap();
-    let pause = perform(&program, "vm:shared:pause");
-    assert_eq!(g.status(), "paused");
-    let save = perform(&program, "vm:shared:save");
-    let saved = choice(&pause.outputs).clone();
-    assert_mode(qemu, MigrationMemory::Shared, &saved, uri(&save.outputs));
+    let (saved, save) = pause_and_save(f, &program, &g, MigrationMemory::Shared);
     // The choice is recorded beside the state, for the restore after the kexec.
     let record: MigrationChoice =
         serde_json::from_slice(&std::fs::read(g.state.join("vmstate.migration")).unwrap()).unwrap();
@@ -295,10 +354,7 @@ fn shared_ram_scenario(qemu: Qemu) {
     assert_eq!(g.status(), "postmigrate");
 
     guests::kill_and_wait(old_pid);
-    let restore = perform(&program, "vm:shared:restore");
-    assert_same_on_restore(&saved, choice(&restore.outputs));
-    let new_pid = g.pid().unwrap();
-    assert_ne!(new_pid, old_pid);
+    let restore = restore_in_a_new_qemu(&program, &g, &saved, old_pid);
     assert_eq!(g.status(), "paused");
     perform(&program, "vm:shared:resume");
     assert_eq!(g.status(), "running");
@@ -309,10 +365,7 @@ fn shared_ram_scenario(qemu: Qemu) {
         !g.state.join("vmstate.migration").exists(),
         "and the record"
     );
-    eprintln!(
-        "shared on QEMU {}: save {:?}, restore {:?}, state file {size} bytes",
-        saved.qemu, save.took, restore.took
-    );
+    report("shared", &saved, &save, &restore, size);
 }
 
 /// A rehearsal: no kexec, so the old QEMU is still alive when the restore starts; the restore ends it (`quit`,
@@ -322,8 +375,7 @@ fn copied_ram_guest_survives_save_and_restore_with_the_old_qemu_alive() {
     on_each_qemu(copied_ram_scenario);
 }
 
-fn copied_ram_scenario(qemu: Qemu) {
-    let f = Fixture::new(qemu);
+fn copied_ram_scenario(f: &Fixture) {
     let (g, program) = f.patterned("copy", Ram::Anonymous, 7, "copy");
 
     perform(&program, "preflight");
@@ -342,16 +394,13 @@ fn copied_ram_scenario(qemu: Qemu) {
     let after = migration_settings(&g);
     assert!(after.0.is_empty(), "capabilities left on: {:?}", after.0);
     assert_eq!(after.1["max-bandwidth"], 128 << 20, "{:?}", after.1);
-    if qemu == Qemu::V10 {
+    if f.qemu == Qemu::V10 {
         assert_eq!(after.1["mode"], "normal");
         assert_eq!(after.1["direct-io"], false);
     }
 
     // Then the whole hand-over; the first attempt's state file is kept aside.
-    let pause = perform(&program, "vm:copy:pause");
-    let save = perform(&program, "vm:copy:save");
-    let saved = choice(&pause.outputs).clone();
-    assert_mode(qemu, MigrationMemory::Copy, &saved, uri(&save.outputs));
+    let (saved, save) = pause_and_save(f, &program, &g, MigrationMemory::Copy);
     assert!(g.state.join("vmstate.kept-1").exists());
     let state = g.state.join("vmstate");
     let size = file_size(&state);
@@ -362,18 +411,12 @@ fn copied_ram_scenario(qemu: Qemu) {
     );
     assert!(guests::alive(old_pid));
 
-    let restore = perform(&program, "vm:copy:restore");
-    assert_same_on_restore(&saved, choice(&restore.outputs));
-    let new_pid = g.pid().unwrap();
-    assert_ne!(new_pid, old_pid);
+    let restore = restore_in_a_new_qemu(&program, &g, &saved, old_pid);
     perform(&program, "vm:copy:resume");
     assert_eq!(g.status(), "running");
     check_patterns(&g, 7);
     perform(&program, "verify");
-    eprintln!(
-        "copy on QEMU {}: save {:?}, restore {:?}, state file {size} bytes, {saved:?}",
-        saved.qemu, save.took, restore.took
-    );
+    report("copy", &saved, &save, &restore, size);
 }
 
 /// Four guests, two with shared and two with copied RAM, saved and restored concurrently as the engine would.
@@ -382,8 +425,7 @@ fn four_guests_saved_and_restored_in_parallel() {
     on_each_qemu(four_guests_scenario);
 }
 
-fn four_guests_scenario(qemu: Qemu) {
-    let f = Fixture::new(qemu);
+fn four_guests_scenario(f: &Fixture) {
     let specs = [
         ("p1", Ram::SharedFile),
         ("p2", Ram::SharedFile),
@@ -393,10 +435,7 @@ fn four_guests_scenario(qemu: Qemu) {
     let all: Vec<Guest> = std::thread::scope(|s| {
         let handles: Vec<_> = specs
             .iter()
-            .map(|(name, ram)| {
-                let f = &f;
-                s.spawn(move || f.guest(Spec::new(name, *ram)))
-            })
+            .map(|(name, ram)| s.spawn(move || f.guest(Spec::new(name, *ram))))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -433,7 +472,7 @@ fn four_guests_scenario(qemu: Qemu) {
         check_patterns(g, 100 + 10 * i as u64);
         let saved = choice(&saves[i][0].outputs);
         assert_mode(
-            qemu,
+            f.qemu,
             memory_of(g.spec.ram),
             saved,
             uri(&saves[i][1].outputs),
@@ -491,8 +530,7 @@ fn shared_memory_is_refused_unless_the_ram_survives_kexec() {
     on_each_qemu(shared_memory_refusals);
 }
 
-fn shared_memory_refusals(qemu: Qemu) {
-    let f = Fixture::new(qemu);
+fn shared_memory_refusals(f: &Fixture) {
     let good = f.unbooted("good", Ram::SharedFile);
     shared_ram_check(&good).unwrap();
 
@@ -512,17 +550,7 @@ fn shared_memory_refusals(qemu: Qemu) {
     let program = f.program(&[&private], "shared");
     let preflight = &program.steps[0];
     assert_eq!(preflight.id, "preflight");
-    let actions: Vec<Action> = preflight
-        .actions
-        .iter()
-        .filter(|a| {
-            !matches!(
-                a,
-                Action::CheckKexecEnabled | Action::CheckTargetKernel { .. }
-            )
-        })
-        .cloned()
-        .collect();
+    let actions = without_kexec(&preflight.actions);
     // `-S` guests are not running: skip the running check, keep the memory check.
     let actions: Vec<Action> = actions
         .into_iter()
@@ -544,8 +572,7 @@ fn qemu_killed_mid_save_fails_the_save() {
 
 /// The save as the compiled steps make it (setup, `migrate`, wait), throttled to 1 MiB/s so that 32 MiB of random
 /// guest RAM keeps it active for half a minute; QEMU is killed 1.5 s in.
-fn killed_mid_save(qemu: Qemu) {
-    let f = Fixture::new(qemu);
+fn killed_mid_save(f: &Fixture) {
     let g = f.unbooted("dying", Ram::Anonymous);
     for i in 0..2u64 {
         g.write(
@@ -636,26 +663,19 @@ fn journaled_choice(journal: &Path, id: &str) -> (MigrationChoice, Option<String
     (choice, uri)
 }
 
-fn rehearsal(qemu: Qemu) {
-    let f = Fixture::new(qemu);
-    let (shared, copied) = std::thread::scope(|s| {
-        let a = s.spawn(|| f.guest(Spec::new("rs", Ram::SharedFile)));
-        let b = s.spawn(|| f.guest(Spec::new("rc", Ram::Anonymous)));
-        (a.join().unwrap(), b.join().unwrap())
-    });
-    write_patterns(&shared, 21);
-    write_patterns(&copied, 31);
-    let old = [shared.pid().unwrap(), copied.pid().unwrap()];
-    let journal = f.tmp.path().join("journal");
-    let text = guests::plan_with(&f.lab, &journal, &[(&shared, "shared"), (&copied, "copy")]);
+fn rehearse(text: &str) -> support::Run {
+    support::cli::rehearse(text, Duration::from_secs(120))
+}
+
+fn rehearsal(f: &Fixture) {
+    let ((shared, copied), old, text) = f.patterned_pair(
+        ("rs", Ram::SharedFile, 21, "shared"),
+        ("rc", Ram::Anonymous, 31, "copy"),
+    );
+    let journal = f.journal();
 
     let started = Instant::now();
-    let run = Kup::new()
-        .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
-        .plan(&text)
-        .timeout(Duration::from_secs(120))
-        .run()
-        .success();
+    let run = rehearse(&text).success();
     eprintln!("rehearsal took {:?}:\n{}", started.elapsed(), run.stderr());
 
     for (g, seed, old) in [(&shared, 21, old[0]), (&copied, 31, old[1])] {
@@ -671,7 +691,7 @@ fn rehearsal(qemu: Qemu) {
             .iter()
             .find_map(|o| o.get("uri").and_then(|u| u.as_str()).map(str::to_owned))
             .expect("the save's migrate output");
-        assert_mode(qemu, memory_of(g.spec.ram), &saved, &save_uri);
+        assert_mode(f.qemu, memory_of(g.spec.ram), &saved, &save_uri);
         let (restored, _) = journaled_choice(&journal, &format!("vm:{name}:restore"));
         assert_same_on_restore(&saved, &restored);
     }
@@ -703,12 +723,7 @@ fn rehearsal(qemu: Qemu) {
     );
     assert!(!backend["device"].as_str().unwrap().is_empty(), "{backend}");
     assert!(journal.is_dir());
-    let status = Kup::new()
-        .args(["plan", "status", "--format", "json", "--journal"])
-        .arg(&journal)
-        .run()
-        .success()
-        .stdout_json();
+    let status = Kup::new().status_json(&journal);
     for g in [&shared, &copied] {
         assert_blackout_adds_up(&status, &journal, &g.spec.name);
     }
@@ -724,20 +739,13 @@ fn assert_blackout_adds_up(status: &serde_json::Value, journal: &Path, name: &st
         .as_i64()
         .unwrap_or_else(|| panic!("{status:#}"));
     let parts = b["parts"].as_array().unwrap();
-    let names: Vec<&str> = parts.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names = support::cli::field_of_each(&b["parts"], "name");
     assert_eq!(
         names,
         ["pause_save", "until_restore", "restore", "resume"],
         "{b:#}"
     );
-    assert!(
-        parts
-            .iter()
-            .all(|p| p["clock"] == "old-realtime" && p["ms"].as_i64() >= Some(0)),
-        "{b:#}"
-    );
-    let sum: i64 = parts.iter().map(|p| p["ms"].as_i64().unwrap()).sum();
-    assert_eq!(sum, total, "{b:#}");
+    support::cli::assert_rehearsed_blackout_adds_up(b);
     assert!(b["notes"].is_null(), "the instants were journaled: {b:#}");
     assert_eq!(
         b["outside_kernel_boot_ms"].as_i64(),
@@ -796,24 +804,13 @@ fn a_restarted_guest_is_shut_down_and_booted_again_beside_a_saved_one() {
     on_each_qemu(restarted_guest);
 }
 
-fn restarted_guest(qemu: Qemu) {
-    let f = Fixture::new(qemu);
-    let (kept, rebooted) = std::thread::scope(|s| {
-        let a = s.spawn(|| f.guest(Spec::new("kept", Ram::Anonymous)));
-        let b = s.spawn(|| f.guest(Spec::new("reboot", Ram::Anonymous)));
-        (a.join().unwrap(), b.join().unwrap())
-    });
-    write_patterns(&kept, 61);
-    write_patterns(&rebooted, 71);
-    let old = [kept.pid().unwrap(), rebooted.pid().unwrap()];
-    let journal = f.tmp.path().join("journal");
-    let text = guests::plan_with(&f.lab, &journal, &[(&kept, "copy"), (&rebooted, "restart")]);
-    let run = Kup::new()
-        .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
-        .plan(&text)
-        .timeout(Duration::from_secs(120))
-        .run()
-        .success();
+fn restarted_guest(f: &Fixture) {
+    let ((kept, rebooted), old, text) = f.patterned_pair(
+        ("kept", Ram::Anonymous, 61, "copy"),
+        ("reboot", Ram::Anonymous, 71, "restart"),
+    );
+    let journal = f.journal();
+    let run = rehearse(&text).success();
     eprintln!("{}", run.stderr());
 
     assert_eq!(kept.status(), "running");
@@ -870,17 +867,12 @@ fn a_shared_guest_whose_ram_changed_is_not_restored_and_the_others_are() {
     on_each_qemu(changed_ram);
 }
 
-fn changed_ram(qemu: Qemu) {
-    let f = Fixture::new(qemu);
-    let (shared, copied) = std::thread::scope(|s| {
-        let a = s.spawn(|| f.guest(Spec::new("ws", Ram::SharedFile)));
-        let b = s.spawn(|| f.guest(Spec::new("wc", Ram::Anonymous)));
-        (a.join().unwrap(), b.join().unwrap())
-    });
-    write_patterns(&copied, 41);
-    let old = [shared.pid().unwrap(), copied.pid().unwrap()];
-    let journal = f.tmp.path().join("journal");
-    let mut text = guests::plan_with(&f.lab, &journal, &[(&shared, "shared"), (&copied, "copy")]);
+fn changed_ram(f: &Fixture) {
+    let ((shared, copied), old, mut text) = f.patterned_pair(
+        ("ws", Ram::SharedFile, 51, "shared"),
+        ("wc", Ram::Anonymous, 41, "copy"),
+    );
+    let journal = f.journal();
     // Four pages at the start of the RAM file overwritten, after the save and before the kexec.
     let dd = [
         "dd".to_owned(),
@@ -899,12 +891,7 @@ fn changed_ram(qemu: Qemu) {
         argv.join(", ")
     ));
 
-    let run = Kup::new()
-        .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
-        .plan(&text)
-        .timeout(Duration::from_secs(120))
-        .run()
-        .status(6);
+    let run = rehearse(&text).status(6);
     let stderr = run.stderr();
     eprintln!("{stderr}");
     let ram = shared.ram_file.display().to_string();
@@ -928,12 +915,7 @@ fn changed_ram(qemu: Qemu) {
     assert_ne!(copied.pid(), Some(old[1]));
     check_patterns(&copied, 41);
 
-    let status = Kup::new()
-        .args(["plan", "status", "--format", "json", "--journal"])
-        .arg(&journal)
-        .run()
-        .success()
-        .stdout_json();
+    let status = Kup::new().status_json(&journal);
     let steps = status["steps"].as_array().unwrap();
     let state_of = |id: &str| {
         steps
@@ -962,8 +944,7 @@ fn a_missing_state_directory_fails_the_save_clearly() {
     on_each_qemu(missing_state_directory);
 }
 
-fn missing_state_directory(qemu: Qemu) {
-    let f = Fixture::new(qemu);
+fn missing_state_directory(f: &Fixture) {
     let g = f.unbooted("nodir", Ram::Anonymous);
     let program = f.program(&[&g], "copy");
     // The save step without the preflight that would have created the directory.
@@ -971,7 +952,7 @@ fn missing_state_directory(qemu: Qemu) {
     let save = step(&program, "vm:nodir:save");
     let failure = RealHost.perform(&save.actions).unwrap_err();
     // QEMU 7.2's `cat` fails after `migrate` returned; QEMU 10 refuses the `file:` URI in `migrate` itself.
-    let failed_at = match qemu {
+    let failed_at = match f.qemu {
         Qemu::V7 => matches!(save.actions[failure.index], Action::QmpWait { .. }),
         Qemu::V10 => {
             matches!(&save.actions[failure.index], Action::Qmp { command, .. } if command == "migrate")
@@ -995,8 +976,7 @@ fn a_guest_qemu_cannot_migrate_is_refused_at_preflight() {
     on_each_qemu(blocked_guest);
 }
 
-fn blocked_guest(qemu: Qemu) {
-    let f = Fixture::new(qemu);
+fn blocked_guest(f: &Fixture) {
     let extra = [
         "-object",
         "memory-backend-ram,id=ivmem,size=1M",
@@ -1009,17 +989,7 @@ fn blocked_guest(qemu: Qemu) {
     });
     let program = f.program(&[&g], "shared");
     let preflight = step(&program, "preflight");
-    let actions: Vec<Action> = preflight
-        .actions
-        .iter()
-        .filter(|a| {
-            !matches!(
-                a,
-                Action::CheckKexecEnabled | Action::CheckTargetKernel { .. }
-            )
-        })
-        .cloned()
-        .collect();
+    let actions = without_kexec(&preflight.actions);
     let failure = RealHost.perform(&actions).unwrap_err();
     assert!(
         matches!(actions[failure.index], Action::CheckMigratable { .. }),
@@ -1028,7 +998,7 @@ fn blocked_guest(qemu: Qemu) {
     for part in ["cannot be saved", "ivshmem", &g.qmp.display().to_string()] {
         assert!(failure.message.contains(part), "{}", failure.message);
     }
-    if qemu == Qemu::V10 {
+    if f.qemu == Qemu::V10 {
         assert!(
             failure.message.contains("in mode cpr-reboot"),
             "{}",

@@ -165,6 +165,18 @@ pub struct MigrationChoice {
     pub before: Option<MigrationBefore>,
 }
 
+impl MigrationChoice {
+    /// The parameters that tell one setup from another, as `NAME=VALUE`: all but `max-bandwidth`, which every setup
+    /// sets.
+    pub fn distinctive_parameters(&self) -> Vec<String> {
+        self.parameters
+            .iter()
+            .filter(|(k, _)| *k != "max-bandwidth")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
+    }
+}
+
 /// What a save's migration setup found before changing it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct MigrationBefore {

@@ -771,6 +771,15 @@ mod tests {
         b.parts.iter().map(|p| p.ms).sum()
     }
 
+    /// Fails unless one of the blackout's notes contains `part`.
+    fn assert_noted(b: &Blackout, part: &str) {
+        assert!(
+            b.notes.iter().any(|n| n.contains(part)),
+            "no {part:?} in {:?}",
+            b.notes
+        );
+    }
+
     #[test]
     fn a_rehearsal_splits_stop_to_cont_on_the_old_kernels_clock() {
         let mut j = Journal::new(Mode::Rehearse, 1_000);
@@ -939,22 +948,14 @@ mod tests {
         assert_eq!((last.name, last.ms), ("restore", 290));
         assert!(last.note.as_deref().unwrap().contains("QEMU exited"));
         assert_eq!(sum(&b), 7_800 - 2_003, "the parts reach the failure");
-        assert!(
-            b.notes.iter().any(|n| n.contains("vm:db-1:restore failed")),
-            "{:?}",
-            b.notes
-        );
+        assert_noted(&b, "vm:db-1:restore failed");
         // Retried and done: the restore part spans both attempts, and the blackout closes.
         j.restore_and_resume("db-1", 9_000, 9_400, 9_420);
         let b = blackout_of(&j, &qemu_program(), "db-1").unwrap();
         assert_eq!(b.total_ms, Some(9_420 - 2_003));
         let restore = b.parts.iter().find(|p| p.name == "restore").unwrap();
         assert_eq!(restore.ms, 9_400 - 7_510);
-        assert!(
-            b.notes.iter().any(|n| n.contains("ran 2 times")),
-            "{:?}",
-            b.notes
-        );
+        assert_noted(&b, "ran 2 times");
     }
 
     #[test]
@@ -1035,13 +1036,7 @@ mod tests {
             ]
         );
         assert_eq!(b.total_ms, Some(7_950 - 2_003));
-        assert!(
-            b.notes
-                .iter()
-                .any(|n| n.contains("before the kexec record")),
-            "{:?}",
-            b.notes
-        );
+        assert_noted(&b, "before the kexec record");
     }
 
     #[test]
@@ -1077,11 +1072,7 @@ mod tests {
             );
         let b = blackout_of(&j, &qemu_program(), "db-1").unwrap();
         assert_eq!(b.total_ms, Some(9_000 - 1_008));
-        assert!(
-            b.notes.iter().any(|n| n.contains("--mark-done")),
-            "{:?}",
-            b.notes
-        );
+        assert_noted(&b, "--mark-done");
     }
 
     #[test]

@@ -128,6 +128,17 @@ mod tests {
         crate::graph::compile(&plan, &graph, "root=/dev/sda1 cpuhp.parallel=1")
     }
 
+    /// Runs `program` on a recording host that fails the first action matching `fail`, rolling back on a failure
+    /// before the kexec: the outcome and every call the host received.
+    fn run_failing(program: &Program, fail: fn(&Action) -> bool) -> (Outcome, Vec<Vec<Action>>) {
+        let host = RecordingHost {
+            calls: Mutex::new(Vec::new()),
+            fail: Some(fail),
+        };
+        let outcome = run(program, &host, OnFailure::Rollback);
+        (outcome, host.calls.into_inner().unwrap())
+    }
+
     fn run(program: &Program, host: &RecordingHost, on_failure: OnFailure) -> Outcome {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::create(&dir.path().join("apply")).unwrap();
@@ -191,18 +202,14 @@ mod tests {
     #[test]
     fn a_failed_save_resumes_every_paused_vm_and_unloads_the_kernel() {
         let program = program("plans/multi-vm-vfio-spdk.toml");
-        let host = RecordingHost {
-            calls: Mutex::new(Vec::new()),
-            fail: Some(
-                |a| matches!(a, Action::Qmp { command, socket, .. } if command == "migrate" && socket.ends_with("db-2.qmp")),
-            ),
-        };
-        let outcome = run(&program, &host, OnFailure::Rollback);
+        let (outcome, calls) = run_failing(
+            &program,
+            |a| matches!(a, Action::Qmp { command, socket, .. } if command == "migrate" && socket.ends_with("db-2.qmp")),
+        );
         assert!(
             matches!(&outcome, Outcome::RolledBack { reason } if reason.contains("vm:db-2:save")),
             "{outcome:?}"
         );
-        let calls = host.calls.into_inner().unwrap();
         let flat: Vec<&Action> = calls.iter().flatten().collect();
         assert!(
             !flat.iter().any(|a| matches!(a, Action::Reboot(_))),
@@ -227,20 +234,16 @@ mod tests {
     #[test]
     fn a_failed_restore_after_the_kexec_stops_only_its_own_guest() {
         let program = program("plans/multi-vm-vfio-spdk.toml");
-        let host = RecordingHost {
-            calls: Mutex::new(Vec::new()),
-            // db-1's RAM is not what was saved.
-            fail: Some(
-                |a| matches!(a, Action::CheckRamDigest { record, .. } if record.ends_with("db-1/vmstate.ram-digest")),
-            ),
-        };
-        let outcome = run(&program, &host, OnFailure::Rollback);
+        // db-1's RAM is not what was saved.
+        let (outcome, calls) = run_failing(
+            &program,
+            |a| matches!(a, Action::CheckRamDigest { record, .. } if record.ends_with("db-1/vmstate.ram-digest")),
+        );
         assert!(
             matches!(&outcome, Outcome::Failed { reason }
                 if reason.contains("after the kexec: vm:db-1:restore: injected")),
             "{outcome:?}"
         );
-        let calls = host.calls.into_inner().unwrap();
         // The recording host is handed a whole step: the failed restore's own actions after its check never ran.
         let flat: Vec<&Action> = calls
             .iter()
@@ -280,17 +283,14 @@ mod tests {
     #[test]
     fn a_stuck_live_patch_transition_disables_and_removes_the_patch() {
         let program = program("plans/livepatch.toml");
-        let host = RecordingHost {
-            calls: Mutex::new(Vec::new()),
-            fail: Some(|a| matches!(a, Action::WaitLivepatchTransition { .. })),
-        };
-        let outcome = run(&program, &host, OnFailure::Rollback);
+        let (outcome, calls) = run_failing(&program, |a| {
+            matches!(a, Action::WaitLivepatchTransition { .. })
+        });
         assert!(
             matches!(&outcome, Outcome::RolledBack { reason }
                 if reason.contains("livepatch:livepatch_cmdline_fix:transition")),
             "{outcome:?}"
         );
-        let calls = host.calls.into_inner().unwrap();
         let flat: Vec<&Action> = calls.iter().flatten().collect();
         assert!(!flat.iter().any(|a| matches!(
             a,

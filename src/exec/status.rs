@@ -289,82 +289,21 @@ pub(crate) fn fold(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::test_support::rec;
+    use crate::exec::blackout::fixtures::{Journal, lab_boot_report};
 
     #[test]
     fn status_reports_vm_downtime_the_kexec_gap_and_the_new_kernels_boot() {
         let bytes = std::fs::read("plans/single-qemu-shared-ram.toml").unwrap();
         let (plan, graph) = crate::check::check("p.toml", &bytes).valid().unwrap();
         let program = crate::graph::compile(&plan, &graph, "root=/dev/sda1");
-        let log = std::fs::read("tests/data/dmesg/lab-qemu-tcg-smp2.txt").unwrap();
-        let boot = serde_json::to_value(crate::boot::analyse(&log)).unwrap();
-        let done = |t, step: &str| {
-            rec(
-                t,
-                Event::StepDone {
-                    step: step.parse().unwrap(),
-                    duration_ms: 1,
-                    outputs: vec![],
-                },
-            )
-        };
-        let records = vec![
-            rec(
-                1_000,
-                Event::ApplyStarted {
-                    plan: "p".into(),
-                    plan_path: "/p.toml".into(),
-                    plan_sha256: "x".into(),
-                    mode: Mode::Apply,
-                    kernel_load: true,
-                    boot_id: "a".into(),
-                    release: "6.1.0-old".into(),
-                    hostname: "h".into(),
-                    pid: 1,
-                    kernel_cmdline: "root=/dev/sda1".into(),
-                },
-            ),
-            rec(
-                2_000,
-                Event::StepStarted {
-                    step: "vm:db-1:pause".parse().unwrap(),
-                },
-            ),
-            done(2_005, "vm:db-1:pause"),
-            rec(
-                3_000,
-                Event::StepStarted {
-                    step: StepId::Kexec,
-                },
-            ),
-            rec(
-                3_001,
-                Event::Kexec {
-                    boot_id: "a".into(),
-                    release: "6.1.0-old".into(),
-                    kernel_cmdline: "root=/dev/sda1".into(),
-                },
-            ),
-            rec(
-                7_501,
-                Event::ResumeStarted {
-                    boot_id: "b".into(),
-                    release: "6.12.9-lts".into(),
-                    pid: 9,
-                    rebooted: true,
-                    on_new_kernel: true,
-                    uptime_ms: Some(3_250),
-                },
-            ),
-            rec(
-                7_502,
-                Event::BootReport {
-                    report: boot.clone(),
-                },
-            ),
-            done(7_503, "kexec"),
-            done(8_000, "vm:db-1:resume"),
-        ];
+        let boot = lab_boot_report();
+        let mut j = Journal::new(Mode::Apply, 1_000);
+        j.started(2_000, "vm:db-1:pause")
+            .done(2_005, "vm:db-1:pause", vec![])
+            .kexec(3_001)
+            .resumed(7_501, Some(3_250), Some(boot.clone()))
+            .done(8_000, "vm:db-1:resume", vec![]);
+        let records = j.records;
         let status = fold("/j", &records, &program, &["db-1".into()], false, false);
         assert_eq!(
             status.state,

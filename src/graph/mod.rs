@@ -303,18 +303,14 @@ pub(crate) fn check(plan: &Plan, out: &mut Vec<Diagnostic>) -> Option<StepGraph>
 mod tests {
     use super::*;
 
-    const HEAD: &str = r#"kup = 1
-[kernel]
-image = "/boot/vmlinuz"
-sha256 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-[[vm]]
-name = "db"
-libvirt = "db"
-state = "/var/lib/kup/state/db"
-"#;
+    /// A plan's first lines, a pinned kernel, for the tests of the graph and of its compilation to add to.
+    pub(super) const KERNEL: &str = "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\n\
+        sha256 = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n";
+    /// A libvirt guest, `db`.
+    const DB: &str = "[[vm]]\nname = \"db\"\nlibvirt = \"db\"\nstate = \"/var/lib/kup/state/db\"\n";
 
     fn graph(extra: &str) -> StepGraph {
-        let text = format!("{HEAD}{extra}");
+        let text = format!("{KERNEL}{DB}{extra}");
         let loaded = crate::check::check("t.toml", text.as_bytes());
         let plan = loaded
             .plan
@@ -417,8 +413,9 @@ state = "/var/lib/kup/state/db"
 
     #[test]
     fn guests_wait_for_the_kernel_load_and_their_devices() {
-        let text =
-            format!("{HEAD}devices = [\"0000:3b:00.0\"]\n[[pci]]\naddress = \"0000:3b:00.0\"\n");
+        let text = format!(
+            "{KERNEL}{DB}devices = [\"0000:3b:00.0\"]\n[[pci]]\naddress = \"0000:3b:00.0\"\n"
+        );
         let loaded = crate::check::check("t.toml", text.as_bytes());
         let g = StepGraph::build(&loaded.plan.unwrap()).unwrap();
         assert_eq!(
@@ -430,7 +427,7 @@ state = "/var/lib/kup/state/db"
     #[test]
     fn a_device_is_bound_after_the_kexec_before_its_guest_is_restored() {
         let text = format!(
-            "{HEAD}devices = [\"0000:3b:00.0\"]\n\
+            "{KERNEL}{DB}devices = [\"0000:3b:00.0\"]\n\
              [[vm]]\nname = \"web\"\nlibvirt = \"web\"\nstate = \"/var/lib/kup/state/web\"\n\
              [[pci]]\naddress = \"0000:3b:00.0\"\n[[pci]]\naddress = \"0000:af:00.0\"\ndriver = \"nvme\"\n"
         );
@@ -453,21 +450,13 @@ state = "/var/lib/kup/state/db"
         }));
         assert!(g.depends_on("verify", "pci:0000:3b:00.0:bind"));
         // The guest's downtime includes the bind; the other guest's does not.
-        let schedule = g.schedule();
-        let down = |vm: &str| {
-            schedule
-                .vm_downtime
-                .iter()
-                .find(|(n, _)| n == vm)
-                .unwrap()
-                .1
-        };
-        assert_eq!(down("db") - down("web"), cost::PCI_BIND);
+        let down: std::collections::HashMap<_, _> = g.schedule().vm_downtime.into_iter().collect();
+        assert_eq!(down["db"] - down["web"], cost::PCI_BIND);
     }
 
     #[test]
     fn self_reference_is_a_cycle() {
-        let text = format!("{HEAD}{}", custom("x", "before = [\"step:x\"]"));
+        let text = format!("{KERNEL}{DB}{}", custom("x", "before = [\"step:x\"]"));
         let loaded = crate::check::check("t.toml", text.as_bytes());
         assert!(loaded.plan.is_none());
         let d = &loaded.report.diagnostics[0];

@@ -141,21 +141,19 @@ impl Schedule {
                 }
                 _ => {}
             }
-            let stops = matches!(
-                g[node].kind,
+            // The host is down from the first step that stops a service to the last that restarts one; the kexec
+            // does both.
+            let (stops, restarts) = match g[node].kind {
                 StepKind::VmPause { .. }
-                    | StepKind::VmShutdown { .. }
-                    | StepKind::AppSave { .. }
-                    | StepKind::Isolate
-                    | StepKind::Kexec
-            );
-            let restarts = matches!(
-                g[node].kind,
+                | StepKind::VmShutdown { .. }
+                | StepKind::AppSave { .. }
+                | StepKind::Isolate => (true, false),
                 StepKind::VmResume { .. }
-                    | StepKind::VmBoot { .. }
-                    | StepKind::AppRestore { .. }
-                    | StepKind::Kexec
-            );
+                | StepKind::VmBoot { .. }
+                | StepKind::AppRestore { .. } => (false, true),
+                StepKind::Kexec => (true, true),
+                _ => (false, false),
+            };
             if stops {
                 down_from = Some(down_from.map_or(start[i], |d| d.min(start[i])));
             }

@@ -295,28 +295,26 @@ pub fn state(root: &SysfsRoot, name: &str) -> Result<LivepatchState, HostError> 
     })
 }
 
+/// The entries of `dir` named by a number (`/proc`'s processes, a process's tasks), in numeric order; none when
+/// it cannot be read (a process that has just exited).
+fn numbered_entries(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut numbered: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
+        .collect();
+    numbered.sort();
+    numbered
+}
+
 /// Tasks whose `patch_state` is neither "not in a transition" (-1) nor `target`: "PID/TID (comm)".
 pub fn lagging_tasks(root: &SysfsRoot, target: &str) -> Vec<String> {
     let proc = root.resolve(Path::new("/proc"));
     let mut found = Vec::new();
-    let Ok(pids) = std::fs::read_dir(&proc) else {
-        return found;
-    };
-    let mut pids: Vec<(u64, PathBuf)> = pids
-        .flatten()
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
-        .collect();
-    pids.sort();
-    for (pid, dir) in pids {
-        let Ok(tasks) = std::fs::read_dir(dir.join("task")) else {
-            continue;
-        };
-        let mut tasks: Vec<(u64, PathBuf)> = tasks
-            .flatten()
-            .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
-            .collect();
-        tasks.sort();
-        for (tid, task) in tasks {
+    for (pid, dir) in numbered_entries(&proc) {
+        for (tid, task) in numbered_entries(&dir.join("task")) {
             let Ok(state) = read_trimmed(&task.join("patch_state")) else {
                 continue;
             };
@@ -334,14 +332,60 @@ pub fn lagging_tasks(root: &SysfsRoot, target: &str) -> Vec<String> {
     found
 }
 
+/// A wait on the kernel: polls 1 ms apart at first, doubling up to [`POLL`], until `timeout` has passed.
+struct Poll {
+    t0: Instant,
+    timeout: Duration,
+    pause: Duration,
+}
+
+impl Poll {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            t0: Instant::now(),
+            timeout,
+            pause: Duration::from_millis(1),
+        }
+    }
+
+    fn expired(&self) -> bool {
+        self.t0.elapsed() >= self.timeout
+    }
+
+    /// Sleeps until the next poll.
+    fn sleep(&mut self) {
+        std::thread::sleep(self.pause);
+        self.pause = (self.pause * 2).min(POLL);
+    }
+
+    fn waited_ms(&self) -> Option<u64> {
+        Some(millis(self.t0.elapsed()))
+    }
+
+    /// The transition (`patching`: to the patched state; else back) that did not end in time, with the tasks
+    /// holding it up.
+    fn transition_timed_out(&self, root: &SysfsRoot, name: &str, patching: bool) -> HostError {
+        LivepatchError::Transition {
+            name: name.to_owned(),
+            patching,
+            timeout_ms: millis(self.timeout),
+            tasks: lagging_tasks(root, if patching { "1" } else { "0" }),
+        }
+        .into()
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Waits until the loaded patch's `transition` reads 0, then checks `enabled` reads 1.
 pub fn wait_transition(
     root: &SysfsRoot,
     name: &str,
     timeout: Duration,
 ) -> Result<LivepatchState, HostError> {
-    let t0 = Instant::now();
-    let mut pause = Duration::from_millis(1);
+    let mut poll = Poll::new(timeout);
     loop {
         let now = state(root, name)?;
         if !now.loaded {
@@ -361,21 +405,14 @@ pub fn wait_transition(
                 .into());
             }
             return Ok(LivepatchState {
-                waited_ms: Some(u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                waited_ms: poll.waited_ms(),
                 ..now
             });
         }
-        if t0.elapsed() >= timeout {
-            return Err(LivepatchError::Transition {
-                name: name.to_owned(),
-                patching: true,
-                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                tasks: lagging_tasks(root, "1"),
-            }
-            .into());
+        if poll.expired() {
+            return Err(poll.transition_timed_out(root, name, true));
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(POLL);
+        poll.sleep();
     }
 }
 
@@ -421,32 +458,24 @@ pub fn disable(
     name: &str,
     timeout: Duration,
 ) -> Result<LivepatchState, HostError> {
-    let t0 = Instant::now();
     let dir = patch_dir(root, name);
     if !dir.exists() {
         return state(root, name);
     }
+    let mut poll = Poll::new(timeout);
     let enabled = dir.join("enabled");
     if read_trimmed(&enabled)? == "1" {
         std::fs::write(&enabled, "0")
             .map_err(|e| HostError::io(format!("cannot write 0 to {}", enabled.display()), e))?;
     }
-    let mut pause = Duration::from_millis(1);
     while dir.exists() {
-        if t0.elapsed() >= timeout {
-            return Err(LivepatchError::Transition {
-                name: name.to_owned(),
-                patching: false,
-                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                tasks: lagging_tasks(root, "0"),
-            }
-            .into());
+        if poll.expired() {
+            return Err(poll.transition_timed_out(root, name, false));
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(POLL);
+        poll.sleep();
     }
     Ok(LivepatchState {
-        waited_ms: Some(u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX)),
+        waited_ms: poll.waited_ms(),
         ..state(root, name)?
     })
 }
@@ -458,15 +487,11 @@ pub fn unload(name: &str, timeout: Duration) -> Result<(), HostError> {
             "{name:?} is not a module name (it holds a NUL byte)"
         ))
     })?;
-    let t0 = Instant::now();
-    let mut pause = Duration::from_millis(1);
+    let mut poll = Poll::new(timeout);
     loop {
         match nix::kmod::delete_module(&c_name, nix::kmod::DeleteModuleFlags::O_NONBLOCK) {
             Ok(()) | Err(Errno::ENOENT) => return Ok(()),
-            Err(Errno::EBUSY | Errno::EAGAIN) if t0.elapsed() < timeout => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(POLL);
-            }
+            Err(Errno::EBUSY | Errno::EAGAIN) if !poll.expired() => poll.sleep(),
             Err(errno) => {
                 return Err(LivepatchError::Unload {
                     name: name.to_owned(),

@@ -117,12 +117,7 @@ fn summary(choice: &MigrationChoice) -> String {
     if !choice.capabilities.is_empty() {
         parts.push(format!("capabilities {}", choice.capabilities.join(", ")));
     }
-    let params: Vec<String> = choice
-        .parameters
-        .iter()
-        .filter(|(k, _)| *k != "max-bandwidth")
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let params = choice.distinctive_parameters();
     if !params.is_empty() {
         parts.push(format!("parameters {}", params.join(", ")));
     }

@@ -265,11 +265,7 @@ fn migrate(
     let version = client.version()?;
     let mut args = args.clone();
     if version.has_file_migration() {
-        args["uri"] = Value::from(if incoming {
-            qmp::incoming_uri(version, path)
-        } else {
-            qmp::outgoing_uri(version, path)
-        });
+        args["uri"] = Value::from(qmp::migration_uri(version, path, incoming));
     }
     let note = client.note().map(|n| format!(" ({n})")).unwrap_or_default();
     client.execute(command, &args).map_err(|e| {

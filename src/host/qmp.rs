@@ -291,24 +291,16 @@ impl QmpClient {
     }
 }
 
-/// The migration URI that writes a state file, for this QEMU. `exec:` URIs go through `/bin/sh`, hence the quoting.
-pub(crate) fn outgoing_uri(version: QemuVersion, path: &Path) -> String {
+/// The migration URI that writes a state file (or reads it back, `incoming`), for this QEMU. `exec:` URIs go through
+/// `/bin/sh`, hence the quoting.
+pub(crate) fn migration_uri(version: QemuVersion, path: &Path, incoming: bool) -> String {
     let text = path.to_string_lossy();
     // `file:` takes options after a comma, so a path with a comma goes the exec way.
     if version.has_file_migration() && !text.contains(',') {
         format!("file:{text}")
     } else {
-        format!("exec:cat > {}", shell_quote(Path::new(text.as_ref())))
-    }
-}
-
-/// The migration URI that reads a state file back, for this QEMU.
-pub(crate) fn incoming_uri(version: QemuVersion, path: &Path) -> String {
-    let text = path.to_string_lossy();
-    if version.has_file_migration() && !text.contains(',') {
-        format!("file:{text}")
-    } else {
-        format!("exec:cat {}", shell_quote(Path::new(text.as_ref())))
+        let cat = if incoming { "cat" } else { "cat >" };
+        format!("exec:{cat} {}", shell_quote(Path::new(text.as_ref())))
     }
 }
 
@@ -342,19 +334,19 @@ mod tests {
         );
         let p = Path::new("/var/lib/kup/my vm/vmstate.partial");
         assert_eq!(
-            outgoing_uri(V72, p),
+            migration_uri(V72, p, false),
             "exec:cat > '/var/lib/kup/my vm/vmstate.partial'"
         );
         assert_eq!(
-            outgoing_uri(V82, p),
+            migration_uri(V82, p, false),
             "file:/var/lib/kup/my vm/vmstate.partial"
         );
         assert_eq!(
-            incoming_uri(V72, Path::new("/s/vmstate")),
+            migration_uri(V72, Path::new("/s/vmstate"), true),
             "exec:cat /s/vmstate"
         );
         assert_eq!(
-            incoming_uri(V82, Path::new("/s,x/vmstate")),
+            migration_uri(V82, Path::new("/s,x/vmstate"), true),
             "exec:cat '/s,x/vmstate'"
         );
     }

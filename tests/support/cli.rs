@@ -126,6 +126,15 @@ impl Kup {
         kup
     }
 
+    /// Runs `plan status --format json --journal JOURNAL`, which must succeed: the status it printed.
+    pub fn status_json(self, journal: impl AsRef<OsStr>) -> serde_json::Value {
+        self.args(["plan", "status", "--format", "json", "--journal"])
+            .arg(journal)
+            .run()
+            .success()
+            .stdout_json()
+    }
+
     /// The command's temporary directory (what [`Kup::file`] wrote, or empty) as the next argument.
     pub fn dir_arg(mut self) -> Kup {
         let dir = self.files_dir();
@@ -192,6 +201,44 @@ impl Kup {
             _files: prepared.files,
         }
     }
+}
+
+/// `kup plan apply --rehearse --yes --no-kernel-load` of the plan `text`, as an operator rehearses it on real
+/// guests; killed if it has not ended after `limit`.
+pub fn rehearse(text: &str, limit: Duration) -> Run {
+    Kup::new()
+        .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
+        .plan(text)
+        .timeout(limit)
+        .run()
+}
+
+/// The string `field` of each element of the JSON array `list` (the steps of a status, the plans of a report).
+pub fn field_of_each<'a>(list: &'a serde_json::Value, field: &str) -> Vec<&'a str> {
+    let all = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"));
+    all.iter()
+        .map(|e| {
+            e[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {field} in {e}"))
+        })
+        .collect()
+}
+
+/// A rehearsed guest's blackout in `plan status --format json` (`status["blackout"][NAME]`): every part on the old
+/// kernel's clock (nothing was kexec'd), none negative, adding up to its total.
+pub fn assert_rehearsed_blackout_adds_up(b: &serde_json::Value) {
+    let parts = b["parts"].as_array().unwrap();
+    assert!(
+        parts
+            .iter()
+            .all(|p| p["clock"] == "old-realtime" && p["ms"].as_i64() >= Some(0)),
+        "{b:#}"
+    );
+    let sum: i64 = parts.iter().map(|p| p["ms"].as_i64().unwrap()).sum();
+    assert_eq!(Some(sum), b["total_ms"].as_i64(), "{b:#}");
 }
 
 /// What [`Kup::run`] and [`Kup::spawn`] take over from the builder.

@@ -9,6 +9,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+// The lab tests' own view of the lab cache, for where it is.
+#[path = "lab.rs"]
+mod lab;
+
 use kup::host::qmp::QmpClient;
 use serde_json::{Value, json};
 use std::fs;
@@ -94,10 +98,7 @@ impl Lab {
     /// The lab of this repository, or a panic that says how to set it up: a lab that is silently skipped proves
     /// nothing.
     pub fn get() -> Lab {
-        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let dir = std::env::var_os("KUP_LAB_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo.join("target/lab"));
+        let (repo, dir) = lab::repo_and_dir();
         Lab::locate(&repo, &dir).unwrap_or_else(|message| panic!("{message}"))
     }
 
@@ -379,20 +380,7 @@ impl Guest {
     }
 
     fn wait_ready(&self) {
-        let started = Instant::now();
-        loop {
-            if fs::read_to_string(&self.serial).is_ok_and(|t| t.contains(READY)) {
-                return;
-            }
-            assert!(
-                started.elapsed() < BOOT_TIMEOUT,
-                "guest {} did not reach /init within {:?}; console:\n{}",
-                self.spec.name,
-                BOOT_TIMEOUT,
-                fs::read_to_string(&self.serial).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_ready(&self.serial, &self.spec.name);
     }
 
     /// The PID in the pidfile (QEMU's own after -daemonize), if any.
@@ -495,6 +483,20 @@ impl Drop for Guest {
 
 /// Kills `pid` and waits until its files are closed: its leader turns zombie before the other threads are done, and
 /// until the last one ends the pidfile stays locked and the QMP socket accepts connections.
+/// Waits until guest `name`'s console, `serial`, says its /init runs; a panic with the console after
+/// [`BOOT_TIMEOUT`].
+pub fn wait_ready(serial: &Path, name: &str) {
+    let started = Instant::now();
+    while !fs::read_to_string(serial).is_ok_and(|t| t.contains(READY)) {
+        assert!(
+            started.elapsed() < BOOT_TIMEOUT,
+            "guest {name} did not reach /init within {BOOT_TIMEOUT:?}; console:\n{}",
+            fs::read_to_string(serial).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn kill_and_wait(pid: u32) {
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -586,6 +588,36 @@ pub fn bench_dirs(lab: &Lab, prefix: &str) -> (PathBuf, tempfile::TempDir) {
         .tempdir_in(&work)
         .unwrap();
     (work, tmp)
+}
+
+/// The middle one of a benchmark's runs (of two, the larger).
+pub fn median<T: Ord + Copy>(values: &[T]) -> T {
+    let mut v = values.to_vec();
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// A benchmark's times as its tables print them: `median (min–max)`, in ms below a second.
+pub fn stat(values: &[Duration]) -> String {
+    let show = |d: Duration| {
+        if d < Duration::from_secs(1) {
+            format!("{} ms", d.as_millis())
+        } else {
+            format!("{:.2} s", d.as_secs_f64())
+        }
+    };
+    let min = values.iter().min().copied().unwrap_or_default();
+    let max = values.iter().max().copied().unwrap_or_default();
+    format!("{} ({}–{})", show(median(values)), show(min), show(max))
+}
+
+/// A size as the benchmarks' tables print it: GiB from 1 GiB on, MiB below.
+pub fn bytes(n: u64) -> String {
+    if n >= 1 << 30 {
+        format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
+    }
 }
 
 /// What the benchmarks report about the machine they ran on.

@@ -1,4 +1,5 @@
-//! The lab cache the lab tests boot their guests from (`tests/lab_*.rs` include this file with `#[path]`).
+//! The lab cache the lab tests boot their guests from (`tests/lab_*.rs` include this file with `#[path]`, and
+//! `guests.rs` does for where the lab is).
 
 #![allow(dead_code)] // each lab test binary uses a different part
 
@@ -15,13 +16,19 @@ pub struct Lab {
     pub dir: PathBuf,
 }
 
+/// This repository and its lab cache (`$KUP_LAB_DIR`, else `target/lab`), where `lab/env.sh` looks.
+pub fn repo_and_dir() -> (PathBuf, PathBuf) {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::var_os("KUP_LAB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("target/lab"));
+    (repo, dir)
+}
+
 impl Lab {
     /// The lab of this repository, or a panic that tells how to set it up.
     pub fn get() -> Lab {
-        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let dir = std::env::var_os("KUP_LAB_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo.join("target/lab"));
+        let (repo, dir) = repo_and_dir();
         Lab::locate(&repo, &dir).unwrap_or_else(|message| panic!("{message}"))
     }
 

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use super::guests::{Lab, Qemu};
+use super::guests::{Lab, Qemu, RESERVED_START};
 use kup::action::shell_quote;
 use std::fs;
 use std::os::unix::fs::{FileExt, PermissionsExt};
@@ -188,6 +188,51 @@ impl Drop for Libvirtd {
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
     }
+}
+
+/// A TCG domain with no disk that boots the lab kernel into a shell that sleeps, as the QMP guests do (one vCPU,
+/// `mem_mib` of RAM, its console in `dir/NAME.serial`); `reserved_mib` above [`RESERVED_START`] are reserved
+/// (`memmap=`) so the guest never touches what a test writes there.
+pub fn domain_xml(
+    lab: &Lab,
+    work: &Path,
+    dir: &Path,
+    name: &str,
+    mem_mib: u64,
+    reserved_mib: u64,
+) -> String {
+    let x = |p: &Path| {
+        p.display()
+            .to_string()
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+    };
+    format!(
+        "<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>{mem}</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>console=ttyS0 panic=-1 memmap={reserved}M${start}M</cmdline>
+  </os>
+  <devices>
+    <emulator>{emulator}</emulator>
+    <serial type='file'><source path='{serial}' append='on'/></serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+",
+        mem = mem_mib,
+        kernel = x(&lab.kernel),
+        initrd = x(&lab.initramfs(work)),
+        reserved = reserved_mib,
+        start = RESERVED_START >> 20,
+        emulator = x(&emulator(lab, dir)),
+        serial = x(&dir.join(format!("{name}.serial"))),
+    )
 }
 
 /// The wrapper named as the domain's `<emulator>`: the lab's QEMU with its environment and `-L` directories.

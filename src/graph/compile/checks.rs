@@ -18,14 +18,19 @@ pub(super) fn pci(device: Option<&PciDevice>) -> Compiled {
     (device.map(pci_check).into_iter().collect(), Vec::new())
 }
 
+/// The first check of every preflight: this is one of the plan's `hosts` (none when it names none).
+pub(super) fn hostname(plan: &Plan) -> Vec<Action> {
+    if plan.hosts.is_empty() {
+        return Vec::new();
+    }
+    vec![Action::CheckHostname {
+        globs: plan.hosts.iter().map(|g| g.to_string()).collect(),
+    }]
+}
+
 /// Checks that nothing has been changed yet and that everything the plan needs is there.
 pub(super) fn preflight(plan: &Plan, cmdline: &str) -> Vec<Action> {
-    let mut actions = Vec::new();
-    if !plan.hosts.is_empty() {
-        actions.push(Action::CheckHostname {
-            globs: plan.hosts.iter().map(|g| g.to_string()).collect(),
-        });
-    }
+    let mut actions = hostname(plan);
     actions.push(Action::CheckKexecEnabled);
     if let Some(kernel) = &plan.kernel {
         actions.push(Action::CheckFile {

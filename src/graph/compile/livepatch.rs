@@ -30,12 +30,7 @@ fn undo(l: &Livepatch) -> Vec<Action> {
 
 /// `preflight` of a live patch plan.
 pub(super) fn preflight(plan: &Plan, l: &Livepatch) -> Vec<Action> {
-    let mut actions = Vec::new();
-    if !plan.hosts.is_empty() {
-        actions.push(Action::CheckHostname {
-            globs: plan.hosts.iter().map(|g| g.to_string()).collect(),
-        });
-    }
+    let mut actions = super::checks::hostname(plan);
     actions.push(Action::CheckLivepatchSupport);
     match (l.action, &l.module) {
         (LivepatchAction::Apply, Some(module)) => {
@@ -121,14 +116,15 @@ timeout = "5s"
     #[test]
     fn a_live_patch_loads_waits_and_is_undone_by_disable_and_unload() {
         let p = program(PLAN);
-        let ids: Vec<String> = p.steps.iter().map(|s| s.id.to_string()).collect();
+        let ids: Vec<&StepId> = p.steps.iter().map(|s| &s.id).collect();
+        let name = || "kup_lab_livepatch".to_owned();
         assert_eq!(
             ids,
             [
-                "preflight",
-                "livepatch:kup_lab_livepatch:load",
-                "livepatch:kup_lab_livepatch:transition",
-                "verify"
+                &StepId::Preflight,
+                &StepId::LivepatchLoad { name: name() },
+                &StepId::LivepatchTransition { name: name() },
+                &StepId::Verify
             ]
         );
         assert!(p.steps.iter().all(|s| s.phase == Phase::Before));

@@ -302,21 +302,23 @@ mod tests {
             .collect()
     }
 
-    const SHARED: &str = r#"kup = 1
-[kernel]
-image = "/boot/vmlinuz"
-sha256 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-[[vm]]
+    /// A QMP guest with shared RAM.
+    fn shared() -> String {
+        format!(
+            r#"{}[[vm]]
 name = "db"
 qmp = "/run/qemu/db.qmp"
 state = "/var/lib/kup/state/my db"
 memory = "shared"
 restart = ["systemctl", "start", "qemu@db.service"]
-"#;
+"#,
+            crate::graph::tests::KERNEL
+        )
+    }
 
     #[test]
     fn shared_ram_sets_up_the_migration_on_both_sides() {
-        let p = program(SHARED);
+        let p = program(&shared());
         assert_eq!(
             commands(&p, "vm:db:pause"),
             ["qmp_capabilities", "setup:Save", "stop"]
@@ -417,7 +419,7 @@ restart = ["systemctl", "start", "qemu@db.service"]
 
     #[test]
     fn copied_ram_has_no_digest_and_the_shared_ram_check_gets_the_new_command_line() {
-        let copy = program(&SHARED.replace("memory = \"shared\"", "memory = \"copy\""));
+        let copy = program(&shared().replace("memory = \"shared\"", "memory = \"copy\""));
         let digests = |p: &Program| {
             p.steps
                 .iter()
@@ -429,7 +431,7 @@ restart = ["systemctl", "start", "qemu@db.service"]
                 .count()
         };
         assert_eq!(digests(&copy), 0);
-        let shared = program(SHARED);
+        let shared = program(&shared());
         // Recorded, checked, removed by the save's rollback and by verify.
         assert_eq!(digests(&shared), 4);
         let check = shared.steps[0]
@@ -445,7 +447,7 @@ restart = ["systemctl", "start", "qemu@db.service"]
 
     #[test]
     fn policy_save_channels_reaches_the_copied_ram_setup_and_is_bounded() {
-        let copy = SHARED.replace("memory = \"shared\"", "memory = \"copy\"");
+        let copy = shared().replace("memory = \"shared\"", "memory = \"copy\"");
         let channels = |program: &Program| {
             let pause = program
                 .steps
@@ -488,7 +490,7 @@ restart = ["systemctl", "start", "qemu@db.service"]
 
     #[test]
     fn only_steps_before_kexec_have_rollbacks() {
-        let p = program(SHARED);
+        let p = program(&shared());
         for step in &p.steps {
             if step.phase != Phase::Before {
                 assert!(step.rollback.is_empty(), "{}", step.id);
