@@ -267,6 +267,9 @@ fn migrate(
     if version.has_file_migration() {
         args["uri"] = Value::from(qmp::migration_uri(version, path, incoming));
     }
+    if incoming && version.has_incoming_exit_on_error() {
+        args["exit-on-error"] = Value::from(false);
+    }
     let note = client.note().map(|n| format!(" ({n})")).unwrap_or_default();
     client.execute(command, &args).map_err(|e| {
         // QEMU ≥ 8.2 opens a `file:` state file in `migrate` itself and fails there.
@@ -306,6 +309,23 @@ fn qmp_wait(
         let value = reply.get(field).and_then(Value::as_str).unwrap_or("");
         if value == until {
             return Ok(ActionOutput::Reply(reply));
+        }
+        // A QEMU that keeps running after a failed load (`exit-on-error` off) stays `inmigrate`: its migration
+        // status says it failed, and why, in QEMU's own words.
+        if command == "query-status" && value == "inmigrate" {
+            let migration = client
+                .execute("query-migrate", &json!({}))
+                .map_err(|e| HostError::Qmp(qmp::QmpError(format!("{e}{note}"))))?;
+            if migration.get("status").and_then(Value::as_str) == Some("failed") {
+                let why = migration
+                    .get("error-desc")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no reason given");
+                return Err(HostError::check(format!(
+                    "QEMU could not load the state: {why}{note}; it was left running, paused in `inmigrate` \
+                     with nothing loaded (a retry of this restore quits it first)"
+                )));
+            }
         }
         if matches!(
             value,

@@ -50,6 +50,13 @@ impl QemuVersion {
     pub(crate) fn has_file_migration(&self) -> bool {
         (self.major, self.minor) >= (8, 2)
     }
+
+    /// Whether `migrate-incoming` takes `exit-on-error` (QEMU 9.1 and later): with it off, a QEMU that cannot load
+    /// the state stays up and says why in `query-migrate`'s `error-desc`, instead of exiting with the reason on its
+    /// stderr only.
+    pub(crate) fn has_incoming_exit_on_error(&self) -> bool {
+        (self.major, self.minor) >= (9, 1)
+    }
 }
 
 impl std::fmt::Display for QemuVersion {
