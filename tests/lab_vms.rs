@@ -224,3 +224,61 @@ fn after_a_power_cut_the_dax_guest_is_refused_and_the_copy_guest_restored() {
         "the dax guest's state file is kept"
     );
 }
+
+/// A plan that drops `memmap=` from the new command line while the dax guest's RAM lives on the pmem that `memmap=`
+/// carves: the new kernel would take that region as ordinary RAM. `kup plan validate` warns (offline it cannot know
+/// where the RAM file is); the preflight, which can, refuses before any guest is paused, and every guest runs on.
+#[test]
+fn a_plan_dropping_the_memmap_that_holds_guest_ram_is_refused_at_preflight() {
+    let lab = Lab::get();
+    let run = run_vmhost(&lab, "vmhost-drop-memmap", &["--drop-memmap"]);
+    let boots = run.boots_in("/var/lib/kup-lab/boots.log");
+    assert_eq!(boots.len(), 1, "no kexec: {boots:?}");
+    assert_eq!(run.must("/var/lib/kup-lab/apply.rc").trim(), "5");
+    let status = run.json("/var/lib/kup-lab/status.json");
+    assert_eq!(status["state"], "rolled-back", "{status:#}");
+    assert_eq!(*step_state(&status, "preflight"), "failed");
+    let message = status["message"].as_str().unwrap_or_default();
+    for part in [
+        "/mnt/pmem/dax.ram",
+        "memmap=256M!1536M",
+        "persistent memory",
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    for step in ["vm:dax:pause", "vm:copy:pause", "vm:vfio:shutdown"] {
+        assert_eq!(*step_state(&status, step), "pending", "{step}");
+    }
+    for guest in ["dax", "copy", "vfio"] {
+        let now = fields(&run, &format!("guest-{guest}.1-after"));
+        assert_eq!(now["status"], "running", "{guest}: {now:?}");
+    }
+}
+
+/// After the kexec one guest's new QEMU refuses its state (a plan step spoiled the file between the save and the
+/// kexec): its restore fails with QEMU's own reason and its state file stays; the other guests are restored.
+#[test]
+fn a_state_its_qemu_refuses_fails_that_guest_only_with_qemus_reason() {
+    let lab = Lab::get();
+    let run = run_vmhost(&lab, "vmhost-refuse-state", &["--refuse-state"]);
+    let boots = run.boots_in("/var/lib/kup-lab/boots.log");
+    assert_eq!(boots.len(), 2, "{boots:?}");
+    assert_eq!(boots[1].1, lab.new_kernel_version());
+    let status = run.json("/var/lib/kup-lab/status.json");
+    assert_eq!(status["state"], "failed", "{status:#}");
+    assert_eq!(*step_state(&status, "vm:copy:restore"), "failed");
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("QEMU could not load the state"),
+        "{message}"
+    );
+    assert!(
+        run.file("/var/lib/kup/vms/copy/vmstate").is_some(),
+        "the refused state file is kept"
+    );
+    let dax = fields(&run, "guest-dax.2");
+    assert_eq!(dax["sha256"], patterns(&run)["dax"], "dax restored intact");
+    assert_eq!(dax["status"], "running");
+    assert_eq!(*step_state(&status, "vm:dax:resume"), "done");
+    assert_eq!(*step_state(&status, "vm:vfio:boot"), "done");
+}
