@@ -1,5 +1,5 @@
-//! `kup plan init` against real QEMU 7.2 guests from the lab: one with shared RAM (a `share=on` file) and one with
-//! anonymous RAM, both daemonized by QEMU, and one transient process the test runs itself (no `-daemonize`, QMP on
+//! `kup plan init` against real QEMU 7.2 guests from the lab: one with shared RAM (a `share=on` file), one with
+//! anonymous RAM and one whose `share=on` file is on tmpfs (copied: a kexec empties tmpfs), daemonized by QEMU, and one transient process the test runs itself (no `-daemonize`, QMP on
 //! a `-chardev` control monitor, a private RAM file). The plan it writes must name each guest's socket, memory mode
 //! and restart argv, pass `kup plan validate`, and its restart argv must really start the transient guest again,
 //! waiting for its state. `--out` writes 0600 and replaces a file only with `--force`.
@@ -139,7 +139,14 @@ fn init_finds_each_guest_with_its_socket_memory_and_restart_and_the_plan_validat
         &tmp.path().join("copy"),
         spec("init-copy", Ram::Anonymous),
     );
+    let on_tmpfs = Guest::start(
+        &lab,
+        &work,
+        &tmp.path().join("tmpfs"),
+        spec("init-tmpfs", Ram::SharedTmpfs),
+    );
     let transient = Transient::start(&lab, &tmp.path().join("transient"));
+    wait_for(&on_tmpfs.qmp);
     wait_for(&shared.qmp);
     wait_for(&copied.qmp);
 
@@ -181,6 +188,14 @@ fn init_finds_each_guest_with_its_socket_memory_and_restart_and_the_plan_validat
         normal(&strings(&c["restart"])),
         normal(&copied.restart_argv())
     );
+
+    // share=on, but on /dev/shm: a kexec empties tmpfs, so its RAM must be copied.
+    let v = vm(&plan, &on_tmpfs.qmp);
+    assert_eq!(v["memory"].as_str(), Some("copy"), "{text}");
+    assert!(text.contains(&format!(
+        "its share=on RAM file {} is on tmpfs",
+        on_tmpfs.ram_file.display()
+    )));
 
     let t = vm(&plan, &transient.qmp);
     assert_eq!(t["name"].as_str(), Some("init-transient"));
