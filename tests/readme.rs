@@ -1,7 +1,7 @@
 //! README.md's "first hour" walk-through, run as written: every command between its `first-hour` markers that
 //! needs no root and changes nothing on the host (`kup plan validate`, `explain`, `graph`, `apply --dry-run`, the
-//! `sed` edit) runs in order against a copy of examples/first-hour.toml, and prints what the README shows (`…`
-//! stands for any lines). Commands behind `sudo` (init, rehearse, status) need a live host and are left out here;
+//! `sed` edit) runs in order against a copy of examples/first-hour.toml with the README's `toml` edit appended,
+//! and prints what the README shows (`…` stands for any lines). Commands behind `sudo` (init, rehearse, status) need a live host and are left out here;
 //! `tests/plan_init.rs` runs `kup plan init` against real guests.
 
 mod support;
@@ -14,18 +14,25 @@ struct Step {
     shown: Vec<String>,
 }
 
-fn steps() -> Vec<Step> {
+/// The walk-through's commands, and the text of its `toml` blocks (the edit appended to the plan).
+fn steps() -> (Vec<Step>, String) {
     let readme = std::fs::read_to_string("README.md").unwrap();
     let begin = readme
         .find("<!-- first-hour:begin -->")
         .expect("begin marker");
     let end = readme.find("<!-- first-hour:end -->").expect("end marker");
     let mut steps: Vec<Step> = Vec::new();
-    let mut in_console = false;
+    let mut edit = String::new();
+    let (mut in_console, mut in_toml) = (false, false);
     for line in readme[begin..end].lines() {
         if line.starts_with("```") {
             in_console = line == "```console";
+            in_toml = line == "```toml";
             continue;
+        }
+        if in_toml {
+            edit.push_str(line);
+            edit.push('\n');
         }
         if !in_console {
             continue;
@@ -38,7 +45,7 @@ fn steps() -> Vec<Step> {
             None => steps.last_mut().unwrap().shown.push(line.to_owned()),
         }
     }
-    steps
+    (steps, edit)
 }
 
 /// Whether `shown` matches `actual` line for line, a `…` line standing for any run of lines (also none).
@@ -56,18 +63,16 @@ fn matches(shown: &[String], actual: &[&str]) -> bool {
 
 #[test]
 fn the_first_hour_runs_as_written() {
-    let steps = steps();
+    let (steps, edit) = steps();
+    assert!(edit.contains("[policy]"), "the edit of step 2: {edit:?}");
     assert!(
         steps.len() >= 6,
         "the walk-through lost its commands: {}",
         steps.len()
     );
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        "examples/first-hour.toml",
-        dir.path().join("first-hour.toml"),
-    )
-    .unwrap();
+    let plan = std::fs::read_to_string("examples/first-hour.toml").unwrap() + "\n" + &edit;
+    std::fs::write(dir.path().join("first-hour.toml"), plan).unwrap();
     let kup = assert_cmd::cargo::cargo_bin("kup");
     for step in &steps {
         assert_ne!(

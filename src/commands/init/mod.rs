@@ -277,3 +277,59 @@ mod tests {
         assert_eq!(mode, 0o600);
     }
 }
+
+#[cfg(test)]
+mod first_hour {
+    use super::*;
+    use crate::host::discover::{HostFacts, Libvirt, QemuArgs, QemuProcess, TargetImage, Unit};
+
+    /// examples/first-hour.toml, which README.md's first hour starts from, is what `kup plan init` writes for the
+    /// host it describes (its first line, the `#:schema` directive, and the note under the header aside).
+    #[test]
+    fn the_readme_example_is_what_init_writes_for_its_host() {
+        let start: Vec<String> = "/usr/bin/qemu-system-x86_64 -name db-1 -accel kvm -smp 8 -m 16G -display none \
+                                  -daemonize -pidfile /run/qemu/db-1.pid \
+                                  -qmp unix:/run/qemu/db-1.qmp,server=on,wait=off \
+                                  -object memory-backend-file,id=mem,size=16G,mem-path=/var/lib/qemu/ram/db-1,share=on \
+                                  -machine q35,memory-backend=mem -drive file=/var/lib/qemu/db-1.qcow2,if=virtio"
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let facts = HostFacts {
+            hostname: Some("hv-7".into()),
+            running_release: Some("6.1.0-28-amd64".into()),
+            running_cmdline: Some("BOOT_IMAGE=/boot/vmlinuz-6.1.0-28-amd64 root=/dev/nvme0n1p2 ro quiet".into()),
+            kernel: TargetImage {
+                image: "/boot/vmlinuz-6.12.9-lts".into(),
+                release: "6.12.9-lts".into(),
+                sha256: "9f2c1b1d6e0f4a7c8b3d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3".into(),
+                initrd: Some("/boot/initrd.img-6.12.9-lts".into()),
+                chosen: "The newest of 2 image(s) in /boot other than the running kernel (6.1.0-28-amd64)".into(),
+                config: Some(("/boot/config-6.12.9-lts".into(), true)),
+                modules: true,
+            },
+            qemus: vec![QemuProcess {
+                pid: 2817,
+                args: QemuArgs::parse(&start),
+                argv: start,
+                env: Vec::new(),
+                unit: Unit::None(None),
+                volatile_ram: None,
+            }],
+            libvirt: Libvirt::Absent,
+            vfio: Vec::new(),
+            apps: Vec::new(),
+        };
+        let shipped = std::fs::read_to_string("examples/first-hour.toml").unwrap();
+        let shipped: Vec<&str> = shipped
+            .lines()
+            .filter(|l| {
+                !l.starts_with("#:schema")
+                    && !l.starts_with("# (README.md")
+                    && *l != "# line added for editors.)"
+            })
+            .collect();
+        let rendered = render::render(&facts);
+        assert_eq!(shipped, rendered.lines().collect::<Vec<_>>());
+    }
+}
