@@ -149,6 +149,8 @@ mod tests {
             &[],
         );
         write(root, "/run/systemd/transient/run-r42.service", "");
+        // Another user's process, its environment unreadable.
+        std::fs::remove_file(root.join("proc/250/environ")).unwrap();
         process(
             root,
             300,
@@ -241,7 +243,7 @@ mod tests {
                 pid: 7,
                 args: QemuArgs::parse(&argv),
                 argv: argv.clone(),
-                env: Vec::new(),
+                env: Some(Vec::new()),
                 unit: Unit::None(None),
                 volatile_ram: None,
             }],
@@ -312,7 +314,7 @@ mod first_hour {
                 pid: 2817,
                 args: QemuArgs::parse(&start),
                 argv: start,
-                env: Vec::new(),
+                env: Some(Vec::new()),
                 unit: Unit::None(None),
                 volatile_ram: None,
             }],

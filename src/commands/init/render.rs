@@ -357,6 +357,12 @@ fn restart(out: &mut String, q: &QemuProcess) {
         out.push_str(" and -daemonize (kup waits for the restart command to end)");
     }
     out.push_str(".\n");
+    if q.env.is_none() {
+        out.push_str(
+            "# TODO: its environment could not be read (run kup plan init as root): add `env NAME=VALUE` first if \
+             it needs any (LD_LIBRARY_PATH, QEMU_MODULE_DIR).\n",
+        );
+    }
     if daemonize_added && q.args.uses_stdio {
         out.push_str(
             "# TODO: QEMU refuses -daemonize with -nographic or a stdio chardev, both in this command line: \

@@ -41,8 +41,9 @@ pub(crate) enum Unit {
 pub(crate) struct QemuProcess {
     pub(crate) pid: u32,
     pub(crate) argv: Vec<String>,
-    /// [`QEMU_ENV`] variables it was started with, `NAME=VALUE`.
-    pub(crate) env: Vec<String>,
+    /// [`QEMU_ENV`] variables it was started with, `NAME=VALUE`; `None` when its environment could not be read
+    /// (another user's process, and kup not root).
+    pub(crate) env: Option<Vec<String>>,
     pub(crate) args: QemuArgs,
     pub(crate) unit: Unit,
     /// A `share=on` RAM file on a file system a kexec empties: (file, file system).
@@ -54,11 +55,12 @@ impl QemuProcess {
     /// whether `-daemonize` was added.
     pub(crate) fn restart_argv(&self) -> (Vec<String>, bool) {
         let (argv, added) = qemu::restart_argv(&self.argv, self.args.daemonize);
-        if self.env.is_empty() {
+        let env = self.env.as_deref().unwrap_or_default();
+        if env.is_empty() {
             return (argv, added);
         }
         let mut with_env = vec!["env".to_owned()];
-        with_env.extend(self.env.iter().cloned());
+        with_env.extend(env.iter().cloned());
         with_env.extend(argv);
         (with_env, added)
     }
@@ -256,12 +258,10 @@ pub(crate) fn unit_of(cgroup: &str, transient: impl Fn(&str) -> bool) -> Unit {
 }
 
 /// The [`QEMU_ENV`] variables of process `pid`, if its environment can be read.
-fn environment(root: &SysfsRoot, pid: u32) -> Vec<String> {
+fn environment(root: &SysfsRoot, pid: u32) -> Option<Vec<String>> {
     let path = root.resolve(Path::new(&format!("/proc/{pid}/environ")));
-    let Ok(bytes) = std::fs::read(path) else {
-        return Vec::new();
-    };
-    bytes
+    let bytes = std::fs::read(path).ok()?;
+    let vars = bytes
         .split(|b| *b == 0)
         .map(String::from_utf8_lossy)
         .filter(|kv| {
@@ -269,7 +269,8 @@ fn environment(root: &SysfsRoot, pid: u32) -> Vec<String> {
                 .is_some_and(|(k, _)| QEMU_ENV.contains(&k))
         })
         .map(|kv| kv.into_owned())
-        .collect()
+        .collect();
+    Some(vars)
 }
 
 /// The volatile file system `path` is on, if it is on one.
