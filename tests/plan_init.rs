@@ -227,11 +227,12 @@ fn init_finds_each_guest_with_its_socket_memory_and_restart_and_the_plan_validat
         .status(2)
         .stderr_has("--force");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "mine");
+    // A bare file name, as an operator types it: replaced beside itself, in the working directory.
     Kup::new()
+        .current_dir(tmp.path())
         .args(["plan", "init", "--force", "--kernel"])
         .arg(&lab.kernel)
-        .arg("--out")
-        .arg(&out)
+        .args(["--out", "plan.toml"])
         .run()
         .success();
     assert!(

@@ -119,7 +119,9 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8], replace: bool) -> Result<
     use std::os::unix::fs::OpenOptionsExt as _;
     let context = || format!("cannot write {}", path.display());
     if replace {
-        return super::journal_files::write_atomic_mode(path, bytes, 0o600)
+        // The temporary file goes beside it, so a bare `plan.toml` needs its directory spelt out.
+        let absolute = std::path::absolute(path).map_err(|e| HostError::io(context(), e))?;
+        return super::journal_files::write_atomic_mode(&absolute, bytes, 0o600)
             .map_err(|e| HostError::io(context(), e));
     }
     let mut file = std::fs::OpenOptions::new()

@@ -8,6 +8,7 @@ mod render;
 use super::{CommandError, CommandResult};
 use crate::host::SysfsRoot;
 use crate::host::discover::{self, Discover};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// What `kup plan init` was asked.
@@ -39,7 +40,8 @@ pub(crate) fn run(args: &InitArgs<'_>) -> CommandResult {
             if todos > 0 {
                 stderr.push_str(&format!(" ({todos} TODO to resolve)"));
             }
-            eprintln!("{stderr}");
+            // Not eprintln!: a closed stderr must not turn a written plan into a panic.
+            let _ = writeln!(std::io::stderr(), "{stderr}");
             Ok(())
         }
     }
