@@ -38,7 +38,7 @@ pub(crate) fn run(args: &InitArgs<'_>) -> CommandResult {
             let mut stderr = format!("wrote {}", path.display());
             let todos = text.lines().filter(|l| l.contains("# TODO")).count();
             if todos > 0 {
-                stderr.push_str(&format!(" ({todos} TODO to resolve)"));
+                stderr.push_str(&format!(" ({todos} TODO comment(s) to resolve)"));
             }
             // Not eprintln!: a closed stderr must not turn a written plan into a panic.
             let _ = writeln!(std::io::stderr(), "{stderr}");
