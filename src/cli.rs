@@ -47,6 +47,19 @@ pub(crate) enum Command {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PlanCommand {
+    /// Write a commented starter plan read off this host (read-only): the newest kernel in /boot, the running
+    /// QEMU guests and libvirt domains, vfio-pci devices, SPDK/DPDK services; what it cannot tell is a `# TODO`.
+    Init {
+        /// The kernel image to update to (default: the newest in /boot other than the running kernel).
+        #[arg(long, value_name = "IMAGE")]
+        kernel: Option<PathBuf>,
+        /// Write the plan to this file (mode 0600) instead of stdout; an existing file is refused without --force.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// With --out: replace an existing file.
+        #[arg(long, requires = "out")]
+        force: bool,
+    },
     /// Check plans offline and report every problem with its file, line and a hint.
     Validate {
         /// Output format.
@@ -145,6 +158,13 @@ pub(crate) enum StatusFormat {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Plan(PlanCommand::Init { kernel, out, force }) => {
+            commands::init::run(&commands::init::InitArgs {
+                kernel: kernel.as_deref(),
+                out: out.as_deref(),
+                force,
+            })
+        }
         Command::Plan(PlanCommand::Validate { format, paths }) => {
             commands::validate::run(&paths, format)
         }

@@ -9,6 +9,7 @@ mod error;
 pub(crate) mod explain;
 pub(crate) mod graph;
 mod guard;
+pub(crate) mod init;
 pub(crate) mod man;
 mod metrics;
 pub(crate) mod resume;

@@ -111,6 +111,36 @@ pub(crate) fn write_readable(path: &Path, bytes: &[u8]) -> Result<(), HostError>
         .map_err(|e| HostError::io(format!("cannot write {}", path.display()), e))
 }
 
+/// Writes a file only its owner may read (0600): a plan names sockets, devices and the kernel to boot. Without
+/// `replace` an existing file is refused (`create_new`, so no other writer slips in between); with it the file is
+/// replaced atomically.
+pub(crate) fn write_private(path: &Path, bytes: &[u8], replace: bool) -> Result<(), HostError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let context = || format!("cannot write {}", path.display());
+    if replace {
+        // The temporary file goes beside it, so a bare `plan.toml` needs its directory spelt out.
+        let absolute = std::path::absolute(path).map_err(|e| HostError::io(context(), e))?;
+        return super::journal_files::write_atomic_mode(&absolute, bytes, 0o600)
+            .map_err(|e| HostError::io(context(), e));
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => HostError::check(format!(
+                "{} exists: kup plan init does not overwrite it (--force replaces it)",
+                path.display()
+            )),
+            _ => HostError::io(context(), e),
+        })?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| HostError::io(context(), e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 //! that a dry run and code review see exactly what this module will be asked to do. It imports the action
 //! vocabulary and nothing of the plan or the graph: it performs what it is told.
 
+pub(crate) mod discover;
 pub(crate) mod error;
 pub(crate) mod files;
 pub(crate) mod journal_files;
