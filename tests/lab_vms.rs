@@ -22,11 +22,15 @@ const GUESTS: [&str; 2] = ["dax", "copy"];
 /// The spare PCI device the plan hands to vfio-pci.
 const SPARE: &str = "0000:00:06.0";
 
-/// Runs `lab/scenario/run-vmhost` with `args` into `target/lab/runs/NAME`.
-fn run_vmhost(lab: &Lab, name: &str, args: &[&str]) -> Run {
+/// Runs `lab/scenario/run-vmhost` with `args` into `target/lab/runs/NAME`; returns the lab, the run and the lab
+/// host's boots — (boot_id, release) in order.
+fn run_vmhost(name: &str, args: &[&str]) -> (Lab, Run, Vec<(String, String)>) {
+    let lab = Lab::get();
     let mut all = vec!["--quiet", "--timeout", "420", "--retry", "1"];
     all.extend_from_slice(args);
-    lab.run_into("scenario/run-vmhost", &[], &all, name)
+    let run = lab.run_into("scenario/run-vmhost", &[], &all, name);
+    let boots = run.boots_in("/var/lib/kup-lab/boots.log");
+    (lab, run, boots)
 }
 
 /// A `KEY VALUE…` file the lab host's driver wrote (`/var/lib/kup-lab/NAME`), as a map.
@@ -84,9 +88,7 @@ fn committed_bytes(journal: &Journal, guest: &str) -> u64 {
 /// it, after kup has bound the device to vfio-pci again on the new kernel.
 #[test]
 fn guests_inside_the_lab_host_survive_its_kexec_into_the_new_kernel() {
-    let lab = Lab::get();
-    let run = run_vmhost(&lab, "vmhost", &[]);
-    let boots = run.boots_in("/var/lib/kup-lab/boots.log");
+    let (lab, run, boots) = run_vmhost("vmhost", &[]);
     assert_eq!(boots.len(), 2, "two boots of the lab host: {boots:?}");
     assert_ne!(boots[0].0, boots[1].0, "the kexec started a new boot");
     assert_eq!(boots[0].1, lab.kernel_version());
@@ -192,9 +194,7 @@ fn guests_inside_the_lab_host_survive_its_kexec_into_the_new_kernel() {
 /// restores the copy guest from its state file and refuses the dax guest, whose RAM is gone, keeping its state.
 #[test]
 fn after_a_power_cut_the_dax_guest_is_refused_and_the_copy_guest_restored() {
-    let lab = Lab::get();
-    let run = run_vmhost(&lab, "vmhost-power-cut", &["--power-cut"]);
-    let boots = run.boots_in("/var/lib/kup-lab/boots.log");
+    let (lab, run, boots) = run_vmhost("vmhost-power-cut", &["--power-cut"]);
     assert_eq!(boots.len(), 2, "{boots:?}");
     assert_eq!(
         boots[1].1,
@@ -230,9 +230,7 @@ fn after_a_power_cut_the_dax_guest_is_refused_and_the_copy_guest_restored() {
 /// where the RAM file is); the preflight, which can, refuses before any guest is paused, and every guest runs on.
 #[test]
 fn a_plan_dropping_the_memmap_that_holds_guest_ram_is_refused_at_preflight() {
-    let lab = Lab::get();
-    let run = run_vmhost(&lab, "vmhost-drop-memmap", &["--drop-memmap"]);
-    let boots = run.boots_in("/var/lib/kup-lab/boots.log");
+    let (_, run, boots) = run_vmhost("vmhost-drop-memmap", &["--drop-memmap"]);
     assert_eq!(boots.len(), 1, "no kexec: {boots:?}");
     assert_eq!(run.must("/var/lib/kup-lab/apply.rc").trim(), "5");
     let status = run.json("/var/lib/kup-lab/status.json");
@@ -259,9 +257,7 @@ fn a_plan_dropping_the_memmap_that_holds_guest_ram_is_refused_at_preflight() {
 /// kexec): its restore fails with QEMU's own reason and its state file stays; the other guests are restored.
 #[test]
 fn a_state_its_qemu_refuses_fails_that_guest_only_with_qemus_reason() {
-    let lab = Lab::get();
-    let run = run_vmhost(&lab, "vmhost-refuse-state", &["--refuse-state"]);
-    let boots = run.boots_in("/var/lib/kup-lab/boots.log");
+    let (lab, run, boots) = run_vmhost("vmhost-refuse-state", &["--refuse-state"]);
     assert_eq!(boots.len(), 2, "{boots:?}");
     assert_eq!(boots[1].1, lab.new_kernel_version());
     let status = run.json("/var/lib/kup-lab/status.json");

@@ -87,16 +87,23 @@ fn value(metrics: &Value, family: &str, labels: &[(&str, &str)]) -> Option<f64> 
 /// A minimal well-formed bzImage header of `release` (what the preflight reads to check `kernel.version` and the
 /// metrics read for `target_release`): 4 setup sectors, boot protocol 2.15, 16 bytes of "kernel".
 fn bzimage(release: &str) -> Vec<u8> {
-    let mut bytes = vec![0u8; 5 * 512 + 16];
-    bytes[0x1F1] = 4;
-    bytes[0x1F4..0x1F8].copy_from_slice(&1u32.to_le_bytes());
-    bytes[0x1FE..0x200].copy_from_slice(&0xAA55u16.to_le_bytes());
-    bytes[0x202..0x206].copy_from_slice(b"HdrS");
-    bytes[0x206..0x208].copy_from_slice(&0x020Fu16.to_le_bytes());
-    bytes[0x20E..0x210].copy_from_slice(&(0x400u16 - 0x200).to_le_bytes());
-    bytes[0x238..0x23C].copy_from_slice(&2047u32.to_le_bytes());
     let version = format!("{release} (test@example) #1 SMP");
-    bytes[0x400..0x400 + version.len()].copy_from_slice(version.as_bytes());
+    // (offset, bytes) of the setup header fields the parser reads: setup sectors, syssize, the boot flag, the
+    // "HdrS" magic, the protocol version, the version string's offset, the cmdline size; then the string.
+    let fields: [(usize, &[u8]); 8] = [
+        (0x1F1, &[4]),
+        (0x1F4, &1u32.to_le_bytes()),
+        (0x1FE, &0xAA55u16.to_le_bytes()),
+        (0x202, b"HdrS"),
+        (0x206, &0x020Fu16.to_le_bytes()),
+        (0x20E, &(0x400u16 - 0x200).to_le_bytes()),
+        (0x238, &2047u32.to_le_bytes()),
+        (0x400, version.as_bytes()),
+    ];
+    let mut bytes = vec![0u8; 5 * 512 + 16];
+    for (at, field) in fields {
+        bytes[at..at + field.len()].copy_from_slice(field);
+    }
     bytes
 }
 

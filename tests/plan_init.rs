@@ -151,12 +151,15 @@ fn init_finds_each_guest_with_its_socket_memory_and_restart_and_the_plan_validat
     wait_for(&copied.qmp);
 
     let out = tmp.path().join("plan.toml");
-    Kup::new()
-        .args(["plan", "init", "--kernel"])
-        .arg(&lab.kernel)
-        .arg("--out")
-        .arg(&out)
-        .run()
+    let init_into = |out: &Path| {
+        Kup::new()
+            .args(["plan", "init", "--kernel"])
+            .arg(&lab.kernel)
+            .arg("--out")
+            .arg(out)
+            .run()
+    };
+    init_into(&out)
         .success()
         .stderr_has(format!("wrote {}", out.display()));
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
@@ -218,14 +221,7 @@ fn init_finds_each_guest_with_its_socket_memory_and_restart_and_the_plan_validat
 
     // The file is kept without --force and replaced with it.
     std::fs::write(&out, "mine").unwrap();
-    Kup::new()
-        .args(["plan", "init", "--kernel"])
-        .arg(&lab.kernel)
-        .arg("--out")
-        .arg(&out)
-        .run()
-        .status(2)
-        .stderr_has("--force");
+    init_into(&out).status(2).stderr_has("--force");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "mine");
     // A bare file name, as an operator types it: replaced beside itself, in the working directory.
     Kup::new()

@@ -246,9 +246,8 @@ pub(crate) fn write(path: &Path, root: &Path, plan: &Plan) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::blackout::fixtures::Journal;
     use crate::exec::status::fold;
-    use crate::exec::test_support::rec;
-    use crate::graph::StepId;
 
     /// An apply of a one-VM plan folded from its records: paused at 2 s, kexec at 3 s, resumed on the new kernel
     /// at 7.5 s with its boot report, the VM back at 8 s, finished at 8.1 s.
@@ -257,40 +256,22 @@ mod tests {
         let (plan, graph) = crate::check::check("p.toml", &bytes).valid().unwrap();
         let program = crate::graph::compile(&plan, &graph, "root=/dev/sda1");
         let boot = serde_json::json!({ "time_to_init_s": 1.25 });
-        let step = |t, event: fn(StepId) -> Event, id: &str| rec(t, event(id.parse().unwrap()));
-        let started = |step| Event::StepStarted { step };
-        let done = |step| Event::StepDone {
-            step,
-            duration_ms: 5,
-            outputs: vec![],
-        };
-        let records = vec![
-            rec(
-                1_000,
-                Event::ApplyStarted {
-                    plan: "db \"primary\"".into(),
-                    plan_path: "/p.toml".into(),
-                    plan_sha256: "x".into(),
-                    mode: Mode::Apply,
-                    kernel_load: true,
-                    boot_id: "a".into(),
-                    release: "6.1.0-old".into(),
-                    hostname: "h".into(),
-                    pid: 1,
-                    kernel_cmdline: "root=/dev/sda1".into(),
-                },
-            ),
-            step(2_000, started, "vm:db-1:pause"),
-            step(2_005, done, "vm:db-1:pause"),
-            rec(
+        let mut j = Journal::new(Mode::Apply, 1_000);
+        // A plan name that needs escaping in a label.
+        if let Event::ApplyStarted { plan, .. } = &mut j.records[0].event {
+            *plan = "db \"primary\"".into();
+        }
+        j.started(2_000, "vm:db-1:pause")
+            .done(2_005, "vm:db-1:pause", vec![])
+            .at(
                 3_001,
                 Event::Kexec {
                     boot_id: "a".into(),
                     release: "6.1.0-old".into(),
                     kernel_cmdline: "root=/dev/sda1".into(),
                 },
-            ),
-            rec(
+            )
+            .at(
                 7_500,
                 Event::ResumeStarted {
                     boot_id: "b".into(),
@@ -300,18 +281,18 @@ mod tests {
                     on_new_kernel: true,
                     uptime_ms: Some(3_250),
                 },
-            ),
-            rec(7_501, Event::BootReport { report: boot }),
-            step(7_995, started, "vm:db-1:resume"),
-            step(8_000, done, "vm:db-1:resume"),
-            rec(
+            )
+            .at(7_501, Event::BootReport { report: boot })
+            .started(7_995, "vm:db-1:resume")
+            .done(8_000, "vm:db-1:resume", vec![])
+            .at(
                 8_100,
                 Event::Finished {
                     state: journal::FinalState::Completed,
                     message: String::new(),
                 },
-            ),
-        ];
+            );
+        let records = j.records;
         let status = fold("/j", &records, &program, &["db-1".into()], false, false);
         (status, records)
     }
