@@ -263,26 +263,8 @@ mod tests {
         }
         j.started(2_000, "vm:db-1:pause")
             .done(2_005, "vm:db-1:pause", vec![])
-            .at(
-                3_001,
-                Event::Kexec {
-                    boot_id: "a".into(),
-                    release: "6.1.0-old".into(),
-                    kernel_cmdline: "root=/dev/sda1".into(),
-                },
-            )
-            .at(
-                7_500,
-                Event::ResumeStarted {
-                    boot_id: "b".into(),
-                    release: "6.12.9-lts".into(),
-                    pid: 9,
-                    rebooted: true,
-                    on_new_kernel: true,
-                    uptime_ms: Some(3_250),
-                },
-            )
-            .at(7_501, Event::BootReport { report: boot })
+            .kexec(3_001)
+            .resumed(7_500, Some(3_250), Some(boot))
             .started(7_995, "vm:db-1:resume")
             .done(8_000, "vm:db-1:resume", vec![])
             .at(
