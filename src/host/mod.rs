@@ -21,6 +21,7 @@ mod ram_digest;
 pub mod sysfs;
 pub(crate) mod systemd;
 mod target;
+pub(crate) mod trust;
 pub(crate) mod vm;
 
 pub use error::HostError;

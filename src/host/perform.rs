@@ -2,7 +2,7 @@
 
 use super::{
     HostError, SysfsRoot, files, journal_files, kernel_file, kexec, livepatch, machine, migration,
-    pci_bind, process, qmp, ram_digest, sysfs, target, vm,
+    pci_bind, process, qmp, ram_digest, sysfs, target, trust, vm,
 };
 use crate::action::{Action, ActionOutput, PID_PLACEHOLDER, RebootMode};
 use crate::hostglob::HostGlob;
@@ -168,9 +168,25 @@ pub(super) fn one(
             expect,
             timeout_ms,
         } => check_output(argv, expect, *timeout_ms),
-        Action::EnsureDir { path } => journal_files::create_private_dir(path)
-            .map(|()| ActionOutput::None)
-            .map_err(|e| HostError::io(format!("cannot create {}", path.display()), e)),
+        Action::CheckExecutables { programs } => {
+            for program in programs {
+                trust::check_executable(program)?;
+            }
+            Ok(ActionOutput::None)
+        }
+        Action::CheckSocketOwner { socket, owner } => {
+            trust::check_socket_owner(socket, owner.as_deref())?;
+            Ok(ActionOutput::None)
+        }
+        Action::EnsureDir { path } => {
+            // Before and after: a symlink planted on the way is not followed into, and what was created (or
+            // found) is a directory no other user can write.
+            trust::check_state_dir("the state directory", path)?;
+            journal_files::create_private_dir(path)
+                .map_err(|e| HostError::io(format!("cannot create {}", path.display()), e))?;
+            trust::check_state_dir("the state directory", path)?;
+            Ok(ActionOutput::None)
+        }
         Action::MigrationSetup {
             socket,
             side,
