@@ -207,16 +207,9 @@ pub(super) fn one(
         Action::CheckMigratable { socket, memory } => {
             migration::check_migratable(session(sessions, socket)?, *memory)
         }
-        Action::RemoveFile { path } => match std::fs::remove_file(path) {
-            Ok(()) => Ok(ActionOutput::Removed { removed: true }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(ActionOutput::Removed { removed: false })
-            }
-            Err(e) => Err(HostError::io(
-                format!("cannot remove {}", path.display()),
-                e,
-            )),
-        },
+        Action::RemoveFile { path } => {
+            files::remove_state_file(path).map(|removed| ActionOutput::Removed { removed })
+        }
         Action::CheckLivepatchSupport => {
             livepatch::check_support(sysfs).map(|()| ActionOutput::None)
         }
@@ -271,6 +264,9 @@ fn migrate(
 ) -> Result<ActionOutput, HostError> {
     // QEMU 7.2 exits when an incoming migration fails: a missing state file is reported before that.
     let incoming = command == "migrate-incoming";
+    if !incoming {
+        files::refuse_symlink(path)?;
+    }
     let size = if incoming {
         let meta = std::fs::metadata(path)
             .map_err(|e| HostError::io(format!("state file {}", path.display()), e))?;
