@@ -1,0 +1,198 @@
+//! Faults with real guests (the lab's QEMU; `KUP_LAB_DIR`): kup killed in the middle of a rehearsal, then aborted
+//! with `kup plan abort` or finished with `kup plan resume`; every guest ends running with its memory intact, or
+//! its state kept. One QEMU per run (the first of `KUP_TEST_QEMU`, else 7.2) keeps the time within CI's budget.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use support::Kup;
+use support::guests::{self, Guest, Lab, Qemu, RESERVED_START, Ram, Spec};
+
+/// Bytes written per guest: two 1 MiB runs, one at each end of the reserved range.
+const RUN: usize = 1 << 20;
+
+struct Fixture {
+    lab: Lab,
+    tmp: tempfile::TempDir,
+    qemu: Qemu,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Fixture {
+        let lab = Lab::get();
+        // Under target/, not /tmp: state and RAM files must be on a disk file system (kup refuses tmpfs).
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("vm_faults-{name}-"))
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let qemu = Qemu::under_test()[0];
+        Fixture { lab, tmp, qemu }
+    }
+
+    fn guest(&self, name: &str, ram: Ram) -> Guest {
+        let spec = Spec {
+            qemu: self.qemu,
+            ..Spec::new(name, ram)
+        };
+        Guest::start(
+            &self.lab,
+            Path::new(env!("CARGO_TARGET_TMPDIR")),
+            &self.tmp.path().join(name),
+            spec,
+        )
+    }
+
+    /// A shared-RAM and a copied-RAM guest, booted in parallel, their patterns written.
+    fn two_guests(&self) -> (Guest, Guest) {
+        let (shared, copied) = std::thread::scope(|s| {
+            let a = s.spawn(|| self.guest("fs", Ram::SharedFile));
+            let b = s.spawn(|| self.guest("fc", Ram::Anonymous));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        write_patterns(&shared, 41);
+        write_patterns(&copied, 51);
+        (shared, copied)
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.tmp.path().join("journal")
+    }
+
+    fn plan(&self, guests: &[(&Guest, &str)]) -> String {
+        guests::plan_with(&self.lab, &self.journal(), guests)
+    }
+
+    fn kup(&self) -> Kup {
+        Kup::new()
+            .env_remove("KUP_FAULT_CRASH_AFTER_RECORD")
+            .timeout(Duration::from_secs(120))
+    }
+
+    fn rehearse(&self, text: &str) -> Kup {
+        self.kup()
+            .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
+            .plan(text)
+    }
+
+    fn on_journal(&self, command: &str) -> Kup {
+        self.kup()
+            .args(["plan", command, "--journal"])
+            .arg(self.journal())
+    }
+
+    fn status(&self) -> serde_json::Value {
+        self.kup()
+            .args(["plan", "status", "--format", "json", "--journal"])
+            .arg(self.journal())
+            .run()
+            .success()
+            .stdout_json()
+    }
+}
+
+fn write_patterns(g: &Guest, seed: u64) {
+    let last = RESERVED_START + (g.spec.reserved_mib << 20) - RUN as u64;
+    g.write(RESERVED_START, &guests::pattern(seed, RUN));
+    g.write(last, &guests::pattern(seed + 1, RUN));
+    assert_eq!(g.read(RESERVED_START, RUN), guests::pattern(seed, RUN));
+}
+
+fn check_patterns(g: &Guest, seed: u64) {
+    let last = RESERVED_START + (g.spec.reserved_mib << 20) - RUN as u64;
+    for (gpa, seed) in [(RESERVED_START, seed), (last, seed + 1)] {
+        assert!(
+            g.read(gpa, RUN) == guests::pattern(seed, RUN),
+            "{}: guest RAM at {gpa:#x} differs",
+            g.spec.name
+        );
+    }
+}
+
+/// The names of the files in a guest's state directory.
+fn state_files(g: &Guest) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&g.state)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// `kup plan apply --rehearse` of two real guests killed right after the copied guest's save is journalled, then
+/// `kup plan abort`: both guests run again in their old QEMUs with their memory intact, nothing half-written is
+/// left, the journal ends rolled back, and a second abort (or one after the kexec record) is refused.
+#[test]
+fn abort_after_a_crash_at_the_save_resumes_both_real_guests() {
+    let f = Fixture::new("abort");
+    let (shared, copied) = f.two_guests();
+    let old = [shared.pid().unwrap(), copied.pid().unwrap()];
+    let text = f.plan(&[(&shared, "shared"), (&copied, "copy")]);
+
+    let run = f
+        .rehearse(&text)
+        .env("KUP_FAULT_CRASH_AFTER_RECORD", "step-done:vm:fc:save")
+        .run();
+    assert_eq!(run.code(), None, "kup was not killed:\n{}", run.stderr());
+    for g in [&shared, &copied] {
+        let status = g.status();
+        assert!(
+            ["paused", "postmigrate"].contains(&status.as_str()),
+            "{} after the crash: {status}",
+            g.spec.name
+        );
+    }
+
+    let run = f.on_journal("abort").run().success();
+    run.stderr_has("kup: rolled back: aborted by the operator");
+    for (g, seed, pid) in [(&shared, 41, old[0]), (&copied, 51, old[1])] {
+        assert_eq!(g.status(), "running", "{}", g.spec.name);
+        assert_eq!(g.pid(), Some(pid), "{} runs in its old QEMU", g.spec.name);
+        check_patterns(g, seed);
+        // Nothing half-written is left, nor a digest of RAM that has moved on; a complete state file is kept (the
+        // next apply's preflight moves it aside).
+        let files = state_files(g);
+        assert!(
+            !files
+                .iter()
+                .any(|n| n.ends_with(".partial") || n.ends_with(".ram-digest")),
+            "{}: {files:?}",
+            g.spec.name
+        );
+    }
+    assert!(state_files(&copied).contains(&"vmstate".to_owned()));
+    let status = f.status();
+    assert_eq!(status["state"], "rolled-back", "{status}");
+    for step in ["vm:fs:pause", "vm:fc:pause"] {
+        let s = status["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == step)
+            .unwrap();
+        assert_eq!(s["state"], "rolled-back", "{step}: {s}");
+    }
+    f.on_journal("abort")
+        .run()
+        .status(3)
+        .stderr_has("nothing to abort");
+
+    // Past the kexec record (a rehearsal's no-op kexec), abort is refused and resume finishes the plan.
+    let run = f
+        .rehearse(&text)
+        .env("KUP_FAULT_CRASH_AFTER_RECORD", "kexec")
+        .run();
+    assert_eq!(run.code(), None, "kup was not killed:\n{}", run.stderr());
+    f.on_journal("abort")
+        .run()
+        .status(3)
+        .stderr_has("past the point of no return");
+    f.on_journal("resume").run().success();
+    for (g, seed) in [(&shared, 41), (&copied, 51)] {
+        assert_eq!(g.status(), "running", "{}", g.spec.name);
+        check_patterns(g, seed);
+    }
+}
