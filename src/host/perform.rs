@@ -275,6 +275,15 @@ fn migrate(
         None
     };
     let version = client.version()?;
+    if !incoming && completed_while_kup_was_gone(client, path)? {
+        // A save re-run by resume after kup died mid-migration: QEMU goes on (or finished) writing the state on its
+        // own and refuses a second migration; the rest of the step waits for it and commits the file.
+        return Ok(ActionOutput::Migration {
+            uri: args["uri"].as_str().unwrap_or_default().to_owned(),
+            qemu: version.to_string(),
+            size: None,
+        });
+    }
     let mut args = args.clone();
     if version.has_file_migration() {
         args["uri"] = Value::from(if incoming {
@@ -301,6 +310,31 @@ fn migrate(
         qemu: version.to_string(),
         size,
     })
+}
+
+/// Whether the save being re-run by resume (kup died mid-migration) is already under way or done in QEMU: a
+/// migration still running (the wait after `migrate` follows it), or one that completed with the guest not run
+/// since (`postmigrate`) and its file at `path`. Within an apply only this step migrates the guest.
+fn completed_while_kup_was_gone(
+    client: &mut qmp::QmpClient,
+    path: &Path,
+) -> Result<bool, HostError> {
+    let migration = client.execute("query-migrate", &json!({}))?;
+    let state = migration
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if ["setup", "active", "device", "pre-switchover", "wait-unplug"].contains(&state) {
+        return Ok(true);
+    }
+    if state != "completed" {
+        return Ok(false);
+    }
+    let status = client.execute("query-status", &json!({}))?;
+    Ok(
+        status.get("status").and_then(Value::as_str) == Some("postmigrate")
+            && std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0),
+    )
 }
 
 /// Repeats a QMP query until `field` of its reply is `until`; a state QEMU never leaves fails at once.
