@@ -315,3 +315,162 @@ fn killed_after_every_record_with_real_guests_resume_finishes_and_nothing_is_los
     }
     eprintln!("{total} crash points in {:?}", started.elapsed());
 }
+
+/// A small ext4 file system on a loop device, mounted for a guest's state: a full disk, then a read-only one.
+struct Loop {
+    mount: PathBuf,
+}
+
+impl Loop {
+    fn new(image: &Path, mount: &Path, mib: u64) -> Loop {
+        let run = |argv: &[&str]| {
+            let out = std::process::Command::new(argv[0])
+                .args(&argv[1..])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{argv:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let file = std::fs::File::create(image).unwrap();
+        file.set_len(mib << 20).unwrap();
+        run(&["mkfs.ext4", "-q", &image.to_string_lossy()]);
+        std::fs::create_dir_all(mount).unwrap();
+        run(&[
+            "mount",
+            "-o",
+            "loop",
+            &image.to_string_lossy(),
+            &mount.to_string_lossy(),
+        ]);
+        Loop {
+            mount: mount.to_owned(),
+        }
+    }
+
+    fn read_only(&self) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.mount)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.mount)
+            .status();
+    }
+}
+
+/// The plan of `plan_with` with guest `name`'s state directory moved to `state`.
+fn with_state(text: &str, g: &Guest, state: &Path) -> String {
+    let from = format!(
+        "state = {}",
+        toml::Value::String(g.state.display().to_string())
+    );
+    let to = format!(
+        "state = {}",
+        toml::Value::String(state.display().to_string())
+    );
+    assert!(text.contains(&from), "{text}");
+    text.replace(&from, &to)
+}
+
+/// Faults at a VM's steps before the kexec, with two real guests, each ending with every guest running (or, when
+/// its QEMU is gone, the operator told which): the copied guest's state on a full disk (ENOSPC while saving), then
+/// on a read-only one; then the other guest's QEMU killed between its pause and its save, and its socket removed.
+#[test]
+fn faults_at_vm_steps_leave_every_guest_running_or_reported() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: no loop device to mount, nothing tested");
+        return;
+    }
+    let f = Fixture::new("steps");
+    let (shared, copied) = f.two_guests();
+    let disk = Loop::new(
+        &f.tmp.path().join("small.img"),
+        &f.tmp.path().join("small"),
+        4,
+    );
+    let state = disk.mount.join("fc");
+    let text = with_state(
+        &f.plan(&[(&shared, "shared"), (&copied, "copy")]),
+        &copied,
+        &state,
+    );
+    let old = [shared.pid().unwrap(), copied.pid().unwrap()];
+    let intact = |when: &str| {
+        for (g, seed, pid) in [(&shared, 41, old[0]), (&copied, 51, old[1])] {
+            assert_eq!(g.status(), "running", "{when}: {}", g.spec.name);
+            assert_eq!(
+                g.pid(),
+                Some(pid),
+                "{when}: {} in its old QEMU",
+                g.spec.name
+            );
+            check_patterns(g, seed);
+        }
+    };
+
+    // ENOSPC: the copied guest's state does not fit in 4 MiB.
+    let run = f
+        .rehearse(&text)
+        .run()
+        .status(5)
+        .stderr_has("step vm:fc:save failed");
+    assert!(
+        run.stderr().contains("No space") || run.stderr().contains("could not be written"),
+        "{}",
+        run.stderr()
+    );
+    intact("disk full");
+    // No half-written state is left to be taken for a good one (the pause's migration record may stay).
+    let left: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "vmstate.migration")
+        .collect();
+    assert!(left.is_empty(), "left on the full disk: {left:?}");
+    assert_eq!(f.status()["state"], "rolled-back");
+
+    // The state directory on a read-only file system.
+    disk.read_only();
+    // Found by the preflight, before any guest pauses.
+    f.rehearse(&text)
+        .run()
+        .status(5)
+        .stderr_has("step preflight failed")
+        .stderr_has(format!(
+            "the state directory {} is not writable: Read-only file system",
+            state.display()
+        ));
+    intact("read-only");
+
+    // The shared guest's QEMU killed after its pause, before its save; then its socket removed likewise.
+    let kill = format!(
+        "\n[[step]]\nname = \"kill-qemu\"\nrun = [\"/bin/kill\", \"-9\", \"{}\"]\nafter = [\"vm:fs:pause\"]\nbefore = [\"vm:fs:save\"]\n",
+        old[0]
+    );
+    let plan = f.plan(&[(&shared, "shared"), (&copied, "copy")]) + &kill;
+    f.rehearse(&plan)
+        .run()
+        .status(6)
+        .stderr_has("step vm:fs:save failed")
+        .stderr_has("rollback incomplete, check by hand: vm:fs:pause");
+    assert_eq!(copied.status(), "running", "the other guest");
+    check_patterns(&copied, 51);
+    assert!(!guests::alive(old[0]));
+    let status = f.status();
+    assert_eq!(status["state"], "failed", "{status}");
+}

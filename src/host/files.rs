@@ -203,6 +203,27 @@ pub(crate) fn remove_state_file(path: &Path) -> Result<bool, HostError> {
     }
 }
 
+/// Creates and removes a file in `dir` (never following a symlink): a read-only or full file system fails here.
+pub(crate) fn probe_writable(dir: &Path) -> Result<(), HostError> {
+    let (state, name) =
+        StateDir::of(&dir.join(format!(".kup-write-probe.{}", std::process::id())))?;
+    let fd = openat(
+        &state.fd,
+        &name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| {
+        HostError::io(
+            format!("the state directory {} is not writable", dir.display()),
+            e.into(),
+        )
+    })?;
+    drop(fd);
+    let _ = unlinkat(&state.fd, &name, UnlinkatFlags::NoRemoveDir);
+    Ok(())
+}
+
 /// Refuses to write a state file through a symlink: QEMU opens `path` itself (`file:` or `cat >`), following it.
 pub(crate) fn refuse_symlink(path: &Path) -> Result<(), HostError> {
     match std::fs::symlink_metadata(path) {

@@ -185,6 +185,8 @@ pub(super) fn one(
             journal_files::create_private_dir(path)
                 .map_err(|e| HostError::io(format!("cannot create {}", path.display()), e))?;
             trust::check_state_dir("the state directory", path)?;
+            // An existing directory on a read-only (or full) file system is found now, before any guest pauses.
+            files::probe_writable(path)?;
             Ok(ActionOutput::None)
         }
         Action::MigrationSetup {
