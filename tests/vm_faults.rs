@@ -474,3 +474,51 @@ fn faults_at_vm_steps_leave_every_guest_running_or_reported() {
     let status = f.status();
     assert_eq!(status["state"], "failed", "{status}");
 }
+
+/// After the (rehearsed) kexec, the copied guest's restore fails — its state file is not where the restore reads
+/// it: the other guest is restored and runs, the failed one is reported with what to do, `verify` (which deletes
+/// state files) does not run, and once the file is back `kup plan resume` restores it with its memory intact.
+#[test]
+fn a_failed_restore_after_the_kexec_is_reported_and_resume_recovers_it() {
+    let f = Fixture::new("restore");
+    let (shared, copied) = f.two_guests();
+    let vmstate = copied.state.join("vmstate");
+    let hidden = copied.state.join("hidden");
+    let hide = format!(
+        "\n[[step]]\nname = \"hide-state\"\nrun = [\"/bin/mv\", {}, {}]\nafter = [\"kexec\"]\nbefore = [\"vm:fc:restore\"]\n",
+        toml::Value::String(vmstate.display().to_string()),
+        toml::Value::String(hidden.display().to_string())
+    );
+    let plan = f.plan(&[(&shared, "shared"), (&copied, "copy")]) + &hide;
+    f.rehearse(&plan)
+        .run()
+        .status(6)
+        .stderr_has("after the kexec: vm:fc:restore")
+        .stderr_has(format!("state file {}", vmstate.display()))
+        .stderr_has("run `kup plan resume` to retry");
+    assert_eq!(shared.status(), "running");
+    check_patterns(&shared, 41);
+    let status = f.status();
+    assert_eq!(status["state"], "failed", "{status}");
+    let state_of = |status: &serde_json::Value, id: &str| {
+        status["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .map(|s| s["state"].clone())
+            .unwrap()
+    };
+    assert_eq!(state_of(&status, "vm:fc:restore"), "failed");
+    assert_eq!(state_of(&status, "verify"), "pending");
+    assert!(hidden.is_file(), "the state was deleted");
+    // The operator puts it back and resumes: the restore runs again (the QEMU the failed one started is ended).
+    std::fs::rename(&hidden, &vmstate).unwrap();
+    f.on_journal("resume").run().success();
+    for (g, seed) in [(&shared, 41), (&copied, 51)] {
+        assert_eq!(g.status(), "running", "{}", g.spec.name);
+        check_patterns(g, seed);
+    }
+    assert!(!vmstate.exists(), "verify removes it once the guest runs");
+    assert_eq!(f.status()["state"], "completed");
+}
