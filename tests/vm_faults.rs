@@ -522,3 +522,43 @@ fn a_failed_restore_after_the_kexec_is_reported_and_resume_recovers_it() {
     assert!(!vmstate.exists(), "verify removes it once the guest runs");
     assert_eq!(f.status()["state"], "completed");
 }
+
+/// A wedged QEMU (SIGSTOPped: its QMP socket accepts but never answers) at the pause: the QMP timeout fires
+/// (shortened by the test hook `KUP_FAULT_QMP_TIMEOUT_MS`) instead of hanging the update, the other guest is rolled
+/// back and runs, and once the wedged one runs again (SIGCONT) it was never stopped.
+#[test]
+fn a_hung_qemu_at_the_pause_times_out_and_the_rest_rolls_back() {
+    let f = Fixture::new("hung");
+    let (shared, copied) = f.two_guests();
+    let pid = shared.pid().unwrap();
+    // The copied guest pauses first; then the shared one's QEMU is stopped, right before its pause.
+    let stop = format!(
+        "\n[[step]]\nname = \"wedge\"\nrun = [\"/bin/kill\", \"-STOP\", \"{pid}\"]\nafter = [\"vm:fc:pause\"]\nbefore = [\"vm:fs:pause\"]\n"
+    );
+    let plan = f.plan(&[(&shared, "shared"), (&copied, "copy")]) + &stop;
+    let started = std::time::Instant::now();
+    let run = f
+        .rehearse(&plan)
+        .env("KUP_FAULT_QMP_TIMEOUT_MS", "1000")
+        .run();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    );
+    // The wedged guest's pause never sent `stop`: its undo fails too (said on the progress lines), which a
+    // half-done step's undo may, and the rollback is complete.
+    run.status(5)
+        .stderr_has("rolled back: step vm:fs:pause failed")
+        .stderr_has("QEMU sent no greeting within 1 s")
+        .stderr_has("UNDO FAILED vm:fs:pause")
+        .stderr_has("undone vm:fc:pause");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    for (g, seed) in [(&shared, 41), (&copied, 51)] {
+        assert_eq!(g.status(), "running", "{}", g.spec.name);
+        check_patterns(g, seed);
+    }
+}
