@@ -127,6 +127,17 @@ pub(crate) enum PlanCommand {
         #[arg(long, value_name = "PATH")]
         metrics_textfile: Option<PathBuf>,
     },
+    /// Roll back an apply that died before the kexec: resume the guests it paused, restart the apps it stopped,
+    /// unload the kernel (refused once the kexec record is written: then `resume` finishes it).
+    Abort {
+        /// Journal root.
+        #[arg(long, value_name = "DIR", default_value = crate::plan::DEFAULT_JOURNAL)]
+        journal: PathBuf,
+        /// Write the outcome as node_exporter textfile metrics to this file, atomically (default: the path the apply
+        /// was given, else `policy.metrics`).
+        #[arg(long, value_name = "PATH")]
+        metrics_textfile: Option<PathBuf>,
+    },
     /// Explain a diagnostic code (`kup::plan::…`, or without the prefix): what it means, why it matters, how to
     /// fix it and a plan that triggers it.
     Explain {
@@ -203,6 +214,10 @@ pub fn main() -> ExitCode {
             mark_done: &mark_done,
             metrics_textfile: metrics_textfile.as_deref(),
         }),
+        Command::Plan(PlanCommand::Abort {
+            journal,
+            metrics_textfile,
+        }) => commands::abort::run(&journal, metrics_textfile.as_deref()),
         Command::Plan(PlanCommand::Status { journal, format }) => {
             commands::status::run(&journal, format == StatusFormat::Json)
         }

@@ -444,3 +444,41 @@ fn ctrl_c_before_the_kexec_lets_the_running_step_finish_then_rolls_back() {
     assert_eq!(status["state"], "rolled-back");
     assert!(status["message"].as_str().unwrap().contains("interrupted"));
 }
+
+/// `kup plan abort` after a crash at each record of a chain's before-kexec part: the steps done are undone newest
+/// first (an interrupted one first of all), never one twice; with nothing pending, abort is refused.
+#[test]
+fn abort_after_a_crash_undoes_the_done_steps_in_reverse() {
+    let lab = Lab::new();
+    let plan = lab.write_plan(&chain(&lab, 2, None), "");
+    lab.kup()
+        .args(["plan", "abort", "--journal"])
+        .arg(lab.journal())
+        .run()
+        .status(3)
+        .stderr_has("nothing to abort");
+    // Killed right after s1's step-started record: s0 done, s1 interrupted (it never ran).
+    let run = lab
+        .rehearse(&plan)
+        .env("KUP_FAULT_CRASH_AFTER_RECORD", "step-started:step:s1")
+        .run();
+    assert_eq!(run.code(), None, "not killed: {}", run.stderr());
+    assert_eq!(lab.log(), ["run-0"]);
+    let abort = || {
+        lab.kup()
+            .args(["plan", "abort", "--journal"])
+            .arg(lab.journal())
+            .run()
+    };
+    abort().success();
+    assert_eq!(lab.log(), ["run-0", "undo-1", "undo-0"]);
+    let status = lab.status();
+    assert_eq!(status["state"], "rolled-back", "{status}");
+    assert!(!lab.journal().join("pending").exists());
+    abort().status(3).stderr_has("no apply is pending");
+    assert_eq!(
+        lab.log(),
+        ["run-0", "undo-1", "undo-0"],
+        "nothing undone twice"
+    );
+}

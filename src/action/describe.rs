@@ -183,6 +183,18 @@ impl Action {
                     .collect::<Vec<_>>()
                     .join(" or ")
             ),
+            Action::CheckExecutables { programs } => format!(
+                "check that only root can change the programs run: {}",
+                programs.join(", ")
+            ),
+            Action::CheckSocketOwner { socket, owner } => format!(
+                "check that {} is owned by {}",
+                socket.display(),
+                match owner {
+                    Some(user) => format!("root or {user}"),
+                    None => "root".to_owned(),
+                }
+            ),
             Action::EnsureDir { path } => {
                 format!("create directory {} unless it exists", path.display())
             }

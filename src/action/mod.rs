@@ -231,7 +231,24 @@ pub enum Action {
         /// Kill it after this long, in ms.
         timeout_ms: u64,
     },
-    /// Create a directory (and its parents, mode 0700) unless it exists.
+    /// Check that no other user than root could replace the programs kup will run (each resolved through `PATH`
+    /// as exec resolves it): each file and every directory above it owned by root (or the caller) and not
+    /// writable by group or others. Checked again right before each program starts.
+    CheckExecutables {
+        /// Every distinct argv\[0\] of the plan's actions.
+        programs: Vec<String>,
+    },
+    /// Check that a QMP socket is owned by root, or by `owner` when the plan names the user that QEMU runs as
+    /// (`qmp_owner`): whoever owns the socket answers kup's commands.
+    CheckSocketOwner {
+        /// The guest's QMP socket.
+        socket: PathBuf,
+        /// The plan's `qmp_owner`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
+    },
+    /// Create a directory (and its parents, mode 0700) unless it exists; refused when another user could plant
+    /// files in it (a symlink of theirs on the way, a directory of theirs or one they may write).
     EnsureDir {
         /// The directory.
         path: PathBuf,

@@ -234,6 +234,7 @@ pub(crate) fn run(args: &ApplyArgs) -> CommandResult {
         .journal
         .map_or_else(|| plan.policy.journal.clone(), Path::to_path_buf);
     refuse_loose(&root, "journal directory")?;
+    super::guard::refuse_untrusted_journal(&root)?;
     let _lock = lock(&root)?;
     if let Some(dir) = journal::pending(&root) {
         return Err(CommandError::Refused(format!(

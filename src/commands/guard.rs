@@ -27,6 +27,13 @@ pub(crate) fn refuse_loose(path: &Path, what: &str) -> CommandResult {
     }
 }
 
+/// Refuses a journal root another user could change: a symlink of theirs on the way, a directory of theirs or one
+/// they may write (as root; the journal decides what resume runs on the new kernel).
+pub(crate) fn refuse_untrusted_journal(root: &Path) -> CommandResult {
+    crate::host::trust::check_state_dir("the journal directory", root)
+        .map_err(|e| CommandError::Refused(e.to_string()))
+}
+
 /// Checks a plan's bytes; on any error prints its diagnostics and returns the invalid-plan error.
 pub(crate) fn check_plan(file: &str, bytes: &[u8]) -> Result<(Plan, StepGraph), CommandError> {
     crate::check::check(file, bytes).valid().map_err(|report| {

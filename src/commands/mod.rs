@@ -1,5 +1,6 @@
 //! One file per subcommand: each turns parsed arguments into output and an exit code, keeping `cli` declarative.
 
+pub(crate) mod abort;
 pub(crate) mod apply;
 mod boot_compare;
 pub(crate) mod boot_time;

@@ -35,6 +35,7 @@ pub(crate) fn run(args: &ResumeArgs) -> CommandResult {
         return Ok(());
     }
     refuse_loose(root, "journal directory")?;
+    super::guard::refuse_untrusted_journal(root)?;
     let _lock = lock(root)?;
     let Some(dir) = journal::pending(root) else {
         say(format_args!("kup: nothing to resume in {}", root.display()));

@@ -1,6 +1,7 @@
 //! The engine proper: runs a compiled plan's steps on a [`Host`] in dependency order with bounded parallelism,
 //! journals every step before and after it runs, and rolls back on a failure before the point of no return.
 
+use super::abort::Undo;
 use super::journal::{Event, FinalState, Journal, Mode};
 use super::rehearsal::Rehearsal;
 use super::{EngineError, Options, Outcome, progress};
@@ -285,8 +286,8 @@ impl<H: Host> Engine<'_, H> {
         Ok(if let Some(reason) = reason {
             match self.options.on_failure {
                 OnFailure::Rollback => {
-                    let failed = tally.first_failure.as_ref().map(|(i, _)| *i);
-                    self.rollback(journal, &tally.completed_before, failed, &reason)?
+                    let failed: Vec<usize> = tally.first_failure.iter().map(|(i, _)| *i).collect();
+                    self.rollback(journal, &tally.completed_before, &failed, &reason)?
                 }
                 OnFailure::Stop => Outcome::Failed {
                     reason: format!("{reason}; policy.on_failure = \"stop\": nothing was undone"),
@@ -353,14 +354,39 @@ impl<H: Host> Engine<'_, H> {
         Ok(outputs)
     }
 
-    /// Undoes `completed` steps in reverse, then the `failed` one, which may have done part of its work (a VM paused,
-    /// then its save failed); undoing a half-done step may itself fail, which is recorded but does not make the
-    /// rollback incomplete.
+    /// `kup plan abort`: undoes what `undo` names of an apply that died before the point of no return, journalled
+    /// like a rollback, and ends the journal `rolled-back` (or `failed` when an undo failed).
+    pub(crate) fn abort(&self, journal: &mut Journal, undo: &Undo) -> Result<Outcome, EngineError> {
+        let find = |ids: &[StepId]| -> Vec<usize> {
+            ids.iter()
+                .filter_map(|id| self.program.steps.iter().position(|s| &s.id == id))
+                .collect()
+        };
+        let outcome = self.rollback(
+            journal,
+            &find(&undo.completed),
+            &find(&undo.interrupted),
+            "aborted by the operator (kup plan abort) before the kexec",
+        )?;
+        let (state, message) = match &outcome {
+            Outcome::RolledBack { reason } => (FinalState::RolledBack, reason.clone()),
+            Outcome::Failed { reason } => (FinalState::Failed, reason.clone()),
+            Outcome::Completed => (FinalState::Completed, String::new()),
+        };
+        journal
+            .append(Event::Finished { state, message })
+            .map_err(EngineError::Journal)?;
+        Ok(outcome)
+    }
+
+    /// Undoes the `failed` steps, which may have done part of their work (a VM paused, then its save failed), then
+    /// `completed` steps in reverse; undoing a half-done step may itself fail, which is recorded but does not make
+    /// the rollback incomplete.
     fn rollback(
         &self,
         journal: &mut Journal,
         completed: &[usize],
-        failed: Option<usize>,
+        failed: &[usize],
         reason: &str,
     ) -> Result<Outcome, EngineError> {
         let write = |journal: &mut Journal, event| {
@@ -377,7 +403,11 @@ impl<H: Host> Engine<'_, H> {
         )?;
         self.progress.note(&format!("rolling back: {reason}"));
         let mut problems = Vec::new();
-        for i in failed.into_iter().chain(completed.iter().rev().copied()) {
+        for i in failed
+            .iter()
+            .copied()
+            .chain(completed.iter().rev().copied())
+        {
             let step = &self.program.steps[i];
             if step.rollback.is_empty() {
                 continue;
@@ -395,7 +425,7 @@ impl<H: Host> Engine<'_, H> {
                 Err(f) => {
                     self.progress
                         .note(&format!("UNDO FAILED {}: {}", step.id, f.message));
-                    if Some(i) != failed {
+                    if !failed.contains(&i) {
                         problems.push(format!("{}: {}", step.id, f.message));
                     }
                     write(

@@ -23,7 +23,8 @@ pub(crate) const METRICS_FILE: &str = "metrics-textfile";
 
 /// Test hook, compiled only with the `fault-injection` feature (never into a release binary): the process SIGKILLs
 /// itself right after the record with this sequence number is durable — or, when the value is an event name such
-/// as `kexec`, right after the first record of that event. Fault injection tests use it to prove that `resume`
+/// as `kexec`, right after the first record of that event; `EVENT:STEP` (`step-done:vm:db-1:save`) right after that
+/// event of that step. Fault injection tests use it to prove that `resume`
 /// recovers from a crash at every point.
 #[cfg(feature = "fault-injection")]
 pub(crate) const CRASH_AFTER_RECORD_ENV: &str = "KUP_FAULT_CRASH_AFTER_RECORD";
@@ -336,7 +337,13 @@ impl Journal {
         #[cfg(feature = "fault-injection")]
         if self.crash_after.as_ref().is_some_and(|at| {
             *at == record.seq.to_string()
-                || serde_json::to_value(&record.event).is_ok_and(|v| v["event"] == at.as_str())
+                || serde_json::to_value(&record.event).is_ok_and(|v| {
+                    v["event"] == at.as_str()
+                        || v["step"]
+                            .as_str()
+                            .zip(v["event"].as_str())
+                            .is_some_and(|(step, event)| *at == format!("{event}:{step}"))
+                })
         }) {
             crate::host::machine::crash_now();
         }

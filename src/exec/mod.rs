@@ -5,6 +5,7 @@
 //! `kexec`, undo what was done (or stop, by policy); after it, keep going with whatever does not depend on the
 //! failure and leave the rest to `resume` or an operator — never roll back past the kexec.
 
+pub(crate) mod abort;
 pub(crate) mod blackout;
 mod engine;
 pub mod journal;

@@ -44,9 +44,19 @@ pub enum HostError {
     /// its variants carry paths and lists).
     #[error(transparent)]
     Pci(Box<super::pci_bind::PciBindError>),
+    /// Another user than root could change what kup runs or writes: the message names the path, its owner and
+    /// mode.
+    #[error(transparent)]
+    Trust(Box<super::trust::TrustError>),
     /// Something did not happen in time.
     #[error("{0}")]
     Timeout(String),
+}
+
+impl From<super::trust::TrustError> for HostError {
+    fn from(e: super::trust::TrustError) -> Self {
+        Self::Trust(Box::new(e))
+    }
 }
 
 impl HostError {

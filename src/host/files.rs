@@ -4,26 +4,123 @@
 
 use super::HostError;
 use crate::action::FileCommitted;
+use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::sys::stat::{Mode, fstatat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// Highest `.kept-N` tried before giving up; a directory with that many leftovers needs an operator.
 const MAX_KEPT: u32 = 1000;
 
-/// fsync `from`, move an existing `to` aside, rename `from` to `to`, fsync the directory.
+/// A state file's directory, opened once so that every operation on the file is relative to it: a symlink planted
+/// at the file's name is never followed, and the directory cannot be swapped between two operations. Another
+/// user's symlink on the way to it is refused.
+struct StateDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl StateDir {
+    /// The directory of `file`, and the file's name in it.
+    fn of(file: &Path) -> Result<(Self, PathBuf), HostError> {
+        let name = file
+            .file_name()
+            .map(PathBuf::from)
+            .ok_or_else(|| HostError::check(format!("{} names no file", file.display())))?;
+        let path = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        super::trust::check_state_dir("the state directory", &path)?;
+        let fd = nix::fcntl::open(
+            &path,
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            HostError::io(
+                format!("cannot open directory {}", path.display()),
+                e.into(),
+            )
+        })?;
+        Ok((Self { fd, path }, name))
+    }
+
+    /// `name` in this directory, as shown in messages.
+    fn show(&self, name: &Path) -> String {
+        self.path.join(name).display().to_string()
+    }
+
+    /// Whether `name` exists (a symlink counts: it is moved aside, not followed).
+    fn exists(&self, name: &Path) -> Result<bool, HostError> {
+        match fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(_) => Ok(true),
+            Err(nix::errno::Errno::ENOENT) => Ok(false),
+            Err(e) => Err(HostError::io(
+                format!("cannot stat {}", self.show(name)),
+                e.into(),
+            )),
+        }
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<(), nix::errno::Errno> {
+        renameat(&self.fd, from, &self.fd, to)
+    }
+
+    fn sync(&self) -> Result<(), HostError> {
+        nix::unistd::fsync(&self.fd).map_err(|e| {
+            HostError::io(
+                format!("cannot fsync directory {}", self.path.display()),
+                e.into(),
+            )
+        })
+    }
+}
+
+/// fsync `from`, move an existing `to` aside, rename `from` to `to`, fsync the directory — all relative to the
+/// directory they are in (the two must share it), following no symlink at either name.
 pub(crate) fn commit(from: &Path, to: &Path) -> Result<FileCommitted, HostError> {
-    let file = File::open(from).map_err(|e| {
+    if from.parent() != to.parent() {
+        return Err(HostError::check(format!(
+            "{} and {} are not in one directory",
+            from.display(),
+            to.display()
+        )));
+    }
+    let (dir, from_name) = StateDir::of(from)?;
+    let to_name = to
+        .file_name()
+        .map(PathBuf::from)
+        .ok_or_else(|| HostError::check(format!("{} names no file", to.display())))?;
+    let fd = openat(
+        &dir.fd,
+        &from_name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
         HostError::check(format!(
-            "the state was not written to {}: {e} (did the save fail?)",
-            from.display()
+            "the state was not written to {}: {} (did the save fail?)",
+            from.display(),
+            std::io::Error::from(e)
         ))
     })?;
+    let file = File::from(fd);
     file.sync_all()
         .map_err(|e| HostError::io(format!("cannot fsync {}", from.display()), e))?;
-    let size = file
+    let meta = file
         .metadata()
-        .map_err(|e| HostError::io(from.display().to_string(), e))?
-        .len();
+        .map_err(|e| HostError::io(from.display().to_string(), e))?;
+    if !meta.is_file() {
+        return Err(HostError::check(format!(
+            "{} is not a regular file: the save did not write it",
+            from.display()
+        )));
+    }
+    let size = meta.len();
     if size == 0 {
         return Err(HostError::check(format!(
             "{} is empty: the save wrote nothing",
@@ -31,20 +128,14 @@ pub(crate) fn commit(from: &Path, to: &Path) -> Result<FileCommitted, HostError>
         )));
     }
     drop(file);
-    let kept = keep_aside(to)?;
-    std::fs::rename(from, to).map_err(|e| {
+    let kept = keep_aside_in(&dir, &to_name)?;
+    dir.rename(&from_name, &to_name).map_err(|e| {
         HostError::io(
             format!("cannot rename {} to {}", from.display(), to.display()),
-            e,
+            e.into(),
         )
     })?;
-    let dir = to
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| HostError::io(format!("cannot fsync directory {}", dir.display()), e))?;
+    dir.sync()?;
     Ok(FileCommitted {
         path: to.to_owned(),
         size,
@@ -52,33 +143,98 @@ pub(crate) fn commit(from: &Path, to: &Path) -> Result<FileCommitted, HostError>
     })
 }
 
-/// Renames an existing `path` to the first free `path.kept-N`; returns where it went.
+/// Renames an existing `path` (a symlink too: it is moved, not followed) to the first free `path.kept-N`;
+/// returns where it went.
 pub(crate) fn keep_aside(path: &Path) -> Result<Option<PathBuf>, HostError> {
-    if std::fs::symlink_metadata(path).is_err() {
+    let (dir, name) = StateDir::of(path)?;
+    keep_aside_in(&dir, &name)
+}
+
+fn keep_aside_in(dir: &StateDir, name: &Path) -> Result<Option<PathBuf>, HostError> {
+    if !dir.exists(name)? {
         return Ok(None);
     }
     for n in 1..=MAX_KEPT {
-        let mut name = path.as_os_str().to_owned();
-        name.push(format!(".kept-{n}"));
-        let aside = PathBuf::from(name);
-        if std::fs::symlink_metadata(&aside).is_err() {
-            std::fs::rename(path, &aside).map_err(|e| {
+        let mut aside = name.as_os_str().to_owned();
+        aside.push(format!(".kept-{n}"));
+        let aside = PathBuf::from(aside);
+        if !dir.exists(&aside)? {
+            dir.rename(name, &aside).map_err(|e| {
                 HostError::io(
                     format!(
                         "cannot move the earlier {} aside to {}",
-                        path.display(),
-                        aside.display()
+                        dir.show(name),
+                        dir.show(&aside)
                     ),
-                    e,
+                    e.into(),
                 )
             })?;
-            return Ok(Some(aside));
+            dir.sync()?;
+            return Ok(Some(dir.path.join(aside)));
         }
     }
     Err(HostError::check(format!(
         "{} exists and {MAX_KEPT} earlier copies are kept beside it: remove the ones you do not need",
-        path.display()
+        dir.show(name)
     )))
+}
+
+/// Removes a state file, relative to its directory (a symlink at its name is removed, never followed), and
+/// makes the removal durable; `false` when there was none.
+pub(crate) fn remove_state_file(path: &Path) -> Result<bool, HostError> {
+    let (dir, name) = match StateDir::of(path) {
+        Ok(found) => found,
+        // No directory, no file: nothing to remove.
+        Err(HostError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    match unlinkat(&dir.fd, &name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) => {
+            dir.sync()?;
+            Ok(true)
+        }
+        Err(nix::errno::Errno::ENOENT) => Ok(false),
+        Err(e) => Err(HostError::io(
+            format!("cannot remove {}", path.display()),
+            e.into(),
+        )),
+    }
+}
+
+/// Creates and removes a file in `dir` (never following a symlink): a read-only or full file system fails here.
+pub(crate) fn probe_writable(dir: &Path) -> Result<(), HostError> {
+    let (state, name) =
+        StateDir::of(&dir.join(format!(".kup-write-probe.{}", std::process::id())))?;
+    let fd = openat(
+        &state.fd,
+        &name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|e| {
+        HostError::io(
+            format!("the state directory {} is not writable", dir.display()),
+            e.into(),
+        )
+    })?;
+    drop(fd);
+    let _ = unlinkat(&state.fd, &name, UnlinkatFlags::NoRemoveDir);
+    Ok(())
+}
+
+/// Refuses to write a state file through a symlink: QEMU opens `path` itself (`file:` or `cat >`), following it.
+pub(crate) fn refuse_symlink(path: &Path) -> Result<(), HostError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(HostError::check(format!(
+            "refusing to save to {}: it is a symlink (owner {}); a state file is never written through a \
+             symlink — remove it",
+            path.display(),
+            super::trust::user_name(std::os::unix::fs::MetadataExt::uid(&meta))
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The permission bits of `path` when group or others may write it: someone but the owner could then change
@@ -180,6 +336,39 @@ mod tests {
             std::fs::read_to_string(dir.path().join("vmstate.kept-2")).unwrap(),
             "second"
         );
+    }
+
+    #[test]
+    fn symlinks_at_state_file_names_are_moved_or_removed_never_followed() {
+        let (dir, from, to) = vmstate();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        // A symlink at the partial name is not committed (its target is not fsynced and renamed in).
+        std::os::unix::fs::symlink(&victim, &from).unwrap();
+        let e = commit(&from, &to).unwrap_err().to_string();
+        assert!(e.contains("did the save fail"), "{e}");
+        std::fs::remove_file(&from).unwrap();
+        // A symlink at the final name is moved aside as a link, its target untouched.
+        std::os::unix::fs::symlink(&victim, &to).unwrap();
+        std::fs::write(&from, b"state").unwrap();
+        let out = commit(&from, &to).unwrap();
+        let kept = out.kept_aside.unwrap();
+        assert!(
+            std::fs::symlink_metadata(&kept)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read(&to).unwrap(), b"state");
+        // Removing a state file that is a symlink removes the link, not the file it points to.
+        assert!(remove_state_file(&kept).unwrap());
+        assert!(!remove_state_file(&kept).unwrap());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(!remove_state_file(&dir.path().join("no-dir/vmstate")).unwrap());
+        // QEMU would write through a link: refused before the save.
+        std::os::unix::fs::symlink(&victim, &from).unwrap();
+        let e = refuse_symlink(&from).unwrap_err().to_string();
+        assert!(e.contains("is a symlink"), "{e}");
     }
 
     #[test]

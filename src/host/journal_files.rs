@@ -38,6 +38,8 @@ pub(crate) fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io
             .create(true)
             .truncate(true)
             .mode(mode)
+            // A symlink planted at the temporary name is not written through.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
@@ -107,7 +109,11 @@ impl AppendLog {
 
     /// Opens an existing log for appending and returns its text.
     pub(crate) fn open(path: &Path) -> std::io::Result<(Self, String)> {
-        let mut file = OpenOptions::new().read(true).append(true).open(path)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
         let mut text = String::new();
         file.read_to_string(&mut text)?;
         Ok((
@@ -156,6 +162,7 @@ impl RootLock {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| LockError::Io(format!("cannot open {}: {e}", path.display())))?;
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {

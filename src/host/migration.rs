@@ -84,9 +84,8 @@ pub fn takes_direct_io(dir: &Path) -> bool {
     let probe = dir.join(format!(".kup-direct-io-probe.{}", std::process::id()));
     let ok = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
         .open(&probe)
         .is_ok();
     let _ = std::fs::remove_file(&probe);

@@ -22,6 +22,7 @@ mod ram_digest;
 pub mod sysfs;
 pub(crate) mod systemd;
 mod target;
+pub(crate) mod trust;
 pub(crate) mod vm;
 
 pub use error::HostError;
@@ -148,6 +149,9 @@ mod tests {
                     Path::new("/var/lib/kup/s/vmstate.partial"),
                 )])
                 .unwrap();
+            // After the check for a migration left by a kup that died (`query-migrate`: none).
+            let sent = received.recv().unwrap();
+            assert_eq!(sent["execute"], "query-migrate");
             let sent = received.recv().unwrap();
             assert_eq!(sent["execute"], "migrate");
             assert_eq!(sent["arguments"]["uri"], expected, "QEMU {version:?}");

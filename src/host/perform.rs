@@ -2,7 +2,7 @@
 
 use super::{
     HostError, SysfsRoot, files, journal_files, kernel_file, kexec, livepatch, machine, migration,
-    pci_bind, process, qmp, ram_digest, sysfs, target, vm,
+    pci_bind, process, qmp, ram_digest, sysfs, target, trust, vm,
 };
 use crate::action::{Action, ActionOutput, PID_PLACEHOLDER, RebootMode};
 use crate::hostglob::HostGlob;
@@ -168,9 +168,27 @@ pub(super) fn one(
             expect,
             timeout_ms,
         } => check_output(argv, expect, *timeout_ms),
-        Action::EnsureDir { path } => journal_files::create_private_dir(path)
-            .map(|()| ActionOutput::None)
-            .map_err(|e| HostError::io(format!("cannot create {}", path.display()), e)),
+        Action::CheckExecutables { programs } => {
+            for program in programs {
+                trust::check_executable(program)?;
+            }
+            Ok(ActionOutput::None)
+        }
+        Action::CheckSocketOwner { socket, owner } => {
+            trust::check_socket_owner(socket, owner.as_deref())?;
+            Ok(ActionOutput::None)
+        }
+        Action::EnsureDir { path } => {
+            // Before and after: a symlink planted on the way is not followed into, and what was created (or
+            // found) is a directory no other user can write.
+            trust::check_state_dir("the state directory", path)?;
+            journal_files::create_private_dir(path)
+                .map_err(|e| HostError::io(format!("cannot create {}", path.display()), e))?;
+            trust::check_state_dir("the state directory", path)?;
+            // An existing directory on a read-only (or full) file system is found now, before any guest pauses.
+            files::probe_writable(path)?;
+            Ok(ActionOutput::None)
+        }
         Action::MigrationSetup {
             socket,
             side,
@@ -191,16 +209,9 @@ pub(super) fn one(
         Action::CheckMigratable { socket, memory } => {
             migration::check_migratable(session(sessions, socket)?, *memory)
         }
-        Action::RemoveFile { path } => match std::fs::remove_file(path) {
-            Ok(()) => Ok(ActionOutput::Removed { removed: true }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(ActionOutput::Removed { removed: false })
-            }
-            Err(e) => Err(HostError::io(
-                format!("cannot remove {}", path.display()),
-                e,
-            )),
-        },
+        Action::RemoveFile { path } => {
+            files::remove_state_file(path).map(|removed| ActionOutput::Removed { removed })
+        }
         Action::CheckLivepatchSupport => {
             livepatch::check_support(sysfs).map(|()| ActionOutput::None)
         }
@@ -255,6 +266,9 @@ fn migrate(
 ) -> Result<ActionOutput, HostError> {
     // QEMU 7.2 exits when an incoming migration fails: a missing state file is reported before that.
     let incoming = command == "migrate-incoming";
+    if !incoming {
+        files::refuse_symlink(path)?;
+    }
     let size = if incoming {
         let meta = std::fs::metadata(path)
             .map_err(|e| HostError::io(format!("state file {}", path.display()), e))?;
@@ -263,6 +277,15 @@ fn migrate(
         None
     };
     let version = client.version()?;
+    if !incoming && completed_while_kup_was_gone(client, path)? {
+        // A save re-run by resume after kup died mid-migration: QEMU goes on (or finished) writing the state on its
+        // own and refuses a second migration; the rest of the step waits for it and commits the file.
+        return Ok(ActionOutput::Migration {
+            uri: args["uri"].as_str().unwrap_or_default().to_owned(),
+            qemu: version.to_string(),
+            size: None,
+        });
+    }
     let mut args = args.clone();
     if version.has_file_migration() {
         args["uri"] = Value::from(qmp::migration_uri(version, path, incoming));
@@ -288,6 +311,31 @@ fn migrate(
         qemu: version.to_string(),
         size,
     })
+}
+
+/// Whether the save being re-run by resume (kup died mid-migration) is already under way or done in QEMU: a
+/// migration still running (the wait after `migrate` follows it), or one that completed with the guest not run
+/// since (`postmigrate`) and its file at `path`. Within an apply only this step migrates the guest.
+fn completed_while_kup_was_gone(
+    client: &mut qmp::QmpClient,
+    path: &Path,
+) -> Result<bool, HostError> {
+    let migration = client.execute("query-migrate", &json!({}))?;
+    let state = migration
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if ["setup", "active", "device", "pre-switchover", "wait-unplug"].contains(&state) {
+        return Ok(true);
+    }
+    if state != "completed" {
+        return Ok(false);
+    }
+    let status = client.execute("query-status", &json!({}))?;
+    Ok(
+        status.get("status").and_then(Value::as_str) == Some("postmigrate")
+            && std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0),
+    )
 }
 
 /// Repeats a QMP query until `field` of its reply is `until`; a state QEMU never leaves fails at once.

@@ -69,6 +69,9 @@ pub enum ProcessError {
         /// The limit.
         ms: u128,
     },
+    /// The program could be replaced by another user than root (checked right before it is started).
+    #[error(transparent)]
+    Untrusted(Box<super::trust::TrustError>),
     /// It exited with another status than 0.
     #[error("`{shown}` exited with status {code}: {tail}")]
     Exited {
@@ -116,8 +119,16 @@ pub(crate) fn run(argv: &[String], timeout: Duration) -> Result<Outcome, Process
 pub(crate) fn capture(argv: &[String], timeout: Duration) -> Result<Captured, ProcessError> {
     let (program, args) = argv.split_first().ok_or(ProcessError::Empty)?;
     let shown = argv.join(" ");
+    // Checked right before the exec, as well as at preflight: the file started is the one found trusted (a bare
+    // name resolved once, here), and it is still named argv[0] as the plan wrote it.
+    let resolved = match super::trust::check_executable(program) {
+        Ok(path) => path,
+        Err(super::trust::TrustError::NotFound { .. }) => std::path::PathBuf::from(program),
+        Err(e) => return Err(ProcessError::Untrusted(Box::new(e))),
+    };
     let started = Instant::now();
-    let mut child = Command::new(program)
+    let mut child = Command::new(&resolved)
+        .arg0(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

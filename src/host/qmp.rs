@@ -65,6 +65,20 @@ impl std::fmt::Display for QemuVersion {
     }
 }
 
+/// Test hook, compiled only with the `fault-injection` feature: the limit of each QMP read in ms instead of
+/// [`REPLY_TIMEOUT`], so that a test of a wedged (SIGSTOPped) QEMU need not wait 30 s per read.
+#[cfg(feature = "fault-injection")]
+const REPLY_TIMEOUT_ENV: &str = "KUP_FAULT_QMP_TIMEOUT_MS";
+
+/// How long a QMP read may take.
+fn reply_timeout() -> Duration {
+    #[cfg(feature = "fault-injection")]
+    if let Some(ms) = super::machine::env(REPLY_TIMEOUT_ENV).and_then(|v| v.parse().ok()) {
+        return Duration::from_millis(ms);
+    }
+    REPLY_TIMEOUT
+}
+
 /// One QMP connection, past the greeting.
 pub struct QmpClient {
     reader: BufReader<UnixStream>,
@@ -78,7 +92,7 @@ pub struct QmpClient {
 impl QmpClient {
     /// Connects and reads the greeting. `qmp_capabilities` is left to the caller (plans list it explicitly).
     pub fn connect(path: &Path) -> Result<Self, QmpError> {
-        Self::connect_with_timeout(path, REPLY_TIMEOUT)
+        Self::connect_with_timeout(path, reply_timeout())
     }
 
     /// [`QmpClient::connect`] with another limit for each read.

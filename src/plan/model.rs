@@ -129,6 +129,8 @@ pub(crate) enum VmDriver {
     Qmp {
         socket: PathBuf,
         restart: Vec<String>,
+        /// `qmp_owner`: the user whose QMP socket kup accepts besides root's.
+        owner: Option<String>,
     },
     Libvirt {
         domain: String,

@@ -163,6 +163,11 @@ pub(crate) struct RawVm {
     /// QEMU driver: absolute path of the running QEMU's QMP unix socket. Exactly one of `qmp` and `libvirt`.
     #[schemars(with = "Option<String>")]
     pub(crate) qmp: Option<Spanned<String>>,
+    /// QEMU driver: the user the guest's QEMU runs as (`-runas`, a `User=` unit), when its QMP socket is not
+    /// root's. kup, running as root, refuses a QMP socket another user owns unless it is the one named here:
+    /// whoever owns the socket answers kup's commands.
+    #[schemars(with = "Option<String>")]
+    pub(crate) qmp_owner: Option<Spanned<String>>,
     /// libvirt driver: the domain name (`virsh save` / `virsh restore`). Exactly one of `qmp` and `libvirt`.
     #[schemars(with = "Option<String>")]
     pub(crate) libvirt: Option<Spanned<String>>,

@@ -80,6 +80,13 @@ pub(super) fn preflight(plan: &Plan, cmdline: &str) -> Vec<Action> {
         actions.push(pci_check(d));
     }
     for vm in &plan.vms {
+        // Before anything is asked of it: whoever owns the socket answers kup's commands.
+        if let VmDriver::Qmp { socket, owner, .. } = &vm.driver {
+            actions.push(Action::CheckSocketOwner {
+                socket: socket.clone(),
+                owner: owner.clone(),
+            });
+        }
         actions.extend(vm::running(vm));
         // Rebooted, not saved: whatever blocks a migration (a VFIO device) does not matter.
         if vm.restarts() {

@@ -123,10 +123,38 @@ pub fn compile(plan: &Plan, graph: &StepGraph, kernel_cmdline: &str) -> Program 
             })
         })
         .collect();
+    let mut steps: Vec<CompiledStep> = steps;
+    check_programs_at_preflight(&mut steps);
     Program {
         kernel_cmdline: kernel_cmdline.to_owned(),
         steps,
         target_release: plan.kernel.as_ref().and_then(|k| k.version.clone()),
+    }
+}
+
+/// Puts first in the preflight a check of every program any step (or undo) will run: a hook, a restart command
+/// or CRIU that another user could replace would run as root, so the apply is refused before anything changes.
+fn check_programs_at_preflight(steps: &mut [CompiledStep]) {
+    let mut programs: Vec<String> = Vec::new();
+    for action in steps
+        .iter()
+        .flat_map(|s| s.actions.iter().chain(&s.rollback))
+    {
+        if let Action::Exec { argv, .. }
+        | Action::Criu { argv, .. }
+        | Action::CheckOutput { argv, .. } = action
+            && let Some(program) = argv.first()
+            && !programs.contains(program)
+        {
+            programs.push(program.clone());
+        }
+    }
+    if let Some(preflight) = steps.iter_mut().find(|s| s.id == StepId::Preflight)
+        && !programs.is_empty()
+    {
+        preflight
+            .actions
+            .insert(0, Action::CheckExecutables { programs });
     }
 }
 

@@ -215,7 +215,12 @@ pub(super) fn save(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
 /// `vm:NAME:restore`: a new QEMU (`-incoming defer`) loads the state file and stays paused.
 pub(super) fn restore(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
     match vm.map(|v| (v, &v.driver)) {
-        Some((v, VmDriver::Qmp { socket, restart })) => {
+        Some((
+            v,
+            VmDriver::Qmp {
+                socket, restart, ..
+            },
+        )) => {
             let mut actions = Vec::new();
             // First, before any QEMU is ended or started: device state loaded onto RAM that did not survive (a
             // power cut or a cold boot wiped the persistent memory) would run the guest on garbage. A resume that
@@ -299,9 +304,12 @@ pub(super) fn resume(vm: Option<&Vm>) -> Compiled {
 /// The socket, `restart` and shutdown timeout of a guest the plan restarts across the kexec.
 fn restarted(vm: Option<&Vm>) -> Option<(&Path, &[String], std::time::Duration)> {
     match vm.map(|v| (&v.driver, v.handover)) {
-        Some((VmDriver::Qmp { socket, restart }, Handover::Restart { shutdown_timeout })) => {
-            Some((socket, restart, shutdown_timeout))
-        }
+        Some((
+            VmDriver::Qmp {
+                socket, restart, ..
+            },
+            Handover::Restart { shutdown_timeout },
+        )) => Some((socket, restart, shutdown_timeout)),
         _ => None,
     }
 }

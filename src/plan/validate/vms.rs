@@ -110,9 +110,18 @@ impl Validator<'_> {
                         None
                     }
                 };
+                let owner_ok = vm
+                    .qmp_owner
+                    .as_ref()
+                    .is_none_or(|o| self.not_blank(o, "vm.qmp_owner"));
                 socket
                     .zip(restart)
-                    .map(|(socket, restart)| VmDriver::Qmp { socket, restart })
+                    .filter(|_| owner_ok)
+                    .map(|(socket, restart)| VmDriver::Qmp {
+                        socket,
+                        restart,
+                        owner: vm.qmp_owner.as_ref().map(|o| o.get_ref().trim().to_owned()),
+                    })
             }
             (None, Some(domain)) => {
                 if let Some(restart) = &vm.restart {
@@ -123,6 +132,16 @@ impl Validator<'_> {
                         )
                         .at(restart.span(), "not used with libvirt")
                         .help("remove `restart`: kup runs `virsh restore` for libvirt VMs"),
+                    );
+                }
+                if let Some(owner) = &vm.qmp_owner {
+                    self.push(
+                        Diagnostic::error(
+                            code::DRIVER_KEY,
+                            "`qmp_owner` is for QMP VMs; libvirt owns its domains' sockets",
+                        )
+                        .at(owner.span(), "not used with libvirt")
+                        .help("remove `qmp_owner`"),
                     );
                 }
                 if let Some(memory) = vm

@@ -1,0 +1,564 @@
+//! Faults with real guests (the lab's QEMU; `KUP_LAB_DIR`): kup killed in the middle of a rehearsal, then aborted
+//! with `kup plan abort` or finished with `kup plan resume`; every guest ends running with its memory intact, or
+//! its state kept. One QEMU per run (the first of `KUP_TEST_QEMU`, else 7.2) keeps the time within CI's budget.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use support::Kup;
+use support::guests::{self, Guest, Lab, Qemu, RESERVED_START, Ram, Spec};
+
+/// Bytes written per guest: two 1 MiB runs, one at each end of the reserved range.
+const RUN: usize = 1 << 20;
+
+struct Fixture {
+    lab: Lab,
+    tmp: tempfile::TempDir,
+    qemu: Qemu,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Fixture {
+        let lab = Lab::get();
+        // Under target/, not /tmp: state and RAM files must be on a disk file system (kup refuses tmpfs).
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("vm_faults-{name}-"))
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let qemu = Qemu::under_test()[0];
+        Fixture { lab, tmp, qemu }
+    }
+
+    fn guest(&self, name: &str, ram: Ram) -> Guest {
+        let spec = Spec {
+            qemu: self.qemu,
+            ..Spec::new(name, ram)
+        };
+        Guest::start(
+            &self.lab,
+            Path::new(env!("CARGO_TARGET_TMPDIR")),
+            &self.tmp.path().join(name),
+            spec,
+        )
+    }
+
+    /// A shared-RAM and a copied-RAM guest, booted in parallel, their patterns written.
+    fn two_guests(&self) -> (Guest, Guest) {
+        let (shared, copied) = std::thread::scope(|s| {
+            let a = s.spawn(|| self.guest("fs", Ram::SharedFile));
+            let b = s.spawn(|| self.guest("fc", Ram::Anonymous));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        write_patterns(&shared, 41);
+        write_patterns(&copied, 51);
+        (shared, copied)
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.tmp.path().join("journal")
+    }
+
+    fn plan(&self, guests: &[(&Guest, &str)]) -> String {
+        guests::plan_with(&self.lab, &self.journal(), guests)
+    }
+
+    fn kup(&self) -> Kup {
+        Kup::new()
+            .env_remove("KUP_FAULT_CRASH_AFTER_RECORD")
+            .timeout(Duration::from_secs(120))
+    }
+
+    fn rehearse(&self, text: &str) -> Kup {
+        self.kup()
+            .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
+            .plan(text)
+    }
+
+    fn on_journal(&self, command: &str) -> Kup {
+        self.kup()
+            .args(["plan", command, "--journal"])
+            .arg(self.journal())
+    }
+
+    fn status(&self) -> serde_json::Value {
+        self.kup()
+            .args(["plan", "status", "--format", "json", "--journal"])
+            .arg(self.journal())
+            .run()
+            .success()
+            .stdout_json()
+    }
+}
+
+fn write_patterns(g: &Guest, seed: u64) {
+    let last = RESERVED_START + (g.spec.reserved_mib << 20) - RUN as u64;
+    g.write(RESERVED_START, &guests::pattern(seed, RUN));
+    g.write(last, &guests::pattern(seed + 1, RUN));
+    assert_eq!(g.read(RESERVED_START, RUN), guests::pattern(seed, RUN));
+}
+
+fn check_patterns(g: &Guest, seed: u64) {
+    let last = RESERVED_START + (g.spec.reserved_mib << 20) - RUN as u64;
+    for (gpa, seed) in [(RESERVED_START, seed), (last, seed + 1)] {
+        assert!(
+            g.read(gpa, RUN) == guests::pattern(seed, RUN),
+            "{}: guest RAM at {gpa:#x} differs",
+            g.spec.name
+        );
+    }
+}
+
+/// The names of the files in a guest's state directory.
+fn state_files(g: &Guest) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&g.state)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// `kup plan apply --rehearse` of two real guests killed right after the copied guest's save is journalled, then
+/// `kup plan abort`: both guests run again in their old QEMUs with their memory intact, nothing half-written is
+/// left, the journal ends rolled back, and a second abort (or one after the kexec record) is refused.
+#[test]
+fn abort_after_a_crash_at_the_save_resumes_both_real_guests() {
+    let f = Fixture::new("abort");
+    let (shared, copied) = f.two_guests();
+    let old = [shared.pid().unwrap(), copied.pid().unwrap()];
+    let text = f.plan(&[(&shared, "shared"), (&copied, "copy")]);
+
+    let run = f
+        .rehearse(&text)
+        .env("KUP_FAULT_CRASH_AFTER_RECORD", "step-done:vm:fc:save")
+        .run();
+    assert_eq!(run.code(), None, "kup was not killed:\n{}", run.stderr());
+    for g in [&shared, &copied] {
+        let status = g.status();
+        assert!(
+            ["paused", "postmigrate"].contains(&status.as_str()),
+            "{} after the crash: {status}",
+            g.spec.name
+        );
+    }
+
+    let run = f.on_journal("abort").run().success();
+    run.stderr_has("kup: rolled back: aborted by the operator");
+    for (g, seed, pid) in [(&shared, 41, old[0]), (&copied, 51, old[1])] {
+        assert_eq!(g.status(), "running", "{}", g.spec.name);
+        assert_eq!(g.pid(), Some(pid), "{} runs in its old QEMU", g.spec.name);
+        check_patterns(g, seed);
+        // Nothing half-written is left, nor a digest of RAM that has moved on; a complete state file is kept (the
+        // next apply's preflight moves it aside).
+        let files = state_files(g);
+        assert!(
+            !files
+                .iter()
+                .any(|n| n.ends_with(".partial") || n.ends_with(".ram-digest")),
+            "{}: {files:?}",
+            g.spec.name
+        );
+    }
+    assert!(state_files(&copied).contains(&"vmstate".to_owned()));
+    let status = f.status();
+    assert_eq!(status["state"], "rolled-back", "{status}");
+    for step in ["vm:fs:pause", "vm:fc:pause"] {
+        let s = status["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == step)
+            .unwrap();
+        assert_eq!(s["state"], "rolled-back", "{step}: {s}");
+    }
+    f.on_journal("abort")
+        .run()
+        .status(3)
+        .stderr_has("nothing to abort");
+
+    // Past the kexec record (a rehearsal's no-op kexec), abort is refused and resume finishes the plan.
+    let run = f
+        .rehearse(&text)
+        .env("KUP_FAULT_CRASH_AFTER_RECORD", "kexec")
+        .run();
+    assert_eq!(run.code(), None, "kup was not killed:\n{}", run.stderr());
+    f.on_journal("abort")
+        .run()
+        .status(3)
+        .stderr_has("past the point of no return");
+    f.on_journal("resume").run().success();
+    for (g, seed) in [(&shared, 41), (&copied, 51)] {
+        assert_eq!(g.status(), "running", "{}", g.spec.name);
+        check_patterns(g, seed);
+    }
+}
+
+/// The journal records of the apply directories under `journal`, oldest apply first.
+fn records(journal: &Path) -> Vec<Vec<serde_json::Value>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(journal)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("journal.jsonl").is_file())
+        .collect();
+    dirs.sort();
+    dirs.iter()
+        .map(|d| {
+            std::fs::read_to_string(d.join("journal.jsonl"))
+                .unwrap()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
+        .collect()
+}
+
+fn has(records: &[serde_json::Value], event: &str, step: &str) -> bool {
+    records
+        .iter()
+        .any(|r| r["event"] == event && r["step"] == step)
+}
+
+/// kup SIGKILLed right after each journal record in turn of a rehearsal with two real guests (shared and copied
+/// RAM), then `kup plan resume` (with `--rerun` of each restore the kill interrupted, as the refusal tells the
+/// operator: a restore run again first ends the QEMU its first attempt left): after each, both guests run with their
+/// memory byte-identical, each was restored exactly once, and while the plan was unfinished no state file of a
+/// saved guest was missing.
+#[test]
+fn killed_after_every_record_with_real_guests_resume_finishes_and_nothing_is_lost() {
+    let f = Fixture::new("every-record");
+    let (shared, copied) = f.two_guests();
+    let text = f.plan(&[(&shared, "shared"), (&copied, "copy")]);
+    // A whole rehearsal first: how many records one has.
+    f.rehearse(&text).run().success();
+    let total = records(&f.journal()).last().unwrap().len();
+    assert!(total > 20, "{total} records");
+    let started = std::time::Instant::now();
+    for n in 1..=total {
+        let run = f
+            .rehearse(&text)
+            .env("KUP_FAULT_CRASH_AFTER_RECORD", n.to_string())
+            .run();
+        assert_eq!(
+            run.code(),
+            None,
+            "record {n}: not killed:\n{}",
+            run.stderr()
+        );
+        let crashed = records(&f.journal()).pop().unwrap();
+        assert_eq!(crashed.len(), n, "killed right after record {n}");
+        let last = &crashed[n - 1];
+        // Nothing deleted early: a guest saved (and not yet verified running) has its state file.
+        for g in [&shared, &copied] {
+            let name = &g.spec.name;
+            if has(&crashed, "step-done", &format!("vm:{name}:save"))
+                && !has(&crashed, "step-done", "verify")
+            {
+                assert!(
+                    g.state.join("vmstate").is_file(),
+                    "record {n} ({last}): {name}'s state file is gone before verify"
+                );
+            }
+        }
+        // A non-idempotent step (a restore) found interrupted stops resume; the operator checks what it did and
+        // runs it again (a restore first ends whatever QEMU it left on the socket), as the message says — once per
+        // step the kill interrupted (two restores run in parallel).
+        let mut rerun: Vec<String> = Vec::new();
+        loop {
+            let mut resume = f.on_journal("resume");
+            for step in &rerun {
+                resume = resume.args(["--rerun", step]);
+            }
+            let resume = resume.run();
+            match resume.code() {
+                Some(0) => break,
+                Some(6) if rerun.len() < 2 => {
+                    let stderr = resume.stderr();
+                    let step = stderr
+                        .split("step ")
+                        .nth(1)
+                        .and_then(|t| t.split(" was interrupted").next())
+                        .unwrap_or_else(|| panic!("record {n} ({last}): {stderr}"));
+                    assert!(step.ends_with(":restore"), "record {n}: {stderr}");
+                    rerun.push(step.to_owned());
+                }
+                _ => panic!("record {n} ({last}):\n{}", resume.stderr()),
+            }
+        }
+        let done = records(&f.journal()).pop().unwrap();
+        assert_eq!(
+            done.last().unwrap()["state"],
+            "completed",
+            "record {n} ({last})"
+        );
+        for (g, seed) in [(&shared, 41), (&copied, 51)] {
+            let name = &g.spec.name;
+            assert_eq!(g.status(), "running", "record {n} ({last}): {name}");
+            check_patterns(g, seed);
+            let restored = done
+                .iter()
+                .filter(|r| r["event"] == "step-done" && r["step"] == format!("vm:{name}:restore"))
+                .count();
+            assert_eq!(
+                restored, 1,
+                "record {n} ({last}): {name} restored {restored} times"
+            );
+            assert!(
+                !g.state.join("vmstate").exists(),
+                "record {n}: verify left {name}'s state"
+            );
+        }
+    }
+    eprintln!("{total} crash points in {:?}", started.elapsed());
+}
+
+/// A small ext4 file system on a loop device, mounted for a guest's state: a full disk, then a read-only one.
+struct Loop {
+    mount: PathBuf,
+}
+
+impl Loop {
+    fn new(image: &Path, mount: &Path, mib: u64) -> Loop {
+        let run = |argv: &[&str]| {
+            let out = std::process::Command::new(argv[0])
+                .args(&argv[1..])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{argv:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let file = std::fs::File::create(image).unwrap();
+        file.set_len(mib << 20).unwrap();
+        run(&["mkfs.ext4", "-q", &image.to_string_lossy()]);
+        std::fs::create_dir_all(mount).unwrap();
+        run(&[
+            "mount",
+            "-o",
+            "loop",
+            &image.to_string_lossy(),
+            &mount.to_string_lossy(),
+        ]);
+        Loop {
+            mount: mount.to_owned(),
+        }
+    }
+
+    fn read_only(&self) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.mount)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.mount)
+            .status();
+    }
+}
+
+/// The plan of `plan_with` with guest `name`'s state directory moved to `state`.
+fn with_state(text: &str, g: &Guest, state: &Path) -> String {
+    let from = format!(
+        "state = {}",
+        toml::Value::String(g.state.display().to_string())
+    );
+    let to = format!(
+        "state = {}",
+        toml::Value::String(state.display().to_string())
+    );
+    assert!(text.contains(&from), "{text}");
+    text.replace(&from, &to)
+}
+
+/// Faults at a VM's steps before the kexec, with two real guests, each ending with every guest running (or, when
+/// its QEMU is gone, the operator told which): the copied guest's state on a full disk (ENOSPC while saving), then
+/// on a read-only one; then the other guest's QEMU killed between its pause and its save, and its socket removed.
+#[test]
+fn faults_at_vm_steps_leave_every_guest_running_or_reported() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: no loop device to mount, nothing tested");
+        return;
+    }
+    let f = Fixture::new("steps");
+    let (shared, copied) = f.two_guests();
+    let disk = Loop::new(
+        &f.tmp.path().join("small.img"),
+        &f.tmp.path().join("small"),
+        4,
+    );
+    let state = disk.mount.join("fc");
+    let text = with_state(
+        &f.plan(&[(&shared, "shared"), (&copied, "copy")]),
+        &copied,
+        &state,
+    );
+    let old = [shared.pid().unwrap(), copied.pid().unwrap()];
+    let intact = |when: &str| {
+        for (g, seed, pid) in [(&shared, 41, old[0]), (&copied, 51, old[1])] {
+            assert_eq!(g.status(), "running", "{when}: {}", g.spec.name);
+            assert_eq!(
+                g.pid(),
+                Some(pid),
+                "{when}: {} in its old QEMU",
+                g.spec.name
+            );
+            check_patterns(g, seed);
+        }
+    };
+
+    // ENOSPC: the copied guest's state does not fit in 4 MiB.
+    let run = f
+        .rehearse(&text)
+        .run()
+        .status(5)
+        .stderr_has("step vm:fc:save failed");
+    assert!(
+        run.stderr().contains("No space") || run.stderr().contains("could not be written"),
+        "{}",
+        run.stderr()
+    );
+    intact("disk full");
+    // No half-written state is left to be taken for a good one (the pause's migration record may stay).
+    let left: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "vmstate.migration")
+        .collect();
+    assert!(left.is_empty(), "left on the full disk: {left:?}");
+    assert_eq!(f.status()["state"], "rolled-back");
+
+    // The state directory on a read-only file system.
+    disk.read_only();
+    // Found by the preflight, before any guest pauses.
+    f.rehearse(&text)
+        .run()
+        .status(5)
+        .stderr_has("step preflight failed")
+        .stderr_has(format!(
+            "the state directory {} is not writable: Read-only file system",
+            state.display()
+        ));
+    intact("read-only");
+
+    // The shared guest's QEMU killed after its pause, before its save; then its socket removed likewise.
+    let kill = format!(
+        "\n[[step]]\nname = \"kill-qemu\"\nrun = [\"/bin/kill\", \"-9\", \"{}\"]\nafter = [\"vm:fs:pause\"]\nbefore = [\"vm:fs:save\"]\n",
+        old[0]
+    );
+    let plan = f.plan(&[(&shared, "shared"), (&copied, "copy")]) + &kill;
+    f.rehearse(&plan)
+        .run()
+        .status(6)
+        .stderr_has("step vm:fs:save failed")
+        .stderr_has("rollback incomplete, check by hand: vm:fs:pause");
+    assert_eq!(copied.status(), "running", "the other guest");
+    check_patterns(&copied, 51);
+    assert!(!guests::alive(old[0]));
+    let status = f.status();
+    assert_eq!(status["state"], "failed", "{status}");
+}
+
+/// After the (rehearsed) kexec, the copied guest's restore fails — its state file is not where the restore reads
+/// it: the other guest is restored and runs, the failed one is reported with what to do, `verify` (which deletes
+/// state files) does not run, and once the file is back `kup plan resume` restores it with its memory intact.
+#[test]
+fn a_failed_restore_after_the_kexec_is_reported_and_resume_recovers_it() {
+    let f = Fixture::new("restore");
+    let (shared, copied) = f.two_guests();
+    let vmstate = copied.state.join("vmstate");
+    let hidden = copied.state.join("hidden");
+    let hide = format!(
+        "\n[[step]]\nname = \"hide-state\"\nrun = [\"/bin/mv\", {}, {}]\nafter = [\"kexec\"]\nbefore = [\"vm:fc:restore\"]\n",
+        toml::Value::String(vmstate.display().to_string()),
+        toml::Value::String(hidden.display().to_string())
+    );
+    let plan = f.plan(&[(&shared, "shared"), (&copied, "copy")]) + &hide;
+    f.rehearse(&plan)
+        .run()
+        .status(6)
+        .stderr_has("after the kexec: vm:fc:restore")
+        .stderr_has(format!("state file {}", vmstate.display()))
+        .stderr_has("run `kup plan resume` to retry");
+    assert_eq!(shared.status(), "running");
+    check_patterns(&shared, 41);
+    let status = f.status();
+    assert_eq!(status["state"], "failed", "{status}");
+    let state_of = |status: &serde_json::Value, id: &str| {
+        status["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .map(|s| s["state"].clone())
+            .unwrap()
+    };
+    assert_eq!(state_of(&status, "vm:fc:restore"), "failed");
+    assert_eq!(state_of(&status, "verify"), "pending");
+    assert!(hidden.is_file(), "the state was deleted");
+    // The operator puts it back and resumes: the restore runs again (the QEMU the failed one started is ended).
+    std::fs::rename(&hidden, &vmstate).unwrap();
+    f.on_journal("resume").run().success();
+    for (g, seed) in [(&shared, 41), (&copied, 51)] {
+        assert_eq!(g.status(), "running", "{}", g.spec.name);
+        check_patterns(g, seed);
+    }
+    assert!(!vmstate.exists(), "verify removes it once the guest runs");
+    assert_eq!(f.status()["state"], "completed");
+}
+
+/// A wedged QEMU (SIGSTOPped: its QMP socket accepts but never answers) at the pause: the QMP timeout fires
+/// (shortened by the test hook `KUP_FAULT_QMP_TIMEOUT_MS`) instead of hanging the update, the other guest is rolled
+/// back and runs, and once the wedged one runs again (SIGCONT) it was never stopped.
+#[test]
+fn a_hung_qemu_at_the_pause_times_out_and_the_rest_rolls_back() {
+    let f = Fixture::new("hung");
+    let (shared, copied) = f.two_guests();
+    let pid = shared.pid().unwrap();
+    // The copied guest pauses first; then the shared one's QEMU is stopped, right before its pause.
+    let stop = format!(
+        "\n[[step]]\nname = \"wedge\"\nrun = [\"/bin/kill\", \"-STOP\", \"{pid}\"]\nafter = [\"vm:fc:pause\"]\nbefore = [\"vm:fs:pause\"]\n"
+    );
+    let plan = f.plan(&[(&shared, "shared"), (&copied, "copy")]) + &stop;
+    let started = std::time::Instant::now();
+    let run = f
+        .rehearse(&plan)
+        .env("KUP_FAULT_QMP_TIMEOUT_MS", "1000")
+        .run();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    );
+    // The wedged guest's pause never sent `stop`: its undo fails too (said on the progress lines), which a
+    // half-done step's undo may, and the rollback is complete.
+    run.status(5)
+        .stderr_has("rolled back: step vm:fs:pause failed")
+        .stderr_has("QEMU sent no greeting within 1 s")
+        .stderr_has("UNDO FAILED vm:fs:pause")
+        .stderr_has("undone vm:fc:pause");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    for (g, seed) in [(&shared, 41), (&copied, 51)] {
+        assert_eq!(g.status(), "running", "{}", g.spec.name);
+        check_patterns(g, seed);
+    }
+}
