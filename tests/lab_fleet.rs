@@ -132,6 +132,67 @@ fn ansible_content_passes_syntax_check_lint_and_its_unit_tests() {
     );
 }
 
+/// An invalid plan stops the rollout on the controller, with kup's diagnostics, before any host is contacted: the
+/// inventory's host listens nowhere, and the play must not even try it.
+#[test]
+fn an_invalid_plan_stops_the_rollout_before_any_host_is_contacted() {
+    let lab = Lab::get();
+    let bin = ansible_bin(&lab);
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("hv-1.toml");
+    std::fs::write(
+        &plan,
+        "kup = 1\nname = \"typo\"\n\n[kernel]\nimage = \"/boot/vmlinuz-new\"\nversion = \"6.12.1\"\nsha256 = \"00\"\n\n[policy]\njournl = \"/var/lib/kup\"\n",
+    )
+    .unwrap();
+    // A loopback port nothing listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let inventory = dir.path().join("inventory.yml");
+    std::fs::write(
+        &inventory,
+        format!(
+            "fleet:\n  hosts:\n    hv-1:\n      ansible_host: 127.0.0.1\n      ansible_port: {port}\n      kup_plan: {}\n      kup_controller_binary: {}\n",
+            plan.display(),
+            env!("CARGO_BIN_EXE_kup")
+        ),
+    )
+    .unwrap();
+    let output = Command::new(bin.join("ansible-playbook"))
+        .arg("-i")
+        .arg(&inventory)
+        .arg(lab.repo.join("contrib/ansible/rolling-update.yml"))
+        .env("ANSIBLE_HOME", dir.path().join(".ansible"))
+        .env("ANSIBLE_ROLES_PATH", lab.repo.join("contrib/ansible/roles"))
+        .env("ANSIBLE_NOCOLOR", "1")
+        .output()
+        .expect("ansible-playbook");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "an invalid plan must fail the play:\n{text}"
+    );
+    assert!(text.contains("is not a valid plan"), "{text}");
+    assert!(
+        text.contains(
+            "line 10:1 error kup::plan::unknown-key: unknown key `journl` in `policy` (did you mean `journal`?)"
+        ),
+        "kup's diagnostic, with its place, code and hint:\n{text}"
+    );
+    assert!(
+        !text.contains("UNREACHABLE"),
+        "the host was contacted:\n{text}"
+    );
+    assert!(
+        !text.contains("PLAY [Update the kernels"),
+        "the update play started:\n{text}"
+    );
+}
+
 /// Check mode, a failed first host, then the real rolling update, on the same two lab hosts.
 #[test]
 fn a_rolling_update_with_ansible_kexecs_two_lab_hosts_one_after_the_other() {
