@@ -203,7 +203,7 @@ fn a_rolling_update_with_ansible_kexecs_two_lab_hosts_one_after_the_other() {
     let started = std::time::Instant::now();
     let output = lab
         .script("scenario/run-fleet")
-        .args(["--quiet", "--phases", "check,fail,update"])
+        .args(["--quiet", "--phases", "check,fail,update,rerun"])
         .arg(&out)
         .output()
         .expect("lab/scenario/run-fleet");
@@ -387,4 +387,40 @@ fn a_rolling_update_with_ansible_kexecs_two_lab_hosts_one_after_the_other() {
             run.out.display()
         );
     }
+
+    // The same playbook again: both hosts run the plan's release, so nothing is applied and nothing reboots.
+    let rerun = phase("rerun");
+    assert_eq!(rerun.rc(), 0, "the second run succeeds");
+    let report = rerun.json("report.json");
+    assert_eq!(
+        report["order"],
+        serde_json::json!([]),
+        "no host updated: {report:#}"
+    );
+    for (host, boots) in HOSTS.iter().zip(&boots) {
+        let result = &report["hosts"][host];
+        assert_eq!(result["state"], "current", "{host}: {result:#}");
+        assert_eq!(result["from_release"], new.as_str());
+        assert_eq!(
+            rerun.host(host, "boot_id"),
+            boots[1].0,
+            "{host} did not reboot"
+        );
+        // Nothing changed on the host (the result file written on the controller, `[HOST -> localhost]`, aside).
+        let changed: Vec<String> = rerun
+            .results_in_update_play(host)
+            .into_iter()
+            .filter(|l| l.starts_with("changed:") && !l.contains(" -> localhost]"))
+            .collect();
+        assert_eq!(
+            changed,
+            Vec::<String>::new(),
+            "{host}: tasks changed something"
+        );
+    }
+    assert_eq!(
+        (rerun.applies("lab-host-1"), rerun.applies("lab-host-2")),
+        (2, 1),
+        "no new apply"
+    );
 }
