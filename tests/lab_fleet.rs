@@ -1,10 +1,10 @@
 //! A fleet rollout with Ansible, proven on two real lab hosts that kexec. `lab/scenario/run-fleet` boots two systemd
 //! lab guests with sshd (`lab/mkrootfs --sshd`), each reachable on a loopback port that QEMU's user networking
-//! forwards, and runs `contrib/ansible/rolling-update.yml` from the lab's Ansible venv against them three times on
+//! forwards, and runs `contrib/ansible/rolling-update.yml` from the lab's Ansible venv against them four times on
 //! the same two hosts: in check mode (nothing may change), with a failing step in the first host's plan (it rolls
-//! back, the rollout stops, the second host is never touched), and for real (both hosts kexec from 6.1 into the new
-//! kernel, one after the other). The role installs the static musl kup built from this tree, so the hosts run the
-//! code under test.
+//! back, the rollout stops, the second host is never touched), for real (both hosts kexec from 6.1 into the new
+//! kernel, one after the other), and once more (both are current: nothing happens). The role installs the static
+//! musl kup built from this tree, so the hosts run the code under test.
 //!
 //! Needs `lab/setup` (and root for the root file system's debootstrap and PyPI for the venv, both cached under
 //! `target/lab/`). A lab that is not set up fails these tests: a silently skipped lab proves nothing.
@@ -193,7 +193,7 @@ fn an_invalid_plan_stops_the_rollout_before_any_host_is_contacted() {
     );
 }
 
-/// Check mode, a failed first host, then the real rolling update, on the same two lab hosts.
+/// Check mode, a failed first host, the real rolling update, then the same playbook again, on the same two lab hosts.
 #[test]
 fn a_rolling_update_with_ansible_kexecs_two_lab_hosts_one_after_the_other() {
     let lab = Lab::get();
