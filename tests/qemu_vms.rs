@@ -560,7 +560,7 @@ fn killed_mid_save(f: &Fixture) {
     });
     let actions = [
         handshake(&g),
-        Action::MigrationSetup {
+        Action::MigrationSetup(kup::action::MigrationSetup {
             socket: g.qmp.clone(),
             side: MigrationSide::Save,
             memory: MigrationMemory::Copy,
@@ -568,7 +568,7 @@ fn killed_mid_save(f: &Fixture) {
             max_bandwidth: 1 << 20,
             state: partial.clone(),
             record: g.dir.join("vmstate.migration"),
-        },
+        }),
         Action::Qmp {
             socket: g.qmp.clone(),
             command: "migrate".into(),
@@ -1017,7 +1017,7 @@ fn a_restore_on_a_qemu_lacking_the_saves_mode_is_refused_naming_both() {
         .collect();
     let failure = RealHost.perform(&downgraded).unwrap_err();
     assert!(
-        matches!(downgraded[failure.index], Action::MigrationSetup { .. }),
+        matches!(downgraded[failure.index], Action::MigrationSetup(_)),
         "{failure:?}"
     );
     for part in [
