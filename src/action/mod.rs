@@ -15,6 +15,7 @@ pub use migration::{QemuOffer, choose, setup_commands, undo_commands};
 pub use output::{
     ActionFailure, ActionOutput, FileCommitted, LivepatchModule, LivepatchState, MemoryBackend,
     MigrationBefore, MigrationChoice, PciBinding, PciDevice, RamDigest, SysfsWrite, TargetKernel,
+    WaitEnd,
 };
 pub use quote::shell_quote;
 
