@@ -528,8 +528,6 @@ mod tests {
     use super::*;
     use crate::exec::journal::JournalError;
     use crate::host::BootIdentity;
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
 
     /// What the engine did, in order, as the recording journal and host saw it.
     #[derive(Debug, Clone, PartialEq)]
@@ -615,14 +613,7 @@ mod tests {
         let engine = Engine {
             host: &LoggingHost(&log),
             program,
-            options: Options {
-                mode: Mode::Apply,
-                kernel_load: true,
-                parallelism: 4,
-                on_failure: crate::plan::OnFailure::Rollback,
-                interrupted: Arc::new(AtomicBool::new(false)),
-                update_failed: None,
-            },
+            options: Options::for_tests(crate::plan::OnFailure::Rollback),
             before_kexec: &|| Ok(()),
             progress: &progress::Progress::plain(),
         };
