@@ -50,7 +50,8 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         file_uri: Option<PathBuf>,
     },
-    /// Repeat a QMP query until `field` of its reply equals `until`; fail after `timeout_ms`.
+    /// Repeat a QMP query until `field` of its reply equals `until` — asked again on each QEMU event, polled as a
+    /// fallback; fail after `timeout_ms`.
     QmpWait {
         /// The guest's QMP socket.
         socket: PathBuf,

@@ -9,7 +9,8 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-/// Time allowed for one QMP reply; long-running work (migration) is polled, never waited on in one read.
+/// Time allowed for one QMP reply; long-running work (migration) is waited for in short reads of its events and
+/// queries (`qmp_wait`), never in one read.
 pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Events kept for the caller; older ones are dropped so a chatty guest cannot grow a session without bound.
