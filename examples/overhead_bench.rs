@@ -11,7 +11,9 @@
 //! target/release/examples/overhead_bench --runs 5 --poll-probe  # QmpWait's 20 ms poll vs a 1 ms poll, ~30 s
 //! ```
 //!
-//! Other options: `--quick` (512 MiB guests, 2 runs), `--kup PATH`, `--only shared|copy|four`. With
+//! Other options: `--quick` (512 MiB guests, 2 runs), `--kup PATH`, `--only shared,copy,four` (any of them), and
+//! `--baseline PATH`: another kup binary (main's, built into another target dir) rehearsed on the same guests,
+//! alternating with `--kup` run by run, with a table of four guests in parallel against one alone for both. With
 //! `CARGO_TARGET_DIR` set, the binaries are under it. Needs root (guest RAM is written through /proc/PID/mem), about
 //! 10 GiB of free RAM and disk, and `perf` for `--trace`.
 //!
@@ -51,11 +53,16 @@ struct Config {
     trace: bool,
     /// Instead of the scenarios: the save's and restore's waits with kup's 20 ms poll vs a 1 ms poll.
     poll_probe: bool,
+    /// `--baseline PATH`: another kup binary (say, main's) rehearsed on the same guests in the same run, alternating
+    /// with `kup` run by run, so that both see the same machine.
+    baseline: Option<PathBuf>,
 }
 
 /// One VM's downtime in one run, split.
 #[derive(Debug, Clone, Default)]
 struct Split {
+    /// Which kup ran: `kup`, or `baseline`.
+    kup: &'static str,
     /// `vm_downtime_ms` as `kup plan status` reports it.
     downtime: f64,
     /// Time inside the path's steps, by step kind (`pause`, `save`, `sync`, `kexec`, `restore`, `resume`, and
@@ -87,6 +94,7 @@ fn main() {
         only: None,
         trace: false,
         poll_probe: false,
+        baseline: None,
     };
     let mut i = 0;
     while i < args.len() {
@@ -104,10 +112,14 @@ fn main() {
                 config.only = args.get(i).cloned();
             }
             "--trace" => config.trace = true,
+            "--baseline" => {
+                i += 1;
+                config.baseline = args.get(i).map(PathBuf::from);
+            }
             "--poll-probe" => config.poll_probe = true,
             other => {
                 eprintln!(
-                    "usage: overhead_bench [--runs N] [--quick] [--kup PATH] [--only shared|copy|four] [--trace] [--poll-probe]  (unknown argument {other})"
+                    "usage: overhead_bench [--runs N] [--quick] [--kup PATH] [--only shared,copy,four] [--baseline PATH] [--trace] [--poll-probe]  (unknown argument {other})"
                 );
                 std::process::exit(2);
             }
@@ -143,18 +155,27 @@ fn main() {
     ];
     let mut results = Vec::new();
     for (label, memory, ram, count) in scenarios {
-        if config.only.as_deref().is_some_and(|o| o != label) {
+        if config
+            .only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|x| x == label))
+        {
             continue;
         }
-        let splits = scenario(&lab, &work, tmp.path(), &config, label, memory, ram, count);
-        results.push((label, memory, count, splits));
+        let (splits, walls) = scenario(&lab, &work, tmp.path(), &config, label, memory, ram, count);
+        for tag in tags(&config) {
+            let of: Vec<Split> = splits.iter().filter(|s| s.kup == tag).cloned().collect();
+            let wall: Vec<f64> = walls.iter().filter(|w| w.0 == tag).map(|w| w.1).collect();
+            results.push((label, memory, count, tag, of, wall));
+        }
     }
+    parallel_table(&results);
 
     println!(
         "\n| guests | VM downtime (kup) | inside the path's steps | kup overhead | overhead share | journal records in the window |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    for (label, memory, count, splits) in &results {
+    for (label, memory, count, tag, splits, _) in &results {
         let downtime: Vec<f64> = splits.iter().map(|s| s.downtime).collect();
         let inside: Vec<f64> = splits.iter().map(|s| s.inside.values().sum()).collect();
         let overhead: Vec<f64> = splits.iter().map(|s| s.overhead).collect();
@@ -165,7 +186,7 @@ fn main() {
         let records: Vec<f64> = splits.iter().map(|s| s.records as f64).collect();
         println!(
             "| {} | {} | {} | **{}** | {} | {} |",
-            describe(label, memory, *count),
+            describe(label, memory, *count, tag),
             stat(&downtime, "ms"),
             stat(&inside, "ms"),
             stat(&overhead, "ms"),
@@ -185,7 +206,7 @@ fn main() {
     ];
     println!("| guests | {} |", kinds.join(" | "));
     println!("|---{}|", " | ---:".repeat(kinds.len()));
-    for (label, memory, count, splits) in &results {
+    for (label, memory, count, tag, splits, _) in &results {
         let cells: Vec<String> = kinds
             .iter()
             .map(|k| {
@@ -198,7 +219,7 @@ fn main() {
             .collect();
         println!(
             "| {} | {} |",
-            describe(label, memory, *count),
+            describe(label, memory, *count, tag),
             cells.join(" | ")
         );
     }
@@ -207,11 +228,11 @@ fn main() {
         "| guests | old QEMU `quit` (until it lets go of the socket) | QEMU start (`restart`, until `-daemonize` returns) | the rest (socket, `migrate-incoming`, wait for `paused`) |"
     );
     println!("| --- | ---: | ---: | ---: |");
-    for (label, memory, count, splits) in &results {
+    for (label, memory, count, tag, splits, _) in &results {
         let col = |f: &dyn Fn(&Split) -> f64| stat(&splits.iter().map(f).collect::<Vec<_>>(), "");
         println!(
             "| {} | {} | {} | {} |",
-            describe(label, memory, *count),
+            describe(label, memory, *count, tag),
             col(&|s| s.restore_quit),
             col(&|s| s.restore_exec),
             col(&|s| s.inside.get("restore").copied().unwrap_or(0.0)
@@ -220,7 +241,7 @@ fn main() {
         );
     }
     println!("\nGaps on the path (no step running), by where they fall (ms):\n");
-    for (label, memory, count, splits) in &results {
+    for (label, memory, count, tag, splits, _) in &results {
         let mut by: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         let mut order: Vec<String> = Vec::new();
         for s in splits {
@@ -237,7 +258,7 @@ fn main() {
             .collect();
         println!(
             "- {}: {}",
-            describe(label, memory, *count),
+            describe(label, memory, *count, tag),
             cells.join("; ")
         );
     }
@@ -247,10 +268,73 @@ fn main() {
     );
 }
 
-fn describe(label: &str, memory: &str, count: usize) -> String {
-    match label {
+fn describe(label: &str, memory: &str, count: usize, tag: &str) -> String {
+    let what = match label {
         "four" => format!("4 × `{memory}`, in parallel"),
         _ => format!("{count} × `{memory}`"),
+    };
+    if tag == "kup" {
+        what
+    } else {
+        format!("{what} ({tag})")
+    }
+}
+
+/// The kups a run rehearses: `kup`, and the baseline when there is one.
+fn tags(config: &Config) -> Vec<&'static str> {
+    match config.baseline {
+        Some(_) => vec!["baseline", "kup"],
+        None => vec!["kup"],
+    }
+}
+
+type Results = [(
+    &'static str,
+    &'static str,
+    usize,
+    &'static str,
+    Vec<Split>,
+    Vec<f64>,
+)];
+
+/// Four guests in parallel against one guest alone, per kup: the wall time of the four (the first pause's start to
+/// the last resume's end) over the single guest's downtime, and kup's own time inside each of the four windows.
+fn parallel_table(results: &Results) {
+    let find = |label: &str, tag: &str| {
+        results
+            .iter()
+            .find(|r| r.0 == label && r.3 == tag)
+            .map(|r| (&r.4, &r.5))
+    };
+    println!(
+        "\n| kup | one guest alone: downtime | four in parallel: wall | wall / one guest (target ≤ 1.3) | four: kup overhead per window (target ≤ 10 ms) | four: records per window |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for tag in ["baseline", "kup"] {
+        let (Some((one, _)), Some((four, walls))) = (find("shared", tag), find("four", tag)) else {
+            continue;
+        };
+        let single: Vec<f64> = one.iter().map(|s| s.downtime).collect();
+        let ratio = median(walls) / median(&single).max(1.0);
+        let overhead: Vec<f64> = four.iter().map(|s| s.overhead).collect();
+        let records: Vec<f64> = four.iter().map(|s| s.records as f64).collect();
+        println!(
+            "| {tag} | {} | {} | **{ratio:.2}** | **{}** | {} |",
+            stat(&single, "ms"),
+            stat(walls, "ms"),
+            stat(&overhead, "ms"),
+            stat(&records, ""),
+        );
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -265,7 +349,7 @@ fn scenario(
     memory: &str,
     ram: Ram,
     count: usize,
-) -> Vec<Split> {
+) -> (Vec<Split>, Vec<(&'static str, f64)>) {
     let dir = dir.join(label);
     std::fs::create_dir_all(&dir).unwrap();
     let all: Vec<Guest> = std::thread::scope(|s| {
@@ -290,22 +374,80 @@ fn scenario(
     // The written RAM (a shared guest's file pages) would otherwise be flushed by the first run's `sync` step only.
     nix::unistd::sync();
     let mut splits = Vec::new();
+    let mut walls = Vec::new();
     for run in 1..=config.size.runs {
+        // Alternating which goes first, so neither always follows the other's teardown.
+        let mut order = tags(config);
+        if run % 2 == 0 {
+            order.reverse();
+        }
+        for tag in order {
+            let bin = match tag {
+                "baseline" => config.baseline.as_deref().unwrap(),
+                _ => config.kup.as_path(),
+            };
+            let (mut of, wall) = one_run(
+                config, bin, &program, &plan_path, &root, &refs, label, run, tag,
+            );
+            for s in &mut of {
+                s.kup = tag;
+            }
+            splits.extend(of);
+            walls.push((tag, wall));
+        }
+    }
+    if config.trace {
+        traced(config, &plan_path, &root, &dir, &refs);
+    }
+    (splits, walls)
+}
+
+/// One rehearsal by the kup at `bin`: each guest's split, and the wall time from the first pause's start to the
+/// last resume's end.
+#[allow(clippy::too_many_arguments)]
+fn one_run(
+    config: &Config,
+    bin: &Path,
+    program: &Program,
+    plan_path: &Path,
+    root: &Path,
+    refs: &[&Guest],
+    label: &str,
+    run: usize,
+    tag: &str,
+) -> (Vec<Split>, f64) {
+    let mut splits = Vec::new();
+    {
         let old: Vec<u32> = refs.iter().map(|g| g.pid().unwrap()).collect();
         let started = Instant::now();
-        Kup::at(&config.kup)
+        Kup::at(bin)
             .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
-            .arg(&plan_path)
+            .arg(plan_path)
             .env("KUP_PLAIN_PROGRESS", "1")
             .run()
             .success();
         let took = started.elapsed();
-        let (status, records) = plan_status(config, &root);
+        let (status, records) = plan_status(config, root);
+        let at = |seq: u64| {
+            records
+                .iter()
+                .find(|r| r.seq == seq)
+                .map_or(0, |r| r.unix_ms)
+        };
+        let windows: Vec<(u64, u64)> = refs
+            .iter()
+            .map(|g| {
+                let (first, last) = seq_window(&records, &g.spec.name);
+                (at(first), at(last))
+            })
+            .collect();
+        let wall = windows.iter().map(|w| w.1).max().unwrap_or(0)
+            - windows.iter().map(|w| w.0).min().unwrap_or(0);
         let mut line = Vec::new();
-        for g in &refs {
+        for g in refs {
             let name = &g.spec.name;
             let reported = status["vm_downtime_ms"][name.as_str()].as_f64().unwrap();
-            let split = split(&program, &records, name, reported);
+            let split = split(program, &records, name, reported);
             line.push(format!(
                 "{name}: downtime {:.0} ms, overhead {:.0} ms",
                 split.downtime, split.overhead
@@ -314,7 +456,7 @@ fn scenario(
             assert_eq!(g.status(), "running", "{name} after the rehearsal");
         }
         println!(
-            "{label} run {run}: apply {:.2} s; {}",
+            "{label} run {run} ({tag}): apply {:.2} s; wall {wall} ms; {}",
             took.as_secs_f64(),
             line.join("; ")
         );
@@ -323,11 +465,8 @@ fn scenario(
         // run, so one run's teardown does not share the cores with the next one's downtime.
         wait_for_exit(&old);
         std::thread::sleep(Duration::from_secs(1));
+        (splits, wall as f64)
     }
-    if config.trace {
-        traced(config, &plan_path, &root, &dir, &refs);
-    }
-    splits
 }
 
 /// One more apply under `perf trace -e fdatasync`: what each journal record's fdatasync took. `Journal::append` is

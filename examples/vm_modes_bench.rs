@@ -384,7 +384,9 @@ fn plain_setup(pause: &[Action]) {
     let mut choice =
         kup::action::choose(*memory, &offer, channels.unwrap_or(1), *max_bandwidth).unwrap();
     assert!(
-        *memory == MigrationMemory::Copy && choice.capabilities.is_empty() && choice.uri == "file",
+        *memory == MigrationMemory::Copy
+            && choice.capabilities == ["events"]
+            && choice.uri == "file",
         "{choice:?}"
     );
     choice.before = Some(MigrationBefore {

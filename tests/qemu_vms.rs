@@ -177,8 +177,8 @@ fn assert_mode(qemu: Qemu, memory: MigrationMemory, saved: &MigrationChoice, sav
             assert!(save_uri.starts_with("exec:cat > "), "{save_uri}");
             assert_eq!(saved.mode, None, "{saved:?}");
             let want: &[&str] = match memory {
-                MigrationMemory::Shared => &["x-ignore-shared"],
-                MigrationMemory::Copy => &[],
+                MigrationMemory::Shared => &["x-ignore-shared", "events"],
+                MigrationMemory::Copy => &["events"],
             };
             assert_eq!(caps, want, "{saved:?}");
         }
@@ -186,13 +186,13 @@ fn assert_mode(qemu: Qemu, memory: MigrationMemory, saved: &MigrationChoice, sav
             assert!(saved.qemu.starts_with("10."), "{saved:?}");
             assert!(save_uri.starts_with("file:"), "{save_uri}");
             assert_eq!(saved.mode.as_deref(), Some("cpr-reboot"), "{saved:?}");
-            assert_eq!(caps, ["x-ignore-shared"], "{saved:?}");
+            assert_eq!(caps, ["x-ignore-shared", "events"], "{saved:?}");
         }
         (Qemu::V10, MigrationMemory::Copy) => {
             assert!(saved.qemu.starts_with("10."), "{saved:?}");
             assert!(save_uri.starts_with("file:"), "{save_uri}");
             assert_eq!(saved.mode, None, "{saved:?}");
-            assert_eq!(caps, ["mapped-ram", "multifd"], "{saved:?}");
+            assert_eq!(caps, ["mapped-ram", "multifd", "events"], "{saved:?}");
             let channels = saved.parameters["multifd-channels"].as_u64().unwrap();
             assert!((1..=4).contains(&channels), "{saved:?}");
         }
@@ -697,6 +697,37 @@ fn rehearsal(f: &Fixture) {
     for g in [&shared, &copied] {
         assert_blackout_adds_up(&status, &journal, &g.spec.name);
     }
+    assert_waits_woken_by_events(&journal, &["rs", "rc"], "rc");
+}
+
+/// Each save's wait for `completed` and each restore's wait for `paused`, as journaled: none ended on the fallback
+/// poll — QEMU's migration events woke every wait the first query did not end — and the restore of `loaded` (a
+/// copied guest, whose load takes far longer than one query) ended on that event.
+fn assert_waits_woken_by_events(journal: &Path, names: &[&str], loaded: &str) {
+    for name in names {
+        for kind in ["save", "restore"] {
+            let id = format!("vm:{name}:{kind}");
+            let waits: Vec<serde_json::Value> = journaled(journal, &id)
+                .into_iter()
+                .filter(|o| o.get("ended_on").is_some())
+                .collect();
+            assert_eq!(waits.len(), 1, "{id}: {waits:?}");
+            let wait = &waits[0];
+            eprintln!("{id}: wait {wait}");
+            match wait["ended_on"].as_str() {
+                // Both come only with the `events` capability the setup turned on.
+                Some("event") => assert!(
+                    ["MIGRATION", "MIGRATION_PASS"].contains(&wait["event"].as_str().unwrap_or("")),
+                    "{id}: {wait}"
+                ),
+                Some("first-query") => assert_eq!(wait["queries"], 1, "{id}: {wait}"),
+                _ => panic!("{id}: the wait did not end on QEMU's event: {wait}"),
+            }
+            if *name == loaded && kind == "restore" {
+                assert_eq!(wait["ended_on"], "event", "{id}: {wait}");
+            }
+        }
+    }
 }
 
 /// A rehearsed guest's blackout: `stop` acknowledged → `cont` acknowledged, in parts on the old kernel's clock that
@@ -1051,8 +1082,8 @@ fn a_state_qemu_refuses_to_load_is_an_error_naming_both_sides() {
     let record = g.state.join("vmstate.migration");
     let mut saved: MigrationChoice =
         serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
-    assert_eq!(saved.capabilities, ["mapped-ram", "multifd"]);
-    saved.capabilities.clear();
+    assert_eq!(saved.capabilities, ["mapped-ram", "multifd", "events"]);
+    saved.capabilities.retain(|c| c == "events");
     saved.parameters.retain(|k, _| k == "max-bandwidth");
     std::fs::write(&record, serde_json::to_vec(&saved).unwrap()).unwrap();
 

@@ -35,7 +35,8 @@ impl Action {
                 until,
                 timeout_ms,
             } => format!(
-                "qmp {} {} until {field} = {until:?} (timeout {timeout_ms} ms)",
+                "qmp {} {} until {field} = {until:?} (asked again on each QEMU event, else polled; timeout \
+                 {timeout_ms} ms)",
                 socket.display(),
                 qmp_message(command, &json!({}))
             ),

@@ -5,7 +5,8 @@
 //! - shared RAM: `x-ignore-shared` (the RAM stays in its file); on QEMU ≥ 8.2 also `mode = cpr-reboot` (CPR.rst).
 //! - copied RAM: on QEMU ≥ 9.0 `mapped-ram` + `multifd` with `multifd-channels` (fixed-offset pages written by
 //!   parallel channels, mapped-ram.rst), plus `direct-io` (QEMU ≥ 9.1) when the state directory takes `O_DIRECT`.
-//! - every save: `max-bandwidth` (7.2 caps migration at 128 MiB/s); the state through `file:` on QEMU ≥ 8.2,
+//! - every save: `events` (QEMU announces each migration state change, so kup waits on `MIGRATION` events instead
+//!   of polling `query-migrate`), `max-bandwidth` (7.2 caps migration at 128 MiB/s); the state through `file:` on QEMU ≥ 8.2,
 //!   else `exec:cat` (no `file:` URI before 8.2; a path with a comma too, as `file:` takes options after one).
 
 use super::{MigrationChoice, MigrationMemory, qmp_message};
@@ -107,6 +108,11 @@ pub fn choose(
             }
         }
     }
+    // QEMU announces each migration state change (`MIGRATION` events) only when asked: the waits for the save's
+    // and the load's end are woken by them instead of polling (QEMU ≥ 2.4).
+    if offer.has_cap("events") {
+        choice.capabilities.push("events".into());
+    }
     Ok(choice)
 }
 
@@ -161,7 +167,7 @@ pub fn undo_commands(before: &super::MigrationBefore) -> Vec<(&'static str, Valu
 /// One QEMU of each version range, offering what that range offers, for the dry-run's per-version lines.
 fn representative(version: (u64, u64, u64), direct_io: bool) -> QemuOffer {
     let at = |m: u64, n: u64| (version.0, version.1) >= (m, n);
-    let mut caps = vec!["x-ignore-shared", "multifd"];
+    let mut caps = vec!["x-ignore-shared", "multifd", "events"];
     let mut params = vec!["max-bandwidth", "multifd-channels"];
     if at(8, 2) {
         params.push("mode");
@@ -246,21 +252,25 @@ mod tests {
         let s7 = shared((7, 2, 22));
         assert_eq!(
             (s7.mode.as_deref(), caps(&s7), s7.uri.as_str()),
-            (None, vec!["x-ignore-shared"], "exec")
+            (None, vec!["x-ignore-shared", "events"], "exec")
         );
         let s10 = shared((10, 0, 2));
         assert_eq!(
             (s10.mode.as_deref(), caps(&s10), s10.uri.as_str()),
-            (Some("cpr-reboot"), vec!["x-ignore-shared"], "file")
+            (
+                Some("cpr-reboot"),
+                vec!["x-ignore-shared", "events"],
+                "file"
+            )
         );
 
         let c7 = copy((7, 2, 22));
-        assert!(c7.capabilities.is_empty() && c7.uri == "exec", "{c7:?}");
+        assert!(caps(&c7) == ["events"] && c7.uri == "exec", "{c7:?}");
         assert_eq!(c7.parameters.keys().collect::<Vec<_>>(), ["max-bandwidth"]);
         let c8 = copy((8, 2, 0));
-        assert!(c8.capabilities.is_empty() && c8.uri == "file", "{c8:?}");
+        assert!(caps(&c8) == ["events"] && c8.uri == "file", "{c8:?}");
         let c90 = copy((9, 0, 0));
-        assert_eq!(caps(&c90), ["mapped-ram", "multifd"]);
+        assert_eq!(caps(&c90), ["mapped-ram", "multifd", "events"]);
         assert!(
             !c90.parameters.contains_key("direct-io"),
             "direct-io is 9.1's"
@@ -275,12 +285,12 @@ mod tests {
     fn without_o_direct_or_file_uri_copied_ram_falls_back() {
         let mut offer = representative((10, 0, 2), false);
         let c = choose(MigrationMemory::Copy, &offer, 2, 1).unwrap();
-        assert_eq!(caps(&c), ["mapped-ram", "multifd"]);
+        assert_eq!(caps(&c), ["mapped-ram", "multifd", "events"]);
         assert!(!c.parameters.contains_key("direct-io"));
         // A comma in the path: exec:cat, so no mapped-ram (it needs a seekable file: URI).
         offer.file_path = false;
         let c = choose(MigrationMemory::Copy, &offer, 2, 1).unwrap();
-        assert!(c.capabilities.is_empty() && c.uri == "exec", "{c:?}");
+        assert!(caps(&c) == ["events"] && c.uri == "exec", "{c:?}");
     }
 
     #[test]
@@ -308,7 +318,7 @@ mod tests {
             sent,
             [
                 r#"{"execute":"migrate-set-parameters","arguments":{"mode":"cpr-reboot"}}"#,
-                r#"{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"x-ignore-shared","state":true}]}}"#,
+                r#"{"execute":"migrate-set-capabilities","arguments":{"capabilities":[{"capability":"x-ignore-shared","state":true},{"capability":"events","state":true}]}}"#,
                 r#"{"execute":"migrate-set-parameters","arguments":{"max-bandwidth":7}}"#,
             ]
         );

@@ -15,6 +15,7 @@ pub use migration::{QemuOffer, choose, setup_commands, undo_commands};
 pub use output::{
     ActionFailure, ActionOutput, FileCommitted, LivepatchModule, LivepatchState, MemoryBackend,
     MigrationBefore, MigrationChoice, PciBinding, PciDevice, RamDigest, SysfsWrite, TargetKernel,
+    WaitEnd,
 };
 pub use quote::shell_quote;
 
@@ -49,7 +50,8 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         file_uri: Option<PathBuf>,
     },
-    /// Repeat a QMP query until `field` of its reply equals `until`; fail after `timeout_ms`.
+    /// Repeat a QMP query until `field` of its reply equals `until` — asked again on each QEMU event, polled as a
+    /// fallback; fail after `timeout_ms`.
     QmpWait {
         /// The guest's QMP socket.
         socket: PathBuf,

@@ -6,6 +6,18 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// What ended a `QmpWait`: the query that found the awaited value was sent …
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitEnd {
+    /// … first, before any wait: QEMU was there already.
+    FirstQuery,
+    /// … because QEMU sent an event.
+    Event,
+    /// … by the fallback poll, without an event (a QEMU not asked for `MIGRATION` events, or one that sent none).
+    Poll,
+}
+
 /// What one action reports for the journal. Serialised untagged: each variant is the JSON object operators see
 /// (`{"exit": 0, "duration_ms": 12}`), `null` for nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
@@ -42,6 +54,20 @@ pub enum ActionOutput {
     },
     /// A QMP reply as QEMU sent it: schema-less by nature.
     Reply(serde_json::Value),
+    /// A QMP query repeated until one of its fields had the awaited value (`QmpWait`).
+    Waited {
+        /// The last reply, as QEMU sent it.
+        reply: serde_json::Value,
+        /// What made kup send the query that found the value.
+        ended_on: WaitEnd,
+        /// The QEMU event that woke it, when `ended_on` is `event` (`MIGRATION`, `RESUME`, …).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        event: Option<String>,
+        /// How many times the query was sent.
+        queries: u32,
+        /// How long the wait took, in ms.
+        ms: u64,
+    },
     /// QEMU acknowledged `stop` or `cont` (whose reply is always empty): the instant the guest stopped running or
     /// ran again, which `kup plan status` splits each guest's blackout from.
     Acknowledged {

@@ -212,8 +212,7 @@ mod tests {
         use crate::exec::journal::{FinalState, Journal, read};
         use crate::exec::tests::RecordingHost;
         use crate::exec::{Engine, Options, Outcome, progress};
-        use std::sync::atomic::AtomicBool;
-        use std::sync::{Arc, Mutex};
+        use std::sync::Mutex;
 
         let program = program();
         let dir = tempfile::tempdir().unwrap();
@@ -239,14 +238,7 @@ mod tests {
         let engine = Engine {
             host: &host,
             program: &program,
-            options: Options {
-                mode: Mode::Apply,
-                kernel_load: true,
-                parallelism: 4,
-                on_failure: crate::plan::OnFailure::Rollback,
-                interrupted: Arc::new(AtomicBool::new(false)),
-                update_failed: None,
-            },
+            options: Options::for_tests(crate::plan::OnFailure::Rollback),
             before_kexec: &|| Ok(()),
             progress: &progress::Progress::plain(),
         };

@@ -1,8 +1,12 @@
 //! The engine proper: runs a compiled plan's steps on a [`Host`] in dependency order with bounded parallelism,
 //! journals every step before and after it runs, and rolls back on a failure before the point of no return.
+//!
+//! It works in rounds: the records of the steps that ended (all that ended by then, not only the first) and of the
+//! steps they make ready are written, made durable with one `fdatasync`, and only then are those steps started — a
+//! step runs only once its start is durable, and a round costs one sync however many steps it ends and starts.
 
 use super::abort::Undo;
-use super::journal::{Event, FinalState, Journal, Mode};
+use super::journal::{Event, FinalState, Mode, Recorder};
 use super::rehearsal::Rehearsal;
 use super::{EngineError, Options, Outcome, progress};
 use crate::action::{Action, ActionFailure, ActionOutput};
@@ -54,6 +58,40 @@ enum State {
     Failed,
 }
 
+/// The journal as the scheduler's threads share it: records written, and synced once per round.
+struct Records<'j> {
+    journal: Mutex<&'j mut dyn Recorder>,
+    /// Whether a record was written since the last sync.
+    unsynced: std::sync::atomic::AtomicBool,
+}
+
+impl<'j> Records<'j> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, &'j mut dyn Recorder>, EngineError> {
+        self.journal.lock().map_err(|_| EngineError::Poisoned)
+    }
+
+    /// Writes a record, durable at the round's [`Records::sync`].
+    fn write(&self, event: Event) -> Result<(), EngineError> {
+        self.lock()?.write(event).map_err(EngineError::Journal)?;
+        self.unsynced.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Makes the round's records durable; nothing to do when none was written.
+    fn sync(&self) -> Result<(), EngineError> {
+        if self.unsynced.swap(false, Ordering::SeqCst) {
+            self.lock()?.sync().map_err(EngineError::Journal)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a record and makes it durable at once (the kexec's, from its own thread).
+    fn append(&self, event: Event) -> Result<(), EngineError> {
+        self.write(event)?;
+        self.sync()
+    }
+}
+
 /// Runs one program; see the module documentation.
 pub(crate) struct Engine<'a, H: Host> {
     /// Where the actions are performed.
@@ -96,7 +134,7 @@ impl<H: Host> Engine<'_, H> {
     /// Runs every step not in `done`, journaling as it goes, and finishes the journal with the outcome.
     pub(crate) fn run(
         &self,
-        journal: &mut Journal,
+        journal: &mut dyn Recorder,
         done: &BTreeSet<StepId>,
     ) -> Result<Outcome, EngineError> {
         let steps = &self.program.steps;
@@ -125,13 +163,15 @@ impl<H: Host> Engine<'_, H> {
             after_failures: Vec::new(),
             journal_error: None,
         };
-        let journal = Mutex::new(journal);
-        let record = |event: Event| -> Result<(), EngineError> {
-            let mut j = journal.lock().map_err(|_| EngineError::Poisoned)?;
-            j.append(event).map(drop).map_err(EngineError::Journal)
+        let records = Records {
+            journal: Mutex::new(journal),
+            unsynced: std::sync::atomic::AtomicBool::new(false),
         };
-        self.schedule(&index, &mut tally, &record);
-        let journal = journal.into_inner().map_err(|_| EngineError::Poisoned)?;
+        self.schedule(&index, &mut tally, &records);
+        let journal = records
+            .journal
+            .into_inner()
+            .map_err(|_| EngineError::Poisoned)?;
         if let Some(e) = tally.journal_error.take() {
             return Err(e);
         }
@@ -152,12 +192,8 @@ impl<H: Host> Engine<'_, H> {
 
     /// Launches every ready step (at most `parallelism` at once, the kexec alone) on its own thread, and records
     /// each as it ends, until nothing more can run: all done, or a failure or an interrupt stopped the launches.
-    fn schedule(
-        &self,
-        index: &BTreeMap<&StepId, usize>,
-        tally: &mut Tally,
-        record: &(dyn Fn(Event) -> Result<(), EngineError> + Sync),
-    ) {
+    /// Each round writes the records of the steps that ended and of those it starts, syncs them once, then starts.
+    fn schedule(&self, index: &BTreeMap<&StepId, usize>, tally: &mut Tally, records: &Records<'_>) {
         let steps = &self.program.steps;
         let parallelism = self.options.parallelism.max(1);
         std::thread::scope(|scope| {
@@ -165,57 +201,90 @@ impl<H: Host> Engine<'_, H> {
                 mpsc::channel::<(usize, Duration, Result<Vec<ActionOutput>, StepError>)>();
             let mut running = 0usize;
             loop {
-                let stop = tally.first_failure.is_some()
-                    || tally.journal_error.is_some()
-                    || self.options.interrupted.load(Ordering::SeqCst);
-                for (i, step) in steps.iter().enumerate() {
-                    if stop || running >= parallelism {
-                        break;
+                let launch = self.ready(index, tally, records, running, parallelism);
+                // One sync for the round: the ends recorded since the last one and the starts just written.
+                if let Err(e) = records.sync() {
+                    for &i in &launch {
+                        tally.state[i] = State::Pending;
                     }
-                    let ready = tally.state[i] == State::Pending
-                        && step
-                            .after
-                            .iter()
-                            .all(|d| index.get(d).is_none_or(|&j| tally.state[j] == State::Done));
-                    // The kexec runs alone: nothing may be mid-flight when the host goes down.
-                    let alone = step.phase != Phase::Kexec || running == 0;
-                    if !ready || !alone {
-                        continue;
-                    }
-                    if let Err(e) = record(Event::StepStarted {
-                        step: step.id.clone(),
-                    }) {
-                        tally.journal_error = Some(e);
-                        break;
-                    }
-                    tally.state[i] = State::Running;
-                    running += 1;
-                    self.progress.start(&step.id.to_string());
-                    let tx = tx.clone();
-                    scope.spawn(move || {
-                        let t0 = Instant::now();
-                        let result = if step.phase == Phase::Kexec {
-                            self.kexec(step, record)
-                        } else {
-                            self.perform(&step.actions)
-                                .map_err(|f| StepError::Action(Self::describe(step, &f)))
-                        };
-                        let _ = tx.send((i, t0.elapsed(), result));
-                    });
-                    if step.phase == Phase::Kexec {
-                        break;
+                    tally.journal_error.get_or_insert(e);
+                } else {
+                    for i in launch {
+                        let step = &steps[i];
+                        running += 1;
+                        self.progress.start(&step.id.to_string());
+                        let tx = tx.clone();
+                        scope.spawn(move || {
+                            let t0 = Instant::now();
+                            let result = if step.phase == Phase::Kexec {
+                                self.kexec(step, &|event| records.append(event))
+                            } else {
+                                self.perform(&step.actions)
+                                    .map_err(|f| StepError::Action(Self::describe(step, &f)))
+                            };
+                            let _ = tx.send((i, t0.elapsed(), result));
+                        });
                     }
                 }
                 if running == 0 {
                     break;
                 }
-                let Ok((i, took, result)) = rx.recv() else {
+                let Ok(first) = rx.recv() else {
                     break;
                 };
-                running -= 1;
-                self.ended(i, took, result, tally, record);
+                // Every step that has ended by now, not only the first: their records share the round's sync.
+                for (i, took, result) in std::iter::once(first).chain(rx.try_iter()) {
+                    running -= 1;
+                    self.ended(i, took, result, tally, records);
+                }
             }
         });
+    }
+
+    /// The steps to start in this round, their `step-started` records written (not yet durable) and their state
+    /// `Running`: every ready step while fewer than `parallelism` run, the kexec alone.
+    fn ready(
+        &self,
+        index: &BTreeMap<&StepId, usize>,
+        tally: &mut Tally,
+        records: &Records<'_>,
+        running: usize,
+        parallelism: usize,
+    ) -> Vec<usize> {
+        let mut launch = Vec::new();
+        let stop = tally.first_failure.is_some()
+            || tally.journal_error.is_some()
+            || self.options.interrupted.load(Ordering::SeqCst);
+        if stop {
+            return launch;
+        }
+        for (i, step) in self.program.steps.iter().enumerate() {
+            if running + launch.len() >= parallelism {
+                break;
+            }
+            let ready = tally.state[i] == State::Pending
+                && step
+                    .after
+                    .iter()
+                    .all(|d| index.get(d).is_none_or(|&j| tally.state[j] == State::Done));
+            // The kexec runs alone: nothing may be mid-flight when the host goes down.
+            let alone = step.phase != Phase::Kexec || (running == 0 && launch.is_empty());
+            if !ready || !alone {
+                continue;
+            }
+            if let Err(e) = records.write(Event::StepStarted {
+                step: step.id.clone(),
+            }) {
+                tally.journal_error = Some(e);
+                break;
+            }
+            tally.state[i] = State::Running;
+            launch.push(i);
+            if step.phase == Phase::Kexec {
+                break;
+            }
+        }
+        launch
     }
 
     /// Records how step `i` ended.
@@ -225,8 +294,9 @@ impl<H: Host> Engine<'_, H> {
         took: Duration,
         result: Result<Vec<ActionOutput>, StepError>,
         tally: &mut Tally,
-        record: &(dyn Fn(Event) -> Result<(), EngineError> + Sync),
+        records: &Records<'_>,
     ) {
+        let record = |event| records.write(event);
         let step = &self.program.steps[i];
         let written = match result {
             Ok(outputs) => {
@@ -259,7 +329,7 @@ impl<H: Host> Engine<'_, H> {
             }
         };
         if let Err(e) = written {
-            tally.journal_error = Some(e);
+            tally.journal_error.get_or_insert(e);
         }
     }
 
@@ -267,7 +337,7 @@ impl<H: Host> Engine<'_, H> {
     /// or complete.
     fn conclude(
         &self,
-        journal: &mut Journal,
+        journal: &mut dyn Recorder,
         index: &BTreeMap<&StepId, usize>,
         tally: &Tally,
     ) -> Result<Outcome, EngineError> {
@@ -356,7 +426,11 @@ impl<H: Host> Engine<'_, H> {
 
     /// `kup plan abort`: undoes what `undo` names of an apply that died before the point of no return, journalled
     /// like a rollback, and ends the journal `rolled-back` (or `failed` when an undo failed).
-    pub(crate) fn abort(&self, journal: &mut Journal, undo: &Undo) -> Result<Outcome, EngineError> {
+    pub(crate) fn abort(
+        &self,
+        journal: &mut dyn Recorder,
+        undo: &Undo,
+    ) -> Result<Outcome, EngineError> {
         let find = |ids: &[StepId]| -> Vec<usize> {
             ids.iter()
                 .filter_map(|id| self.program.steps.iter().position(|s| &s.id == id))
@@ -384,17 +458,13 @@ impl<H: Host> Engine<'_, H> {
     /// the rollback incomplete.
     fn rollback(
         &self,
-        journal: &mut Journal,
+        journal: &mut dyn Recorder,
         completed: &[usize],
         failed: &[usize],
         reason: &str,
     ) -> Result<Outcome, EngineError> {
-        let write = |journal: &mut Journal, event| {
-            journal
-                .append(event)
-                .map(drop)
-                .map_err(EngineError::Journal)
-        };
+        let write =
+            |journal: &mut dyn Recorder, event| journal.append(event).map_err(EngineError::Journal);
         write(
             journal,
             Event::RollbackStarted {
@@ -450,5 +520,214 @@ impl<H: Host> Engine<'_, H> {
                 ),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::journal::JournalError;
+    use crate::host::BootIdentity;
+
+    /// What the engine did, in order, as the recording journal and host saw it.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Op {
+        /// A record written (its event name), for a step when it names one.
+        Write(String, Option<StepId>),
+        Sync,
+        SyncFailed,
+        Perform(Vec<Action>),
+    }
+
+    #[derive(Default)]
+    struct Log(Mutex<Vec<Op>>);
+
+    impl Log {
+        fn push(&self, op: Op) {
+            self.0.lock().unwrap().push(op);
+        }
+    }
+
+    /// A journal that writes nothing: it logs each write and sync, and fails sync number `fail_sync`.
+    struct RecordingJournal<'a> {
+        log: &'a Log,
+        syncs: usize,
+        fail_sync: Option<usize>,
+    }
+
+    impl Recorder for RecordingJournal<'_> {
+        fn write(&mut self, event: Event) -> Result<(), JournalError> {
+            let step = match &event {
+                Event::StepStarted { step }
+                | Event::StepDone { step, .. }
+                | Event::StepFailed { step, .. } => Some(step.clone()),
+                _ => None,
+            };
+            let name = serde_json::to_value(&event).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            self.log.push(Op::Write(name, step));
+            Ok(())
+        }
+
+        fn sync(&mut self) -> Result<(), JournalError> {
+            self.syncs += 1;
+            if Some(self.syncs) == self.fail_sync {
+                self.log.push(Op::SyncFailed);
+                return Err(JournalError::Io {
+                    what: "write",
+                    path: "journal.jsonl".into(),
+                    source: std::io::Error::other("injected"),
+                });
+            }
+            self.log.push(Op::Sync);
+            Ok(())
+        }
+    }
+
+    /// A host that logs what it is asked to perform, in the same log as the journal's writes and syncs.
+    struct LoggingHost<'a>(&'a Log);
+
+    impl Host for LoggingHost<'_> {
+        fn identity(&self) -> Result<BootIdentity, HostError> {
+            Ok(BootIdentity {
+                boot_id: "00000000-0000-0000-0000-000000000001".into(),
+                release: "6.1.0-test".into(),
+            })
+        }
+
+        fn perform(&self, actions: &[Action]) -> Result<Vec<ActionOutput>, ActionFailure> {
+            self.0.push(Op::Perform(actions.to_vec()));
+            Ok(vec![ActionOutput::None; actions.len()])
+        }
+    }
+
+    fn run(program: &Program, fail_sync: Option<usize>) -> (Result<Outcome, EngineError>, Vec<Op>) {
+        let log = Log::default();
+        let mut journal = RecordingJournal {
+            log: &log,
+            syncs: 0,
+            fail_sync,
+        };
+        let engine = Engine {
+            host: &LoggingHost(&log),
+            program,
+            options: Options::for_tests(crate::plan::OnFailure::Rollback),
+            before_kexec: &|| Ok(()),
+            progress: &progress::Progress::plain(),
+        };
+        let outcome = engine.run(&mut journal, &BTreeSet::new());
+        (outcome, log.0.into_inner().unwrap())
+    }
+
+    /// The steps `actions` may be a call of: those with exactly these actions, or the kexec's two halves.
+    fn steps_of<'p>(program: &'p Program, actions: &[Action]) -> Vec<&'p StepId> {
+        program
+            .steps
+            .iter()
+            .filter(|s| {
+                s.actions == actions
+                    || (s.phase == Phase::Kexec
+                        && !actions.is_empty()
+                        && (s.actions.starts_with(actions) || s.actions.ends_with(actions)))
+            })
+            .map(|s| &s.id)
+            .collect()
+    }
+
+    /// Where step `id`'s start was written.
+    fn started_at(ops: &[Op], id: &StepId) -> Option<usize> {
+        ops.iter()
+            .position(|op| matches!(op, Op::Write(e, Some(s)) if e == "step-started" && s == id))
+    }
+
+    #[test]
+    fn each_round_syncs_once_and_a_step_runs_only_once_its_start_is_durable() {
+        let program = super::super::tests::program("plans/multi-vm-vfio-spdk.toml");
+        let (outcome, ops) = run(&program, None);
+        assert_eq!(outcome.unwrap(), Outcome::Completed);
+        for (p, op) in ops.iter().enumerate() {
+            let Op::Perform(actions) = op else { continue };
+            let durable = steps_of(&program, actions).into_iter().any(|id| {
+                started_at(&ops, id).is_some_and(|w| w < p && ops[w..p].contains(&Op::Sync))
+            });
+            assert!(
+                durable,
+                "performed before its start was synced: {actions:?}\n{ops:#?}"
+            );
+        }
+        let writes = ops.iter().filter(|o| matches!(o, Op::Write(..))).count();
+        let syncs = ops.iter().filter(|o| **o == Op::Sync).count();
+        // Every step's start and end (and the run's other records) are written; a round's records share a sync.
+        assert!(writes >= 2 * program.steps.len(), "{writes} writes");
+        assert!(
+            syncs < writes * 2 / 3,
+            "{syncs} syncs for {writes} records: not batched\n{ops:#?}"
+        );
+        // No sync without a record to make durable, and none left undurable at the end.
+        for pair in ops.windows(2) {
+            assert!(pair != [Op::Sync, Op::Sync], "an empty sync\n{ops:#?}");
+        }
+        assert_eq!(ops.last(), Some(&Op::Sync));
+        // Steps that become ready together start in one round: the three guests' pauses wait on the same steps.
+        let pauses: Vec<usize> = ["db-1", "db-2", "monitor"]
+            .iter()
+            .map(|vm| started_at(&ops, &format!("vm:{vm}:pause").parse().unwrap()).unwrap())
+            .collect();
+        let (first, last) = (pauses.iter().min().unwrap(), pauses.iter().max().unwrap());
+        assert!(
+            !ops[*first..*last].contains(&Op::Sync),
+            "the pauses were synced one by one\n{ops:#?}"
+        );
+    }
+
+    #[test]
+    fn a_round_whose_sync_fails_starts_none_of_its_steps() {
+        let program = super::super::tests::program("plans/multi-vm-vfio-spdk.toml");
+        let (_, ops) = run(&program, None);
+        let total = ops.iter().filter(|o| **o == Op::Sync).count();
+        for fail in 1..=total {
+            let (outcome, ops) = run(&program, Some(fail));
+            // Rounds depend on which steps end together: this run may have had fewer syncs.
+            if !ops.contains(&Op::SyncFailed) {
+                assert_eq!(outcome.unwrap(), Outcome::Completed);
+                continue;
+            }
+            // A round's sync fails the run; the kexec record's (synced by the kexec step itself) fails that step,
+            // which rolls back.
+            assert!(
+                matches!(&outcome, Err(EngineError::Journal(_)))
+                    || matches!(&outcome, Ok(Outcome::RolledBack { reason })
+                        if reason.contains("step kexec failed: cannot write the journal")),
+                "sync {fail}: {outcome:?}"
+            );
+            let failed = ops.iter().position(|o| *o == Op::SyncFailed).unwrap();
+            let last_sync = ops[..failed]
+                .iter()
+                .rposition(|o| *o == Op::Sync)
+                .map_or(0, |i| i + 1);
+            // The starts written for the failed sync's round.
+            let unsynced: Vec<&StepId> = ops[last_sync..failed]
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Write(e, Some(s)) if e == "step-started" => Some(s),
+                    _ => None,
+                })
+                .collect();
+            for op in &ops[failed..] {
+                if let Op::Perform(actions) = op {
+                    assert!(
+                        !actions.iter().any(|a| matches!(a, Action::Reboot(_))),
+                        "sync {fail}: the kexec ran without its record\n{ops:#?}"
+                    );
+                    let of = steps_of(&program, actions);
+                    assert!(
+                        !of.iter().all(|id| unsynced.contains(id)) || of.is_empty(),
+                        "sync {fail}: a step whose start is not durable ran: {of:?}\n{ops:#?}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! Layout under the journal root: `lock` (flock held for a whole apply or resume; holds the holder's pid),
 //! `pending` (name of the apply directory that still has work; what the resume unit's `ConditionPathExists=` tests),
 //! and one directory per apply with `plan.toml` (frozen copy), `plan.sha256` and `journal.jsonl` (one record per
-//! line, fsync'd per record). Files are 0600, directories 0700.
+//! line; a step's start durable before it runs, one `fdatasync` per scheduling round). Files are 0600, directories
+//! 0700.
 
 use crate::graph::StepId;
 use crate::host::journal_files::{self, AppendLog};
@@ -313,6 +314,14 @@ impl Journal {
 
     /// Appends one record and makes it durable before returning.
     pub(crate) fn append(&mut self, event: Event) -> Result<Record, JournalError> {
+        let record = self.write(event)?;
+        self.sync()?;
+        Ok(record)
+    }
+
+    /// Appends one record, durable once [`Journal::sync`] returns: the engine writes all the records of a
+    /// scheduling round, then makes them durable with one `fdatasync` before it starts the round's steps.
+    pub(crate) fn write(&mut self, event: Event) -> Result<Record, JournalError> {
         let unix_ms = now_ms();
         let record = Record {
             seq: self.next_seq,
@@ -327,13 +336,14 @@ impl Journal {
         })?;
         line.push('\n');
         self.log
-            .append(line.as_bytes())
+            .write(line.as_bytes())
             .map_err(|source| JournalError::Io {
                 what: "write",
                 path: self.log.path().to_owned(),
                 source,
             })?;
         self.next_seq += 1;
+        // The crash comes right after this record is durable, before any later record of its batch is written.
         #[cfg(feature = "fault-injection")]
         if self.crash_after.as_ref().is_some_and(|at| {
             *at == record.seq.to_string()
@@ -345,9 +355,43 @@ impl Journal {
                             .is_some_and(|(step, event)| *at == format!("{event}:{step}"))
                 })
         }) {
+            self.sync()?;
             crate::host::machine::crash_now();
         }
         Ok(record)
+    }
+
+    /// Makes every record written so far durable.
+    pub(crate) fn sync(&mut self) -> Result<(), JournalError> {
+        self.log.sync().map_err(|source| JournalError::Io {
+            what: "write",
+            path: self.log.path().to_owned(),
+            source,
+        })
+    }
+}
+
+/// What the engine needs of a journal: records written, then made durable together. A trait so that the engine's
+/// unit tests can see the order of writes, syncs and actions.
+pub(crate) trait Recorder: Send {
+    /// Appends a record, durable at the next [`Recorder::sync`].
+    fn write(&mut self, event: Event) -> Result<(), JournalError>;
+    /// Makes every record written so far durable.
+    fn sync(&mut self) -> Result<(), JournalError>;
+    /// Appends a record and makes it durable.
+    fn append(&mut self, event: Event) -> Result<(), JournalError> {
+        self.write(event)?;
+        self.sync()
+    }
+}
+
+impl Recorder for Journal {
+    fn write(&mut self, event: Event) -> Result<(), JournalError> {
+        Journal::write(self, event).map(drop)
+    }
+
+    fn sync(&mut self) -> Result<(), JournalError> {
+        Journal::sync(self)
     }
 }
 

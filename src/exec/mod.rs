@@ -70,6 +70,21 @@ pub(crate) struct Options {
     pub(crate) update_failed: Option<String>,
 }
 
+#[cfg(test)]
+impl Options {
+    /// A real apply (not a rehearsal) with the kernel loaded, four steps at once, nothing interrupted.
+    pub(crate) fn for_tests(on_failure: OnFailure) -> Self {
+        Self {
+            mode: Mode::Apply,
+            kernel_load: true,
+            parallelism: 4,
+            on_failure,
+            interrupted: Arc::new(AtomicBool::new(false)),
+            update_failed: None,
+        }
+    }
+}
+
 /// How a run ended (the process does not return from a real kexec).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -93,7 +108,7 @@ mod tests {
     use crate::action::{Action, ActionFailure, ActionOutput};
     use crate::graph::Program;
     use crate::host::{BootIdentity, Host, HostError};
-    use journal::{Journal, Mode};
+    use journal::Journal;
     use std::collections::BTreeSet;
     use std::sync::Mutex;
 
@@ -146,14 +161,7 @@ mod tests {
         let engine = Engine {
             host,
             program,
-            options: Options {
-                mode: Mode::Apply,
-                kernel_load: true,
-                parallelism: 4,
-                on_failure,
-                interrupted: Arc::new(AtomicBool::new(false)),
-                update_failed: None,
-            },
+            options: Options::for_tests(on_failure),
             before_kexec: &|| Ok(()),
             progress: &progress::Progress::plain(),
         };

@@ -1,5 +1,5 @@
 //! The file primitives the journal stands on: private directories, atomic writes, an append-only log made durable
-//! record by record, and the exclusive lock on a journal root. What goes in the files is `exec::journal`'s.
+//! record by record or a batch of records at once, and the exclusive lock on a journal root. What goes in the files is `exec::journal`'s.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -83,7 +83,7 @@ pub(crate) fn dirs_holding(root: &Path, marker: &str) -> Vec<PathBuf> {
     dirs
 }
 
-/// An append-only file whose every append is durable (`fdatasync`) before it returns.
+/// An append-only file: appends are written, then made durable (`fdatasync`) by [`AppendLog::sync`].
 #[derive(Debug)]
 pub(crate) struct AppendLog {
     file: File,
@@ -132,9 +132,13 @@ impl AppendLog {
         self.file.seek(SeekFrom::End(0)).map(drop)
     }
 
-    /// Appends `bytes` and returns once they are on disk.
-    pub(crate) fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(bytes)?;
+    /// Appends `bytes`, durable only once [`AppendLog::sync`] returns: several records, one `fdatasync`.
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(bytes)
+    }
+
+    /// Makes everything appended so far durable (`fdatasync`).
+    pub(crate) fn sync(&mut self) -> std::io::Result<()> {
         self.file.sync_data()
     }
 

@@ -17,6 +17,7 @@ pub mod pci_bind;
 mod perform;
 pub(crate) mod process;
 pub mod qmp;
+mod qmp_wait;
 mod ram_backing;
 mod ram_digest;
 pub mod sysfs;

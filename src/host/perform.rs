@@ -2,7 +2,7 @@
 
 use super::{
     HostError, SysfsRoot, files, journal_files, kernel_file, kexec, livepatch, machine, migration,
-    pci_bind, process, qmp, ram_digest, sysfs, target, trust, vm,
+    pci_bind, process, qmp, qmp_wait, ram_digest, sysfs, target, trust, vm,
 };
 use crate::action::{Action, ActionOutput, PID_PLACEHOLDER, RebootMode};
 use crate::hostglob::HostGlob;
@@ -27,8 +27,14 @@ impl Backoff {
     }
 
     pub(super) fn wait(&mut self) {
-        std::thread::sleep(self.0);
+        std::thread::sleep(self.next());
+    }
+
+    /// The next pause, without sleeping it (a wait that may end early on an event).
+    pub(super) fn next(&mut self) -> Duration {
+        let pause = self.0;
         self.0 = (self.0 * 2).min(POLL);
+        pause
     }
 }
 
@@ -74,7 +80,7 @@ pub(super) fn one(
             field,
             until,
             timeout_ms,
-        } => qmp_wait(
+        } => qmp_wait::wait(
             session(sessions, socket)?,
             command,
             field,
@@ -320,72 +326,6 @@ fn completed_while_kup_was_gone(
         status.get("status").and_then(Value::as_str) == Some("postmigrate")
             && std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0),
     )
-}
-
-/// Repeats a QMP query until `field` of its reply is `until`; a state QEMU never leaves fails at once.
-fn qmp_wait(
-    client: &mut qmp::QmpClient,
-    command: &str,
-    field: &str,
-    until: &str,
-    timeout_ms: u64,
-) -> Result<ActionOutput, HostError> {
-    let deadline = Instant::now() + ms(timeout_ms);
-    let mut backoff = Backoff::new();
-    // What a migration setup of this session set, so that a QEMU refusing the state names both sides.
-    let note = client.note().map(|n| format!(" ({n})")).unwrap_or_default();
-    loop {
-        let reply = client
-            .execute(command, &json!({}))
-            .map_err(|e| HostError::Qmp(qmp::QmpError(format!("{e}{note}"))))?;
-        let value = reply.get(field).and_then(Value::as_str).unwrap_or("");
-        if value == until {
-            return Ok(ActionOutput::Reply(reply));
-        }
-        // A QEMU that keeps running after a failed load (`exit-on-error` off) stays `inmigrate`: its migration
-        // status says it failed, and why, in QEMU's own words.
-        if command == "query-status" && value == "inmigrate" {
-            let migration = client
-                .execute("query-migrate", &json!({}))
-                .map_err(|e| HostError::Qmp(qmp::QmpError(format!("{e}{note}"))))?;
-            if migration.get("status").and_then(Value::as_str) == Some("failed") {
-                let why = migration
-                    .get("error-desc")
-                    .and_then(Value::as_str)
-                    .unwrap_or("no reason given");
-                return Err(HostError::check(format!(
-                    "QEMU could not load the state: {why}{note}; it was left running, paused in `inmigrate` \
-                     with nothing loaded (a retry of this restore quits it first)"
-                )));
-            }
-        }
-        if matches!(
-            value,
-            "failed" | "cancelled" | "internal-error" | "guest-panicked" | "shutdown"
-        ) {
-            let why = reply
-                .get("error-desc")
-                .and_then(Value::as_str)
-                .map(|d| format!(": {d}"))
-                .unwrap_or_default();
-            // QEMU reports a state file it cannot write only as a broken pipe to `cat`.
-            let hint = if command == "query-migrate" && why.contains("Broken pipe") {
-                " (the state file could not be written: does its directory exist, is it writable, is \
-                 the disk full?)"
-            } else {
-                ""
-            };
-            return Err(HostError::check(format!(
-                "{command}: {field} is \"{value}\", waiting for \"{until}\"{why}{hint}{note}"
-            )));
-        }
-        if Instant::now() >= deadline {
-            return Err(HostError::Timeout(format!(
-                "{command}: {field} still \"{value}\" after {timeout_ms} ms, waiting for \"{until}\""
-            )));
-        }
-        backoff.wait();
-    }
 }
 
 fn wait_for_socket(path: &Path, timeout_ms: u64) -> Result<ActionOutput, HostError> {

@@ -9,7 +9,8 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-/// Time allowed for one QMP reply; long-running work (migration) is polled, never waited on in one read.
+/// Time allowed for one QMP reply; long-running work (migration) is waited for in short reads of its events and
+/// queries (`qmp_wait`), never in one read.
 pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Events kept for the caller; older ones are dropped so a chatty guest cannot grow a session without bound.
@@ -87,6 +88,18 @@ pub struct QmpClient {
     greeting_version: Option<QemuVersion>,
     events: Vec<Value>,
     note: Option<String>,
+    /// How many events this session has received (kept or since dropped).
+    events_received: u64,
+    /// A line read in part when a read timed out: kept, so a wait for an event that ends mid-line loses nothing.
+    pending: Vec<u8>,
+}
+
+/// Why a read of one message ended without one.
+enum ReadError {
+    /// Nothing (or no whole line) arrived within the read timeout.
+    TimedOut,
+    /// The connection failed, closed, or carried something that is not JSON.
+    Failed(QmpError),
 }
 
 impl QmpClient {
@@ -123,6 +136,8 @@ impl QmpClient {
             greeting_version: None,
             events: Vec::new(),
             note: None,
+            events_received: 0,
+            pending: Vec::new(),
         };
         // QEMU serves one QMP client per socket at a time: a second one is accepted by the kernel but greeted only
         // when the first leaves, so a missing greeting usually means someone else holds the monitor.
@@ -169,38 +184,86 @@ impl QmpClient {
     }
 
     fn read_message(&mut self) -> Result<Value, QmpError> {
-        let mut line = String::new();
-        let n = self.reader.read_line(&mut line).map_err(|e| {
-            QmpError(match e.kind() {
-                ErrorKind::WouldBlock | ErrorKind::TimedOut => format!(
-                    "QMP {}: no reply: timed out after {} s (QEMU wedged?)",
-                    self.socket,
-                    self.reader
-                        .get_ref()
-                        .read_timeout()
-                        .ok()
-                        .flatten()
-                        .unwrap_or(REPLY_TIMEOUT)
-                        .as_secs()
-                ),
-                ErrorKind::ConnectionReset => format!(
-                    "QMP {}: QEMU reset the connection (it exited or was killed)",
-                    self.socket
-                ),
-                _ => format!("QMP {}: no reply: {e}", self.socket),
-            })
-        })?;
-        if n == 0 {
-            return Err(QmpError(format!(
+        self.read_raw().map_err(|e| match e {
+            ReadError::TimedOut => QmpError(format!(
+                "QMP {}: no reply: timed out after {} s (QEMU wedged?)",
+                self.socket,
+                self.reader
+                    .get_ref()
+                    .read_timeout()
+                    .ok()
+                    .flatten()
+                    .unwrap_or(REPLY_TIMEOUT)
+                    .as_secs()
+            )),
+            ReadError::Failed(e) => e,
+        })
+    }
+
+    /// One whole line as JSON; a line cut by the read timeout stays in `pending` for the next read.
+    fn read_raw(&mut self) -> Result<Value, ReadError> {
+        let n = match self.reader.read_until(b'\n', &mut self.pending) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(ReadError::TimedOut);
+            }
+            Err(e) => {
+                return Err(ReadError::Failed(QmpError(match e.kind() {
+                    ErrorKind::ConnectionReset => format!(
+                        "QMP {}: QEMU reset the connection (it exited or was killed)",
+                        self.socket
+                    ),
+                    _ => format!("QMP {}: no reply: {e}", self.socket),
+                })));
+            }
+        };
+        if n == 0 || self.pending.last() != Some(&b'\n') {
+            return Err(ReadError::Failed(QmpError(format!(
                 "QMP {}: QEMU closed the connection (it exited or was killed{})",
                 self.socket,
                 self.last_shutdown()
                     .map(|r| format!("; last SHUTDOWN event: {r}"))
                     .unwrap_or_default()
-            )));
+            ))));
         }
-        serde_json::from_str(&line)
-            .map_err(|e| QmpError(format!("QMP {}: bad JSON {line:?}: {e}", self.socket)))
+        let line = std::mem::take(&mut self.pending);
+        serde_json::from_slice(&line).map_err(|e| {
+            ReadError::Failed(QmpError(format!(
+                "QMP {}: bad JSON {:?}: {e}",
+                self.socket,
+                String::from_utf8_lossy(&line)
+            )))
+        })
+    }
+
+    /// Waits up to `timeout` for QEMU's next asynchronous event (`MIGRATION`, `STOP`, `RESUME`, …), which is also
+    /// kept like those [`QmpClient::execute`] meets; `None` when none came in time. Only between commands: a
+    /// reply is never waiting then.
+    pub(crate) fn next_event(&mut self, timeout: Duration) -> Result<Option<Value>, QmpError> {
+        let usual = self.reader.get_ref().read_timeout().ok().flatten();
+        let socket = self.socket.clone();
+        let set = |stream: &UnixStream, t: Option<Duration>| {
+            stream
+                .set_read_timeout(t)
+                .map_err(|e| QmpError(format!("QMP {socket}: {e}")))
+        };
+        // A zero timeout is refused by the kernel interface: 1 ms is the shortest wait.
+        set(
+            self.reader.get_ref(),
+            Some(timeout.max(Duration::from_millis(1))),
+        )?;
+        let read = self.read_raw();
+        set(self.reader.get_ref(), usual)?;
+        match read {
+            Ok(message) if message.get("event").is_some() => {
+                self.keep_event(message.clone());
+                Ok(Some(message))
+            }
+            // Nothing else arrives unasked; whatever it is, the caller's next query says where QEMU is.
+            Ok(message) => Ok(Some(message)),
+            Err(ReadError::TimedOut) => Ok(None),
+            Err(ReadError::Failed(e)) => Err(e),
+        }
     }
 
     fn last_shutdown(&self) -> Option<String> {
@@ -218,10 +281,25 @@ impl QmpClient {
     }
 
     fn keep_event(&mut self, event: Value) {
+        self.events_received += 1;
         if self.events.len() == MAX_EVENTS {
             self.events.remove(0);
         }
         self.events.push(event);
+    }
+
+    /// How many events this session has received so far: a change tells that QEMU sent one while the caller was
+    /// busy with a command.
+    pub(crate) fn events_received(&self) -> u64 {
+        self.events_received
+    }
+
+    /// The name of the last event received (`MIGRATION`, …).
+    pub(crate) fn last_event(&self) -> Option<&str> {
+        self.events
+            .last()
+            .and_then(|e| e.get("event"))
+            .and_then(Value::as_str)
     }
 
     /// Asynchronous events (`STOP`, `RESUME`, `MIGRATION`, `SHUTDOWN`, …) received so far, oldest first; taking
@@ -434,6 +512,42 @@ mod tests {
         assert!(e.0.contains("closed the connection"), "{e}");
         assert!(e.0.contains("host-signal"), "{e}");
         assert!(e.0.contains("query-migrate"), "{e}");
+    }
+
+    #[test]
+    fn an_event_cut_by_the_wait_s_timeout_is_read_whole_by_the_next_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (half_sent, go_on) = std::sync::mpsc::channel::<()>();
+        let (resume, resumed) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream
+                .write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 2, \"minor\": 0, \"major\": 10}}}}\n")
+                .unwrap();
+            stream.write_all(br#"{"event": "MIGRATION", "da"#).unwrap();
+            half_sent.send(()).unwrap();
+            resumed.recv().unwrap();
+            stream
+                .write_all(b"ta\": {\"status\": \"completed\"}}\n")
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let mut c = QmpClient::connect(&path).unwrap();
+        go_on.recv().unwrap();
+        assert_eq!(c.next_event(Duration::from_millis(20)).unwrap(), None);
+        let before = c.events_received();
+        resume.send(()).unwrap();
+        let event = c.next_event(Duration::from_secs(5)).unwrap().unwrap();
+        assert_eq!(event["data"]["status"], "completed");
+        assert_eq!(c.events_received(), before + 1);
+        assert_eq!(c.last_event(), Some("MIGRATION"));
+        // The usual limit is back after the wait.
+        assert_eq!(
+            c.reader.get_ref().read_timeout().unwrap(),
+            Some(REPLY_TIMEOUT)
+        );
     }
 
     #[test]

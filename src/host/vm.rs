@@ -185,10 +185,16 @@ pub(crate) fn power_down(socket: &Path, timeout: Duration) -> Result<ActionOutpu
             Err(e) if nobody_there(&e) => break true,
             Err(e) => return Err(e.into()),
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             break false;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // Woken by QEMU's `SHUTDOWN` (or its closing the connection as it exits), polled every 100 ms otherwise.
+        match client.next_event(Duration::from_millis(100).min(deadline - now)) {
+            Ok(_) => {}
+            Err(e) if nobody_there(&e) => break true,
+            Err(e) => return Err(e.into()),
+        }
     };
     if !by_guest {
         match client.quit(Duration::from_secs(10)) {
