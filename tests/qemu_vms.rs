@@ -19,8 +19,6 @@ use support::Kup;
 use support::guests::{self, Guest, Lab, PATTERN_RUN, Qemu, RESERVED_START, Ram, Spec};
 use support::plans::{self, step};
 
-/// Bytes written per guest: two 1 MiB runs, one at each end of the reserved range.
-
 struct Fixture {
     lab: Lab,
     tmp: tempfile::TempDir,

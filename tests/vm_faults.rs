@@ -9,8 +9,6 @@ use std::time::Duration;
 use support::Kup;
 use support::guests::{self, Guest, Lab, Qemu, Ram, Spec};
 
-/// Bytes written per guest: two 1 MiB runs, one at each end of the reserved range.
-
 struct Fixture {
     lab: Lab,
     tmp: tempfile::TempDir,
