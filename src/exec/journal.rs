@@ -243,8 +243,9 @@ pub struct Loaded {
 }
 
 /// Parses journal text. Only the last line may be damaged (a crash mid-append); damage anywhere else is an error,
-/// since it means the file was edited or the disk is corrupt.
-pub(crate) fn parse(text: &str) -> Result<Loaded, JournalError> {
+/// since it means the file was edited or the disk is corrupt. Public for the fuzz targets (fuzz/): it is what
+/// [`read`] and `Journal::open` run on the file's text.
+pub fn parse(text: &str) -> Result<Loaded, JournalError> {
     let mut records = Vec::new();
     let mut torn_tail = None;
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
