@@ -510,6 +510,22 @@ mod tests {
         assert_eq!(parse(&text).unwrap().records.len(), 1);
     }
 
+    /// The journal fuzz target's seeds (fuzz/corpus/journal) must stay journals this version reads: a seed that no
+    /// longer parses would leave the fuzzer mutating garbage.
+    #[test]
+    fn the_fuzz_seeds_are_journals_this_version_reads() {
+        let completed = parse(include_str!(
+            "../../fuzz/corpus/journal/rehearse-completed.jsonl"
+        ))
+        .unwrap();
+        assert_eq!(completed.records.len(), 12);
+        assert!(completed.torn_tail.is_none());
+        let rolled_back =
+            parse(include_str!("../../fuzz/corpus/journal/rolled-back.jsonl")).unwrap();
+        assert_eq!(rolled_back.records.len(), 7);
+        assert!(rolled_back.torn_tail.is_some());
+    }
+
     #[test]
     fn damage_before_the_last_line_is_an_error() {
         let text = record(1) + "garbage\n" + &record(3);
