@@ -252,8 +252,9 @@ fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
 impl KernelImage {
     // Long by design: the setup header's fields in offset order, each checked.
     /// Parses a bzImage from its first bytes (at least its setup code, or all of a shorter file) and the length of
-    /// the whole file, which the truncation check needs.
-    pub(crate) fn parse(prefix: &[u8], file_len: u64) -> Result<KernelImage, KernelImageError> {
+    /// the whole file, which the truncation check needs. Public for the fuzz targets (fuzz/): it is the function
+    /// `host::kernel_file::read_image` runs on what it read.
+    pub fn parse(prefix: &[u8], file_len: u64) -> Result<KernelImage, KernelImageError> {
         let too_short = || KernelImageError::TooShort { len: file_len };
         if prefix.len() < HEADER_END {
             return Err(too_short());

@@ -244,8 +244,9 @@ pub struct Loaded {
 }
 
 /// Parses journal text. Only the last line may be damaged (a crash mid-append); damage anywhere else is an error,
-/// since it means the file was edited or the disk is corrupt.
-pub(crate) fn parse(text: &str) -> Result<Loaded, JournalError> {
+/// since it means the file was edited or the disk is corrupt. Public for the fuzz targets (fuzz/): it is what
+/// [`read`] and `Journal::open` run on the file's text.
+pub fn parse(text: &str) -> Result<Loaded, JournalError> {
     let mut records = Vec::new();
     let mut torn_tail = None;
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
@@ -551,6 +552,22 @@ mod tests {
         // A complete-looking last line without its newline was cut too: it is not trusted.
         let text = record(1) + record(2).trim_end();
         assert_eq!(parse(&text).unwrap().records.len(), 1);
+    }
+
+    /// The journal fuzz target's seeds (fuzz/corpus/journal) must stay journals this version reads: a seed that no
+    /// longer parses would leave the fuzzer mutating garbage.
+    #[test]
+    fn the_fuzz_seeds_are_journals_this_version_reads() {
+        let completed = parse(include_str!(
+            "../../fuzz/corpus/journal/rehearse-completed.jsonl"
+        ))
+        .unwrap();
+        assert_eq!(completed.records.len(), 12);
+        assert!(completed.torn_tail.is_none());
+        let rolled_back =
+            parse(include_str!("../../fuzz/corpus/journal/rolled-back.jsonl")).unwrap();
+        assert_eq!(rolled_back.records.len(), 7);
+        assert!(rolled_back.torn_tail.is_some());
     }
 
     #[test]
