@@ -298,7 +298,7 @@ fn qmp_row(
             plain_setup(pause_actions);
             let rest: Vec<Action> = pause_actions
                 .iter()
-                .filter(|a| !matches!(a, Action::MigrationSetup { .. }))
+                .filter(|a| !matches!(a, Action::MigrationSetup(_)))
                 .cloned()
                 .collect();
             perform(&rest);
@@ -328,7 +328,7 @@ fn qmp_row(
         let restore_actions = &step(&program, &format!("vm:{name}:restore")).actions;
         let load_from = restore_actions
             .iter()
-            .position(|a| matches!(a, Action::MigrationSetup { .. }))
+            .position(|a| matches!(a, Action::MigrationSetup(_)))
             .unwrap()
             // From the QMP handshake before it: a session lives for one `perform`.
             - 1;
@@ -360,7 +360,7 @@ fn qmp_row(
 /// What kup's host sends to a QEMU that offers no mapped-ram (8.2 to 8.x), for the guest of the compiled pause's
 /// `MigrationSetup`, with its record written as the host writes it.
 fn plain_setup(pause: &[Action]) {
-    let Some(Action::MigrationSetup {
+    let Some(Action::MigrationSetup(kup::action::MigrationSetup {
         socket,
         memory,
         channels,
@@ -368,9 +368,9 @@ fn plain_setup(pause: &[Action]) {
         state,
         record,
         ..
-    }) = pause
+    })) = pause
         .iter()
-        .find(|a| matches!(a, Action::MigrationSetup { .. }))
+        .find(|a| matches!(a, Action::MigrationSetup(_)))
     else {
         panic!("no MigrationSetup in the pause");
     };
@@ -403,13 +403,13 @@ fn plain_setup(pause: &[Action]) {
 
 /// What the save's record says was set, for the log.
 fn setup_note(pause: &[Action]) -> String {
-    let Some(Action::MigrationSetup { record, .. }) = pause
+    let Some(Action::MigrationSetup(setup)) = pause
         .iter()
-        .find(|a| matches!(a, Action::MigrationSetup { .. }))
+        .find(|a| matches!(a, Action::MigrationSetup(_)))
     else {
         return "no setup".into();
     };
-    let Ok(bytes) = fs::read(record) else {
+    let Ok(bytes) = fs::read(&setup.record) else {
         return "no record".into();
     };
     let Ok(c) = serde_json::from_slice::<MigrationChoice>(&bytes) else {

@@ -59,6 +59,10 @@ pub(crate) enum PlanCommand {
         /// With --out: replace an existing file.
         #[arg(long, requires = "out")]
         force: bool,
+        /// List libvirt domains on this connection (`virsh -c URI`) and write it into the plan as each domain's
+        /// `libvirt_uri` (default: virsh's default connection, which the plan then leaves implicit).
+        #[arg(long, value_name = "URI")]
+        libvirt_uri: Option<String>,
     },
     /// Check plans offline and report every problem with its file, line and a hint.
     Validate {
@@ -169,13 +173,17 @@ pub(crate) enum StatusFormat {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Plan(PlanCommand::Init { kernel, out, force }) => {
-            commands::init::run(&commands::init::InitArgs {
-                kernel: kernel.as_deref(),
-                out: out.as_deref(),
-                force,
-            })
-        }
+        Command::Plan(PlanCommand::Init {
+            kernel,
+            out,
+            force,
+            libvirt_uri,
+        }) => commands::init::run(&commands::init::InitArgs {
+            kernel: kernel.as_deref(),
+            out: out.as_deref(),
+            force,
+            libvirt_uri: libvirt_uri.as_deref(),
+        }),
         Command::Plan(PlanCommand::Validate { format, paths }) => {
             commands::validate::run(&paths, format)
         }

@@ -49,11 +49,7 @@ impl Lab {
     }
 
     fn log(&self) -> Vec<String> {
-        std::fs::read_to_string(self.path("log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        support::lines_of(&self.path("log"))
     }
 
     /// kup, never told to crash by this test's own environment.

@@ -65,11 +65,7 @@ impl Fixture {
     }
 
     fn log(&self) -> Vec<String> {
-        std::fs::read_to_string(self.path("log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        support::lines_of(&self.path("log"))
     }
 
     fn plan(&self, steps: &str) -> PathBuf {

@@ -1,7 +1,7 @@
 //! kup's libvirt driver against a real libvirtd (Debian bookworm's libvirt 9.0, installed by `lab/setup`) managing a
 //! QEMU 7.2 guest from the lab: `kup plan apply --rehearse --no-kernel-load` runs `virsh save --bypass-cache`,
 //! `virsh restore --bypass-cache --paused` and `virsh resume` for real, and the guest's RAM must read back byte for
-//! byte in a new QEMU process.
+//! byte in a new QEMU process. `kup plan init --libvirt-uri` must list the running domain on that connection.
 //!
 //! The test starts its own libvirtd, as root, in a mount namespace of its own (`unshare --mount`): its
 //! `/etc/libvirt`, `/run/libvirt`, `/var/lib/libvirt`, `/var/log/libvirt` and `/var/cache/libvirt` are bind mounts of
@@ -118,6 +118,29 @@ fn libvirt_guest_survives_rollback_and_rehearsal_and_bad_domains_are_refused_fir
     );
     let old_pid = libvirtd.pid("kup-guest");
     let uri = libvirtd.uri.clone();
+
+    // `kup plan init --libvirt-uri` lists the running domain on that connection (not the shut-off one), names the
+    // connection in the plan, and does not take the domain's QEMU for a QMP guest of its own.
+    let init = Kup::new()
+        .args(["plan", "init", "--libvirt-uri", &uri, "--kernel"])
+        .arg(&lab.kernel)
+        .run()
+        .success()
+        .stdout();
+    let domain = format!(
+        "libvirt = \"kup-guest\"\nlibvirt_uri = {}\n",
+        toml::Value::String(uri.clone())
+    );
+    assert!(init.contains(&domain), "no {domain:?} in:\n{init}");
+    assert!(
+        !init.contains("kup-off"),
+        "a shut-off domain is listed:\n{init}"
+    );
+    assert_eq!(
+        init.matches("kup-guest").count(),
+        2,
+        "the domain once (its name and libvirt keys), no QMP guest for its QEMU:\n{init}"
+    );
 
     // Refused at preflight, before anything pauses: the guest keeps running in the same QEMU, and no state is saved.
     // A domain that does not exist, and one that is defined but shut off, beside the running guest.

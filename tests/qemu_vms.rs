@@ -16,11 +16,10 @@ use kup::host::{Host, RealHost};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::Kup;
-use support::guests::{self, Guest, Lab, Qemu, RESERVED_START, Ram, Spec};
+use support::guests::{self, Guest, Lab, PATTERN_RUN, Qemu, RESERVED_START, Ram, Spec};
 use support::plans::{self, step};
 
 /// Bytes written per guest: two 1 MiB runs, one at each end of the reserved range.
-const RUN: usize = 1 << 20;
 
 struct Fixture {
     lab: Lab,
@@ -82,8 +81,8 @@ impl Fixture {
             let gb = s.spawn(|| self.guest(Spec::new(b.0, b.1)));
             (ga.join().unwrap(), gb.join().unwrap())
         });
-        write_patterns(&ga, a.2);
-        write_patterns(&gb, b.2);
+        ga.write_patterns(a.2);
+        gb.write_patterns(b.2);
         let old = [ga.pid().unwrap(), gb.pid().unwrap()];
         let text = guests::plan_with(&self.lab, &self.journal(), &[(&ga, a.3), (&gb, b.3)]);
         ((ga, gb), old, text)
@@ -92,7 +91,7 @@ impl Fixture {
     /// A booted guest `name` with `ram`, its patterns from `seed` written, and the program of a plan for it alone.
     fn patterned(&self, name: &str, ram: Ram, seed: u64, memory: &str) -> (Guest, Program) {
         let g = self.guest(Spec::new(name, ram));
-        write_patterns(&g, seed);
+        g.write_patterns(seed);
         let program = self.program(&[&g], memory);
         (g, program)
     }
@@ -247,33 +246,6 @@ fn rollback(program: &Program, id: &str) {
     }
 }
 
-fn write_patterns(g: &Guest, seed: u64) {
-    let last = RESERVED_START + (g.spec.reserved_mib << 20) - RUN as u64;
-    g.write(RESERVED_START, &guests::pattern(seed, RUN));
-    g.write(last, &guests::pattern(seed + 1, RUN));
-    // Read back before the save, so a failure after it is the save's and not the write's.
-    assert_eq!(g.read(RESERVED_START, RUN), guests::pattern(seed, RUN));
-}
-
-fn check_patterns(g: &Guest, seed: u64) {
-    let last = RESERVED_START + (g.spec.reserved_mib << 20) - RUN as u64;
-    for (gpa, seed) in [(RESERVED_START, seed), (last, seed + 1)] {
-        let expected = guests::pattern(seed, RUN);
-        // QEMU's own view of guest memory, then every byte through the new process's memory.
-        assert_eq!(
-            g.xp(gpa, 64),
-            expected[..64],
-            "{}: HMP xp at {gpa:#x} differs",
-            g.spec.name
-        );
-        assert!(
-            g.read(gpa, RUN) == expected,
-            "{}: guest RAM at {gpa:#x} differs after the restore",
-            g.spec.name
-        );
-    }
-}
-
 fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -358,7 +330,7 @@ fn shared_ram_scenario(f: &Fixture) {
     assert_eq!(g.status(), "paused");
     perform(&program, "vm:shared:resume");
     assert_eq!(g.status(), "running");
-    check_patterns(&g, 1);
+    g.check_patterns(1);
     perform(&program, "verify");
     assert!(!state.exists(), "verify removes the state file");
     assert!(
@@ -388,7 +360,7 @@ fn copied_ram_scenario(f: &Fixture) {
     rollback(&program, "vm:copy:pause");
     assert_eq!(g.status(), "running");
     assert_eq!(g.pid(), Some(old_pid));
-    check_patterns(&g, 7);
+    g.check_patterns(7);
     // The rollback set back what the setup changed (on 10: mapped-ram, multifd, direct-io, the channels): the guest
     // can be live-migrated as before.
     let after = migration_settings(&g);
@@ -406,7 +378,7 @@ fn copied_ram_scenario(f: &Fixture) {
     let size = file_size(&state);
     // The RAM is in the file: at least the 2 MiB of patterns (random, so incompressible).
     assert!(
-        size > 2 * RUN as u64,
+        size > 2 * PATTERN_RUN as u64,
         "state file of {size} bytes with copied RAM"
     );
     assert!(guests::alive(old_pid));
@@ -414,7 +386,7 @@ fn copied_ram_scenario(f: &Fixture) {
     let restore = restore_in_a_new_qemu(&program, &g, &saved, old_pid);
     perform(&program, "vm:copy:resume");
     assert_eq!(g.status(), "running");
-    check_patterns(&g, 7);
+    g.check_patterns(7);
     perform(&program, "verify");
     report("copy", &saved, &save, &restore, size);
 }
@@ -440,7 +412,7 @@ fn four_guests_scenario(f: &Fixture) {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for (i, g) in all.iter().enumerate() {
-        write_patterns(g, 100 + 10 * i as u64);
+        g.write_patterns(100 + 10 * i as u64);
     }
     let shared: Vec<&Guest> = all[..2].iter().collect();
     let copied: Vec<&Guest> = all[2..].iter().collect();
@@ -469,7 +441,7 @@ fn four_guests_scenario(f: &Fixture) {
     let restores = in_parallel(&programs, ["restore", "resume"]);
     for (i, g) in all.iter().enumerate() {
         assert_eq!(g.status(), "running", "{}", g.spec.name);
-        check_patterns(g, 100 + 10 * i as u64);
+        g.check_patterns(100 + 10 * i as u64);
         let saved = choice(&saves[i][0].outputs);
         assert_mode(
             f.qemu,
@@ -588,7 +560,7 @@ fn killed_mid_save(f: &Fixture) {
     });
     let actions = [
         handshake(&g),
-        Action::MigrationSetup {
+        Action::MigrationSetup(kup::action::MigrationSetup {
             socket: g.qmp.clone(),
             side: MigrationSide::Save,
             memory: MigrationMemory::Copy,
@@ -596,7 +568,7 @@ fn killed_mid_save(f: &Fixture) {
             max_bandwidth: 1 << 20,
             state: partial.clone(),
             record: g.dir.join("vmstate.migration"),
-        },
+        }),
         Action::Qmp {
             socket: g.qmp.clone(),
             command: "migrate".into(),
@@ -681,7 +653,7 @@ fn rehearsal(f: &Fixture) {
     for (g, seed, old) in [(&shared, 21, old[0]), (&copied, 31, old[1])] {
         assert_eq!(g.status(), "running", "{}", g.spec.name);
         assert_ne!(g.pid(), Some(old), "{} runs in a new QEMU", g.spec.name);
-        check_patterns(g, seed);
+        g.check_patterns(seed);
         // verify removed the state file once the guest ran again.
         assert!(!g.state.join("vmstate").exists(), "{}", g.spec.name);
         // The journal says what each QEMU was given, on both sides.
@@ -860,7 +832,7 @@ fn restarted_guest(f: &Fixture) {
 
     assert_eq!(kept.status(), "running");
     assert_ne!(kept.pid(), Some(old[0]));
-    check_patterns(&kept, 61);
+    kept.check_patterns(61);
 
     assert_eq!(
         rebooted.status(),
@@ -870,8 +842,8 @@ fn restarted_guest(f: &Fixture) {
     assert_ne!(rebooted.pid(), Some(old[1]), "in a new QEMU");
     assert!(!guests::alive(old[1]), "the old QEMU was ended");
     assert_ne!(
-        rebooted.read(RESERVED_START, RUN),
-        guests::pattern(71, RUN),
+        rebooted.read(RESERVED_START, PATTERN_RUN),
+        guests::pattern(71, PATTERN_RUN),
         "a rebooted guest starts with fresh RAM"
     );
     let shutdown = journaled(&journal, "vm:reboot:shutdown");
@@ -958,7 +930,7 @@ fn changed_ram(f: &Fixture) {
     // The other guest was restored in a new QEMU and runs, its RAM intact.
     assert_eq!(copied.status(), "running");
     assert_ne!(copied.pid(), Some(old[1]));
-    check_patterns(&copied, 41);
+    copied.check_patterns(41);
 
     let status = Kup::new().status_json(&journal);
     let steps = status["steps"].as_array().unwrap();
@@ -1090,7 +1062,7 @@ fn a_restore_on_a_qemu_lacking_the_saves_mode_is_refused_naming_both() {
         .collect();
     let failure = RealHost.perform(&downgraded).unwrap_err();
     assert!(
-        matches!(downgraded[failure.index], Action::MigrationSetup { .. }),
+        matches!(downgraded[failure.index], Action::MigrationSetup(_)),
         "{failure:?}"
     );
     for part in [
@@ -1107,7 +1079,7 @@ fn a_restore_on_a_qemu_lacking_the_saves_mode_is_refused_naming_both() {
     perform(&program, "vm:mixed:restore");
     perform(&program, "vm:mixed:resume");
     assert_eq!(g.status(), "running");
-    check_patterns(&g, 5);
+    g.check_patterns(5);
 }
 
 /// A record that does not match the stream (here: mapped-ram and multifd dropped from it) makes QEMU 10 exit while

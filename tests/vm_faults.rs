@@ -7,10 +7,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::Kup;
-use support::guests::{self, Guest, Lab, Qemu, RESERVED_START, Ram, Spec};
+use support::guests::{self, Guest, Lab, Qemu, Ram, Spec};
 
 /// Bytes written per guest: two 1 MiB runs, one at each end of the reserved range.
-const RUN: usize = 1 << 20;
 
 struct Fixture {
     lab: Lab,
@@ -50,8 +49,8 @@ impl Fixture {
             let b = s.spawn(|| self.guest("fc", Ram::Anonymous));
             (a.join().unwrap(), b.join().unwrap())
         });
-        write_patterns(&shared, 41);
-        write_patterns(&copied, 51);
+        shared.write_patterns(41);
+        copied.write_patterns(51);
         (shared, copied)
     }
 
@@ -88,24 +87,6 @@ impl Fixture {
             .run()
             .success()
             .stdout_json()
-    }
-}
-
-fn write_patterns(g: &Guest, seed: u64) {
-    let last = RESERVED_START + (g.spec.reserved_mib << 20) - RUN as u64;
-    g.write(RESERVED_START, &guests::pattern(seed, RUN));
-    g.write(last, &guests::pattern(seed + 1, RUN));
-    assert_eq!(g.read(RESERVED_START, RUN), guests::pattern(seed, RUN));
-}
-
-fn check_patterns(g: &Guest, seed: u64) {
-    let last = RESERVED_START + (g.spec.reserved_mib << 20) - RUN as u64;
-    for (gpa, seed) in [(RESERVED_START, seed), (last, seed + 1)] {
-        assert!(
-            g.read(gpa, RUN) == guests::pattern(seed, RUN),
-            "{}: guest RAM at {gpa:#x} differs",
-            g.spec.name
-        );
     }
 }
 
@@ -151,7 +132,7 @@ fn abort_after_a_crash_at_the_save_resumes_both_real_guests() {
     for (g, seed, pid) in [(&shared, 41, old[0]), (&copied, 51, old[1])] {
         assert_eq!(g.status(), "running", "{}", g.spec.name);
         assert_eq!(g.pid(), Some(pid), "{} runs in its old QEMU", g.spec.name);
-        check_patterns(g, seed);
+        g.check_patterns(seed);
         // Nothing half-written is left, nor a digest of RAM that has moved on; a complete state file is kept (the
         // next apply's preflight moves it aside).
         let files = state_files(g);
@@ -193,7 +174,7 @@ fn abort_after_a_crash_at_the_save_resumes_both_real_guests() {
     f.on_journal("resume").run().success();
     for (g, seed) in [(&shared, 41), (&copied, 51)] {
         assert_eq!(g.status(), "running", "{}", g.spec.name);
-        check_patterns(g, seed);
+        g.check_patterns(seed);
     }
 }
 
@@ -298,7 +279,7 @@ fn killed_after_every_record_with_real_guests_resume_finishes_and_nothing_is_los
         for (g, seed) in [(&shared, 41), (&copied, 51)] {
             let name = &g.spec.name;
             assert_eq!(g.status(), "running", "record {n} ({last}): {name}");
-            check_patterns(g, seed);
+            g.check_patterns(seed);
             let restored = done
                 .iter()
                 .filter(|r| r["event"] == "step-done" && r["step"] == format!("vm:{name}:restore"))
@@ -323,22 +304,11 @@ struct Loop {
 
 impl Loop {
     fn new(image: &Path, mount: &Path, mib: u64) -> Loop {
-        let run = |argv: &[&str]| {
-            let out = std::process::Command::new(argv[0])
-                .args(&argv[1..])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{argv:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
         let file = std::fs::File::create(image).unwrap();
         file.set_len(mib << 20).unwrap();
-        run(&["mkfs.ext4", "-q", &image.to_string_lossy()]);
+        support::run_ok(&["mkfs.ext4", "-q", &image.to_string_lossy()]);
         std::fs::create_dir_all(mount).unwrap();
-        run(&[
+        support::run_ok(&[
             "mount",
             "-o",
             "loop",
@@ -351,16 +321,7 @@ impl Loop {
     }
 
     fn read_only(&self) {
-        let out = std::process::Command::new("mount")
-            .args(["-o", "remount,ro"])
-            .arg(&self.mount)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        support::run_ok(&["mount", "-o", "remount,ro", &self.mount.to_string_lossy()]);
     }
 }
 
@@ -418,7 +379,7 @@ fn faults_at_vm_steps_leave_every_guest_running_or_reported() {
                 "{when}: {} in its old QEMU",
                 g.spec.name
             );
-            check_patterns(g, seed);
+            g.check_patterns(seed);
         }
     };
 
@@ -469,7 +430,7 @@ fn faults_at_vm_steps_leave_every_guest_running_or_reported() {
         .stderr_has("step vm:fs:save failed")
         .stderr_has("rollback incomplete, check by hand: vm:fs:pause");
     assert_eq!(copied.status(), "running", "the other guest");
-    check_patterns(&copied, 51);
+    copied.check_patterns(51);
     assert!(!guests::alive(old[0]));
     let status = f.status();
     assert_eq!(status["state"], "failed", "{status}");
@@ -497,7 +458,7 @@ fn a_failed_restore_after_the_kexec_is_reported_and_resume_recovers_it() {
         .stderr_has(format!("state file {}", vmstate.display()))
         .stderr_has("run `kup plan resume` to retry");
     assert_eq!(shared.status(), "running");
-    check_patterns(&shared, 41);
+    shared.check_patterns(41);
     let status = f.status();
     assert_eq!(status["state"], "failed", "{status}");
     let state_of = |status: &serde_json::Value, id: &str| {
@@ -517,7 +478,7 @@ fn a_failed_restore_after_the_kexec_is_reported_and_resume_recovers_it() {
     f.on_journal("resume").run().success();
     for (g, seed) in [(&shared, 41), (&copied, 51)] {
         assert_eq!(g.status(), "running", "{}", g.spec.name);
-        check_patterns(g, seed);
+        g.check_patterns(seed);
     }
     assert!(!vmstate.exists(), "verify removes it once the guest runs");
     assert_eq!(f.status()["state"], "completed");
@@ -559,6 +520,6 @@ fn a_hung_qemu_at_the_pause_times_out_and_the_rest_rolls_back() {
     );
     for (g, seed) in [(&shared, 41), (&copied, 51)] {
         assert_eq!(g.status(), "running", "{}", g.spec.name);
-        check_patterns(g, seed);
+        g.check_patterns(seed);
     }
 }

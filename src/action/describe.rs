@@ -3,7 +3,8 @@
 use super::migration::describe_save;
 use super::quote::shell_words;
 use super::{
-    Action, MigrationMemory, MigrationSide, PID_PLACEHOLDER, RAM_DIGEST_PAGES, RebootMode,
+    Action, MigrationMemory, MigrationSetup, MigrationSide, PID_PLACEHOLDER, RAM_DIGEST_PAGES,
+    RebootMode,
 };
 use serde_json::json;
 
@@ -226,7 +227,7 @@ impl Action {
                 format!("create directory {} unless it exists", path.display())
             }
             Action::RemoveFile { path } => format!("remove {}", path.display()),
-            Action::MigrationSetup {
+            Action::MigrationSetup(MigrationSetup {
                 socket,
                 side,
                 memory,
@@ -234,7 +235,7 @@ impl Action {
                 max_bandwidth,
                 state,
                 record,
-            } => {
+            }) => {
                 let asks = "query-version, query-migrate-capabilities, query-migrate-parameters";
                 let ram = match memory {
                     MigrationMemory::Shared => "shared",

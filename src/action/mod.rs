@@ -286,23 +286,7 @@ pub enum Action {
     /// depends on `memory` and the version (see [`Action::describe`]) and is written durably to `record` beside
     /// the state file; on the restore side `record` is read and exactly its capabilities and parameters are set
     /// on the new QEMU, or the restore is refused, naming both QEMUs, when the new one lacks one of them.
-    MigrationSetup {
-        /// The guest's QMP socket.
-        socket: PathBuf,
-        /// Which end of the migration this prepares.
-        side: MigrationSide,
-        /// Whether the guest's RAM is shared (survives the kexec) or copied into the state file.
-        memory: MigrationMemory,
-        /// multifd channels for copied RAM on QEMU ≥ 9.0 (`policy.save_channels`); `None`: the host's cores, at
-        /// most [`DEFAULT_MAX_SAVE_CHANNELS`].
-        channels: Option<u32>,
-        /// `max-bandwidth` for the save (QEMU 7.2 caps migration at 128 MiB/s by default).
-        max_bandwidth: u64,
-        /// The state file the migration writes: its directory is probed for `O_DIRECT` (`direct-io`).
-        state: PathBuf,
-        /// The save's choice, as JSON ([`MigrationChoice`]), written with the state and read by the restore.
-        record: PathBuf,
-    },
+    MigrationSetup(MigrationSetup),
     /// Refuse a guest that QEMU cannot migrate (a device without migration support, a `migrate_add_blocker`):
     /// `query-migrate`'s `blocked-reasons` (QEMU ≥ 6.0), asked in the mode the save will use.
     CheckMigratable {
@@ -359,6 +343,26 @@ pub enum Action {
         /// How long to retry while it is busy.
         timeout_ms: u64,
     },
+}
+
+/// What [`Action::MigrationSetup`] prepares: one end of a guest's migration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MigrationSetup {
+    /// The guest's QMP socket.
+    pub socket: PathBuf,
+    /// Which end of the migration this prepares.
+    pub side: MigrationSide,
+    /// Whether the guest's RAM is shared (survives the kexec) or copied into the state file.
+    pub memory: MigrationMemory,
+    /// multifd channels for copied RAM on QEMU ≥ 9.0 (`policy.save_channels`); `None`: the host's cores, at
+    /// most [`DEFAULT_MAX_SAVE_CHANNELS`].
+    pub channels: Option<u32>,
+    /// `max-bandwidth` for the save (QEMU 7.2 caps migration at 128 MiB/s by default).
+    pub max_bandwidth: u64,
+    /// The state file the migration writes: its directory is probed for `O_DIRECT` (`direct-io`).
+    pub state: PathBuf,
+    /// The save's choice, as JSON ([`MigrationChoice`]), written with the state and read by the restore.
+    pub record: PathBuf,
 }
 
 /// Pages of a RAM backend file sampled evenly for its digest, besides the first and the last (`host::ram_digest`).

@@ -1,11 +1,13 @@
 //! `kup plan abort`: for an apply that died before the point of no return, undo what it did — resume the guests
 //! it paused, restart the apps it stopped, unload the kernel — instead of going on; `resume` goes forward.
 
-use super::guard::{finish_pending, lock, outcome, program_of, refuse_loose, say};
+use super::guard::{
+    finish_pending, lock, open_apply, outcome, program_of, refuse_loose, say, started,
+};
 use super::{CommandError, CommandResult};
 use crate::exec::Outcome;
 use crate::exec::abort;
-use crate::exec::journal::{self, Journal};
+use crate::exec::journal;
 use crate::host::{files, machine};
 use std::path::Path;
 
@@ -26,21 +28,8 @@ pub(crate) fn run(root: &Path, metrics_textfile: Option<&Path>) -> CommandResult
             root.display()
         )));
     };
-    let (bytes, _) =
-        journal::frozen_plan(&dir).map_err(|e| CommandError::Refused(e.to_string()))?;
-    let (mut journal, loaded) =
-        Journal::open(&dir).map_err(|e| CommandError::NeedsOperator(e.to_string()))?;
-    if let Some(tail) = &loaded.torn_tail {
-        say(format_args!(
-            "kup: the journal's last line was cut short by a crash and was dropped: {tail:?}"
-        ));
-    }
-    let started = journal::started(&loaded.records).ok_or_else(|| {
-        CommandError::NeedsOperator(format!(
-            "{}: the journal has no apply record",
-            dir.display()
-        ))
-    })?;
+    let (bytes, mut journal, loaded) = open_apply(&dir)?;
+    let started = started(&dir, &loaded)?;
     let (mode, kernel_load) = (started.mode, started.kernel_load);
     let (plan, program) = program_of(&dir, &bytes, started.kernel_cmdline)?;
     let boot_id = machine::boot_id().map_err(|e| CommandError::Usage(e.to_string()))?;

@@ -2,7 +2,7 @@
 //! journal), refusing what root must not trust, and turning the engine's outcome into the command's result.
 
 use super::{CommandError, CommandResult};
-use crate::exec::journal::{self, LockError, RootLock};
+use crate::exec::journal::{self, Journal, Loaded, LockError, RootLock, Started};
 use crate::exec::{EngineError, Outcome};
 use crate::graph::{Program, StepGraph};
 use crate::host::{files, systemd};
@@ -61,6 +61,30 @@ pub(crate) fn program_of(
     }
     let program = crate::graph::compile(&plan, &graph, kernel_cmdline);
     Ok((plan, program))
+}
+
+/// An unfinished apply's directory, opened for `resume` or `abort`: its frozen plan's bytes and its journal, open
+/// for appending, with what it holds (a torn last line is reported and dropped).
+pub(crate) fn open_apply(dir: &Path) -> Result<(Vec<u8>, Journal, Loaded), CommandError> {
+    let (bytes, _) = journal::frozen_plan(dir).map_err(|e| CommandError::Refused(e.to_string()))?;
+    let (journal, loaded) =
+        Journal::open(dir).map_err(|e| CommandError::NeedsOperator(e.to_string()))?;
+    if let Some(tail) = &loaded.torn_tail {
+        say(format_args!(
+            "kup: the journal's last line was cut short by a crash and was dropped: {tail:?}"
+        ));
+    }
+    Ok((bytes, journal, loaded))
+}
+
+/// The apply record a journal starts with; a journal without one needs an operator.
+pub(crate) fn started<'a>(dir: &Path, loaded: &'a Loaded) -> Result<Started<'a>, CommandError> {
+    journal::started(&loaded.records).ok_or_else(|| {
+        CommandError::NeedsOperator(format!(
+            "{}: the journal has no apply record",
+            dir.display()
+        ))
+    })
 }
 
 /// Takes the journal root's lock, or says who holds it.

@@ -1,7 +1,9 @@
 //! `kup plan resume`: finishes an apply from its journal — on the new kernel (run by `kup-resume.service`), after
 //! a crash, or to retry — after proving from the journal whether the kexec happened, and into which kernel.
 
-use super::guard::{finish_pending, lock, outcome, program_of, refuse_loose, run_engine, say};
+use super::guard::{
+    finish_pending, lock, open_apply, outcome, program_of, refuse_loose, run_engine, say, started,
+};
 use super::{CommandError, CommandResult};
 use crate::exec::Outcome;
 use crate::exec::journal::{self, Event, Journal};
@@ -42,21 +44,8 @@ pub(crate) fn run(args: &ResumeArgs) -> CommandResult {
         systemd::remove_resume_unit();
         return Ok(());
     };
-    let (bytes, _) =
-        journal::frozen_plan(&dir).map_err(|e| CommandError::Refused(e.to_string()))?;
-    let (mut journal, loaded) =
-        Journal::open(&dir).map_err(|e| CommandError::NeedsOperator(e.to_string()))?;
-    if let Some(tail) = &loaded.torn_tail {
-        say(format_args!(
-            "kup: the journal's last line was cut short by a crash and was dropped: {tail:?}"
-        ));
-    }
-    let started = journal::started(&loaded.records).ok_or_else(|| {
-        CommandError::NeedsOperator(format!(
-            "{}: the journal has no apply record",
-            dir.display()
-        ))
-    })?;
+    let (bytes, mut journal, loaded) = open_apply(&dir)?;
+    let started = started(&dir, &loaded)?;
     if let Ok(current) = std::fs::read(started.plan_path)
         && current != bytes
     {

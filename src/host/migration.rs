@@ -9,7 +9,7 @@ use super::journal_files;
 use super::qmp::{QmpClient, QmpError};
 use crate::action::{
     ActionOutput, DEFAULT_MAX_SAVE_CHANNELS, MigrationBefore, MigrationChoice, MigrationMemory,
-    MigrationSide, QemuOffer, choose, setup_commands, undo_commands,
+    MigrationSetup, MigrationSide, QemuOffer, choose, setup_commands, undo_commands,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -128,15 +128,17 @@ fn summary(choice: &MigrationChoice) -> String {
 
 /// Performs [`crate::action::Action::MigrationSetup`].
 #[allow(clippy::too_many_arguments)]
-pub fn setup(
-    client: &mut QmpClient,
-    side: MigrationSide,
-    memory: MigrationMemory,
-    channels: Option<u32>,
-    max_bandwidth: u64,
-    state: &Path,
-    record: &Path,
-) -> Result<ActionOutput, HostError> {
+pub fn setup(client: &mut QmpClient, setup: &MigrationSetup) -> Result<ActionOutput, HostError> {
+    let MigrationSetup {
+        side,
+        memory,
+        channels,
+        max_bandwidth,
+        ref state,
+        ref record,
+        ..
+    } = *setup;
+    let (state, record) = (state.as_path(), record.as_path());
     let socket = client.socket().to_owned();
     let choice = match side {
         MigrationSide::Undo => return undo(client, record),

@@ -203,23 +203,7 @@ pub(super) fn one(
             files::probe_writable(path)?;
             Ok(ActionOutput::None)
         }
-        Action::MigrationSetup {
-            socket,
-            side,
-            memory,
-            channels,
-            max_bandwidth,
-            state,
-            record,
-        } => migration::setup(
-            session(sessions, socket)?,
-            *side,
-            *memory,
-            *channels,
-            *max_bandwidth,
-            state,
-            record,
-        ),
+        Action::MigrationSetup(setup) => migration::setup(session(sessions, &setup.socket)?, setup),
         Action::CheckMigratable { socket, memory } => {
             migration::check_migratable(session(sessions, socket)?, *memory)
         }

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 /// Guest-physical start of the reserved range the tests write.
 pub const RESERVED_START: u64 = 128 << 20;
+/// The length of each pattern [`Guest::write_patterns`] writes.
+pub const PATTERN_RUN: usize = 1 << 20;
 /// Marker the initramfs prints once /init runs.
 const READY: &str = "KUP-GUEST-READY";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -462,6 +464,38 @@ impl Guest {
             .flat_map(|bytes| bytes.split_whitespace())
             .map(|b| u8::from_str_radix(b.trim_start_matches("0x"), 16).unwrap())
             .collect()
+    }
+
+    /// Writes two 1 MiB patterns from `seed` into the reserved range (at its start and its end) and reads the first
+    /// back, so a failure after this is the save's and not the write's.
+    pub fn write_patterns(&self, seed: u64) {
+        let last = RESERVED_START + (self.spec.reserved_mib << 20) - PATTERN_RUN as u64;
+        self.write(RESERVED_START, &pattern(seed, PATTERN_RUN));
+        self.write(last, &pattern(seed + 1, PATTERN_RUN));
+        assert_eq!(
+            self.read(RESERVED_START, PATTERN_RUN),
+            pattern(seed, PATTERN_RUN)
+        );
+    }
+
+    /// Checks the patterns of [`Guest::write_patterns`]: QEMU's own view of guest memory (HMP `xp`), then every
+    /// byte through this process's memory.
+    pub fn check_patterns(&self, seed: u64) {
+        let last = RESERVED_START + (self.spec.reserved_mib << 20) - PATTERN_RUN as u64;
+        for (gpa, seed) in [(RESERVED_START, seed), (last, seed + 1)] {
+            let expected = pattern(seed, PATTERN_RUN);
+            assert_eq!(
+                self.xp(gpa, 64),
+                expected[..64],
+                "{}: HMP xp at {gpa:#x} differs",
+                self.spec.name
+            );
+            assert!(
+                self.read(gpa, PATTERN_RUN) == expected,
+                "{}: guest RAM at {gpa:#x} differs",
+                self.spec.name
+            );
+        }
     }
 
     /// SIGKILL, as a kexec ends the old QEMU, and wait until its files are closed (a new QEMU needs its pidfile).

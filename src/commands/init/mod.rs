@@ -16,6 +16,8 @@ pub(crate) struct InitArgs<'a> {
     pub(crate) kernel: Option<&'a Path>,
     pub(crate) out: Option<&'a Path>,
     pub(crate) force: bool,
+    /// `--libvirt-uri`: the connection whose domains are listed and written into the plan.
+    pub(crate) libvirt_uri: Option<&'a str>,
 }
 
 /// `kup plan init`: the plan on stdout, or in `--out FILE` (0600, an existing file only with `--force`).
@@ -25,6 +27,7 @@ pub(crate) fn run(args: &InitArgs<'_>) -> CommandResult {
         &Discover {
             kernel: args.kernel.map(PathBuf::from),
             libvirt: true,
+            libvirt_uri: args.libvirt_uri.map(str::to_owned),
         },
     )
     .map_err(|e| CommandError::Usage(format!("kup plan init: {e}")))?;
@@ -216,6 +219,7 @@ mod tests {
         let named = Discover {
             kernel: Some("/boot/vmlinuz-6.1.0-28-amd64".into()),
             libvirt: false,
+            libvirt_uri: None,
         };
         let facts = discover::discover(&SysfsRoot::new(dir.path()), &named).unwrap();
         assert!(facts.kernel.chosen.contains("running kernel's release"));
@@ -250,6 +254,7 @@ mod tests {
                 volatile_ram: None,
             }],
             libvirt,
+            libvirt_uri: None,
             vfio: Vec::new(),
             apps: Vec::new(),
         };
@@ -260,6 +265,20 @@ mod tests {
         self_check(&failed).unwrap();
         assert!(failed.contains("# TODO libvirt: `virsh list --name` failed (permission denied)"));
         assert!(failed.contains("libvirt = \"web-1\"") && failed.contains("# TODO libvirt_uri"));
+        // A connection named with --libvirt-uri goes into the plan for each domain: the resume unit on the new
+        // kernel has no LIBVIRT_DEFAULT_URI to fall back on.
+        let mut on_uri = facts(Libvirt::Domains(vec!["db 2".into()]));
+        on_uri.libvirt_uri = Some("qemu+unix:///system?socket=/run/lv/sock".into());
+        let named = render::render(&on_uri);
+        self_check(&named).unwrap();
+        assert_eq!(
+            named
+                .matches("libvirt_uri = \"qemu+unix:///system?socket=/run/lv/sock\"")
+                .count(),
+            2,
+            "{named}"
+        );
+        assert!(!named.contains("# TODO libvirt_uri"), "{named}");
     }
 
     #[test]
@@ -321,6 +340,7 @@ mod first_hour {
                 volatile_ram: None,
             }],
             libvirt: Libvirt::Absent,
+            libvirt_uri: None,
             vfio: Vec::new(),
             apps: Vec::new(),
         };

@@ -399,10 +399,14 @@ fn libvirt_vms(out: &mut String, facts: &HostFacts, names: &mut Names) {
             s(&name),
             s(&domain)
         );
-        if matches!(facts.libvirt, Libvirt::Failed(_)) {
-            out.push_str(
+        match (&facts.libvirt_uri, &facts.libvirt) {
+            (Some(uri), _) => {
+                let _ = writeln!(out, "libvirt_uri = {}", s(uri));
+            }
+            (None, Libvirt::Failed(_)) => out.push_str(
                 "# TODO libvirt_uri: virsh's default connection failed; name the one this domain lives on.\n",
-            );
+            ),
+            (None, _) => {}
         }
         out.push('\n');
     }

@@ -408,7 +408,7 @@ mod tests {
             .iter()
             .filter_map(|a| match a {
                 Action::Qmp { command, .. } => Some(command.clone()),
-                Action::MigrationSetup { side, .. } => Some(format!("setup:{side:?}")),
+                Action::MigrationSetup(setup) => Some(format!("setup:{:?}", setup.side)),
                 _ => None,
             })
             .collect()
@@ -443,7 +443,7 @@ restart = ["systemctl", "start", "qemu@db.service"]
         let pause = p.steps.iter().find(|s| s.id == "vm:db:pause").unwrap();
         assert_eq!(
             pause.actions[1],
-            Action::MigrationSetup {
+            Action::MigrationSetup(crate::action::MigrationSetup {
                 socket: "/run/qemu/db.qmp".into(),
                 side: crate::action::MigrationSide::Save,
                 memory: crate::action::MigrationMemory::Shared,
@@ -451,7 +451,7 @@ restart = ["systemctl", "start", "qemu@db.service"]
                 max_bandwidth: MIGRATION_MAX_BANDWIDTH,
                 state: dir.join("vmstate.partial"),
                 record: dir.join("vmstate.migration"),
-            }
+            })
         );
         // The dry run shows what each QEMU version gets.
         let shown = pause.actions[1].describe();
@@ -567,9 +567,7 @@ restart = ["systemctl", "start", "qemu@db.service"]
                 .find(|s| s.id == "vm:db:pause")
                 .unwrap();
             match &pause.actions[1] {
-                Action::MigrationSetup {
-                    channels, memory, ..
-                } => (*channels, *memory),
+                Action::MigrationSetup(setup) => (setup.channels, setup.memory),
                 other => panic!("{other:?}"),
             }
         };

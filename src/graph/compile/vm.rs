@@ -6,7 +6,7 @@ use super::{
     PARTIAL_SUFFIX, QMP_STATE_FILE, QUIT_TIMEOUT, RAM_DIGEST_RECORD, RESTART_TIMEOUT,
     SOCKET_TIMEOUT, handshake, ms, path_str, qmp,
 };
-use crate::action::{Action, MigrationMemory, MigrationSide, shell_quote};
+use crate::action::{Action, MigrationMemory, MigrationSetup, MigrationSide, shell_quote};
 use crate::plan::{Handover, MemoryMode, Vm, VmDriver};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -54,7 +54,7 @@ pub(super) fn shared_qmp(vm: &Vm) -> bool {
 
 /// The capabilities and parameters of a save or a restore, chosen on the host by the QEMU's version and offer.
 fn setup(vm: &Vm, socket: &Path, side: MigrationSide, channels: Option<u32>) -> Action {
-    Action::MigrationSetup {
+    Action::MigrationSetup(MigrationSetup {
         socket: socket.to_owned(),
         side,
         memory: memory(vm),
@@ -62,7 +62,7 @@ fn setup(vm: &Vm, socket: &Path, side: MigrationSide, channels: Option<u32>) -> 
         max_bandwidth: MIGRATION_MAX_BANDWIDTH,
         state: partial(&state_file(vm)),
         record: migration_record(vm),
-    }
+    })
 }
 
 pub(super) fn state_file(vm: &Vm) -> PathBuf {

@@ -106,6 +106,8 @@ pub(crate) struct HostFacts {
     pub(crate) kernel: TargetImage,
     pub(crate) qemus: Vec<QemuProcess>,
     pub(crate) libvirt: Libvirt,
+    /// The connection `libvirt` was asked on, when not virsh's default.
+    pub(crate) libvirt_uri: Option<String>,
     pub(crate) vfio: Vec<VfioDevice>,
     pub(crate) apps: Vec<AppProcess>,
 }
@@ -117,6 +119,8 @@ pub(crate) struct Discover {
     pub(crate) kernel: Option<PathBuf>,
     /// Ask `virsh list` (a real host); tests of a fake tree do not.
     pub(crate) libvirt: bool,
+    /// The libvirt connection to ask (`virsh -c`); `None`: virsh's default.
+    pub(crate) libvirt_uri: Option<String>,
 }
 
 /// Reads the host under `root`.
@@ -177,10 +181,11 @@ pub(crate) fn discover(root: &SysfsRoot, what: &Discover) -> Result<HostFacts, H
         kernel,
         qemus,
         libvirt: if what.libvirt {
-            libvirt()
+            libvirt(what.libvirt_uri.as_deref())
         } else {
             Libvirt::Absent
         },
+        libvirt_uri: what.libvirt_uri.clone(),
         vfio: vfio_devices(root),
         apps,
     })
@@ -306,9 +311,13 @@ fn vfio_devices(root: &SysfsRoot) -> Vec<VfioDevice> {
     out
 }
 
-/// libvirt's running domains, when virsh is installed.
-fn libvirt() -> Libvirt {
-    let argv = ["virsh", "list", "--name"].map(String::from);
+/// libvirt's running domains, when virsh is installed, on connection `uri` (else virsh's default).
+fn libvirt(uri: Option<&str>) -> Libvirt {
+    let mut argv = vec!["virsh".to_owned()];
+    if let Some(uri) = uri {
+        argv.extend(["-c".to_owned(), uri.to_owned()]);
+    }
+    argv.extend(["list", "--name"].map(String::from));
     match process::capture(&argv, VIRSH_TIMEOUT) {
         Err(process::ProcessError::NotInstalled { .. }) => Libvirt::Absent,
         Err(e) => Libvirt::Failed(e.to_string()),
@@ -320,11 +329,13 @@ fn libvirt() -> Libvirt {
                 .map(str::to_owned)
                 .collect(),
         ),
-        // The system daemons' sockets (monolithic libvirtd, modular virtqemud).
+        // The system daemons' sockets (monolithic libvirtd, modular virtqemud); a connection named on the
+        // command line that fails is a failure, whatever runs.
         Ok(_)
-            if !["/run/libvirt/libvirt-sock", "/run/libvirt/virtqemud-sock"]
-                .iter()
-                .any(|s| Path::new(s).exists()) =>
+            if uri.is_none()
+                && !["/run/libvirt/libvirt-sock", "/run/libvirt/virtqemud-sock"]
+                    .iter()
+                    .any(|s| Path::new(s).exists()) =>
         {
             Libvirt::NotRunning
         }
