@@ -1,6 +1,6 @@
 //! The host-wide steps: `preflush`, `sync`, `isolate` (and its undo), and the plan's own `[[step]]`s.
 
-use super::{COMMAND_TIMEOUT, Compiled, ISOLATE_ROLLBACK_TARGET, exec, hook, ms, vm};
+use super::{COMMAND_TIMEOUT, Compiled, ISOLATE_ROLLBACK_TARGET, exec, handshake, hook, ms, vm};
 use crate::action::Action;
 use crate::graph::cost::PREFLUSH_BUDGET;
 use crate::plan::{AppKind, CustomStep, Plan};
@@ -23,20 +23,20 @@ fn durable_dirs(plan: &Plan) -> Vec<PathBuf> {
 /// `preflush`: the shared-RAM guests' RAM files written back while they run, then the file systems `sync` will
 /// flush, so that inside the downtime only what changed since is left.
 pub(super) fn preflush(plan: &Plan) -> Compiled {
-    let sockets = plan
+    let sockets: Vec<PathBuf> = plan
         .vms
         .iter()
         .filter(|v| vm::shared_qmp(v) && !v.restarts())
         .filter_map(vm::qmp_socket)
         .collect();
-    (
-        vec![Action::Preflush {
-            sockets,
-            dirs: durable_dirs(plan),
-            budget_ms: ms(PREFLUSH_BUDGET),
-        }],
-        Vec::new(),
-    )
+    // Each QMP session of the step opens with its handshake, listed like every other QMP command.
+    let mut actions: Vec<Action> = sockets.iter().map(|s| handshake(s)).collect();
+    actions.push(Action::Preflush {
+        sockets,
+        dirs: durable_dirs(plan),
+        budget_ms: ms(PREFLUSH_BUDGET),
+    });
+    (actions, Vec::new())
 }
 
 /// `sync`: the RAM files of the shared-RAM guests (named by their saves' digest records, written once their RAM

@@ -312,11 +312,14 @@ mod tests {
         .into();
         assert_eq!(
             actions_of(FLUSHED, "preflush"),
-            [Action::Preflush {
-                sockets: vec!["/run/shared.qmp".into()],
-                dirs: dirs.clone(),
-                budget_ms: 10_000,
-            }]
+            [
+                handshake(Path::new("/run/shared.qmp")),
+                Action::Preflush {
+                    sockets: vec!["/run/shared.qmp".into()],
+                    dirs: dirs.clone(),
+                    budget_ms: 10_000,
+                }
+            ]
         );
         assert_eq!(
             actions_of(FLUSHED, "sync"),
