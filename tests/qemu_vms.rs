@@ -724,8 +724,12 @@ fn assert_flushed(journal: &Path, shared: &Guest, all: &[&Guest]) {
         let pause = at(&format!("vm:{}:pause", g.spec.name)).unwrap();
         assert!(preflush < pause, "{steps:?}");
     }
-    let pre = journaled(journal, "preflush");
-    let pre = &pre[0];
+    // After the QMP handshake's reply: the preflush's own output.
+    let pre = journaled(journal, "preflush")
+        .into_iter()
+        .find(|o| o.get("passes_ms").is_some())
+        .expect("the preflush's output");
+    let pre = &pre;
     assert_eq!(
         pre["ram_files"],
         serde_json::json!([shared.ram_file.display().to_string()]),
