@@ -8,7 +8,7 @@
 //! what kup does and nothing else:
 //! - shared RAM: while the guest runs, `fdatasync` of the RAM file in passes while a pass gets shorter (the rule of
 //!   kup's preflush: ≤ 10 ms, not shrinking, 8 passes or 10 s) and `syncfs`; then `migrate-set-capabilities
-//!   x-ignore-shared`, max-bandwidth; `stop`; `migrate exec:cat > STATE`, poll `query-migrate` (1 ms) to
+//!   x-ignore-shared`, max-bandwidth; `stop`; `migrate exec:cat > STATE`, poll `query-migrate` (1 → 20 ms) to
 //!   `completed`; `fdatasync` of the state file; `syncfs` of the file system (the remainder the guest dirtied since
 //!   the preflush); `quit`, wait until the socket is gone (not for the process); start the same QEMU with
 //!   `-incoming defer`; x-ignore-shared again; `migrate-incoming exec:cat STATE`; poll `query-status` to `paused`;
@@ -162,7 +162,10 @@ fn connect(socket: &Path) -> QmpClient {
     }
 }
 
+/// Polls `command` until its `status` is `until`, as kup's host does: 1 ms, doubling up to 20 ms (a fixed 1 ms
+/// poll keeps QEMU's main loop, which also runs the incoming migration, busy answering).
 fn poll(c: &mut QmpClient, command: &str, until: &str) {
+    let mut wait = Duration::from_millis(1);
     loop {
         let reply = qmp(c, command, json!({}));
         let status = reply["status"].as_str().unwrap_or_default();
@@ -170,7 +173,8 @@ fn poll(c: &mut QmpClient, command: &str, until: &str) {
             return;
         }
         assert!(status != "failed", "{command}: {reply}");
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(Duration::from_millis(20));
     }
 }
 
