@@ -78,7 +78,11 @@ fn file_systems(sysfs: &SysfsRoot, paths: &[PathBuf]) -> Result<Vec<(PathBuf, Fi
             continue;
         }
         seen.push(meta.dev());
-        let file = File::open(path)
+        // Non-blocking: a path that turned into a FIFO since it was recorded cannot hang the flush.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(path)
             .map_err(|e| HostError::io(format!("cannot open {}", path.display()), e))?;
         let dev = (
             nix::sys::stat::major(meta.dev()),
