@@ -693,6 +693,7 @@ fn rehearsal(f: &Fixture) {
     );
     assert!(!backend["device"].as_str().unwrap().is_empty(), "{backend}");
     assert!(journal.is_dir());
+    assert_flushed(&journal, &shared, &[&shared, &copied]);
     let status = Kup::new().status_json(&journal);
     for g in [&shared, &copied] {
         assert_blackout_adds_up(&status, &journal, &g.spec.name);
@@ -728,6 +729,54 @@ fn assert_waits_woken_by_events(journal: &Path, names: &[&str], loaded: &str) {
             }
         }
     }
+}
+
+/// The preflush wrote back the shared guest's RAM file while it ran (the copied guest has none), and the `sync`
+/// inside the downtime was one `syncfs` per file system of that file, the state directories and the journal: all
+/// on one disk here, so one file system, and nothing skipped as DAX.
+fn assert_flushed(journal: &Path, shared: &Guest, all: &[&Guest]) {
+    let steps: Vec<String> = std::fs::read_dir(journal)
+        .unwrap()
+        .flatten()
+        .filter_map(|d| std::fs::read_to_string(d.path().join("journal.jsonl")).ok())
+        .flat_map(|text| {
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter(|r| r["event"] == "step-started")
+                .map(|r| r["step"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let at = |id: &str| steps.iter().position(|s| s == id);
+    let preflush = at("preflush").unwrap_or_else(|| panic!("no preflush in {steps:?}"));
+    for g in all {
+        let pause = at(&format!("vm:{}:pause", g.spec.name)).unwrap();
+        assert!(preflush < pause, "{steps:?}");
+    }
+    // After the QMP handshake's reply: the preflush's own output.
+    let pre = journaled(journal, "preflush")
+        .into_iter()
+        .find(|o| o.get("passes_ms").is_some())
+        .expect("the preflush's output");
+    let pre = &pre;
+    assert_eq!(
+        pre["ram_files"],
+        serde_json::json!([shared.ram_file.display().to_string()]),
+        "{pre}"
+    );
+    assert_eq!(pre["dax_skipped"], serde_json::json!([]), "{pre}");
+    let passes = pre["passes_ms"].as_array().unwrap();
+    assert!(!passes.is_empty(), "{pre}");
+    assert!(
+        ["settled", "not-shrinking", "budget"].contains(&pre["stopped"].as_str().unwrap()),
+        "{pre}"
+    );
+    assert_eq!(pre["file_systems"].as_array().unwrap().len(), 1, "{pre}");
+    let sync = journaled(journal, "sync");
+    let sync = &sync[0];
+    assert_eq!(sync["file_systems"], pre["file_systems"], "{sync}");
+    assert_eq!(sync["dax_skipped"], serde_json::json!([]), "{sync}");
+    eprintln!("preflush: {pre}\nsync: {sync}");
 }
 
 /// A rehearsed guest's blackout: `stop` acknowledged → `cont` acknowledged, in parts on the old kernel's clock that

@@ -70,6 +70,33 @@ impl Action {
                 "sync(); reboot(LINUX_REBOOT_CMD_KEXEC)".into()
             }
             Action::Sync => "sync()".into(),
+            Action::Preflush {
+                sockets,
+                dirs,
+                budget_ms,
+            } if sockets.is_empty() => format!(
+                "syncfs the file systems of {} while nothing is down yet (no shared-RAM guest; budget {budget_ms} ms)",
+                list(dirs)
+            ),
+            Action::Preflush {
+                sockets,
+                dirs,
+                budget_ms,
+            } => format!(
+                "write back the RAM files of the guests behind {} (fdatasync, DAX skipped) while they run, repeated \
+                 while a pass gets shorter, no new pass after {budget_ms} ms; then syncfs the file systems of those \
+                 files and of {}",
+                list(sockets),
+                list(dirs)
+            ),
+            Action::SyncFs { ram_records, dirs } if ram_records.is_empty() => {
+                format!("syncfs the file systems of {}", list(dirs))
+            }
+            Action::SyncFs { ram_records, dirs } => format!(
+                "syncfs the file systems of the RAM files named in {} (DAX skipped) and of {}",
+                list(ram_records),
+                list(dirs)
+            ),
             Action::CheckKexecEnabled => {
                 "check kexec is enabled (sysctl kernel.kexec_load_disabled = 0)".into()
             }
@@ -297,6 +324,12 @@ impl Action {
 }
 
 /// The exact sysfs writes of a [`Action::BindPci`], one per line, in the order they are made.
+/// Paths as a comma-separated list.
+fn list(paths: &[std::path::PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
+}
+
 fn describe_bind(
     address: &str,
     driver: &str,

@@ -14,8 +14,8 @@ pub(crate) use describe::qmp_message;
 pub use migration::{QemuOffer, choose, setup_commands, undo_commands};
 pub use output::{
     ActionFailure, ActionOutput, FileCommitted, LivepatchModule, LivepatchState, MemoryBackend,
-    MigrationBefore, MigrationChoice, PciBinding, PciDevice, RamDigest, SysfsWrite, TargetKernel,
-    WaitEnd,
+    MigrationBefore, MigrationChoice, PciBinding, PciDevice, Preflushed, RamDigest, Synced,
+    SysfsWrite, TargetKernel, WaitEnd,
 };
 pub use quote::shell_quote;
 
@@ -85,8 +85,30 @@ pub enum Action {
     /// `reboot(LINUX_REBOOT_CMD_KEXEC)` — or `systemctl kexec` when systemd is PID 1 (the clean path, chosen on
     /// the host).
     Reboot(RebootMode),
-    /// `sync(2)`: state files durable before the kexec.
+    /// `sync(2)`, host-wide: what a custom step wrote, wherever it wrote it, durable before the kexec record.
     Sync,
+    /// While the guests still run: write back each shared-RAM guest's RAM files (found over QMP as
+    /// [`Action::CheckSharedRam`] finds them; files on a DAX mount have no page cache and are skipped) with
+    /// `fdatasync`, pass after pass while a pass takes less time than the one before, starting no pass once
+    /// `budget_ms` has gone by; then `syncfs` of every file system holding those files or one of `dirs`. What is
+    /// left for [`Action::SyncFs`] inside the downtime is what the guests dirty after the last pass.
+    Preflush {
+        /// The QMP sockets of the shared-RAM guests.
+        sockets: Vec<PathBuf>,
+        /// The state directories, CRIU image directories and the journal root.
+        dirs: Vec<PathBuf>,
+        /// No new pass starts after this long, in ms.
+        budget_ms: u64,
+    },
+    /// `syncfs(2)` once per distinct file system holding a RAM file named in one of `ram_records` (the saves'
+    /// digest records; files on a DAX mount skipped: no page cache) or one of `dirs`: everything kup wrote or a
+    /// guest left in its RAM file durable before the kexec, without waiting for the rest of the host's dirty data.
+    SyncFs {
+        /// The shared-RAM guests' digest records (`vmstate.ram-digest`), which name their RAM files.
+        ram_records: Vec<PathBuf>,
+        /// The state directories, CRIU image directories and the journal root.
+        dirs: Vec<PathBuf>,
+    },
     /// kexec is allowed on this kernel (`kernel.kexec_load_disabled` is 0: once set to 1 it cannot be unset
     /// before the next boot, so every later load would fail).
     CheckKexecEnabled,

@@ -158,6 +158,10 @@ pub enum ActionOutput {
     LivepatchModule(LivepatchModule),
     /// A live patch's state in sysfs.
     Livepatch(LivepatchState),
+    /// What [`crate::action::Action::Preflush`] wrote back while the guests ran.
+    Preflushed(Preflushed),
+    /// What [`crate::action::Action::SyncFs`] flushed inside the downtime.
+    Synced(Synced),
     /// A rehearsal skipped the action (the kexec, or the kernel load with `--no-kernel-load`).
     Skipped {
         /// Always `"skipped"`.
@@ -263,6 +267,35 @@ pub struct TargetKernel {
     pub config: Option<PathBuf>,
     /// The command-line lint's findings for that release.
     pub warnings: Vec<String>,
+}
+
+/// What a preflush did: each pass's time is the measure of the remainder (what a flush would still have to write
+/// if the guests stopped then), because the kernel offers no per-file count of dirty pages without `unsafe`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Preflushed {
+    /// The RAM files written back.
+    pub ram_files: Vec<String>,
+    /// RAM files skipped because they are on a DAX mount.
+    pub dax_skipped: Vec<String>,
+    /// How long each `fdatasync` pass over all RAM files took, in ms, in order.
+    pub passes_ms: Vec<u64>,
+    /// Why the passes stopped: `settled`, `not-shrinking`, `budget` or `no-ram-files`.
+    pub stopped: &'static str,
+    /// The file systems then `syncfs`ed (their mount points, or the directory when none is found).
+    pub file_systems: Vec<PathBuf>,
+    /// How long those `syncfs` calls took, in ms.
+    pub syncfs_ms: u64,
+}
+
+/// What an in-downtime `syncfs` did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Synced {
+    /// The file systems flushed (their mount points, or a directory on each).
+    pub file_systems: Vec<PathBuf>,
+    /// RAM files skipped because they are on a DAX mount.
+    pub dax_skipped: Vec<String>,
+    /// How long the flushes took, in ms.
+    pub ms: u64,
 }
 
 /// One RAM backend of a shared-RAM guest.

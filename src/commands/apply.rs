@@ -220,7 +220,7 @@ pub(crate) fn run(args: &ApplyArgs) -> CommandResult {
             path.display()
         )));
     }
-    let (plan, graph) = check_plan(&args.plan.display().to_string(), &bytes)?;
+    let (mut plan, graph) = check_plan(&args.plan.display().to_string(), &bytes)?;
     let hostname = machine::hostname().map_err(|e| CommandError::Usage(e.to_string()))?;
     preconditions(args, &plan, &hostname)?;
     if !args.rehearse
@@ -246,6 +246,8 @@ pub(crate) fn run(args: &ApplyArgs) -> CommandResult {
         )));
     }
     let kernel_cmdline = new_cmdline(&plan)?;
+    // The journal this apply writes, `--journal` included: the flushes before the kexec cover its file system.
+    plan.policy.journal.clone_from(&root);
     let program = crate::graph::compile(&plan, &graph, &kernel_cmdline);
     let identity = machine::identity().map_err(|e| CommandError::Usage(e.to_string()))?;
     let (mut journal, dir, plan_sha256) = create_journal(&root, &bytes, args.metrics_textfile)?;

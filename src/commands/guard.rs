@@ -54,7 +54,11 @@ pub(crate) fn program_of(
     kernel_cmdline: &str,
 ) -> Result<(Plan, Program), CommandError> {
     let file = dir.join(journal::PLAN_FILE).display().to_string();
-    let (plan, graph) = check_plan(&file, bytes)?;
+    let (mut plan, graph) = check_plan(&file, bytes)?;
+    // The journal root the apply directory is in, as the apply compiled it (`--journal` included).
+    if let Some(root) = dir.parent() {
+        plan.policy.journal = root.to_owned();
+    }
     let program = crate::graph::compile(&plan, &graph, kernel_cmdline);
     Ok((plan, program))
 }

@@ -151,6 +151,9 @@ impl StepGraph {
         // Guests the plan reboots are shut down first: their power-off takes seconds, which must not be spent
         // while the saved guests are already paused.
         let mut shutdowns = Vec::new();
+        // Made when the first guest or app that goes down needs it, so it runs after every shutdown: as late as
+        // possible before the first pause, which leaves the guests the least time to dirty RAM again.
+        let mut preflush = None;
         let restarted_first = plan.vms.iter().enumerate().filter(|(_, g)| g.restarts());
         let saved_then = plan.vms.iter().enumerate().filter(|(_, g)| !g.restarts());
         for (vm, guest) in restarted_first.chain(saved_then) {
@@ -161,9 +164,8 @@ impl StepGraph {
                 shutdowns.push(down);
                 down
             } else {
-                let mut first = vec![load];
-                first.extend(&shutdowns);
-                self.add_after(plan, StepKind::VmPause { vm }, &first)
+                let before = self.preflush(plan, &mut preflush, load, &shutdowns);
+                self.add_after(plan, StepKind::VmPause { vm }, &[before])
             };
             for address in &guest.devices {
                 if let Some(j) = plan.pci.iter().position(|d| &d.address == address) {
@@ -177,7 +179,8 @@ impl StepGraph {
             });
         }
         for app in 0..plan.apps.len() {
-            saves.push(self.add_after(plan, StepKind::AppSave { app }, &[load]));
+            let before = self.preflush(plan, &mut preflush, load, &shutdowns);
+            saves.push(self.add_after(plan, StepKind::AppSave { app }, &[before]));
         }
         let sync = self.add_after(plan, StepKind::Sync, or(&saves, &[preflight]));
         let mut last = sync;
@@ -217,6 +220,25 @@ impl StepGraph {
             finals.push(self.add_after(plan, StepKind::VmResume { vm }, &[restore]));
         }
         self.add_after(plan, StepKind::Verify, or(&finals, &[kexec]));
+    }
+
+    /// The `preflush` step, added after the kernel load and the shutdowns the first time a guest or an app about to
+    /// go down asks for it: everything `sync` flushes inside their downtime is written back first while they run.
+    fn preflush(
+        &mut self,
+        plan: &Plan,
+        preflush: &mut Option<NodeIndex>,
+        load: NodeIndex,
+        shutdowns: &[NodeIndex],
+    ) -> NodeIndex {
+        if let Some(node) = *preflush {
+            return node;
+        }
+        let mut first = vec![load];
+        first.extend(shutdowns);
+        let node = self.add_after(plan, StepKind::Preflush, &first);
+        *preflush = Some(node);
+        node
     }
 
     /// A live patch plan's steps: `preflight`, then `livepatch:NAME:load` and `livepatch:NAME:transition` (or

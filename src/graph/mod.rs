@@ -89,6 +89,8 @@ pub(crate) enum StepKind {
     PciBind {
         pci: usize,
     },
+    /// `preflush`: before the first guest or app goes down.
+    Preflush,
     Sync,
     Isolate,
     Kexec,
@@ -146,6 +148,7 @@ impl StepKind {
             StepKind::PciBind { pci } => StepId::PciBind {
                 address: address(pci),
             },
+            StepKind::Preflush => StepId::Preflush,
             StepKind::Sync => StepId::Sync,
             StepKind::Isolate => StepId::Isolate,
             StepKind::Kexec => StepId::Kexec,
@@ -406,7 +409,7 @@ mod tests {
             "drain",
             "before = [\"vm:db:pause\", \"vm:db:pause\"]",
         ));
-        assert_eq!(g.after("vm:db:pause"), ["kernel:load", "step:drain"]);
+        assert_eq!(g.after("vm:db:pause"), ["preflush", "step:drain"]);
         // kernel:load → kexec is implied through the guest's save and sync.
         assert_eq!(g.after("kexec"), ["sync"]);
     }
@@ -420,8 +423,29 @@ mod tests {
         let g = StepGraph::build(&loaded.plan.unwrap()).unwrap();
         assert_eq!(
             g.after("vm:db:pause"),
-            ["kernel:load", "pci:0000:3b:00.0:check"]
+            ["pci:0000:3b:00.0:check", "preflush"]
         );
+        assert_eq!(g.after("preflush"), ["kernel:load"]);
+    }
+
+    #[test]
+    fn the_preflush_runs_after_the_load_and_the_shutdowns_before_anything_goes_down() {
+        let text = format!(
+            "{KERNEL}{DB}\
+             [[vm]]\nname = \"old\"\nqmp = \"/run/old.qmp\"\nstate = \"/var/lib/kup/state/old\"\n\
+             handover = \"restart\"\nrestart = [\"/bin/true\"]\n\
+             [[app]]\nname = \"spdk\"\nsystemd = \"spdk.service\"\n"
+        );
+        let loaded = crate::check::check("t.toml", text.as_bytes());
+        let g = StepGraph::build(&loaded.plan.expect("valid")).unwrap();
+        assert_eq!(g.after("preflush"), ["vm:old:shutdown"]);
+        assert_eq!(g.after("vm:db:pause"), ["preflush"]);
+        assert_eq!(g.after("app:spdk:save"), ["preflush"]);
+        assert!(g.depends_on("vm:old:shutdown", "kernel:load"));
+        // A plan with nothing that goes down has no preflush.
+        let bare = crate::check::check("t.toml", KERNEL.as_bytes());
+        let g = StepGraph::build(&bare.plan.unwrap()).unwrap();
+        assert!(g.step("preflush").is_none());
     }
 
     #[test]

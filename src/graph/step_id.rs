@@ -46,6 +46,9 @@ pub enum StepId {
         /// The app's plan name.
         app: String,
     },
+    /// `preflush`: the shared guests' RAM files and the file systems holding state and journal written back while
+    /// the guests still run, so that `sync` inside their downtime flushes only what they dirtied since.
+    Preflush,
     /// `sync`: state durable before the kexec.
     Sync,
     /// `isolate`: `systemctl isolate` of `policy.isolate`.
@@ -103,7 +106,9 @@ impl StepId {
     pub(crate) fn builtin_idempotent(&self) -> Option<bool> {
         use StepId::*;
         match self {
-            Preflight | KernelLoad | PciCheck { .. } | Sync | Isolate | Verify => Some(true),
+            Preflight | KernelLoad | PciCheck { .. } | Preflush | Sync | Isolate | Verify => {
+                Some(true)
+            }
             // A device bound as planned is left alone: nothing is written the second time.
             PciBind { .. } => Some(true),
             VmPause { .. } | VmResume { .. } | VmSave { .. } => Some(true),
@@ -148,6 +153,7 @@ impl StepId {
             StepId::VmShutdown { vm } => Owned(format!("vm:{vm}:shutdown")),
             StepId::VmBoot { vm } => Owned(format!("vm:{vm}:boot")),
             StepId::AppSave { app } => Owned(format!("app:{app}:save")),
+            StepId::Preflush => Borrowed("preflush"),
             StepId::Sync => Borrowed("sync"),
             StepId::Isolate => Borrowed("isolate"),
             StepId::Kexec => Borrowed("kexec"),
@@ -189,6 +195,7 @@ impl FromStr for StepId {
         let fixed = match text {
             "preflight" => Some(StepId::Preflight),
             "kernel:load" => Some(StepId::KernelLoad),
+            "preflush" => Some(StepId::Preflush),
             "sync" => Some(StepId::Sync),
             "isolate" => Some(StepId::Isolate),
             "kexec" => Some(StepId::Kexec),
@@ -302,6 +309,7 @@ mod tests {
             "vm:db-1:pause",
             "vm:db-1:save",
             "app:spdk:save",
+            "preflush",
             "sync",
             "isolate",
             "kexec",

@@ -6,6 +6,7 @@
 pub(crate) mod discover;
 pub(crate) mod error;
 pub(crate) mod files;
+mod flush;
 pub(crate) mod journal_files;
 pub mod kernel_file;
 pub(crate) mod kexec;

@@ -1,8 +1,8 @@
 //! Performing one action: a dispatch over small functions, one per kind of action.
 
 use super::{
-    HostError, SysfsRoot, files, journal_files, kernel_file, kexec, livepatch, machine, migration,
-    pci_bind, process, qmp, qmp_wait, ram_digest, sysfs, target, trust, vm,
+    HostError, SysfsRoot, files, flush, journal_files, kernel_file, kexec, livepatch, machine,
+    migration, pci_bind, process, qmp, qmp_wait, ram_digest, sysfs, target, trust, vm,
 };
 use crate::action::{Action, ActionOutput, PID_PLACEHOLDER, RebootMode};
 use crate::hostglob::HostGlob;
@@ -104,6 +104,20 @@ pub(super) fn one(
         Action::Sync => {
             nix::unistd::sync();
             Ok(ActionOutput::None)
+        }
+        Action::Preflush {
+            sockets,
+            dirs,
+            budget_ms,
+        } => {
+            let mut paths = Vec::new();
+            for socket in sockets {
+                paths.extend(flush::ram_files_of(session(sessions, socket)?, sysfs)?);
+            }
+            flush::preflush(sysfs, paths, dirs, ms(*budget_ms)).map(ActionOutput::Preflushed)
+        }
+        Action::SyncFs { ram_records, dirs } => {
+            flush::sync_fs(sysfs, ram_records, dirs).map(ActionOutput::Synced)
         }
         Action::CheckKexecEnabled => {
             machine::check_kexec_enabled(sysfs)?;

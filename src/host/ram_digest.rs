@@ -143,6 +143,19 @@ pub(crate) fn record(
     })
 }
 
+/// The RAM files a save's digest `record` names, for the flush before the kexec.
+pub(crate) fn ram_files(record: &Path) -> Result<Vec<String>, HostError> {
+    let bytes = std::fs::read(record)
+        .map_err(|e| HostError::io(format!("RAM digest record {}", record.display()), e))?;
+    let saved: Record = serde_json::from_slice(&bytes).map_err(|e| {
+        HostError::check(format!(
+            "{} is not a RAM digest kup wrote ({e}): it cannot say which RAM files to make durable",
+            record.display()
+        ))
+    })?;
+    Ok(saved.backends.into_iter().map(|b| b.mem_path).collect())
+}
+
 /// Performs [`crate::action::Action::CheckRamDigest`]: every file of `record` as it was at the save, or a refusal
 /// that keeps `state` and says what the operator can do.
 pub(crate) fn check(record: &Path, state: &Path) -> Result<ActionOutput, HostError> {

@@ -61,13 +61,21 @@ pub(super) fn load(k: &Kernel, cmdline: &str) -> Compiled {
 }
 
 /// `kexec`, the point of no return: nothing to undo.
-pub(super) fn kexec(method: KexecMethod) -> Compiled {
+pub(super) fn kexec(method: KexecMethod, customs_before: bool) -> Compiled {
     let mode = match method {
         KexecMethod::Auto => RebootMode::Kexec,
         KexecMethod::Systemd => RebootMode::SystemdKexec,
         KexecMethod::Direct => RebootMode::DirectKexec,
     };
-    // A custom step may write after the plan's `sync` step: flush again right before the point of no return (the
-    // engine writes the durable kexec record between the two).
-    (vec![Action::Sync, Action::Reboot(mode)], Vec::new())
+    // What the journal calls done must be on disk before the kexec record (the engine writes it between the two).
+    // kup's own files are by then (fsynced when written, RAM files by `sync`'s syncfs); a custom step's writes may
+    // be anywhere, so a plan with one before the kexec gets a host-wide `sync(2)` here. Without one nothing is
+    // left to flush, and the kexec itself flushes the rest of the host: `systemctl kexec` unmounts, the direct
+    // path calls sync(2) right before reboot(RB_KEXEC).
+    let mut actions = Vec::new();
+    if customs_before {
+        actions.push(Action::Sync);
+    }
+    actions.push(Action::Reboot(mode));
+    (actions, Vec::new())
 }

@@ -95,12 +95,23 @@ pub struct Program {
 /// Compiles every step of `graph` in schedule order. `kernel_cmdline` is the result of `kernel_cmdline`.
 pub fn compile(plan: &Plan, graph: &StepGraph, kernel_cmdline: &str) -> Program {
     let schedule = graph.schedule();
+    // A custom step before the kexec may have written anywhere: only a host-wide `sync(2)` makes that durable.
+    let customs_before = schedule
+        .slots
+        .iter()
+        .any(|s| matches!(s.id, StepId::Custom { .. }) && s.phase == Phase::Before);
     let steps = schedule
         .slots
         .iter()
         .filter_map(|slot| {
             let step = graph.step(&slot.id)?;
-            let (actions, rollback) = step_actions(plan, step.kind, step.estimate, kernel_cmdline);
+            let (actions, rollback) = step_actions(
+                plan,
+                step.kind,
+                step.estimate,
+                kernel_cmdline,
+                customs_before,
+            );
             let idempotent = match step.kind {
                 StepKind::Custom { step } => plan.steps.get(step).is_some_and(|s| s.idempotent),
                 // `virsh resume` of a domain that already runs fails ("domain is already running"): run again
@@ -162,7 +173,13 @@ fn check_programs_at_preflight(steps: &mut [CompiledStep]) {
 type Compiled = (Vec<Action>, Vec<Action>);
 
 /// The actions of one step and of its rollback: one compile function per kind of step.
-fn step_actions(plan: &Plan, kind: StepKind, estimate: Duration, cmdline: &str) -> Compiled {
+fn step_actions(
+    plan: &Plan,
+    kind: StepKind,
+    estimate: Duration,
+    cmdline: &str,
+    customs_before: bool,
+) -> Compiled {
     let migration_timeout = ms(estimate.saturating_mul(10).max(MIN_MIGRATION_TIMEOUT));
     let vm = |i: usize| plan.vms.get(i);
     let app = |i: usize| plan.apps.get(i);
@@ -182,9 +199,10 @@ fn step_actions(plan: &Plan, kind: StepKind, estimate: Duration, cmdline: &str) 
         StepKind::VmPause { vm: i } => vm::pause(vm(i), plan.policy.save_channels),
         StepKind::VmSave { vm: i } => vm::save(vm(i), migration_timeout),
         StepKind::AppSave { app: i } => app::save(app(i)),
-        StepKind::Sync => host_steps::sync(),
+        StepKind::Preflush => host_steps::preflush(plan),
+        StepKind::Sync => host_steps::sync(plan),
         StepKind::Isolate => host_steps::isolate(plan.policy.isolate.as_deref()),
-        StepKind::Kexec => kernel::kexec(plan.policy.kexec),
+        StepKind::Kexec => kernel::kexec(plan.policy.kexec, customs_before),
         StepKind::AppRestore { app: i } => app::restore(app(i)),
         StepKind::VmRestore { vm: i } => vm::restore(vm(i), migration_timeout),
         StepKind::VmResume { vm: i } => vm::resume(vm(i)),
@@ -237,6 +255,7 @@ mod tests {
     use super::*;
     use crate::action::RebootMode;
     use crate::plan::CmdlineSpec;
+    use std::path::PathBuf;
 
     #[test]
     fn policy_kexec_chooses_how_the_kexec_executes() {
@@ -257,12 +276,80 @@ mod tests {
                 .iter()
                 .find(|s| s.id == StepId::Kexec)
                 .expect("a kexec step");
-            assert_eq!(
-                kexec.actions,
-                vec![Action::Sync, Action::Reboot(mode)],
-                "{method}"
-            );
+            assert_eq!(kexec.actions, vec![Action::Reboot(mode)], "{method}");
         }
+    }
+
+    /// The actions of step `id` in the program of `text`.
+    fn actions_of(text: &str, id: &str) -> Vec<Action> {
+        let (plan, graph) = crate::check::check("p.toml", text.as_bytes())
+            .valid()
+            .expect("valid");
+        let program = compile(&plan, &graph, "root=/dev/sda1");
+        let step = program.steps.iter().find(|s| s.id == id);
+        step.map(|s| s.actions.clone()).unwrap_or_default()
+    }
+
+    const FLUSHED: &str = "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\n\
+        [[vm]]\nname = \"shared\"\nqmp = \"/run/shared.qmp\"\nstate = \"/srv/state/shared\"\n\
+        memory = \"shared\"\nrestart = [\"/bin/true\"]\n\
+        [[vm]]\nname = \"copied\"\nqmp = \"/run/copied.qmp\"\nstate = \"/srv/state/copied\"\n\
+        restart = [\"/bin/true\"]\n\
+        [[vm]]\nname = \"web\"\nlibvirt = \"web\"\nstate = \"/srv/state/web\"\n\
+        [[app]]\nname = \"fwd\"\ncriu = { pidfile = \"/run/fwd.pid\", images = \"/srv/criu/fwd\" }\n\
+        [policy]\njournal = \"/var/lib/kup\"\n";
+
+    #[test]
+    fn the_preflush_and_sync_cover_shared_ram_state_images_and_journal() {
+        let dirs: Vec<PathBuf> = [
+            "/srv/criu/fwd",
+            "/srv/state/copied",
+            "/srv/state/shared",
+            "/srv/state/web",
+            "/var/lib/kup",
+        ]
+        .map(PathBuf::from)
+        .into();
+        assert_eq!(
+            actions_of(FLUSHED, "preflush"),
+            [
+                handshake(Path::new("/run/shared.qmp")),
+                Action::Preflush {
+                    sockets: vec!["/run/shared.qmp".into()],
+                    dirs: dirs.clone(),
+                    budget_ms: 10_000,
+                }
+            ]
+        );
+        assert_eq!(
+            actions_of(FLUSHED, "sync"),
+            [Action::SyncFs {
+                ram_records: vec!["/srv/state/shared/vmstate.ram-digest".into()],
+                dirs,
+            }]
+        );
+    }
+
+    #[test]
+    fn the_kexec_syncs_the_whole_host_only_after_a_custom_step() {
+        assert!(
+            !actions_of(FLUSHED, "kexec")
+                .iter()
+                .any(|a| matches!(a, Action::Sync))
+        );
+        let with_step = format!("{FLUSHED}[[step]]\nname = \"mark\"\nrun = [\"/bin/true\"]\n");
+        assert!(matches!(
+            actions_of(&with_step, "kexec").as_slice(),
+            [Action::Sync, Action::Reboot(_)]
+        ));
+        // A custom step after the kexec writes nothing the kexec could lose.
+        let after = format!(
+            "{FLUSHED}[[step]]\nname = \"mark\"\nrun = [\"/bin/true\"]\nafter = [\"vm:web:resume\"]\n"
+        );
+        assert!(matches!(
+            actions_of(&after, "kexec").as_slice(),
+            [Action::Reboot(_)]
+        ));
     }
 
     #[test]

@@ -72,6 +72,14 @@ pub(super) fn state_file(vm: &Vm) -> PathBuf {
     }
 }
 
+/// A QMP guest's socket; `None` for libvirt.
+pub(super) fn qmp_socket(vm: &Vm) -> Option<PathBuf> {
+    match &vm.driver {
+        VmDriver::Qmp { socket, .. } => Some(socket.clone()),
+        VmDriver::Libvirt { .. } => None,
+    }
+}
+
 pub(super) fn is_libvirt(vm: &Vm) -> bool {
     matches!(vm.driver, VmDriver::Libvirt { .. })
 }

@@ -180,6 +180,9 @@ pub(crate) fn execute_direct() -> Result<Infallible, KexecError> {
     if !is_loaded()? {
         return Err(KexecError::NothingLoaded);
     }
+    // Inside every guest's downtime, but by now it has only other processes' writes to flush: kup's own files are
+    // durable (fsynced when written, the guests' RAM files by the `sync` step's syncfs). File systems stay mounted
+    // on this path, so what the host's services wrote must reach the disk before the old kernel is gone.
     nix::unistd::sync();
     match nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_KEXEC) {
         Ok(never) => match never {},
