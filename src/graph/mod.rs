@@ -454,6 +454,79 @@ mod tests {
         assert_eq!(down["db"] - down["web"], cost::PCI_BIND);
     }
 
+    /// `db` (libvirt) needing the systemd app `spdk`, with `extra` after the app.
+    fn needing_spdk(extra: &str) -> String {
+        format!(
+            "{KERNEL}{DB}needs = [\"spdk\"]\n[[app]]\nname = \"spdk\"\nsystemd = \"spdk_tgt.service\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn a_custom_step_between_a_needed_app_and_its_guest_closes_a_cycle() {
+        // db's save → spdk's save (the guest needs it) → step:x → db's pause → db's save.
+        let text = needing_spdk(&custom(
+            "x",
+            "after = [\"app:spdk:save\"]\nbefore = [\"vm:db:pause\"]",
+        ));
+        let loaded = crate::check::check("t.toml", text.as_bytes());
+        assert!(loaded.plan.is_none());
+        let d = &loaded.report.diagnostics[0];
+        assert_eq!(d.code, code::STEP_CYCLE);
+        assert_eq!(
+            d.message,
+            "steps wait for each other in a cycle: step:x → vm:db:pause → vm:db:save → app:spdk:save → step:x"
+        );
+        // It points at both entries that close it.
+        assert!(d.span.is_some());
+        assert_eq!(d.related.len(), 1);
+    }
+
+    #[test]
+    fn a_needed_app_stops_after_its_guest_and_starts_before_it() {
+        let text = needing_spdk(
+            "[[vm]]\nname = \"web\"\nlibvirt = \"web\"\nstate = \"/var/lib/kup/state/web\"\n",
+        );
+        let loaded = crate::check::check("t.toml", text.as_bytes());
+        let g = StepGraph::build(&loaded.plan.unwrap()).unwrap();
+        assert_eq!(g.after("app:spdk:save"), ["vm:db:save"]);
+        assert_eq!(g.after("vm:db:restore"), ["app:spdk:restore"]);
+        // web does not need it.
+        assert_eq!(g.after("vm:web:restore"), ["kexec"]);
+        assert!(!g.depends_on("app:spdk:save", "vm:web:save"));
+    }
+
+    #[test]
+    fn a_step_tied_to_no_guest_runs_before_every_pause_and_a_tied_one_stays_put() {
+        let text = format!(
+            "{KERNEL}{DB}[[vm]]\nname = \"web\"\nlibvirt = \"web\"\nstate = \"/var/lib/kup/state/web\"\n{}{}{}",
+            custom("note", ""),
+            custom("fence", "before = [\"kexec\"]"),
+            custom("copy", "after = [\"vm:db:save\"]"),
+        );
+        let loaded = crate::check::check("t.toml", text.as_bytes());
+        let g = StepGraph::build(&loaded.plan.unwrap()).unwrap();
+        for step in ["step:note", "step:fence"] {
+            for pause in ["vm:db:pause", "vm:web:pause"] {
+                assert!(g.depends_on(pause, step), "{pause} after {step}");
+            }
+        }
+        // Tied to db's save: it does not hold web's pause back (which would serialise the guests).
+        assert!(!g.depends_on("vm:web:pause", "step:copy"));
+        assert!(g.depends_on("kexec", "step:copy"));
+    }
+
+    #[test]
+    fn an_isolate_that_keeps_every_guest_runs_before_the_first_pause() {
+        let g = graph("unit = \"libvirtd.service\"\n[policy]\nisolate = \"rescue.target\"\n");
+        assert_eq!(g.after("isolate"), ["kernel:load"]);
+        assert_eq!(g.after("vm:db:pause"), ["isolate"]);
+        assert!(!g.depends_on("isolate", "sync"));
+        // Its time left the guest's downtime: the same plan without `unit` is down that much longer.
+        let late = graph("[policy]\nisolate = \"rescue.target\"\n");
+        let (e, l) = (g.schedule().downtime(), late.schedule().downtime());
+        assert_eq!(l - e, cost::ISOLATE);
+    }
+
     #[test]
     fn self_reference_is_a_cycle() {
         let text = format!("{KERNEL}{DB}{}", custom("x", "before = [\"step:x\"]"));
