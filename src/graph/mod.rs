@@ -525,6 +525,29 @@ mod tests {
         let late = graph("[policy]\nisolate = \"rescue.target\"\n");
         let (e, l) = (g.schedule().downtime(), late.schedule().downtime());
         assert_eq!(l - e, cost::ISOLATE);
+        // Over budget, the isolate is offered as a remedy only where it is inside the guest's window.
+        let help = |keys: &str| {
+            let text = format!(
+                "{KERNEL}{DB}{keys}[policy]\nisolate = \"rescue.target\"\nmax_downtime = \"1s\"\n"
+            );
+            let loaded = crate::check::check("t.toml", text.as_bytes());
+            let d = loaded
+                .report
+                .diagnostics
+                .iter()
+                .find(|d| d.code == code::DOWNTIME_BUDGET);
+            d.and_then(|d| d.help.clone()).unwrap_or_default()
+        };
+        assert!(
+            help("").contains("name every guest's `unit`"),
+            "{}",
+            help("")
+        );
+        let early = help("unit = \"libvirtd.service\"\n");
+        assert!(
+            early.contains("raise the budget") && !early.contains("policy.isolate"),
+            "{early}"
+        );
     }
 
     #[test]
