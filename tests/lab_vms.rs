@@ -63,6 +63,29 @@ fn step_state<'a>(status: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no step {id} in {status:#}"))
 }
 
+/// Each kept guest's pattern was written before the update and read back byte-identical from its RAM after it,
+/// and the guest runs on the new kernel; returns what the driver recorded of each after the kexec.
+fn ram_came_back(run: &Run) -> Vec<BTreeMap<String, String>> {
+    let sums = patterns(run);
+    GUESTS
+        .iter()
+        .map(|guest| {
+            let before = fields(run, &format!("guest-{guest}.1"));
+            let after = fields(run, &format!("guest-{guest}.2"));
+            assert_eq!(
+                before["sha256"], sums[*guest],
+                "{guest}: the pattern was written"
+            );
+            assert_eq!(
+                after["sha256"], sums[*guest],
+                "{guest}: RAM byte-identical after the kexec"
+            );
+            assert_eq!(after["status"], "running", "{guest} runs on the new kernel");
+            after
+        })
+        .collect()
+}
+
 /// The size the journal recorded for the state file `vm:NAME:save` committed.
 fn committed_bytes(journal: &Journal, guest: &str) -> u64 {
     let done = journal.events("step-done");
@@ -108,19 +131,7 @@ fn guests_inside_the_lab_host_survive_its_kexec_into_the_new_kernel() {
     );
 
     let status = run.json("/var/lib/kup-lab/status.json");
-    let sums = patterns(&run);
-    for guest in GUESTS {
-        let before = fields(&run, &format!("guest-{guest}.1"));
-        let after = fields(&run, &format!("guest-{guest}.2"));
-        assert_eq!(
-            before["sha256"], sums[guest],
-            "{guest}: the pattern was written"
-        );
-        assert_eq!(
-            after["sha256"], sums[guest],
-            "{guest}: RAM byte-identical after the kexec"
-        );
-        assert_eq!(after["status"], "running", "{guest} runs on the new kernel");
+    for (guest, after) in GUESTS.iter().zip(ram_came_back(&run)) {
         assert!(after["unit"].ends_with("active"), "{guest}: {after:?}");
         for step in ["restore", "resume"] {
             assert_eq!(*step_state(&status, &format!("vm:{guest}:{step}")), "done");
@@ -218,20 +229,7 @@ fn guests_named_by_unit_keep_running_through_an_isolate_before_their_pause() {
     }
     // The caller did not survive the isolate: it was killed before kup kexec'd, so it never wrote apply.rc.
     assert_eq!(run.file("/var/lib/kup-lab/apply.rc"), None);
-    let sums = patterns(&run);
-    for guest in GUESTS {
-        let before = fields(&run, &format!("guest-{guest}.1"));
-        let after = fields(&run, &format!("guest-{guest}.2"));
-        assert_eq!(
-            before["sha256"], sums[guest],
-            "{guest}: the pattern was written"
-        );
-        assert_eq!(
-            after["sha256"], sums[guest],
-            "{guest}: RAM byte-identical after the kexec"
-        );
-        assert_eq!(after["status"], "running", "{guest} runs on the new kernel");
-    }
+    ram_came_back(&run);
     assert_eq!(fields(&run, "guest-vfio.2")["status"], "running");
 }
 

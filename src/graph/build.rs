@@ -390,16 +390,6 @@ impl StepGraph {
     /// or shutdown, or back — does not need the guests stopped: it runs before every guest's pause (or
     /// shutdown), so it never runs, nor fails, inside their downtime. Tied steps stay where their entries put them.
     fn before_first_pause(&mut self, customs: &[NodeIndex]) {
-        let downs: Vec<NodeIndex> = self
-            .graph
-            .node_indices()
-            .filter(|&n| {
-                matches!(
-                    self.graph[n].kind,
-                    StepKind::VmPause { .. } | StepKind::VmShutdown { .. }
-                )
-            })
-            .collect();
         let guest_steps: Vec<NodeIndex> = self
             .graph
             .node_indices()
@@ -411,6 +401,11 @@ impl StepGraph {
                         | StepKind::VmShutdown { .. }
                 )
             })
+            .collect();
+        let downs: Vec<NodeIndex> = guest_steps
+            .iter()
+            .copied()
+            .filter(|&n| !matches!(self.graph[n].kind, StepKind::VmSave { .. }))
             .collect();
         // Everything a guest step reaches, and everything that reaches one: two walks, not one per pair. Taken
         // before any edge is added, so the edges added below (each into a pause) close no cycle: a pause reaches
