@@ -108,7 +108,12 @@ fn kexec_waits_for_every_save_and_sync_and_every_resume_waits_for_kexec() {
         }
         if plan.policy.isolate.is_some() {
             assert!(graph.depends_on("kexec", "isolate"), "{name}");
-            assert!(graph.depends_on("isolate", "sync"), "{name}");
+            // Every shipped plan names its guests' units: the isolate keeps them and runs before any pause.
+            assert!(
+                plan.vms
+                    .iter()
+                    .all(|v| !graph.depends_on("isolate", &format!("vm:{}:pause", v.name)))
+            );
         }
         for step in graph.steps() {
             match step.phase {
@@ -134,22 +139,93 @@ fn custom_steps_of_the_shipped_plans_sit_where_they_say() {
 }
 
 #[test]
+fn the_storage_host_pauses_no_guest_before_the_isolate_and_stops_spdk_only_after_its_guests() {
+    let (_, graph) = load(&PathBuf::from("plans/multi-vm-vfio-spdk.toml"));
+    for vm in ["db-1", "db-2", "monitor"] {
+        let pause = format!("vm:{vm}:pause");
+        // Nothing that can run while the guests run is left inside their downtime.
+        for first in [
+            "kernel:load",
+            "isolate",
+            "step:drain-lb",
+            "pci:0000:3b:00.0:check",
+        ] {
+            assert!(graph.depends_on(&pause, first), "{pause} after {first}");
+        }
+    }
+    // SPDK serves db-1's and db-2's disks: it stops once both are saved and is back before either is restored.
+    for vm in ["db-1", "db-2"] {
+        assert!(graph.depends_on("app:spdk:save", &format!("vm:{vm}:save")));
+        assert!(graph.depends_on(&format!("vm:{vm}:restore"), "app:spdk:restore"));
+    }
+    // monitor does not need it: neither waits for the other.
+    assert!(!graph.depends_on("app:spdk:save", "vm:monitor:save"));
+    assert!(!graph.depends_on("vm:monitor:restore", "app:spdk:restore"));
+}
+
+#[test]
+fn without_units_the_isolate_waits_for_the_saves_and_the_guests_are_down_that_much_longer() {
+    let path = PathBuf::from("plans/multi-vm-vfio-spdk.toml");
+    let (_, early) = load(&path);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with("unit = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(without, text);
+    let loaded = kup::check::check("no-units.toml", without.as_bytes());
+    let warned: Vec<_> = loaded
+        .report
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == "kup::plan::isolate-unprotected")
+        .collect();
+    assert_eq!(warned.len(), 3, "one warning per guest");
+    let late = StepGraph::build(&loaded.plan.unwrap()).unwrap();
+    for vm in ["db-1", "db-2", "monitor"] {
+        assert!(late.depends_on("isolate", &format!("vm:{vm}:save")));
+        assert!(!late.depends_on(&format!("vm:{vm}:pause"), "isolate"));
+    }
+    // The isolate left the window: every guest's downtime shrinks by exactly its estimate.
+    let isolate = early.step("isolate").unwrap().estimate;
+    let (e, l) = (early.schedule(), late.schedule());
+    for ((name, down_early), (_, down_late)) in e.vm_downtime.iter().zip(&l.vm_downtime) {
+        assert_eq!(*down_late - *down_early, isolate, "{name}");
+    }
+}
+
+#[test]
+fn an_app_no_guest_needs_stops_before_the_first_pause_and_starts_after_the_last_resume() {
+    let (_, graph) = load(&PathBuf::from("plans/libvirt-criu.toml"));
+    for app in ["telemetry-fwd", "metrics-agent"] {
+        for vm in ["web-1", "web-2"] {
+            let (save, restore) = (format!("app:{app}:save"), format!("app:{app}:restore"));
+            assert!(graph.depends_on(&format!("vm:{vm}:pause"), &save));
+            assert!(graph.depends_on(&restore, &format!("vm:{vm}:resume")));
+        }
+        // A CRIU or hook app has no unit the isolate could keep: it is saved before the isolate runs.
+        assert!(graph.depends_on("isolate", &format!("app:{app}:save")));
+    }
+}
+
+#[test]
 fn a_vfio_device_is_bound_after_the_kexec_before_its_guest_is_restored() {
     let (plan, graph) = load(&PathBuf::from("plans/multi-vm-vfio-spdk.toml"));
     let bind = "pci:0000:3b:00.0:bind";
     assert_eq!(graph.step(bind).unwrap().phase, Phase::After);
     assert_eq!(graph.after(bind), ["kexec"]);
-    // db-1 owns the device: its QEMU opens it, so its restore waits for the bind; the other guests do not.
-    assert_eq!(graph.after("vm:db-1:restore"), [bind]);
+    // db-1 owns the device: its QEMU opens it, so its restore waits for the bind (and for SPDK, which it
+    // needs); the other guests do not.
+    assert_eq!(graph.after("vm:db-1:restore"), [bind, "app:spdk:restore"]);
     assert!(!graph.depends_on("vm:db-2:restore", bind));
     assert!(!graph.depends_on("vm:monitor:restore", bind));
     assert!(graph.depends_on("verify", bind));
-    // db-1's downtime includes the bind: db-2, alike but for the device, is that much shorter.
+    // The bind runs while SPDK starts, which takes longer: db-1 is down no longer than db-2, alike but for the
+    // device.
+    assert!(graph.step(bind).unwrap().estimate < graph.step("app:spdk:restore").unwrap().estimate);
     let down: HashMap<_, _> = graph.schedule().vm_downtime.into_iter().collect();
-    assert_eq!(
-        down["db-1"] - down["db-2"],
-        graph.step(bind).unwrap().estimate
-    );
+    assert_eq!(down["db-1"], down["db-2"]);
     // The dry run shows the exact writes, in order.
     let program = kup::graph::compile(&plan, &graph, "root=/dev/sda1");
     let step = program.steps.iter().find(|s| s.id == bind).unwrap();
@@ -212,7 +288,8 @@ const KERNEL: &str = "kup = 1\n[kernel]\nimage = \"/boot/vmlinuz\"\nsha256 = \"0
 /// rank, so the whole graph is acyclic by construction.
 #[derive(Debug, Clone)]
 struct Gen {
-    vms: Vec<(u8, Option<u8>)>,
+    /// Per VM: driver kind, memory size, whether it names its `unit`, and the apps it `needs` (a bit mask).
+    vms: Vec<(u8, Option<u8>, bool, u8)>,
     apps: Vec<u8>,
     pci: usize,
     isolate: bool,
@@ -222,7 +299,10 @@ struct Gen {
 
 fn gen_plan() -> impl Strategy<Value = Gen> {
     (
-        prop::collection::vec((0u8..3, prop::option::of(1u8..64)), 0..4),
+        prop::collection::vec(
+            (0u8..3, prop::option::of(1u8..64), any::<bool>(), 0u8..8),
+            0..4,
+        ),
         prop::collection::vec(0u8..3, 0..3),
         0usize..3,
         any::<bool>(),
@@ -245,6 +325,23 @@ fn gen_plan() -> impl Strategy<Value = Gen> {
 }
 
 impl Gen {
+    /// Whether VM `v` needs app `a`.
+    fn needs(&self, v: usize, a: usize) -> bool {
+        a < self.apps.len() && self.vms[v].3 & (1 << a) != 0
+    }
+
+    fn needed(&self, a: usize) -> bool {
+        (0..self.vms.len()).any(|v| self.needs(v, a))
+    }
+
+    /// Whether the isolate runs before the first pause: every guest names its unit, and every needed app is a
+    /// systemd unit (kind 0).
+    fn early_isolate(&self) -> bool {
+        self.isolate
+            && self.vms.iter().all(|v| v.2)
+            && (0..self.apps.len()).all(|a| !self.needed(a) || self.apps[a] == 0)
+    }
+
     /// Built-in ids with their rank; ranks follow the built-in edges (times two, so customs fit between).
     fn builtin(&self) -> Vec<(String, u8)> {
         let mut out = vec![("preflight".to_owned(), 1), ("kernel:load".to_owned(), 3)];
@@ -260,13 +357,19 @@ impl Gen {
             out.push((format!("vm:v{v}:restore"), 17));
             out.push((format!("vm:v{v}:resume"), 19));
         }
+        // An app a guest needs stops after the guests' saves and is back before their restores; one no guest
+        // needs stops before the first pause and comes back after the last resume.
         for a in 0..self.apps.len() {
-            out.push((format!("app:a{a}:save"), 7));
-            out.push((format!("app:a{a}:restore"), 17));
+            let (save, restore) = if self.needed(a) { (8, 16) } else { (4, 20) };
+            out.push((format!("app:a{a}:save"), save));
+            out.push((format!("app:a{a}:restore"), restore));
         }
         out.push(("sync".to_owned(), 9));
         if self.isolate {
-            out.push(("isolate".to_owned(), 11));
+            out.push((
+                "isolate".to_owned(),
+                if self.early_isolate() { 4 } else { 11 },
+            ));
         }
         out.push(("kexec".to_owned(), 13));
         out.push(("verify".to_owned(), 21));
@@ -278,7 +381,7 @@ impl Gen {
         for p in 0..self.pci {
             t += &format!("[[pci]]\naddress = \"0000:0{p}:00.0\"\n");
         }
-        for (v, (kind, size)) in self.vms.iter().enumerate() {
+        for (v, (kind, size, unit, _)) in self.vms.iter().enumerate() {
             t += &format!("[[vm]]\nname = \"v{v}\"\nstate = \"/var/lib/kup/state/v{v}\"\n");
             match kind {
                 0 => t += &format!("libvirt = \"v{v}\"\n"),
@@ -295,6 +398,14 @@ impl Gen {
             if v < self.pci {
                 t += &format!("devices = [\"0000:0{v}:00.0\"]\n");
             }
+            if *unit {
+                t += &format!("unit = \"qemu@v{v}.service\"\n");
+            }
+            let needs: Vec<String> = (0..self.apps.len())
+                .filter(|&a| self.needs(v, a))
+                .map(|a| format!("\"a{a}\""))
+                .collect();
+            t += &format!("needs = [{}]\n", needs.join(", "));
         }
         for (a, kind) in self.apps.iter().enumerate() {
             t += &format!("[[app]]\nname = \"a{a}\"\n");
@@ -400,6 +511,30 @@ proptest! {
         let kexec = graph.step("kexec").unwrap().estimate;
         for (_, down) in &schedule.vm_downtime {
             prop_assert!(*down >= kexec);
+        }
+        // The order for downtime: an early isolate precedes every pause, a late one follows every save; an app a
+        // guest needs stops after that guest's save and is back before its restore; an app no guest needs stops
+        // before every pause and is back after every resume.
+        for v in 0..g.vms.len() {
+            let (pause, save) = (format!("vm:v{v}:pause"), format!("vm:v{v}:save"));
+            let (restore, resume) = (format!("vm:v{v}:restore"), format!("vm:v{v}:resume"));
+            if g.isolate {
+                if g.early_isolate() {
+                    prop_assert!(graph.depends_on(&pause, "isolate"), "{} after isolate", pause);
+                } else {
+                    prop_assert!(graph.depends_on("isolate", &save), "isolate after {}", save);
+                }
+            }
+            for a in 0..g.apps.len() {
+                let (app_save, app_restore) = (format!("app:a{a}:save"), format!("app:a{a}:restore"));
+                if g.needs(v, a) {
+                    prop_assert!(graph.depends_on(&app_save, &save), "{} after {}", app_save, save);
+                    prop_assert!(graph.depends_on(&restore, &app_restore), "{} after {}", restore, app_restore);
+                } else if !g.needed(a) {
+                    prop_assert!(graph.depends_on(&pause, &app_save), "{} after {}", pause, app_save);
+                    prop_assert!(graph.depends_on(&app_restore, &resume), "{} after {}", app_restore, resume);
+                }
+            }
         }
     }
 }

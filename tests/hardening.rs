@@ -313,3 +313,42 @@ fn argv_never_goes_through_a_shell_for_any_action_kind() {
     assert_eq!(f.log(), argv);
     assert!(!marker.exists() && !here.exists());
 }
+
+/// The isolate's drop-in: written 0644 in a directory created for it, replaced whole, removed again; refused in a
+/// directory another user may write (they could swap what systemd loads).
+#[test]
+fn a_drop_in_is_written_where_only_root_may_write_and_removed_again() {
+    let f = Fixture::new();
+    let path = f.path("system/qemu@db-1.service.d/kup-keep-on-isolate.conf");
+    let write = |contents: &str| Action::WriteFile {
+        path: path.clone(),
+        contents: contents.to_owned(),
+    };
+    RealHost
+        .perform(&[write("old\n"), write("[Unit]\nIgnoreOnIsolate=yes\n")])
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "[Unit]\nIgnoreOnIsolate=yes\n"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    RealHost
+        .perform(&[Action::RemoveFile { path: path.clone() }])
+        .unwrap();
+    assert!(!path.exists());
+    // Gone already (a real kexec emptied /run): nothing to do, no error.
+    RealHost
+        .perform(&[Action::RemoveFile { path: path.clone() }])
+        .unwrap();
+    if !root() {
+        return;
+    }
+    chmod(path.parent().unwrap(), 0o777);
+    let e = RealHost.perform(&[write("x\n")]).unwrap_err().message;
+    assert!(e.contains("is writable by group or others"), "{e}");
+    assert!(!path.exists());
+}

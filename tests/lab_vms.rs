@@ -63,6 +63,29 @@ fn step_state<'a>(status: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no step {id} in {status:#}"))
 }
 
+/// Each kept guest's pattern was written before the update and read back byte-identical from its RAM after it,
+/// and the guest runs on the new kernel; returns what the driver recorded of each after the kexec.
+fn ram_came_back(run: &Run) -> Vec<BTreeMap<String, String>> {
+    let sums = patterns(run);
+    GUESTS
+        .iter()
+        .map(|guest| {
+            let before = fields(run, &format!("guest-{guest}.1"));
+            let after = fields(run, &format!("guest-{guest}.2"));
+            assert_eq!(
+                before["sha256"], sums[*guest],
+                "{guest}: the pattern was written"
+            );
+            assert_eq!(
+                after["sha256"], sums[*guest],
+                "{guest}: RAM byte-identical after the kexec"
+            );
+            assert_eq!(after["status"], "running", "{guest} runs on the new kernel");
+            after
+        })
+        .collect()
+}
+
 /// The size the journal recorded for the state file `vm:NAME:save` committed.
 fn committed_bytes(journal: &Journal, guest: &str) -> u64 {
     let done = journal.events("step-done");
@@ -108,19 +131,7 @@ fn guests_inside_the_lab_host_survive_its_kexec_into_the_new_kernel() {
     );
 
     let status = run.json("/var/lib/kup-lab/status.json");
-    let sums = patterns(&run);
-    for guest in GUESTS {
-        let before = fields(&run, &format!("guest-{guest}.1"));
-        let after = fields(&run, &format!("guest-{guest}.2"));
-        assert_eq!(
-            before["sha256"], sums[guest],
-            "{guest}: the pattern was written"
-        );
-        assert_eq!(
-            after["sha256"], sums[guest],
-            "{guest}: RAM byte-identical after the kexec"
-        );
-        assert_eq!(after["status"], "running", "{guest} runs on the new kernel");
+    for (guest, after) in GUESTS.iter().zip(ram_came_back(&run)) {
         assert!(after["unit"].ends_with("active"), "{guest}: {after:?}");
         for step in ["restore", "resume"] {
             assert_eq!(*step_state(&status, &format!("vm:{guest}:{step}")), "done");
@@ -188,6 +199,38 @@ fn guests_inside_the_lab_host_survive_its_kexec_into_the_new_kernel() {
         at(&bind) < at("vm:vfio:boot"),
         "the device is bound before its guest boots"
     );
+}
+
+/// `policy.isolate` with every guest's `unit` named: kup keeps `qemu@NAME.service` out of the isolate (runtime
+/// drop-ins with `IgnoreOnIsolate=yes`) and isolates `rescue.target` before the first pause, while the guests run.
+/// The isolate really stops what is not kept — `kup-lab.service`, the caller, never gets to record kup's exit
+/// status — and the guests' QEMUs live through it: they are paused and saved after it over the same QMP sockets,
+/// and come back on the new kernel with their RAM byte-identical.
+#[test]
+fn guests_named_by_unit_keep_running_through_an_isolate_before_their_pause() {
+    let (lab, run, boots) = run_vmhost("vmhost-isolate", &["--isolate"]);
+    assert_eq!(boots.len(), 2, "two boots of the lab host: {boots:?}");
+    assert_eq!(boots[1].1, lab.new_kernel_version());
+    let status = run.json("/var/lib/kup-lab/status.json");
+    assert_eq!(status["state"], "completed", "{status:#}");
+    assert_eq!(*step_state(&status, "isolate"), "done");
+    let journal = Journal::read_from(&run, "/var/lib/kup");
+    let isolated = journal
+        .position("step-done", "isolate")
+        .unwrap_or_else(|| panic!("no isolate:\n{}", journal.text()));
+    for first in ["vm:dax:pause", "vm:copy:pause", "vm:vfio:shutdown"] {
+        let started = journal
+            .position("step-started", first)
+            .unwrap_or_else(|| panic!("{first} never started:\n{}", journal.text()));
+        assert!(
+            isolated < started,
+            "{first} started before the isolate was done"
+        );
+    }
+    // The caller did not survive the isolate: it was killed before kup kexec'd, so it never wrote apply.rc.
+    assert_eq!(run.file("/var/lib/kup-lab/apply.rc"), None);
+    ram_came_back(&run);
+    assert_eq!(fields(&run, "guest-vfio.2")["status"], "running");
 }
 
 /// A power cut right after the kexec record: the lab host boots cold, its pmem region blank. `kup plan resume`

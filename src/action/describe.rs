@@ -228,6 +228,9 @@ impl Action {
                 format!("create directory {} unless it exists", path.display())
             }
             Action::RemoveFile { path } => format!("remove {}", path.display()),
+            Action::WriteFile { path, contents } => {
+                format!("write {} with {:?}", path.display(), contents)
+            }
             Action::MigrationSetup(MigrationSetup {
                 socket,
                 side,

@@ -277,10 +277,19 @@ pub enum Action {
         /// The directory.
         path: PathBuf,
     },
-    /// Delete a state file once the guest it belongs to runs again and was verified.
+    /// Delete a file kup wrote (nothing if it is gone): a state file once the guest it belongs to runs again
+    /// and was verified, or the isolate's drop-in once it is undone or the kexec is over.
     RemoveFile {
-        /// The state file.
+        /// The file.
         path: PathBuf,
+    },
+    /// Write a small file others may read (0644) atomically, creating its directory (0755): a runtime systemd
+    /// drop-in under `/run/systemd/system`, which no other user may write.
+    WriteFile {
+        /// The file.
+        path: PathBuf,
+        /// Its whole content.
+        contents: String,
     },
     /// Choose and set how a guest's state travels, by what its QEMU is (`query-version`) and offers
     /// (`query-migrate-capabilities`, `query-migrate-parameters`); never by guessing. On the save side the choice

@@ -147,7 +147,35 @@ impl StepGraph {
         let checks: Vec<NodeIndex> = (0..plan.pci.len())
             .map(|pci| self.add_after(plan, StepKind::PciCheck { pci }, &[preflight]))
             .collect();
-        let mut saves = Vec::new();
+        // An app no guest needs is stopped before the first pause: it does not need the guests stopped, so its
+        // stop stays out of their downtime.
+        let needed: Vec<bool> = (0..plan.apps.len())
+            .map(|app| plan.vms.iter().any(|v| v.needs.contains(&app)))
+            .collect();
+        let free_saves: Vec<NodeIndex> = (0..plan.apps.len())
+            .filter(|&app| !needed[app])
+            .map(|app| self.add_after(plan, StepKind::AppSave { app }, &[load]))
+            .collect();
+        // The isolate stops every unit its target does not want. It runs before the first pause when nothing it
+        // would stop is still needed: every guest's unit and every needed app's unit are kept out of it
+        // (`IgnoreOnIsolate=yes`, see compile/host_steps.rs). A guest without `unit`, or a needed app kup knows
+        // no unit of (CRIU, hooks), would die in it: then it waits until every save is done, as it must.
+        let early = plan.policy.isolate.is_some()
+            && plan.vms.iter().all(|v| v.unit.is_some())
+            && plan.apps.iter().enumerate().all(|(app, a)| {
+                !needed[app] || matches!(a.kind, crate::plan::AppKind::Systemd { .. })
+            });
+        let mut gate = vec![load];
+        gate.extend(&free_saves);
+        let isolate = early.then(|| {
+            let mut first = gate.clone();
+            first.extend(&checks);
+            self.add_after(plan, StepKind::Isolate, &first)
+        });
+        gate.extend(isolate);
+        let mut saves = free_saves.clone();
+        // Per guest, in plan order: the step after which it is down and its state durable (save or shutdown).
+        let mut saved = vec![None; plan.vms.len()];
         // Guests the plan reboots are shut down first: their power-off takes seconds, which must not be spent
         // while the saved guests are already paused.
         let mut shutdowns = Vec::new();
@@ -158,13 +186,14 @@ impl StepGraph {
         let saved_then = plan.vms.iter().enumerate().filter(|(_, g)| !g.restarts());
         for (vm, guest) in restarted_first.chain(saved_then) {
             // A kernel that fails to load (signature, size) or a device bound to the wrong driver stops the plan
-            // before this guest loses a millisecond; and a paused guest does not wait out the kernel load.
+            // before this guest loses a millisecond; and a paused guest does not wait out the kernel load, the
+            // early isolate or the stop of an app no guest needs.
             let down = if guest.restarts() {
-                let down = self.add_after(plan, StepKind::VmShutdown { vm }, &[load]);
+                let down = self.add_after(plan, StepKind::VmShutdown { vm }, &gate);
                 shutdowns.push(down);
                 down
             } else {
-                let before = self.preflush(plan, &mut preflush, load, &shutdowns);
+                let before = self.preflush(plan, &mut preflush, &gate, &shutdowns);
                 self.add_after(plan, StepKind::VmPause { vm }, &[before])
             };
             for address in &guest.devices {
@@ -172,22 +201,35 @@ impl StepGraph {
                     self.edge(checks[j], down);
                 }
             }
-            saves.push(if guest.restarts() {
+            let done = if guest.restarts() {
                 down
             } else {
                 self.add_after(plan, StepKind::VmSave { vm }, &[down])
-            });
+            };
+            saved[vm] = Some(done);
+            saves.push(done);
         }
-        for app in 0..plan.apps.len() {
-            let before = self.preflush(plan, &mut preflush, load, &shutdowns);
-            saves.push(self.add_after(plan, StepKind::AppSave { app }, &[before]));
+        // An app a guest needs (SPDK serving its disks) is stopped only once every guest that needs it is saved.
+        for app in (0..plan.apps.len()).filter(|&app| needed[app]) {
+            let mut first = vec![load];
+            first.extend(
+                plan.vms
+                    .iter()
+                    .zip(&saved)
+                    .filter(|(v, _)| v.needs.contains(&app))
+                    .filter_map(|(_, s)| *s),
+            );
+            saves.push(self.add_after(plan, StepKind::AppSave { app }, &first));
         }
         let sync = self.add_after(plan, StepKind::Sync, or(&saves, &[preflight]));
-        let mut last = sync;
-        if plan.policy.isolate.is_some() {
-            last = self.add_after(plan, StepKind::Isolate, &[sync]);
-        }
+        let last = match (plan.policy.isolate.is_some(), isolate) {
+            (true, None) => self.add_after(plan, StepKind::Isolate, &[sync]),
+            _ => sync,
+        };
         let kexec = self.add_after(plan, StepKind::Kexec, &[last, load]);
+        if let Some(isolate) = isolate {
+            self.edge(isolate, kexec);
+        }
         for &c in &checks {
             self.edge(c, kexec);
         }
@@ -197,27 +239,45 @@ impl StepGraph {
             .map(|pci| self.add_after(plan, StepKind::PciBind { pci }, &[kexec]))
             .collect();
         let mut finals = binds.clone();
-        for app in 0..plan.apps.len() {
-            finals.push(self.add_after(plan, StepKind::AppRestore { app }, &[kexec]));
+        // An app a guest needs is back before that guest is restored (its QEMU opens the vhost-user socket).
+        let mut restores = vec![None; plan.apps.len()];
+        for app in (0..plan.apps.len()).filter(|&app| needed[app]) {
+            let node = self.add_after(plan, StepKind::AppRestore { app }, &[kexec]);
+            restores[app] = Some(node);
+            finals.push(node);
         }
+        let mut guests_back = Vec::new();
         for (vm, guest) in plan.vms.iter().enumerate() {
-            // A device goes back to its planned driver before the guest that owns it comes back.
-            let after_binds = |this: &mut Self, node| {
+            // A device goes back to its planned driver, and an app the guest needs is started, before the guest
+            // comes back.
+            let before_guest = |this: &mut Self, node| {
                 for address in &guest.devices {
                     if let Some(j) = plan.pci.iter().position(|d| &d.address == address) {
                         this.edge(binds[j], node);
                     }
                 }
+                for &app in &guest.needs {
+                    if let Some(r) = restores[app] {
+                        this.edge(r, node);
+                    }
+                }
             };
             if guest.restarts() {
                 let boot = self.add_after(plan, StepKind::VmBoot { vm }, &[kexec]);
-                after_binds(self, boot);
-                finals.push(boot);
+                before_guest(self, boot);
+                guests_back.push(boot);
                 continue;
             }
             let restore = self.add_after(plan, StepKind::VmRestore { vm }, &[kexec]);
-            after_binds(self, restore);
-            finals.push(self.add_after(plan, StepKind::VmResume { vm }, &[restore]));
+            before_guest(self, restore);
+            guests_back.push(self.add_after(plan, StepKind::VmResume { vm }, &[restore]));
+        }
+        finals.extend(&guests_back);
+        // On the new kernel the guests come first; an app no guest needs is started once they all run again.
+        for app in (0..plan.apps.len()).filter(|&app| !needed[app]) {
+            let mut first = vec![kexec];
+            first.extend(&guests_back);
+            finals.push(self.add_after(plan, StepKind::AppRestore { app }, &first));
         }
         self.add_after(plan, StepKind::Verify, or(&finals, &[kexec]));
     }
@@ -228,13 +288,13 @@ impl StepGraph {
         &mut self,
         plan: &Plan,
         preflush: &mut Option<NodeIndex>,
-        load: NodeIndex,
+        gate: &[NodeIndex],
         shutdowns: &[NodeIndex],
     ) -> NodeIndex {
         if let Some(node) = *preflush {
             return node;
         }
-        let mut first = vec![load];
+        let mut first = gate.to_vec();
         first.extend(shutdowns);
         let node = self.add_after(plan, StepKind::Preflush, &first);
         *preflush = Some(node);
@@ -342,6 +402,57 @@ impl StepGraph {
                     self.graph.add_edge(node, verify, EdgeOrigin::Placement);
                 }
                 _ => {}
+            }
+        }
+        self.before_first_pause(customs);
+    }
+
+    /// A custom step before the kexec that is tied to no guest — no path leads from it to a guest's pause, save
+    /// or shutdown, or back — does not need the guests stopped: it runs before every guest's pause (or
+    /// shutdown), so it never runs, nor fails, inside their downtime. Tied steps stay where their entries put them.
+    fn before_first_pause(&mut self, customs: &[NodeIndex]) {
+        let guest_steps: Vec<NodeIndex> = self
+            .graph
+            .node_indices()
+            .filter(|&n| {
+                matches!(
+                    self.graph[n].kind,
+                    StepKind::VmPause { .. }
+                        | StepKind::VmSave { .. }
+                        | StepKind::VmShutdown { .. }
+                )
+            })
+            .collect();
+        let downs: Vec<NodeIndex> = guest_steps
+            .iter()
+            .copied()
+            .filter(|&n| !matches!(self.graph[n].kind, StepKind::VmSave { .. }))
+            .collect();
+        // Everything a guest step reaches, and everything that reaches one: two walks, not one per pair. Taken
+        // before any edge is added, so the edges added below (each into a pause) close no cycle: a pause reaches
+        // none of the steps they start from.
+        let tied = |dir: Direction| {
+            let mut seen = vec![false; self.graph.node_count()];
+            let mut stack = guest_steps.clone();
+            while let Some(n) = stack.pop() {
+                for m in self.graph.neighbors_directed(n, dir) {
+                    if !std::mem::replace(&mut seen[m.index()], true) {
+                        stack.push(m);
+                    }
+                }
+            }
+            seen
+        };
+        let (after_guests, before_guests) = (tied(Direction::Outgoing), tied(Direction::Incoming));
+        let free: Vec<NodeIndex> = customs
+            .iter()
+            .copied()
+            .filter(|n| self.graph[*n].phase == Phase::Before)
+            .filter(|n| !after_guests[n.index()] && !before_guests[n.index()])
+            .collect();
+        for node in free {
+            for &down in &downs {
+                self.graph.add_edge(node, down, EdgeOrigin::Placement);
             }
         }
     }

@@ -440,7 +440,9 @@ mod tests {
         let g = StepGraph::build(&loaded.plan.expect("valid")).unwrap();
         assert_eq!(g.after("preflush"), ["vm:old:shutdown"]);
         assert_eq!(g.after("vm:db:pause"), ["preflush"]);
-        assert_eq!(g.after("app:spdk:save"), ["preflush"]);
+        // An app no guest needs stops before the guests go down, so before the preflush too (its stop may write).
+        assert_eq!(g.after("app:spdk:save"), ["kernel:load"]);
+        assert!(g.depends_on("preflush", "app:spdk:save"));
         assert!(g.depends_on("vm:old:shutdown", "kernel:load"));
         // A plan with nothing that goes down has no preflush.
         let bare = crate::check::check("t.toml", KERNEL.as_bytes());
@@ -476,6 +478,103 @@ mod tests {
         // The guest's downtime includes the bind; the other guest's does not.
         let down: std::collections::HashMap<_, _> = g.schedule().vm_downtime.into_iter().collect();
         assert_eq!(down["db"] - down["web"], cost::PCI_BIND);
+    }
+
+    /// `db` (libvirt) needing the systemd app `spdk`, with `extra` after the app.
+    fn needing_spdk(extra: &str) -> String {
+        format!(
+            "{KERNEL}{DB}needs = [\"spdk\"]\n[[app]]\nname = \"spdk\"\nsystemd = \"spdk_tgt.service\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn a_custom_step_between_a_needed_app_and_its_guest_closes_a_cycle() {
+        // db's save → spdk's save (the guest needs it) → step:x → db's pause → db's save.
+        let text = needing_spdk(&custom(
+            "x",
+            "after = [\"app:spdk:save\"]\nbefore = [\"vm:db:pause\"]",
+        ));
+        let loaded = crate::check::check("t.toml", text.as_bytes());
+        assert!(loaded.plan.is_none());
+        let d = &loaded.report.diagnostics[0];
+        assert_eq!(d.code, code::STEP_CYCLE);
+        assert_eq!(
+            d.message,
+            "steps wait for each other in a cycle: step:x → vm:db:pause → vm:db:save → app:spdk:save → step:x"
+        );
+        // It points at both entries that close it.
+        assert!(d.span.is_some());
+        assert_eq!(d.related.len(), 1);
+    }
+
+    #[test]
+    fn a_needed_app_stops_after_its_guest_and_starts_before_it() {
+        let text = needing_spdk(
+            "[[vm]]\nname = \"web\"\nlibvirt = \"web\"\nstate = \"/var/lib/kup/state/web\"\n",
+        );
+        let loaded = crate::check::check("t.toml", text.as_bytes());
+        let g = StepGraph::build(&loaded.plan.unwrap()).unwrap();
+        assert_eq!(g.after("app:spdk:save"), ["vm:db:save"]);
+        assert_eq!(g.after("vm:db:restore"), ["app:spdk:restore"]);
+        // web does not need it.
+        assert_eq!(g.after("vm:web:restore"), ["kexec"]);
+        assert!(!g.depends_on("app:spdk:save", "vm:web:save"));
+    }
+
+    #[test]
+    fn a_step_tied_to_no_guest_runs_before_every_pause_and_a_tied_one_stays_put() {
+        let text = format!(
+            "{KERNEL}{DB}[[vm]]\nname = \"web\"\nlibvirt = \"web\"\nstate = \"/var/lib/kup/state/web\"\n{}{}{}",
+            custom("note", ""),
+            custom("fence", "before = [\"kexec\"]"),
+            custom("copy", "after = [\"vm:db:save\"]"),
+        );
+        let loaded = crate::check::check("t.toml", text.as_bytes());
+        let g = StepGraph::build(&loaded.plan.unwrap()).unwrap();
+        for step in ["step:note", "step:fence"] {
+            for pause in ["vm:db:pause", "vm:web:pause"] {
+                assert!(g.depends_on(pause, step), "{pause} after {step}");
+            }
+        }
+        // Tied to db's save: it does not hold web's pause back (which would serialise the guests).
+        assert!(!g.depends_on("vm:web:pause", "step:copy"));
+        assert!(g.depends_on("kexec", "step:copy"));
+    }
+
+    #[test]
+    fn an_isolate_that_keeps_every_guest_runs_before_the_first_pause() {
+        let g = graph("unit = \"libvirtd.service\"\n[policy]\nisolate = \"rescue.target\"\n");
+        assert_eq!(g.after("isolate"), ["kernel:load"]);
+        assert_eq!(g.after("vm:db:pause"), ["preflush"]);
+        assert_eq!(g.after("preflush"), ["isolate"]);
+        assert!(!g.depends_on("isolate", "sync"));
+        // Its time left the guest's downtime: the same plan without `unit` is down that much longer.
+        let late = graph("[policy]\nisolate = \"rescue.target\"\n");
+        let (e, l) = (g.schedule().downtime(), late.schedule().downtime());
+        assert_eq!(l - e, cost::ISOLATE);
+        // Over budget, the isolate is offered as a remedy only where it is inside the guest's window.
+        let help = |keys: &str| {
+            let text = format!(
+                "{KERNEL}{DB}{keys}[policy]\nisolate = \"rescue.target\"\nmax_downtime = \"1s\"\n"
+            );
+            let loaded = crate::check::check("t.toml", text.as_bytes());
+            let d = loaded
+                .report
+                .diagnostics
+                .iter()
+                .find(|d| d.code == code::DOWNTIME_BUDGET);
+            d.and_then(|d| d.help.clone()).unwrap_or_default()
+        };
+        assert!(
+            help("").contains("name every guest's `unit`"),
+            "{}",
+            help("")
+        );
+        let early = help("unit = \"libvirtd.service\"\n");
+        assert!(
+            early.contains("raise the budget") && !early.contains("policy.isolate"),
+            "{early}"
+        );
     }
 
     #[test]

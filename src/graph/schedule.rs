@@ -331,7 +331,8 @@ pub(crate) fn budget(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> Opt
             format!("{whose} is estimated at {}", human(downtime)),
         );
     }
-    // Only remedies that apply to this plan: shared RAM for a guest whose RAM is copied, the isolate if there is one.
+    // Only remedies that apply to this plan: shared RAM for a guest whose RAM is copied, the isolate if it is inside
+    // the guests' window.
     let mut remedies = Vec::new();
     let worst = schedule
         .worst_vm()
@@ -345,9 +346,18 @@ pub(crate) fn budget(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> Opt
             ));
         }
     }
-    if plan.policy.isolate.is_some() {
+    // The isolate costs the guests time only when it waits for their saves (a guest without `unit`).
+    let isolate_in_window = graph.step(&StepId::Isolate).is_some()
+        && graph.steps().any(|s| {
+            matches!(
+                s.kind,
+                StepKind::VmPause { .. } | StepKind::VmShutdown { .. }
+            ) && graph.depends_on(&StepId::Isolate, &s.id)
+        });
+    if isolate_in_window {
         remedies.push(format!(
-            "drop `policy.isolate` (about {})",
+            "name every guest's `unit`, so that the isolate runs before the first pause (about {}), or drop \
+             `policy.isolate`",
             human(super::cost::ISOLATE)
         ));
     }

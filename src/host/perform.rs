@@ -213,6 +213,7 @@ pub(super) fn one(
         Action::CheckMigratable { socket, memory } => {
             migration::check_migratable(session(sessions, socket)?, *memory)
         }
+        Action::WriteFile { path, contents } => write_file(path, contents),
         Action::RemoveFile { path } => {
             files::remove_state_file(path).map(|removed| ActionOutput::Removed { removed })
         }
@@ -506,4 +507,14 @@ fn check_output(
             Some(code) => format!(" (exit status {code}: {})", captured.tail),
         }
     )))
+}
+
+/// A drop-in systemd reads: its directory created, and refused when another user could write to it (and so swap
+/// what systemd loads), then the file written atomically.
+fn write_file(path: &Path, contents: &str) -> Result<ActionOutput, HostError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    files::create_dir_all(dir)?;
+    trust::check_state_dir("the drop-in directory", dir)?;
+    files::write_readable(path, contents.as_bytes())?;
+    Ok(ActionOutput::None)
 }

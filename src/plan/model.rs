@@ -103,6 +103,10 @@ pub struct Vm {
     pub(crate) memory_size: Option<u64>,
     pub(crate) devices: Vec<PciAddress>,
     pub(crate) handover: Handover,
+    /// The systemd unit hosting its QEMU (`vm.unit`), kept out of `policy.isolate`.
+    pub(crate) unit: Option<String>,
+    /// Indices into the plan's `apps` of the apps it needs while it runs (`vm.needs`), in plan order.
+    pub(crate) needs: Vec<usize>,
 }
 
 /// How a guest crosses the kexec (`vm.handover`).

@@ -206,6 +206,17 @@ pub(crate) struct RawVm {
     /// kup quits QEMU (default `"60s"`).
     #[schemars(with = "Option<String>")]
     pub(crate) shutdown_timeout: Option<Spanned<String>>,
+    /// The systemd unit that hosts this guest's QEMU (`"qemu@db-1.service"`; for libvirt, `"libvirtd.service"`).
+    /// With `policy.isolate`, kup keeps it out of the isolate (a runtime drop-in with `IgnoreOnIsolate=yes`), so
+    /// the isolate can run before the first guest pauses. A guest without `unit` would be stopped by the isolate:
+    /// the isolate then waits until it is saved, inside the guests' downtime.
+    #[schemars(with = "Option<String>")]
+    pub(crate) unit: Option<Spanned<String>>,
+    /// Names of the `[[app]]`s this guest needs while it runs (SPDK serving its disks over vhost-user, DPDK its
+    /// NIC): each is stopped only after this guest is saved, and started on the new kernel before it is restored.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub(crate) needs: Vec<Spanned<String>>,
 }
 
 /// How a guest crosses the kexec.

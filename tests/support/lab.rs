@@ -269,6 +269,14 @@ impl Journal {
             .count()
     }
 
+    /// Where the first record of `event` for `step` is in the journal (records are appended in the order they
+    /// happened), if there is one.
+    pub fn position(&self, event: &str, step: &str) -> Option<usize> {
+        self.records
+            .iter()
+            .position(|r| r["event"] == event && r["step"] == step)
+    }
+
     pub fn text(&self) -> String {
         self.records
             .iter()

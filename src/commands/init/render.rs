@@ -299,6 +299,7 @@ fn qemu_vm(
         ),
     }
     restart(out, q);
+    unit(out, q);
     let devices: Vec<&String> = q
         .args
         .vfio
@@ -327,6 +328,26 @@ fn qemu_vm(
         owners.extend(devices.iter().map(|d| ((*d).clone(), name.clone())));
     }
     out.push('\n');
+}
+
+/// The unit the QEMU runs in, which `policy.isolate` must not stop (docs/plan-format.md, `vm.unit`).
+fn unit(out: &mut String, q: &QemuProcess) {
+    match &q.unit {
+        Unit::Service(u) | Unit::Transient(u) => {
+            let _ = writeln!(out, "unit = {}  # kept out of policy.isolate", s(u));
+        }
+        Unit::None(Some(scope)) if scope.ends_with(".scope") => {
+            let _ = writeln!(
+                out,
+                "unit = {}  # a scope: systemd never isolates it, named so the isolate can run early",
+                s(scope)
+            );
+        }
+        Unit::None(_) => out.push_str(
+            "# TODO unit: it runs in no systemd unit; with policy.isolate, name the unit it will run in, or the \
+             isolate waits until every guest is saved.\n",
+        ),
+    }
 }
 
 fn restart(out: &mut String, q: &QemuProcess) {
@@ -398,6 +419,11 @@ fn libvirt_vms(out: &mut String, facts: &HostFacts, names: &mut Names) {
             "[[vm]]\n# A libvirt domain (virsh save/restore: its RAM is always copied).\nname = {}\nlibvirt = {}",
             s(&name),
             s(&domain)
+        );
+        out.push_str(
+            "# With policy.isolate: unit = \"libvirtd.service\" (or virtqemud.service with libvirt's modular \
+             daemons), the daemon virsh talks to, so the isolate keeps it.
+",
         );
         match (&facts.libvirt_uri, &facts.libvirt) {
             (Some(uri), _) => {

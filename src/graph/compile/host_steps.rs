@@ -4,7 +4,7 @@ use super::{COMMAND_TIMEOUT, Compiled, ISOLATE_ROLLBACK_TARGET, exec, handshake,
 use crate::action::Action;
 use crate::graph::cost::PREFLUSH_BUDGET;
 use crate::plan::{AppKind, CustomStep, Plan};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The directories whose file systems hold what kup writes before the kexec: every guest's state directory, every
 /// CRIU app's images and the journal root. Sorted, each once.
@@ -60,18 +60,81 @@ pub(super) fn sync(plan: &Plan) -> Compiled {
     )
 }
 
-/// `isolate`: `systemctl isolate TARGET`, undone by isolating the default target.
-pub(super) fn isolate(target: Option<&str>) -> Compiled {
-    match target {
-        Some(target) => (
-            vec![exec(&["systemctl", "isolate", target], COMMAND_TIMEOUT)],
-            vec![exec(
-                &["systemctl", "isolate", ISOLATE_ROLLBACK_TARGET],
-                COMMAND_TIMEOUT,
-            )],
-        ),
-        None => (Vec::new(), Vec::new()),
+/// Where runtime unit drop-ins go: `/run` is gone after the kexec, so nothing kup writes there outlives the boot.
+pub(crate) const DROP_IN_ROOT: &str = "/run/systemd/system";
+/// The drop-in's file name in `UNIT.d/`.
+pub(crate) const ISOLATE_DROP_IN: &str = "kup-keep-on-isolate.conf";
+/// What it says. `IgnoreOnIsolate` is a [Unit] key: in [Service] systemd ignores it.
+const ISOLATE_DROP_IN_TEXT: &str = "# Written by kup for the isolate of an apply; removed when the apply is over.\n\
+                                    [Unit]\nIgnoreOnIsolate=yes\n";
+
+/// The units the isolate must not stop, in plan order, once each: every guest's `unit` (its QEMU) and every
+/// systemd app's unit (its own step stops it, after the guests that need it are saved). kup itself runs in a
+/// transient unit that already has `IgnoreOnIsolate=yes` (src/host/systemd.rs).
+pub(crate) fn kept_units(plan: &Plan) -> Vec<&str> {
+    let mut units: Vec<&str> = Vec::new();
+    let guests = plan.vms.iter().filter_map(|v| v.unit.as_deref());
+    let apps = plan.apps.iter().filter_map(|a| match &a.kind {
+        AppKind::Systemd { unit } => Some(unit.as_str()),
+        _ => None,
+    });
+    for unit in guests.chain(apps) {
+        if !units.contains(&unit) {
+            units.push(unit);
+        }
     }
+    units
+}
+
+/// The drop-in that keeps `unit` out of the isolate.
+pub(crate) fn isolate_drop_in(unit: &str) -> PathBuf {
+    Path::new(DROP_IN_ROOT)
+        .join(format!("{unit}.d"))
+        .join(ISOLATE_DROP_IN)
+}
+
+/// The isolate's drop-ins removed and systemd told: after the undo, and once the kexec is over (`verify`; after a
+/// real kexec `/run` is new and nothing is left, after a rehearsal they would stay until the next boot).
+pub(super) fn remove_isolate_drop_ins(plan: &Plan) -> Vec<Action> {
+    let units = kept_units(plan);
+    if plan.policy.isolate.is_none() || units.is_empty() {
+        return Vec::new();
+    }
+    let mut actions: Vec<Action> = units
+        .iter()
+        .map(|u| Action::RemoveFile {
+            path: isolate_drop_in(u),
+        })
+        .collect();
+    actions.push(exec(&["systemctl", "daemon-reload"], COMMAND_TIMEOUT));
+    actions
+}
+
+/// `isolate`: the units that host guests and apps kept out of it (a runtime drop-in each, then `systemctl
+/// daemon-reload`), then `systemctl isolate TARGET`; undone by isolating the default target and removing the
+/// drop-ins.
+pub(super) fn isolate(plan: &Plan) -> Compiled {
+    let Some(target) = plan.policy.isolate.as_deref() else {
+        return (Vec::new(), Vec::new());
+    };
+    let units = kept_units(plan);
+    let mut actions: Vec<Action> = units
+        .iter()
+        .map(|u| Action::WriteFile {
+            path: isolate_drop_in(u),
+            contents: ISOLATE_DROP_IN_TEXT.to_owned(),
+        })
+        .collect();
+    if !units.is_empty() {
+        actions.push(exec(&["systemctl", "daemon-reload"], COMMAND_TIMEOUT));
+    }
+    actions.push(exec(&["systemctl", "isolate", target], COMMAND_TIMEOUT));
+    let mut rollback = vec![exec(
+        &["systemctl", "isolate", ISOLATE_ROLLBACK_TARGET],
+        COMMAND_TIMEOUT,
+    )];
+    rollback.extend(remove_isolate_drop_ins(plan));
+    (actions, rollback)
 }
 
 /// `step:NAME`: its `run` argv, undone by its `undo` argvs.

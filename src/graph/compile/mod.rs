@@ -201,7 +201,7 @@ fn step_actions(
         StepKind::AppSave { app: i } => app::save(app(i)),
         StepKind::Preflush => host_steps::preflush(plan),
         StepKind::Sync => host_steps::sync(plan),
-        StepKind::Isolate => host_steps::isolate(plan.policy.isolate.as_deref()),
+        StepKind::Isolate => host_steps::isolate(plan),
         StepKind::Kexec => kernel::kexec(plan.policy.kexec, customs_before),
         StepKind::AppRestore { app: i } => app::restore(app(i)),
         StepKind::VmRestore { vm: i } => vm::restore(vm(i), migration_timeout),
@@ -210,7 +210,11 @@ fn step_actions(
         StepKind::VmBoot { vm: i } => vm::boot(vm(i)),
         StepKind::Verify => match patch {
             Some(l) => (livepatch::verify(l), Vec::new()),
-            None => (checks::verify(plan), Vec::new()),
+            None => {
+                let mut actions = checks::verify(plan);
+                actions.extend(host_steps::remove_isolate_drop_ins(plan));
+                (actions, Vec::new())
+            }
         },
         StepKind::Custom { step } => host_steps::custom(plan.steps.get(step)),
         StepKind::LivepatchLoad => patch.map(livepatch::load).unwrap_or_default(),
@@ -613,5 +617,78 @@ restart = ["systemctl", "start", "qemu@db.service"]
         assert!(matches!(&pause.rollback[1], Action::Qmp { command, .. } if command == "cont"));
         let load = p.steps.iter().find(|s| s.id == "kernel:load").unwrap();
         assert_eq!(load.rollback, [Action::KexecUnload]);
+    }
+
+    #[test]
+    fn the_isolate_keeps_the_guests_and_apps_units_and_undoes_that() {
+        let text = format!(
+            "{}unit = \"qemu@db.service\"\n[[app]]\nname = \"spdk\"\nsystemd = \"spdk_tgt.service\"\n\
+             [policy]\nisolate = \"rescue.target\"\n",
+            shared()
+        );
+        let p = program(&text);
+        let drop_in = |unit: &str| {
+            std::path::PathBuf::from(format!(
+                "/run/systemd/system/{unit}.d/kup-keep-on-isolate.conf"
+            ))
+        };
+        let argv = |a: &Action| match a {
+            Action::Exec { argv, .. } => argv.join(" "),
+            other => panic!("not an exec: {other:?}"),
+        };
+        let isolate = p.steps.iter().find(|s| s.id == "isolate").unwrap();
+        for (i, unit) in ["qemu@db.service", "spdk_tgt.service"].iter().enumerate() {
+            let Action::WriteFile { path, contents } = &isolate.actions[i] else {
+                panic!("{:?}", isolate.actions[i]);
+            };
+            assert_eq!(*path, drop_in(unit));
+            // A [Unit] key: in [Service] systemd ignores it.
+            assert!(
+                contents.contains("[Unit]\nIgnoreOnIsolate=yes\n"),
+                "{contents}"
+            );
+        }
+        assert_eq!(argv(&isolate.actions[2]), "systemctl daemon-reload");
+        assert_eq!(argv(&isolate.actions[3]), "systemctl isolate rescue.target");
+        assert_eq!(isolate.actions.len(), 4);
+        // Undone: the default target back, then the drop-ins gone and systemd told.
+        assert_eq!(
+            argv(&isolate.rollback[0]),
+            "systemctl isolate default.target"
+        );
+        assert_eq!(
+            isolate.rollback[1..3],
+            [
+                Action::RemoveFile {
+                    path: drop_in("qemu@db.service")
+                },
+                Action::RemoveFile {
+                    path: drop_in("spdk_tgt.service")
+                },
+            ]
+        );
+        assert_eq!(argv(&isolate.rollback[3]), "systemctl daemon-reload");
+        // After the kexec (a rehearsal keeps /run), verify removes them last, once everything else passed.
+        let verify = p.steps.iter().find(|s| s.id == "verify").unwrap();
+        assert_eq!(
+            verify.actions[verify.actions.len() - 3..],
+            isolate.rollback[1..]
+        );
+        // Without `policy.isolate` nothing is written or removed.
+        let plain = program(&format!("{}unit = \"qemu@db.service\"\n", shared()));
+        assert!(
+            plain
+                .steps
+                .iter()
+                .flat_map(|s| &s.actions)
+                .all(|a| !matches!(a, Action::WriteFile { .. }))
+        );
+        let verify = plain.steps.iter().find(|s| s.id == "verify").unwrap();
+        assert!(
+            verify
+                .actions
+                .iter()
+                .all(|a| !matches!(a, Action::Exec { .. }))
+        );
     }
 }

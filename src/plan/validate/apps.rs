@@ -47,38 +47,9 @@ impl Validator<'_> {
 
     pub(super) fn app_kind(&mut self, app: &raw::RawApp) -> Option<AppKind> {
         if let Some(unit) = &app.systemd {
-            let text = unit.get_ref();
-            const SUFFIXES: &[&str] = &[
-                ".service", ".socket", ".target", ".mount", ".timer", ".path", ".scope",
-            ];
-            let suffixed = SUFFIXES.iter().any(|s| text.ends_with(s));
-            if !suffixed || text.contains(char::is_whitespace) {
-                let (label, help) = if suffixed {
-                    (
-                        "contains whitespace",
-                        "unit names have no spaces: use the name `systemctl list-units` shows"
-                            .to_owned(),
-                    )
-                } else {
-                    (
-                        "unit name without a type suffix",
-                        format!(
-                            "write the full unit name, for example \"{}.service\"",
-                            text.trim()
-                        ),
-                    )
-                };
-                self.push(
-                    Diagnostic::error(
-                        code::SYSTEMD_UNIT,
-                        format!("\"{text}\" is not a systemd unit name"),
-                    )
-                    .at(unit.span(), label)
-                    .help(help),
-                );
-                return None;
-            }
-            return Some(AppKind::Systemd { unit: text.clone() });
+            return self
+                .systemd_unit(unit)
+                .map(|unit| AppKind::Systemd { unit });
         }
         if let Some(criu) = &app.criu {
             let criu = criu.get_ref();

@@ -164,6 +164,45 @@ impl Validator<'_> {
         Some(items.iter().map(|s| s.get_ref().clone()).collect())
     }
 
+    /// A systemd unit name (`app.systemd`, `vm.unit`): a type suffix, and only the characters systemd.unit(5)
+    /// allows — kup builds a drop-in's path from it (`/run/systemd/system/UNIT.d/`), so no `/` gets through.
+    pub(super) fn systemd_unit(&mut self, unit: &Spanned<String>) -> Option<String> {
+        let text = unit.get_ref();
+        const SUFFIXES: &[&str] = &[
+            ".service", ".socket", ".target", ".mount", ".timer", ".path", ".scope",
+        ];
+        let suffixed = SUFFIXES.iter().any(|s| text.ends_with(s));
+        let odd = text.chars().find(|c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.' | '\\' | '@'))
+        });
+        let (label, help) = match odd {
+            _ if !suffixed => (
+                "unit name without a type suffix".to_owned(),
+                format!("write the full unit name, for example \"{}.service\"", text.trim()),
+            ),
+            Some(c) if c.is_whitespace() => (
+                "contains whitespace".to_owned(),
+                "unit names have no spaces: use the name `systemctl list-units` shows".to_owned(),
+            ),
+            Some(c) => (
+                format!("`{c}` is not allowed in a unit name"),
+                "unit names use letters, digits and `:-_.\\@` (systemd.unit(5)); escape other characters \
+                 with `systemd-escape`"
+                    .to_owned(),
+            ),
+            None => return Some(text.clone()),
+        };
+        self.push(
+            Diagnostic::error(
+                code::SYSTEMD_UNIT,
+                format!("\"{text}\" is not a systemd unit name"),
+            )
+            .at(unit.span(), label)
+            .help(help),
+        );
+        None
+    }
+
     pub(super) fn name(&mut self, name: &Spanned<String>, kind: &str, seen: &mut Seen) -> bool {
         let text = name.get_ref();
         let valid = !text.is_empty()

@@ -53,6 +53,9 @@ pub(crate) mod code {
     pub(crate) const LIVEPATCH_NAME: &str = "kup::plan::livepatch-name";
     pub(crate) const LIVEPATCH_UNTOUCHED: &str = "kup::plan::livepatch-untouched";
     pub(crate) const SHARED_RAM_MEMMAP: &str = "kup::plan::shared-ram-memmap";
+    pub(crate) const UNKNOWN_APP: &str = "kup::plan::unknown-app";
+    pub(crate) const DUPLICATE_NEED: &str = "kup::plan::duplicate-need";
+    pub(crate) const ISOLATE_UNPROTECTED: &str = "kup::plan::isolate-unprotected";
 
     /// Codes that report something absent: after the structural pass removed a badly typed key, these would only
     /// repeat its finding.
@@ -114,9 +117,11 @@ impl Validator<'_> {
         let livepatch = raw.livepatch.as_ref().map(|l| self.livepatch(l.get_ref()));
         self.livepatch_untouched(raw);
         let pci = self.pci(&raw.pci);
-        let vms = self.vms(&raw.vms, &raw.pci, &policy);
+        let mut vms = self.vms(&raw.vms, &raw.pci, &policy);
         self.shared_ram_memmap(raw);
         let apps = self.apps(&raw.apps);
+        let isolates = policy.isolate.is_some() && raw.livepatch.is_none();
+        self.vm_links(&raw.vms, &apps, &mut vms, isolates);
         let steps = self.steps(&raw.steps);
         Plan {
             name: raw.name.as_ref().map(|n| n.get_ref().clone()),

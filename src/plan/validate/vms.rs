@@ -35,8 +35,9 @@ impl Validator<'_> {
             let memory_size = self.vm_memory_size(vm);
             let devices = self.vm_devices(vm, &name, &declared, &mut owners);
             let handover = self.vm_handover(vm, &name);
-            if let (true, Some(driver), Some(state), Some(handover)) =
-                (name_ok, driver, state, handover)
+            let unit = vm.unit.as_ref().map(|u| self.systemd_unit(u));
+            if let (true, Some(driver), Some(state), Some(handover), false) =
+                (name_ok, driver, state, handover, matches!(unit, Some(None)))
             {
                 vms.push(Vm {
                     name,
@@ -49,10 +50,106 @@ impl Validator<'_> {
                     memory_size,
                     devices,
                     handover,
+                    unit: unit.flatten(),
+                    // Filled in by `vm_links` once the apps are known.
+                    needs: Vec::new(),
                 });
             }
         }
         vms
+    }
+
+    /// What ties guests to the rest of the plan, checked once the apps are known: each guest's `needs` names
+    /// `[[app]]`s, once each; and with `policy.isolate` a guest without `unit` is warned about, since the isolate
+    /// would stop its QEMU and must then wait, inside the guests' downtime, until the guest is saved.
+    pub(super) fn vm_links(
+        &mut self,
+        raw: &[Spanned<raw::RawVm>],
+        apps: &[App],
+        vms: &mut [Vm],
+        isolates: bool,
+    ) {
+        for table in raw {
+            let vm = table.get_ref();
+            let name = vm.name.get_ref();
+            let mut needs = Vec::new();
+            let mut seen: BTreeMap<&str, Range<usize>> = BTreeMap::new();
+            for need in &vm.needs {
+                let wanted = need.get_ref();
+                if let Some(first) = seen.get(wanted.as_str()) {
+                    self.push(
+                        Diagnostic::error(
+                            code::DUPLICATE_NEED,
+                            format!("vm \"{name}\" needs app \"{wanted}\" twice"),
+                        )
+                        .at(need.span(), "named again here")
+                        .related(first.clone(), "first named here")
+                        .help("name each app once in `needs`"),
+                    );
+                    continue;
+                }
+                seen.insert(wanted, need.span());
+                match apps.iter().position(|a| &a.name == wanted) {
+                    Some(app) => needs.push(app),
+                    None => {
+                        let names = apps.iter().map(|a| a.name.as_str());
+                        let help = match crate::plan::structure::did_you_mean(wanted, names) {
+                            Some(guess) => format!("did you mean \"{guess}\"?"),
+                            None if apps.is_empty() => format!(
+                                "add an [[app]] table with name = \"{wanted}\" saying how it is stopped and \
+                                 started (`systemd`, `criu` or hooks)"
+                            ),
+                            None => format!(
+                                "apps in this plan: {}",
+                                apps.iter()
+                                    .map(|a| a.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        };
+                        self.push(
+                            Diagnostic::error(
+                                code::UNKNOWN_APP,
+                                format!("vm \"{name}\" needs app \"{wanted}\", which no [[app]] table defines"),
+                            )
+                            .at(need.span(), "unknown app")
+                            .help(help),
+                        );
+                    }
+                }
+            }
+            needs.sort_unstable();
+            if let Some(v) = vms.iter_mut().find(|v| &v.name == name) {
+                v.needs = needs;
+            }
+            if isolates && vm.unit.is_none() {
+                let (example, what) = if vm.libvirt.is_some() {
+                    (
+                        "libvirtd.service".to_owned(),
+                        "the libvirt daemon that runs it",
+                    )
+                } else {
+                    (
+                        format!("qemu@{name}.service"),
+                        "the systemd unit its QEMU runs in",
+                    )
+                };
+                self.push(
+                    Diagnostic::warning(
+                        code::ISOLATE_UNPROTECTED,
+                        format!(
+                            "vm \"{name}\" has no `unit`: `policy.isolate` would stop its QEMU, so the isolate \
+                             waits until every guest is saved"
+                        ),
+                    )
+                    .at(vm.name.span(), "no `unit`")
+                    .help(format!(
+                        "add `unit = \"{example}\"` ({what}): kup keeps it out of the isolate, which then runs \
+                         before the first guest pauses, outside their downtime"
+                    )),
+                );
+            }
+        }
     }
 
     /// The guest's driver: exactly one of `qmp` (with its `restart`) and `libvirt`.
