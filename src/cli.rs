@@ -65,6 +65,9 @@ pub(crate) enum PlanCommand {
         /// Output format.
         #[arg(long, value_enum, default_value = "human")]
         format: commands::validate::Format,
+        /// Check this many files at once [default: one per core]. The output is the same whatever the number.
+        #[arg(long, short = 'j', value_name = "N")]
+        jobs: Option<std::num::NonZeroUsize>,
         /// Plan files, or directories searched recursively for `*.toml`.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
@@ -176,9 +179,11 @@ pub fn main() -> ExitCode {
                 force,
             })
         }
-        Command::Plan(PlanCommand::Validate { format, paths }) => {
-            commands::validate::run(&paths, format)
-        }
+        Command::Plan(PlanCommand::Validate {
+            format,
+            jobs,
+            paths,
+        }) => commands::validate::run(&paths, format, jobs),
         Command::Plan(PlanCommand::Graph { format, plan }) => commands::graph::run(&plan, format),
         Command::Plan(PlanCommand::Apply {
             dry_run: true,
