@@ -68,6 +68,10 @@ pub(crate) enum PlanCommand {
         /// Check this many files at once [default: one per core]. The output is the same whatever the number.
         #[arg(long, short = 'j', value_name = "N")]
         jobs: Option<std::num::NonZeroUsize>,
+        /// Journal roots of earlier applies (as `plan status --journal` takes them; repeatable): steps they
+        /// measured are estimated by the median of their last 5 runs instead of the cost model.
+        #[arg(long, value_name = "DIR")]
+        history: Vec<PathBuf>,
         /// Plan files, or directories searched recursively for `*.toml`.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
@@ -77,6 +81,10 @@ pub(crate) enum PlanCommand {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: commands::graph::Format,
+        /// Journal roots of earlier applies (as `plan status --journal` takes them; repeatable): steps they
+        /// measured are estimated by the median of their last 5 runs instead of the cost model.
+        #[arg(long, value_name = "DIR")]
+        history: Vec<PathBuf>,
         /// The plan file.
         #[arg(value_name = "PLAN")]
         plan: PathBuf,
@@ -182,9 +190,14 @@ pub fn main() -> ExitCode {
         Command::Plan(PlanCommand::Validate {
             format,
             jobs,
+            history,
             paths,
-        }) => commands::validate::run(&paths, format, jobs),
-        Command::Plan(PlanCommand::Graph { format, plan }) => commands::graph::run(&plan, format),
+        }) => commands::validate::run(&paths, format, jobs, &history),
+        Command::Plan(PlanCommand::Graph {
+            format,
+            history,
+            plan,
+        }) => commands::graph::run(&plan, format, &history),
         Command::Plan(PlanCommand::Apply {
             dry_run: true,
             format,

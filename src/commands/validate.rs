@@ -175,14 +175,24 @@ struct FileResult {
 
 /// `kup plan validate`: every plan's diagnostics; the invalid-plan error when any plan has an error. The files are
 /// checked on `jobs` threads (every core by default); the output is in the files' order, the same as with one.
-pub(crate) fn run(paths: &[PathBuf], format: Format, jobs: Option<NonZeroUsize>) -> CommandResult {
+/// With journal roots in `history`, the downtime budget is checked against measured step durations where there are
+/// some.
+pub(crate) fn run(
+    paths: &[PathBuf],
+    format: Format,
+    jobs: Option<NonZeroUsize>,
+    history: &[PathBuf],
+) -> CommandResult {
     let files = collect_files(paths).map_err(CommandError::Usage)?;
+    let history = super::graph::read_history(history)?;
     let jobs = jobs.unwrap_or_else(super::fan_out::default_jobs);
     let (color, width) = (super::stderr_color(), super::width());
     let results = super::fan_out::map_ordered(&files, jobs, |file| {
         let bytes = std::fs::read(file)
             .map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", file.display())))?;
-        let report = crate::check::check(&file.display().to_string(), &bytes).report;
+        let report =
+            crate::check::check_with_history(&file.display().to_string(), &bytes, history.as_ref())
+                .report;
         let rendered = (format == Format::Human).then(|| report.render(color, width));
         Ok(FileResult { report, rendered })
     });
