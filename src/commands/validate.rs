@@ -166,8 +166,8 @@ fn summary(report: &PlanDiagnostics) -> String {
     }
 }
 
-/// One file checked: its diagnostics and, for the human format, their rendering (done on the worker thread too:
-/// miette's drawing costs about as much as the check of a plan with findings).
+/// One file checked: its diagnostics and, for the human format, their rendering (per-file work like the check, so
+/// it is done on the worker thread too).
 struct FileResult {
     report: PlanDiagnostics,
     rendered: Option<String>,
