@@ -222,4 +222,31 @@ mod tests {
         );
         assert!(!unknown.contains("(measured"), "{unknown}");
     }
+
+    #[test]
+    fn the_budget_diagnostic_marks_its_measured_contributors() {
+        let mut h = History::default();
+        for save_ms in [3_000, 5_000] {
+            h.add(apply("hv", "hv-7", save_ms));
+        }
+        let text = "kup = 1\nname = \"hv\"\n[kernel]\nimage = \"/boot/vmlinuz\"\n\
+             sha256 = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n\
+             [[vm]]\nname = \"db\"\nlibvirt = \"db\"\nstate = \"/var/lib/kup/state/db\"\nmemory_size = \"1GiB\"\n\
+             [policy]\nmax_downtime = \"1s\"\n";
+        let help = |history: Option<&History>| {
+            let checked = crate::check::check_with_history("t.toml", text.as_bytes(), history);
+            let d = checked
+                .report
+                .diagnostics
+                .iter()
+                .find(|d| d.code == super::super::code::DOWNTIME_BUDGET);
+            d.and_then(|d| d.help.clone()).expect("over the budget")
+        };
+        assert!(
+            help(Some(&h)).contains("vm:db:save 4 s (measured, median of 2)"),
+            "{}",
+            help(Some(&h))
+        );
+        assert!(!help(None).contains("measured"), "{}", help(None));
+    }
 }
