@@ -4,7 +4,7 @@
 //! cycles, the downtime budget) — so that `plan` need not know the graph exists, and every command builds the
 //! graph once, here.
 
-use crate::graph::{self, StepGraph};
+use crate::graph::{self, History, StepGraph};
 use crate::plan::{self, Plan, PlanDiagnostics};
 
 /// What checking one plan file found.
@@ -31,10 +31,15 @@ impl Checked {
 /// Checks a plan file's bytes (`file` is how the user named it, used in every message). The graph's checks run
 /// only on a plan that passed every other check: they need a whole, meaningful plan.
 pub fn check(file: &str, bytes: &[u8]) -> Checked {
+    check_with_history(file, bytes, None)
+}
+
+/// [`check`], with the downtime estimate taken from `history` where earlier applies of the plan measured a step.
+pub fn check_with_history(file: &str, bytes: &[u8], history: Option<&History>) -> Checked {
     let plan::Loaded { plan, mut report } = plan::load(file, bytes);
     let graph = plan
         .as_ref()
-        .and_then(|p| graph::check(p, &mut report.diagnostics));
+        .and_then(|p| graph::check(p, history, &mut report.diagnostics));
     report.sort();
     Checked {
         plan: plan.filter(|_| graph.is_some()),

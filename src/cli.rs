@@ -69,6 +69,13 @@ pub(crate) enum PlanCommand {
         /// Output format.
         #[arg(long, value_enum, default_value = "human")]
         format: commands::validate::Format,
+        /// Check this many files at once [default: one per core]. The output is the same whatever the number.
+        #[arg(long, short = 'j', value_name = "N")]
+        jobs: Option<std::num::NonZeroUsize>,
+        /// Journal roots of earlier applies (as `plan status --journal` takes them; repeatable): steps they
+        /// measured are estimated by the median of their last 5 runs instead of the cost model.
+        #[arg(long, value_name = "DIR")]
+        history: Vec<PathBuf>,
         /// Plan files, or directories searched recursively for `*.toml`.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
@@ -78,6 +85,10 @@ pub(crate) enum PlanCommand {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: commands::graph::Format,
+        /// Journal roots of earlier applies (as `plan status --journal` takes them; repeatable): steps they
+        /// measured are estimated by the median of their last 5 runs instead of the cost model.
+        #[arg(long, value_name = "DIR")]
+        history: Vec<PathBuf>,
         /// The plan file.
         #[arg(value_name = "PLAN")]
         plan: PathBuf,
@@ -184,10 +195,17 @@ pub fn main() -> ExitCode {
             force,
             libvirt_uri: libvirt_uri.as_deref(),
         }),
-        Command::Plan(PlanCommand::Validate { format, paths }) => {
-            commands::validate::run(&paths, format)
-        }
-        Command::Plan(PlanCommand::Graph { format, plan }) => commands::graph::run(&plan, format),
+        Command::Plan(PlanCommand::Validate {
+            format,
+            jobs,
+            history,
+            paths,
+        }) => commands::validate::run(&paths, format, jobs, &history),
+        Command::Plan(PlanCommand::Graph {
+            format,
+            history,
+            plan,
+        }) => commands::graph::run(&plan, format, &history),
         Command::Plan(PlanCommand::Apply {
             dry_run: true,
             format,

@@ -456,3 +456,98 @@ fn status_of_a_journal_copied_off_another_machine_gives_every_blackout_part() {
         .stdout_has("kernel_to_init              3921 ms  new-monotonic")
         .stdout_has("outside the kernel's boot: 1656 ms, 1356 ms over the 300 ms goal");
 }
+
+/// `kup plan validate DIR` with `jobs` threads (`None`: the default, one per core) in `format`.
+fn validate_generated(dir: &std::path::Path, format: &str, jobs: Option<&str>) -> Run {
+    let mut kup = Kup::new()
+        .env("NO_COLOR", "1")
+        .args(["plan", "validate", "--format", format]);
+    if let Some(jobs) = jobs {
+        kup = kup.args(["--jobs", jobs]);
+    }
+    kup.arg(dir).run()
+}
+
+#[test]
+fn validating_many_files_in_parallel_prints_what_the_sequential_run_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let written = support::plan_gen::write_plans(dir.path(), 400, 7).unwrap();
+    // The mix is what makes the comparison worth something: findings must come out next to the right file.
+    assert!(
+        written.invalid > 20 && written.invalid < 100,
+        "{} invalid",
+        written.invalid
+    );
+    for format in ["human", "json", "github"] {
+        let sequential = validate_generated(dir.path(), format, Some("1")).status(1);
+        for jobs in [None, Some("2"), Some("7")] {
+            let parallel = validate_generated(dir.path(), format, jobs).status(1);
+            assert!(
+                parallel.stdout() == sequential.stdout()
+                    && parallel.stderr() == sequential.stderr(),
+                "--format {format} --jobs {jobs:?} differs from --jobs 1"
+            );
+        }
+        if format == "json" {
+            // Every file in name order, each with the finding the generator put in it.
+            let doc = sequential.stdout_json();
+            let manifest = std::fs::read_to_string(dir.path().join("manifest.tsv")).unwrap();
+            let plans = doc["plans"].as_array().unwrap();
+            assert_eq!(plans.len(), written.count);
+            for (plan, line) in plans.iter().zip(manifest.lines()) {
+                let (file, expected) = line.split_once('\t').unwrap();
+                let shown = plan["file"].as_str().unwrap();
+                assert!(
+                    shown.ends_with(file),
+                    "{shown} out of order, expected {file}"
+                );
+                let codes = support::cli::field_of_each(&plan["diagnostics"], "code");
+                if expected == "valid" {
+                    assert!(plan["valid"].as_bool().unwrap(), "{file}: {codes:?}");
+                } else {
+                    assert!(
+                        codes.contains(&expected),
+                        "{file}: {codes:?}, expected {expected}"
+                    );
+                }
+            }
+        }
+    }
+    // What a person reads at the end: one summary line per file, in order (the first 40 of them).
+    let human = validate_generated(dir.path(), "human", Some("3")).status(1);
+    let prefix = format!("{}/", dir.path().display());
+    let summaries: Vec<String> = human
+        .stderr()
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .take(40)
+        .map(|l| l.replacen(&prefix, "DIR/", 1))
+        .collect();
+    insta::assert_snapshot!(summaries.join("\n"));
+}
+
+#[test]
+fn the_first_unreadable_file_in_order_is_reported_whatever_the_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    support::plan_gen::write_plans(dir.path(), 50, 3).unwrap();
+    // Dangling links: listed as plan files, unreadable.
+    for name in ["plan-00020x.toml", "plan-00040x.toml"] {
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join(name)).unwrap();
+    }
+    let sequential = validate_generated(dir.path(), "json", Some("1"))
+        .status(2)
+        .stderr_has("plan-00020x.toml");
+    for jobs in ["2", "5"] {
+        let parallel = validate_generated(dir.path(), "json", Some(jobs)).status(2);
+        assert_eq!(parallel.stderr(), sequential.stderr(), "--jobs {jobs}");
+        assert_eq!(parallel.stdout(), "");
+    }
+}
+
+#[test]
+fn zero_jobs_is_a_usage_error() {
+    Kup::new()
+        .args(["plan", "validate", "--jobs", "0", "plans/"])
+        .run()
+        .status(2);
+}

@@ -1193,3 +1193,115 @@ fn the_restore_never_quits_a_running_guest() {
     );
     guests::kill_and_wait(pid);
 }
+
+/// `kup plan graph --history` and `kup plan validate --history` after three rehearsals of one guest's plan: the
+/// steps the rehearsals ran are estimated by the median of their three measured durations — read here from the
+/// journals themselves — and say so; the kexec (a rehearsal's is a no-op) keeps the cost model's estimate.
+#[test]
+fn the_estimate_uses_the_durations_earlier_rehearsals_measured() {
+    // One QEMU is enough: the figures are the journal's, whatever QEMU ran the steps.
+    let f = Fixture::new(Qemu::under_test()[0]);
+    let g = f.guest(Spec::new("hist", Ram::SharedFile));
+    let journal = f.journal();
+    let text = guests::plan_with(&f.lab, &journal, &[(&g, "shared")]);
+    for _ in 0..3 {
+        rehearse(&text).success();
+    }
+    // Each step's three durations, as the journals recorded them.
+    let mut runs: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    let mut host = String::new();
+    for apply in std::fs::read_dir(&journal).unwrap().flatten() {
+        let Ok(lines) = std::fs::read_to_string(apply.path().join("journal.jsonl")) else {
+            continue;
+        };
+        for line in lines.lines() {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            if r["event"] == "apply-started" {
+                host = r["hostname"].as_str().unwrap().to_owned();
+            }
+            if r["event"] == "step-done" {
+                let step = r["step"].as_str().unwrap().to_owned();
+                runs.entry(step)
+                    .or_default()
+                    .push(r["duration_ms"].as_u64().unwrap());
+            }
+        }
+    }
+    let graph = Kup::new()
+        .args(["plan", "graph", "--format", "json", "--history"])
+        .arg(&journal)
+        .plan(&text)
+        .run()
+        .success()
+        .stdout_json();
+    let mut sources = Vec::new();
+    for step in graph["steps"].as_array().unwrap() {
+        let id = step["id"].as_str().unwrap();
+        match step.get("measured_runs") {
+            Some(n) => {
+                let mut durations = runs[id].clone();
+                assert_eq!((n.as_u64(), durations.len()), (Some(3), 3), "{id}");
+                durations.sort();
+                assert_eq!(
+                    step["estimate_ms"], durations[1],
+                    "{id}: the median of {durations:?}"
+                );
+                sources.push(format!("{id}: measured"));
+            }
+            None => sources.push(format!("{id}: estimated ({} ms)", step["estimate_ms"])),
+        }
+    }
+    // What a person reads: each step's source, the header saying what the figures rest on.
+    let listing = Kup::new()
+        .args(["plan", "graph", "--history"])
+        .arg(&journal)
+        .plan(&text)
+        .run()
+        .success()
+        .stdout();
+    let mut lines: Vec<String> = listing
+        .lines()
+        .filter(|l| l.starts_with("history:"))
+        .map(|l| l.replace(&host, "HOST"))
+        .collect();
+    for line in listing.lines().filter(|l| l.contains(" takes ")) {
+        // "    * vm:hist:save  at   2.1 s  takes   12 ms (measured, median of 3)  after …": the id and the source.
+        let id = line
+            .trim_start()
+            .trim_start_matches('*')
+            .split_whitespace()
+            .next()
+            .unwrap();
+        let source = &line[line.find(" (").unwrap() + 2..line.find(')').unwrap()];
+        lines.push(format!("{id}: {source}"));
+    }
+    insta::assert_snapshot!(format!("{}\n\n{}", sources.join("\n"), lines.join("\n")));
+
+    // The budget's diagnostic names its contributors' sources too (the kexec's 5 s is over any 1 s budget).
+    let over = text.replace("[policy]\n", "[policy]\nmax_downtime = \"1s\"\n");
+    let diagnostic = |history: bool| {
+        let mut kup = Kup::new().args(["plan", "validate", "--format", "json"]);
+        if history {
+            kup = kup.arg("--history").arg(&journal);
+        }
+        let doc = kup.plan(&over).run().status(1).stdout_json();
+        let budget = doc["plans"][0]["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["code"] == "kup::plan::downtime-budget")
+            .unwrap_or_else(|| panic!("no budget diagnostic: {doc:#}"))
+            .clone();
+        budget["help"].as_str().unwrap().to_owned()
+    };
+    assert!(
+        diagnostic(true).contains("(measured, median of 3)"),
+        "{}",
+        diagnostic(true)
+    );
+    assert!(
+        !diagnostic(false).contains("measured"),
+        "{}",
+        diagnostic(false)
+    );
+}

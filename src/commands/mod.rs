@@ -8,6 +8,7 @@ pub(crate) mod completions;
 pub(crate) mod dry_run;
 mod error;
 pub(crate) mod explain;
+mod fan_out;
 pub(crate) mod graph;
 mod guard;
 pub(crate) mod init;

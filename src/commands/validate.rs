@@ -5,6 +5,7 @@ use super::{CommandError, CommandResult};
 use crate::plan::{Diagnostic, PlanDiagnostics, Severity};
 use clap::ValueEnum;
 use serde::Serialize;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -165,20 +166,50 @@ fn summary(report: &PlanDiagnostics) -> String {
     }
 }
 
-/// `kup plan validate`: every plan's diagnostics; the invalid-plan error when any plan has an error.
-pub(crate) fn run(paths: &[PathBuf], format: Format) -> CommandResult {
+/// One file checked: its diagnostics and, for the human format, their rendering (per-file work like the check, so
+/// it is done on the worker thread too).
+struct FileResult {
+    report: PlanDiagnostics,
+    rendered: Option<String>,
+}
+
+/// `kup plan validate`: every plan's diagnostics; the invalid-plan error when any plan has an error. The files are
+/// checked on `jobs` threads (every core by default); the output is in the files' order, the same as with one.
+/// With journal roots in `history`, the downtime budget is checked against measured step durations where there are
+/// some.
+pub(crate) fn run(
+    paths: &[PathBuf],
+    format: Format,
+    jobs: Option<NonZeroUsize>,
+    history: &[PathBuf],
+) -> CommandResult {
     let files = collect_files(paths).map_err(CommandError::Usage)?;
-    let mut reports = Vec::new();
-    for file in &files {
+    let history = super::graph::read_history(history)?;
+    let jobs = jobs.unwrap_or_else(super::fan_out::default_jobs);
+    let (color, width) = (super::stderr_color(), super::width());
+    let results = super::fan_out::map_ordered(&files, jobs, |file| {
         let bytes = std::fs::read(file)
             .map_err(|e| CommandError::Usage(format!("cannot read {}: {e}", file.display())))?;
-        reports.push(crate::check::check(&file.display().to_string(), &bytes).report);
+        let report =
+            crate::check::check_with_history(&file.display().to_string(), &bytes, history.as_ref())
+                .report;
+        let rendered = (format == Format::Human).then(|| report.render(color, width));
+        Ok(FileResult { report, rendered })
+    });
+    // The first unreadable file in the files' order is the one reported, as when they were read one by one.
+    let results = results
+        .into_iter()
+        .collect::<Result<Vec<_>, CommandError>>()?;
+    let mut reports = Vec::with_capacity(results.len());
+    let mut rendered = Vec::with_capacity(results.len());
+    for result in results {
+        reports.push(result.report);
+        rendered.extend(result.rendered);
     }
     match format {
         Format::Human => {
-            let color = super::stderr_color();
-            for report in &reports {
-                eprint!("{}", report.render(color, super::width()));
+            for text in &rendered {
+                eprint!("{text}");
             }
             for report in &reports {
                 eprintln!("{}", summary(report));

@@ -8,6 +8,7 @@
 pub(crate) mod abort;
 pub(crate) mod blackout;
 mod engine;
+pub(crate) mod history;
 pub mod journal;
 pub(crate) mod progress;
 mod rehearsal;

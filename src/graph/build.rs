@@ -15,6 +15,7 @@ impl StepGraph {
         let mut g = Self {
             graph: DiGraph::new(),
             ids: BTreeMap::new(),
+            history: None,
         };
         g.builtin(plan);
         let customs: Vec<NodeIndex> = (0..plan.steps.len())
@@ -114,6 +115,7 @@ impl StepGraph {
             phase,
             estimate: estimate.duration,
             estimate_note: estimate.note,
+            measured: None,
         });
         self.ids.insert(text, node);
         node

@@ -10,6 +10,7 @@ mod build;
 pub(crate) mod compile;
 pub(crate) mod cost;
 mod cycles;
+pub mod history;
 pub(crate) mod render;
 pub(crate) mod schedule;
 pub(crate) mod step_id;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 pub(crate) use compile::kernel_cmdline;
 pub use compile::{CompiledStep, Program, compile};
+pub use history::{History, Measured, PastApply};
 pub(crate) use schedule::Schedule;
 pub use step_id::{StepId, StepKey};
 
@@ -200,6 +202,8 @@ pub struct Step {
     pub estimate: Duration,
     /// The assumption behind the estimate, when the plan could state the real figure.
     pub(crate) estimate_note: Option<String>,
+    /// When the estimate is a measured figure (`--history`): how many runs it is the median of.
+    pub(crate) measured: Option<usize>,
 }
 
 /// Why an edge exists: built in, or written in a custom step's `before` / `after` (which diagnostics point at).
@@ -221,6 +225,19 @@ pub struct StepGraph {
     graph: DiGraph<Step, EdgeOrigin>,
     /// Steps by the text of their id: what plans write in `before` / `after`.
     ids: BTreeMap<String, NodeIndex>,
+    /// Set by [`StepGraph::use_history`]: what the measured figures rest on.
+    history: Option<HistoryUsed>,
+}
+
+/// The earlier applies a graph's measured figures come from, for the renderings to say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HistoryUsed {
+    /// Applies of this plan in the history.
+    pub(crate) applies: usize,
+    /// The hosts they ran on.
+    pub(crate) hosts: Vec<String>,
+    /// Steps whose figure is measured.
+    pub(crate) measured: usize,
 }
 
 impl StepGraph {
@@ -278,6 +295,33 @@ impl StepGraph {
         &self.graph
     }
 
+    /// Replaces the cost model's figure of every step that earlier applies of this plan measured by the median of
+    /// its last runs; the other steps keep the model's estimate. A measured step's note (an assumption of the
+    /// model, such as a guessed memory size) no longer applies and is dropped.
+    pub(crate) fn use_history(&mut self, plan: &Plan, history: &History) {
+        let name = plan.name.as_deref().unwrap_or_default();
+        let mut measured = 0;
+        for step in self.graph.node_weights_mut() {
+            if let Some(m) = history.measured(name, &step.id) {
+                step.estimate = m.median;
+                step.estimate_note = None;
+                step.measured = Some(m.runs);
+                measured += 1;
+            }
+        }
+        let (applies, hosts) = history.applies(name);
+        self.history = Some(HistoryUsed {
+            applies,
+            hosts: hosts.into_iter().map(str::to_owned).collect(),
+            measured,
+        });
+    }
+
+    /// What the measured figures rest on, when [`StepGraph::use_history`] was called.
+    pub(crate) fn history(&self) -> Option<&HistoryUsed> {
+        self.history.as_ref()
+    }
+
     /// The earliest-start schedule of this graph (see `Schedule`).
     pub fn schedule(&self) -> Schedule {
         Schedule::of(self)
@@ -286,19 +330,29 @@ impl StepGraph {
 
 /// The graph checks `kup plan validate` runs on a plan that passed every other check: unknown step ids, cycles,
 /// and the downtime estimate against `policy.max_downtime`. Returns the graph when no error was added.
-pub(crate) fn check(plan: &Plan, out: &mut Vec<Diagnostic>) -> Option<StepGraph> {
+/// With `history`, the estimate uses the figures earlier applies of the plan measured.
+pub(crate) fn check(
+    plan: &Plan,
+    history: Option<&History>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<StepGraph> {
     match StepGraph::build(plan) {
         Err(errors) => {
             out.extend(errors);
             None
         }
-        Ok(graph) => match schedule::budget(plan, &graph, &graph.schedule()) {
-            Some(d) => {
-                out.push(d);
-                None
+        Ok(mut graph) => {
+            if let Some(history) = history {
+                graph.use_history(plan, history);
             }
-            None => Some(graph),
-        },
+            match schedule::budget(plan, &graph, &graph.schedule()) {
+                Some(d) => {
+                    out.push(d);
+                    None
+                }
+                None => Some(graph),
+            }
+        }
     }
 }
 

@@ -2,8 +2,9 @@
 //! (it renders in Markdown), and JSON whose shape docs/graph.md documents. Pure string building, so snapshot tests
 //! pin every byte an operator or a tool sees.
 
-use super::schedule::{Schedule, Slot, human, join_ids, millis};
-use super::{Phase, StepGraph, StepId};
+use super::history::LAST_RUNS;
+use super::schedule::{Schedule, Slot, human, join_ids, measured_label, millis};
+use super::{HistoryUsed, Phase, StepGraph, StepId};
 use crate::plan::Plan;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -38,6 +39,10 @@ pub(crate) fn text(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> Strin
         "{} steps; * marks the critical path; times are earliest starts from the beginning of the plan",
         schedule.slots.len()
     );
+    let history = graph.history();
+    if let Some(h) = history {
+        let _ = writeln!(out, "{}", history_line(plan, h));
+    }
     let width = schedule
         .slots
         .iter()
@@ -72,6 +77,10 @@ pub(crate) fn text(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> Strin
                 human(slot.start),
                 human(slot.estimate),
             );
+            if history.is_some() {
+                let source = slot.measured.map_or("estimated".to_owned(), measured_label);
+                let _ = write!(line, " ({source})");
+            }
             if !slot.after.is_empty() {
                 let _ = write!(line, "  after {}", join_ids(&slot.after, ", "));
             }
@@ -127,6 +136,29 @@ pub(crate) fn text(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> Strin
         }
     }
     out
+}
+
+/// What the figures of a graph with `--history` rest on.
+fn history_line(plan: &Plan, h: &HistoryUsed) -> String {
+    let hosts = if h.hosts.is_empty() {
+        String::new()
+    } else {
+        format!(" on {}", h.hosts.join(", "))
+    };
+    match (&plan.name, h.applies) {
+        (None, _) => "history: the plan has no name, by which earlier applies are found: every figure is estimated \
+                      by the cost model"
+            .to_owned(),
+        (Some(_), 0) => "history: no earlier apply of this plan in the journals given: every figure is estimated by \
+                         the cost model"
+            .to_owned(),
+        (Some(_), applies) => format!(
+            "history: {applies} earlier appl{} of this plan{hosts}; {} steps measured (the median of each one's last \
+             {LAST_RUNS} runs), the others estimated by the cost model",
+            if applies == 1 { "y" } else { "ies" },
+            h.measured
+        ),
+    }
 }
 
 fn dot_escape(s: &str) -> String {
@@ -246,6 +278,9 @@ pub(crate) struct JsonStep {
     pub(crate) phase: Phase,
     pub(crate) after: Vec<StepId>,
     pub(crate) estimate_ms: u64,
+    /// Present when `estimate_ms` is measured (`--history`): how many runs it is the median of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) measured_runs: Option<usize>,
     pub(crate) critical: bool,
 }
 
@@ -259,6 +294,7 @@ pub(crate) fn json(schedule: &Schedule) -> JsonGraph {
                 phase: s.phase,
                 after: s.after.clone(),
                 estimate_ms: millis(s.estimate),
+                measured_runs: s.measured,
                 critical: s.critical,
             })
             .collect(),

@@ -25,6 +25,8 @@ pub struct Slot {
     /// Earliest start, from the start of the plan.
     pub start: Duration,
     pub(crate) estimate: Duration,
+    /// When `estimate` is measured (`--history`): how many runs it is the median of.
+    pub(crate) measured: Option<usize>,
     pub end: Duration,
     /// Length of the longest chain of steps before this one: steps of one level never wait for each other, so
     /// each level is a group that can run at once.
@@ -118,6 +120,7 @@ impl Schedule {
                     phase: g[node].phase,
                     start: start[i],
                     estimate: g[node].estimate,
+                    measured: g[node].measured,
                     end: end[i],
                     level: level[i],
                     critical: critical[i],
@@ -263,6 +266,15 @@ pub(crate) fn human(d: Duration) -> String {
     }
 }
 
+/// How a measured figure is shown: "measured, median of 3" ("measured, 1 run" for one).
+pub(crate) fn measured_label(runs: usize) -> String {
+    if runs == 1 {
+        "measured, 1 run".to_owned()
+    } else {
+        format!("measured, median of {runs}")
+    }
+}
+
 /// Step ids joined with `separator`, for messages and listings.
 pub(crate) fn join_ids(ids: &[StepId], separator: &str) -> String {
     ids.iter()
@@ -311,8 +323,10 @@ pub(crate) fn budget(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> Opt
         .map(|(id, d)| {
             let note = graph
                 .step(id)
-                .and_then(|s| s.estimate_note.as_deref())
-                .map(|n| format!(" ({n})"))
+                .and_then(|s| match s.measured {
+                    Some(runs) => Some(format!(" ({})", measured_label(runs))),
+                    None => s.estimate_note.as_deref().map(|n| format!(" ({n})")),
+                })
                 .unwrap_or_default();
             format!("{id} {}{note}", human(*d))
         })
@@ -381,6 +395,7 @@ mod tests {
             phase: Phase::Before,
             start: Duration::from_millis(start),
             estimate: Duration::from_millis(estimate),
+            measured: None,
             end: Duration::from_millis(start + estimate),
             level: 0,
             critical: false,

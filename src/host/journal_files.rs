@@ -68,6 +68,11 @@ pub(crate) fn read_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
     std::fs::read(path)
 }
 
+/// Whether `dir` can be listed: the error says why not.
+pub(crate) fn list_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::read_dir(dir).map(drop)
+}
+
 /// The directories under `root` that hold a file named `marker`, sorted by name.
 pub(crate) fn dirs_holding(root: &Path, marker: &str) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)

@@ -13,13 +13,40 @@ const UNIT_WANTS: &str = "multi-user.target.wants";
 pub(crate) const IN_UNIT_ENV: &str = "KUP_IN_UNIT";
 
 /// The unit that runs `kup plan resume` on the new kernel while `pending` exists; removed when the plan completes.
+///
+/// It starts as early as resume's inputs allow rather than after `basic.target` like a default service: the guests
+/// are down until it runs. What it waits for, and why, is in the unit's own comments, for the operator who reads it.
 pub(crate) fn resume_unit(exe: &Path, root: &Path, pending: &Path) -> String {
     format!(
-        "# Written by kup before a kexec; removed when the plan completes.\n\
+        "# Written by kup before a kexec; removed when the plan completes. Drop-ins in kup-resume.service.d/ are\n\
+         # kept: add there what this host's guests need that kup cannot know (After=network-online.target when a\n\
+         # guest's tap joins a bridge the network configuration creates).\n\
          [Unit]\n\
          Description=kup: finish the live kernel update from its journal\n\
          ConditionPathExists={pending}\n\
+         # Early: the guests are down until resume runs, and a default service waits for basic.target.\n\
+         DefaultDependencies=no\n\
+         # The journal: without it resume can do nothing.\n\
+         RequiresMountsFor={root}\n\
+         # The state and shared RAM files: every local file system, ordered but not required, so that a file system\n\
+         # that fails to mount fails only its guests' restores, not the whole resume (systemd 256's WantsMountsFor=\n\
+         # would name just theirs). A nofail mount is not part of local-fs.target: give it\n\
+         # x-systemd.before=kup-resume.service. local-fs.target also orders this after the remount of / read-write.\n\
          After=local-fs.target\n\
+         # The kernel modules resume and QEMU need: modules-load.d (vfio-pci, tun, bridges a host loads there) and\n\
+         # udev's coldplug, which loads the drivers of the hardware present (kvm_intel/kvm_amd: /dev/kvm) without\n\
+         # waiting for them; binding a device to vfio-pci is resume's own step (modprobe, driver_override).\n\
+         After=systemd-modules-load.service systemd-udev-trigger.service systemd-journald.socket\n\
+         # libvirt's daemon, for `virsh restore`: its sockets come after sysinit.target, so on a libvirt host\n\
+         # this waits for that much of the boot. An After= on a unit the boot does not start orders nothing.\n\
+         After=libvirtd.socket libvirtd.service virtqemud.socket virtqemud.service\n\
+         # Not Before=sysinit.target: a restore may start a unit (`systemctl start qemu@db-1.service`, an app's\n\
+         # unit) that waits for sysinit.target and basic.target like any default service, and would then wait\n\
+         # for resume while resume waits for it. Ordering the rest of the boot after resume would not start it\n\
+         # sooner either: only the After= lines decide when it starts.\n\
+         # Stopped by a shutdown like any service (DefaultDependencies=no drops that too).\n\
+         Conflicts=shutdown.target\n\
+         Before=shutdown.target\n\
          # The plan may isolate a target; this unit must outlive that.\n\
          IgnoreOnIsolate=yes\n\
          \n\
@@ -117,6 +144,43 @@ mod tests {
         assert!(unit.contains("Type=oneshot") && unit.contains("WantedBy=multi-user.target"));
         // A CRIU-restored app is left in the unit's cgroup; the default KillMode would kill it (found in the lab).
         assert!(unit.lines().any(|line| line == "KillMode=process"));
+    }
+
+    #[test]
+    fn the_resume_unit_starts_early_and_waits_only_for_what_resume_needs() {
+        let unit = resume_unit(
+            Path::new("/usr/local/bin/kup"),
+            Path::new("/srv/kup"),
+            Path::new("/srv/kup/pending"),
+        );
+        let lines: Vec<&str> = unit.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(lines.contains(&"DefaultDependencies=no"));
+        assert!(lines.contains(&"RequiresMountsFor=/srv/kup"));
+        let after: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("After="))
+            .flat_map(|l| l.split(' '))
+            .collect();
+        assert_eq!(
+            after,
+            [
+                "local-fs.target",
+                "systemd-modules-load.service",
+                "systemd-udev-trigger.service",
+                "systemd-journald.socket",
+                "libvirtd.socket",
+                "libvirtd.service",
+                "virtqemud.socket",
+                "virtqemud.service"
+            ]
+        );
+        // Not before sysinit.target (a restore's `systemctl start` would deadlock), still stopped by a shutdown.
+        let before: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("Before="))
+            .collect();
+        assert_eq!(before, ["shutdown.target"]);
+        assert!(lines.contains(&"Conflicts=shutdown.target"));
     }
 
     #[test]

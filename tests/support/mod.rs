@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod guests;
 pub mod libvirt;
+pub mod plan_gen;
 pub mod plans;
 pub mod sysfs;
 
