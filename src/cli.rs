@@ -131,7 +131,8 @@ pub(crate) enum PlanCommand {
         /// Journal root.
         #[arg(long, value_name = "DIR", default_value = crate::plan::DEFAULT_JOURNAL)]
         journal: PathBuf,
-        /// Run this interrupted step again although it is not idempotent (after checking what it did).
+        /// Run this interrupted step again although it is not idempotent (after checking what it did), or a step after
+        /// the kexec that completed but whose effect was lost (a restore whose QEMU died before its resume).
         #[arg(long, value_name = "STEP")]
         rerun: Vec<String>,
         /// Record this interrupted step as done (after checking that it completed).

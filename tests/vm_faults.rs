@@ -521,3 +521,138 @@ fn a_hung_qemu_at_the_pause_times_out_and_the_rest_rolls_back() {
         g.check_patterns(seed);
     }
 }
+
+/// A custom step `name` running `argv` between steps `after` and `before`.
+fn custom(name: &str, argv: &[&str], after: &str, before: &str) -> String {
+    let argv: Vec<String> = argv
+        .iter()
+        .map(|a| toml::Value::String((*a).to_owned()).to_string())
+        .collect();
+    format!(
+        "\n[[step]]\nname = \"{name}\"\nrun = [{}]\nafter = [\"{after}\"]\nbefore = [\"{before}\"]\n",
+        argv.join(", ")
+    )
+}
+
+/// The state of step `id` in `kup plan status --format json`.
+fn step_state(status: &serde_json::Value, id: &str) -> serde_json::Value {
+    status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .map(|s| s["state"].clone())
+        .unwrap_or_else(|| panic!("no step {id}: {status}"))
+}
+
+/// After the (rehearsed) kexec, the copied guest's new QEMU is killed (SIGKILL, by its pidfile) between its restore
+/// and its resume (the state loaded, `cont` not sent): the other guest is restored and runs, the failed one is
+/// reported with what to do, its state file is kept (`verify` does not run), and `kup plan resume --rerun
+/// vm:fc:restore` loads it again with its memory byte-identical. Then the same with the QEMU wedged (SIGSTOP) there:
+/// the resume's QMP wait times out instead of hanging, and once the QEMU is let go (SIGCONT), `kup plan resume`
+/// sends the `cont` it missed.
+#[test]
+fn a_qemu_killed_or_wedged_before_its_resume_is_reported_and_resume_recovers_it() {
+    let f = Fixture::new("resume");
+    let (shared, copied) = f.two_guests();
+    let vmstate = copied.state.join("vmstate");
+    let pidfile = copied.pidfile.display().to_string();
+    let intact = |when: &str| {
+        for (g, seed) in [(&shared, 41), (&copied, 51)] {
+            assert_eq!(g.status(), "running", "{when}: {}", g.spec.name);
+            g.check_patterns(seed);
+        }
+    };
+
+    // Killed, once: the resume that runs the restore again runs this step again too (what follows a step run again
+    // acted on what its first run made), and then finds no trigger file left.
+    let dir = f.tmp.path().display().to_string();
+    let kill = custom(
+        "kill-qemu",
+        &[
+            "/usr/bin/find",
+            &dir,
+            "-maxdepth",
+            "1",
+            "-name",
+            "kill-once",
+            "-exec",
+            "/usr/bin/pkill",
+            "-KILL",
+            "-F",
+            &pidfile,
+            ";",
+            "-delete",
+        ],
+        "vm:fc:restore",
+        "vm:fc:resume",
+    );
+    std::fs::write(f.tmp.path().join("kill-once"), "").unwrap();
+    let plan = f.plan(&[(&shared, "shared"), (&copied, "copy")]) + &kill;
+    f.rehearse(&plan)
+        .run()
+        .status(6)
+        .stderr_has("after the kexec: vm:fc:resume")
+        .stderr_has("run `kup plan resume --rerun vm:fc:restore` to load its state again");
+    assert_eq!(shared.status(), "running");
+    shared.check_patterns(41);
+    let status = f.status();
+    assert_eq!(status["state"], "failed", "{status}");
+    assert_eq!(step_state(&status, "vm:fc:resume"), "failed");
+    assert_eq!(step_state(&status, "verify"), "pending");
+    assert!(vmstate.is_file(), "the state was deleted");
+    // A plain resume only retries the `cont`, which has no QEMU to go to: still failed, the state still kept.
+    f.on_journal("resume")
+        .run()
+        .status(6)
+        .stderr_has("after the kexec: vm:fc:resume");
+    assert!(vmstate.is_file(), "the state was deleted");
+    f.on_journal("resume")
+        .args(["--rerun", "vm:fc:restore"])
+        .run()
+        .success()
+        .stderr_has("start step:kill-qemu");
+    assert!(!f.tmp.path().join("kill-once").exists());
+    intact("killed before its resume");
+    assert!(!vmstate.exists(), "verify removes it once the guest runs");
+    assert_eq!(f.status()["state"], "completed");
+
+    // Wedged: SIGSTOPped between its restore and its resume.
+    let stop = custom(
+        "wedge",
+        &["/usr/bin/pkill", "-STOP", "-F", &pidfile],
+        "vm:fc:restore",
+        "vm:fc:resume",
+    );
+    let plan = f.plan(&[(&shared, "shared"), (&copied, "copy")]) + &stop;
+    let started = std::time::Instant::now();
+    let run = f
+        .rehearse(&plan)
+        .env("KUP_FAULT_QMP_TIMEOUT_MS", "1000")
+        .run();
+    let took = started.elapsed();
+    let stopped = copied.pid().unwrap();
+    let cont = || {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(stopped as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    };
+    // The SIGCONT before any assertion can fail: a stopped QEMU would hang the other checks and the fixture's end.
+    cont();
+    run.status(6)
+        .stderr_has("after the kexec: vm:fc:resume")
+        .stderr_has("within 1 s");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    shared.check_patterns(41);
+    assert_eq!(shared.status(), "running");
+    assert_eq!(step_state(&f.status(), "verify"), "pending");
+    assert!(vmstate.is_file(), "the state was deleted");
+    // Let go, the QEMU still holds the loaded guest, paused: a plain resume sends the `cont` it missed.
+    assert_eq!(copied.status(), "paused");
+    f.on_journal("resume").run().success();
+    assert_eq!(copied.pid(), Some(stopped), "not restored again");
+    intact("wedged before its resume");
+    assert!(!vmstate.exists());
+    assert_eq!(f.status()["state"], "completed");
+}

@@ -35,6 +35,18 @@ fn journal_output(output: &ActionOutput) -> serde_json::Value {
     serde_json::to_value(output).unwrap_or(serde_json::Value::Null)
 }
 
+/// What to do about a step that failed after the kexec, beyond retrying it: a guest whose restored QEMU was lost
+/// before its resume (killed, crashed) has nothing left to `cont`; its state file is still there (`verify` did not
+/// run), so its restore must run again.
+fn after_hint(step: &StepId) -> String {
+    match step {
+        StepId::VmResume { vm } => format!(
+            " (if its QEMU is gone, run `kup plan resume --rerun vm:{vm}:restore` to load its state again)"
+        ),
+        _ => String::new(),
+    }
+}
+
 /// What a run has found so far.
 struct Tally {
     /// Each step's state, by program index.
@@ -321,7 +333,11 @@ impl<H: Host> Engine<'_, H> {
                     error: error.clone(),
                 });
                 if step.phase == Phase::After {
-                    tally.after_failures.push(format!("{}: {error}", step.id));
+                    tally.after_failures.push(format!(
+                        "{}: {error}{}",
+                        step.id,
+                        after_hint(&step.id)
+                    ));
                 } else if tally.first_failure.is_none() {
                     tally.first_failure = Some((i, error));
                 }

@@ -3,7 +3,7 @@
 
 use super::journal::{Event, Mode, Record};
 use crate::cmdline::Cmdline;
-use crate::graph::{Program, StepId};
+use crate::graph::{Phase, Program, StepId};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Why `resume` will not go on by itself; each says what the operator should check or run.
@@ -136,6 +136,10 @@ pub(crate) fn decide(
     }
     for step in &program.steps {
         match states.get(&step.id) {
+            // A step after the kexec that completed but whose effect was lost (a restored guest's QEMU died
+            // before its resume): the operator asks for it again.
+            Some(Event::StepDone { .. })
+                if step.phase == Phase::After && rerun_ids.contains(&step.id) => {}
             Some(Event::StepDone { .. }) => {
                 decision.done.insert(step.id.clone());
             }
@@ -148,6 +152,23 @@ pub(crate) fn decide(
             }
             _ => {}
         }
+    }
+    // What follows a step run again runs again too: it acted on what the first run made (a custom step after a
+    // restore acted on the QEMU that was lost), and a step whose direct predecessors are all done would otherwise
+    // start alongside it.
+    let mut again: BTreeSet<&StepId> = program
+        .steps
+        .iter()
+        .filter(|s| s.phase == Phase::After && rerun_ids.contains(&s.id))
+        .map(|s| &s.id)
+        .collect();
+    while let Some(step) = program
+        .steps
+        .iter()
+        .find(|s| !again.contains(&s.id) && s.after.iter().any(|d| again.contains(d)))
+    {
+        again.insert(&step.id);
+        decision.done.remove(&step.id);
     }
     let kexec_started = matches!(
         states.get(&StepId::Kexec),
@@ -461,5 +482,53 @@ after = ["kexec"]
             "{:?}",
             restore.actions.first()
         );
+    }
+
+    /// A restore done whose QEMU was lost before its resume: `--rerun` runs it again, and what follows it (a custom
+    /// step between it and the resume, the resume) again too; a done step before the kexec is never run again.
+    #[test]
+    fn a_done_restore_rerun_runs_again_with_what_follows_it() {
+        let text = format!(
+            "{PLAN}[[vm]]\nname = \"db\"\nqmp = \"/run/qemu/db.qmp\"\nstate = \"/var/lib/kup/db\"\nmemory = \"copy\"\nrestart = [\"/bin/true\"]\n\n[[step]]\nname = \"poke\"\nrun = [\"/bin/true\"]\nafter = [\"vm:db:restore\"]\nbefore = [\"vm:db:resume\"]\n"
+        );
+        let (plan, graph) = crate::check::check("t.toml", text.as_bytes())
+            .valid()
+            .expect("valid plan");
+        let program = crate::graph::compile(&plan, &graph, "root=/dev/sda1 cpuhp.parallel=1");
+        let mut records = up_to_kexec(&program, Mode::Apply);
+        let mut n = records.len() as u64;
+        let mut push = |event: Event| {
+            n += 1;
+            records.push(rec(n, event));
+        };
+        push(Event::StepDone {
+            step: KEXEC,
+            duration_ms: 0,
+            outputs: vec![],
+        });
+        for step in ["vm:db:restore", "step:poke", "step:after"] {
+            push(Event::StepDone {
+                step: id(step),
+                duration_ms: 1,
+                outputs: vec![],
+            });
+        }
+        push(Event::StepFailed {
+            step: id("vm:db:resume"),
+            duration_ms: 1,
+            error: "QEMU reset the connection".into(),
+        });
+        let now = now("boot-2", "6.12.9", "x");
+        let plain = decide(&records, &program, &now, &[]).unwrap();
+        assert!(plain.done.contains(&id("vm:db:restore")), "{plain:?}");
+        let again = decide(&records, &program, &now, &["vm:db:restore".into()]).unwrap();
+        for step in ["vm:db:restore", "step:poke", "vm:db:resume", "verify"] {
+            assert!(!again.done.contains(&id(step)), "{step}: {again:?}");
+        }
+        for step in ["step:after", "vm:db:save", "kexec"] {
+            assert!(again.done.contains(&id(step)), "{step}: {again:?}");
+        }
+        let before = decide(&records, &program, &now, &["vm:db:save".into()]).unwrap();
+        assert_eq!(before.done, plain.done);
     }
 }
