@@ -656,3 +656,100 @@ fn a_qemu_killed_or_wedged_before_its_resume_is_reported_and_resume_recovers_it(
     assert!(!vmstate.exists());
     assert_eq!(f.status()["state"], "completed");
 }
+
+/// Whether process `pid` has `file` open.
+fn has_open(pid: u32, file: &Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == file))
+    })
+}
+
+/// Sends `signal` to guest `g`'s next QEMU (its pidfile no longer `old`) while it loads its state — the state
+/// file open in it (`file:` on QEMU >= 8.2) or in the `cat` it started (`exec:cat` on 7.2) — and returns its PID; `None` if
+/// `over` is set first (the run ended without a load to hit).
+fn signal_while_loading(
+    g: &Guest,
+    old: u32,
+    signal: nix::sys::signal::Signal,
+    over: &std::sync::atomic::AtomicBool,
+) -> Option<u32> {
+    let state = g.state.join("vmstate");
+    // 7.2's `exec:cat PATH`: a `cat` (child of QEMU's `sh -c`, or that shell exec'd) holding the state file; only
+    // the loader has it open during the restore.
+    let cat_loading = || {
+        std::fs::read_dir("/proc").is_ok_and(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .any(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.trim() == "cat")
+                        && has_open(p, &state)
+                })
+        })
+    };
+    while !over.load(std::sync::atomic::Ordering::SeqCst) {
+        if let Some(pid) = g.pid().filter(|&p| p != old && guests::alive(p)) {
+            if has_open(pid, &state) || cat_loading() {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+/// After the (rehearsed) kexec, the copied guest's new QEMU is killed (SIGKILL) while it loads its state, then
+/// wedged (SIGSTOP) there: each time the other guest is restored and runs, the restore fails and is reported (the
+/// wedged one within the QMP timeout, shortened by `KUP_FAULT_QMP_TIMEOUT_MS`, instead of hanging), its state file
+/// is kept (`verify` does not run), and `kup plan resume` runs the failed restore again — ending the QEMU the first
+/// attempt left — with the memory byte-identical.
+#[test]
+fn a_qemu_killed_or_wedged_during_its_restore_is_reported_and_resume_recovers_it() {
+    use nix::sys::signal::Signal;
+    let f = Fixture::new("restore-qemu");
+    let (shared, copied) = f.two_guests();
+    let vmstate = copied.state.join("vmstate");
+    let plan = f.plan(&[(&shared, "shared"), (&copied, "copy")]);
+    for (signal, said) in [
+        (Signal::SIGKILL, "exited or was killed"),
+        (Signal::SIGSTOP, "timed out after 1 s (QEMU wedged?)"),
+    ] {
+        let old = copied.pid().unwrap();
+        let over = std::sync::atomic::AtomicBool::new(false);
+        let (run, hit) = std::thread::scope(|s| {
+            let hit = s.spawn(|| signal_while_loading(&copied, old, signal, &over));
+            let run = f
+                .rehearse(&plan)
+                .env("KUP_FAULT_QMP_TIMEOUT_MS", "1000")
+                .run();
+            over.store(true, std::sync::atomic::Ordering::SeqCst);
+            (run, hit.join().unwrap())
+        });
+        let hit = hit.unwrap_or_else(|| panic!("{signal}: no load seen:\n{}", run.stderr()));
+        // Let a wedged QEMU go before any assertion can fail (the fixture's end would wait for it).
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(hit as i32), Signal::SIGCONT);
+        run.status(6)
+            .stderr_has("after the kexec: vm:fc:restore")
+            .stderr_has(said)
+            .stderr_has("run `kup plan resume` to retry");
+        assert_eq!(shared.status(), "running", "{signal}");
+        shared.check_patterns(41);
+        let status = f.status();
+        assert_eq!(step_state(&status, "vm:fc:restore"), "failed", "{signal}");
+        assert_eq!(step_state(&status, "verify"), "pending", "{signal}");
+        assert!(vmstate.is_file(), "{signal}: the state was deleted");
+        f.on_journal("resume").run().success();
+        assert!(
+            !guests::alive(hit),
+            "{signal}: the first attempt's QEMU was left"
+        );
+        for (g, seed) in [(&shared, 41), (&copied, 51)] {
+            assert_eq!(g.status(), "running", "{signal}: {}", g.spec.name);
+            g.check_patterns(seed);
+        }
+        assert!(!vmstate.exists(), "{signal}: verify removes it");
+        assert_eq!(f.status()["state"], "completed", "{signal}");
+    }
+}
