@@ -347,7 +347,7 @@ fn with_state(text: &str, g: &Guest, state: &Path) -> String {
 
 /// Faults at a VM's steps before the kexec, with two real guests, each ending with every guest running (or, when
 /// its QEMU is gone, the operator told which): the copied guest's state on a full disk (ENOSPC while saving), then
-/// on a read-only one; then the other guest's QEMU killed between its pause and its save, and its socket removed.
+/// on a read-only one; then the other guest's QEMU killed between its pause and its save (a socket removed: `a_qmp_socket_removed_before_the_pause_…`).
 #[test]
 fn faults_at_vm_steps_leave_every_guest_running_or_reported() {
     if !nix::unistd::geteuid().is_root() {
@@ -416,7 +416,7 @@ fn faults_at_vm_steps_leave_every_guest_running_or_reported() {
         ));
     intact("read-only");
 
-    // The shared guest's QEMU killed after its pause, before its save; then its socket removed likewise.
+    // The shared guest's QEMU killed after its pause, before its save.
     let kill = format!(
         "\n[[step]]\nname = \"kill-qemu\"\nrun = [\"/bin/kill\", \"-9\", \"{}\"]\nafter = [\"vm:fs:pause\"]\nbefore = [\"vm:fs:save\"]\n",
         old[0]
@@ -752,4 +752,69 @@ fn a_qemu_killed_or_wedged_during_its_restore_is_reported_and_resume_recovers_it
         assert!(!vmstate.exists(), "{signal}: verify removes it");
         assert_eq!(f.status()["state"], "completed", "{signal}");
     }
+}
+
+/// The shared guest's QMP socket removed while its QEMU runs (moved away: to kup the same as unlinked, and the test
+/// can put it back to look at the guest): after the preflight, before the pause, the pause fails and the rollback
+/// resumes the other guest; at the preflight, nothing pauses. Each time the error names the socket, and both
+/// guests run on in their QEMUs with their memory intact.
+#[test]
+fn a_qmp_socket_removed_before_the_pause_fails_clearly_and_every_guest_runs() {
+    let f = Fixture::new("socket");
+    let (shared, copied) = f.two_guests();
+    let old = [shared.pid().unwrap(), copied.pid().unwrap()];
+    let socket = shared.qmp.display().to_string();
+    let gone = format!("{socket}.gone");
+    let back = || std::fs::rename(&gone, &socket).unwrap();
+    let intact = |when: &str| {
+        for (g, seed, pid) in [(&shared, 41, old[0]), (&copied, 51, old[1])] {
+            assert_eq!(g.status(), "running", "{when}: {}", g.spec.name);
+            assert_eq!(
+                g.pid(),
+                Some(pid),
+                "{when}: {} in its old QEMU",
+                g.spec.name
+            );
+            g.check_patterns(seed);
+        }
+    };
+
+    // Between the preflight and the pause; the copied guest pauses first.
+    let remove = custom(
+        "remove-socket",
+        &["/bin/mv", &socket, &gone],
+        "vm:fc:pause",
+        "vm:fs:pause",
+    );
+    let plan = f.plan(&[(&shared, "shared"), (&copied, "copy")]);
+    // Its pause never sent `stop`, so its undo (a `cont`) fails too, which a half-done step's undo may: said on the
+    // progress lines, the rollback complete.
+    f.rehearse(&(plan.clone() + &remove))
+        .run()
+        .status(5)
+        .stderr_has(format!(
+            "rolled back: step vm:fs:pause failed: QMP {socket}: no such socket: is QEMU running"
+        ))
+        .stderr_has("UNDO FAILED vm:fs:pause")
+        .stderr_has("undone vm:fc:pause");
+    assert_eq!(f.status()["state"], "rolled-back");
+    back();
+    intact("removed before the pause");
+
+    // Already gone at the preflight.
+    std::fs::rename(&socket, &gone).unwrap();
+    let run = f.rehearse(&plan).run();
+    back();
+    // As root, the first to look is the owner check; otherwise the QMP handshake.
+    let run = run.status(5).stderr_has("step preflight failed");
+    assert!(
+        run.stderr()
+            .contains(&format!("cannot check {socket}: No such file or directory"))
+            || run
+                .stderr()
+                .contains(&format!("QMP {socket}: no such socket")),
+        "{}",
+        run.stderr()
+    );
+    intact("removed before the preflight");
 }
