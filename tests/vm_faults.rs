@@ -347,7 +347,8 @@ fn with_state(text: &str, g: &Guest, state: &Path) -> String {
 
 /// Faults at a VM's steps before the kexec, with two real guests, each ending with every guest running (or, when
 /// its QEMU is gone, the operator told which): the copied guest's state on a full disk (ENOSPC while saving), then
-/// on a read-only one; then the other guest's QEMU killed between its pause and its save (a socket removed: `a_qmp_socket_removed_before_the_pause_…`).
+/// on a read-only one; then the other guest's QEMU killed between its pause and its save (its socket removed is
+/// `a_qmp_socket_removed_before_the_pause_fails_clearly_and_every_guest_runs`).
 #[test]
 fn faults_at_vm_steps_leave_every_guest_running_or_reported() {
     if !nix::unistd::geteuid().is_root() {
