@@ -819,3 +819,69 @@ fn a_qmp_socket_removed_before_the_pause_fails_clearly_and_every_guest_runs() {
     );
     intact("removed before the preflight");
 }
+
+/// After the (rehearsed) kexec, the copied guest's QMP socket removed between its restore and its resume: the
+/// resume fails naming the socket, the other guest runs, the state file is kept; the guest sits loaded and paused in
+/// a QEMU kup cannot reach, so the operator ends that QEMU, as the failure says, and `kup plan resume --rerun
+/// vm:fc:restore` loads the state again, memory byte-identical.
+#[test]
+fn a_qmp_socket_removed_before_the_resume_is_reported_and_the_restore_runs_again() {
+    let f = Fixture::new("socket-resume");
+    let (shared, copied) = f.two_guests();
+    let vmstate = copied.state.join("vmstate");
+    let socket = copied.qmp.display().to_string();
+    let gone = format!("{socket}.gone");
+    // Once: the restore run again runs this step again too, and then finds no trigger file left (`find` with no
+    // match does nothing and succeeds).
+    let dir = f.tmp.path().display().to_string();
+    let remove = custom(
+        "remove-socket",
+        &[
+            "/usr/bin/find",
+            &dir,
+            "-maxdepth",
+            "1",
+            "-name",
+            "remove-once",
+            "-exec",
+            "/bin/mv",
+            &socket,
+            &gone,
+            ";",
+            "-delete",
+        ],
+        "vm:fc:restore",
+        "vm:fc:resume",
+    );
+    std::fs::write(f.tmp.path().join("remove-once"), "").unwrap();
+    let plan = f.plan(&[(&shared, "shared"), (&copied, "copy")]) + &remove;
+    f.rehearse(&plan)
+        .run()
+        .status(6)
+        .stderr_has(format!(
+            "after the kexec: vm:fc:resume: QMP {socket}: no such socket"
+        ))
+        .stderr_has("end it if it still runs, then run `kup plan resume --rerun vm:fc:restore`");
+    assert_eq!(shared.status(), "running");
+    shared.check_patterns(41);
+    assert_eq!(step_state(&f.status(), "verify"), "pending");
+    assert!(vmstate.is_file(), "the state was deleted");
+    // The unreachable QEMU holds the guest's pidfile: a restore run again before it ends fails, and keeps the state.
+    let stranded = copied.pid().unwrap();
+    assert!(guests::alive(stranded));
+    f.on_journal("resume")
+        .args(["--rerun", "vm:fc:restore"])
+        .run()
+        .status(6)
+        .stderr_has("after the kexec: vm:fc:restore");
+    assert!(vmstate.is_file(), "the state was deleted");
+    guests::kill_and_wait(stranded);
+    std::fs::remove_file(&gone).unwrap();
+    f.on_journal("resume").run().success();
+    for (g, seed) in [(&shared, 41), (&copied, 51)] {
+        assert_eq!(g.status(), "running", "{}", g.spec.name);
+        g.check_patterns(seed);
+    }
+    assert!(!vmstate.exists(), "verify removes it once the guest runs");
+    assert_eq!(f.status()["state"], "completed");
+}

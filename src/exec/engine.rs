@@ -37,11 +37,13 @@ fn journal_output(output: &ActionOutput) -> serde_json::Value {
 
 /// What to do about a step that failed after the kexec, beyond retrying it: a guest whose restored QEMU was lost
 /// before its resume (killed, crashed) has nothing left to `cont`; its state file is still there (`verify` did not
-/// run), so its restore must run again.
+/// run), so its restore must run again — after the operator ends a QEMU that still runs but cannot be reached (its
+/// socket gone), or the restore's new QEMU finds the guest's pidfile and socket taken.
 fn after_hint(step: &StepId) -> String {
     match step {
         StepId::VmResume { vm } => format!(
-            " (if its QEMU is gone, run `kup plan resume --rerun vm:{vm}:restore` to load its state again)"
+            " (if its QEMU is gone or cannot be reached, end it if it still runs, then run `kup plan resume --rerun \
+             vm:{vm}:restore` to load its state again)"
         ),
         _ => String::new(),
     }

@@ -153,13 +153,14 @@ pub(crate) fn decide(
             _ => {}
         }
     }
-    // What follows a step run again runs again too: it acted on what the first run made (a custom step after a
-    // restore acted on the QEMU that was lost), and a step whose direct predecessors are all done would otherwise
-    // start alongside it.
+    // What follows a step after the kexec that runs (again) runs again too: it acted on what an earlier run made (a
+    // custom step after a restore acted on the QEMU that was lost), and a step whose direct predecessors are all
+    // done would otherwise start alongside it. Only a step run again (`--rerun`) or failed since can have done
+    // steps after it.
     let mut again: BTreeSet<&StepId> = program
         .steps
         .iter()
-        .filter(|s| s.phase == Phase::After && rerun_ids.contains(&s.id))
+        .filter(|s| s.phase == Phase::After && !decision.done.contains(&s.id))
         .map(|s| &s.id)
         .collect();
     while let Some(step) = program
@@ -497,27 +498,36 @@ after = ["kexec"]
         let program = crate::graph::compile(&plan, &graph, "root=/dev/sda1 cpuhp.parallel=1");
         let mut records = up_to_kexec(&program, Mode::Apply);
         let mut n = records.len() as u64;
-        let mut push = |event: Event| {
+        let mut push = |records: &mut Vec<Record>, event: Event| {
             n += 1;
             records.push(rec(n, event));
         };
-        push(Event::StepDone {
-            step: KEXEC,
-            duration_ms: 0,
-            outputs: vec![],
-        });
-        for step in ["vm:db:restore", "step:poke", "step:after"] {
-            push(Event::StepDone {
-                step: id(step),
-                duration_ms: 1,
+        push(
+            &mut records,
+            Event::StepDone {
+                step: KEXEC,
+                duration_ms: 0,
                 outputs: vec![],
-            });
+            },
+        );
+        for step in ["vm:db:restore", "step:poke", "step:after"] {
+            push(
+                &mut records,
+                Event::StepDone {
+                    step: id(step),
+                    duration_ms: 1,
+                    outputs: vec![],
+                },
+            );
         }
-        push(Event::StepFailed {
-            step: id("vm:db:resume"),
-            duration_ms: 1,
-            error: "QEMU reset the connection".into(),
-        });
+        push(
+            &mut records,
+            Event::StepFailed {
+                step: id("vm:db:resume"),
+                duration_ms: 1,
+                error: "QEMU reset the connection".into(),
+            },
+        );
         let now = now("boot-2", "6.12.9", "x");
         let plain = decide(&records, &program, &now, &[]).unwrap();
         assert!(plain.done.contains(&id("vm:db:restore")), "{plain:?}");
@@ -530,5 +540,22 @@ after = ["kexec"]
         }
         let before = decide(&records, &program, &now, &["vm:db:save".into()]).unwrap();
         assert_eq!(before.done, plain.done);
+        // That restore run again fails: the next resume runs it again, and what follows it, without `--rerun`.
+        push(
+            &mut records,
+            Event::StepStarted {
+                step: id("vm:db:restore"),
+            },
+        );
+        push(
+            &mut records,
+            Event::StepFailed {
+                step: id("vm:db:restore"),
+                duration_ms: 1,
+                error: "the pidfile is locked".into(),
+            },
+        );
+        let next = decide(&records, &program, &now, &[]).unwrap();
+        assert_eq!(next.done, again.done);
     }
 }
