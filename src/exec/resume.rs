@@ -274,11 +274,22 @@ after = ["kexec"]
 "#;
 
     fn setup() -> ((), Program) {
-        let (plan, graph) = crate::check::check("t.toml", PLAN.as_bytes())
+        ((), compiled(PLAN))
+    }
+
+    /// The program of `PLAN` with a QMP guest `db` of `memory` mode, then `more`.
+    fn with_db(memory: &str, more: &str) -> Program {
+        compiled(&format!(
+            "{PLAN}[[vm]]\nname = \"db\"\nqmp = \"/run/qemu/db.qmp\"\nstate = \"/var/lib/kup/db\"\nmemory = \"{memory}\"\nrestart = [\"/bin/true\"]\n\n{more}"
+        ))
+    }
+
+    /// The program of plan `text`, checked (it must be valid) and compiled.
+    fn compiled(text: &str) -> Program {
+        let (plan, graph) = crate::check::check("t.toml", text.as_bytes())
             .valid()
             .expect("valid plan");
-        let program = crate::graph::compile(&plan, &graph, "root=/dev/sda1 cpuhp.parallel=1");
-        ((), program)
+        crate::graph::compile(&plan, &graph, "root=/dev/sda1 cpuhp.parallel=1")
     }
 
     const KEXEC: StepId = StepId::Kexec;
@@ -436,13 +447,7 @@ after = ["kexec"]
 
     #[test]
     fn a_restore_refused_on_its_ram_digest_runs_again_and_checks_again() {
-        let text = format!(
-            "{PLAN}[[vm]]\nname = \"db\"\nqmp = \"/run/qemu/db.qmp\"\nstate = \"/var/lib/kup/db\"\nmemory = \"shared\"\nrestart = [\"/bin/true\"]\n"
-        );
-        let (plan, graph) = crate::check::check("t.toml", text.as_bytes())
-            .valid()
-            .expect("valid plan");
-        let program = crate::graph::compile(&plan, &graph, "root=/dev/sda1 cpuhp.parallel=1");
+        let program = with_db("shared", "");
         let mut records = up_to_kexec(&program, Mode::Apply);
         let n = records.len() as u64;
         records.push(rec(
@@ -489,13 +494,10 @@ after = ["kexec"]
     /// step between it and the resume, the resume) again too; a done step before the kexec is never run again.
     #[test]
     fn a_done_restore_rerun_runs_again_with_what_follows_it() {
-        let text = format!(
-            "{PLAN}[[vm]]\nname = \"db\"\nqmp = \"/run/qemu/db.qmp\"\nstate = \"/var/lib/kup/db\"\nmemory = \"copy\"\nrestart = [\"/bin/true\"]\n\n[[step]]\nname = \"poke\"\nrun = [\"/bin/true\"]\nafter = [\"vm:db:restore\"]\nbefore = [\"vm:db:resume\"]\n"
+        let program = with_db(
+            "copy",
+            "[[step]]\nname = \"poke\"\nrun = [\"/bin/true\"]\nafter = [\"vm:db:restore\"]\nbefore = [\"vm:db:resume\"]\n",
         );
-        let (plan, graph) = crate::check::check("t.toml", text.as_bytes())
-            .valid()
-            .expect("valid plan");
-        let program = crate::graph::compile(&plan, &graph, "root=/dev/sda1 cpuhp.parallel=1");
         let mut records = up_to_kexec(&program, Mode::Apply);
         let mut n = records.len() as u64;
         let mut push = |records: &mut Vec<Record>, event: Event| {
