@@ -127,11 +127,16 @@ fn libvirt_guest_survives_rollback_and_rehearsal_and_bad_domains_are_refused_fir
         .run()
         .success()
         .stdout();
-    let domain = format!(
-        "libvirt = \"kup-guest\"\nlibvirt_uri = {}\n",
-        toml::Value::String(uri.clone())
+    // The domain's [[vm]] block, up to the next blank line: its libvirt key, then its connection.
+    let block = init
+        .split("\n\n")
+        .find(|b| b.contains("libvirt = \"kup-guest\"\n"))
+        .unwrap_or_else(|| panic!("no [[vm]] for the domain in:\n{init}"));
+    let connection = format!("libvirt_uri = {}\n", toml::Value::String(uri.clone()));
+    assert!(
+        block.contains(&connection),
+        "no {connection:?} in its block:\n{block}"
     );
-    assert!(init.contains(&domain), "no {domain:?} in:\n{init}");
     assert!(
         !init.contains("kup-off"),
         "a shut-off domain is listed:\n{init}"
