@@ -3,8 +3,8 @@
 use super::migration::describe_save;
 use super::quote::shell_words;
 use super::{
-    Action, MigrationMemory, MigrationSetup, MigrationSide, PID_PLACEHOLDER, RAM_DIGEST_PAGES,
-    RebootMode,
+    Action, BindPci, MigrationMemory, MigrationSetup, MigrationSide, PID_PLACEHOLDER,
+    RAM_DIGEST_PAGES, RebootMode,
 };
 use serde_json::json;
 
@@ -191,14 +191,7 @@ impl Action {
                 "check /sys/bus/pci/devices/{address}: driver is {driver:?}{}",
                 if *iommu { ", in an IOMMU group" } else { "" }
             ),
-            Action::BindPci {
-                address,
-                driver,
-                load,
-                iommu,
-                peers,
-                timeout_ms,
-            } => describe_bind(address, driver, load, *iommu, peers, *timeout_ms),
+            Action::BindPci(bind) => describe_bind(bind),
             Action::CheckOutput {
                 argv,
                 expect,
@@ -333,14 +326,8 @@ fn list(paths: &[std::path::PathBuf]) -> String {
     names.join(", ")
 }
 
-fn describe_bind(
-    address: &str,
-    driver: &str,
-    load: &[String],
-    iommu: bool,
-    peers: &[String],
-    timeout_ms: u64,
-) -> String {
+fn describe_bind(bind: &BindPci) -> String {
+    let (address, driver, timeout_ms) = (&bind.address, &bind.driver, bind.timeout_ms);
     // Each path is spelt out inside its line, never a string of its own: outside `host`, tests/architecture.rs
     // allows no string that starts with a sysfs path.
     let mut lines = vec![
@@ -349,7 +336,7 @@ fn describe_bind(
         ),
         format!(
             "if /sys/bus/pci/drivers/{driver} is missing: exec {} (timeout {timeout_ms} ms)",
-            shell_words(load)
+            shell_words(&bind.load)
         ),
         format!("echo {driver} > /sys/bus/pci/devices/{address}/driver_override"),
         format!(
@@ -360,13 +347,13 @@ fn describe_bind(
             "wait until /sys/bus/pci/devices/{address}/driver names {driver} (timeout {timeout_ms} ms)"
         ),
     ];
-    if iommu {
-        let except = if peers.is_empty() {
+    if bind.iommu {
+        let except = if bind.peers.is_empty() {
             String::new()
         } else {
             format!(
                 " ({} excepted: their own steps bind them)",
-                peers.join(", ")
+                bind.peers.join(", ")
             )
         };
         lines.push(format!(

@@ -230,21 +230,7 @@ pub enum Action {
     /// `/sys/bus/pci/drivers_probe` ← `address`, and a wait until its `driver` link names `driver`. With `iommu`
     /// (vfio-pci), then its IOMMU group: `/dev/vfio/GROUP` exists and no other device of the group is bound to a
     /// driver VFIO cannot share a group with.
-    BindPci {
-        /// PCI address, `DDDD:BB:DD.F`.
-        address: String,
-        /// The driver it must end up bound to (`vfio-pci`).
-        driver: String,
-        /// What loads the driver when it is not registered: `modprobe DRIVER`.
-        load: Vec<String>,
-        /// Whether its IOMMU group must be usable by VFIO.
-        iommu: bool,
-        /// The other vfio-pci devices of the guest that owns this one: bound by their own steps (which check the
-        /// group again), so not offenders in this device's group while still bound elsewhere.
-        peers: Vec<String>,
-        /// Limit for `load`, and for the driver to take the device after `drivers_probe`, in ms.
-        timeout_ms: u64,
-    },
+    BindPci(BindPci),
     /// Run a program and compare its trimmed stdout with one of `expect`, whatever its exit status
     /// (`systemctl is-active` exits 3 when it prints `inactive`).
     CheckOutput {
@@ -353,6 +339,24 @@ pub enum Action {
         /// How long to retry while it is busy.
         timeout_ms: u64,
     },
+}
+
+/// What [`Action::BindPci`] binds: one PCI device, to one driver.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BindPci {
+    /// PCI address, `DDDD:BB:DD.F`.
+    pub address: String,
+    /// The driver it must end up bound to (`vfio-pci`).
+    pub driver: String,
+    /// What loads the driver when it is not registered: `modprobe DRIVER`.
+    pub load: Vec<String>,
+    /// Whether its IOMMU group must be usable by VFIO.
+    pub iommu: bool,
+    /// The other vfio-pci devices of the guest that owns this one: bound by their own steps (which check the
+    /// group again), so not offenders in this device's group while still bound elsewhere.
+    pub peers: Vec<String>,
+    /// Limit for `load`, and for the driver to take the device after `drivers_probe`, in ms.
+    pub timeout_ms: u64,
 }
 
 /// What [`Action::MigrationSetup`] prepares: one end of a guest's migration.

@@ -60,6 +60,19 @@ pub struct BindRequest<'a> {
     pub timeout: Duration,
 }
 
+impl<'a> From<&'a crate::action::BindPci> for BindRequest<'a> {
+    fn from(bind: &'a crate::action::BindPci) -> Self {
+        BindRequest {
+            address: &bind.address,
+            driver: &bind.driver,
+            load: &bind.load,
+            iommu: bind.iommu,
+            peers: &bind.peers,
+            timeout: Duration::from_millis(bind.timeout_ms),
+        }
+    }
+}
+
 /// Why a device could not be bound, each worded with what to look at.
 #[derive(Debug, thiserror::Error)]
 pub enum PciBindError {

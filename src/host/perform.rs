@@ -163,24 +163,10 @@ pub(super) fn one(
             driver,
             iommu,
         } => sysfs::check_pci(sysfs, address, driver, *iommu).map(ActionOutput::Pci),
-        Action::BindPci {
-            address,
-            driver,
-            load,
-            iommu,
-            peers,
-            timeout_ms,
-        } => pci_bind::bind_pci(
+        Action::BindPci(bind) => pci_bind::bind_pci(
             sysfs,
             &pci_bind::RealKernel,
-            &pci_bind::BindRequest {
-                address,
-                driver,
-                load,
-                iommu: *iommu,
-                peers,
-                timeout: ms(*timeout_ms),
-            },
+            &pci_bind::BindRequest::from(bind),
         )
         .map(ActionOutput::PciBound),
         Action::CheckOutput {

@@ -2,7 +2,7 @@
 //! to its default driver at boot), before the guest that owns it is restored.
 
 use super::{Compiled, PCI_BIND_TIMEOUT, ms};
-use crate::action::Action;
+use crate::action::{Action, BindPci};
 use crate::plan::{PciDevice, Plan};
 
 /// The driver that passes a device through, and the one whose IOMMU group must be usable.
@@ -32,14 +32,14 @@ pub(super) fn bind(plan: &Plan, device: Option<&PciDevice>) -> Compiled {
     } else {
         Vec::new()
     };
-    let bind = Action::BindPci {
+    let bind = Action::BindPci(BindPci {
         address: d.address.to_string(),
         driver: d.driver.clone(),
         load: vec!["modprobe".to_owned(), d.driver.clone()],
         iommu,
         peers,
         timeout_ms: ms(PCI_BIND_TIMEOUT),
-    };
+    });
     (vec![bind], Vec::new())
 }
 
@@ -85,19 +85,19 @@ driver = "nvme"
         assert!(rollback.is_empty());
         assert_eq!(
             actions,
-            [Action::BindPci {
+            [Action::BindPci(BindPci {
                 address: "0000:3b:00.0".into(),
                 driver: "vfio-pci".into(),
                 load: vec!["modprobe".into(), "vfio-pci".into()],
                 iommu: true,
                 peers: vec!["0000:3b:00.1".into()],
                 timeout_ms: 60_000,
-            }]
+            })]
         );
         // Another guest's device is no peer: it cannot share the group.
         let (actions, _) = bind(&p, p.pci.get(2));
         assert!(
-            matches!(&actions[0], Action::BindPci { peers, iommu: true, .. } if peers.is_empty()),
+            matches!(&actions[0], Action::BindPci(b) if b.iommu && b.peers.is_empty()),
             "{actions:?}"
         );
     }
@@ -107,8 +107,8 @@ driver = "nvme"
         let p = plan(TWO_FUNCTIONS);
         let (actions, _) = bind(&p, p.pci.get(3));
         assert!(
-            matches!(&actions[0], Action::BindPci { driver, load, iommu: false, peers, .. }
-                if driver == "nvme" && load == &["modprobe", "nvme"] && peers.is_empty()),
+            matches!(&actions[0], Action::BindPci(b)
+                if b.driver == "nvme" && b.load == ["modprobe", "nvme"] && !b.iommu && b.peers.is_empty()),
             "{actions:?}"
         );
     }
