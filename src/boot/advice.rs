@@ -224,36 +224,53 @@ mod tests {
             .collect()
     }
 
-    const X86_SLOW_SMP: &str = "[    0.000000] Linux version 6.8.0-generic (x)\n\
-         [    0.000000] Command line: root=/dev/sda quiet\n\
-         [    0.000000] x86/fpu: Supporting XSAVE feature 0x001\n\
-         [    0.300000] smp: Bringing up secondary CPUs ...\n\
-         [    0.700000] smp: Brought up 2 nodes, 128 CPUs\n\
-         [    1.000000] Run /init as init process\n";
+    /// A boot log from `Linux version` to `Run /init` at 1 s, with `middle` (whole lines) between.
+    fn boot_log(version: &str, cmdline: &str, middle: &[&str]) -> String {
+        let mut log = format!(
+            "[    0.000000] Linux version {version} (x)\n[    0.000000] Command line: {cmdline}\n"
+        );
+        middle.iter().for_each(|l| log += &format!("{l}\n"));
+        log + "[    1.000000] Run /init as init process\n"
+    }
+
+    /// 128 CPUs brought up in 400 ms, one at a time.
+    fn x86_slow_smp() -> String {
+        boot_log(
+            "6.8.0-generic",
+            "root=/dev/sda quiet",
+            &[
+                "[    0.000000] x86/fpu: Supporting XSAVE feature 0x001",
+                "[    0.300000] smp: Bringing up secondary CPUs ...",
+                "[    0.700000] smp: Brought up 2 nodes, 128 CPUs",
+            ],
+        )
+    }
 
     #[test]
     fn slow_bring_up_on_a_parallel_capable_kernel() {
         assert_eq!(
-            advise_plain(X86_SLOW_SMP),
+            advise_plain(&x86_slow_smp()),
             [RecommendationCode::ParallelBringupOff]
         );
         // The same figures on 6.4, before parallel bring-up existed: nothing to switch on.
-        assert!(advise_plain(&X86_SLOW_SMP.replace("6.8.0", "6.4.0")).is_empty());
+        assert!(advise_plain(&x86_slow_smp().replace("6.8.0", "6.4.0")).is_empty());
         // Parallel bring-up asked for explicitly: the slowness has another cause (found in the lab, where TCG's
         // delay-loop calibration takes ~100 ms per CPU with cpuhp.parallel=1).
-        assert!(advise_plain(&X86_SLOW_SMP.replace("quiet", "quiet cpuhp.parallel=1")).is_empty());
+        assert!(
+            advise_plain(&x86_slow_smp().replace("quiet", "quiet cpuhp.parallel=1")).is_empty()
+        );
         // 128 CPUs in 40 ms is parallel already.
-        assert!(advise_plain(&X86_SLOW_SMP.replace("0.700000", "0.340000")).is_empty());
+        assert!(advise_plain(&x86_slow_smp().replace("0.700000", "0.340000")).is_empty());
     }
 
     #[test]
     fn explicit_cpuhp_parallel_off() {
-        let text = X86_SLOW_SMP.replace("quiet", "quiet cpuhp.parallel=0");
+        let text = x86_slow_smp().replace("quiet", "quiet cpuhp.parallel=0");
         let recs = advise_plain(&text);
         assert_eq!(recs, [RecommendationCode::ParallelBringupOff]);
         assert!(
             advise_plain(
-                &X86_SLOW_SMP
+                &x86_slow_smp()
                     .replace("quiet", "quiet cpuhp.parallel=1")
                     .replace("0.700000", "0.31")
             )
@@ -261,25 +278,31 @@ mod tests {
         );
     }
 
-    const BIG_MEMORY: &str = "[    0.000000] Linux version 6.1.0 (x)\n\
-         [    0.000000] Command line: quiet\n\
-         [    0.100000] Memory: 131000000K/134217728K available (x)\n\
-         [    0.300000] smp: Bringing up secondary CPUs ...\n\
-         [    0.310000] smp: Brought up 1 node, 8 CPUs\n\
-         [    1.000000] Run /init as init process\n";
+    /// 128 GiB of memory and no line about deferred struct pages.
+    fn big_memory() -> String {
+        boot_log(
+            "6.1.0",
+            "quiet",
+            &[
+                "[    0.100000] Memory: 131000000K/134217728K available (x)",
+                "[    0.300000] smp: Bringing up secondary CPUs ...",
+                "[    0.310000] smp: Brought up 1 node, 8 CPUs",
+            ],
+        )
+    }
 
     #[test]
     fn deferred_pages_missing_on_a_large_machine() {
         assert_eq!(
-            advise_plain(BIG_MEMORY),
+            advise_plain(&big_memory()),
             [RecommendationCode::DeferredPagesOff]
         );
-        let with_deferred = BIG_MEMORY.replace(
+        let with_deferred = big_memory().replace(
             "[    1.000000] Run",
             "[    0.400000] node 0 deferred pages initialised in 90ms\n[    1.000000] Run",
         );
         assert!(advise_plain(&with_deferred).is_empty());
-        let small = BIG_MEMORY.replace("131000000K/134217728K", "8000000K/8388608K");
+        let small = big_memory().replace("131000000K/134217728K", "8000000K/8388608K");
         assert!(advise_plain(&small).is_empty());
     }
 
@@ -291,8 +314,9 @@ mod tests {
                 deferred_struct_page_init: on,
             }),
         };
-        assert!(advise(BIG_MEMORY, &config(true)).is_empty());
-        let parsed = lines(BIG_MEMORY);
+        assert!(advise(&big_memory(), &config(true)).is_empty());
+        let log = big_memory();
+        let parsed = lines(&log);
         let ev = gather(&parsed);
         let tl = Timeline::for_boot(&parsed, ev.kernel_start.as_ref());
         let recs = recommend(&ev, &timing(&ev, &tl), tl.clock, &config(false));
