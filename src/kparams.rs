@@ -188,6 +188,7 @@ pub(crate) const KNOWN: &[KnownParam] = &[
     // `off`, `auto`, `auto,nosmt`; newer kernels add attack-vector options after `auto`. Anything else makes the
     // kernel print "Unsupported mitigations=…, system may still be vulnerable" and keep its defaults.
     p("mitigations", StartsWith(&["off", "auto"]), Last),
+    p("tsx", OneOf(&["on", "off", "auto"]), Last),
     p("nosmap", Flag, Last),
     p("nosmep", Flag, Last),
     p("nopti", Flag, Last),
@@ -197,7 +198,6 @@ pub(crate) const KNOWN: &[KnownParam] = &[
     p("spectre_v2", Any, Last),
     p("l1tf", Any, Last),
     p("mds", Any, Last),
-    p("tsx", OneOf(&["on", "off", "auto"]), Last),
     p("nokaslr", Flag, Last),
     // Console and logging.
     p("quiet", Flag, Last),
