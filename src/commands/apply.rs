@@ -1,12 +1,13 @@
 //! `kup plan apply` for real or `--rehearse`: the refusals before anything changes, the journal, the lock, the
 //! transient unit that survives `policy.isolate`, and the engine run that ends in the kexec.
 
-use super::guard::{check_plan, finish_pending, lock, outcome, refuse_loose, run_engine, say};
+use super::guard::{
+    EngineRun, check_plan, finish_pending, lock, outcome, refuse_loose, run_engine, say,
+};
 use super::{CommandError, CommandResult};
 use crate::exec::Outcome;
 use crate::exec::journal::{self, Event, Journal, Mode};
 use crate::exit;
-use crate::graph::Program;
 use crate::host::{files, machine, systemd};
 use crate::plan::{CmdlineSpec, Plan};
 use std::io::{BufRead, IsTerminal, Write};
@@ -278,14 +279,14 @@ pub(crate) fn run(args: &ApplyArgs) -> CommandResult {
             .map_err(|e| CommandError::Usage(format!("cannot write the journal: {e}")))?;
     }
     say(format_args!("kup: journal {}", dir.display()));
-    let result = execute(
-        &plan,
-        &program,
-        &root,
-        &mut journal,
+    let run = EngineRun {
+        plan: &plan,
+        program: &program,
+        root: &root,
         mode,
-        !args.no_kernel_load,
-    );
+        kernel_load: !args.no_kernel_load,
+    };
+    let result = execute(&run, &mut journal);
     if let Some(path) = super::metrics::target(args.metrics_textfile, &dir, &plan) {
         super::metrics::write(&path, &root, &plan);
     }
@@ -293,25 +294,10 @@ pub(crate) fn run(args: &ApplyArgs) -> CommandResult {
 }
 
 /// Runs the engine over a fresh journal and clears the pending mark when nothing is left to do.
-fn execute(
-    plan: &Plan,
-    program: &Program,
-    root: &Path,
-    journal: &mut Journal,
-    mode: Mode,
-    kernel_load: bool,
-) -> CommandResult {
-    let result = run_engine(
-        plan,
-        program,
-        root,
-        journal,
-        (mode, kernel_load),
-        None,
-        &Default::default(),
-    );
+fn execute(run: &EngineRun<'_>, journal: &mut Journal) -> CommandResult {
+    let result = run_engine(run, journal, None, &Default::default());
     if matches!(result, Ok(Outcome::Completed | Outcome::RolledBack { .. })) {
-        finish_pending(root);
+        finish_pending(run.root);
     }
     outcome(result)
 }

@@ -101,26 +101,33 @@ pub(crate) fn finish_pending(root: &Path) {
     systemd::remove_resume_unit();
 }
 
-/// Runs the engine over `program` with the real host, the plan's policy, Ctrl-C handling and live progress, and
-/// the resume unit installed right before the kexec.
+/// What an apply or a resume runs the engine on: the plan, its compiled program, the journal root, and the mode
+/// and kernel-load choice the apply started with.
+pub(crate) struct EngineRun<'a> {
+    pub plan: &'a Plan,
+    pub program: &'a Program,
+    pub root: &'a Path,
+    pub mode: journal::Mode,
+    pub kernel_load: bool,
+}
+
+/// Runs the engine over `run.program` with the real host, the plan's policy, Ctrl-C handling and live progress,
+/// and the resume unit installed right before the kexec. `done` are the steps a resume found done already.
 pub(crate) fn run_engine(
-    plan: &Plan,
-    program: &Program,
-    root: &Path,
+    run: &EngineRun<'_>,
     journal: &mut journal::Journal,
-    (mode, kernel_load): (journal::Mode, bool),
     update_failed: Option<String>,
     done: &std::collections::BTreeSet<crate::graph::StepId>,
 ) -> Result<Outcome, EngineError> {
-    let hook = || super::apply::before_kexec(root);
+    let hook = || super::apply::before_kexec(run.root);
     let engine = crate::exec::Engine {
         host: &crate::host::RealHost,
-        program,
+        program: run.program,
         options: crate::exec::Options {
-            mode,
-            kernel_load,
-            parallelism: plan.policy.parallelism as usize,
-            on_failure: plan.policy.on_failure,
+            mode: run.mode,
+            kernel_load: run.kernel_load,
+            parallelism: run.plan.policy.parallelism as usize,
+            on_failure: run.plan.policy.on_failure,
             interrupted: crate::host::machine::interrupt_flag(),
             update_failed,
         },

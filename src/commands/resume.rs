@@ -2,7 +2,8 @@
 //! a crash, or to retry — after proving from the journal whether the kexec happened, and into which kernel.
 
 use super::guard::{
-    finish_pending, lock, open_apply, outcome, program_of, refuse_loose, run_engine, say, started,
+    EngineRun, finish_pending, lock, open_apply, outcome, program_of, refuse_loose, run_engine,
+    say, started,
 };
 use super::{CommandError, CommandResult};
 use crate::exec::Outcome;
@@ -10,7 +11,6 @@ use crate::exec::journal::{self, Event, Journal};
 use crate::exec::resume::{self, Decision, Now};
 use crate::graph::Program;
 use crate::host::{files, kmsg, machine, systemd};
-use crate::plan::Plan;
 use std::path::Path;
 
 /// `kup plan resume`'s arguments.
@@ -78,14 +78,14 @@ pub(crate) fn run(args: &ResumeArgs) -> CommandResult {
         decision.done.len(),
         program.steps.len()
     ));
-    let result = execute(
-        &plan,
-        &program,
+    let run = EngineRun {
+        plan: &plan,
+        program: &program,
         root,
-        &mut journal,
-        &decision,
-        (started.mode, started.kernel_load),
-    );
+        mode: started.mode,
+        kernel_load: started.kernel_load,
+    };
+    let result = execute(&run, &mut journal, &decision);
     if let Some(path) = super::metrics::target(args.metrics_textfile, &dir, &plan) {
         super::metrics::write(&path, root, &plan);
     }
@@ -152,30 +152,15 @@ pub(crate) fn running_kernel_boot() -> Option<Event> {
 
 /// Runs the rest of the program; a failed update whose steps all ran (the guests back on the old kernel) leaves
 /// nothing to resume.
-fn execute(
-    plan: &Plan,
-    program: &Program,
-    root: &Path,
-    journal: &mut Journal,
-    decision: &Decision,
-    mode: (journal::Mode, bool),
-) -> CommandResult {
-    let result = run_engine(
-        plan,
-        program,
-        root,
-        journal,
-        mode,
-        decision.update_failed.clone(),
-        &decision.done,
-    );
+fn execute(run: &EngineRun<'_>, journal: &mut Journal, decision: &Decision) -> CommandResult {
+    let result = run_engine(run, journal, decision.update_failed.clone(), &decision.done);
     let nothing_left = match &result {
         Ok(Outcome::Completed | Outcome::RolledBack { .. }) => true,
         Ok(Outcome::Failed { reason }) => decision.update_failed.as_ref() == Some(reason),
         Err(_) => false,
     };
     if nothing_left {
-        finish_pending(root);
+        finish_pending(run.root);
     }
     outcome(result)
 }
