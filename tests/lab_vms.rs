@@ -116,18 +116,16 @@ fn guests_inside_the_lab_host_survive_its_kexec_into_the_new_kernel() {
     assert_ne!(boots[0].0, boots[1].0, "the kexec started a new boot");
     assert_eq!(boots[0].1, lab.kernel_version());
     assert_eq!(boots[1].1, lab.new_kernel_version());
-    let cmdline = run.must("/var/lib/kup-lab/cmdline.2");
-    for kept in ["memmap=256M!1536M", "intel_iommu=on", "cpuhp.parallel=1"] {
-        assert!(
-            cmdline.contains(kept),
-            "new command line lacks {kept}: {cmdline}"
-        );
-    }
+    lab::assert_contains_all(
+        &run.must("/var/lib/kup-lab/cmdline.2"),
+        &["memmap=256M!1536M", "intel_iommu=on", "cpuhp.parallel=1"],
+        "the new command line",
+    );
     // The pmem file system came back, mounted with DAX, on the new kernel.
-    let pmem = run.must("/var/lib/kup-lab/pmem.2");
-    assert!(
-        pmem.contains("/dev/pmem0 /mnt/pmem ext4") && pmem.contains("dax"),
-        "{pmem}"
+    lab::assert_contains_all(
+        &run.must("/var/lib/kup-lab/pmem.2"),
+        &["/dev/pmem0 /mnt/pmem ext4", "dax"],
+        "the new kernel's pmem mount",
     );
 
     let status = run.json("/var/lib/kup-lab/status.json");

@@ -297,3 +297,10 @@ pub fn console_time(run: &Run, text: &str) -> f64 {
         .and_then(|(stamp, _)| stamp.parse().ok())
         .unwrap_or_else(|| panic!("no time stamp on {line:?}"))
 }
+
+/// Fails the test, naming `what` and the whole text, unless `text` contains every one of `needles`.
+#[allow(dead_code)] // each test binary uses a different part
+pub fn assert_contains_all(text: &str, needles: &[&str], what: &str) {
+    let missing: Vec<_> = needles.iter().filter(|n| !text.contains(**n)).collect();
+    assert!(missing.is_empty(), "{what} lacks {missing:?}: {text}");
+}
