@@ -10,7 +10,7 @@
 
 mod support;
 
-use kup::action::{Action, ActionOutput, MigrationChoice, MigrationMemory, MigrationSide};
+use kup::action::{Action, ActionOutput, MigrationChoice, MigrationMemory, MigrationSide, QmpWait};
 use kup::graph::Program;
 use kup::host::{Host, RealHost};
 use std::path::{Path, PathBuf};
@@ -524,7 +524,7 @@ fn shared_memory_refusals(f: &Fixture) {
     // `-S` guests are not running: skip the running check, keep the memory check.
     let actions: Vec<Action> = actions
         .into_iter()
-        .filter(|a| !matches!(a, Action::QmpWait { .. }))
+        .filter(|a| !matches!(a, Action::QmpWait(_)))
         .collect();
     let failure = RealHost.perform(&actions).unwrap_err();
     assert!(
@@ -573,13 +573,7 @@ fn killed_mid_save(f: &Fixture) {
             args: serde_json::json!({ "uri": format!("exec:cat > {}", partial.display()) }),
             file_uri: Some(partial.clone()),
         },
-        Action::QmpWait {
-            socket: g.qmp.clone(),
-            command: "query-migrate".into(),
-            field: "status".into(),
-            until: "completed".into(),
-            timeout_ms: 60_000,
-        },
+        QmpWait::status(&g.qmp, "query-migrate", "completed", 60_000),
     ];
     let started = Instant::now();
     let failure = RealHost.perform(&actions).unwrap_err();
@@ -1003,7 +997,7 @@ fn missing_state_directory(f: &Fixture) {
     let failure = RealHost.perform(&save.actions).unwrap_err();
     // QEMU 7.2's `cat` fails after `migrate` returned; QEMU 10 refuses the `file:` URI in `migrate` itself.
     let failed_at = match f.qemu {
-        Qemu::V7 => matches!(save.actions[failure.index], Action::QmpWait { .. }),
+        Qemu::V7 => matches!(save.actions[failure.index], Action::QmpWait(_)),
         Qemu::V10 => {
             matches!(&save.actions[failure.index], Action::Qmp { command, .. } if command == "migrate")
         }

@@ -28,17 +28,13 @@ impl Action {
                     None => line,
                 }
             }
-            Action::QmpWait {
-                socket,
-                command,
-                field,
-                until,
-                timeout_ms,
-            } => format!(
-                "qmp {} {} until {field} = {until:?} (asked again on each QEMU event, else polled; timeout \
-                 {timeout_ms} ms)",
-                socket.display(),
-                qmp_message(command, &json!({}))
+            Action::QmpWait(w) => format!(
+                "qmp {} {} until {} = {:?} (asked again on each QEMU event, else polled; timeout {} ms)",
+                w.socket.display(),
+                qmp_message(&w.command, &json!({})),
+                w.field,
+                w.until,
+                w.timeout_ms
             ),
             Action::WaitForSocket { path, timeout_ms } => {
                 format!(

@@ -20,7 +20,7 @@ pub use output::{
 pub use quote::shell_quote;
 
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Placeholder in a CRIU argv for the PID read from the app's pidfile when the action runs.
 pub(crate) const PID_PLACEHOLDER: &str = "{pid}";
@@ -50,20 +50,9 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         file_uri: Option<PathBuf>,
     },
-    /// Repeat a QMP query until `field` of its reply equals `until` — asked again on each QEMU event, polled as a
-    /// fallback; fail after `timeout_ms`.
-    QmpWait {
-        /// The guest's QMP socket.
-        socket: PathBuf,
-        /// The query (`query-migrate`, `query-status`).
-        command: String,
-        /// The reply field compared, such as `status`.
-        field: String,
-        /// The value that ends the wait, such as `completed`.
-        until: String,
-        /// Give up after this long, in ms.
-        timeout_ms: u64,
-    },
+    /// Repeat a QMP query until a field of its reply has a value — asked again on each QEMU event, polled as a
+    /// fallback.
+    QmpWait(QmpWait),
     /// Wait until a unix socket accepts connections.
     WaitForSocket {
         /// The socket.
@@ -339,6 +328,34 @@ pub enum Action {
         /// How long to retry while it is busy.
         timeout_ms: u64,
     },
+}
+
+/// What [`Action::QmpWait`] waits for: `field` of `command`'s reply equal to `until`, within `timeout_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QmpWait {
+    /// The guest's QMP socket.
+    pub socket: PathBuf,
+    /// The query (`query-migrate`, `query-status`).
+    pub command: String,
+    /// The reply field compared, such as `status`.
+    pub field: String,
+    /// The value that ends the wait, such as `completed`.
+    pub until: String,
+    /// Give up after this long, in ms.
+    pub timeout_ms: u64,
+}
+
+impl QmpWait {
+    /// Waits until the `status` of `command`'s reply (`query-migrate`, `query-status`) is `until`.
+    pub fn status(socket: &Path, command: &str, until: &str, timeout_ms: u64) -> Action {
+        Action::QmpWait(QmpWait {
+            socket: socket.to_owned(),
+            command: command.into(),
+            field: "status".into(),
+            until: until.into(),
+            timeout_ms,
+        })
+    }
 }
 
 /// What [`Action::BindPci`] binds: one PCI device, to one driver.

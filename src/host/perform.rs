@@ -74,19 +74,7 @@ pub(super) fn one(
             args,
             file_uri: Some(path),
         } => migrate(session(sessions, socket)?, command, args, path),
-        Action::QmpWait {
-            socket,
-            command,
-            field,
-            until,
-            timeout_ms,
-        } => qmp_wait::wait(
-            session(sessions, socket)?,
-            command,
-            field,
-            until,
-            *timeout_ms,
-        ),
+        Action::QmpWait(w) => qmp_wait::wait(session(sessions, &w.socket)?, w),
         Action::WaitForSocket { path, timeout_ms } => wait_for_socket(path, *timeout_ms),
         Action::KexecFileLoad {
             kernel,

@@ -6,7 +6,7 @@
 use super::HostError;
 use super::perform::Backoff;
 use super::qmp::{QmpClient, QmpError};
-use crate::action::{ActionOutput, WaitEnd};
+use crate::action::{ActionOutput, QmpWait, WaitEnd};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -36,15 +36,16 @@ enum Woken {
 
 /// Repeats a QMP query until `field` of its reply is `until`, sending it again when QEMU sends an event and
 /// otherwise on a poll; a state QEMU never leaves fails at once.
-pub(super) fn wait(
-    client: &mut QmpClient,
-    command: &str,
-    field: &str,
-    until: &str,
-    timeout_ms: u64,
-) -> Result<ActionOutput, HostError> {
+pub(super) fn wait(client: &mut QmpClient, wait: &QmpWait) -> Result<ActionOutput, HostError> {
+    let QmpWait {
+        command,
+        field,
+        until,
+        timeout_ms,
+        ..
+    } = wait;
     let started = Instant::now();
-    let deadline = started + Duration::from_millis(timeout_ms);
+    let deadline = started + Duration::from_millis(*timeout_ms);
     let mut backoff = Backoff::new();
     // What a migration setup of this session set, so that a QEMU refusing the state names both sides.
     let note = client.note().map(|n| format!(" ({n})")).unwrap_or_default();

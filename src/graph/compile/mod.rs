@@ -474,9 +474,7 @@ restart = ["systemctl", "start", "qemu@db.service"]
             }
         );
         assert!(matches!(restore.actions[1], Action::QmpQuit { .. }));
-        assert!(
-            matches!(restore.actions.last(), Some(Action::QmpWait { until, .. }) if until == "paused")
-        );
+        assert!(matches!(restore.actions.last(), Some(Action::QmpWait(w)) if w.until == "paused"));
         let save = p.steps.iter().find(|s| s.id == "vm:db:save").unwrap();
         // Written under a temporary name, renamed once complete; the old QEMU is not waited for.
         assert!(save.actions.iter().any(|a| matches!(a,
@@ -496,9 +494,7 @@ restart = ["systemctl", "start", "qemu@db.service"]
         );
         // The digest is recorded once the migration completed, before the commit; the rollback drops it.
         let n = save.actions.len();
-        assert!(
-            matches!(&save.actions[n - 3], Action::QmpWait { until, .. } if until == "completed")
-        );
+        assert!(matches!(&save.actions[n - 3], Action::QmpWait(w) if w.until == "completed"));
         assert!(
             matches!(&save.actions[n - 2], Action::RecordRamDigest { record, .. } if record == &dir.join("vmstate.ram-digest"))
         );

@@ -6,7 +6,7 @@ use super::{
     PARTIAL_SUFFIX, QMP_STATE_FILE, QUIT_TIMEOUT, RAM_DIGEST_RECORD, RESTART_TIMEOUT,
     SOCKET_TIMEOUT, handshake, ms, path_str, qmp,
 };
-use crate::action::{Action, MigrationMemory, MigrationSetup, MigrationSide, shell_quote};
+use crate::action::{Action, MigrationMemory, MigrationSetup, MigrationSide, QmpWait, shell_quote};
 use crate::plan::{Handover, MemoryMode, Vm, VmDriver};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -154,13 +154,7 @@ pub(super) fn save(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
             let mut actions = vec![
                 handshake(socket),
                 migrate_to(socket, &partial(&state_file(v))),
-                Action::QmpWait {
-                    socket: socket.clone(),
-                    command: "query-migrate".into(),
-                    field: "status".into(),
-                    until: "completed".into(),
-                    timeout_ms: migration_timeout,
-                },
+                QmpWait::status(socket, "query-migrate", "completed", migration_timeout),
             ];
             // The RAM is not in the state file: what it was at the save is recorded (the guest is paused and its
             // migration done, so the pages no longer change), before the commit, so that a committed state file
@@ -258,13 +252,12 @@ pub(super) fn restore(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
             // The destination must agree with the stream, or QEMU exits.
             actions.push(setup(v, socket, MigrationSide::Restore, None));
             actions.push(migrate_from(socket, &state_file(v)));
-            actions.push(Action::QmpWait {
-                socket: socket.clone(),
-                command: "query-status".into(),
-                field: "status".into(),
-                until: "paused".into(),
-                timeout_ms: migration_timeout,
-            });
+            actions.push(QmpWait::status(
+                socket,
+                "query-status",
+                "paused",
+                migration_timeout,
+            ));
             (actions, Vec::new())
         }
         Some((v, VmDriver::Libvirt { domain, uri })) => (
@@ -362,13 +355,7 @@ pub(super) fn boot(vm: Option<&Vm>) -> Compiled {
 
 /// Waits until QEMU reports the guest `running`.
 fn wait_running(socket: &Path) -> Action {
-    Action::QmpWait {
-        socket: socket.to_owned(),
-        command: "query-status".into(),
-        field: "status".into(),
-        until: "running".into(),
-        timeout_ms: ms(SOCKET_TIMEOUT),
-    }
+    QmpWait::status(socket, "query-status", "running", ms(SOCKET_TIMEOUT))
 }
 
 /// The checks that a guest runs, as `preflight` and `verify` make them.
