@@ -292,12 +292,11 @@ pub fn human(c: &BootComparison, colour: bool) -> String {
     let mut out = String::new();
     for (label, side) in [("before", &c.before), ("after", &c.after)] {
         let cpus = side.cpus.map_or("unknown".to_owned(), |n| n.to_string());
+        let kernel = side.kernel.as_deref().unwrap_or("unknown");
+        let (source, clock) = (&side.source, &side.clock);
         let _ = writeln!(
             out,
-            "{label:<7} {}: kernel {}, cpus {cpus}, {} clock",
-            side.source,
-            side.kernel.as_deref().unwrap_or("unknown"),
-            side.clock
+            "{label:<7} {source}: kernel {kernel}, cpus {cpus}, {clock} clock"
         );
     }
     if c.before.cmdline != c.after.cmdline {
