@@ -1144,16 +1144,6 @@ fn a_state_qemu_refuses_to_load_is_an_error_naming_both_sides() {
     eprintln!("refused: {}", failure.message);
 }
 
-/// Without `lab/setup` these tests fail with the fix in the message: a VM test that quietly skips proves nothing.
-#[test]
-fn a_lab_that_is_not_set_up_is_an_error_with_the_fix() {
-    let empty = tempfile::tempdir().unwrap();
-    let message = Lab::locate(Path::new(env!("CARGO_MANIFEST_DIR")), empty.path())
-        .err()
-        .expect("an empty directory is not a lab");
-    assert!(message.contains("run `lab/setup`"), "{message}");
-}
-
 /// The restore's `quit` is for an old QEMU whose guest was saved; a running guest behind the socket is left alone.
 #[test]
 fn the_restore_never_quits_a_running_guest() {
