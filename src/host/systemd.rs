@@ -129,13 +129,15 @@ pub(crate) fn run_attached(argv: &[String]) -> Result<Option<i32>, HostError> {
 mod tests {
     use super::*;
 
+    /// The resume unit of `/usr/local/bin/kup` for the journal root `root`, with its pending mark in it.
+    fn unit_for(root: &str) -> String {
+        let root = Path::new(root);
+        resume_unit(Path::new("/usr/local/bin/kup"), root, &root.join("pending"))
+    }
+
     #[test]
     fn the_resume_unit_runs_resume_when_an_apply_is_pending_and_survives_isolate() {
-        let unit = resume_unit(
-            Path::new("/usr/local/bin/kup"),
-            Path::new("/var/lib/kup"),
-            Path::new("/var/lib/kup/pending"),
-        );
+        let unit = unit_for("/var/lib/kup");
         assert!(unit.contains("ConditionPathExists=/var/lib/kup/pending\n"));
         assert!(unit.contains("ExecStart=/usr/local/bin/kup plan resume --journal /var/lib/kup\n"));
         // IgnoreOnIsolate is a [Unit] key: in [Service] systemd ignores it.
@@ -148,11 +150,7 @@ mod tests {
 
     #[test]
     fn the_resume_unit_starts_early_and_waits_only_for_what_resume_needs() {
-        let unit = resume_unit(
-            Path::new("/usr/local/bin/kup"),
-            Path::new("/srv/kup"),
-            Path::new("/srv/kup/pending"),
-        );
+        let unit = unit_for("/srv/kup");
         let lines: Vec<&str> = unit.lines().filter(|l| !l.starts_with('#')).collect();
         assert!(lines.contains(&"DefaultDependencies=no"));
         assert!(lines.contains(&"RequiresMountsFor=/srv/kup"));

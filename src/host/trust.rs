@@ -306,6 +306,12 @@ mod tests {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
 
+    /// Fails unless the refusal `e` says every one of `parts`.
+    fn assert_says(e: &str, parts: &[&str]) {
+        let missing: Vec<_> = parts.iter().filter(|p| !e.contains(**p)).collect();
+        assert!(missing.is_empty(), "{missing:?} not in: {e}");
+    }
+
     /// A tool in a fresh directory (0755), itself 0755.
     fn tool() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
@@ -336,23 +342,14 @@ mod tests {
 
         chmod(&bin, 0o775);
         let e = check_executable(&program).unwrap_err().to_string();
-        assert!(
-            e.contains(&format!("{} is writable by group or others", bin.display()))
-                && e.contains("mode 0775")
-                && e.contains("owner root"),
-            "{e}"
-        );
+        let writable = format!("{} is writable by group or others", bin.display());
+        assert_says(&e, &[&writable, "mode 0775", "owner root"]);
         chmod(&bin, 0o755);
 
         chmod(dir.path(), 0o777);
         let e = check_executable(&program).unwrap_err().to_string();
-        assert!(
-            e.contains(&format!(
-                "{} is writable by group or others",
-                dir.path().display()
-            )) && e.contains("mode 0777"),
-            "{e}"
-        );
+        let writable = format!("{} is writable by group or others", dir.path().display());
+        assert_says(&e, &[&writable, "mode 0777"]);
         // Sticky, like /tmp: entries cannot be swapped by others.
         chmod(dir.path(), 0o1777);
         check_executable(&program).unwrap();
@@ -360,15 +357,12 @@ mod tests {
 
         chown(&bin, nobody());
         let e = check_executable(&program).unwrap_err().to_string();
-        assert!(
-            e.contains(&format!("{} is owned by another user", bin.display()))
-                && e.contains("owner nobody"),
-            "{e}"
-        );
+        let owned = format!("{} is owned by another user", bin.display());
+        assert_says(&e, &[&owned, "owner nobody"]);
         chown(&bin, nix::unistd::Uid::from_raw(0));
         chown(dir.path(), nobody());
         let e = check_executable(&program).unwrap_err().to_string();
-        assert!(e.contains("owner nobody") && e.contains("mode 0755"), "{e}");
+        assert_says(&e, &["owner nobody", "mode 0755"]);
     }
 
     #[test]
@@ -412,16 +406,15 @@ mod tests {
         let e = check_state_dir("the state directory", &state.join("db"))
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains(&format!(
-                "refusing the state directory {}",
-                state.join("db").display()
-            )) && e.contains(&format!(
-                "{} is a symlink another user owns (owner nobody",
-                state.display()
-            )),
-            "{e}"
+        let refusing = format!(
+            "refusing the state directory {}",
+            state.join("db").display()
         );
+        let planted = format!(
+            "{} is a symlink another user owns (owner nobody",
+            state.display()
+        );
+        assert_says(&e, &[&refusing, &planted]);
     }
 
     #[test]
@@ -435,13 +428,11 @@ mod tests {
         check_socket_owner(&socket, None).unwrap();
         chown(&socket, nobody());
         let e = check_socket_owner(&socket, None).unwrap_err().to_string();
-        assert!(
-            e.contains(&format!(
-                "refusing the QMP socket {0}: {0} is not owned by root (owner nobody",
-                socket.display()
-            )) && e.contains("qmp_owner = \"nobody\""),
-            "{e}"
+        let refusing = format!(
+            "refusing the QMP socket {0}: {0} is not owned by root (owner nobody",
+            socket.display()
         );
+        assert_says(&e, &[&refusing, "qmp_owner = \"nobody\""]);
         check_socket_owner(&socket, Some("nobody")).unwrap();
         let e = check_socket_owner(&socket, Some("root")).unwrap_err();
         assert!(e.to_string().contains("the plan's qmp_owner"), "{e}");
