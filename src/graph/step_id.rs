@@ -188,6 +188,30 @@ impl fmt::Display for UnknownStepId {
 
 impl std::error::Error for UnknownStepId {}
 
+/// An id about one subject, written `PREFIX` subject `SUFFIX`: those two, and the id for a subject.
+type SubjectForm = (&'static str, &'static str, fn(String) -> StepId);
+
+/// Every id with a subject.
+const SUBJECT_FORMS: &[SubjectForm] = &[
+    ("pci:", ":check", |address| StepId::PciCheck { address }),
+    ("pci:", ":bind", |address| StepId::PciBind { address }),
+    ("vm:", ":pause", |vm| StepId::VmPause { vm }),
+    ("vm:", ":save", |vm| StepId::VmSave { vm }),
+    ("vm:", ":restore", |vm| StepId::VmRestore { vm }),
+    ("vm:", ":resume", |vm| StepId::VmResume { vm }),
+    ("vm:", ":shutdown", |vm| StepId::VmShutdown { vm }),
+    ("vm:", ":boot", |vm| StepId::VmBoot { vm }),
+    ("app:", ":save", |app| StepId::AppSave { app }),
+    ("app:", ":restore", |app| StepId::AppRestore { app }),
+    ("livepatch:", ":load", |name| StepId::LivepatchLoad { name }),
+    ("livepatch:", ":transition", |name| {
+        StepId::LivepatchTransition { name }
+    }),
+    ("livepatch:", ":remove", |name| StepId::LivepatchRemove {
+        name,
+    }),
+];
+
 impl FromStr for StepId {
     type Err = UnknownStepId;
 
@@ -205,42 +229,16 @@ impl FromStr for StepId {
         if let Some(id) = fixed {
             return Ok(id);
         }
-        let named = |prefix: &str| text.strip_prefix(prefix).filter(|rest| !rest.is_empty());
-        let subject = |rest: &str, suffix: &str| {
-            rest.strip_suffix(suffix)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-        };
-        let parsed = if let Some(name) = named("step:") {
-            Some(StepId::Custom {
+        let parsed = match text.strip_prefix("step:").filter(|name| !name.is_empty()) {
+            Some(name) => Some(StepId::Custom {
                 name: name.to_owned(),
-            })
-        } else if let Some(rest) = named("pci:") {
-            subject(rest, ":check")
-                .map(|address| StepId::PciCheck { address })
-                .or_else(|| subject(rest, ":bind").map(|address| StepId::PciBind { address }))
-        } else if let Some(rest) = named("vm:") {
-            let vm = |suffix| subject(rest, suffix).filter(|n| !n.contains(':'));
-            vm(":pause")
-                .map(|vm| StepId::VmPause { vm })
-                .or_else(|| vm(":save").map(|vm| StepId::VmSave { vm }))
-                .or_else(|| vm(":restore").map(|vm| StepId::VmRestore { vm }))
-                .or_else(|| vm(":resume").map(|vm| StepId::VmResume { vm }))
-                .or_else(|| vm(":shutdown").map(|vm| StepId::VmShutdown { vm }))
-                .or_else(|| vm(":boot").map(|vm| StepId::VmBoot { vm }))
-        } else if let Some(rest) = named("app:") {
-            let app = |suffix| subject(rest, suffix).filter(|n| !n.contains(':'));
-            app(":save")
-                .map(|app| StepId::AppSave { app })
-                .or_else(|| app(":restore").map(|app| StepId::AppRestore { app }))
-        } else if let Some(rest) = named("livepatch:") {
-            let name = |suffix| subject(rest, suffix).filter(|n| !n.contains(':'));
-            name(":load")
-                .map(|name| StepId::LivepatchLoad { name })
-                .or_else(|| name(":transition").map(|name| StepId::LivepatchTransition { name }))
-                .or_else(|| name(":remove").map(|name| StepId::LivepatchRemove { name }))
-        } else {
-            None
+            }),
+            None => SUBJECT_FORMS.iter().find_map(|(prefix, suffix, id)| {
+                let subject = text.strip_prefix(prefix)?.strip_suffix(suffix)?;
+                // A PCI address has colons of its own; a guest's, an app's or a patch's name has none.
+                let plain = *prefix == "pci:" || !subject.contains(':');
+                (!subject.is_empty() && plain).then(|| id(subject.to_owned()))
+            }),
         };
         parsed.ok_or_else(|| UnknownStepId(text.to_owned()))
     }
@@ -318,6 +316,11 @@ mod tests {
             "vm:db-1:resume",
             "verify",
             "step:drain-lb",
+            "vm:db-1:shutdown",
+            "vm:db-1:boot",
+            "livepatch:fix-1:load",
+            "livepatch:fix-1:transition",
+            "livepatch:fix-1:remove",
         ] {
             let id: StepId = text.parse().unwrap();
             assert_eq!(id.to_string(), text);
@@ -337,6 +340,8 @@ mod tests {
             "pci:0000:3b:00.0:rebind",
             "pci::bind",
             "app:a:b:save",
+            "livepatch:a:b:load",
+            "livepatch::remove",
             "Kexec",
         ] {
             assert!(text.parse::<StepId>().is_err(), "{text:?}");
