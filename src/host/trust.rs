@@ -312,6 +312,11 @@ mod tests {
         assert!(missing.is_empty(), "{missing:?} not in: {e}");
     }
 
+    /// A fresh directory, when the test runs as root: the checks apply to root only, and chown needs root.
+    fn scratch_as_root() -> Option<tempfile::TempDir> {
+        machine::is_root().then(|| tempfile::tempdir().unwrap())
+    }
+
     /// A tool in a fresh directory (0755), itself 0755.
     fn tool() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
@@ -393,10 +398,9 @@ mod tests {
 
     #[test]
     fn a_state_directory_behind_a_symlink_another_user_planted_is_refused() {
-        if !machine::is_root() {
+        let Some(dir) = scratch_as_root() else {
             return;
-        }
-        let dir = tempfile::tempdir().unwrap();
+        };
         let real = dir.path().join("real");
         std::fs::create_dir(&real).unwrap();
         let state = dir.path().join("state");
@@ -419,10 +423,9 @@ mod tests {
 
     #[test]
     fn a_qmp_socket_of_another_user_is_refused_unless_the_plan_names_them() {
-        if !machine::is_root() {
+        let Some(dir) = scratch_as_root() else {
             return;
-        }
-        let dir = tempfile::tempdir().unwrap();
+        };
         let socket = dir.path().join("qmp.sock");
         let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
         check_socket_owner(&socket, None).unwrap();
