@@ -49,21 +49,7 @@ pub(crate) enum Command {
 pub(crate) enum PlanCommand {
     /// Write a commented starter plan read off this host (read-only): the newest kernel in /boot, the running
     /// QEMU guests and libvirt domains, vfio-pci devices, SPDK/DPDK services; what it cannot tell is a `# TODO`.
-    Init {
-        /// The kernel image to update to (default: the newest in /boot other than the running kernel).
-        #[arg(long, value_name = "IMAGE")]
-        kernel: Option<PathBuf>,
-        /// Write the plan to this file (mode 0600) instead of stdout; an existing file is refused without --force.
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-        /// With --out: replace an existing file.
-        #[arg(long, requires = "out")]
-        force: bool,
-        /// List libvirt domains on this connection (`virsh -c URI`) and write it into the plan as each domain's
-        /// `libvirt_uri` (default: virsh's default connection, which the plan then leaves implicit).
-        #[arg(long, value_name = "URI")]
-        libvirt_uri: Option<String>,
-    },
+    Init(commands::init::InitArgs),
     /// Check plans offline and report every problem with its file, line and a hint.
     Validate {
         /// Output format.
@@ -127,22 +113,7 @@ pub(crate) enum PlanCommand {
         plan: PathBuf,
     },
     /// Finish an apply from its journal: after the kexec (run by kup-resume.service), after a crash, or to retry.
-    Resume {
-        /// Journal root.
-        #[arg(long, value_name = "DIR", default_value = crate::plan::DEFAULT_JOURNAL)]
-        journal: PathBuf,
-        /// Run this interrupted step again although it is not idempotent (after checking what it did), or a step after
-        /// the kexec that completed but whose effect was lost (a restore whose QEMU died before its resume).
-        #[arg(long, value_name = "STEP")]
-        rerun: Vec<String>,
-        /// Record this interrupted step as done (after checking that it completed).
-        #[arg(long, value_name = "STEP")]
-        mark_done: Vec<String>,
-        /// Write the outcome as node_exporter textfile metrics to this file, atomically (default: the path the apply
-        /// was given, else `policy.metrics`).
-        #[arg(long, value_name = "PATH")]
-        metrics_textfile: Option<PathBuf>,
-    },
+    Resume(commands::resume::ResumeArgs),
     /// Roll back an apply that died before the kexec: resume the guests it paused, restart the apps it stopped,
     /// unload the kernel (refused once the kexec record is written: then `resume` finishes it).
     Abort {
@@ -185,17 +156,7 @@ pub(crate) enum StatusFormat {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Plan(PlanCommand::Init {
-            kernel,
-            out,
-            force,
-            libvirt_uri,
-        }) => commands::init::run(&commands::init::InitArgs {
-            kernel: kernel.as_deref(),
-            out: out.as_deref(),
-            force,
-            libvirt_uri: libvirt_uri.as_deref(),
-        }),
+        Command::Plan(PlanCommand::Init(args)) => commands::init::run(&args),
         Command::Plan(PlanCommand::Validate {
             format,
             jobs,
@@ -230,17 +191,7 @@ pub fn main() -> ExitCode {
             journal: journal.as_deref(),
             metrics_textfile: metrics_textfile.as_deref(),
         }),
-        Command::Plan(PlanCommand::Resume {
-            journal,
-            rerun,
-            mark_done,
-            metrics_textfile,
-        }) => commands::resume::run(&commands::resume::ResumeArgs {
-            journal: &journal,
-            rerun: &rerun,
-            mark_done: &mark_done,
-            metrics_textfile: metrics_textfile.as_deref(),
-        }),
+        Command::Plan(PlanCommand::Resume(args)) => commands::resume::run(&args),
         Command::Plan(PlanCommand::Abort {
             journal,
             metrics_textfile,

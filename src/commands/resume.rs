@@ -11,23 +11,30 @@ use crate::exec::journal::{self, Event, Journal};
 use crate::exec::resume::{self, Decision, Now};
 use crate::graph::Program;
 use crate::host::{files, kmsg, machine, systemd};
-use std::path::Path;
+use std::path::PathBuf;
 
 /// `kup plan resume`'s arguments.
-pub(crate) struct ResumeArgs<'a> {
+#[derive(Debug, clap::Args)]
+pub(crate) struct ResumeArgs {
     /// Journal root.
-    pub(crate) journal: &'a Path,
-    /// Interrupted steps to run again although they are not idempotent.
-    pub(crate) rerun: &'a [String],
-    /// Interrupted steps to record as done.
-    pub(crate) mark_done: &'a [String],
-    /// Where to write the metrics instead of the apply's path or `policy.metrics`.
-    pub(crate) metrics_textfile: Option<&'a Path>,
+    #[arg(long, value_name = "DIR", default_value = crate::plan::DEFAULT_JOURNAL)]
+    pub(crate) journal: PathBuf,
+    /// Run this interrupted step again although it is not idempotent (after checking what it did), or a step after
+    /// the kexec that completed but whose effect was lost (a restore whose QEMU died before its resume).
+    #[arg(long, value_name = "STEP")]
+    pub(crate) rerun: Vec<String>,
+    /// Record this interrupted step as done (after checking that it completed).
+    #[arg(long, value_name = "STEP")]
+    pub(crate) mark_done: Vec<String>,
+    /// Write the outcome as node_exporter textfile metrics to this file, atomically (default: the path the apply
+    /// was given, else `policy.metrics`).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) metrics_textfile: Option<PathBuf>,
 }
 
 /// `kup plan resume`.
 pub(crate) fn run(args: &ResumeArgs) -> CommandResult {
-    let root = args.journal;
+    let root = args.journal.as_path();
     if !files::is_dir(root) {
         // Nothing was ever applied with this journal root: do not create it.
         say(format_args!(
@@ -57,7 +64,7 @@ pub(crate) fn run(args: &ResumeArgs) -> CommandResult {
         )));
     }
     let (plan, program) = program_of(&dir, &bytes, started.kernel_cmdline)?;
-    mark_done(&mut journal, &program, args.mark_done)?;
+    mark_done(&mut journal, &program, &args.mark_done)?;
     let records = journal::read(&dir)
         .map_err(|e| CommandError::NeedsOperator(e.to_string()))?
         .records;
@@ -66,7 +73,7 @@ pub(crate) fn run(args: &ResumeArgs) -> CommandResult {
         release: machine::kernel_release().map_err(|e| CommandError::Usage(e.to_string()))?,
         proc_cmdline: machine::proc_cmdline().map_err(|e| CommandError::Usage(e.to_string()))?,
     };
-    let decision = resume::decide(&records, &program, &now, args.rerun)
+    let decision = resume::decide(&records, &program, &now, &args.rerun)
         .map_err(|e| CommandError::NeedsOperator(e.to_string()))?;
     record_resume(&mut journal, &records, &now, &decision)?;
     if let Some(message) = &decision.update_failed {
@@ -86,7 +93,7 @@ pub(crate) fn run(args: &ResumeArgs) -> CommandResult {
         kernel_load: started.kernel_load,
     };
     let result = execute(&run, &mut journal, &decision);
-    if let Some(path) = super::metrics::target(args.metrics_textfile, &dir, &plan) {
+    if let Some(path) = super::metrics::target(args.metrics_textfile.as_deref(), &dir, &plan) {
         super::metrics::write(&path, root, &plan);
     }
     result

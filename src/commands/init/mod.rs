@@ -9,31 +9,40 @@ use super::{CommandError, CommandResult};
 use crate::host::SysfsRoot;
 use crate::host::discover::{self, Discover};
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// What `kup plan init` was asked.
-pub(crate) struct InitArgs<'a> {
-    pub(crate) kernel: Option<&'a Path>,
-    pub(crate) out: Option<&'a Path>,
+#[derive(Debug, clap::Args)]
+pub(crate) struct InitArgs {
+    /// The kernel image to update to (default: the newest in /boot other than the running kernel).
+    #[arg(long, value_name = "IMAGE")]
+    pub(crate) kernel: Option<PathBuf>,
+    /// Write the plan to this file (mode 0600) instead of stdout; an existing file is refused without --force.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+    /// With --out: replace an existing file.
+    #[arg(long, requires = "out")]
     pub(crate) force: bool,
-    /// `--libvirt-uri`: the connection whose domains are listed and written into the plan.
-    pub(crate) libvirt_uri: Option<&'a str>,
+    /// List libvirt domains on this connection (`virsh -c URI`) and write it into the plan as each domain's
+    /// `libvirt_uri` (default: virsh's default connection, which the plan then leaves implicit).
+    #[arg(long, value_name = "URI")]
+    pub(crate) libvirt_uri: Option<String>,
 }
 
 /// `kup plan init`: the plan on stdout, or in `--out FILE` (0600, an existing file only with `--force`).
-pub(crate) fn run(args: &InitArgs<'_>) -> CommandResult {
+pub(crate) fn run(args: &InitArgs) -> CommandResult {
     let facts = discover::discover(
         &SysfsRoot::default(),
         &Discover {
-            kernel: args.kernel.map(PathBuf::from),
+            kernel: args.kernel.clone(),
             libvirt: true,
-            libvirt_uri: args.libvirt_uri.map(str::to_owned),
+            libvirt_uri: args.libvirt_uri.clone(),
         },
     )
     .map_err(|e| CommandError::Usage(format!("kup plan init: {e}")))?;
     let text = render::render(&facts);
     self_check(&text)?;
-    match args.out {
+    match args.out.as_deref() {
         None => super::write_stdout(&text),
         Some(path) => {
             crate::host::files::write_private(path, text.as_bytes(), args.force)
@@ -68,6 +77,7 @@ mod tests {
     use super::*;
     use crate::host::discover::{HostFacts, Libvirt, QemuArgs, QemuProcess, TargetImage, Unit};
     use std::os::unix::fs::symlink;
+    use std::path::Path;
 
     /// A minimal well-formed bzImage of `release`: 4 setup sectors, boot protocol 2.15, the version string.
     fn bzimage(release: &str) -> Vec<u8> {
