@@ -52,9 +52,8 @@ impl Lab {
         support::lines_of(&self.path("log"))
     }
 
-    /// kup, never told to crash by this test's own environment.
     fn kup(&self) -> Kup {
-        Kup::new().env_remove("KUP_FAULT_CRASH_AFTER_RECORD")
+        Kup::new()
     }
 
     fn rehearse(&self, plan: &Path) -> Kup {
@@ -66,8 +65,9 @@ impl Lab {
     /// A rehearsal of `plan` that kills itself right after writing its `record`-th journal record.
     fn rehearse_killed_after(&self, plan: &Path, record: usize) -> Run {
         self.rehearse(plan)
-            .env("KUP_FAULT_CRASH_AFTER_RECORD", record.to_string())
+            .crash_after_record(record.to_string())
             .run()
+            .killed(&format!("record {record}"))
     }
 
     /// Starts a rehearsal and returns once its step has created the file `started`.
@@ -264,12 +264,7 @@ fn killed_after_every_journal_record_resume_completes_without_repeating_a_step()
     for crash_after in 1..records {
         let lab = Lab::new();
         let plan = crash_plan(&lab);
-        let out = lab.rehearse_killed_after(&plan, crash_after);
-        assert_eq!(
-            out.code(),
-            None,
-            "record {crash_after}: kup should have been killed"
-        );
+        lab.rehearse_killed_after(&plan, crash_after);
         let mut resumed = lab.resume(&[]).run();
         if resumed.code() == Some(6) {
             // Interrupted right after a non-idempotent step's start record: kup must not guess.
@@ -454,11 +449,10 @@ fn abort_after_a_crash_undoes_the_done_steps_in_reverse() {
         .status(3)
         .stderr_has("nothing to abort");
     // Killed right after s1's step-started record: s0 done, s1 interrupted (it never ran).
-    let run = lab
-        .rehearse(&plan)
-        .env("KUP_FAULT_CRASH_AFTER_RECORD", "step-started:step:s1")
-        .run();
-    assert_eq!(run.code(), None, "not killed: {}", run.stderr());
+    lab.rehearse(&plan)
+        .crash_after_record("step-started:step:s1")
+        .run()
+        .killed("after step:s1 started");
     assert_eq!(lab.log(), ["run-0"]);
     let abort = || {
         lab.kup()

@@ -85,7 +85,6 @@ impl Fixture {
 
     fn rehearse(&self, plan: &Path) -> Kup {
         Kup::new()
-            .env_remove("KUP_FAULT_CRASH_AFTER_RECORD")
             .args(["plan", "apply", "--rehearse", "--no-kernel-load", "--yes"])
             .arg(plan)
     }

@@ -136,7 +136,6 @@ fn resume(lab: &Scratch) -> Run {
 
 fn rehearse(plan: &Path) -> Kup {
     Kup::new()
-        .env_remove("KUP_FAULT_CRASH_AFTER_RECORD")
         .args(["plan", "apply", "--rehearse", "--no-kernel-load", "--yes"])
         .arg(plan)
 }

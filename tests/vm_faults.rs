@@ -61,9 +61,7 @@ impl Fixture {
     }
 
     fn kup(&self) -> Kup {
-        Kup::new()
-            .env_remove("KUP_FAULT_CRASH_AFTER_RECORD")
-            .timeout(Duration::from_secs(120))
+        Kup::new().timeout(Duration::from_secs(120))
     }
 
     fn rehearse(&self, text: &str) -> Kup {
@@ -129,11 +127,10 @@ fn abort_after_a_crash_at_the_save_resumes_both_real_guests() {
     let old = [shared.pid().unwrap(), copied.pid().unwrap()];
     let text = f.plan(&[(&shared, "shared"), (&copied, "copy")]);
 
-    let run = f
-        .rehearse(&text)
-        .env("KUP_FAULT_CRASH_AFTER_RECORD", "step-done:vm:fc:save")
-        .run();
-    assert_eq!(run.code(), None, "kup was not killed:\n{}", run.stderr());
+    f.rehearse(&text)
+        .crash_after_record("step-done:vm:fc:save")
+        .run()
+        .killed("after the copied guest's save");
     for g in [&shared, &copied] {
         let status = g.status();
         assert!(
@@ -178,11 +175,10 @@ fn abort_after_a_crash_at_the_save_resumes_both_real_guests() {
         .stderr_has("nothing to abort");
 
     // Past the kexec record (a rehearsal's no-op kexec), abort is refused and resume finishes the plan.
-    let run = f
-        .rehearse(&text)
-        .env("KUP_FAULT_CRASH_AFTER_RECORD", "kexec")
-        .run();
-    assert_eq!(run.code(), None, "kup was not killed:\n{}", run.stderr());
+    f.rehearse(&text)
+        .crash_after_record("kexec")
+        .run()
+        .killed("after the kexec record");
     f.on_journal("abort")
         .run()
         .status(3)
@@ -236,16 +232,10 @@ fn killed_after_every_record_with_real_guests_resume_finishes_and_nothing_is_los
     assert!(total > 20, "{total} records");
     let started = std::time::Instant::now();
     for n in 1..=total {
-        let run = f
-            .rehearse(&text)
-            .env("KUP_FAULT_CRASH_AFTER_RECORD", n.to_string())
-            .run();
-        assert_eq!(
-            run.code(),
-            None,
-            "record {n}: not killed:\n{}",
-            run.stderr()
-        );
+        f.rehearse(&text)
+            .crash_after_record(n.to_string())
+            .run()
+            .killed(&format!("record {n}"));
         let crashed = records(&f.journal()).pop().unwrap();
         assert_eq!(crashed.len(), n, "killed right after record {n}");
         let last = &crashed[n - 1];

@@ -53,7 +53,9 @@ impl Kup {
         command
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("NO_COLOR", "1")
-            .env_remove("COLUMNS");
+            .env_remove("COLUMNS")
+            // Only a test that means it (`crash_after_record`) has kup kill itself.
+            .env_remove("KUP_FAULT_CRASH_AFTER_RECORD");
         Kup {
             command,
             shown: vec!["kup".to_owned()],
@@ -81,6 +83,12 @@ impl Kup {
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Kup {
         self.command.env(key, value);
         self
+    }
+
+    /// Has kup (built with the `fault-injection` feature) SIGKILL itself right after writing the journal record
+    /// `record`: its number, or the first record of that event (`kexec`, `step-started:ID`, `step-done:ID`).
+    pub fn crash_after_record(self, record: impl AsRef<OsStr>) -> Kup {
+        self.env("KUP_FAULT_CRASH_AFTER_RECORD", record)
     }
 
     pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Kup {
@@ -299,6 +307,15 @@ impl Run {
     pub fn status(self, code: i32) -> Run {
         if self.code() != Some(code) {
             self.fail(&format!("expected exit code {code}"));
+        }
+        self
+    }
+
+    /// Fails unless a signal ended kup (a `crash_after_record` that fired); `what` says which crash.
+    #[track_caller]
+    pub fn killed(self, what: &str) -> Run {
+        if self.code().is_some() {
+            self.fail(&format!("{what}: expected kup killed by a signal"));
         }
         self
     }
