@@ -114,17 +114,18 @@ struct KupRun {
     parts: String,
 }
 
+/// `migrate` or `migrate-incoming` with `uri`, then the query until its `status` is the one awaited.
+fn migrate(c: &mut QmpClient, command: &str, uri: &str, (query, until): (&str, &str)) {
+    qmp(c, command, json!({ "uri": uri }));
+    poll(c, query, until);
+}
+
 fn kup_run(kup: &Path, plan: &Path, journal: &Path, g: &Guest) -> KupRun {
-    let out = Command::new(kup)
+    Kup::at(kup)
         .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
         .arg(plan)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .run()
+        .success();
     let status = Kup::at(kup).status_json(journal);
     let b = &status["blackout"][&g.spec.name];
     let mut parts: Vec<String> = b["parts"]
@@ -231,12 +232,8 @@ fn bare(g: &Guest, shared: bool) -> (f64, String) {
     set_caps(&mut c);
     qmp(&mut c, "stop", json!({}));
     let stopped = Instant::now();
-    qmp(
-        &mut c,
-        "migrate",
-        json!({"uri": format!("exec:cat > {}", state.display())}),
-    );
-    poll(&mut c, "query-migrate", "completed");
+    let to_state = format!("exec:cat > {}", state.display());
+    migrate(&mut c, "migrate", &to_state, ("query-migrate", "completed"));
     let saved = stopped.elapsed();
     File::open(&state).unwrap().sync_data().unwrap();
     let flush = Instant::now();
@@ -258,12 +255,13 @@ fn bare(g: &Guest, shared: bool) -> (f64, String) {
     );
     let mut c = connect(&g.qmp);
     set_caps(&mut c);
-    qmp(
+    let from_state = format!("exec:cat {}", state.display());
+    migrate(
         &mut c,
         "migrate-incoming",
-        json!({"uri": format!("exec:cat {}", state.display())}),
+        &from_state,
+        ("query-status", "paused"),
     );
-    poll(&mut c, "query-status", "paused");
     let loaded = stopped.elapsed();
     qmp(&mut c, "cont", json!({}));
     let total = stopped.elapsed();
