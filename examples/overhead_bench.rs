@@ -22,8 +22,9 @@
 //! `vm:NAME:resume`: at each step, the dependency that finished last is the one it waited for (pause → save → sync
 //! → kexec → restore → resume for one guest; with four, `sync` may wait for another guest's save). kup's overhead is
 //! the window minus the union of those steps' intervals clipped to the window: the time no step on the path ran,
-//! i.e. between one step's end and the next one's start — the engine recording `step-done`, then `step-started`,
-//! each appended and `fdatasync`ed by the engine's one thread before the next step's thread is spawned.
+//! i.e. between one step's end and the next one's start — the engine writing the round's records, one
+//! `fdatasync` for them, and the next step's thread starting. `--trace` profiles one more apply with `perf record`
+//! (scheduler switches and wake-ups, kup's `fdatasync`s): what kup's threads were doing in those gaps.
 
 #[path = "../tests/support/cli.rs"]
 mod cli;
@@ -48,8 +49,8 @@ struct Config {
     size: BenchSize,
     kup: PathBuf,
     only: Option<String>,
-    /// One more apply per scenario under `perf trace -e fdatasync`, not counted: what the journal's fdatasyncs
-    /// inside the window took.
+    /// One more apply per scenario under `perf record` of the scheduler's events and kup's fdatasyncs, not
+    /// counted: what kup's threads did in the gaps of each window ([`sched_profile`]).
     trace: bool,
     /// Instead of the scenarios: the save's and restore's waits with kup's 20 ms poll vs a 1 ms poll.
     poll_probe: bool,
@@ -65,6 +66,8 @@ struct Split {
     kup: &'static str,
     /// `vm_downtime_ms` as `kup plan status` reports it.
     downtime: f64,
+    /// The guest's own blackout: QMP `stop` acknowledged to `cont` acknowledged (`blackout.total_ms`).
+    blackout: f64,
     /// Time inside the path's steps, by step kind (`pause`, `save`, `sync`, `kexec`, `restore`, `resume`, and
     /// `other VMs` for another guest's steps that this one waited for).
     inside: BTreeMap<&'static str, f64>,
@@ -74,6 +77,8 @@ struct Split {
     records: usize,
     /// The gaps between consecutive steps on the path, in path order (first: window start → first step start).
     gaps: Vec<(String, f64)>,
+    /// The same gaps as wall-clock intervals (Unix ms), and the one after the last step to the window's end.
+    gap_spans: Vec<(f64, f64)>,
     /// Inside this VM's restore: the old QEMU's `quit` (until it lets go of the socket) and the `restart` program
     /// (QEMU's start until `-daemonize` returns), as the step's outputs report them.
     restore_quit: f64,
@@ -172,11 +177,12 @@ fn main() {
     parallel_table(&results);
 
     println!(
-        "\n| guests | VM downtime (kup) | inside the path's steps | kup overhead | overhead share | journal records in the window |"
+        "\n| guests | VM downtime (kup) | blackout (`stop` → `cont` acked) | inside the path's steps | kup overhead | overhead share | journal records in the window |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (label, memory, count, tag, splits, _) in &results {
         let downtime: Vec<f64> = splits.iter().map(|s| s.downtime).collect();
+        let blackout: Vec<f64> = splits.iter().map(|s| s.blackout).collect();
         let inside: Vec<f64> = splits.iter().map(|s| s.inside.values().sum()).collect();
         let overhead: Vec<f64> = splits.iter().map(|s| s.overhead).collect();
         let share: Vec<f64> = splits
@@ -185,9 +191,10 @@ fn main() {
             .collect();
         let records: Vec<f64> = splits.iter().map(|s| s.records as f64).collect();
         println!(
-            "| {} | {} | {} | **{}** | {} | {} |",
+            "| {} | {} | {} | {} | **{}** | {} | {} |",
             describe(label, memory, *count, tag),
             stat(&downtime, "ms"),
+            stat(&blackout, "ms"),
             stat(&inside, "ms"),
             stat(&overhead, "ms"),
             stat(&share, "%"),
@@ -397,7 +404,13 @@ fn scenario(
         }
     }
     if config.trace {
-        traced(config, &plan_path, &root, &dir, &refs);
+        for tag in tags(config) {
+            let bin = match tag {
+                "baseline" => config.baseline.as_deref().unwrap(),
+                _ => config.kup.as_path(),
+            };
+            sched_profile(config, bin, tag, &program, &plan_path, &root, &dir, &refs);
+        }
     }
     (splits, walls)
 }
@@ -447,7 +460,10 @@ fn one_run(
         for g in refs {
             let name = &g.spec.name;
             let reported = status["vm_downtime_ms"][name.as_str()].as_f64().unwrap();
-            let split = split(program, &records, name, reported);
+            let mut split = split(program, &records, name, reported);
+            split.blackout = status["blackout"][name.as_str()]["total_ms"]
+                .as_f64()
+                .unwrap_or(f64::NAN);
             line.push(format!(
                 "{name}: downtime {:.0} ms, overhead {:.0} ms",
                 split.downtime, split.overhead
@@ -467,94 +483,6 @@ fn one_run(
         std::thread::sleep(Duration::from_secs(1));
         (splits, wall as f64)
     }
-}
-
-/// One more apply under `perf trace -e fdatasync`: what each journal record's fdatasync took. `Journal::append` is
-/// kup's only `fdatasync`, so the k-th call by a `kup` thread is record k.
-fn traced(config: &Config, plan: &Path, root: &Path, dir: &Path, guests: &[&Guest]) {
-    let old: Vec<u32> = guests.iter().map(|g| g.pid().unwrap()).collect();
-    let log = dir.join("perf-trace.txt");
-    let output = Command::new("perf")
-        .args(["trace", "-T", "-e", "fdatasync", "-o"])
-        .arg(&log)
-        .arg("--")
-        .arg(&config.kup)
-        .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
-        .arg(plan)
-        .env("KUP_PLAIN_PROGRESS", "1")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "traced apply failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let (_, records) = plan_status(config, root);
-    // `  12345.678 ( 0.245 ms): kup/26410 fdatasync(fd: 4)   = 0`. A call by a thread perf has not named yet comes
-    // as `12345.678 (         ): :TID/TID fdatasync(fd: 4) ...` plus a `[continued]` line: counted, not timed.
-    let mut calls: Vec<(f64, f64)> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains("fdatasync(fd"))
-        .filter_map(|l| {
-            let at: f64 = l.split_whitespace().next()?.parse().ok()?;
-            let (head, rest) = l.split_once("): ")?;
-            if rest.starts_with("qemu") || rest.starts_with("env/") {
-                return None;
-            }
-            let took: f64 = head
-                .rsplit('(')
-                .next()?
-                .trim()
-                .trim_end_matches("ms")
-                .trim()
-                .parse()
-                .unwrap_or(f64::NAN);
-            Some((at, took))
-        })
-        .collect();
-    calls.sort_by(|a, b| a.0.total_cmp(&b.0));
-    if calls.len() != records.len() {
-        println!(
-            "traced run: {} fdatasync calls for {} journal records; not matched",
-            calls.len(),
-            records.len()
-        );
-        return;
-    }
-    for g in guests {
-        let name = &g.spec.name;
-        let (first, last) = seq_window(&records, name);
-        let inside: Vec<f64> = records
-            .iter()
-            .zip(&calls)
-            .filter(|(r, _)| r.seq >= first && r.seq < last)
-            .map(|(_, (_, took))| *took)
-            .collect();
-        let at = |seq: u64| {
-            records
-                .iter()
-                .find(|r| r.seq == seq)
-                .map_or(0, |r| r.unix_ms)
-        };
-        println!(
-            "traced run, {name}: downtime {} ms; the {} journal records written in it took {:.1} ms of fdatasync \
-             ({} ms each; `?`: not timed by perf)",
-            at(last) - at(first),
-            inside.len(),
-            inside.iter().filter(|t| !t.is_nan()).sum::<f64>(),
-            inside
-                .iter()
-                .map(|t| if t.is_nan() {
-                    "?".to_owned()
-                } else {
-                    format!("{t:.2}")
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    wait_for_exit(&old);
 }
 
 /// `kup plan status --format json` of the last apply with its journal under `root`, and that journal's records.
@@ -773,12 +701,18 @@ fn split(program: &Program, records: &[Record], vm: &str, reported: f64) -> Spli
             "other VMs"
         };
         out.gaps.push((format!("{previous} → {name}"), gap));
+        if gap > 0.0 {
+            out.gap_spans.push((last_end, s));
+        }
         previous = name.to_owned();
         if e > s {
             *out.inside.entry(kind).or_default() += e - s;
             covered += e - s;
             last_end = e;
         }
+    }
+    if to > last_end {
+        out.gap_spans.push((last_end, to));
     }
     out.overhead = out.downtime - covered;
     out.records = records
@@ -864,4 +798,242 @@ fn machine(lab: &Lab, dir: &Path, kup: &Path) {
             .collect::<Vec<_>>()
             .join(" "),
     );
+}
+
+/// What one of kup's threads was doing, as the scheduler's events say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Doing {
+    Running,
+    /// Woken or preempted, waiting for a core.
+    Runnable,
+    /// Asleep (a channel, a socket, a child) or in uninterruptible I/O.
+    Blocked,
+}
+
+/// A kup thread's timeline on the monotonic clock (seconds): state changes, and its `fdatasync` calls.
+#[derive(Debug, Default)]
+struct Timeline {
+    changes: Vec<(f64, Doing)>,
+    fdatasync: Vec<(f64, f64)>,
+}
+
+impl Timeline {
+    fn at(&self, t: f64) -> Doing {
+        match self.changes.partition_point(|c| c.0 <= t) {
+            0 => Doing::Blocked,
+            i => self.changes[i - 1].1,
+        }
+    }
+
+    fn syncing(&self, t: f64) -> bool {
+        self.fdatasync.iter().any(|&(a, b)| a <= t && t < b)
+    }
+}
+
+/// Parses `perf script -F pid,tid,time,event,trace` into a timeline per thread of process `pid` (a thread is
+/// kup's when an event ran in it with `pid` as its process: a child kup forks is a process of its own).
+fn timelines(text: &str, pid: u32) -> BTreeMap<u32, Timeline> {
+    let mut threads: BTreeMap<u32, Timeline> = BTreeMap::new();
+    let mut kup_tids = std::collections::BTreeSet::from([pid]);
+    let mut entered: BTreeMap<u32, f64> = BTreeMap::new();
+    let field = |trace: &str, key: &str| -> u32 {
+        trace
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    for line in text.lines() {
+        // ` 2091/2091  12832.060041569:   sched:sched_switch: prev_comm=…`
+        let mut words = line.split_whitespace();
+        let (Some(ids), Some(time), Some(event)) = (words.next(), words.next(), words.next())
+        else {
+            continue;
+        };
+        let trace: Vec<&str> = words.collect();
+        let trace = trace.join(" ");
+        let Some((p, t)) = ids.split_once('/') else {
+            continue;
+        };
+        let (Ok(p), Ok(tid), Ok(at)) = (
+            p.parse::<u32>(),
+            t.parse::<u32>(),
+            time.trim_end_matches(':').parse::<f64>(),
+        ) else {
+            continue;
+        };
+        if p == pid {
+            kup_tids.insert(tid);
+        }
+        match event {
+            "sched:sched_switch:" => {
+                if p == pid {
+                    let state = trace
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("prev_state="))
+                        .unwrap_or("S");
+                    let doing = if state.starts_with('R') {
+                        Doing::Runnable
+                    } else {
+                        Doing::Blocked
+                    };
+                    threads.entry(tid).or_default().changes.push((at, doing));
+                }
+                let next = field(&trace, "next_pid=");
+                threads
+                    .entry(next)
+                    .or_default()
+                    .changes
+                    .push((at, Doing::Running));
+            }
+            "sched:sched_wakeup:" | "sched:sched_wakeup_new:" => {
+                let woken = field(&trace, "pid=");
+                threads
+                    .entry(woken)
+                    .or_default()
+                    .changes
+                    .push((at, Doing::Runnable));
+            }
+            "syscalls:sys_enter_fdatasync:" if p == pid => {
+                entered.insert(tid, at);
+            }
+            "syscalls:sys_exit_fdatasync:" if p == pid => {
+                if let Some(from) = entered.remove(&tid) {
+                    threads.entry(tid).or_default().fdatasync.push((from, at));
+                }
+            }
+            _ => {}
+        }
+    }
+    threads.retain(|tid, _| kup_tids.contains(tid));
+    threads
+}
+
+/// One more apply (not counted) under `perf record -a` of the scheduler's switches and wake-ups and of kup's
+/// `fdatasync`s, on the monotonic clock: each guest's gaps (the time no step on its path ran — kup's overhead),
+/// sampled every 0.1 ms and put under what kup's engine thread (the one that writes the journal and starts the
+/// steps) was doing: in `fdatasync`; runnable, waiting for a core; running (records, spawning); or, while it
+/// waited for a step, whether one of kup's step threads was waiting for a core; the rest is the journal's
+/// millisecond rounding and a step's own start before its clock (its thread running).
+#[allow(clippy::too_many_arguments)]
+fn sched_profile(
+    config: &Config,
+    bin: &Path,
+    tag: &str,
+    program: &Program,
+    plan: &Path,
+    root: &Path,
+    dir: &Path,
+    guests: &[&Guest],
+) {
+    let old: Vec<u32> = guests.iter().map(|g| g.pid().unwrap()).collect();
+    let data = dir.join("perf-sched.data");
+    let output = Command::new("perf")
+        .args(["record", "-a", "-k", "mono", "-q", "-o"])
+        .arg(&data)
+        .args([
+            "-e",
+            "sched:sched_switch",
+            "-e",
+            "sched:sched_wakeup",
+            "-e",
+            "sched:sched_wakeup_new",
+            "-e",
+            "syscalls:sys_enter_fdatasync",
+            "-e",
+            "syscalls:sys_exit_fdatasync",
+            "--",
+        ])
+        .arg(bin)
+        .args(["plan", "apply", "--rehearse", "--yes", "--no-kernel-load"])
+        .arg(plan)
+        .env("KUP_PLAIN_PROGRESS", "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "profiled apply failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The monotonic clock perf stamps with, against the journal's wall clock.
+    let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    let real = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME).unwrap();
+    let offset_ms = (real.tv_sec() - mono.tv_sec()) as f64 * 1000.0
+        + (real.tv_nsec() - mono.tv_nsec()) as f64 / 1e6;
+    let (status, records) = plan_status(config, root);
+    let Some(pid) = records.iter().find_map(|r| match &r.event {
+        Event::ApplyStarted { pid, .. } => Some(*pid),
+        _ => None,
+    }) else {
+        println!("profiled run ({tag}): no apply-started record");
+        return;
+    };
+    let script = Command::new("perf")
+        .args(["script", "--ns", "-F", "pid,tid,time,event,trace", "-i"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let threads = timelines(&String::from_utf8_lossy(&script.stdout), pid);
+    let engine = threads.get(&pid);
+    let labels = [
+        "fdatasync",
+        "engine waiting for a core",
+        "engine running",
+        "a step thread waiting for a core",
+        "the rest",
+    ];
+    let mut all: BTreeMap<&str, f64> = BTreeMap::new();
+    for g in guests {
+        let name = &g.spec.name;
+        let reported = status["vm_downtime_ms"][name.as_str()].as_f64().unwrap();
+        let split = split(program, &records, name, reported);
+        let mut by: BTreeMap<&str, f64> = BTreeMap::new();
+        for &(from, to) in &split.gap_spans {
+            let mut t = from;
+            while t < to {
+                let s = (t - offset_ms) / 1000.0;
+                let what = match engine.map(|e| (e.syncing(s), e.at(s))) {
+                    Some((true, _)) => labels[0],
+                    Some((_, Doing::Runnable)) => labels[1],
+                    Some((_, Doing::Running)) => labels[2],
+                    _ if threads
+                        .iter()
+                        .any(|(tid, tl)| *tid != pid && tl.at(s) == Doing::Runnable) =>
+                    {
+                        labels[3]
+                    }
+                    _ => labels[4],
+                };
+                *by.entry(what).or_default() += 0.1;
+                t += 0.1;
+            }
+        }
+        let cells: Vec<String> = labels
+            .iter()
+            .map(|l| format!("{l} {:.1}", by.get(l).copied().unwrap_or(0.0)))
+            .collect();
+        println!(
+            "profiled run ({tag}), {name}: downtime {:.0} ms, kup overhead {:.1} ms in {} gaps: {} (ms)",
+            split.downtime,
+            split.overhead,
+            split.gap_spans.len(),
+            cells.join(", ")
+        );
+        for (k, v) in by {
+            *all.entry(k).or_default() += v;
+        }
+    }
+    let total: f64 = all.values().sum();
+    println!(
+        "profiled run ({tag}), all windows: {} of {total:.1} ms of gaps",
+        labels
+            .iter()
+            .map(|l| format!(
+                "{l} {:.0} %",
+                100.0 * all.get(l).copied().unwrap_or(0.0) / total.max(0.1)
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    wait_for_exit(&old);
 }

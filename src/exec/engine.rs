@@ -4,6 +4,11 @@
 //! It works in rounds: the records of the steps that ended (all that ended by then, not only the first) and of the
 //! steps they make ready are written, made durable with one `fdatasync`, and only then are those steps started — a
 //! step runs only once its start is durable, and a round costs one sync however many steps it ends and starts.
+//! One exception keeps the sync out of the downtime where nothing depends on it: a round that starts only steps
+//! that are idempotent and have nothing to undo (`sync`, a guest's resume after the kexec, `verify`, the checks)
+//! starts them first and syncs while they run ([`deferrable`]). Every record is still durable as early as before;
+//! only such a step may act before its start is: after a crash `resume` runs it again whether or not its start was
+//! recorded, and a rollback or `abort` has nothing of it to undo.
 
 use super::abort::Undo;
 use super::journal::{Event, FinalState, Mode, Recorder};
@@ -47,6 +52,13 @@ fn after_hint(step: &StepId) -> String {
         ),
         _ => String::new(),
     }
+}
+
+/// Whether `step` may start before its `step-started` record is durable: it is safe to run again (after a crash
+/// `resume` runs it whether or not its start was recorded) and has nothing to undo (a rollback or `abort` would not
+/// look for it). The kexec never: its record is the point of no return.
+fn deferrable(step: &CompiledStep) -> bool {
+    step.idempotent && step.rollback.is_empty() && step.phase != Phase::Kexec
 }
 
 /// What a run has found so far.
@@ -216,29 +228,37 @@ impl<H: Host> Engine<'_, H> {
             let mut running = 0usize;
             loop {
                 let launch = self.ready(index, tally, records, running, parallelism);
-                // One sync for the round: the ends recorded since the last one and the starts just written.
-                if let Err(e) = records.sync() {
+                let start = |i: usize| {
+                    let step = &steps[i];
+                    self.progress.start(&step.id.to_string());
+                    let tx = tx.clone();
+                    scope.spawn(move || {
+                        let t0 = Instant::now();
+                        let result = if step.phase == Phase::Kexec {
+                            self.kexec(step, &|event| records.append(event))
+                        } else {
+                            self.perform(&step.actions)
+                                .map_err(|f| StepError::Action(Self::describe(step, &f)))
+                        };
+                        let _ = tx.send((i, t0.elapsed(), result));
+                    });
+                };
+                // One sync for the round: the ends recorded since the last one and the starts just written; before
+                // the starts, unless every step of the round may act before its start is durable.
+                if !launch.is_empty() && launch.iter().all(|&i| deferrable(&steps[i])) {
+                    running += launch.len();
+                    launch.iter().for_each(|&i| start(i));
+                    if let Err(e) = records.sync() {
+                        tally.journal_error.get_or_insert(e);
+                    }
+                } else if let Err(e) = records.sync() {
                     for &i in &launch {
                         tally.state[i] = State::Pending;
                     }
                     tally.journal_error.get_or_insert(e);
                 } else {
-                    for i in launch {
-                        let step = &steps[i];
-                        running += 1;
-                        self.progress.start(&step.id.to_string());
-                        let tx = tx.clone();
-                        scope.spawn(move || {
-                            let t0 = Instant::now();
-                            let result = if step.phase == Phase::Kexec {
-                                self.kexec(step, &|event| records.append(event))
-                            } else {
-                                self.perform(&step.actions)
-                                    .map_err(|f| StepError::Action(Self::describe(step, &f)))
-                            };
-                            let _ = tx.send((i, t0.elapsed(), result));
-                        });
-                    }
+                    running += launch.len();
+                    launch.iter().for_each(|&i| start(i));
                 }
                 if running == 0 {
                     break;
@@ -660,6 +680,32 @@ mod tests {
             .position(|op| matches!(op, Op::Write(e, Some(s)) if e == "step-started" && s == id))
     }
 
+    fn step<'p>(program: &'p Program, id: &str) -> &'p CompiledStep {
+        let id: StepId = id.parse().unwrap();
+        program.steps.iter().find(|s| s.id == id).unwrap()
+    }
+
+    #[test]
+    fn only_idempotent_steps_with_nothing_to_undo_may_start_before_their_start_is_durable() {
+        let program = super::super::tests::program("plans/multi-vm-vfio-spdk.toml");
+        for id in ["sync", "vm:db-1:resume", "verify", "preflight", "preflush"] {
+            assert!(deferrable(step(&program, id)), "{id}");
+        }
+        // A pause and a save are undone by a rollback or an abort, which must know they started; a restore and
+        // the kexec must not run twice.
+        for id in [
+            "vm:db-1:pause",
+            "vm:db-1:save",
+            "vm:db-1:restore",
+            "kexec",
+            "kernel:load",
+            "isolate",
+            "app:spdk:save",
+        ] {
+            assert!(!deferrable(step(&program, id)), "{id}");
+        }
+    }
+
     #[test]
     fn each_round_syncs_once_and_a_step_runs_only_once_its_start_is_durable() {
         let program = super::super::tests::program("plans/multi-vm-vfio-spdk.toml");
@@ -667,11 +713,26 @@ mod tests {
         assert_eq!(outcome.unwrap(), Outcome::Completed);
         for (p, op) in ops.iter().enumerate() {
             let Op::Perform(actions) = op else { continue };
-            let durable = steps_of(&program, actions).into_iter().any(|id| {
+            let of = steps_of(&program, actions);
+            let durable = of.iter().any(|id| {
                 started_at(&ops, id).is_some_and(|w| w < p && ops[w..p].contains(&Op::Sync))
             });
+            // A deferrable step may act first, but its round's sync follows before anything else is recorded:
+            // after the round's writes come its steps' actions and the sync, then the next round's records.
+            let deferred = of.iter().any(|id| {
+                let s = program.steps.iter().find(|s| &s.id == *id).unwrap();
+                deferrable(s)
+                    && started_at(&ops, id).is_some_and(|w| {
+                        let sync = w + ops[w..].iter().position(|o| *o == Op::Sync).unwrap();
+                        let acts = w + ops[w..]
+                            .iter()
+                            .position(|o| !matches!(o, Op::Write(..)))
+                            .unwrap();
+                        w < p && !ops[acts..sync].iter().any(|o| matches!(o, Op::Write(..)))
+                    })
+            });
             assert!(
-                durable,
+                durable || deferred,
                 "performed before its start was synced: {actions:?}\n{ops:#?}"
             );
         }
@@ -740,12 +801,23 @@ mod tests {
                         "sync {fail}: the kexec ran without its record\n{ops:#?}"
                     );
                     let of = steps_of(&program, actions);
+                    let may = |id: &&StepId| {
+                        !unsynced.contains(id)
+                            || deferrable(program.steps.iter().find(|s| &s.id == *id).unwrap())
+                    };
                     assert!(
-                        !of.iter().all(|id| unsynced.contains(id)) || of.is_empty(),
+                        of.iter().any(may) || of.is_empty(),
                         "sync {fail}: a step whose start is not durable ran: {of:?}\n{ops:#?}"
                     );
                 }
             }
+            // Nothing starts after a failed sync: the run stops (steps already running finish).
+            assert!(
+                !ops[failed..]
+                    .iter()
+                    .any(|o| matches!(o, Op::Write(e, _) if e == "step-started")),
+                "sync {fail}: a step started after the failed sync\n{ops:#?}"
+            );
         }
     }
 }

@@ -45,13 +45,10 @@ pub(crate) const PCI_CHECK: Duration = ms(10);
 /// shutdown), `modprobe vfio-pci`, the probe. Not measured yet (the lab has no device to pass through), so rounded
 /// up generously: an unbind that flushes a drive can take hundreds of ms.
 pub(crate) const PCI_BIND: Duration = ms(500);
-/// Writing back the shared guests' RAM files while they run: bounded by [`PREFLUSH_BUDGET`]; a guest's freshly
+/// Writing back the shared guests' RAM files while they run: bounded by `policy.preflush_timeout`; a guest's freshly
 /// written RAM goes at disk speed (1.5 GiB dirty: 0.27–0.35 s on the lab machine's disk, docs/benchmarks.md), an
 /// idle one's in milliseconds; rounded up for slower disks.
 pub(crate) const PREFLUSH: Duration = ms(1_000);
-/// How long the preflush goes on starting new write-back passes while the remainder shrinks (one pass already
-/// under way finishes: stopping it would only move its writes into the downtime).
-pub const PREFLUSH_BUDGET: Duration = ms(10_000);
 /// `syncfs` of the file systems holding guest RAM, state and journal, inside the downtime: after the preflush only
 /// what the guests dirtied since it (measured 0–7 ms after a 1.5 GiB-dirty guest's preflush; a guest that keeps
 /// writing until its pause leaves more).

@@ -21,6 +21,10 @@ pub(crate) const DEFAULT_PARALLELISM: u32 = 4;
 pub(crate) const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(300);
 /// Time limit of a live patch's transition without `livepatch.timeout`.
 pub(crate) const DEFAULT_LIVEPATCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the preflush goes on starting new write-back passes while the remainder shrinks, unless
+/// `policy.preflush_timeout` says otherwise (one pass already under way finishes: stopping it would only move its
+/// writes into the downtime).
+pub(crate) const DEFAULT_PREFLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Driver a `[[pci]]` device is expected to be bound to without `driver`.
 pub(crate) const DEFAULT_PCI_DRIVER: &str = "vfio-pci";
 
@@ -246,6 +250,8 @@ pub struct Policy {
     pub max_downtime: Option<Duration>,
     /// Span of `max_downtime`, so an estimate over budget can point at it.
     pub(crate) max_downtime_span: Option<Range<usize>>,
+    /// How long the preflush may start new write-back passes (`policy.preflush_timeout`).
+    pub(crate) preflush_timeout: Duration,
     pub(crate) parallelism: u32,
     /// `multifd-channels` for a copied-RAM save on QEMU ≥ 9.0; `None`: the host's cores, at most 4.
     pub(crate) save_channels: Option<u32>,

@@ -330,6 +330,10 @@ pub(crate) struct RawPolicy {
     /// Longest acceptable guest downtime (`"3s"`); validation fails when the estimate exceeds it.
     #[schemars(with = "Option<String>")]
     pub(crate) max_downtime: Option<Spanned<String>>,
+    /// How long the preflush before the first pause may go on starting new write-back passes over the shared
+    /// guests' RAM files (default `"10s"`); a pass under way finishes. What it leaves is flushed inside the downtime.
+    #[schemars(with = "Option<String>")]
+    pub(crate) preflush_timeout: Option<Spanned<String>>,
     /// How many steps may run at once (default 4). At least 1.
     #[schemars(with = "Option<u32>")]
     pub(crate) parallelism: Option<Spanned<i64>>,

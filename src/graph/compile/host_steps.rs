@@ -2,7 +2,6 @@
 
 use super::{COMMAND_TIMEOUT, Compiled, ISOLATE_ROLLBACK_TARGET, exec, handshake, hook, ms, vm};
 use crate::action::Action;
-use crate::graph::cost::PREFLUSH_BUDGET;
 use crate::plan::{AppKind, CustomStep, Plan};
 use std::path::{Path, PathBuf};
 
@@ -34,7 +33,7 @@ pub(super) fn preflush(plan: &Plan) -> Compiled {
     actions.push(Action::Preflush {
         sockets,
         dirs: durable_dirs(plan),
-        budget_ms: ms(PREFLUSH_BUDGET),
+        budget_ms: ms(plan.policy.preflush_timeout),
     });
     (actions, Vec::new())
 }

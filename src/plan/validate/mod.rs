@@ -56,6 +56,7 @@ pub(crate) mod code {
     pub(crate) const UNKNOWN_APP: &str = "kup::plan::unknown-app";
     pub(crate) const DUPLICATE_NEED: &str = "kup::plan::duplicate-need";
     pub(crate) const ISOLATE_UNPROTECTED: &str = "kup::plan::isolate-unprotected";
+    pub(crate) const ISOLATE_UNPROTECTED_APP: &str = "kup::plan::isolate-unprotected-app";
 
     /// Codes that report something absent: after the structural pass removed a badly typed key, these would only
     /// repeat its finding.

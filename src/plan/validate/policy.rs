@@ -13,6 +13,7 @@ impl Validator<'_> {
             isolate: None,
             max_downtime: None,
             max_downtime_span: None,
+            preflush_timeout: DEFAULT_PREFLUSH_TIMEOUT,
             parallelism: DEFAULT_PARALLELISM,
             save_channels: None,
             on_failure: OnFailure::Rollback,
@@ -42,6 +43,11 @@ impl Validator<'_> {
         if let Some(max) = &raw.max_downtime {
             policy.max_downtime = self.duration(max, "policy.max_downtime");
             policy.max_downtime_span = Some(max.span());
+        }
+        if let Some(timeout) = &raw.preflush_timeout
+            && let Some(d) = self.duration(timeout, "policy.preflush_timeout")
+        {
+            policy.preflush_timeout = d;
         }
         if let Some(parallelism) = &raw.parallelism {
             match u32::try_from(*parallelism.get_ref()) {

@@ -60,8 +60,8 @@ impl Validator<'_> {
     }
 
     /// What ties guests to the rest of the plan, checked once the apps are known: each guest's `needs` names
-    /// `[[app]]`s, once each; and with `policy.isolate` a guest without `unit` is warned about, since the isolate
-    /// would stop its QEMU and must then wait, inside the guests' downtime, until the guest is saved.
+    /// `[[app]]`s, once each; and with `policy.isolate` what keeps the isolate late is warned about
+    /// ([`Validator::isolate_protection`]).
     pub(super) fn vm_links(
         &mut self,
         raw: &[Spanned<raw::RawVm>],
@@ -69,6 +69,7 @@ impl Validator<'_> {
         vms: &mut [Vm],
         isolates: bool,
     ) {
+        let mut warned = std::collections::BTreeSet::new();
         for table in raw {
             let vm = table.get_ref();
             let name = vm.name.get_ref();
@@ -122,33 +123,79 @@ impl Validator<'_> {
             if let Some(v) = vms.iter_mut().find(|v| &v.name == name) {
                 v.needs = needs;
             }
-            if isolates && vm.unit.is_none() {
-                let (example, what) = if vm.libvirt.is_some() {
-                    (
-                        "libvirtd.service".to_owned(),
-                        "the libvirt daemon that runs it",
-                    )
-                } else {
-                    (
-                        format!("qemu@{name}.service"),
-                        "the systemd unit its QEMU runs in",
-                    )
-                };
-                self.push(
-                    Diagnostic::warning(
-                        code::ISOLATE_UNPROTECTED,
-                        format!(
-                            "vm \"{name}\" has no `unit`: `policy.isolate` would stop its QEMU, so the isolate \
-                             waits until every guest is saved"
-                        ),
-                    )
-                    .at(vm.name.span(), "no `unit`")
-                    .help(format!(
-                        "add `unit = \"{example}\"` ({what}): kup keeps it out of the isolate, which then runs \
-                         before the first guest pauses, outside their downtime"
-                    )),
-                );
+            if isolates {
+                self.isolate_protection(vm, apps, &mut warned);
             }
+        }
+    }
+
+    /// With `policy.isolate`, what would keep the isolate from running before the first pause, warned about: a
+    /// guest without `unit` (the isolate would stop its QEMU), and a CRIU or hook app a guest needs (kup knows no
+    /// unit of its process to keep out of the isolate), each app once (`warned`). Either way the isolate waits until
+    /// every guest is saved, inside their downtime.
+    fn isolate_protection(
+        &mut self,
+        vm: &raw::RawVm,
+        apps: &[App],
+        warned: &mut std::collections::BTreeSet<usize>,
+    ) {
+        let name = vm.name.get_ref();
+        if vm.unit.is_none() {
+            let (example, what) = if vm.libvirt.is_some() {
+                (
+                    "libvirtd.service".to_owned(),
+                    "the libvirt daemon that runs it",
+                )
+            } else {
+                (
+                    format!("qemu@{name}.service"),
+                    "the systemd unit its QEMU runs in",
+                )
+            };
+            self.push(
+                Diagnostic::warning(
+                    code::ISOLATE_UNPROTECTED,
+                    format!(
+                        "vm \"{name}\" has no `unit`: `policy.isolate` would stop its QEMU, so the isolate \
+                         waits until every guest is saved"
+                    ),
+                )
+                .at(vm.name.span(), "no `unit`")
+                .help(format!(
+                    "add `unit = \"{example}\"` ({what}): kup keeps it out of the isolate, which then runs \
+                     before the first guest pauses, outside their downtime"
+                )),
+            );
+        }
+        for need in &vm.needs {
+            let Some(i) = apps.iter().position(|a| &a.name == need.get_ref()) else {
+                continue;
+            };
+            let kind = match apps[i].kind {
+                AppKind::Systemd { .. } => continue,
+                AppKind::Criu { .. } => "a CRIU app",
+                AppKind::Hooks { .. } => "a hook app",
+            };
+            if !warned.insert(i) {
+                continue;
+            }
+            let app = &apps[i].name;
+            self.push(
+                Diagnostic::warning(
+                    code::ISOLATE_UNPROTECTED_APP,
+                    format!(
+                        "vm \"{name}\" needs app \"{app}\", {kind}: `policy.isolate` would stop its process, so \
+                         the isolate waits until every guest is saved"
+                    ),
+                )
+                .at(need.span(), "needed, and not kept out of the isolate")
+                .help(format!(
+                    "kup keeps only guests' and systemd apps' units out of the isolate: as a systemd app \
+                     (`systemd = \"UNIT\"`, stopped and started instead) \"{app}\" would let the isolate run \
+                     before the first guest pauses, outside their downtime; otherwise drop `policy.isolate` or \
+                     accept the isolate inside the downtime"
+                )),
+            );
         }
     }
 
