@@ -33,7 +33,7 @@ mod cli;
 mod guests;
 
 use cli::Kup;
-use guests::{BenchSize, Guest, Lab, Ram};
+use guests::{BenchSize, Guest, Ram};
 use kup::host::qmp::QmpClient;
 use serde_json::{Value, json};
 use std::fs::File;
@@ -278,15 +278,7 @@ fn bare(g: &Guest, shared: bool) -> (f64, String) {
 
 fn main() {
     let c = config();
-    let lab = Lab::get();
-    let (work, tmp) = guests::bench_dirs(&lab, "downtime_vs_bare-");
-    let m = guests::machine(&lab, tmp.path());
-    println!(
-        "machine: {}; RAM, state and journal on {}; {} (TCG, -smp 1)",
-        m.summary(),
-        m.fs,
-        m.qemu
-    );
+    let (lab, work, tmp) = guests::bench_start("downtime_vs_bare-", "RAM, state and journal");
     println!(
         "guest: {} MiB, {} MiB written afresh before every run; {} runs; medians (min–max); downtime = stop ack → \
          cont ack\n",

@@ -164,15 +164,7 @@ fn main() {
         }
         i += 1;
     }
-    let lab = Lab::get();
-    let (work, tmp) = guests::bench_dirs(&lab, "vm_modes_bench-");
-    let m = guests::machine(&lab, tmp.path());
-    println!(
-        "machine: {}; state and RAM files on {}; load average at start {}",
-        m.summary(),
-        m.fs,
-        loadavg()
-    );
+    let (lab, work, tmp) = guests::bench_start("vm_modes_bench-", "state and RAM files");
     println!(
         "guest: {} MiB, {} MiB written (random bytes), TCG, -smp 1; {} runs, medians (min–max); the restored RAM \
          is compared byte for byte after every restore; restore from {}\n",
@@ -236,7 +228,7 @@ fn main() {
         // The shared RAM file and the libvirt guest's files: a few GiB per row.
         let _ = fs::remove_dir_all(&dir);
     }
-    println!("\nload average at the end {}", loadavg());
+    println!("\nload average at the end {}", guests::loadavg());
 }
 
 #[derive(Default)]
@@ -536,15 +528,6 @@ fn seed_of(label: &str) -> u64 {
 /// Chunk `c`'s bytes: random-looking and different for every chunk, so a page restored to the wrong place fails.
 fn chunk(seed: u64, c: usize) -> Vec<u8> {
     guests::pattern(seed ^ (c as u64).wrapping_mul(0x9E37_79B9), CHUNK)
-}
-
-fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn size_text(sizes: &[(u64, u64)]) -> String {

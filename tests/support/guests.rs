@@ -677,6 +677,32 @@ impl Machine {
     }
 }
 
+/// A benchmark's lab, its scratch directories (`bench_dirs`), and its first line: the machine, the file system
+/// holding `files`, the lab's QEMU and the load average.
+pub fn bench_start(prefix: &str, files: &str) -> (Lab, PathBuf, tempfile::TempDir) {
+    let lab = Lab::get();
+    let (work, tmp) = bench_dirs(&lab, prefix);
+    let m = machine(&lab, tmp.path());
+    println!(
+        "machine: {}; {files} on {}; {}; load average at start {}",
+        m.summary(),
+        m.fs,
+        m.qemu,
+        loadavg()
+    );
+    (lab, work, tmp)
+}
+
+/// `/proc/loadavg`'s three averages.
+pub fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn machine(lab: &Lab, dir: &Path) -> Machine {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
