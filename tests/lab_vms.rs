@@ -207,8 +207,6 @@ fn guests_inside_the_lab_host_survive_its_kexec_into_the_new_kernel() {
 /// status — and the guests' QEMUs live through it: they are paused and saved after it over the same QMP sockets,
 /// and come back on the new kernel with their RAM byte-identical.
 #[test]
-#[ignore = "flaky: after the kexec the lab host's new kernel hangs at \"Waiting for root device /dev/nvme0n1\" in \
-            this scenario (2 of 4 runs on 1 Dec 2026, both run-qemu attempts); run it with --ignored"]
 fn guests_named_by_unit_keep_running_through_an_isolate_before_their_pause() {
     let (lab, run, boots) = run_vmhost("vmhost-isolate", &["--isolate"]);
     assert_eq!(boots.len(), 2, "two boots of the lab host: {boots:?}");
