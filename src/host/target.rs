@@ -1,9 +1,11 @@
 //! What the preflight checks about the kernel it is about to kexec into, beyond the image itself: that the new
 //! release's modules are installed (else it boots without its drivers), that the initrd was built for it, and —
 //! when its build configuration is on disk — that it has what the plan relies on (kexec_file_load for the next
-//! update, parallel CPU bring-up for `cpuhp.parallel`, legacy pmem and DAX for a `memmap=…!…` region). The new
+//! update, parallel CPU bring-up for `cpuhp.parallel`, legacy pmem and DAX for a `memmap=…!…` region), and that
+//! its `root=` does not name the disk by an NVMe controller's number on a host with several controllers. The new
 //! command line is linted against the release too; those findings are warnings, recorded, never refusals.
 
+use super::sysfs::read_attribute;
 use super::{HostError, SysfsRoot, kernel_file};
 use crate::action::{ActionOutput, TargetKernel};
 use crate::cmdline::Cmdline;
@@ -52,6 +54,7 @@ pub(super) fn check(
     if let Some(initrd) = initrd {
         check_initrd(root, initrd, &release)?;
     }
+    check_root_name(root, cmdline)?;
     let config = [
         modules.join("config"),
         PathBuf::from(format!("/boot/config-{release}")),
@@ -92,6 +95,69 @@ fn check_initrd(root: &SysfsRoot, initrd: &Path, release: &str) -> Result<(), Ho
          it in kernel.initrd",
         initrd.display(),
         theirs.join(", ")
+    )))
+}
+
+/// The controller a `/dev/nvme<C>n<N>[p<P>]` name belongs to (`nvme<C>`), for any other name `None`.
+fn nvme_controller(device: &str) -> Option<&str> {
+    let name = device.strip_prefix("/dev/")?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (controller, rest) = name.strip_prefix("nvme")?.split_once('n')?;
+    let namespace = match rest.split_once('p') {
+        Some((namespace, partition)) if digits(partition) => namespace,
+        Some(_) => return None,
+        None => rest,
+    };
+    (digits(controller) && digits(namespace)).then(|| &name[..4 + controller.len()])
+}
+
+/// The PCI class of an NVMe controller (mass storage, non-volatile memory, NVM Express), as sysfs writes it.
+const NVME_CLASS: &str = "0x010802";
+
+/// Refuses a `root=/dev/nvme…` on a host with more than one NVMe controller. Controllers are numbered in the order
+/// their probes (asynchronous) get there, and that order changes between kernels: the lab host's 6.1 numbers its
+/// two in bus order, 7.3 often the other way round. The new kernel may then give the name to another controller
+/// and wait for its root device forever, with every guest already stopped, which only a console can undo.
+fn check_root_name(root: &SysfsRoot, cmdline: &str) -> Result<(), HostError> {
+    let line = Cmdline::parse(cmdline);
+    let Some(device) = line
+        .params()
+        .iter()
+        .rev()
+        .find(|p| p.key() == "root")
+        .and_then(|p| p.value())
+    else {
+        return Ok(());
+    };
+    let Some(controller) = nvme_controller(device) else {
+        return Ok(());
+    };
+    // Every NVMe controller the new kernel's nvme driver will probe at boot: PCI class 01:08:02 whatever its driver
+    // now (one handed to vfio-pci, as a passed-through drive is, is on nvme again until kup rebinds it).
+    let mut controllers: Vec<String> =
+        match std::fs::read_dir(root.resolve(Path::new("/sys/bus/pci/devices"))) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|address| {
+                    read_attribute(&root.pci_device(address).join("class"))
+                        .is_ok_and(|class| class == NVME_CLASS)
+                })
+                .collect(),
+            Err(_) => return Ok(()),
+        };
+    if controllers.len() < 2 {
+        return Ok(());
+    }
+    controllers.sort();
+    Err(HostError::check(format!(
+        "root={device} names the root file system by its NVMe controller's number, and this host has {} NVMe \
+         controllers ({}, whatever driver they have now): the kernel numbers them in the order their probes \
+         finish, which changes between kernels, so the new kernel may give {controller} to another controller and \
+         wait for its root device forever, with the guests already stopped. Name the root by its partition \
+         instead, in kernel.cmdline: `set = {{ root = \"PARTUUID=…\" }}` (`blkid -s PARTUUID -o value {device}`; \
+         or root=UUID=… with an initrd), then apply again",
+        controllers.len(),
+        controllers.join(", ")
     )))
 }
 
@@ -180,5 +246,55 @@ mod tests {
         );
         let e = check_config("", path, "7.2", "").unwrap_err().to_string();
         assert!(e.contains("CONFIG_KEXEC_FILE is not set"), "{e}");
+    }
+
+    #[test]
+    fn nvme_names_are_told_from_stable_ones() {
+        assert_eq!(nvme_controller("/dev/nvme0n1"), Some("nvme0"));
+        assert_eq!(nvme_controller("/dev/nvme12n3p4"), Some("nvme12"));
+        for other in [
+            "PARTUUID=6b75706c-01",
+            "UUID=0b6a4c2e",
+            "/dev/sda1",
+            "/dev/nvme0",
+            "/dev/nvme0n",
+            "/dev/nvme0n1p",
+            "/dev/nvmeXn1",
+            "/dev/disk/by-id/nvme-lab_1",
+            "nvme0n1",
+        ] {
+            assert_eq!(nvme_controller(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_root_named_by_nvme_number_is_refused_only_with_several_controllers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = SysfsRoot::new(tmp.path());
+        let devices = tmp.path().join("sys/bus/pci/devices");
+        let device = |address: &str, class: &str| {
+            std::fs::create_dir_all(devices.join(address)).unwrap();
+            std::fs::write(devices.join(address).join("class"), format!("{class}\n")).unwrap();
+        };
+        let line = "console=ttyS0 root=/dev/nvme0n1p2 rootwait rw";
+        // No PCI devices (a fake root), one NVMe controller and a NIC: nothing to say.
+        check_root_name(&root, line).unwrap();
+        device("0000:00:02.0", "0x010802");
+        device("0000:00:03.0", "0x020000");
+        check_root_name(&root, line).unwrap();
+        // A second controller, whichever driver it has now.
+        device("0000:00:06.0", "0x010802");
+        let e = check_root_name(&root, line).unwrap_err().to_string();
+        assert!(
+            e.contains("root=/dev/nvme0n1p2")
+                && e.contains("2 NVMe controllers (0000:00:02.0, 0000:00:06.0")
+                && e.contains("give nvme0 to another")
+                && e.contains("PARTUUID="),
+            "{e}"
+        );
+        // The last root= is the one the kernel uses; a stable name passes.
+        check_root_name(&root, &format!("{line} root=PARTUUID=6b75706c-01")).unwrap();
+        check_root_name(&root, "root=/dev/sda1").unwrap();
+        check_root_name(&root, "quiet").unwrap();
     }
 }
