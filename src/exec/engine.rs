@@ -196,10 +196,15 @@ impl<H: Host> Engine<'_, H> {
                 let failed: Vec<usize> = (0..steps.len())
                     .filter(|&i| tally.state[i] == State::Failed && steps[i].phase == Phase::Before)
                     .collect();
-                let failure = tally
-                    .first_failure
-                    .as_ref()
-                    .map(|(i, e)| format!("step {} failed: {e}", steps[*i].id));
+                // What failed meanwhile, which the journal may not have recorded.
+                let failure = match &tally.first_failure {
+                    Some((i, e)) => Some(format!("step {} failed: {e}", steps[*i].id)),
+                    None if !tally.after_failures.is_empty() => Some(format!(
+                        "after the kexec: {}",
+                        tally.after_failures.join("; ")
+                    )),
+                    None => None,
+                };
                 self.journal_failed(
                     journal,
                     (&tally.completed_before, &failed),

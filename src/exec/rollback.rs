@@ -97,7 +97,7 @@ impl<H: Host> Engine<'_, H> {
     /// A run whose journal could not be written: before the kexec everything done is undone (a step that
     /// failed meanwhile first), as after a failed step; past it, nothing more runs, and the state files of the
     /// guests not yet restored stay (only `verify` removes them).
-    /// `failure`: a step's failure the journal may not have recorded.
+    /// `failure`: what failed meanwhile, which the journal may not have recorded.
     pub(super) fn journal_failed(
         &self,
         journal: &mut dyn Recorder,
