@@ -60,7 +60,7 @@ pub(super) fn unrecorded(outcome: Outcome, error: &JournalError, past_kexec: boo
         "once its file system has room again, run `kup plan resume` to finish"
     } else {
         "once its file system has room again, run `kup plan abort` to record the rollback (it runs again the \
-         undos the journal lacks, which are harmless to repeat)"
+         undos the journal lacks: kup's own are harmless to repeat, a custom step's `undo` must be too)"
     };
     Outcome::Failed {
         reason: format!("{what}; the journal cannot be written ({error}): {then}"),
