@@ -13,6 +13,8 @@ struct Fixture {
     lab: Lab,
     tmp: tempfile::TempDir,
     qemu: Qemu,
+    /// The journal root the plans name.
+    journal: PathBuf,
 }
 
 impl Fixture {
@@ -24,7 +26,13 @@ impl Fixture {
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
         let qemu = Qemu::under_test()[0];
-        Fixture { lab, tmp, qemu }
+        let journal = tmp.path().join("journal");
+        Fixture {
+            lab,
+            tmp,
+            qemu,
+            journal,
+        }
     }
 
     fn guest(&self, name: &str, ram: Ram) -> Guest {
@@ -53,7 +61,7 @@ impl Fixture {
     }
 
     fn journal(&self) -> PathBuf {
-        self.tmp.path().join("journal")
+        self.journal.clone()
     }
 
     fn plan(&self, guests: &[(&Guest, &str)]) -> String {
@@ -104,9 +112,9 @@ fn sigcont(pid: u32) {
     );
 }
 
-/// The names of the files in a guest's state directory.
-fn state_files(g: &Guest) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(&g.state)
+/// The files in directory `dir` (none when it is gone), sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -148,7 +156,7 @@ fn abort_after_a_crash_at_the_save_resumes_both_real_guests() {
         g.check_patterns(seed);
         // Nothing half-written is left, nor a digest of RAM that has moved on; a complete state file is kept (the
         // next apply's preflight moves it aside).
-        let files = state_files(g);
+        let files = names_in(&g.state);
         assert!(
             !files
                 .iter()
@@ -157,7 +165,7 @@ fn abort_after_a_crash_at_the_save_resumes_both_real_guests() {
             g.spec.name
         );
     }
-    assert!(state_files(&copied).contains(&"vmstate".to_owned()));
+    assert!(names_in(&copied.state).contains(&"vmstate".to_owned()));
     let status = f.status();
     assert_eq!(status["state"], "rolled-back", "{status}");
     for step in ["vm:fs:pause", "vm:fc:pause"] {
@@ -251,31 +259,7 @@ fn killed_after_every_record_with_real_guests_resume_finishes_and_nothing_is_los
                 );
             }
         }
-        // A non-idempotent step (a restore) found interrupted stops resume; the operator checks what it did and
-        // runs it again (a restore first ends whatever QEMU it left on the socket), as the message says — once per
-        // step the kill interrupted (two restores run in parallel).
-        let mut rerun: Vec<String> = Vec::new();
-        loop {
-            let mut resume = f.on_journal("resume");
-            for step in &rerun {
-                resume = resume.args(["--rerun", step]);
-            }
-            let resume = resume.run();
-            match resume.code() {
-                Some(0) => break,
-                Some(6) if rerun.len() < 2 => {
-                    let stderr = resume.stderr();
-                    let step = stderr
-                        .split("step ")
-                        .nth(1)
-                        .and_then(|t| t.split(" was interrupted").next())
-                        .unwrap_or_else(|| panic!("record {n} ({last}): {stderr}"));
-                    assert!(step.ends_with(":restore"), "record {n}: {stderr}");
-                    rerun.push(step.to_owned());
-                }
-                _ => panic!("record {n} ({last}):\n{}", resume.stderr()),
-            }
-        }
+        resume_to_the_end(&f, &format!("record {n} ({last})"));
         let done = records(&f.journal()).pop().unwrap();
         assert_eq!(
             done.last().unwrap()["state"],
@@ -303,6 +287,80 @@ fn killed_after_every_record_with_real_guests_resume_finishes_and_nothing_is_los
     eprintln!("{total} crash points in {:?}", started.elapsed());
 }
 
+/// `kup plan resume` until it succeeds: a non-idempotent step (a restore) found interrupted stops it; the operator
+/// checks what it did and runs it again (a restore first ends whatever QEMU it left on the socket), as the message
+/// says — once per step interrupted (two restores run in parallel).
+fn resume_to_the_end(f: &Fixture, when: &str) {
+    let mut rerun: Vec<String> = Vec::new();
+    loop {
+        let mut resume = f.on_journal("resume");
+        for step in &rerun {
+            resume = resume.args(["--rerun", step]);
+        }
+        let resume = resume.run();
+        match resume.code() {
+            Some(0) => break,
+            Some(6) if rerun.len() < 2 => {
+                let stderr = resume.stderr();
+                let step = stderr
+                    .split("step ")
+                    .nth(1)
+                    .and_then(|t| t.split(" was interrupted").next())
+                    .unwrap_or_else(|| panic!("{when}: {stderr}"));
+                assert!(step.ends_with(":restore"), "{when}: {stderr}");
+                rerun.push(step.to_owned());
+            }
+            _ => panic!("{when}:\n{}", resume.stderr()),
+        }
+    }
+}
+
+/// A full journal disk after the (rehearsed) kexec: kup killed right after the kexec record (as a real kexec
+/// ends it), then the journal's file system filled (the journal on a small ext4 of its own). `kup plan resume`
+/// fails, saying the journal cannot be written and to run resume again once there is room; nothing is lost — each
+/// guest's state file is still there (`verify` did not run). Once the space is freed, resume (with `--rerun` of a
+/// restore it may have interrupted, as it says) finishes: both guests run, memory byte-identical.
+#[test]
+fn a_full_journal_disk_after_the_kexec_stops_resume_clearly_and_loses_nothing() {
+    let Some((mut f, (shared, copied), disk)) = on_a_small_disk("journal-full", 8) else {
+        return;
+    };
+    f.journal = disk.mount.join("journal");
+    let plan = f.plan(&[(&shared, "shared"), (&copied, "copy")]);
+    let run = f
+        .rehearse(&plan)
+        .env("KUP_FAULT_CRASH_AFTER_RECORD", "kexec")
+        .run();
+    assert_eq!(run.code(), None, "kup was not killed:\n{}", run.stderr());
+    let space = fill(&disk.mount);
+    let run = f.on_journal("resume").run();
+    let stderr = run.stderr();
+    // Where it stops depends on how many records fit in the journal's last block: before it ran anything, or
+    // part-way (a restore done but not recorded).
+    assert!(matches!(run.code(), Some(2 | 6)), "{stderr}");
+    for said in [
+        "No space left on device",
+        "once its file system has room again, run `kup plan resume`",
+    ] {
+        assert!(stderr.contains(said), "{said:?} not in:\n{stderr}");
+    }
+    for g in [&shared, &copied] {
+        assert!(
+            g.state.join("vmstate").is_file(),
+            "{}: the state file is gone with the journal full",
+            g.spec.name
+        );
+    }
+    std::fs::remove_file(&space).unwrap();
+    resume_to_the_end(&f, "the journal's disk freed");
+    for (g, seed) in [(&shared, 41), (&copied, 51)] {
+        assert_eq!(g.status(), "running", "{}", g.spec.name);
+        g.check_patterns(seed);
+        assert!(!g.state.join("vmstate").exists(), "verify left it");
+    }
+    assert_eq!(f.status()["state"], "completed");
+}
+
 /// Each guest runs, in the QEMU of the PID given, with the memory of its seed.
 fn in_old_qemus(when: &str, guests: &[(&Guest, u64, u32)]) {
     for &(g, seed, pid) in guests {
@@ -315,6 +373,34 @@ fn in_old_qemus(when: &str, guests: &[(&Guest, u64, u32)]) {
         );
         g.check_patterns(seed);
     }
+}
+
+/// Two guests (`Fixture::two_guests`) and a small ext4 of `mib` MiB mounted for the test; `None`, said, when not
+/// root (no loop device to mount).
+fn on_a_small_disk(name: &str, mib: u64) -> Option<(Fixture, (Guest, Guest), Loop)> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: no loop device to mount, nothing tested");
+        return None;
+    }
+    let f = Fixture::new(name);
+    let guests = f.two_guests();
+    let disk = Loop::new(
+        &f.tmp.path().join("small.img"),
+        &f.tmp.path().join("small"),
+        mib,
+    );
+    Some((f, guests, disk))
+}
+
+/// The copied guest's state directory on `disk`, and the plan of the two guests with it there.
+fn fc_state_on(f: &Fixture, (shared, copied): (&Guest, &Guest), disk: &Loop) -> (PathBuf, String) {
+    let state = disk.mount.join("fc");
+    let text = with_state(
+        &f.plan(&[(shared, "shared"), (copied, "copy")]),
+        copied,
+        &state,
+    );
+    (state, text)
 }
 
 /// A small ext4 file system on a loop device, mounted for a guest's state: a full disk, then a read-only one.
@@ -367,55 +453,193 @@ fn with_state(text: &str, g: &Guest, state: &Path) -> String {
     text.replace(&from, &to)
 }
 
-/// Faults at a VM's steps before the kexec, with two real guests, each ending with every guest running (or, when
-/// its QEMU is gone, the operator told which): the copied guest's state on a full disk (ENOSPC while saving), then
-/// on a read-only one; then the other guest's QEMU killed between its pause and its save (its socket removed is
-/// `a_qmp_socket_removed_before_the_pause_fails_clearly_and_every_guest_runs`).
+/// The partial state a failed save of guest state directory `state` kept aside: it exists, is not under a name a
+/// restore reads, holds what the save wrote, and `stderr` names it. Its path.
+fn kept_partial(state: &Path, stderr: &str) -> PathBuf {
+    let kept = state.join("vmstate.partial.kept-1");
+    let names = names_in(state);
+    assert!(
+        kept.is_file(),
+        "no partial state kept aside: {names:?}\n{stderr}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| n == "vmstate" || n == "vmstate.partial"),
+        "a state under a name a restore or a save uses: {names:?}"
+    );
+    assert!(
+        std::fs::metadata(&kept).unwrap().len() > 0,
+        "empty: {kept:?}"
+    );
+    assert!(
+        stderr.contains(&format!("kept aside as {}", kept.display())),
+        "the operator is not told where it is:\n{stderr}"
+    );
+    kept
+}
+
+/// ENOSPC: the copied guest's state, and the journal, on a 4 MiB ext4 its state does not fit in. The save fails
+/// and the rollback resumes both guests in their old QEMUs, memory intact, although the disk stays full: the
+/// partial state is kept aside (not removed), named to the operator with the space it takes. Then the disk full
+/// before the save: the journal cannot be written, says so and what to do, and the rollback still resumes both
+/// guests; once the operator frees the disk, `kup plan abort` records the rollback.
 #[test]
-fn faults_at_vm_steps_leave_every_guest_running_or_reported() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("not root: no loop device to mount, nothing tested");
+fn enospc_during_a_copy_save_keeps_the_partial_state_aside_and_every_guest_runs() {
+    let Some((mut f, (shared, copied), disk)) = on_a_small_disk("enospc", 4) else {
         return;
-    }
-    let f = Fixture::new("steps");
-    let (shared, copied) = f.two_guests();
-    let disk = Loop::new(
-        &f.tmp.path().join("small.img"),
-        &f.tmp.path().join("small"),
-        4,
-    );
-    let state = disk.mount.join("fc");
-    let text = with_state(
-        &f.plan(&[(&shared, "shared"), (&copied, "copy")]),
-        &copied,
-        &state,
-    );
+    };
+    f.journal = disk.mount.join("journal");
+    let (state, text) = fc_state_on(&f, (&shared, &copied), &disk);
     let old = [shared.pid().unwrap(), copied.pid().unwrap()];
     let intact = |when: &str| in_old_qemus(when, &[(&shared, 41, old[0]), (&copied, 51, old[1])]);
 
-    // ENOSPC: the copied guest's state does not fit in 4 MiB.
-    let run = f
-        .rehearse(&text)
-        .run()
-        .status(5)
-        .stderr_has("step vm:fc:save failed");
+    let run = f.rehearse(&text).run();
+    let stderr = run.stderr();
     assert!(
-        run.stderr().contains("No space") || run.stderr().contains("could not be written"),
-        "{}",
-        run.stderr()
+        stderr.contains("No space") || stderr.contains("could not be written"),
+        "{stderr}"
     );
     intact("disk full");
-    // No half-written state is left to be taken for a good one (the pause's migration record may stay).
-    let left: Vec<String> = std::fs::read_dir(&state)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "vmstate.migration")
-        .collect();
-    assert!(left.is_empty(), "left on the full disk: {left:?}");
+    let kept = kept_partial(&state, &stderr);
+    assert!(stderr.contains("a full disk stays full"), "{stderr}");
+    let run = run.stderr_has("step vm:fc:save failed");
+    // Whether the records after the failure still fit depends on what the file system gives back once the
+    // failed writer's reservations are released: either the rollback is recorded, or the journal says it is not.
+    if run.code() == Some(6) {
+        unrecorded_rollback(&f, run, &kept, &intact);
+    } else {
+        run.status(5);
+        assert_eq!(f.status()["state"], "rolled-back");
+        std::fs::remove_file(&kept).unwrap();
+    }
+
+    // The same disk full before the save starts (the test fills it while a custom step holds the save back):
+    // the journal cannot be written from there on, deterministically, and the rollback resumes both guests all
+    // the same.
+    let mut gate = Gate::new(&f, "fill-gate");
+    let plan = text.clone() + &gate.step("vm:fc:pause", "vm:fc:save");
+    let run = std::thread::scope(|s| {
+        let run = s.spawn(|| f.rehearse(&plan).run());
+        wait_status(&copied, "paused");
+        let fill = fill(&disk.mount);
+        gate.open();
+        (run.join().unwrap(), fill)
+    });
+    let (run, fill) = run;
+    intact("journal disk full before the save");
+    let run = run
+        .stderr_has("undone vm:fs:pause")
+        .stderr_has("undone vm:fc:pause");
+    // What the save wrote, if it started, is on the full disk too: nothing to look at, deleted with the fill.
+    let _ = std::fs::remove_file(state.join("vmstate.partial.kept-1"));
+    unrecorded_rollback(&f, run, &fill, &intact);
+}
+
+/// A rollback the journal could not record, its disk full: `run` says so and that `kup plan abort` records it;
+/// once the operator deletes `space` (what fills the disk), abort records the rollback and the guests are still
+/// as `intact` checks them.
+fn unrecorded_rollback(f: &Fixture, run: support::Run, space: &Path, intact: &dyn Fn(&str)) {
+    run.status(6)
+        .stderr_has("the journal cannot be written")
+        .stderr_has("No space left on device")
+        .stderr_has("run `kup plan abort` to record the rollback");
+    std::fs::remove_file(space).unwrap();
+    f.on_journal("abort")
+        .run()
+        .success()
+        .stderr_has("kup: rolled back");
     assert_eq!(f.status()["state"], "rolled-back");
+    intact("aborted once there was room");
+}
+
+/// A custom step that waits for the test: `flock FILE true` while the test holds FILE's lock.
+struct Gate {
+    name: String,
+    file: PathBuf,
+    lock: Option<nix::fcntl::Flock<std::fs::File>>,
+}
+
+impl Gate {
+    fn new(f: &Fixture, name: &str) -> Gate {
+        let file = f.tmp.path().join(name);
+        let lock = nix::fcntl::Flock::lock(
+            std::fs::File::create(&file).unwrap(),
+            nix::fcntl::FlockArg::LockExclusive,
+        )
+        .unwrap();
+        Gate {
+            name: name.to_owned(),
+            file,
+            lock: Some(lock),
+        }
+    }
+
+    /// The step, between steps `after` and `before`.
+    fn step(&self, after: &str, before: &str) -> String {
+        let file = self.file.display().to_string();
+        custom(
+            &self.name,
+            &["/usr/bin/flock", &file, "/bin/true"],
+            after,
+            before,
+        )
+    }
+
+    /// Lets the step end.
+    fn open(&mut self) {
+        self.lock.take();
+    }
+}
+
+/// Waits until guest `g` reports `status` (a QMP connection of the test's own, between kup's).
+fn wait_status(g: &Guest, status: &str) {
+    let started = std::time::Instant::now();
+    while g.status() != status {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{} never {status}",
+            g.spec.name
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Fills the file system of `dir` until not one byte more fits, with the file `dir/fill` (written, synced and
+/// written again: delayed allocation gives back what it reserved once the data is on disk). Its path.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("fill");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    for chunk in [64 << 10, 4 << 10, 1 << 10, 1, 1, 1] {
+        let bytes = vec![0x5a_u8; chunk];
+        while file.write_all(&bytes).is_ok() {}
+        let _ = file.sync_all();
+    }
+    assert!(file.write_all(&[0]).and_then(|()| file.sync_all()).is_err());
+    path
+}
+
+/// Faults at a VM's steps before the kexec, with two real guests, each ending with every guest running (or, when
+/// its QEMU is gone, the operator told which): the copied guest's state on a read-only disk, then the other
+/// guest's QEMU killed between its pause and its save (its socket removed is
+/// `a_qmp_socket_removed_before_the_pause_fails_clearly_and_every_guest_runs`, ENOSPC
+/// `enospc_during_a_copy_save_keeps_the_partial_state_aside_and_every_guest_runs`).
+#[test]
+fn faults_at_vm_steps_leave_every_guest_running_or_reported() {
+    let Some((f, (shared, copied), disk)) = on_a_small_disk("steps", 4) else {
+        return;
+    };
+    let (state, text) = fc_state_on(&f, (&shared, &copied), &disk);
+    let old = [shared.pid().unwrap(), copied.pid().unwrap()];
+    let intact = |when: &str| in_old_qemus(when, &[(&shared, 41, old[0]), (&copied, 51, old[1])]);
 
     // The state directory on a read-only file system.
+    std::fs::create_dir_all(&state).unwrap();
     disk.read_only();
     // Found by the preflight, before any guest pauses.
     f.rehearse(&text)
@@ -658,14 +882,14 @@ fn has_open(pid: u32, file: &Path) -> bool {
     })
 }
 
-/// Sends `signal` to guest `g`'s next QEMU (its pidfile no longer `old`) while it loads its state — the state
-/// file open in it (`file:` on QEMU >= 8.2) or in the `cat` it started (`exec:cat` on 7.2) — and returns its PID; `None` if
-/// `over` is set first (the run ended without a load to hit).
-fn signal_while_loading(
+/// Does `act` to guest `g`'s next QEMU (its pidfile no longer `old`) while it loads its state — the state file
+/// open in it (`file:` on QEMU >= 8.2) or in the `cat` it started (`exec:cat` on 7.2) — and returns its PID;
+/// `None` if `over` is set first (the run ended without a load to hit).
+fn while_loading(
     g: &Guest,
     old: u32,
-    signal: nix::sys::signal::Signal,
     over: &std::sync::atomic::AtomicBool,
+    act: impl FnOnce(u32),
 ) -> Option<u32> {
     let state = g.state.join("vmstate");
     // 7.2's `exec:cat PATH`: a `cat` (child of QEMU's `sh -c`, or that shell exec'd) holding the state file; only
@@ -681,16 +905,190 @@ fn signal_while_loading(
                 })
         })
     };
+    let pid = || g.pid().filter(|&p| p != old && guests::alive(p));
+    when(over, pid, |pid| has_open(pid, &state) || cat_loading(), act)
+}
+
+/// Does `act` to guest `g`'s QEMU while it saves its state (the partial state file has bytes in it) and returns
+/// its PID; `None` if `over` is set first.
+fn while_saving(
+    g: &Guest,
+    over: &std::sync::atomic::AtomicBool,
+    act: impl FnOnce(u32),
+) -> Option<u32> {
+    let partial = g.state.join("vmstate.partial");
+    let saving = |_| std::fs::metadata(&partial).is_ok_and(|m| m.len() > 0);
+    when(over, || g.pid(), saving, act)
+}
+
+/// Polls (every ms) for a process `pid` gives that is `busy`, does `act` to it and returns it; `None` once `over`.
+fn when(
+    over: &std::sync::atomic::AtomicBool,
+    pid: impl Fn() -> Option<u32>,
+    busy: impl Fn(u32) -> bool,
+    act: impl FnOnce(u32),
+) -> Option<u32> {
     while !over.load(std::sync::atomic::Ordering::SeqCst) {
-        if let Some(pid) = g.pid().filter(|&p| p != old && guests::alive(p)) {
-            if has_open(pid, &state) || cat_loading() {
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
-                return Some(pid);
-            }
+        if let Some(pid) = pid().filter(|&p| busy(p)) {
+            act(pid);
+            return Some(pid);
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     None
+}
+
+/// Sends `signal` to process `pid`.
+fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+}
+
+/// A rehearsal of `plan` (its QMP timeout shortened to 1 s) while `watch` runs beside it, told by its flag when the
+/// rehearsal is over: the run and what `watch` returned.
+fn rehearse_watched<T: Send>(
+    f: &Fixture,
+    plan: &str,
+    watch: impl FnOnce(&std::sync::atomic::AtomicBool) -> T + Send,
+) -> (support::Run, T) {
+    let over = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let seen = s.spawn(|| watch(&over));
+        let (run, _) = f.rehearse_wedged(plan);
+        over.store(true, std::sync::atomic::Ordering::SeqCst);
+        (run, seen.join().unwrap())
+    })
+}
+
+/// Guest `g`'s save held back (by a custom step waiting on the test) until its pause is done, then slowed down to
+/// 8 MiB/s (QMP `migrate-set-parameters`, as a slow disk would): a save that lasts seconds, to be hit while it
+/// runs. The plan's step, and what opens it.
+fn slowed_save(f: &Fixture, g: &Guest) -> (String, impl FnOnce() + Send) {
+    let mut gate = Gate::new(f, "slow-save");
+    let step = gate.step(
+        &format!("vm:{}:pause", g.spec.name),
+        &format!("vm:{}:save", g.spec.name),
+    );
+    let socket = g.qmp.clone();
+    let name = g.spec.name.clone();
+    let open = move || {
+        let started = std::time::Instant::now();
+        while guests::query_status(&socket)
+            .map(|s| s["status"] != "paused")
+            .unwrap_or(true)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{name} never paused"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut client = kup::host::qmp::QmpClient::connect(&socket).unwrap();
+        client
+            .execute("qmp_capabilities", &serde_json::json!({}))
+            .unwrap();
+        client
+            .execute(
+                "migrate-set-parameters",
+                &serde_json::json!({ "max-bandwidth": 8 << 20 }),
+            )
+            .unwrap();
+        drop(client);
+        gate.open();
+    };
+    (step, open)
+}
+
+/// Faults while the copied guest's save runs (slowed to seconds, see `slowed_save`), before the kexec:
+/// - its QEMU wedged (SIGSTOP): the save's QMP wait times out (1 s, the test hook) instead of hanging; what it wrote
+///   is kept aside and named; the other guest is rolled back and runs; this one's undo cannot reach its QEMU, so
+///   the rollback is incomplete and the operator is told to run `kup plan abort` once it answers — which, after
+///   SIGCONT, resumes it in its old QEMU, memory intact;
+/// - its QMP socket removed: the save holds its connection and completes, the apply goes on past the (rehearsed)
+///   kexec, where the other guest is restored and this one's restore fails (its old QEMU, unreachable, still holds
+///   the pidfile): reported with what to do; once the operator ends that QEMU, `kup plan resume` restores it,
+///   memory byte-identical;
+/// - its QEMU killed (SIGKILL): the save fails, what it wrote is kept aside and named, the other guest runs, and
+///   the rollback says this one's QEMU cannot be resumed.
+#[test]
+fn faults_during_a_save_time_out_keep_the_partial_state_and_report_the_guest() {
+    use nix::sys::signal::Signal;
+    let f = Fixture::new("during-save");
+    let (shared, copied) = f.two_guests();
+    let plan = f.plan(&[(&shared, "shared"), (&copied, "copy")]);
+    let old = [shared.pid().unwrap(), copied.pid().unwrap()];
+
+    // Wedged.
+    let (step, open) = slowed_save(&f, &copied);
+    let (run, hit) = rehearse_watched(&f, &(plan.clone() + &step), |over| {
+        open();
+        while_saving(&copied, over, |pid| signal(pid, Signal::SIGSTOP))
+    });
+    let hit = hit.unwrap_or_else(|| panic!("no save seen:\n{}", run.stderr()));
+    sigcont(hit);
+    let stderr = run.stderr();
+    run.status(6)
+        .stderr_has("step vm:fc:save failed")
+        .stderr_has("within 1 s")
+        .stderr_has("undone vm:fs:pause")
+        .stderr_has("rollback incomplete, check by hand: vm:fc:pause")
+        .stderr_has("`kup plan abort` runs those undos again");
+    kept_partial(&copied.state, &stderr);
+    in_old_qemus("wedged during the save", &[(&shared, 41, old[0])]);
+    f.on_journal("abort").run().success();
+    in_old_qemus(
+        "wedged during the save, then aborted",
+        &[(&shared, 41, old[0]), (&copied, 51, old[1])],
+    );
+    assert_eq!(f.status()["state"], "rolled-back");
+    std::fs::remove_file(copied.state.join("vmstate.partial.kept-1")).unwrap();
+
+    // Socket removed.
+    let socket = copied.qmp.display().to_string();
+    let gone = format!("{socket}.gone");
+    let (step, open) = slowed_save(&f, &copied);
+    let (run, hit) = rehearse_watched(&f, &(plan.clone() + &step), |over| {
+        open();
+        while_saving(&copied, over, |_| std::fs::rename(&socket, &gone).unwrap())
+    });
+    hit.unwrap_or_else(|| panic!("no save seen:\n{}", run.stderr()));
+    run.status(6)
+        .stderr_has("after the kexec: vm:fc:restore")
+        .stderr_has("run `kup plan resume` to retry");
+    let vmstate = copied.state.join("vmstate");
+    reported(
+        &f,
+        &shared,
+        "vm:fc:restore",
+        &vmstate,
+        "socket removed during the save",
+    );
+    assert!(guests::alive(old[1]), "the old QEMU, unreachable, runs on");
+    guests::kill_and_wait(old[1]);
+    std::fs::remove_file(&gone).unwrap();
+    f.on_journal("resume").run().success();
+    recovered(
+        &f,
+        (&shared, &copied),
+        &vmstate,
+        "socket removed during the save",
+    );
+
+    // Killed.
+    let (step, open) = slowed_save(&f, &copied);
+    let (run, hit) = rehearse_watched(&f, &(plan + &step), |over| {
+        open();
+        while_saving(&copied, over, |pid| signal(pid, Signal::SIGKILL))
+    });
+    let hit = hit.unwrap_or_else(|| panic!("no save seen:\n{}", run.stderr()));
+    let stderr = run.stderr();
+    run.status(6)
+        .stderr_has("step vm:fc:save failed")
+        .stderr_has("undone vm:fs:pause")
+        .stderr_has("rollback incomplete, check by hand: vm:fc:pause");
+    kept_partial(&copied.state, &stderr);
+    assert!(!guests::alive(hit));
+    assert_eq!(shared.status(), "running");
+    shared.check_patterns(41);
 }
 
 /// After the (rehearsed) kexec, the copied guest's new QEMU is killed (SIGKILL) while it loads its state, then
@@ -710,12 +1108,8 @@ fn a_qemu_killed_or_wedged_during_its_restore_is_reported_and_resume_recovers_it
         (Signal::SIGSTOP, "timed out after 1 s (QEMU wedged?)"),
     ] {
         let old = copied.pid().unwrap();
-        let over = std::sync::atomic::AtomicBool::new(false);
-        let (run, hit) = std::thread::scope(|s| {
-            let hit = s.spawn(|| signal_while_loading(&copied, old, signal, &over));
-            let (run, _) = f.rehearse_wedged(&plan);
-            over.store(true, std::sync::atomic::Ordering::SeqCst);
-            (run, hit.join().unwrap())
+        let (run, hit) = rehearse_watched(&f, &plan, |over| {
+            while_loading(&copied, old, over, |pid| self::signal(pid, signal))
         });
         let hit = hit.unwrap_or_else(|| panic!("{signal}: no load seen:\n{}", run.stderr()));
         // Let a wedged QEMU go before any assertion can fail (the fixture's end would wait for it).
@@ -788,38 +1182,62 @@ fn a_qmp_socket_removed_before_the_pause_fails_clearly_and_every_guest_runs() {
     intact("removed before the preflight");
 }
 
-/// After the (rehearsed) kexec, the copied guest's QMP socket removed between its restore and its resume: the
-/// resume fails naming the socket, the other guest runs, the state file is kept; the guest sits loaded and paused in
-/// a QEMU kup cannot reach, so the operator ends that QEMU, as the failure says, and `kup plan resume --rerun
-/// vm:fc:restore` loads the state again, memory byte-identical.
+/// After the (rehearsed) kexec, the copied guest's QMP socket removed between its restore and its resume, then
+/// while its restore loads the state (its new QEMU made a new socket): the restore holds its connection and
+/// completes, the resume fails naming the socket, the other guest runs, the state file is kept; the guest sits
+/// loaded and paused in a QEMU kup cannot reach, so the operator ends that QEMU, as the failure says, and `kup
+/// plan resume --rerun vm:fc:restore` (or, the restore once failed, a plain resume) loads the state again,
+/// memory byte-identical.
 #[test]
 fn a_qmp_socket_removed_before_the_resume_is_reported_and_the_restore_runs_again() {
     let f = Fixture::new("socket-resume");
     let (shared, copied) = f.two_guests();
     let socket = copied.qmp.display().to_string();
-    let vmstate = copied.state.join("vmstate");
     let gone = format!("{socket}.gone");
     let remove = once_before_the_resume(&f, "remove-socket", &["/bin/mv", &socket, &gone]);
-    let plan = f.plan(&[(&shared, "shared"), (&copied, "copy")]) + &remove;
-    f.rehearse(&plan)
-        .run()
-        .status(6)
+    let plan = f.plan(&[(&shared, "shared"), (&copied, "copy")]);
+    let run = f.rehearse(&(plan.clone() + &remove)).run();
+    stranded_by_its_socket(&f, (&shared, &copied), run, "removed before the resume");
+
+    let old = copied.pid().unwrap();
+    let (run, hit) = rehearse_watched(&f, &plan, |over| {
+        while_loading(&copied, old, over, |_| {
+            std::fs::rename(&socket, &gone).unwrap()
+        })
+    });
+    hit.unwrap_or_else(|| panic!("no load seen:\n{}", run.stderr()));
+    stranded_by_its_socket(&f, (&shared, &copied), run, "removed during the restore");
+}
+
+/// The copied guest's resume failed because its socket was moved to `SOCKET.gone` after its restore connected:
+/// `run` says so and what to do, the other guest runs, the state is kept; a restore run again while the
+/// unreachable QEMU holds the guest's pidfile fails and keeps the state; once that QEMU is ended, `kup plan
+/// resume` restores the guest, memory byte-identical.
+fn stranded_by_its_socket(
+    f: &Fixture,
+    (shared, copied): (&Guest, &Guest),
+    run: support::Run,
+    when: &str,
+) {
+    let socket = copied.qmp.display().to_string();
+    let vmstate = copied.state.join("vmstate");
+    run.status(6)
         .stderr_has(format!(
             "after the kexec: vm:fc:resume: QMP {socket}: no such socket"
         ))
         .stderr_has("end it if it still runs, then run `kup plan resume --rerun vm:fc:restore`");
-    reported(&f, &shared, "vm:fc:resume", &vmstate, "socket removed");
+    reported(f, shared, "vm:fc:resume", &vmstate, when);
     // The unreachable QEMU holds the guest's pidfile: a restore run again before it ends fails, and keeps the state.
     let stranded = copied.pid().unwrap();
-    assert!(guests::alive(stranded));
+    assert!(guests::alive(stranded), "{when}");
     f.on_journal("resume")
         .args(["--rerun", "vm:fc:restore"])
         .run()
         .status(6)
         .stderr_has("after the kexec: vm:fc:restore");
-    assert!(vmstate.is_file(), "the state was deleted");
+    assert!(vmstate.is_file(), "{when}: the state was deleted");
     guests::kill_and_wait(stranded);
-    std::fs::remove_file(&gone).unwrap();
+    std::fs::remove_file(format!("{socket}.gone")).unwrap();
     f.on_journal("resume").run().success();
-    recovered(&f, (&shared, &copied), &vmstate, "socket removed");
+    recovered(f, (shared, copied), &vmstate, when);
 }

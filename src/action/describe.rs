@@ -143,7 +143,7 @@ impl Action {
                 to.display()
             ),
             Action::KeepAside { path } => format!(
-                "move an earlier {} aside to {}.kept-N if there is one",
+                "move {} aside to {}.kept-N (the first free N) if it exists",
                 path.display(),
                 path.display()
             ),

@@ -95,10 +95,13 @@ pub enum ActionOutput {
     },
     /// A state file made durable under its name.
     Committed(FileCommitted),
-    /// An earlier run's file moved aside, or nothing there.
+    /// A file moved aside (an earlier run's, or a failed save's partial state), or nothing there.
     KeptAside {
         /// Where it went.
         kept_aside: Option<PathBuf>,
+        /// Its size: what it still takes on its file system.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bytes: Option<u64>,
     },
     /// A guest's RAM backends, checked to survive the kexec.
     SharedRam {
@@ -383,10 +386,13 @@ pub struct SysfsWrite {
 }
 
 /// Why a step's actions stopped: which action, and what went wrong, in words an operator can act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ActionFailure {
     /// The failing action's index in the step's list.
     pub index: usize,
     /// What went wrong.
     pub message: String,
+    /// What the actions before it reported, in order: an undo that fails half-way has still done its first part
+    /// (a partial state file moved aside), which the operator must be told.
+    pub done: Vec<ActionOutput>,
 }

@@ -61,11 +61,11 @@ pub(crate) fn run(root: &Path, metrics_textfile: Option<&Path>) -> CommandResult
         super::metrics::write(&path, root, &plan);
     }
     match result {
-        Ok(Outcome::RolledBack { reason }) => {
+        Outcome::RolledBack { reason } => {
             finish_pending(root);
             say(format_args!("kup: rolled back: {reason}"));
             Ok(())
         }
-        other => outcome(other),
+        other => outcome(Ok(other)),
     }
 }

@@ -99,6 +99,15 @@ pub(crate) fn run(args: &ResumeArgs) -> CommandResult {
     result
 }
 
+/// A record this resume could not write before it ran anything: nothing was done, and the same resume works once
+/// the journal can be written again (a full disk freed).
+fn unwritten(e: journal::JournalError) -> CommandError {
+    CommandError::Usage(format!(
+        "cannot write the journal: {e}; nothing was done: once its file system has room again, run `kup plan \
+         resume` again"
+    ))
+}
+
 /// Records the operator's `--mark-done` steps as done.
 fn mark_done(journal: &mut Journal, program: &Program, ids: &[String]) -> CommandResult {
     for text in ids {
@@ -114,9 +123,7 @@ fn mark_done(journal: &mut Journal, program: &Program, ids: &[String]) -> Comman
             duration_ms: 0,
             outputs: vec![serde_json::json!({ "marked_done_by_operator": true })],
         };
-        journal
-            .append(event)
-            .map_err(|e| CommandError::Usage(format!("cannot write the journal: {e}")))?;
+        journal.append(event).map_err(unwritten)?;
     }
     Ok(())
 }
@@ -143,9 +150,7 @@ fn record_resume(
         events.push(report);
     }
     for event in events {
-        journal
-            .append(event)
-            .map_err(|e| CommandError::Usage(format!("cannot write the journal: {e}")))?;
+        journal.append(event).map_err(unwritten)?;
     }
     Ok(())
 }

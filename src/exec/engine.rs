@@ -10,8 +10,7 @@
 //! only such a step may act before its start is: after a crash `resume` runs it again whether or not its start was
 //! recorded, and a rollback or `abort` has nothing of it to undo.
 
-use super::abort::Undo;
-use super::journal::{Event, FinalState, Mode, Recorder};
+use super::journal::{Event, JournalError, Mode, Recorder};
 use super::rehearsal::Rehearsal;
 use super::{EngineError, Options, Outcome, progress};
 use crate::action::{Action, ActionFailure, ActionOutput};
@@ -133,7 +132,7 @@ pub(crate) struct Engine<'a, H: Host> {
 }
 
 impl<H: Host> Engine<'_, H> {
-    fn perform(&self, actions: &[Action]) -> Result<Vec<ActionOutput>, ActionFailure> {
+    pub(super) fn perform(&self, actions: &[Action]) -> Result<Vec<ActionOutput>, ActionFailure> {
         match self.options.mode {
             Mode::Apply => self.host.perform(actions),
             Mode::Rehearse => Rehearsal {
@@ -198,22 +197,37 @@ impl<H: Host> Engine<'_, H> {
             .journal
             .into_inner()
             .map_err(|_| EngineError::Poisoned)?;
-        if let Some(e) = tally.journal_error.take() {
-            return Err(e);
-        }
-        let outcome = self.conclude(journal, &index, &tally)?;
-        let (final_state, message) = match &outcome {
-            Outcome::Completed => (FinalState::Completed, "every step done".to_owned()),
-            Outcome::RolledBack { reason } => (FinalState::RolledBack, reason.clone()),
-            Outcome::Failed { reason } => (FinalState::Failed, reason.clone()),
+        let past_kexec = self
+            .program
+            .steps
+            .iter()
+            .enumerate()
+            .any(|(i, s)| s.phase != Phase::Before && tally.state[i] != State::Pending);
+        let (outcome, lost) = match tally.journal_error.take() {
+            Some(EngineError::Journal(error)) => {
+                let failed: Vec<usize> = (0..steps.len())
+                    .filter(|&i| tally.state[i] == State::Failed && steps[i].phase == Phase::Before)
+                    .collect();
+                // What failed meanwhile, which the journal may not have recorded.
+                let failure = match &tally.first_failure {
+                    Some((i, e)) => Some(format!("step {} failed: {e}", steps[*i].id)),
+                    None if !tally.after_failures.is_empty() => Some(format!(
+                        "after the kexec: {}",
+                        tally.after_failures.join("; ")
+                    )),
+                    None => None,
+                };
+                self.journal_failed(
+                    journal,
+                    (&tally.completed_before, &failed),
+                    (error, failure),
+                    past_kexec,
+                )
+            }
+            Some(other) => return Err(other),
+            None => self.conclude(journal, &index, &tally),
         };
-        journal
-            .append(Event::Finished {
-                state: final_state,
-                message,
-            })
-            .map_err(EngineError::Journal)?;
-        Ok(outcome)
+        Ok(self.finish(journal, outcome, lost, past_kexec))
     }
 
     /// Launches every ready step (at most `parallelism` at once, the kexec alone) on its own thread, and records
@@ -378,7 +392,7 @@ impl<H: Host> Engine<'_, H> {
         journal: &mut dyn Recorder,
         index: &BTreeMap<&StepId, usize>,
         tally: &Tally,
-    ) -> Result<Outcome, EngineError> {
+    ) -> (Outcome, Option<JournalError>) {
         let interrupted = self.options.interrupted.load(Ordering::SeqCst);
         let kexec_done = index
             .get(&StepId::Kexec)
@@ -391,17 +405,23 @@ impl<H: Host> Engine<'_, H> {
             (None, true) => Some("interrupted (Ctrl-C) before the kexec".to_owned()),
             (None, false) => None,
         };
-        Ok(if let Some(reason) = reason {
-            match self.options.on_failure {
+        if let Some(reason) = reason {
+            return match self.options.on_failure {
                 OnFailure::Rollback => {
                     let failed: Vec<usize> = tally.first_failure.iter().map(|(i, _)| *i).collect();
-                    self.rollback(journal, &tally.completed_before, &failed, &reason)?
+                    self.rollback(journal, &tally.completed_before, &failed, &reason)
                 }
-                OnFailure::Stop => Outcome::Failed {
-                    reason: format!("{reason}; policy.on_failure = \"stop\": nothing was undone"),
-                },
-            }
-        } else if !tally.after_failures.is_empty() {
+                OnFailure::Stop => (
+                    Outcome::Failed {
+                        reason: format!(
+                            "{reason}; policy.on_failure = \"stop\": nothing was undone"
+                        ),
+                    },
+                    None,
+                ),
+            };
+        }
+        let outcome = if !tally.after_failures.is_empty() {
             Outcome::Failed {
                 reason: format!(
                     "after the kexec: {}; the steps that depend on them did not run — fix the cause and run `kup plan resume` to retry",
@@ -419,7 +439,8 @@ impl<H: Host> Engine<'_, H> {
             }
         } else {
             Outcome::Completed
-        })
+        };
+        (outcome, None)
     }
 
     /// The point of no return: the record first (durable), then the resume hook, then the kexec itself.
@@ -455,109 +476,12 @@ impl<H: Host> Engine<'_, H> {
             let f = ActionFailure {
                 index: f.index + before.len(),
                 message: f.message,
+                done: f.done,
             };
             StepError::Action(Self::describe(step, &f))
         })?;
         outputs.extend(rest);
         Ok(outputs)
-    }
-
-    /// `kup plan abort`: undoes what `undo` names of an apply that died before the point of no return, journalled
-    /// like a rollback, and ends the journal `rolled-back` (or `failed` when an undo failed).
-    pub(crate) fn abort(
-        &self,
-        journal: &mut dyn Recorder,
-        undo: &Undo,
-    ) -> Result<Outcome, EngineError> {
-        let find = |ids: &[StepId]| -> Vec<usize> {
-            ids.iter()
-                .filter_map(|id| self.program.steps.iter().position(|s| &s.id == id))
-                .collect()
-        };
-        let outcome = self.rollback(
-            journal,
-            &find(&undo.completed),
-            &find(&undo.interrupted),
-            "aborted by the operator (kup plan abort) before the kexec",
-        )?;
-        let (state, message) = match &outcome {
-            Outcome::RolledBack { reason } => (FinalState::RolledBack, reason.clone()),
-            Outcome::Failed { reason } => (FinalState::Failed, reason.clone()),
-            Outcome::Completed => (FinalState::Completed, String::new()),
-        };
-        journal
-            .append(Event::Finished { state, message })
-            .map_err(EngineError::Journal)?;
-        Ok(outcome)
-    }
-
-    /// Undoes the `failed` steps, which may have done part of their work (a VM paused, then its save failed), then
-    /// `completed` steps in reverse; undoing a half-done step may itself fail, which is recorded but does not make
-    /// the rollback incomplete.
-    fn rollback(
-        &self,
-        journal: &mut dyn Recorder,
-        completed: &[usize],
-        failed: &[usize],
-        reason: &str,
-    ) -> Result<Outcome, EngineError> {
-        let write =
-            |journal: &mut dyn Recorder, event| journal.append(event).map_err(EngineError::Journal);
-        write(
-            journal,
-            Event::RollbackStarted {
-                reason: reason.to_owned(),
-            },
-        )?;
-        self.progress.note(&format!("rolling back: {reason}"));
-        let mut problems = Vec::new();
-        for i in failed
-            .iter()
-            .copied()
-            .chain(completed.iter().rev().copied())
-        {
-            let step = &self.program.steps[i];
-            if step.rollback.is_empty() {
-                continue;
-            }
-            match self.perform(&step.rollback) {
-                Ok(_) => {
-                    self.progress.note(&format!("undone {}", step.id));
-                    write(
-                        journal,
-                        Event::StepRolledBack {
-                            step: step.id.clone(),
-                        },
-                    )?;
-                }
-                Err(f) => {
-                    self.progress
-                        .note(&format!("UNDO FAILED {}: {}", step.id, f.message));
-                    if !failed.contains(&i) {
-                        problems.push(format!("{}: {}", step.id, f.message));
-                    }
-                    write(
-                        journal,
-                        Event::RollbackFailed {
-                            step: step.id.clone(),
-                            error: f.message,
-                        },
-                    )?;
-                }
-            }
-        }
-        Ok(if problems.is_empty() {
-            Outcome::RolledBack {
-                reason: reason.to_owned(),
-            }
-        } else {
-            Outcome::Failed {
-                reason: format!(
-                    "{reason}; rollback incomplete, check by hand: {}",
-                    problems.join("; ")
-                ),
-            }
-        })
     }
 }
 
@@ -761,6 +685,14 @@ mod tests {
         );
     }
 
+    fn is_stop(a: &Action) -> bool {
+        matches!(a, Action::Qmp { command, .. } if command == "stop")
+    }
+
+    fn is_cont(a: &Action) -> bool {
+        matches!(a, Action::Qmp { command, .. } if command == "cont")
+    }
+
     #[test]
     fn a_round_whose_sync_fails_starts_none_of_its_steps() {
         let program = super::super::tests::program("plans/multi-vm-vfio-spdk.toml");
@@ -773,15 +705,38 @@ mod tests {
                 assert_eq!(outcome.unwrap(), Outcome::Completed);
                 continue;
             }
-            // A round's sync fails the run; the kexec record's (synced by the kexec step itself) fails that step,
-            // which rolls back.
+            let failed = ops.iter().position(|o| *o == Op::SyncFailed).unwrap();
+            // A round's sync fails the run: before the kexec record it rolls back and says to run abort once the
+            // journal can be written, past it it stops and says to resume; the kexec record's (synced by the kexec
+            // step itself) fails that step, which rolls back.
+            let past = ops[..failed]
+                .iter()
+                .any(|o| matches!(o, Op::Write(e, None) if e == "kexec"));
+            let then = if past {
+                "kup plan resume"
+            } else {
+                "kup plan abort"
+            };
             assert!(
-                matches!(&outcome, Err(EngineError::Journal(_)))
+                matches!(&outcome, Ok(Outcome::Failed { reason })
+                    if reason.contains("the journal cannot be written") && reason.contains(then))
                     || matches!(&outcome, Ok(Outcome::RolledBack { reason })
                         if reason.contains("step kexec failed: cannot write the journal")),
                 "sync {fail}: {outcome:?}"
             );
-            let failed = ops.iter().position(|o| *o == Op::SyncFailed).unwrap();
+            // Before the kexec the steps done are undone: the guests paused run again.
+            if !past
+                && ops[..failed]
+                    .iter()
+                    .any(|o| matches!(o, Op::Perform(a) if a.iter().any(is_stop)))
+            {
+                assert!(
+                    ops[failed..]
+                        .iter()
+                        .any(|o| matches!(o, Op::Perform(a) if a.iter().any(is_cont))),
+                    "sync {fail}: a paused guest was not resumed\n{ops:#?}"
+                );
+            }
             let last_sync = ops[..failed]
                 .iter()
                 .rposition(|o| *o == Op::Sync)

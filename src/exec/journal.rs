@@ -224,6 +224,16 @@ pub enum JournalError {
         /// The error.
         source: std::io::Error,
     },
+    /// An earlier write or sync of this journal failed (a full disk): nothing more is written, so that the file
+    /// stays a prefix of what happened — what a crash at that record would have left, which resume and abort
+    /// handle — rather than a record missing between two others.
+    #[error("cannot write {} since an earlier write failed: {first}", .path.display())]
+    Stopped {
+        /// The journal file.
+        path: PathBuf,
+        /// Why the first write failed.
+        first: String,
+    },
     /// A line other than the last does not parse: the file was edited or the disk is corrupt.
     #[error("journal line {line} is damaged: {reason}")]
     Damaged {
@@ -273,6 +283,8 @@ pub fn parse(text: &str) -> Result<Loaded, JournalError> {
 pub(crate) struct Journal {
     log: AppendLog,
     next_seq: u64,
+    /// The first failed write or sync: every later one is refused ([`JournalError::Stopped`]).
+    failed: Option<String>,
     #[cfg(feature = "fault-injection")]
     crash_after: Option<String>,
 }
@@ -289,6 +301,7 @@ impl Journal {
         Self {
             log,
             next_seq,
+            failed: None,
             #[cfg(feature = "fault-injection")]
             crash_after: crate::host::machine::env(CRASH_AFTER_RECORD_ENV),
         }
@@ -323,6 +336,7 @@ impl Journal {
     /// Appends one record, durable once [`Journal::sync`] returns: the engine writes all the records of a
     /// scheduling round, then makes them durable with one `fdatasync` before it starts the round's steps.
     pub(crate) fn write(&mut self, event: Event) -> Result<Record, JournalError> {
+        self.refuse_after_failure()?;
         let unix_ms = now_ms();
         let record = Record {
             seq: self.next_seq,
@@ -336,13 +350,8 @@ impl Journal {
             source: std::io::Error::other(e),
         })?;
         line.push('\n');
-        self.log
-            .write(line.as_bytes())
-            .map_err(|source| JournalError::Io {
-                what: "write",
-                path: self.log.path().to_owned(),
-                source,
-            })?;
+        let written = self.log.write(line.as_bytes());
+        self.check(written)?;
         self.next_seq += 1;
         // The crash comes right after this record is durable, before any later record of its batch is written.
         #[cfg(feature = "fault-injection")]
@@ -364,10 +373,30 @@ impl Journal {
 
     /// Makes every record written so far durable.
     pub(crate) fn sync(&mut self) -> Result<(), JournalError> {
-        self.log.sync().map_err(|source| JournalError::Io {
-            what: "write",
-            path: self.log.path().to_owned(),
-            source,
+        self.refuse_after_failure()?;
+        let synced = self.log.sync();
+        self.check(synced)
+    }
+
+    fn refuse_after_failure(&self) -> Result<(), JournalError> {
+        match &self.failed {
+            Some(first) => Err(JournalError::Stopped {
+                path: self.log.path().to_owned(),
+                first: first.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// A write's or sync's result; a failure stops the journal.
+    fn check(&mut self, result: std::io::Result<()>) -> Result<(), JournalError> {
+        result.map_err(|source| {
+            self.failed = Some(source.to_string());
+            JournalError::Io {
+                what: "write",
+                path: self.log.path().to_owned(),
+                source,
+            }
         })
     }
 }

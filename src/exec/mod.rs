@@ -13,6 +13,7 @@ pub mod journal;
 pub(crate) mod progress;
 mod rehearsal;
 pub(crate) mod resume;
+mod rollback;
 pub(crate) mod status;
 
 pub(crate) use engine::Engine;
@@ -133,6 +134,7 @@ mod tests {
                 Some(index) => Err(ActionFailure {
                     index,
                     message: "injected".into(),
+                    done: vec![ActionOutput::None; index],
                 }),
                 None => Ok(vec![ActionOutput::None; actions.len()]),
             }

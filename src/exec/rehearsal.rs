@@ -46,30 +46,38 @@ impl<H: Host> Host for Rehearsal<'_, H> {
             })
             .collect();
         let real: Vec<Action> = substituted.iter().flatten().cloned().collect();
-        let mut outputs = self
-            .inner
-            .perform(&real)
-            .map_err(|f| ActionFailure {
+        match self.inner.perform(&real) {
+            Ok(outputs) => Ok(with_skipped(&substituted, outputs)),
+            Err(f) => {
                 // Point at the plan's action, not at its place in the substituted list.
-                index: substituted
+                let index = substituted
                     .iter()
                     .enumerate()
                     .filter(|(_, a)| a.is_some())
                     .nth(f.index)
-                    .map_or(f.index, |(i, _)| i),
-                message: f.message,
-            })?
-            .into_iter();
-        Ok(substituted
-            .iter()
-            .map(|a| match a {
-                Some(_) => outputs.next().unwrap_or_default(),
-                None => ActionOutput::Skipped {
-                    rehearsal: "skipped",
-                },
-            })
-            .collect())
+                    .map_or(f.index, |(i, _)| i);
+                Err(ActionFailure {
+                    done: with_skipped(&substituted[..index.min(substituted.len())], f.done),
+                    index,
+                    message: f.message,
+                })
+            }
+        }
     }
+}
+
+/// The outputs of the plan's actions: the host's, in order, for those it performed; `skipped` for the others.
+fn with_skipped(substituted: &[Option<Action>], outputs: Vec<ActionOutput>) -> Vec<ActionOutput> {
+    let mut outputs = outputs.into_iter();
+    substituted
+        .iter()
+        .map(|a| match a {
+            Some(_) => outputs.next().unwrap_or_default(),
+            None => ActionOutput::Skipped {
+                rehearsal: "skipped",
+            },
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -56,9 +56,14 @@ impl StateDir {
 
     /// Whether `name` exists (a symlink counts: it is moved aside, not followed).
     fn exists(&self, name: &Path) -> Result<bool, HostError> {
+        self.size(name).map(|size| size.is_some())
+    }
+
+    /// The size of `name` (a symlink's own), `None` when there is none.
+    fn size(&self, name: &Path) -> Result<Option<u64>, HostError> {
         match fstatat(&self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(_) => Ok(true),
-            Err(nix::errno::Errno::ENOENT) => Ok(false),
+            Ok(stat) => Ok(Some(u64::try_from(stat.st_size).unwrap_or(0))),
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
             Err(e) => Err(HostError::io(
                 format!("cannot stat {}", self.show(name)),
                 e.into(),
@@ -128,7 +133,7 @@ pub(crate) fn commit(from: &Path, to: &Path) -> Result<FileCommitted, HostError>
         )));
     }
     drop(file);
-    let kept = keep_aside_in(&dir, &to_name)?;
+    let kept = keep_aside_in(&dir, &to_name)?.map(|(path, _)| path);
     dir.rename(&from_name, &to_name).map_err(|e| {
         HostError::io(
             format!("cannot rename {} to {}", from.display(), to.display()),
@@ -144,16 +149,16 @@ pub(crate) fn commit(from: &Path, to: &Path) -> Result<FileCommitted, HostError>
 }
 
 /// Renames an existing `path` (a symlink too: it is moved, not followed) to the first free `path.kept-N`;
-/// returns where it went.
-pub(crate) fn keep_aside(path: &Path) -> Result<Option<PathBuf>, HostError> {
+/// returns where it went and its size. A rename writes no data: it works on a full disk too.
+pub(crate) fn keep_aside(path: &Path) -> Result<Option<(PathBuf, u64)>, HostError> {
     let (dir, name) = StateDir::of(path)?;
     keep_aside_in(&dir, &name)
 }
 
-fn keep_aside_in(dir: &StateDir, name: &Path) -> Result<Option<PathBuf>, HostError> {
-    if !dir.exists(name)? {
+fn keep_aside_in(dir: &StateDir, name: &Path) -> Result<Option<(PathBuf, u64)>, HostError> {
+    let Some(size) = dir.size(name)? else {
         return Ok(None);
-    }
+    };
     for n in 1..=MAX_KEPT {
         let mut aside = name.as_os_str().to_owned();
         aside.push(format!(".kept-{n}"));
@@ -170,7 +175,7 @@ fn keep_aside_in(dir: &StateDir, name: &Path) -> Result<Option<PathBuf>, HostErr
                 )
             })?;
             dir.sync()?;
-            return Ok(Some(dir.path.join(aside)));
+            return Ok(Some((dir.path.join(aside), size)));
         }
     }
     Err(HostError::check(format!(

@@ -137,9 +137,14 @@ impl AppendLog {
         self.file.seek(SeekFrom::End(0)).map(drop)
     }
 
-    /// Appends `bytes`, durable only once [`AppendLog::sync`] returns: several records, one `fdatasync`.
+    /// Appends `bytes`, durable only once [`AppendLog::sync`] returns: several records, one `fdatasync`. A write
+    /// that fails part-way (a full disk takes what fits) is cut off again, so that no torn line is left for a
+    /// later write to follow.
     pub(crate) fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(bytes)
+        let len = self.file.metadata()?.len();
+        self.file.write_all(bytes).inspect_err(|_| {
+            let _ = self.file.set_len(len);
+        })
     }
 
     /// Makes everything appended so far durable (`fdatasync`).

@@ -201,12 +201,43 @@ fn undo(client: &mut QmpClient, record: &Path) -> Result<ActionOutput, HostError
         Err(e) => return Err(HostError::io(format!("cannot read {}", record.display()), e)),
     };
     let before = saved.before.unwrap_or_default();
-    for (command, args) in undo_commands(&before) {
+    let commands = undo_commands(&before);
+    if !commands.is_empty() {
+        wait_migration_ended(client)?;
+    }
+    for (command, args) in commands {
         client.execute(command, &args)?;
     }
     let mut reset = before.capabilities_off;
     reset.extend(before.parameters.into_keys());
     Ok(ActionOutput::MigrationReset { reset })
+}
+
+/// How long a cancelled migration may take to end (its thread stops at its next chunk).
+const CANCEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits until no migration runs: capabilities (and some parameters) cannot change while one does, and a `migrate_cancel` (the save's
+/// undo, just before) only asks the migration thread to stop.
+fn wait_migration_ended(client: &mut QmpClient) -> Result<(), HostError> {
+    let started = std::time::Instant::now();
+    loop {
+        let reply = client.execute("query-migrate", &json!({}))?;
+        let status = reply
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("none");
+        if matches!(status, "none" | "completed" | "failed" | "cancelled") {
+            return Ok(());
+        }
+        if started.elapsed() > CANCEL_TIMEOUT {
+            return Err(HostError::check(format!(
+                "QMP {}: the migration is still {status} {} s after it was cancelled: its capabilities cannot                  be set back until it ends",
+                client.socket(),
+                CANCEL_TIMEOUT.as_secs()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// What the restore sets: exactly the record's choice, when this QEMU offers all of it.

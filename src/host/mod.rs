@@ -92,6 +92,7 @@ impl Host for RealHostAt {
                     return Err(ActionFailure {
                         index,
                         message: e.to_string(),
+                        done: outputs,
                     });
                 }
             }

@@ -126,9 +126,10 @@ pub(super) fn one(
             timeout_ms,
         } => criu(argv, pidfile, *timeout_ms),
         Action::CommitFile { from, to } => files::commit(from, to).map(ActionOutput::Committed),
-        Action::KeepAside { path } => {
-            files::keep_aside(path).map(|kept_aside| ActionOutput::KeptAside { kept_aside })
-        }
+        Action::KeepAside { path } => files::keep_aside(path).map(|kept| ActionOutput::KeptAside {
+            bytes: kept.as_ref().map(|(_, bytes)| *bytes),
+            kept_aside: kept.map(|(path, _)| path),
+        }),
         Action::CheckSharedRam { socket, cmdline } => {
             vm::check_shared_ram(session(sessions, socket)?, sysfs, cmdline.as_deref())
                 .map(|backends| ActionOutput::SharedRam { backends })

@@ -63,11 +63,14 @@ pub(super) fn preflight(plan: &Plan, cmdline: &str) -> Vec<Action> {
         });
     }
     // A state file under the name a restore or a rollback reads must be this run's: an earlier run's is moved
-    // aside now, before anything pauses, rather than restored by mistake after a failed save.
+    // aside now, before anything pauses, rather than restored by mistake after a failed save. So is a partial one
+    // a failed save could not move aside itself: the save would overwrite it.
     for vm in saved() {
+        let state = vm::state_file(vm);
         actions.push(Action::KeepAside {
-            path: vm::state_file(vm),
+            path: vm::partial(&state),
         });
+        actions.push(Action::KeepAside { path: state });
     }
     for app in &plan.apps {
         if let AppKind::Criu { images, .. } = &app.kind {

@@ -527,9 +527,18 @@ restart = ["systemctl", "start", "qemu@db.service"]
                 .iter()
                 .any(|a| matches!(a, Action::CheckMigratable { .. }))
         );
-        assert!(preflight.actions.contains(&Action::KeepAside {
-            path: dir.join("vmstate")
-        }));
+        for name in ["vmstate", "vmstate.partial"] {
+            assert!(preflight.actions.contains(&Action::KeepAside {
+                path: dir.join(name)
+            }));
+        }
+        // A failed save's partial state is kept aside first, before the undo needs the QEMU.
+        assert_eq!(
+            save.rollback.first(),
+            Some(&Action::KeepAside {
+                path: dir.join("vmstate.partial")
+            })
+        );
     }
 
     #[test]

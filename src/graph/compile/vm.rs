@@ -169,13 +169,15 @@ pub(super) fn save(vm: Option<&Vm>, migration_timeout: u64) -> Compiled {
             // kernel frees its RAM) would only lengthen the downtime.
             actions.push(commit(v));
             // The source QEMU stays alive (the kexec ends it), so the pause's `cont` resumes it; a migration still
-            // running is cancelled first.
+            // running is cancelled first. What the failed save wrote is kept aside — the only trace of what went
+            // wrong, never under a name a restore reads, never overwritten by the next save — and first, before
+            // anything that needs the QEMU (gone or wedged, it fails the rest of the undo).
             let mut rollback = vec![
-                handshake(socket),
-                qmp(socket, "migrate_cancel", json!({})),
-                Action::RemoveFile {
+                Action::KeepAside {
                     path: partial(&state_file(v)),
                 },
+                handshake(socket),
+                qmp(socket, "migrate_cancel", json!({})),
             ];
             // The guest runs on: its RAM moves away from the digest.
             if shared_qmp(v) {
