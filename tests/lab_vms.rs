@@ -33,6 +33,18 @@ fn run_vmhost(name: &str, args: &[&str]) -> (Lab, Run, Vec<(String, String)>) {
     (lab, run, boots)
 }
 
+/// `run_vmhost` of a scenario whose apply kexecs: the lab host booted twice, first the lab's kernel, then (after
+/// the kexec) the new one; and the status kup wrote on it.
+fn kexeced_vmhost(name: &str, args: &[&str]) -> (Lab, Run, Value) {
+    let (lab, run, boots) = run_vmhost(name, args);
+    assert_eq!(boots.len(), 2, "two boots of the lab host: {boots:?}");
+    assert_ne!(boots[0].0, boots[1].0, "the kexec started a new boot");
+    assert_eq!(boots[0].1, lab.kernel_version());
+    assert_eq!(boots[1].1, lab.new_kernel_version());
+    let status = run.json("/var/lib/kup-lab/status.json");
+    (lab, run, status)
+}
+
 /// A `KEY VALUE…` file the lab host's driver wrote (`/var/lib/kup-lab/NAME`), as a map.
 fn fields(run: &Run, name: &str) -> BTreeMap<String, String> {
     run.must(&format!("/var/lib/kup-lab/{name}"))
@@ -111,11 +123,7 @@ fn committed_bytes(journal: &Journal, guest: &str) -> u64 {
 /// it, after kup has bound the device to vfio-pci again on the new kernel.
 #[test]
 fn guests_inside_the_lab_host_survive_its_kexec_into_the_new_kernel() {
-    let (lab, run, boots) = run_vmhost("vmhost", &[]);
-    assert_eq!(boots.len(), 2, "two boots of the lab host: {boots:?}");
-    assert_ne!(boots[0].0, boots[1].0, "the kexec started a new boot");
-    assert_eq!(boots[0].1, lab.kernel_version());
-    assert_eq!(boots[1].1, lab.new_kernel_version());
+    let (lab, run, status) = kexeced_vmhost("vmhost", &[]);
     lab::assert_contains_all(
         &run.must("/var/lib/kup-lab/cmdline.2"),
         &["memmap=256M!1536M", "intel_iommu=on", "cpuhp.parallel=1"],
@@ -128,7 +136,6 @@ fn guests_inside_the_lab_host_survive_its_kexec_into_the_new_kernel() {
         "the new kernel's pmem mount",
     );
 
-    let status = run.json("/var/lib/kup-lab/status.json");
     for (guest, after) in GUESTS.iter().zip(ram_came_back(&run)) {
         assert!(after["unit"].ends_with("active"), "{guest}: {after:?}");
         for step in ["restore", "resume"] {
@@ -206,10 +213,7 @@ fn guests_inside_the_lab_host_survive_its_kexec_into_the_new_kernel() {
 /// and come back on the new kernel with their RAM byte-identical.
 #[test]
 fn guests_named_by_unit_keep_running_through_an_isolate_before_their_pause() {
-    let (lab, run, boots) = run_vmhost("vmhost-isolate", &["--isolate"]);
-    assert_eq!(boots.len(), 2, "two boots of the lab host: {boots:?}");
-    assert_eq!(boots[1].1, lab.new_kernel_version());
-    let status = run.json("/var/lib/kup-lab/status.json");
+    let (_, run, status) = kexeced_vmhost("vmhost-isolate", &["--isolate"]);
     assert_eq!(status["state"], "completed", "{status:#}");
     assert_eq!(*step_state(&status, "isolate"), "done");
     let journal = Journal::read_from(&run, "/var/lib/kup");
@@ -326,10 +330,7 @@ fn a_root_named_by_nvme_number_on_a_host_with_two_controllers_is_refused_at_pref
 /// kexec): its restore fails with QEMU's own reason and its state file stays; the other guests are restored.
 #[test]
 fn a_state_its_qemu_refuses_fails_that_guest_only_with_qemus_reason() {
-    let (lab, run, boots) = run_vmhost("vmhost-refuse-state", &["--refuse-state"]);
-    assert_eq!(boots.len(), 2, "{boots:?}");
-    assert_eq!(boots[1].1, lab.new_kernel_version());
-    let status = run.json("/var/lib/kup-lab/status.json");
+    let (_, run, status) = kexeced_vmhost("vmhost-refuse-state", &["--refuse-state"]);
     assert_eq!(status["state"], "failed", "{status:#}");
     assert_eq!(*step_state(&status, "vm:copy:restore"), "failed");
     let message = status["message"].as_str().unwrap_or_default();

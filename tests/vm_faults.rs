@@ -327,11 +327,10 @@ fn a_full_journal_disk_after_the_kexec_stops_resume_clearly_and_loses_nothing() 
     };
     f.journal = disk.mount.join("journal");
     let plan = f.plan(&[(&shared, "shared"), (&copied, "copy")]);
-    let run = f
-        .rehearse(&plan)
-        .env("KUP_FAULT_CRASH_AFTER_RECORD", "kexec")
-        .run();
-    assert_eq!(run.code(), None, "kup was not killed:\n{}", run.stderr());
+    f.rehearse(&plan)
+        .crash_after_record("kexec")
+        .run()
+        .killed("after the kexec record");
     let space = fill(&disk.mount);
     let run = f.on_journal("resume").run();
     let stderr = run.stderr();
