@@ -4,7 +4,7 @@
 use super::{EdgeOrigin, MAX_REDUCED_STEPS, Phase, Step, StepGraph, StepId, StepKind, cost};
 use crate::plan::{Diagnostic, Plan};
 use petgraph::Direction;
-use petgraph::algo::has_path_connecting;
+use petgraph::algo::{DfsSpace, has_path_connecting};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use std::collections::BTreeMap;
@@ -100,8 +100,12 @@ impl StepGraph {
             })
             .map(|e| e.id())
             .collect();
-        let redundant: std::collections::HashSet<_> = redundant.into_iter().collect();
-        self.graph.retain_edges(|_, e| !redundant.contains(&e));
+        let mut drop = vec![false; self.graph.edge_count()];
+        for e in redundant {
+            drop[e.index()] = true;
+        }
+        // retain_edges visits the edges from the last: each index is still the original one when it is visited.
+        self.graph.retain_edges(|_, e| !drop[e.index()]);
     }
 
     pub(super) fn add(&mut self, plan: &Plan, kind: StepKind) -> NodeIndex {
@@ -336,11 +340,13 @@ impl StepGraph {
         else {
             return;
         };
+        // One search space for every reachability question: nodes are not added while steps are placed.
+        let mut space = DfsSpace::new(&self.graph);
         for &node in customs {
             self.graph[node].phase = Phase::Before;
-            let connected = |g: &Self, a, b| {
-                has_path_connecting(&g.graph, a, b, None)
-                    || has_path_connecting(&g.graph, b, a, None)
+            let mut connected = |g: &Self, a, b| {
+                has_path_connecting(&g.graph, a, b, Some(&mut space))
+                    || has_path_connecting(&g.graph, b, a, Some(&mut space))
             };
             if !connected(self, preflight, node) {
                 self.graph.add_edge(preflight, node, EdgeOrigin::Placement);
@@ -366,10 +372,15 @@ impl StepGraph {
         ) else {
             return;
         };
+        // One search space for every reachability question: nodes are not added while steps are placed.
+        let mut space = DfsSpace::new(&self.graph);
+        let mut path = |graph: &DiGraph<Step, EdgeOrigin>, from, to| {
+            has_path_connecting(graph, from, to, Some(&mut space))
+        };
         for (i, &node) in customs.iter().enumerate() {
-            let phase = if has_path_connecting(&self.graph, node, kexec, None) {
+            let phase = if path(&self.graph, node, kexec) {
                 Phase::Before
-            } else if has_path_connecting(&self.graph, kexec, node, None) {
+            } else if path(&self.graph, kexec, node) {
                 Phase::After
             } else {
                 let step = &plan.steps[i];
@@ -391,14 +402,13 @@ impl StepGraph {
             match phase {
                 // Unless it was asked to run before preflight (which is allowed: a notification, say).
                 Phase::Before
-                    if !has_path_connecting(&self.graph, preflight, node, None)
-                        && !has_path_connecting(&self.graph, node, preflight, None) =>
+                    if !path(&self.graph, preflight, node)
+                        && !path(&self.graph, node, preflight) =>
                 {
                     self.graph.add_edge(preflight, node, EdgeOrigin::Placement);
                 }
                 Phase::After
-                    if !has_path_connecting(&self.graph, node, verify, None)
-                        && !has_path_connecting(&self.graph, verify, node, None) =>
+                    if !path(&self.graph, node, verify) && !path(&self.graph, verify, node) =>
                 {
                     // `verify` is last unless a step asked to run after it.
                     self.graph.add_edge(node, verify, EdgeOrigin::Placement);

@@ -34,6 +34,11 @@ impl StepGraph {
     /// `before` / `after` entries that close it. Built-in edges alone never form a cycle, so each has one.
     pub(super) fn cycles(&self) -> Vec<Diagnostic> {
         let mut out = Vec::new();
+        // Most graphs have none: one depth-first search (a self-loop is a back edge too) says so before the
+        // components are computed.
+        if !petgraph::algo::is_cyclic_directed(&self.graph) {
+            return out;
+        }
         let mut components = petgraph::algo::tarjan_scc(&self.graph);
         // Report in plan order, not in the algorithm's.
         for c in &mut components {

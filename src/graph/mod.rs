@@ -345,7 +345,7 @@ pub(crate) fn check(
             if let Some(history) = history {
                 graph.use_history(plan, history);
             }
-            match schedule::budget(plan, &graph, &graph.schedule()) {
+            match schedule::budget(plan, &graph) {
                 Some(d) => {
                     out.push(d);
                     None
