@@ -75,7 +75,10 @@ impl Validator<'_> {
         }
         let normal = format!("/{}", parts.join("/"));
         let text = normal.as_str();
-        let under = |root: &str| text == root || text.starts_with(&format!("{root}/"));
+        let under = |root: &str| {
+            text.strip_prefix(root)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
         if let Some(root) = VOLATILE_ROOTS.iter().find(|r| under(r)) {
             self.push(
                 Diagnostic::error(
