@@ -12,8 +12,12 @@ use std::collections::BTreeMap;
 impl StepGraph {
     /// Builds the graph of a checked plan, or reports unknown step ids and cycles among custom steps.
     pub fn build(plan: &Plan) -> Result<Self, Vec<Diagnostic>> {
+        // About as many steps as the plan will have (four per guest, two per app and device): the graph is not
+        // regrown while it is built.
+        let steps =
+            8 + 4 * plan.vms.len() + 2 * (plan.apps.len() + plan.pci.len()) + plan.steps.len();
         let mut g = Self {
-            graph: DiGraph::new(),
+            graph: DiGraph::with_capacity(steps, 2 * steps),
             ids: BTreeMap::new(),
             history: None,
         };
