@@ -1,13 +1,15 @@
 //! Building the step graph: the built-in steps and the edges that say what must precede what, the custom steps
 //! placed by their `before` / `after`, and the reduction that drops edges other paths already imply.
 
-use super::{EdgeOrigin, MAX_REDUCED_STEPS, Phase, Step, StepGraph, StepId, StepKind, cost};
+use super::{
+    EdgeOrigin, MAX_REDUCED_STEPS, Phase, Step, StepGraph, StepId, StepKey, StepKind, cost,
+};
 use crate::plan::{Diagnostic, Plan};
 use petgraph::Direction;
 use petgraph::algo::{DfsSpace, has_path_connecting};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 impl StepGraph {
     /// Builds the graph of a checked plan, or reports unknown step ids and cycles among custom steps.
@@ -18,7 +20,7 @@ impl StepGraph {
             8 + 4 * plan.vms.len() + 2 * (plan.apps.len() + plan.pci.len()) + plan.steps.len();
         let mut g = Self {
             graph: DiGraph::with_capacity(steps, 2 * steps),
-            ids: BTreeMap::new(),
+            ids: HashMap::with_capacity(steps),
             history: None,
         };
         g.builtin(plan);
@@ -116,7 +118,7 @@ impl StepGraph {
         let id = kind.id(plan);
         let phase = kind.phase();
         let estimate = cost::estimate(plan, &kind);
-        let text = id.to_string();
+        let text = id.key().into_owned();
         let node = self.graph.add_node(Step {
             id,
             kind,
@@ -131,7 +133,7 @@ impl StepGraph {
 
     /// The node of a built-in step.
     pub(super) fn node(&self, id: &StepId) -> Option<NodeIndex> {
-        self.ids.get(&id.to_string()).copied()
+        self.ids.get(id.key().as_ref()).copied()
     }
 
     pub(super) fn edge(&mut self, from: NodeIndex, to: NodeIndex) {
