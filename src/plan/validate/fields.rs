@@ -73,11 +73,12 @@ impl Validator<'_> {
                 p => parts.push(p),
             }
         }
-        let normal = format!("/{}", parts.join("/"));
-        let text = normal.as_str();
+        // Under `root` (`/var/run`): the normalised path's first components are the root's.
         let under = |root: &str| {
-            text.strip_prefix(root)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            let mut have = parts.iter();
+            root.split('/')
+                .skip(1)
+                .all(|want| have.next() == Some(&want))
         };
         if let Some(root) = VOLATILE_ROOTS.iter().find(|r| under(r)) {
             self.push(
