@@ -224,7 +224,7 @@ pub(crate) enum EdgeOrigin {
 pub struct StepGraph {
     graph: DiGraph<Step, EdgeOrigin>,
     /// Steps by the text of their id: what plans write in `before` / `after`. Hashed: every step is inserted and
-    /// looked up while the graph is built, and only an unknown id's finding lists them ([`StepGraph::sorted_ids`]).
+    /// looked up while the graph is built, and only an unknown id's finding lists them, sorted.
     ids: HashMap<String, NodeIndex>,
     /// Set by [`StepGraph::use_history`]: what the measured figures rest on.
     history: Option<HistoryUsed>,

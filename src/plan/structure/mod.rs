@@ -2,7 +2,9 @@
 //!
 //! serde stops at the first unknown key or wrong type; a reviewer wants every one of them at once. The schema is
 //! generated from the same types serde deserializes ([`super::raw`]), so walking the spanned TOML tree with it
-//! finds exactly the problems serde would, all of them, each with its span — and keeps one source of truth.
+//! finds exactly the problems serde would, all of them, each with its span — and keeps one source of truth. The
+//! schema is compiled once per process into a lookup tree ([`schema`]); the walk borrows the TOML tree and changes
+//! it only to remove what it reports.
 
 use super::diagnostic::Diagnostic;
 use schema::{Additional, Compiled, Node, NodeId, Table};
