@@ -305,8 +305,16 @@ pub(crate) fn misspelt(name: &str) -> Option<&'static str> {
         7..=8 => strsim::osa_distance(&name_n, known) <= 1,
         _ => strsim::osa_distance(&name_n, known) <= 2,
     };
+    // An edit distance is at least the difference in length: names further off than `close` allows are skipped
+    // before they are normalised and compared.
+    let reach = match length {
+        ..=6 => 0,
+        7..=8 => 1,
+        _ => 2,
+    };
     KNOWN
         .iter()
+        .filter(|k| k.name.chars().count().abs_diff(length) <= reach)
         .map(|k| (normal(k.name), k.name))
         .filter(|(known, _)| close(known))
         .min_by_key(|(known, _)| strsim::osa_distance(&name_n, known))

@@ -56,32 +56,33 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The JSON document, borrowing the reports' text.
 #[derive(Serialize)]
-struct JsonOutput {
-    plans: Vec<JsonPlan>,
+struct JsonOutput<'a> {
+    plans: Vec<JsonPlan<'a>>,
 }
 
 #[derive(Serialize)]
-struct JsonPlan {
-    file: String,
+struct JsonPlan<'a> {
+    file: &'a str,
     valid: bool,
-    diagnostics: Vec<JsonDiagnostic>,
+    diagnostics: Vec<JsonDiagnostic<'a>>,
 }
 
 #[derive(Serialize)]
-struct JsonDiagnostic {
+struct JsonDiagnostic<'a> {
     severity: Severity,
     code: &'static str,
-    message: String,
+    message: &'a str,
     line: Option<usize>,
     column: Option<usize>,
     end_line: Option<usize>,
     end_column: Option<usize>,
-    label: Option<String>,
-    help: Option<String>,
+    label: Option<&'a str>,
+    help: Option<&'a str>,
 }
 
-fn json_diagnostic(report: &PlanDiagnostics, d: &Diagnostic) -> JsonDiagnostic {
+fn json_diagnostic<'a>(report: &PlanDiagnostics, d: &'a Diagnostic) -> JsonDiagnostic<'a> {
     let start = report.position(d);
     let end = d
         .span
@@ -90,13 +91,13 @@ fn json_diagnostic(report: &PlanDiagnostics, d: &Diagnostic) -> JsonDiagnostic {
     JsonDiagnostic {
         severity: d.severity,
         code: d.code,
-        message: d.message.clone(),
+        message: &d.message,
         line: start.map(|p| p.0),
         column: start.map(|p| p.1),
         end_line: end.map(|p| p.0),
         end_column: end.map(|p| p.1),
-        label: d.label.clone(),
-        help: d.help.clone(),
+        label: d.label.as_deref(),
+        help: d.help.as_deref(),
     }
 }
 
@@ -220,7 +221,7 @@ pub(crate) fn run(
                 plans: reports
                     .iter()
                     .map(|r| JsonPlan {
-                        file: r.file.clone(),
+                        file: &r.file,
                         valid: !r.has_errors(),
                         diagnostics: r
                             .diagnostics

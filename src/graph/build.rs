@@ -1,20 +1,26 @@
 //! Building the step graph: the built-in steps and the edges that say what must precede what, the custom steps
 //! placed by their `before` / `after`, and the reduction that drops edges other paths already imply.
 
-use super::{EdgeOrigin, MAX_REDUCED_STEPS, Phase, Step, StepGraph, StepId, StepKind, cost};
+use super::{
+    EdgeOrigin, MAX_REDUCED_STEPS, Phase, Step, StepGraph, StepId, StepKey, StepKind, cost,
+};
 use crate::plan::{Diagnostic, Plan};
 use petgraph::Direction;
-use petgraph::algo::has_path_connecting;
+use petgraph::algo::{DfsSpace, has_path_connecting};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 impl StepGraph {
     /// Builds the graph of a checked plan, or reports unknown step ids and cycles among custom steps.
     pub fn build(plan: &Plan) -> Result<Self, Vec<Diagnostic>> {
+        // About as many steps as the plan will have (four per guest, two per app and device): the graph is not
+        // regrown while it is built.
+        let steps =
+            8 + 4 * plan.vms.len() + 2 * (plan.apps.len() + plan.pci.len()) + plan.steps.len();
         let mut g = Self {
-            graph: DiGraph::new(),
-            ids: BTreeMap::new(),
+            graph: DiGraph::with_capacity(steps, 2 * steps),
+            ids: HashMap::with_capacity(steps),
             history: None,
         };
         g.builtin(plan);
@@ -100,15 +106,19 @@ impl StepGraph {
             })
             .map(|e| e.id())
             .collect();
-        let redundant: std::collections::HashSet<_> = redundant.into_iter().collect();
-        self.graph.retain_edges(|_, e| !redundant.contains(&e));
+        let mut drop = vec![false; self.graph.edge_count()];
+        for e in redundant {
+            drop[e.index()] = true;
+        }
+        // retain_edges visits the edges from the last: each index is still the original one when it is visited.
+        self.graph.retain_edges(|_, e| !drop[e.index()]);
     }
 
     pub(super) fn add(&mut self, plan: &Plan, kind: StepKind) -> NodeIndex {
         let id = kind.id(plan);
         let phase = kind.phase();
         let estimate = cost::estimate(plan, &kind);
-        let text = id.to_string();
+        let text = id.key().into_owned();
         let node = self.graph.add_node(Step {
             id,
             kind,
@@ -123,7 +133,7 @@ impl StepGraph {
 
     /// The node of a built-in step.
     pub(super) fn node(&self, id: &StepId) -> Option<NodeIndex> {
-        self.ids.get(&id.to_string()).copied()
+        self.ids.get(id.key().as_ref()).copied()
     }
 
     pub(super) fn edge(&mut self, from: NodeIndex, to: NodeIndex) {
@@ -336,11 +346,13 @@ impl StepGraph {
         else {
             return;
         };
+        // One search space for every reachability question: nodes are not added while steps are placed.
+        let mut space = DfsSpace::new(&self.graph);
         for &node in customs {
             self.graph[node].phase = Phase::Before;
-            let connected = |g: &Self, a, b| {
-                has_path_connecting(&g.graph, a, b, None)
-                    || has_path_connecting(&g.graph, b, a, None)
+            let mut connected = |g: &Self, a, b| {
+                has_path_connecting(&g.graph, a, b, Some(&mut space))
+                    || has_path_connecting(&g.graph, b, a, Some(&mut space))
             };
             if !connected(self, preflight, node) {
                 self.graph.add_edge(preflight, node, EdgeOrigin::Placement);
@@ -366,10 +378,15 @@ impl StepGraph {
         ) else {
             return;
         };
+        // One search space for every reachability question: nodes are not added while steps are placed.
+        let mut space = DfsSpace::new(&self.graph);
+        let mut path = |graph: &DiGraph<Step, EdgeOrigin>, from, to| {
+            has_path_connecting(graph, from, to, Some(&mut space))
+        };
         for (i, &node) in customs.iter().enumerate() {
-            let phase = if has_path_connecting(&self.graph, node, kexec, None) {
+            let phase = if path(&self.graph, node, kexec) {
                 Phase::Before
-            } else if has_path_connecting(&self.graph, kexec, node, None) {
+            } else if path(&self.graph, kexec, node) {
                 Phase::After
             } else {
                 let step = &plan.steps[i];
@@ -391,14 +408,13 @@ impl StepGraph {
             match phase {
                 // Unless it was asked to run before preflight (which is allowed: a notification, say).
                 Phase::Before
-                    if !has_path_connecting(&self.graph, preflight, node, None)
-                        && !has_path_connecting(&self.graph, node, preflight, None) =>
+                    if !path(&self.graph, preflight, node)
+                        && !path(&self.graph, node, preflight) =>
                 {
                     self.graph.add_edge(preflight, node, EdgeOrigin::Placement);
                 }
                 Phase::After
-                    if !has_path_connecting(&self.graph, node, verify, None)
-                        && !has_path_connecting(&self.graph, verify, node, None) =>
+                    if !path(&self.graph, node, verify) && !path(&self.graph, verify, node) =>
                 {
                     // `verify` is last unless a step asked to run after it.
                     self.graph.add_edge(node, verify, EdgeOrigin::Placement);

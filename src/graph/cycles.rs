@@ -21,19 +21,29 @@ impl StepGraph {
         if r.id == "isolate" && plan.policy.isolate.is_none() {
             return d.help("`isolate` exists only when `policy.isolate` names a target");
         }
-        match did_you_mean(&r.id, self.ids.keys().map(String::as_str)) {
+        let ids = self.sorted_ids();
+        match did_you_mean(&r.id, ids.iter().copied()) {
             Some(guess) => d.help(format!("did you mean `{guess}`?")),
-            None => d.help(format!(
-                "step ids in this plan: {}",
-                self.ids.keys().cloned().collect::<Vec<_>>().join(", ")
-            )),
+            None => d.help(format!("step ids in this plan: {}", ids.join(", "))),
         }
+    }
+
+    /// Every step id's text, sorted.
+    fn sorted_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.ids.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// One diagnostic per strongly connected component: the shortest cycle through it, pointing at the
     /// `before` / `after` entries that close it. Built-in edges alone never form a cycle, so each has one.
     pub(super) fn cycles(&self) -> Vec<Diagnostic> {
         let mut out = Vec::new();
+        // Most graphs have none: one depth-first search (a self-loop is a back edge too) says so before the
+        // components are computed.
+        if !petgraph::algo::is_cyclic_directed(&self.graph) {
+            return out;
+        }
         let mut components = petgraph::algo::tarjan_scc(&self.graph);
         // Report in plan order, not in the algorithm's.
         for c in &mut components {

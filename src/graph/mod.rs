@@ -21,7 +21,7 @@ use petgraph::algo::has_path_connecting;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
@@ -223,8 +223,9 @@ pub(crate) enum EdgeOrigin {
 #[derive(Debug, Clone)]
 pub struct StepGraph {
     graph: DiGraph<Step, EdgeOrigin>,
-    /// Steps by the text of their id: what plans write in `before` / `after`.
-    ids: BTreeMap<String, NodeIndex>,
+    /// Steps by the text of their id: what plans write in `before` / `after`. Hashed: every step is inserted and
+    /// looked up while the graph is built, and only an unknown id's finding lists them, sorted.
+    ids: HashMap<String, NodeIndex>,
     /// Set by [`StepGraph::use_history`]: what the measured figures rest on.
     history: Option<HistoryUsed>,
 }
@@ -345,7 +346,7 @@ pub(crate) fn check(
             if let Some(history) = history {
                 graph.use_history(plan, history);
             }
-            match schedule::budget(plan, &graph, &graph.schedule()) {
+            match schedule::budget(plan, &graph) {
                 Some(d) => {
                     out.push(d);
                     None

@@ -52,9 +52,17 @@ pub struct Schedule {
     pub(crate) host_downtime: Duration,
 }
 
-impl Schedule {
-    // Long by design: one topological pass computing starts, ends, levels, the critical path and the downtimes together.
-    pub(crate) fn of(graph: &StepGraph) -> Self {
+/// When each step starts and ends in the earliest-start schedule, and the order the steps are scheduled in: all
+/// [`budget`] needs to know whether the plan is within `policy.max_downtime`, without the slots' ids.
+struct Timing {
+    start: Vec<Duration>,
+    end: Vec<Duration>,
+    level: Vec<usize>,
+    order: Vec<NodeIndex>,
+}
+
+impl Timing {
+    fn of(graph: &StepGraph) -> Self {
         let g = graph.graph();
         let n = g.node_count();
         let mut start = vec![Duration::ZERO; n];
@@ -85,49 +93,19 @@ impl Schedule {
                 }
             }
         }
-        // `order` holds every node: StepGraph::build refuses cycles.
-        let position: Vec<usize> = {
-            let mut p = vec![usize::MAX; n];
-            for (k, node) in order.iter().enumerate() {
-                p[node.index()] = k;
-            }
-            p
-        };
-        let total = end.iter().copied().max().unwrap_or_default();
-        let mut critical = vec![false; n];
-        let mut critical_path = Vec::new();
-        // The last step to end, the first of them in schedule order on a tie; then back through the predecessor
-        // that ended last.
-        let mut at = order.iter().copied().find(|x| end[x.index()] == total);
-        while let Some(node) = at {
-            critical[node.index()] = true;
-            critical_path.push(g[node].id.clone());
-            at = g
-                .neighbors_directed(node, Direction::Incoming)
-                .max_by_key(|p| (end[p.index()], Reverse(position[p.index()])));
+        Self {
+            start,
+            end,
+            level,
+            order,
         }
-        critical_path.reverse();
-        let slots = order
-            .iter()
-            .map(|&node| {
-                let i = node.index();
-                let mut preds: Vec<NodeIndex> =
-                    g.neighbors_directed(node, Direction::Incoming).collect();
-                preds.sort_by_key(|p| position[p.index()]);
-                preds.dedup();
-                Slot {
-                    id: g[node].id.clone(),
-                    phase: g[node].phase,
-                    start: start[i],
-                    estimate: g[node].estimate,
-                    measured: g[node].measured,
-                    end: end[i],
-                    level: level[i],
-                    critical: critical[i],
-                    after: preds.iter().map(|p| g[*p].id.clone()).collect(),
-                }
-            })
-            .collect();
+    }
+
+    /// Per VM, in plan order, from its pause's start to its resume's end; and the host's downtime (see the module
+    /// documentation).
+    fn downtimes(&self, graph: &StepGraph) -> (Vec<(String, Duration)>, Duration) {
+        let g = graph.graph();
+        let (start, end) = (&self.start, &self.end);
         let mut vm_downtime = Vec::new();
         let mut pauses: Vec<(usize, Duration)> = Vec::new();
         let mut resumes: Vec<(usize, Duration, String)> = Vec::new();
@@ -176,6 +154,64 @@ impl Schedule {
             (Some(from), Some(to)) => to.saturating_sub(from),
             _ => Duration::ZERO,
         };
+        (vm_downtime, host_downtime)
+    }
+}
+
+impl Schedule {
+    pub(crate) fn of(graph: &StepGraph) -> Self {
+        Self::from_timing(graph, Timing::of(graph))
+    }
+
+    /// The slots, the critical path and the downtimes of a computed timing.
+    fn from_timing(graph: &StepGraph, timing: Timing) -> Self {
+        let g = graph.graph();
+        let n = g.node_count();
+        let (start, end, order) = (&timing.start, &timing.end, &timing.order);
+        // `order` holds every node: StepGraph::build refuses cycles.
+        let position: Vec<usize> = {
+            let mut p = vec![usize::MAX; n];
+            for (k, node) in order.iter().enumerate() {
+                p[node.index()] = k;
+            }
+            p
+        };
+        let total = end.iter().copied().max().unwrap_or_default();
+        let mut critical = vec![false; n];
+        let mut critical_path = Vec::new();
+        // The last step to end, the first of them in schedule order on a tie; then back through the predecessor
+        // that ended last.
+        let mut at = order.iter().copied().find(|x| end[x.index()] == total);
+        while let Some(node) = at {
+            critical[node.index()] = true;
+            critical_path.push(g[node].id.clone());
+            at = g
+                .neighbors_directed(node, Direction::Incoming)
+                .max_by_key(|p| (end[p.index()], Reverse(position[p.index()])));
+        }
+        critical_path.reverse();
+        let slots = order
+            .iter()
+            .map(|&node| {
+                let i = node.index();
+                let mut preds: Vec<NodeIndex> =
+                    g.neighbors_directed(node, Direction::Incoming).collect();
+                preds.sort_by_key(|p| position[p.index()]);
+                preds.dedup();
+                Slot {
+                    id: g[node].id.clone(),
+                    phase: g[node].phase,
+                    start: start[i],
+                    estimate: g[node].estimate,
+                    measured: g[node].measured,
+                    end: end[i],
+                    level: timing.level[i],
+                    critical: critical[i],
+                    after: preds.iter().map(|p| g[*p].id.clone()).collect(),
+                }
+            })
+            .collect();
+        let (vm_downtime, host_downtime) = timing.downtimes(graph);
         Self {
             slots,
             critical_path,
@@ -214,16 +250,12 @@ impl Schedule {
 
     /// The VM that is down longest, with its downtime (the first in plan order on a tie).
     pub(crate) fn worst_vm(&self) -> Option<(&str, Duration)> {
-        self.vm_downtime
-            .iter()
-            .rev()
-            .max_by_key(|v| v.1)
-            .map(|(name, d)| (name.as_str(), *d))
+        worst_vm(&self.vm_downtime)
     }
 
     /// The downtime `policy.max_downtime` is held against: the worst VM's, or the host's in a plan without VMs.
     pub fn downtime(&self) -> Duration {
-        self.worst_vm().map_or(self.host_downtime, |v| v.1)
+        held_downtime(&self.vm_downtime, self.host_downtime)
     }
 
     /// The steps that account for most of the window from `from` to `to`: the chain of steps that ends last at
@@ -248,6 +280,18 @@ impl Schedule {
         out.sort_by_key(|c| Reverse(c.1));
         out
     }
+}
+
+fn worst_vm(vm_downtime: &[(String, Duration)]) -> Option<(&str, Duration)> {
+    vm_downtime
+        .iter()
+        .rev()
+        .max_by_key(|v| v.1)
+        .map(|(name, d)| (name.as_str(), *d))
+}
+
+fn held_downtime(vm_downtime: &[(String, Duration)], host_downtime: Duration) -> Duration {
+    worst_vm(vm_downtime).map_or(host_downtime, |v| v.1)
 }
 
 /// Human form of a duration: milliseconds below a second, else seconds with up to three decimals.
@@ -289,13 +333,17 @@ pub(crate) fn millis(d: Duration) -> u64 {
 }
 
 // Long by design: the downtime-budget diagnostic with its contributors and remedies.
-/// The `downtime-budget` finding, when the estimate exceeds `policy.max_downtime`.
-pub(crate) fn budget(plan: &Plan, graph: &StepGraph, schedule: &Schedule) -> Option<Diagnostic> {
+/// The `downtime-budget` finding, when the estimate exceeds `policy.max_downtime`. Within the budget, or without
+/// one, only the steps' times are computed: the schedule's slots are for the finding.
+pub(crate) fn budget(plan: &Plan, graph: &StepGraph) -> Option<Diagnostic> {
     let limit = plan.policy.max_downtime?;
-    let downtime = schedule.downtime();
+    let timing = Timing::of(graph);
+    let (vm_downtime, host_downtime) = timing.downtimes(graph);
+    let downtime = held_downtime(&vm_downtime, host_downtime);
     if downtime <= limit {
         return None;
     }
+    let schedule = &Schedule::from_timing(graph, timing);
     let (whose, from, last) = match schedule.worst_vm() {
         Some((name, _)) => {
             let vm = name.to_owned();

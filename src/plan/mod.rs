@@ -30,13 +30,6 @@ pub fn schema() -> serde_json::Value {
     schema.to_value()
 }
 
-/// The schema, generated once per process: [`load`] walks every plan with it, and generating it costs about as much
-/// as parsing a plan (a third of `kup plan validate`'s time on 10 000 plans, docs/benchmarks.md).
-fn cached_schema() -> &'static serde_json::Value {
-    static SCHEMA: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
-    SCHEMA.get_or_init(schema)
-}
-
 /// The result of loading one plan file.
 #[derive(Debug, Clone)]
 pub(crate) struct Loaded {
@@ -97,7 +90,7 @@ pub(crate) fn load(file: &str, bytes: &[u8]) -> Loaded {
 
     let mut table = table;
     let mut diagnostics = Vec::new();
-    let pruned = structure::check(&mut table, cached_schema(), &mut diagnostics);
+    let pruned = structure::check(&mut table, &mut diagnostics);
     let structure_ok = diagnostics.is_empty();
     let raw = match raw::RawPlan::deserialize(toml::de::Deserializer::from(table)) {
         Ok(raw) => raw,

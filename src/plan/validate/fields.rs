@@ -73,9 +73,13 @@ impl Validator<'_> {
                 p => parts.push(p),
             }
         }
-        let normal = format!("/{}", parts.join("/"));
-        let text = normal.as_str();
-        let under = |root: &str| text == root || text.starts_with(&format!("{root}/"));
+        // Under `root` (`/var/run`): the normalised path's first components are the root's.
+        let under = |root: &str| {
+            let mut have = parts.iter();
+            root.split('/')
+                .skip(1)
+                .all(|want| have.next() == Some(&want))
+        };
         if let Some(root) = VOLATILE_ROOTS.iter().find(|r| under(r)) {
             self.push(
                 Diagnostic::error(
