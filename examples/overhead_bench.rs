@@ -830,6 +830,11 @@ impl Timeline {
     }
 }
 
+/// Records that thread `tid` started `doing` at `at`.
+fn mark(threads: &mut BTreeMap<u32, Timeline>, tid: u32, at: f64, doing: Doing) {
+    threads.entry(tid).or_default().changes.push((at, doing));
+}
+
 /// Parses `perf script -F pid,tid,time,event,trace` into a timeline per thread of process `pid` (a thread is
 /// kup's when an event ran in it with `pid` as its process: a child kup forks is a process of its own).
 fn timelines(text: &str, pid: u32) -> BTreeMap<u32, Timeline> {
@@ -877,22 +882,12 @@ fn timelines(text: &str, pid: u32) -> BTreeMap<u32, Timeline> {
                     } else {
                         Doing::Blocked
                     };
-                    threads.entry(tid).or_default().changes.push((at, doing));
+                    mark(&mut threads, tid, at, doing);
                 }
-                let next = field(&trace, "next_pid=");
-                threads
-                    .entry(next)
-                    .or_default()
-                    .changes
-                    .push((at, Doing::Running));
+                mark(&mut threads, field(&trace, "next_pid="), at, Doing::Running);
             }
             "sched:sched_wakeup:" | "sched:sched_wakeup_new:" => {
-                let woken = field(&trace, "pid=");
-                threads
-                    .entry(woken)
-                    .or_default()
-                    .changes
-                    .push((at, Doing::Runnable));
+                mark(&mut threads, field(&trace, "pid="), at, Doing::Runnable);
             }
             "syscalls:sys_enter_fdatasync:" if p == pid => {
                 entered.insert(tid, at);
